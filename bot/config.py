@@ -1,0 +1,301 @@
+"""Settings: read once from the environment and an optional JSON file, validated, passed down.
+
+Precedence, highest first: keyword arguments, environment variables, the JSON file, defaults.
+Nothing here is global: `Settings(...)` builds a fresh, independent object every time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+__all__ = [
+    "ConfigError",
+    "DatabaseConfig",
+    "IntegrationConfig",
+    "PerformanceConfig",
+    "RedisConfig",
+    "SecurityConfig",
+    "ServerConfig",
+    "ServerConfiguration",
+    "Settings",
+    "as_settings",
+    "load_settings",
+]
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value; the message names the key, the bad value and what is valid."""
+
+
+# Environment variable names of the original design; every other field reads TMS_<FIELD>.
+ENV_NAMES = {
+    "host": "TRAINING_METRICS_HOST",
+    "port": "TRAINING_METRICS_PORT",
+    "debug": "TRAINING_METRICS_DEBUG",
+    "database_url": "DATABASE_URL",
+    "redis_url": "REDIS_URL",
+    "jwt_secret_key": "JWT_SECRET_KEY",
+    "cors_origins": "CORS_ORIGINS",
+    "game_server_url": "GAME_SERVER_URL",
+    "max_connections_per_session": "MAX_CONNECTIONS_PER_SESSION",
+    "max_total_connections": "MAX_TOTAL_CONNECTIONS",
+    "data_storage_path": "DATA_STORAGE_PATH",
+}
+
+# Config-file sections of the original design: section -> {key in file: field name}.
+FILE_SECTIONS: dict[str, dict[str, str]] = {
+    "security": {"enable_auth": "enable_auth", "jwt_secret_key": "jwt_secret_key", "cors_origins": "cors_origins"},
+    "integration": {
+        "game_server_url": "game_server_url",
+        "enable_spectator_integration": "enable_spectator_integration",
+    },
+    "performance": {
+        "max_connections_per_session": "max_connections_per_session",
+        "max_total_connections": "max_total_connections",
+        "metrics_history_size": "metrics_history_size",
+        "cleanup_interval_seconds": "cleanup_interval_seconds",
+        "enable_rate_limiting": "enable_rate_limiting",
+    },
+}
+
+
+def _env(field: str) -> str:
+    return ENV_NAMES.get(field, f"TMS_{field.upper()}")
+
+
+class Settings(BaseSettings):
+    """Everything the server reads at start-up. `ServerConfig` is the same class."""
+
+    model_config = SettingsConfigDict(populate_by_name=True, extra="forbid", case_sensitive=False)
+
+    host: str = Field("127.0.0.1", validation_alias=_env("host"))
+    port: int = Field(8000, ge=0, le=65535, validation_alias=_env("port"))
+    debug: bool = Field(False, validation_alias=_env("debug"))
+    database_url: str = Field("sqlite:///data/training_metrics.db", validation_alias=_env("database_url"))
+    # Unset: the in-memory broker (one instance). redis://host:port/db lets instances share one live stream.
+    redis_url: str | None = Field(None, validation_alias=_env("redis_url"))
+    jwt_secret_key: str | None = Field(None, validation_alias=_env("jwt_secret_key"))
+    enable_auth: bool = Field(False, validation_alias=_env("enable_auth"))
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=_env("cors_origins"))
+    game_server_url: str | None = Field(None, validation_alias=_env("game_server_url"))
+    enable_spectator_integration: bool = Field(True, validation_alias=_env("enable_spectator_integration"))
+    max_connections_per_session: int = Field(50, gt=0, validation_alias=_env("max_connections_per_session"))
+    max_total_connections: int = Field(10000, gt=0, validation_alias=_env("max_total_connections"))
+    data_storage_path: Path = Field(Path("data/training_metrics"), validation_alias=_env("data_storage_path"))
+    # Bounds the hub's per-session buffer of frames that arrived ahead of a gap.
+    metrics_history_size: int = Field(10000, gt=0, validation_alias=_env("metrics_history_size"))
+    cleanup_interval_seconds: float = Field(300.0, gt=0, validation_alias=_env("cleanup_interval_seconds"))
+    # Sessions that ended longer ago than this are deleted by the cleanup task; None keeps them forever.
+    session_retention_seconds: float | None = Field(None, gt=0, validation_alias=_env("session_retention_seconds"))
+    enable_rate_limiting: bool = Field(False, validation_alias=_env("enable_rate_limiting"))
+    # FULL survives a power loss; NORMAL (in WAL mode) survives a crash of the process only.
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field("FULL", validation_alias=_env("sqlite_synchronous"))
+    # Frames queued per spectator before its oldest are dropped (and it is told, with a `lag` message).
+    max_backlog: int = Field(1000, gt=0, validation_alias=_env("max_backlog"))
+    # A spectator that keeps dropping frames for this long is closed with code 4008.
+    slow_spectator_timeout: float = Field(10.0, gt=0, validation_alias=_env("slow_spectator_timeout"))
+    ws_ping_interval: float = Field(20.0, gt=0, validation_alias=_env("ws_ping_interval"))
+    ws_ping_timeout: float = Field(20.0, gt=0, validation_alias=_env("ws_ping_timeout"))
+    # Deflate compresses each frame once per spectator, which defeats encode-once: off unless asked for.
+    ws_per_message_deflate: bool = Field(False, validation_alias=_env("ws_per_message_deflate"))
+    max_batch_size: int = Field(10000, gt=0, validation_alias=_env("max_batch_size"))
+    # How long the hub waits for a missing seq before it reads the gap from the store.
+    gap_wait_seconds: float = Field(0.05, ge=0, validation_alias=_env("gap_wait_seconds"))
+    config_file: Path | None = Field(None, validation_alias=_env("config_file"))
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file named by `config_file` (an argument or TMS_CONFIG_FILE) ranks below the environment.
+        init_kwargs: dict[str, Any] = getattr(init_settings, "init_kwargs", {})
+        config_file = init_kwargs.get(_env("config_file")) or init_kwargs.get("config_file")
+        config_file = config_file or env_settings().get(_env("config_file"))
+        return init_settings, env_settings, ConfigFileSource(settings_cls, config_file)
+
+
+ServerConfig = Settings
+
+
+class ConfigFileSource(PydanticBaseSettingsSource):
+    """Reads the JSON config file of the original design and flattens its sections into fields."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: str | Path | None) -> None:
+        super().__init__(settings_cls)
+        self.values = read_config_file(Path(path)) if path else {}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self.values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        # Keyed like the environment source, so that the two merge instead of both being present.
+        return {_env(name): value for name, value in self.values.items()}
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Return the file's settings keyed by field name; unknown keys are an error, not ignored."""
+    try:
+        raw = json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a JSON object, got {type(raw).__name__}")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key == "database" and isinstance(value, dict):
+            values.update(_database_section(path, value))
+        elif key == "redis" and isinstance(value, dict):
+            values.update(_redis_section(path, value))
+        elif key in FILE_SECTIONS and isinstance(value, dict):
+            for sub_key, sub_value in value.items():
+                if sub_key not in FILE_SECTIONS[key]:
+                    raise ConfigError(_unknown(path, f"{key}.{sub_key}", sorted(FILE_SECTIONS[key])))
+                values[FILE_SECTIONS[key][sub_key]] = sub_value
+        elif key in Settings.model_fields and key != "config_file":
+            values[key] = value
+        else:
+            raise ConfigError(_unknown(path, key, [*sorted(FILE_SECTIONS), "database", "redis", "host", "port", "..."]))
+    return values
+
+
+def _unknown(path: Path, key: str, valid: list[str]) -> str:
+    return f"config file {str(path)!r}: unknown key {key!r}; expected one of {', '.join(valid)}"
+
+
+def _database_section(path: Path, section: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(section) - {"enabled", "url"}
+    if unknown:
+        raise ConfigError(_unknown(path, f"database.{sorted(unknown)[0]}", ["enabled", "url"]))
+    if section.get("enabled", True) is False:
+        # No database asked for: keep everything in memory; nothing survives a restart.
+        return {"database_url": "sqlite://"}
+    return {"database_url": section["url"]} if "url" in section else {}
+
+
+def _redis_section(path: Path, section: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(section) - {"enabled", "host", "port", "url", "db"}
+    if unknown:
+        raise ConfigError(_unknown(path, f"redis.{sorted(unknown)[0]}", ["enabled", "host", "port", "db", "url"]))
+    if not section.get("enabled", False):
+        return {"redis_url": None}
+    if "url" in section:
+        return {"redis_url": section["url"]}
+    return {"redis_url": f"redis://{section.get('host', '127.0.0.1')}:{section.get('port', 6379)}/{section.get('db', 0)}"}
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings, turning a validation error into a ConfigError that names each bad key."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc)) from exc
+    if settings.enable_auth:
+        raise ConfigError(
+            "enable_auth=true is not supported yet: this server has no authentication; "
+            "set security.enable_auth to false and keep it on a trusted network"
+        )
+    return settings
+
+
+def describe_errors(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        key = str(error["loc"][0]) if error["loc"] else "?"
+        field = next((name for name in Settings.model_fields if key.lower() in (name, _env(name).lower())), key)
+        file_key = next((f"{section}.{key}" for section, keys in FILE_SECTIONS.items() for key, name in keys.items()
+                         if name == field), field)
+        lines.append(f"invalid setting {field!r} (environment {_env(field)}, config file key {file_key!r}): "
+                     f"{error['msg']}, got {error.get('input')!r}")
+    return "; ".join(lines)
+
+
+class DatabaseConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    url: str = "sqlite:///data/training_metrics.db"
+
+
+class RedisConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 6379
+    db: int = 0
+
+
+class SecurityConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enable_auth: bool = False
+    jwt_secret_key: str | None = None
+    cors_origins: list[str] = Field(default_factory=list)
+
+
+class IntegrationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    game_server_url: str | None = None
+    enable_spectator_integration: bool = True
+
+
+class PerformanceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_connections_per_session: int = 50
+    max_total_connections: int = 10000
+    metrics_history_size: int = 10000
+    cleanup_interval_seconds: float = 300.0
+    enable_rate_limiting: bool = False
+
+
+class ServerConfiguration(BaseModel):
+    """The nested configuration of the original design; `as_settings` turns it into Settings."""
+
+    model_config = ConfigDict(extra="forbid")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    debug: bool = False
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    redis: RedisConfig = Field(default_factory=RedisConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
+    integration: IntegrationConfig = Field(default_factory=IntegrationConfig)
+    performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
+
+    def to_settings(self) -> Settings:
+        flat: dict[str, Any] = {"host": self.host, "port": self.port, "debug": self.debug}
+        flat["database_url"] = self.database.url if self.database.enabled else "sqlite://"
+        r = self.redis
+        flat["redis_url"] = f"redis://{r.host}:{r.port}/{r.db}" if r.enabled else None
+        flat.update(self.security.model_dump(), **self.integration.model_dump(), **self.performance.model_dump())
+        return load_settings(**flat)
+
+
+def as_settings(config: Settings | ServerConfiguration | None) -> Settings:
+    """Accept either configuration shape wherever the server takes one."""
+    if config is None:
+        return load_settings()
+    if isinstance(config, ServerConfiguration):
+        return config.to_settings()
+    return config

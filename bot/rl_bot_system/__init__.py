@@ -1,0 +1,1 @@
+"""Import paths of the original design, kept working as thin re-exports."""

@@ -1,0 +1,11 @@
+"""The REST API: one router per resource."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from bot.server.api import health, history, ingest, sessions
+
+router = APIRouter()
+for module in (sessions, ingest, history, health):
+    router.include_router(module.router)

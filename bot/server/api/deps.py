@@ -1,0 +1,31 @@
+"""Request-scoped access to what the lifespan built (no module-level state)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from bot.config import Settings
+from bot.server.hub import Hub
+from bot.server.services import TrainingService
+
+
+def _service(request: Request) -> TrainingService:
+    service: TrainingService = request.state.service
+    return service
+
+
+def _hub(request: Request) -> Hub:
+    hub: Hub = request.state.hub
+    return hub
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.state.settings
+    return settings
+
+
+ServiceDep = Annotated[TrainingService, Depends(_service)]
+HubDep = Annotated[Hub, Depends(_hub)]
+SettingsDep = Annotated[Settings, Depends(_settings)]

@@ -1,0 +1,54 @@
+"""Liveness (/health) and a summary of what the server is doing (/status)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import Connection, func, select, text
+
+from bot import __version__
+from bot.server.api.deps import HubDep, ServiceDep
+from bot.store.reads import ACTIVE_STATUSES
+from bot.store.tables import sessions
+
+router = APIRouter(tags=["health"])
+
+
+def _ping(conn: Connection) -> None:
+    conn.execute(text("SELECT 1"))
+
+
+def _session_counts(conn: Connection) -> tuple[int, int]:
+    total = conn.execute(select(func.count()).select_from(sessions)).scalar_one()
+    active = conn.execute(
+        select(func.count()).select_from(sessions).where(sessions.c.status.in_(ACTIVE_STATUSES))
+    ).scalar_one()
+    return int(total), int(active)
+
+
+@router.get("/health")
+async def health(service: ServiceDep) -> JSONResponse:
+    """200 when the server is up and the database answers; 503 otherwise."""
+    try:
+        await service.store.read(_ping)
+    except Exception as exc:
+        return JSONResponse({"status": "unavailable", "database": f"error: {exc}"}, status_code=503)
+    return JSONResponse({"status": "ok", "database": "ok"})
+
+
+@router.get("/status")
+async def status(service: ServiceDep, hub: HubDep) -> dict[str, Any]:
+    total, active = await service.store.read(_session_counts)
+    stats = service.stats
+    return {
+        "version": __version__,
+        "uptime_seconds": round(time.time() - stats.started_at, 3),
+        "sessions": {"total": total, "active": active},
+        "spectators": {"total": hub.total, "per_session": hub.counts()},
+        "messages_in": stats.messages_in,
+        "messages_out": stats.messages_out,
+        "store_commits": service.store.commits,
+    }

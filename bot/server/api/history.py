@@ -1,0 +1,92 @@
+"""History by message: filtered by type, episode or time range, paginated by a stable seq cursor.
+
+The messages are returned exactly as spectators received them (the stored frame text), so the page
+is assembled without parsing or re-encoding a single message.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Query, Response
+from fastapi.exceptions import RequestValidationError
+
+from bot.schemas import MESSAGE_TYPES
+from bot.server.api.deps import ServiceDep
+from bot.store.reads import MessageFilter
+
+router = APIRouter(prefix="/api/training/sessions/{session_id}", tags=["history"])
+
+
+def _bad(name: str, value: str, msg: str) -> RequestValidationError:
+    return RequestValidationError([{"type": "value_error", "loc": ("query", name), "msg": msg, "input": value}])
+
+
+def parse_time(name: str, value: str | None) -> float | None:
+    """Seconds since the epoch, or an ISO 8601 date-time (UTC when it has no offset)."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise _bad(name, value, f"{name} must be seconds since the epoch or ISO 8601, got {value!r}") from None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+def parse_types(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    types = [t.strip() for t in value.split(",") if t.strip()]
+    unknown = [t for t in types if t not in MESSAGE_TYPES]
+    if unknown or not types:
+        raise _bad("type", value, f"unknown message type {unknown[0] if unknown else value!r}; "
+                                  f"expected one or more of {', '.join(MESSAGE_TYPES)}")
+    return types
+
+
+def parse_cursor(value: str | None) -> int:
+    if value is None:
+        return 0
+    if not value.isdigit():
+        raise _bad("cursor", value, f"invalid cursor {value!r}; pass back the next_cursor of the previous page")
+    return int(value)
+
+
+@router.get("/history", response_class=Response)
+async def history(
+    session_id: str,
+    service: ServiceDep,
+    type: Annotated[str | None, Query(description="comma-separated message types")] = None,
+    start_episode: Annotated[int | None, Query(ge=0)] = None,
+    end_episode: Annotated[int | None, Query(ge=0)] = None,
+    since: Annotated[str | None, Query(description="from this time: epoch seconds or ISO 8601")] = None,
+    until: Annotated[str | None, Query(description="up to this time: epoch seconds or ISO 8601")] = None,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> Response:
+    """Messages in seq order; `next_cursor` is null on the last page and stays valid as data arrives."""
+    where = MessageFilter(
+        after_seq=parse_cursor(cursor),
+        types=parse_types(type),
+        start_episode=start_episode,
+        end_episode=end_episode,
+        since=parse_time("since", since),
+        until=parse_time("until", until),
+    )
+    session, frames = await service.history(session_id, where, limit)
+    next_cursor = str(frames[-1][0]) if len(frames) == limit else None
+    head = orjson.dumps({
+        "session_id": session_id,
+        "epoch": session["epoch"],
+        "last_seq": session["last_seq"],
+        "count": len(frames),
+        "next_cursor": next_cursor,
+    })
+    body = head[:-1] + b',"messages":[' + ",".join(frame for _, _, frame in frames).encode() + b"]}"
+    return Response(body, media_type="application/json")

@@ -1,0 +1,73 @@
+"""Training sessions: create, list, read, update status and metadata, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.exceptions import RequestValidationError
+
+from bot.schemas import SessionCreate, SessionStatus, SessionUpdate
+from bot.server.api.bodies import body_schema, read_model
+from bot.server.api.deps import HubDep, ServiceDep
+from bot.store.reads import ACTIVE_STATUSES
+
+router = APIRouter(prefix="/api/training/sessions", tags=["sessions"])
+
+VALID_STATUS_FILTERS = [s.value for s in SessionStatus] + ["active", "all"]
+
+
+def _with_spectators(session: dict[str, Any], hub: HubDep) -> dict[str, Any]:
+    return {**session, "spectators": hub.count(session["session_id"])}
+
+
+@router.post("", status_code=201, openapi_extra=body_schema(SessionCreate, many=False))
+async def create_session(request: Request, service: ServiceDep, hub: HubDep) -> dict[str, Any]:
+    """Create a session; `training_id`, when given, becomes its id (409 if taken)."""
+    spec = await read_model(request, SessionCreate)
+    return _with_spectators(await service.create_session(spec), hub)
+
+
+@router.get("")
+async def list_sessions(
+    service: ServiceDep,
+    hub: HubDep,
+    status: Annotated[str, Query(description="comma-separated statuses, 'active' (default) or 'all'")] = "active",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """Newest first. Active means created, running or paused."""
+    wanted = [s.strip() for s in status.split(",") if s.strip()]
+    unknown = [s for s in wanted if s not in VALID_STATUS_FILTERS]
+    if unknown or not wanted:
+        raise RequestValidationError([{
+            "type": "enum", "loc": ("query", "status"), "input": status,
+            "msg": f"unknown status {unknown[0] if unknown else status!r}; expected {', '.join(VALID_STATUS_FILTERS)}",
+        }])
+    statuses: list[str] | None = []
+    for s in wanted:
+        if s == "all":
+            statuses = None
+            break
+        statuses.extend(ACTIVE_STATUSES if s == "active" else [s])  # type: ignore[union-attr]
+    sessions, total = await service.list_sessions(statuses, limit, offset)
+    return {"sessions": [_with_spectators(s, hub) for s in sessions], "total": total, "limit": limit, "offset": offset}
+
+
+@router.get("/{session_id}")
+async def get_session(session_id: str, service: ServiceDep, hub: HubDep) -> dict[str, Any]:
+    return _with_spectators(await service.get_session(session_id), hub)
+
+
+@router.put("/{session_id}", openapi_extra=body_schema(SessionUpdate, many=False))
+async def update_session(session_id: str, request: Request, service: ServiceDep, hub: HubDep) -> dict[str, Any]:
+    """Change status and/or metadata; a status change reaches spectators as `training_status`."""
+    update = await read_model(request, SessionUpdate)
+    return _with_spectators(await service.update_session(session_id, update), hub)
+
+
+@router.delete("/{session_id}")
+async def delete_session(session_id: str, service: ServiceDep) -> dict[str, Any]:
+    """Remove the session and all its data; its spectators are closed with code 4410."""
+    await service.delete_session(session_id)
+    return {"session_id": session_id, "deleted": True}

@@ -1,0 +1,168 @@
+"""The application factory and the server object of the original design.
+
+`create_app(settings)` builds everything (store, broker, hub, service) in the lifespan and hangs it on
+the request state: no module-level state, so a process can hold as many independent apps as it likes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+
+from bot import __version__
+from bot.config import ServerConfiguration, Settings, as_settings
+from bot.schemas import BotDecisionData, PerformanceGraphData, SessionCreate, SessionUpdate, TrainingMetricsData
+from bot.server import api, ws
+from bot.server.broker import broker_from_url
+from bot.server.hub import Hub
+from bot.server.services import TrainingService
+from bot.store import SessionExistsError, SessionNotFoundError, Store, StoreUnavailableError
+
+logger = logging.getLogger(__name__)
+
+BODY_MODELS = (TrainingMetricsData, BotDecisionData, PerformanceGraphData, SessionCreate, SessionUpdate)
+
+
+def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
+    settings = as_settings(config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        if settings.enable_rate_limiting:
+            logger.warning("enable_rate_limiting is set but rate limiting is not implemented yet; ignoring it")
+        async with Store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous) as store:
+            async with broker_from_url(settings.redis_url) as broker:
+                service = TrainingService(store, broker)
+                hub = Hub(
+                    broker,
+                    read_after=service.read_after,
+                    last_seqs=service.last_seqs,
+                    max_per_session=settings.max_connections_per_session,
+                    max_total=settings.max_total_connections,
+                    slow_timeout=settings.slow_spectator_timeout,
+                    gap_wait=settings.gap_wait_seconds,
+                    pending_limit=settings.metrics_history_size,
+                )
+                async with hub:
+                    cleanup = asyncio.create_task(_cleanup_loop(service, settings), name="tms-cleanup")
+                    try:
+                        yield {"service": service, "hub": hub, "settings": settings}
+                    finally:
+                        cleanup.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await cleanup
+
+    app = FastAPI(
+        title="Training Metrics Server",
+        version=__version__,
+        description="Live training metrics: push from any engine, watch over WebSocket, query history.",
+        lifespan=lifespan,
+        debug=settings.debug,
+    )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
+    app.include_router(api.router)
+    app.include_router(ws.router)
+    _add_error_handlers(app)
+    _document_bodies(app)
+    return app
+
+
+async def _cleanup_loop(service: TrainingService, settings: Settings) -> None:
+    """Retention: every cleanup interval, delete sessions that ended longer ago than the retention."""
+    while True:
+        await asyncio.sleep(settings.cleanup_interval_seconds)
+        if settings.session_retention_seconds is None:
+            continue
+        try:
+            deleted = await service.delete_ended_before(time.time() - settings.session_retention_seconds)
+            if deleted:
+                logger.info("retention: deleted %d ended sessions", deleted)
+        except Exception:
+            logger.exception("retention cleanup failed; trying again next interval")
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(SessionNotFoundError)
+    async def not_found(request: Request, exc: SessionNotFoundError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc), "session_id": exc.session_id}, status_code=404)
+
+    @app.exception_handler(SessionExistsError)
+    async def exists(request: Request, exc: SessionExistsError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc), "session_id": exc.session_id}, status_code=409)
+
+    @app.exception_handler(StoreUnavailableError)
+    async def unavailable(request: Request, exc: StoreUnavailableError) -> JSONResponse:
+        detail = f"storage unavailable, nothing was stored; retry: {exc}"
+        return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": e.get("msg"), "input": e.get("input")}
+            for e in exc.errors()
+        ]
+        summary = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
+        # orjson, not json: the rejected input may hold NaN or bytes, which must not break the error reply.
+        body = orjson.dumps({"detail": errors, "message": summary}, default=repr)
+        return Response(body, status_code=422, media_type="application/json")
+
+
+def _document_bodies(app: FastAPI) -> None:
+    """Bodies are parsed by hand (orjson, one TypeAdapter call); publish their schemas in OpenAPI anyway."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = FastAPI.openapi(app)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in BODY_MODELS:
+                model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(model_schema.pop("$defs", {}))
+                components[model.__name__] = model_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+class TrainingMetricsServer:
+    """The server of the original design: `TrainingMetricsServer(ServerConfig(...)).run()`."""
+
+    def __init__(self, config: Settings | ServerConfiguration | None = None) -> None:
+        self.settings = as_settings(config)
+        self.app = create_app(self.settings)
+
+    def uvicorn_config(self, **overrides: Any) -> uvicorn.Config:
+        s = self.settings
+        options: dict[str, Any] = {
+            "host": s.host,
+            "port": s.port,
+            "ws": "websockets-sansio",
+            "ws_per_message_deflate": s.ws_per_message_deflate,
+            "ws_ping_interval": s.ws_ping_interval,
+            "ws_ping_timeout": s.ws_ping_timeout,
+            "lifespan": "on",
+            "log_level": "debug" if s.debug else "info",
+            **overrides,
+        }
+        return uvicorn.Config(self.app, **options)
+
+    def run(self) -> None:
+        uvicorn.Server(self.uvicorn_config()).run()

@@ -1,0 +1,19 @@
+"""Brokers chosen by URL: memory:// (default, one instance) or redis:// (several instances)."""
+
+from __future__ import annotations
+
+from bot.server.broker.base import Broker, BrokerUnavailableError
+from bot.server.broker.memory import MemoryBroker
+
+__all__ = ["Broker", "BrokerUnavailableError", "MemoryBroker", "broker_from_url"]
+
+
+def broker_from_url(url: str | None) -> Broker:
+    scheme = (url or "memory://").split("://", 1)[0]
+    if scheme == "memory":
+        return MemoryBroker()
+    if scheme in ("redis", "rediss", "unix"):
+        from bot.server.broker.redis import RedisBroker
+
+        return RedisBroker(url or "")
+    raise ValueError(f"unsupported broker URL {url!r}; expected memory:// or redis://")

@@ -1,0 +1,34 @@
+"""The in-memory broker: one process, no set-up. The default."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Self
+
+
+class MemoryBroker:
+    def __init__(self, url: str = "memory://") -> None:
+        self._channels: set[str] = set()
+        # Unbounded on purpose: its only reader is this instance's hub, which never awaits a spectator.
+        self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._channels.clear()
+
+    async def publish(self, channel: str, payload: bytes) -> None:
+        if channel in self._channels:
+            self._queue.put_nowait((channel, payload))
+
+    async def subscribe(self, channel: str) -> None:
+        self._channels.add(channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._channels.discard(channel)
+
+    async def events(self) -> AsyncIterator[tuple[str, bytes]]:
+        while True:
+            yield await self._queue.get()

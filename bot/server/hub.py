@@ -1,0 +1,279 @@
+"""Per-instance fan-out: broker → sessions → spectators, in seq order, never waiting for a spectator.
+
+Each frame arrives from the broker once per instance, already encoded, and the same string object is
+offered to every spectator's bounded queue (encode once). There's no backpressure toward ingest: a
+slow spectator loses its oldest frames and is told so (see spectator.py).
+
+Order: the hub remembers the last seq it delivered per session. A frame that arrives ahead of a gap
+waits `gap_wait` seconds for the missing ones and then the gap is read from the store; a frame at or
+below the delivered seq is a duplicate and dropped. A periodic look at each watched session's last
+seq in the store catches frames the broker lost at the tail (crash between commit and publish).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Self
+
+from bot.frames import control_frame
+from bot.server.broker import Broker
+from bot.server.spectator import CONTROL, Spectator
+
+logger = logging.getLogger(__name__)
+
+ReadAfter = Callable[[str, int, int], Awaitable[list[tuple[int, str, str]]]]
+LastSeqs = Callable[[list[str]], Awaitable[dict[str, int]]]
+
+CHANNEL_PREFIX = "tms:session:"
+REPAIR_PAGE = 1000
+
+CLOSE_SLOW = 4008
+CLOSE_SESSION_DELETED = 4410
+CLOSE_GOING_AWAY = 1001
+
+
+def channel_for(session_id: str) -> str:
+    return CHANNEL_PREFIX + session_id
+
+
+def encode_payload(seq: int, message_type: str, frame: str) -> bytes:
+    """What travels through the broker: a small header, so no instance has to parse the frame."""
+    return f"{seq} {message_type} {frame}".encode()
+
+
+def decode_payload(payload: bytes) -> tuple[int, str, str]:
+    seq, message_type, frame = payload.decode().split(" ", 2)
+    return int(seq), message_type, frame
+
+
+class HubFullError(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass
+class _Watched:
+    spectators: dict[str, Spectator] = field(default_factory=dict)
+    delivered: int = -1  # -1 until the first read of the store's last seq
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    pending: dict[int, tuple[str, str]] = field(default_factory=dict)
+    repair: asyncio.Task[None] | None = None
+
+
+class Hub:
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        read_after: ReadAfter,
+        last_seqs: LastSeqs,
+        max_per_session: int,
+        max_total: int,
+        slow_timeout: float,
+        gap_wait: float = 0.05,
+        pending_limit: int = 10000,
+        repair_interval: float = 1.0,
+    ) -> None:
+        self._broker = broker
+        self._read_after = read_after
+        self._last_seqs = last_seqs
+        self._sessions: dict[str, _Watched] = {}
+        self.max_per_session = max_per_session
+        self.max_total = max_total
+        self.slow_timeout = slow_timeout
+        self.gap_wait = gap_wait
+        self.pending_limit = pending_limit
+        self.repair_interval = repair_interval
+        self.total = 0
+        self.frames_delivered = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> Self:
+        self._tasks = [
+            asyncio.create_task(self._consume(), name="tms-hub-consume"),
+            asyncio.create_task(self._watchdog(), name="tms-hub-watchdog"),
+        ]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        for watched in self._sessions.values():
+            for spectator in watched.spectators.values():
+                spectator.request_close(CLOSE_GOING_AWAY, "server shutting down")
+            if watched.repair is not None:
+                watched.repair.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- spectators ---------------------------------------------------------------------------------
+
+    def count(self, session_id: str) -> int:
+        watched = self._sessions.get(session_id)
+        return len(watched.spectators) if watched else 0
+
+    def counts(self) -> dict[str, int]:
+        return {session_id: len(w.spectators) for session_id, w in self._sessions.items()}
+
+    def add(self, spectator: Spectator) -> None:
+        """Register a spectator, or raise HubFullError when a connection limit is reached."""
+        if self.total >= self.max_total:
+            raise HubFullError(1013, f"server full: {self.max_total} spectators at most; try again later")
+        if self.count(spectator.session_id) >= self.max_per_session:
+            raise HubFullError(
+                4429, f"session full: {self.max_per_session} spectators at most for {spectator.session_id!r}"
+            )
+        watched = self._sessions.setdefault(spectator.session_id, _Watched())
+        watched.spectators[spectator.id] = spectator
+        self.total += 1
+        self._announce(spectator, "joined")
+
+    async def watch(self, session_id: str) -> None:
+        """Make sure this instance receives the session's frames; the first spectator pays for it."""
+        watched = self._sessions[session_id]
+        if watched.delivered >= 0 or len(watched.spectators) > 1:
+            await watched.ready.wait()
+            return
+        try:
+            await self._broker.subscribe(channel_for(session_id))
+            # Read after subscribing: anything committed later reaches us through the broker or a repair.
+            watched.delivered = (await self._last_seqs([session_id])).get(session_id, 0)
+        finally:
+            watched.ready.set()  # never leave the next spectators waiting; the watchdog repairs
+            watched.delivered = max(watched.delivered, 0)
+        self._drain_pending(session_id, watched)
+
+    async def remove(self, spectator: Spectator) -> None:
+        watched = self._sessions.get(spectator.session_id)
+        if watched is None or watched.spectators.pop(spectator.id, None) is None:
+            return
+        self.total -= 1
+        if watched.spectators:
+            self._announce(spectator, "left")
+            return
+        del self._sessions[spectator.session_id]
+        if watched.repair is not None:
+            watched.repair.cancel()
+        await self._broker.unsubscribe(channel_for(spectator.session_id))
+        if spectator.session_id in self._sessions:  # someone joined while we unsubscribed
+            await self._broker.subscribe(channel_for(spectator.session_id))
+
+    def broadcast_control(self, session_id: str, frame: str) -> None:
+        watched = self._sessions.get(session_id)
+        if watched is None:
+            return
+        now = asyncio.get_running_loop().time()
+        for spectator in watched.spectators.values():
+            spectator.offer(CONTROL, "connection_status", frame, now)
+
+    def _announce(self, spectator: Spectator, event: str) -> None:
+        count = self.count(spectator.session_id)
+        data = {"event": event, "spectator_id": spectator.id, "user_name": spectator.user_name, "spectator_count": count}
+        watched = self._sessions[spectator.session_id]
+        frame = control_frame("connection_status", spectator.session_id, data)
+        now = asyncio.get_running_loop().time()
+        for other in watched.spectators.values():
+            if other is not spectator:
+                other.offer(CONTROL, "connection_status", frame, now)
+
+    # -- frames -------------------------------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        prefix = len(CHANNEL_PREFIX)
+        async for channel, payload in self._broker.events():
+            try:
+                seq, message_type, frame = decode_payload(payload)
+                self.dispatch(channel[prefix:], seq, message_type, frame)
+            except Exception:
+                logger.exception("hub: skipped a frame on %s", channel)
+
+    def dispatch(self, session_id: str, seq: int, message_type: str, frame: str) -> None:
+        watched = self._sessions.get(session_id)
+        if watched is None:
+            return
+        if seq == CONTROL:
+            self._control(watched, message_type, frame)
+        elif watched.delivered < 0 or seq > watched.delivered + 1:
+            if len(watched.pending) < self.pending_limit:
+                watched.pending[seq] = (message_type, frame)
+            # else: dropped here, read back from the store by the repair
+            if watched.delivered >= 0:
+                self._schedule_repair(session_id, watched, self.gap_wait)
+        elif seq == watched.delivered + 1:
+            self._deliver(watched, seq, message_type, frame)
+            if watched.pending:
+                self._drain_pending(session_id, watched)
+
+    def _control(self, watched: _Watched, message_type: str, frame: str) -> None:
+        if message_type == "session_deleted":
+            for spectator in watched.spectators.values():
+                spectator.request_close(CLOSE_SESSION_DELETED, "session deleted")
+            return
+        now = asyncio.get_running_loop().time()
+        for spectator in watched.spectators.values():
+            spectator.offer(CONTROL, message_type, frame, now)
+
+    def _deliver(self, watched: _Watched, seq: int, message_type: str, frame: str) -> None:
+        watched.delivered = seq
+        now = asyncio.get_running_loop().time()
+        for spectator in watched.spectators.values():
+            spectator.offer(seq, message_type, frame, now)
+            if spectator.queue.overdue(now, self.slow_timeout):
+                dropped = spectator.queue.total_dropped
+                spectator.request_close(CLOSE_SLOW, f"too slow: fell behind and {dropped} frames were dropped")
+        self.frames_delivered += 1
+
+    def _drain_pending(self, session_id: str, watched: _Watched) -> None:
+        for seq in [s for s in watched.pending if s <= watched.delivered]:
+            del watched.pending[seq]
+        while (item := watched.pending.pop(watched.delivered + 1, None)) is not None:
+            self._deliver(watched, watched.delivered + 1, *item)
+        if watched.pending:
+            self._schedule_repair(session_id, watched, self.gap_wait)
+
+    def _schedule_repair(self, session_id: str, watched: _Watched, delay: float) -> None:
+        if watched.repair is None or watched.repair.done():
+            watched.repair = asyncio.create_task(self._repair(session_id, watched, delay))
+
+    async def _repair(self, session_id: str, watched: _Watched, delay: float) -> None:
+        """Read what the broker did not bring (yet) from the store, the same path as `since=` replay."""
+        if delay:
+            await asyncio.sleep(delay)
+        try:
+            while self._sessions.get(session_id) is watched:
+                self._drain_pending(session_id, watched)
+                rows = await self._read_after(session_id, watched.delivered, REPAIR_PAGE)
+                for seq, message_type, frame in rows:
+                    if seq == watched.delivered + 1:
+                        self._deliver(watched, seq, message_type, frame)
+                for seq in [s for s in watched.pending if s <= watched.delivered]:
+                    del watched.pending[seq]
+                if len(rows) < REPAIR_PAGE and not watched.pending:
+                    return
+                if not rows:
+                    await asyncio.sleep(self.gap_wait or 0.01)
+        except Exception:
+            logger.exception("hub: repair of session %r failed; the watchdog will try again", session_id)
+
+    async def _watchdog(self) -> None:
+        while True:
+            await asyncio.sleep(self.repair_interval)
+            ready = [sid for sid, w in self._sessions.items() if w.delivered >= 0]
+            if not ready:
+                continue
+            try:
+                last = await self._last_seqs(ready)
+            except Exception:
+                logger.exception("hub: reading last seqs failed")
+                continue
+            for session_id, last_seq in last.items():
+                watched = self._sessions.get(session_id)
+                if watched is not None and last_seq > watched.delivered >= 0:
+                    self._schedule_repair(session_id, watched, 0)

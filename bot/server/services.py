@@ -1,0 +1,149 @@
+"""Use cases: the only place that writes. Imports no FastAPI, so the API and tests share it."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, select
+
+from bot.schemas import SessionCreate, SessionUpdate
+from bot.server.broker import Broker
+from bot.server.hub import channel_for, encode_payload
+from bot.store import SessionNotFoundError, Store
+from bot.store.reads import (
+    ACTIVE_STATUSES,
+    MessageFilter,
+    get_session,
+    list_sessions,
+    read_frames,
+    read_graphs,
+    session_dict,
+)
+from bot.store.tables import sessions
+from bot.store.writes import (
+    CreateSession,
+    DeleteEndedSessions,
+    DeleteSession,
+    Ingest,
+    IngestResult,
+    Published,
+    UpdateSession,
+    WireItem,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Stats:
+    started_at: float = field(default_factory=time.time)
+    messages_in: int = 0
+    messages_out: int = 0
+    requests_rejected: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SessionState:
+    """What a spectator needs at connect: the session, its epoch and last seq, latest metrics, graphs."""
+
+    session: dict[str, Any]
+    latest_metrics: Any
+    graphs: list[Any]
+
+
+class TrainingService:
+    def __init__(self, store: Store, broker: Broker) -> None:
+        self.store = store
+        self.broker = broker
+        self.stats = Stats()
+        store.on_commit = self._publish
+
+    async def _publish(self, published: list[Published]) -> None:
+        # Called by the group commit after the commit and before any request is answered, in seq order.
+        for item in published:
+            await self.broker.publish(channel_for(item.session_id), encode_payload(item.seq, item.type, item.frame))
+
+    # -- sessions -----------------------------------------------------------------------------------
+
+    async def create_session(self, spec: SessionCreate) -> dict[str, Any]:
+        session_id = spec.training_id or f"session-{secrets.token_hex(6)}"
+        result: dict[str, Any] = await self.store.write(CreateSession(session_id, spec))
+        return result
+
+    async def get_session(self, session_id: str) -> dict[str, Any]:
+        row = await self.store.read(get_session, session_id)
+        if row is None:
+            raise SessionNotFoundError(session_id)
+        return session_dict(row)
+
+    async def list_sessions(self, statuses: Sequence[str] | None, limit: int, offset: int) -> tuple[list[Any], int]:
+        rows, total = await self.store.read(list_sessions, statuses, limit, offset)
+        return [session_dict(row) for row in rows], total
+
+    async def update_session(self, session_id: str, update: SessionUpdate) -> dict[str, Any]:
+        result: dict[str, Any] = await self.store.write(UpdateSession(session_id, update))
+        return result
+
+    async def delete_session(self, session_id: str) -> None:
+        await self.store.write(DeleteSession(session_id))
+
+    async def delete_ended_before(self, cutoff: float) -> int:
+        deleted: int = await self.store.write(DeleteEndedSessions(cutoff))
+        return deleted
+
+    # -- data ---------------------------------------------------------------------------------------
+
+    async def ingest(
+        self, session_id: str, message_type: str, items: Sequence[WireItem], idempotency_key: str | None
+    ) -> IngestResult:
+        result: IngestResult = await self.store.write(Ingest(session_id, message_type, items, idempotency_key))
+        if not result.duplicate:
+            self.stats.messages_in += result.count
+        return result
+
+    async def history(
+        self, session_id: str, where: MessageFilter, limit: int
+    ) -> tuple[dict[str, Any], list[tuple[int, str, str]]]:
+        return await self.store.read(_history, session_id, where, limit)
+
+    async def state(self, session_id: str) -> SessionState:
+        return await self.store.read(_state, session_id)
+
+    async def read_after(self, session_id: str, after_seq: int, limit: int) -> list[tuple[int, str, str]]:
+        """Every stored frame after `after_seq`: the hub's gap repair."""
+        _, frames = await self.history(session_id, MessageFilter(after_seq=after_seq), limit)
+        return frames
+
+    async def last_seqs(self, session_ids: list[str]) -> dict[str, int]:
+        return await self.store.read(_last_seqs, session_ids)
+
+
+def _history(
+    conn: Connection, session_id: str, where: MessageFilter, limit: int
+) -> tuple[dict[str, Any], list[tuple[int, str, str]]]:
+    row = get_session(conn, session_id)
+    if row is None:
+        raise SessionNotFoundError(session_id)
+    return session_dict(row), read_frames(conn, row.pk, where, limit)
+
+
+def _state(conn: Connection, session_id: str) -> SessionState:
+    row = get_session(conn, session_id)
+    if row is None:
+        raise SessionNotFoundError(session_id)
+    latest = orjson.loads(row.latest_metrics) if row.latest_metrics else None
+    return SessionState(session_dict(row), latest, read_graphs(conn, row.pk))
+
+
+def _last_seqs(conn: Connection, session_ids: list[str]) -> dict[str, int]:
+    rows = conn.execute(select(sessions.c.session_id, sessions.c.last_seq).where(sessions.c.session_id.in_(session_ids)))
+    return {session_id: int(last_seq) for session_id, last_seq in rows}
+
+
+__all__ = ["ACTIVE_STATUSES", "SessionState", "Stats", "TrainingService"]

@@ -1,0 +1,105 @@
+"""One spectator's bounded queue and its bookkeeping, with no I/O (the sender task in ws.py does that).
+
+Overflow policy "drop oldest": history stays in the store, so a live chart loses least by skipping
+the oldest frames. Drops are counted and reported to the spectator in a `lag` message before the
+next frame it gets. A spectator that keeps dropping for `slow_timeout` seconds is evicted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+CONTROL = 0  # the seq of frames that are not part of the stored stream
+
+
+@dataclass(frozen=True, slots=True)
+class Lag:
+    dropped: int
+    first_seq: int
+    last_seq: int
+
+    def as_data(self) -> dict[str, int | str]:
+        return {
+            "dropped": self.dropped,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "hint": "frames were skipped because this connection fell behind; read them from history",
+        }
+
+
+class SpectatorQueue:
+    def __init__(self, maxsize: int, types: Iterable[str]) -> None:
+        self.maxsize = maxsize
+        self.types = set(types)
+        self.items: deque[tuple[int, str]] = deque()
+        self.dropped = 0
+        self.dropped_first = 0
+        self.dropped_last = 0
+        self.total_dropped = 0
+        self.dropping_since: float | None = None
+
+    def offer(self, seq: int, message_type: str, frame: str, now: float) -> bool:
+        """Queue a frame the spectator subscribed to; returns False when it is filtered out."""
+        if seq != CONTROL and message_type not in self.types:
+            return False
+        if len(self.items) >= self.maxsize:
+            old_seq, _ = self.items.popleft()
+            if old_seq != CONTROL:
+                self.dropped += 1
+                self.total_dropped += 1
+                self.dropped_first = self.dropped_first or old_seq
+                self.dropped_last = old_seq
+                if self.dropping_since is None:
+                    self.dropping_since = now
+        self.items.append((seq, frame))
+        return True
+
+    def pop(self) -> tuple[int, str] | None:
+        if not self.items:
+            return None
+        item = self.items.popleft()
+        if not self.items:
+            self.dropping_since = None  # caught up
+        return item
+
+    def take_lag(self, delivered_through: int) -> Lag | None:
+        """The drops not yet reported, unless replay from the store already covered them."""
+        if not self.dropped:
+            return None
+        lag = None
+        if self.dropped_last > delivered_through:
+            lag = Lag(self.dropped, max(self.dropped_first, delivered_through + 1), self.dropped_last)
+        self.dropped = self.dropped_first = self.dropped_last = 0
+        return lag
+
+    def overdue(self, now: float, timeout: float) -> bool:
+        return self.dropping_since is not None and now - self.dropping_since >= timeout
+
+
+class Spectator:
+    """A connected spectator as the hub sees it: a queue, a wake-up event and a close request."""
+
+    def __init__(self, session_id: str, user_name: str | None, maxsize: int, types: Iterable[str]) -> None:
+        self.id = f"spectator-{secrets.token_hex(6)}"
+        self.session_id = session_id
+        self.user_name = user_name
+        self.queue = SpectatorQueue(maxsize, types)
+        self.wake = asyncio.Event()
+        self.close_request: tuple[int, str] | None = None
+        self.closing = asyncio.Event()
+        self.delivered_through = 0  # highest seq sent (or skipped by a type filter), for de-duplication
+
+    def offer(self, seq: int, message_type: str, frame: str, now: float) -> None:
+        # put_nowait semantics, never an await: one stalled browser must not delay any other spectator.
+        if self.queue.offer(seq, message_type, frame, now):
+            self.wake.set()
+
+    def request_close(self, code: int, reason: str) -> None:
+        if self.close_request is None:
+            self.close_request = (code, reason)
+            self.closing.set()
+            self.wake.set()

@@ -1,0 +1,240 @@
+"""The spectator endpoint `/ws/{session_id}?user_name=&types=&since=&epoch=`.
+
+Lifecycle: accept → check the session and the limits → register with the hub (so nothing published
+from now on is missed) → welcome (`connection_status`), optional `reset`, `snapshot` → replay from the
+store after `since` → live. One sender task per spectator is the only writer to the socket; the
+handler reads client messages (`ping`, `subscribe`, `unsubscribe`) and answers through the same queue.
+
+Close codes: 4400 bad query parameter, 4404 unknown session, 4429 session full, 1013 server full,
+4008 too slow, 4410 session deleted, 1008 too many invalid messages, 1001 server shutting down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketDisconnect
+
+from bot.config import Settings
+from bot.frames import control_frame, error_frame
+from bot.schemas import MESSAGE_TYPES
+from bot.server.hub import Hub, HubFullError
+from bot.server.services import TrainingService
+from bot.server.spectator import CONTROL, Spectator
+from bot.store import SessionNotFoundError
+from bot.store.reads import MessageFilter
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+
+REPLAY_PAGE = 1000
+REPLAY_PASSES = 8
+MAX_INVALID_MESSAGES = 100
+CLOSE_GRACE_SECONDS = 5.0
+
+
+class BadParameterError(ValueError):
+    pass
+
+
+def parse_types(raw: Any) -> set[str]:
+    types = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(types, list) or not types or not all(isinstance(t, str) for t in types):
+        raise BadParameterError(f"types must be a non-empty list of message types, got {raw!r}")
+    cleaned = {t.strip() for t in types if t.strip()}
+    unknown = sorted(cleaned - set(MESSAGE_TYPES))
+    if unknown or not cleaned:
+        raise BadParameterError(f"unknown message type {unknown[0] if unknown else raw!r}; "
+                                f"expected any of {', '.join(MESSAGE_TYPES)}")
+    return cleaned
+
+
+def parse_query(params: Any) -> tuple[int | None, str | None, set[str], str | None]:
+    since_raw = params.get("since")
+    since = None
+    if since_raw is not None:
+        if not since_raw.isdigit():
+            raise BadParameterError(f"since must be a seq number >= 0, got {since_raw!r}")
+        since = int(since_raw)
+    types = parse_types(params["types"]) if params.get("types") else set(MESSAGE_TYPES)
+    user_name = params.get("user_name")
+    if user_name is not None and len(user_name) > 128:
+        raise BadParameterError("user_name is longer than 128 characters")
+    return since, params.get("epoch"), types, user_name
+
+
+async def refuse(websocket: WebSocket, session_id: str, code: int, error: str, reason: str) -> None:
+    with contextlib.suppress(Exception):
+        await websocket.send_text(error_frame(session_id, error, reason))
+        await websocket.close(code, reason[:120])
+
+
+@router.websocket("/ws/{session_id}")
+async def spectate(websocket: WebSocket, session_id: str) -> None:
+    service: TrainingService = websocket.state.service
+    hub: Hub = websocket.state.hub
+    settings: Settings = websocket.state.settings
+    await websocket.accept()
+    try:
+        since, epoch, types, user_name = parse_query(websocket.query_params)
+    except BadParameterError as exc:
+        return await refuse(websocket, session_id, 4400, "invalid_parameter", str(exc))
+    try:
+        await service.get_session(session_id)
+    except SessionNotFoundError as exc:
+        return await refuse(websocket, session_id, 4404, "session_not_found", str(exc))
+    spectator = Spectator(session_id, user_name, settings.max_backlog, types)
+    try:
+        hub.add(spectator)
+    except HubFullError as exc:
+        error = "session_full" if exc.code == 4429 else "server_full"
+        return await refuse(websocket, session_id, exc.code, error, exc.reason)
+    try:
+        await hub.watch(session_id)
+        await _serve(websocket, spectator, service, hub, since, epoch)
+    except (WebSocketDisconnect, SessionNotFoundError):
+        pass
+    finally:
+        await hub.remove(spectator)
+
+
+async def _serve(
+    websocket: WebSocket, spectator: Spectator, service: TrainingService, hub: Hub, since: int | None, epoch: str | None
+) -> None:
+    # Read the state after registering with the hub: the snapshot and the live stream meet with no gap.
+    state = await service.state(spectator.session_id)
+    session = {**state.session, "spectators": hub.count(spectator.session_id)}
+    sid = spectator.session_id
+    await websocket.send_text(control_frame("connection_status", sid, {
+        "event": "connected",
+        "spectator_id": spectator.id,
+        "user_name": spectator.user_name,
+        "spectator_count": session["spectators"],
+        "epoch": session["epoch"],
+        "last_seq": session["last_seq"],
+        "types": sorted(spectator.queue.types),
+    }))
+    if since is not None and ((epoch is not None and epoch != session["epoch"]) or since > session["last_seq"]):
+        why = "epoch changed: the session id was deleted and created again" if epoch != session["epoch"] else (
+            f"since={since} is beyond this session's last seq {session['last_seq']}")
+        await websocket.send_text(control_frame("reset", sid, {"epoch": session["epoch"], "reason": why}))
+        since = 0
+    await websocket.send_text(control_frame("snapshot", sid, {
+        "session": session, "latest_metrics": state.latest_metrics, "graphs": state.graphs,
+    }))
+    spectator.delivered_through = session["last_seq"] if since is None else since
+    sender = asyncio.create_task(_send(websocket, spectator, service, replay=since is not None))
+    receiver = asyncio.create_task(_receive(websocket, spectator))
+    enforcer = asyncio.create_task(_enforce_close(spectator, sender))
+    try:
+        await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sender, receiver, enforcer):
+            task.cancel()
+        for task in (sender, receiver, enforcer):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if spectator.close_request is not None:
+            # The sender could not deliver the close (a stalled peer): try once more, briefly.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(websocket.close(*spectator.close_request), 1.0)
+
+
+async def _replay(websocket: WebSocket, spectator: Spectator, service: TrainingService) -> None:
+    """Everything after `since` from the store; again while live frames overflowed the queue meanwhile."""
+    for _ in range(REPLAY_PASSES):
+        while True:
+            where = MessageFilter(after_seq=spectator.delivered_through, types=sorted(spectator.queue.types))
+            _, frames = await service.history(spectator.session_id, where, REPLAY_PAGE)
+            for seq, _type, frame in frames:
+                await websocket.send_text(frame)
+                spectator.delivered_through = seq
+            service.stats.messages_out += len(frames)
+            if len(frames) < REPLAY_PAGE:
+                break
+        queue = spectator.queue
+        if not queue.dropped or queue.dropped_last <= spectator.delivered_through:
+            return
+
+
+async def _send(websocket: WebSocket, spectator: Spectator, service: TrainingService, replay: bool) -> None:
+    if replay:
+        await _replay(websocket, spectator, service)
+    queue, sid = spectator.queue, spectator.session_id
+    while spectator.close_request is None:
+        item = queue.pop()
+        if item is None:
+            spectator.wake.clear()
+            await spectator.wake.wait()
+            continue
+        seq, frame = item
+        if seq != CONTROL:
+            if seq <= spectator.delivered_through:
+                continue  # already sent by the replay
+            lag = queue.take_lag(spectator.delivered_through)
+            if lag is not None:
+                await websocket.send_text(control_frame("lag", sid, lag.as_data()))
+            spectator.delivered_through = seq
+        await websocket.send_text(frame)
+        service.stats.messages_out += 1
+    lag = queue.take_lag(spectator.delivered_through)
+    if lag is not None:
+        await websocket.send_text(control_frame("lag", sid, lag.as_data()))
+    code, reason = spectator.close_request
+    await websocket.close(code, reason[:120])
+    spectator.close_request = None
+
+
+async def _enforce_close(spectator: Spectator, sender: asyncio.Task[None]) -> None:
+    """A spectator asked to close whose sender is stuck writing to a stalled socket is cut off."""
+    await spectator.closing.wait()
+    await asyncio.sleep(CLOSE_GRACE_SECONDS)
+    sender.cancel()
+
+
+async def _receive(websocket: WebSocket, spectator: Spectator) -> None:
+    invalid = 0
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        raw = message.get("text") if message.get("text") is not None else message.get("bytes")
+        reply, ok = handle_client_message(spectator, raw)
+        if not ok:
+            invalid += 1
+            if invalid > MAX_INVALID_MESSAGES:
+                spectator.request_close(1008, f"more than {MAX_INVALID_MESSAGES} invalid messages")
+                return
+        spectator.offer(CONTROL, "reply", reply, 0.0)
+
+
+def handle_client_message(spectator: Spectator, raw: str | bytes | None) -> tuple[str, bool]:
+    """Answer one client message: (reply, valid). Never raises on bad input; the connection stays up."""
+    sid = spectator.session_id
+    try:
+        message = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError:
+        return error_frame(sid, "invalid_json", "message is not valid JSON; expected an object with a 'type'"), False
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        return error_frame(sid, "invalid_message", "message must be a JSON object with a string 'type'"), False
+    kind = message["type"]
+    if kind == "ping":
+        return control_frame("pong", sid, {"echo": message.get("data")}), True
+    if kind in ("subscribe", "unsubscribe"):
+        try:
+            types = parse_types(message.get("types"))
+        except BadParameterError as exc:
+            return error_frame(sid, "invalid_types", str(exc)), False
+        if kind == "subscribe":
+            spectator.queue.types |= types
+        else:
+            spectator.queue.types -= types
+        return control_frame("subscriptions", sid, {"types": sorted(spectator.queue.types)}), True
+    message_text = f"unknown message type {kind!r}; expected ping, subscribe or unsubscribe"
+    return error_frame(sid, "unknown_message_type", message_text), False

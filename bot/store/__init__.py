@@ -1,0 +1,6 @@
+"""Persistence: SQLAlchemy 2 tables, read queries, write jobs and the group-commit Store."""
+
+from bot.store.errors import SessionExistsError, SessionNotFoundError, StoreError, StoreUnavailableError
+from bot.store.store import Store
+
+__all__ = ["SessionExistsError", "SessionNotFoundError", "Store", "StoreError", "StoreUnavailableError"]

@@ -1,0 +1,72 @@
+"""Opening the database: URL normalisation, SQLite durability pragmas, and the two engines.
+
+The store uses SQLAlchemy's synchronous engine on its own threads: one writer thread (group commit)
+and a few reader threads, so the event loop never waits on the database.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import StaticPool
+
+SUPPORTED = "sqlite:///PATH, sqlite:// (in memory) or postgresql://USER@HOST/DB"
+
+
+def normalise_url(url: str) -> URL:
+    """Map the URLs users write to the drivers we ship: sqlite3 and psycopg 3."""
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise ValueError(f"invalid database URL {url!r}; expected {SUPPORTED}") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite")
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+psycopg")
+    raise ValueError(f"unsupported database URL {url!r}; expected {SUPPORTED}")
+
+
+def is_memory(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def create_engines(url: str, *, sqlite_synchronous: str = "FULL", readers: int = 4) -> tuple[Engine, Engine]:
+    """Return (writer, reader) engines; for an in-memory SQLite database both are one engine."""
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        writer = create_engine(parsed, pool_size=1, max_overflow=0, pool_pre_ping=True)
+        reader = create_engine(parsed, pool_size=readers, max_overflow=0, pool_pre_ping=True)
+        return writer, reader
+    if is_memory(parsed):
+        engine = create_engine(parsed, poolclass=StaticPool, connect_args={"check_same_thread": False})
+        _sqlite_pragmas(engine, sqlite_synchronous, begin="BEGIN")
+        return engine, engine
+    if parsed.database:
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    writer = create_engine(parsed, pool_size=1, max_overflow=0, connect_args={"check_same_thread": False})
+    reader = create_engine(parsed, pool_size=readers, max_overflow=0, connect_args={"check_same_thread": False})
+    # IMMEDIATE takes the write lock at BEGIN, so the writer's read-then-update cannot be raced.
+    _sqlite_pragmas(writer, sqlite_synchronous, begin="BEGIN IMMEDIATE")
+    _sqlite_pragmas(reader, sqlite_synchronous, begin="BEGIN")
+    return writer, reader
+
+
+def _sqlite_pragmas(engine: Engine, synchronous: str, *, begin: str) -> None:
+    # pysqlite's own transaction handling is off (isolation_level=None) so that BEGIN is ours to emit;
+    # this is SQLAlchemy's documented recipe for correct SQLite transactions.
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql(begin)

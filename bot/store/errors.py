@@ -1,0 +1,29 @@
+"""Store errors. The tree:
+
+StoreError
+├── SessionNotFoundError   the session id names no session (HTTP 404)
+├── SessionExistsError     a session with that id already exists (HTTP 409)
+└── StoreUnavailableError  the commit failed; nothing of the request was stored (HTTP 503, retry)
+"""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    pass
+
+
+class SessionNotFoundError(StoreError):
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {session_id!r} not found")
+        self.session_id = session_id
+
+
+class SessionExistsError(StoreError):
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {session_id!r} already exists; choose another training_id or delete it first")
+        self.session_id = session_id
+
+
+class StoreUnavailableError(StoreError):
+    pass

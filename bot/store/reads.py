@@ -1,0 +1,105 @@
+"""Read queries. Each takes a Connection and runs on a reader thread, never on the event loop."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Row, func, select
+
+from bot.frames import iso
+from bot.store.tables import graphs, messages, series, sessions
+
+ACTIVE_STATUSES = ("created", "running", "paused")
+
+
+def session_dict(row: Row[Any]) -> dict[str, Any]:
+    return {
+        "session_id": row.session_id,
+        "name": row.name,
+        "algorithm": row.algorithm,
+        "model_generation": row.model_generation,
+        "total_episodes": row.total_episodes,
+        "status": row.status,
+        "metadata": orjson.loads(row.metadata),
+        "epoch": row.epoch,
+        "created_at": iso(row.created_at),
+        "updated_at": iso(row.updated_at),
+        "ended_at": iso(row.ended_at) if row.ended_at is not None else None,
+        "last_seq": row.last_seq,
+        "message_count": row.message_count,
+        "current_episode": row.current_episode,
+    }
+
+
+def get_session(conn: Connection, session_id: str) -> Row[Any] | None:
+    return conn.execute(select(sessions).where(sessions.c.session_id == session_id)).first()
+
+
+def list_sessions(
+    conn: Connection, statuses: Sequence[str] | None, limit: int, offset: int
+) -> tuple[list[Row[Any]], int]:
+    """Newest first; `statuses` None means all."""
+    query = select(sessions)
+    count = select(func.count()).select_from(sessions)
+    if statuses is not None:
+        query = query.where(sessions.c.status.in_(statuses))
+        count = count.where(sessions.c.status.in_(statuses))
+    rows = conn.execute(query.order_by(sessions.c.created_at.desc(), sessions.c.pk.desc()).limit(limit).offset(offset))
+    return list(rows), int(conn.execute(count).scalar_one())
+
+
+@dataclass(frozen=True, slots=True)
+class MessageFilter:
+    after_seq: int = 0
+    types: Sequence[str] | None = None
+    start_episode: int | None = None
+    end_episode: int | None = None
+    since: float | None = None
+    until: float | None = None
+
+
+def read_frames(conn: Connection, session_pk: int, where: MessageFilter, limit: int) -> list[tuple[int, str, str]]:
+    """(seq, type, frame) in seq order, after `where.after_seq`: the one read behind replay and history."""
+    query = select(messages.c.seq, messages.c.type, messages.c.frame).where(
+        messages.c.session_pk == session_pk, messages.c.seq > where.after_seq
+    )
+    if where.types is not None:
+        query = query.where(messages.c.type.in_(where.types))
+    if where.start_episode is not None:
+        query = query.where(messages.c.episode >= where.start_episode)
+    if where.end_episode is not None:
+        query = query.where(messages.c.episode <= where.end_episode)
+    if where.since is not None:
+        query = query.where(messages.c.ts >= where.since)
+    if where.until is not None:
+        query = query.where(messages.c.ts <= where.until)
+    rows = conn.execute(query.order_by(messages.c.seq).limit(limit))
+    return [(row.seq, row.type, row.frame) for row in rows]
+
+
+def read_graphs(conn: Connection, session_pk: int) -> list[Any]:
+    rows = conn.execute(select(graphs.c.state).where(graphs.c.session_pk == session_pk).order_by(graphs.c.graph_id))
+    return [orjson.loads(state) for (state,) in rows]
+
+
+def read_series(
+    conn: Connection, session_pk: int, metric: str, after_seq: int, limit: int
+) -> list[tuple[int, int | None, float, float]]:
+    """(seq, episode, ts, value) of one metric; NULL values come back as NaN."""
+    rows = conn.execute(
+        select(series.c.seq, series.c.episode, series.c.ts, series.c.value)
+        .where(series.c.session_pk == session_pk, series.c.metric == metric, series.c.seq > after_seq)
+        .order_by(series.c.seq)
+        .limit(limit)
+    )
+    return [(r.seq, r.episode, r.ts, math.nan if r.value is None else r.value) for r in rows]
+
+
+def session_metrics(conn: Connection, session_pk: int) -> list[str]:
+    """The names of every metric this session has logged."""
+    rows = conn.execute(select(series.c.metric).where(series.c.session_pk == session_pk).distinct())
+    return sorted(metric for (metric,) in rows)

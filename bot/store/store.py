@@ -1,0 +1,133 @@
+"""The async face of the store: reads on reader threads, writes through one group-commit writer.
+
+Group commit: requests that arrive while a commit is in progress wait in a queue and are applied
+together in the next transaction, so N concurrent requests cost one commit (one fsync), not N.
+A request's future resolves only after its transaction committed and its frames were published:
+the API answers 2xx only then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar
+
+from sqlalchemy import Connection
+
+from bot.store.engine import create_engines
+from bot.store.errors import StoreUnavailableError
+from bot.store.tables import metadata
+from bot.store.writes import Applied, Job, Published, commit_group
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+OnCommit = Callable[[list[Published]], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Pending:
+    job: Job
+    future: asyncio.Future[Any]
+
+
+class Store:
+    """Open with `async with Store(url) as store:`; every method is safe to call from the event loop."""
+
+    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL", max_group: int = 512) -> None:
+        self.url = url
+        self.writer, self.reader = create_engines(url, sqlite_synchronous=sqlite_synchronous)
+        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="tms-writer")
+        shared = self.reader is self.writer  # in-memory SQLite: one connection, one thread
+        self._reader_pool = self._writer_pool if shared else ThreadPoolExecutor(4, thread_name_prefix="tms-reader")
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self._max_group = max_group
+        self._task: asyncio.Task[None] | None = None
+        self.on_commit: OnCommit | None = None
+        self.commits = 0
+
+    async def __aenter__(self) -> Self:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer_pool, metadata.create_all, self.writer)
+        self._task = asyncio.create_task(self._commit_loop(), name="tms-group-commit")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._task is not None:
+            self._queue.put_nowait(None)  # finish what is queued, then stop
+            await self._task
+        self._writer_pool.shutdown(wait=True)
+        self._reader_pool.shutdown(wait=True)
+        self.writer.dispose()
+        self.reader.dispose()
+
+    async def read(self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run `fn(conn, *args)` on a reader thread with a connection of its own."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader_pool, partial(_read, self.reader, fn, *args, **kwargs))
+
+    async def write(self, job: Job) -> Any:
+        """Queue a job for the next group commit and return its result once committed and published.
+
+        Raises:
+            SessionNotFoundError, SessionExistsError: the job was rejected; nothing was written.
+            StoreUnavailableError: the commit failed; nothing of the group was written.
+        """
+        if self._task is None or self._task.done():
+            raise StoreUnavailableError("store is not open; use `async with Store(url)` first")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(job, future))
+        return await future
+
+    async def _commit_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            while not self._queue.empty() and len(group) < self._max_group:
+                item = self._queue.get_nowait()
+                if item is None:
+                    stopping = True
+                    break
+                group.append(item)
+            await self._commit(loop, group)
+
+    async def _commit(self, loop: asyncio.AbstractEventLoop, group: list[_Pending]) -> None:
+        jobs = [pending.job for pending in group]
+        try:
+            outcomes = await loop.run_in_executor(self._writer_pool, commit_group, self.writer, jobs, time.time())
+        except Exception as exc:
+            logger.error("group commit of %d jobs failed: %s", len(jobs), exc)
+            for pending in group:
+                if not pending.future.done():
+                    pending.future.set_exception(StoreUnavailableError(f"commit failed: {exc}"))
+            return
+        self.commits += 1
+        published = [frame for outcome in outcomes if isinstance(outcome, Applied) for frame in outcome.published]
+        if published and self.on_commit is not None:
+            try:
+                await self.on_commit(published)
+            except Exception:
+                # The broker is a fast path, not the source of truth: hubs repair from the store.
+                logger.exception("publishing %d committed frames failed", len(published))
+        for pending, outcome in zip(group, outcomes, strict=True):
+            if pending.future.done():
+                continue
+            if isinstance(outcome, Exception):
+                pending.future.set_exception(outcome)
+            else:
+                pending.future.set_result(outcome.result)
+
+
+def _read(engine: Any, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    with engine.connect() as conn:
+        return fn(conn, *args, **kwargs)

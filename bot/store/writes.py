@@ -1,0 +1,271 @@
+"""Write jobs and the group commit that applies many of them in one transaction.
+
+Each job checks everything that can reject it (unknown session, existing id, repeated idempotency
+key) before it writes anything, so a rejected job leaves the shared transaction untouched and the
+other jobs of the group still commit. A failed commit fails every job of the group, with no seq hole:
+seq is allocated by the same transaction (`UPDATE sessions SET last_seq = last_seq + n RETURNING`).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Engine, delete, insert, select, update
+
+from bot.frames import control_frame, data_frame, iso, quote
+from bot.schemas import (
+    ENDED_STATUSES,
+    BotDecisionData,
+    PerformanceGraphData,
+    SessionCreate,
+    SessionUpdate,
+    TrainingMetricsData,
+)
+from bot.store.errors import SessionExistsError, SessionNotFoundError
+from bot.store.reads import session_dict
+from bot.store.tables import graphs, idempotency_keys, messages, series, sessions
+
+WireItem = TrainingMetricsData | BotDecisionData | PerformanceGraphData
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """A committed frame to hand to the broker; seq 0 marks a control frame (not stored)."""
+
+    session_id: str
+    seq: int
+    type: str
+    frame: str
+
+
+@dataclass(slots=True)
+class Applied:
+    result: Any
+    published: list[Published] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    session_id: str
+    first_seq: int
+    last_seq: int
+    count: int
+    duplicate: bool
+
+
+class Job(ABC):
+    @abstractmethod
+    def apply(self, conn: Connection, now: float) -> Applied:
+        """Check, then write; raise a StoreError only before the first write."""
+
+
+def commit_group(engine: Engine, jobs: Sequence[Job], now: float) -> list[Applied | Exception]:
+    """Apply every job in one transaction: the whole group shares one commit (and one fsync)."""
+    outcomes: list[Applied | Exception] = []
+    with engine.begin() as conn:
+        for job in jobs:
+            try:
+                outcomes.append(job.apply(conn, now))
+            except (SessionNotFoundError, SessionExistsError) as exc:
+                outcomes.append(exc)
+    return outcomes
+
+
+def _session_pk(conn: Connection, session_id: str) -> int:
+    pk = conn.execute(select(sessions.c.pk).where(sessions.c.session_id == session_id)).scalar()
+    if pk is None:
+        raise SessionNotFoundError(session_id)
+    return int(pk)
+
+
+@dataclass
+class CreateSession(Job):
+    session_id: str
+    spec: SessionCreate
+
+    def apply(self, conn: Connection, now: float) -> Applied:
+        exists = conn.execute(select(sessions.c.pk).where(sessions.c.session_id == self.session_id)).first()
+        if exists is not None:
+            raise SessionExistsError(self.session_id)
+        row = conn.execute(
+            insert(sessions)
+            .values(
+                session_id=self.session_id,
+                epoch=secrets.token_hex(8),
+                name=self.spec.name,
+                algorithm=self.spec.algorithm,
+                model_generation=self.spec.model_generation,
+                total_episodes=self.spec.total_episodes,
+                status="created",
+                metadata=orjson.dumps(self.spec.metadata).decode(),
+                created_at=now,
+                updated_at=now,
+                last_seq=0,
+                message_count=0,
+            )
+            .returning(*sessions.c)
+        ).one()
+        return Applied(session_dict(row))
+
+
+@dataclass
+class UpdateSession(Job):
+    session_id: str
+    update: SessionUpdate
+
+    def apply(self, conn: Connection, now: float) -> Applied:
+        old = conn.execute(select(sessions.c.pk, sessions.c.status).where(sessions.c.session_id == self.session_id)).first()
+        if old is None:
+            raise SessionNotFoundError(self.session_id)
+        values: dict[str, Any] = {"updated_at": now}
+        if self.update.metadata is not None:
+            values["metadata"] = orjson.dumps(self.update.metadata).decode()
+        status = self.update.status
+        if status is not None:
+            values.update(
+                status=status.value,
+                ended_at=now if status in ENDED_STATUSES else None,
+                last_seq=sessions.c.last_seq + 1,
+                message_count=sessions.c.message_count + 1,
+            )
+        row = conn.execute(update(sessions).where(sessions.c.pk == old.pk).values(values).returning(*sessions.c)).one()
+        published: list[Published] = []
+        if status is not None:
+            data = {"status": status.value, "previous_status": old.status, "message": self.update.message}
+            frame = data_frame("training_status", quote(self.session_id), row.last_seq, iso(now), orjson.dumps(data).decode())
+            conn.execute(
+                insert(messages).values(session_pk=old.pk, seq=row.last_seq, type="training_status", ts=now, frame=frame)
+            )
+            published.append(Published(self.session_id, row.last_seq, "training_status", frame))
+        return Applied(session_dict(row), published)
+
+
+def delete_session_rows(conn: Connection, pk: int) -> None:
+    for table in (messages, series, graphs, idempotency_keys):
+        conn.execute(delete(table).where(table.c.session_pk == pk))
+    conn.execute(delete(sessions).where(sessions.c.pk == pk))
+
+
+def deleted_frame(session_id: str, reason: str, now: float) -> Published:
+    return Published(session_id, 0, "session_deleted", control_frame("session_deleted", session_id, {"reason": reason}, now))
+
+
+@dataclass
+class DeleteSession(Job):
+    session_id: str
+
+    def apply(self, conn: Connection, now: float) -> Applied:
+        delete_session_rows(conn, _session_pk(conn, self.session_id))
+        return Applied(True, [deleted_frame(self.session_id, "session deleted", now)])
+
+
+@dataclass
+class DeleteEndedSessions(Job):
+    """Retention: remove sessions that ended before `cutoff`."""
+
+    cutoff: float
+
+    def apply(self, conn: Connection, now: float) -> Applied:
+        rows = conn.execute(
+            select(sessions.c.pk, sessions.c.session_id).where(
+                sessions.c.ended_at.is_not(None), sessions.c.ended_at < self.cutoff
+            )
+        ).all()
+        for row in rows:
+            delete_session_rows(conn, row.pk)
+        return Applied(len(rows), [deleted_frame(row.session_id, "session expired (retention)", now) for row in rows])
+
+
+@dataclass
+class Ingest(Job):
+    """Store a batch of one message type; all-or-nothing, applied once per idempotency key."""
+
+    session_id: str
+    message_type: str
+    items: Sequence[WireItem]
+    idempotency_key: str | None = None
+
+    def apply(self, conn: Connection, now: float) -> Applied:
+        pk = _session_pk(conn, self.session_id)
+        n = len(self.items)
+        if self.idempotency_key is not None:
+            done = conn.execute(
+                select(idempotency_keys.c.first_seq, idempotency_keys.c.last_seq).where(
+                    idempotency_keys.c.session_pk == pk, idempotency_keys.c.key == self.idempotency_key
+                )
+            ).first()
+            if done is not None:
+                count = done.last_seq - done.first_seq + 1
+                return Applied(IngestResult(self.session_id, done.first_seq, done.last_seq, count, duplicate=True))
+        encoded = [item.model_dump_json(exclude_none=True) for item in self.items]
+        values: dict[str, Any] = {
+            "last_seq": sessions.c.last_seq + n,
+            "message_count": sessions.c.message_count + n,
+            "updated_at": now,
+        }
+        if self.message_type == "training_metrics":
+            values["latest_metrics"] = encoded[-1]
+            episodes = [item.episode for item in self.items if getattr(item, "episode", None) is not None]
+            if episodes:
+                values["current_episode"] = episodes[-1]
+        last = conn.execute(update(sessions).where(sessions.c.pk == pk).values(values).returning(sessions.c.last_seq))
+        last_seq = int(last.scalar_one())
+        first_seq = last_seq - n + 1
+        received, quoted = iso(now), quote(self.session_id)
+        rows, series_rows, published = [], [], []
+        for offset, (item, data_json) in enumerate(zip(self.items, encoded, strict=True)):
+            seq = first_seq + offset
+            frame = data_frame(self.message_type, quoted, seq, received, data_json)
+            ts = item.timestamp.timestamp() if hasattr(item, "timestamp") else now
+            episode = getattr(item, "episode", None)
+            rows.append({"session_pk": pk, "seq": seq, "type": self.message_type, "episode": episode, "ts": ts, "frame": frame})
+            published.append(Published(self.session_id, seq, self.message_type, frame))
+            if isinstance(item, TrainingMetricsData):
+                series_rows.extend(
+                    {"session_pk": pk, "metric": name, "seq": seq, "episode": episode, "ts": ts,
+                     "value": None if math.isnan(value) else value}
+                    for name, value in item.series()
+                )
+            elif isinstance(item, PerformanceGraphData):
+                _merge_graph(conn, pk, item, now)
+        conn.execute(insert(messages), rows)
+        if series_rows:
+            conn.execute(insert(series), series_rows)
+        if self.idempotency_key is not None:
+            conn.execute(
+                insert(idempotency_keys).values(
+                    session_pk=pk, key=self.idempotency_key, first_seq=first_seq, last_seq=last_seq
+                )
+            )
+        return Applied(IngestResult(self.session_id, first_seq, last_seq, n, duplicate=False), published)
+
+
+def _merge_graph(conn: Connection, pk: int, item: PerformanceGraphData, now: float) -> None:
+    """Keep the graph's current state: newest `max_points` per series, labels from the latest update."""
+    where = (graphs.c.session_pk == pk, graphs.c.graph_id == item.graph_id)
+    stored = conn.execute(select(graphs.c.state).where(*where)).scalar()
+    update_json = orjson.loads(item.model_dump_json())
+    if stored is None:
+        state = update_json
+    else:
+        state = orjson.loads(stored)
+        for key in ("title", "y_label"):
+            if update_json.get(key) is not None:
+                state[key] = update_json[key]
+        state["max_points"] = item.max_points
+        state["metrics"] = list(dict.fromkeys([*state.get("metrics", []), *item.metrics]))
+        for metric, points in update_json["data_points"].items():
+            state["data_points"][metric] = state["data_points"].get(metric, []) + points
+    for metric, points in state["data_points"].items():
+        state["data_points"][metric] = points[-item.max_points :]
+    text = orjson.dumps(state).decode()
+    if stored is None:
+        conn.execute(insert(graphs).values(session_pk=pk, graph_id=item.graph_id, state=text, updated_at=now))
+    else:
+        conn.execute(update(graphs).where(*where).values(state=text, updated_at=now))
