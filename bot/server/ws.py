@@ -50,7 +50,7 @@ def parse_types(raw: Any) -> set[str]:
     cleaned = {t.strip() for t in types if t.strip()}
     unknown = sorted(cleaned - set(MESSAGE_TYPES))
     if unknown or not cleaned:
-        raise BadParameterError(f"unknown message type {unknown[0] if unknown else raw!r}; "
+        raise BadParameterError(f"types: unknown message type {unknown[0] if unknown else raw!r}; "
                                 f"expected any of {', '.join(MESSAGE_TYPES)}")
     return cleaned
 

@@ -1,0 +1,206 @@
+"""Shared fixtures: settings on a fresh SQLite file, real servers on ephemeral ports, real clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import uvicorn
+import websockets
+
+from bot.config import Settings
+from bot.server import TrainingMetricsServer
+
+# Every wait in a test is bounded; scale them all on a slow machine with TMS_TESTS_TIMEOUT_FACTOR.
+TIMEOUT = 10.0 * float(os.environ.get("TMS_TESTS_TIMEOUT_FACTOR", "1"))
+
+REQUIRE_SERVICES = os.environ.get("TMS_REQUIRE_SERVICES") == "1"
+POSTGRES_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    host_port = url.split("@")[-1].split("://")[-1].split("/")[0]
+    host, _, port = host_port.partition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port or default_port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def service_or_skip(name: str, url: str, default_port: int) -> None:
+    if _reachable(url, default_port):
+        return
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{name} at {url} is unreachable and TMS_REQUIRE_SERVICES=1: start it (see README)")
+    pytest.skip(f"{name} at {url} is unreachable")
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL URL whose tables live in a schema of this test's own, dropped afterwards."""
+    service_or_skip("PostgreSQL", POSTGRES_URL, 5432)
+    import psycopg
+
+    schema = f"t_{secrets.token_hex(6)}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    service_or_skip("Redis", REDIS_URL, 6379)
+    return REDIS_URL
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "metrics.db"
+
+
+@pytest.fixture
+def settings(db_path: Path) -> Settings:
+    return Settings(
+        database_url=f"sqlite:///{db_path}",
+        max_connections_per_session=5,
+        slow_spectator_timeout=0.5,
+        max_backlog=50,
+        cleanup_interval_seconds=3600,
+    )
+
+
+@dataclass
+class LiveServer:
+    """A real uvicorn server on 127.0.0.1 with a port the OS picked."""
+
+    server: uvicorn.Server
+    task: asyncio.Task[Any]
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ws_url(self, session_id: str, query: str = "") -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/{session_id}" + (f"?{query}" if query else "")
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        await asyncio.wait_for(self.task, TIMEOUT)
+
+
+async def start_server(settings: Settings, send_buffer: int | None = None) -> LiveServer:
+    sock = socket.create_server(("127.0.0.1", 0))
+    if send_buffer is not None:
+        # Accepted sockets inherit this: a stalled spectator then backs up after kilobytes, not megabytes.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+    config = TrainingMetricsServer(settings).uvicorn_config(log_level="warning", ws_ping_interval=5.0)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    async with asyncio.timeout(TIMEOUT):
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+    return LiveServer(server, task, sock.getsockname()[1])
+
+
+@pytest.fixture
+async def server_factory() -> AsyncIterator[Callable[..., Awaitable[LiveServer]]]:
+    """Start any number of servers; every one still running is stopped at teardown."""
+    started: list[LiveServer] = []
+
+    async def factory(settings: Settings, send_buffer: int | None = None) -> LiveServer:
+        live = await start_server(settings, send_buffer)
+        started.append(live)
+        return live
+
+    yield factory
+    for live in started:
+        if not live.task.done():
+            await live.stop()
+
+
+@pytest.fixture
+async def live(server_factory: Callable[[Settings], Awaitable[LiveServer]], settings: Settings) -> LiveServer:
+    return await server_factory(settings)
+
+
+@pytest.fixture
+async def client(live: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as http:
+        yield http
+
+
+@pytest.fixture
+async def spectators() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    """Open WebSocket spectators; all are closed at teardown."""
+    opened: list[Any] = []
+
+    async def connect(url: str, **kwargs: Any) -> Any:
+        ws = await websockets.connect(url, open_timeout=TIMEOUT, compression=None, **kwargs)
+        opened.append(ws)
+        return ws
+
+    yield connect
+    for ws in opened:
+        with contextlib.suppress(Exception):
+            await ws.close()
+
+
+async def recv_json(ws: Any, timeout: float = TIMEOUT) -> dict[str, Any]:
+    async with asyncio.timeout(timeout):
+        message: dict[str, Any] = orjson.loads(await ws.recv())
+        return message
+
+
+async def recv_until(ws: Any, message_type: str, timeout: float = TIMEOUT) -> dict[str, Any]:
+    """Skip other messages until one of `message_type` arrives."""
+    async with asyncio.timeout(timeout):
+        while True:
+            message: dict[str, Any] = orjson.loads(await ws.recv())
+            if message["type"] == message_type:
+                return message
+
+
+async def recv_data(ws: Any, count: int, timeout: float = TIMEOUT) -> list[dict[str, Any]]:
+    """The next `count` stored-stream messages (seq not null), skipping control messages."""
+    received: list[dict[str, Any]] = []
+    async with asyncio.timeout(timeout):
+        while len(received) < count:
+            message = orjson.loads(await ws.recv())
+            if message.get("seq") is not None:
+                received.append(message)
+    return received
+
+
+async def connect_and_sync(connect: Callable[..., Awaitable[Any]], url: str) -> Any:
+    """Connect a spectator and read past its welcome and snapshot."""
+    ws = await connect(url)
+    welcome = await recv_json(ws)
+    assert welcome["type"] == "connection_status", welcome
+    await recv_until(ws, "snapshot")
+    return ws
+
+
+async def create_session(client: httpx.AsyncClient, training_id: str | None = None, **fields: Any) -> str:
+    body = {"training_id": training_id, **fields} if training_id else fields
+    response = await client.post("/api/training/sessions", json=body)
+    assert response.status_code == 201, response.text
+    session_id: str = response.json()["session_id"]
+    return session_id

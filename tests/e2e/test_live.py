@@ -1,0 +1,274 @@
+"""End to end over real sockets: engines push over HTTP, spectators watch over WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import websockets
+
+from bot.config import Settings
+from tests.conftest import (
+    TIMEOUT,
+    LiveServer,
+    connect_and_sync,
+    create_session,
+    recv_data,
+    recv_json,
+    recv_until,
+)
+
+DECISION = {"action_probabilities": {"left": 0.25, "right": 0.75}, "q_values": [0.1, 0.4], "selected_action": "right"}
+GRAPH = {"graph_id": "reward_progress", "title": "Reward", "data_points": {"reward": [{"value": 1.5}]}}
+
+
+async def push_all_three(client: httpx.AsyncClient, session_id: str) -> None:
+    base = f"/api/training/sessions/{session_id}"
+    for path, body in (
+        ("metrics", {"episode": 1, "current_reward": 1.5, "epsilon": 0.9}),
+        ("bot_decision", DECISION),
+        ("graph_update", GRAPH),
+    ):
+        response = await client.post(f"{base}/{path}", json=body)
+        assert response.status_code == 200, response.text
+
+
+async def test_spectators_receive_pushes_in_order_with_subscriptions(
+    live: LiveServer, client: httpx.AsyncClient, spectators: Any
+) -> None:
+    """The full spectator gets all three types in order with consecutive seq; the metrics-only one gets metrics."""
+    session_id = await create_session(client, "run-1", algorithm="DQN")
+    everything = await connect_and_sync(spectators, live.ws_url(session_id, "user_name=alice"))
+    metrics_only = await connect_and_sync(spectators, live.ws_url(session_id, "types=training_metrics"))
+    await push_all_three(client, session_id)
+
+    received = await recv_data(everything, 3)
+    assert [m["type"] for m in received] == ["training_metrics", "bot_decision", "graph_update"]
+    assert [m["seq"] for m in received] == [1, 2, 3]
+    assert received[0]["data"]["current_reward"] == 1.5
+    assert received[1]["data"]["action_probabilities"] == {"left": 0.25, "right": 0.75}
+    assert all(m["session_id"] == session_id for m in received)
+
+    only = await recv_data(metrics_only, 1)
+    assert only[0]["type"] == "training_metrics" and only[0]["seq"] == 1
+    await metrics_only.send(orjson.dumps({"type": "ping"}).decode())
+    assert (await recv_until(metrics_only, "pong"))["type"] == "pong"  # nothing else was queued before it
+
+    history = (await client.get(f"/api/training/sessions/{session_id}/history")).json()
+    assert [m["seq"] for m in history["messages"]] == [1, 2, 3]
+    assert history["messages"] == received
+
+
+async def test_reconnect_with_since_misses_nothing(live: LiveServer, client: httpx.AsyncClient, spectators: Any) -> None:
+    """A spectator that drops and comes back with since=<last seq> gets the gap from the store, then live."""
+    session_id = await create_session(client, "run-since")
+    metrics = f"/api/training/sessions/{session_id}/metrics"
+    ws = await connect_and_sync(spectators, live.ws_url(session_id))
+    await client.post(metrics, json=[{"episode": i} for i in range(5)])
+    first = await recv_data(ws, 5)
+    epoch = (await client.get(f"/api/training/sessions/{session_id}")).json()["epoch"]
+    await ws.close()
+
+    await client.post(metrics, json=[{"episode": i} for i in range(5, 2005)])  # missed while away
+    back = await spectators(live.ws_url(session_id, f"since={first[-1]['seq']}&epoch={epoch}"))
+    await client.post(metrics, json=[{"episode": i} for i in range(2005, 2010)])  # live after the replay
+    rest = await recv_data(back, 2005)
+    assert [m["seq"] for m in first + rest] == list(range(1, 2011))
+    assert [m["data"]["episode"] for m in rest] == list(range(5, 2010))
+
+
+async def test_history_survives_restart(server_factory: Any, settings: Settings) -> None:
+    """A server restarted on the same database file serves the same history and continues the seq."""
+    first = await server_factory(settings)
+    async with httpx.AsyncClient(base_url=first.url, timeout=TIMEOUT) as client:
+        session_id = await create_session(client, "durable")
+        await push_all_three(client, session_id)
+        before = (await client.get(f"/api/training/sessions/{session_id}/history")).json()
+    await first.stop()
+
+    second = await server_factory(settings)
+    async with httpx.AsyncClient(base_url=second.url, timeout=TIMEOUT) as client:
+        after = (await client.get(f"/api/training/sessions/{session_id}/history")).json()
+        assert after == before and after["count"] == 3
+        pushed = (await client.post(f"/api/training/sessions/{session_id}/metrics", json={"episode": 2})).json()
+        assert (pushed["first_seq"], pushed["last_seq"]) == (4, 4)
+
+
+async def test_connection_limit_refuses_only_the_extra_spectator(
+    live: LiveServer, client: httpx.AsyncClient, spectators: Any, settings: Settings
+) -> None:
+    """With the limit reached, one more spectator gets an error and close 4429; the others keep watching."""
+    session_id = await create_session(client, "popular")
+    watchers = [await connect_and_sync(spectators, live.ws_url(session_id)) for _ in range(settings.max_connections_per_session)]
+    extra = await spectators(live.ws_url(session_id))
+    error = await recv_json(extra)
+    assert error["type"] == "error" and error["data"]["code"] == "session_full"
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await recv_json(extra)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
+    assert "session full" in closed.value.rcvd.reason
+
+    await client.post(f"/api/training/sessions/{session_id}/metrics", json={"episode": 7})
+    for ws in watchers:
+        assert (await recv_data(ws, 1))[0]["data"]["episode"] == 7
+
+
+async def test_join_and_leave_are_announced(live: LiveServer, client: httpx.AsyncClient, spectators: Any) -> None:
+    """Spectators are told the new count when another joins or leaves."""
+    session_id = await create_session(client, "social")
+    first = await connect_and_sync(spectators, live.ws_url(session_id))
+    second = await connect_and_sync(spectators, live.ws_url(session_id, "user_name=bob"))
+    joined = await recv_until(first, "connection_status")
+    assert joined["data"]["event"] == "joined" and joined["data"]["spectator_count"] == 2
+    assert joined["data"]["user_name"] == "bob"
+    assert (await client.get(f"/api/training/sessions/{session_id}")).json()["spectators"] == 2
+    await second.close()
+    left = await recv_until(first, "connection_status")
+    assert left["data"]["event"] == "left" and left["data"]["spectator_count"] == 1
+
+
+async def test_unknown_session_gets_error_and_4404(live: LiveServer, spectators: Any) -> None:
+    """Connecting to a session that does not exist: an error message, then close code 4404."""
+    ws = await spectators(live.ws_url("nope"))
+    error = await recv_json(ws)
+    assert error["type"] == "error" and error["data"]["code"] == "session_not_found"
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await recv_json(ws)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4404
+
+
+@pytest.mark.parametrize("query", ["since=abc", "since=-1", "types=nonsense", "types=training_metrics,bogus"])
+async def test_bad_query_gets_error_and_4400(
+    live: LiveServer, client: httpx.AsyncClient, spectators: Any, query: str
+) -> None:
+    """A bad query parameter is named in an error message, then the connection closes with 4400."""
+    session_id = await create_session(client)
+    ws = await spectators(live.ws_url(session_id, query))
+    error = await recv_json(ws)
+    assert error["type"] == "error" and error["data"]["code"] == "invalid_parameter"
+    assert query.split("=")[0] in error["data"]["message"]
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await recv_json(ws)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4400
+
+
+async def test_bad_client_messages_get_errors_and_the_connection_stays(
+    live: LiveServer, client: httpx.AsyncClient, spectators: Any
+) -> None:
+    """Malformed JSON, unknown types and bad subscriptions each get an error; the spectator still gets data."""
+    session_id = await create_session(client)
+    ws = await connect_and_sync(spectators, live.ws_url(session_id))
+    for raw, code in (
+        ("{not json", "invalid_json"),
+        ('["a list"]', "invalid_message"),
+        ('{"type": "dance"}', "unknown_message_type"),
+        ('{"type": "subscribe", "types": ["bogus"]}', "invalid_types"),
+        ('{"type": "subscribe"}', "invalid_types"),
+    ):
+        await ws.send(raw)
+        error = await recv_until(ws, "error")
+        assert error["data"]["code"] == code, (raw, error)
+    await ws.send('{"type": "unsubscribe", "types": ["bot_decision"]}')
+    assert (await recv_until(ws, "subscriptions"))["data"]["types"] == ["graph_update", "training_metrics", "training_status"]
+    await push_all_three(client, session_id)
+    received = await recv_data(ws, 2)
+    assert [m["type"] for m in received] == ["training_metrics", "graph_update"]
+
+
+async def test_snapshot_holds_latest_metrics_and_graphs(
+    live: LiveServer, client: httpx.AsyncClient, spectators: Any
+) -> None:
+    """A new spectator first sees the session, its latest metrics and its current graphs."""
+    session_id = await create_session(client, "snap", algorithm="PPO")
+    await push_all_three(client, session_id)
+    ws = await spectators(live.ws_url(session_id))
+    welcome = await recv_json(ws)
+    assert welcome["data"]["spectator_count"] == 1 and welcome["data"]["last_seq"] == 3
+    assert welcome["data"]["epoch"]
+    snapshot = await recv_json(ws)
+    assert snapshot["type"] == "snapshot"
+    assert snapshot["data"]["session"]["algorithm"] == "PPO"
+    assert snapshot["data"]["latest_metrics"]["current_reward"] == 1.5
+    assert snapshot["data"]["graphs"][0]["graph_id"] == "reward_progress"
+    assert snapshot["data"]["graphs"][0]["data_points"]["reward"][0]["value"] == 1.5
+
+
+async def test_status_change_reaches_spectators(live: LiveServer, client: httpx.AsyncClient, spectators: Any) -> None:
+    """PUT status is stored in the stream and broadcast as training_status."""
+    session_id = await create_session(client, "lifecycle")
+    ws = await connect_and_sync(spectators, live.ws_url(session_id))
+    response = await client.put(f"/api/training/sessions/{session_id}", json={"status": "running"})
+    assert response.status_code == 200 and response.json()["status"] == "running"
+    message = (await recv_data(ws, 1))[0]
+    assert message["type"] == "training_status" and message["seq"] == 1
+    assert message["data"] == {"status": "running", "previous_status": "created", "message": None}
+
+
+async def test_delete_closes_spectators_and_recreate_resets_epoch(
+    live: LiveServer, client: httpx.AsyncClient, spectators: Any
+) -> None:
+    """Delete closes spectators with 4410; one returning with the old epoch gets `reset`, never old data."""
+    session_id = await create_session(client, "reused")
+    ws = await connect_and_sync(spectators, live.ws_url(session_id))
+    await client.post(f"/api/training/sessions/{session_id}/metrics", json=[{"episode": 1}, {"episode": 2}])
+    old = await recv_data(ws, 2)
+    old_epoch = (await client.get(f"/api/training/sessions/{session_id}")).json()["epoch"]
+    assert (await client.delete(f"/api/training/sessions/{session_id}")).status_code == 200
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await recv_json(ws)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4410
+
+    await create_session(client, "reused")
+    await client.post(f"/api/training/sessions/{session_id}/metrics", json={"episode": 100})
+    back = await spectators(live.ws_url(session_id, f"since={old[-1]['seq']}&epoch={old_epoch}"))
+    await recv_until(back, "connection_status")
+    reset = await recv_json(back)
+    assert reset["type"] == "reset" and reset["data"]["epoch"] != old_epoch
+    fresh = await recv_data(back, 1)
+    assert fresh[0]["seq"] == 1 and fresh[0]["data"]["episode"] == 100
+
+
+def stalled_socket(port: int) -> socket.socket:
+    """A client socket with a tiny receive buffer, so that a spectator that stops reading backs up fast."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    return sock
+
+
+async def test_stalled_spectator_is_told_and_closed_without_delaying_others(
+    server_factory: Any, settings: Settings, spectators: Any
+) -> None:
+    """A spectator that stops reading loses frames (it gets `lag`) and is closed with 4008; the rest see all."""
+    live = await server_factory(settings, send_buffer=8192)
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+        session_id = await create_session(client, "busy")
+        fast = await connect_and_sync(spectators, live.ws_url(session_id))
+        stalled = await spectators(live.ws_url(session_id), sock=stalled_socket(live.port), max_queue=1)
+        stalled.transport.pause_reading()  # a real client that stops reading: its kernel buffer fills up
+
+        total = 40 * 50
+        reading = asyncio.create_task(recv_data(fast, total, timeout=3 * TIMEOUT))
+        for batch in range(40):
+            body = [{"episode": batch * 50 + i, "algorithm": "x" * 60} for i in range(50)]
+            response = await client.post(f"/api/training/sessions/{session_id}/metrics", json=body)
+            assert response.status_code == 200
+            await asyncio.sleep(0.02)  # lets the slow-spectator timeout elapse while pushes continue
+
+    received = await reading
+    assert [m["seq"] for m in received] == list(range(1, total + 1))
+
+    stalled.transport.resume_reading()
+    seen: list[str] = []
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                seen.append(orjson.loads(await stalled.recv())["type"])
+    assert "lag" in seen
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4008
+    assert "too slow" in closed.value.rcvd.reason
