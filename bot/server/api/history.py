@@ -90,3 +90,10 @@ async def history(
     })
     body = head[:-1] + b',"messages":[' + ",".join(frame for _, _, frame in frames).encode() + b"]}"
     return Response(body, media_type="application/json")
+
+
+@router.get("/graphs")
+async def graphs(session_id: str, service: ServiceDep) -> dict[str, object]:
+    """The session's performance graphs as they stand: the newest max_points per series."""
+    state = await service.state(session_id)
+    return {"session_id": session_id, "graphs": state.graphs}

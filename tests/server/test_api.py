@@ -1,0 +1,218 @@
+"""The REST API against a real server: sessions, ingest, history, health, and every bad input."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import create_session
+
+BASE = "/api/training/sessions"
+
+
+async def last_seq(client: httpx.AsyncClient, session_id: str) -> int:
+    seq: int = (await client.get(f"{BASE}/{session_id}")).json()["last_seq"]
+    return seq
+
+
+async def test_session_lifecycle(client: httpx.AsyncClient) -> None:
+    """Create, read, list, update and delete a session."""
+    created = (await client.post(BASE, json={"name": "cartpole", "algorithm": "DQN", "total_episodes": 10,
+                                             "metadata": {"lr": 0.001}})).json()
+    session_id = created["session_id"]
+    assert created["status"] == "created" and created["metadata"] == {"lr": 0.001} and created["last_seq"] == 0
+    assert (await client.get(f"{BASE}/{session_id}")).json()["name"] == "cartpole"
+
+    updated = (await client.put(f"{BASE}/{session_id}", json={"status": "completed", "metadata": {"lr": 0.01}})).json()
+    assert updated["status"] == "completed" and updated["ended_at"] is not None and updated["metadata"] == {"lr": 0.01}
+    assert session_id not in [s["session_id"] for s in (await client.get(BASE)).json()["sessions"]]
+    done = (await client.get(BASE, params={"status": "completed"})).json()
+    assert [s["session_id"] for s in done["sessions"]] == [session_id] and done["total"] == 1
+
+    assert (await client.delete(f"{BASE}/{session_id}")).json() == {"session_id": session_id, "deleted": True}
+    assert (await client.get(f"{BASE}/{session_id}")).status_code == 404
+
+
+async def test_list_is_paginated_newest_first(client: httpx.AsyncClient) -> None:
+    """limit and offset page through sessions, newest first."""
+    ids = [await create_session(client, f"s{i}") for i in range(5)]
+    first = (await client.get(BASE, params={"limit": 2})).json()
+    second = (await client.get(BASE, params={"limit": 2, "offset": 2})).json()
+    assert [s["session_id"] for s in first["sessions"] + second["sessions"]] == ids[::-1][:4]
+    assert first["total"] == 5
+    assert len((await client.get(BASE, params={"status": "all"})).json()["sessions"]) == 5
+
+
+async def test_idempotent_batch_is_applied_once(client: httpx.AsyncClient) -> None:
+    """The same batch sent twice with one Idempotency-Key is stored once; both answers name the same range."""
+    session_id = await create_session(client)
+    body = [{"episode": 1}, {"episode": 2}]
+    headers = {"Idempotency-Key": "batch-0001"}
+    first = (await client.post(f"{BASE}/{session_id}/metrics", json=body, headers=headers)).json()
+    again = (await client.post(f"{BASE}/{session_id}/metrics", json=body, headers=headers)).json()
+    assert (first["first_seq"], first["last_seq"], first["duplicate"]) == (1, 2, False)
+    assert (again["first_seq"], again["last_seq"], again["duplicate"]) == (1, 2, True)
+    assert (await client.get(f"{BASE}/{session_id}/history")).json()["count"] == 2
+
+
+async def test_non_finite_values_travel_as_strings(client: httpx.AsyncClient) -> None:
+    """A diverging loss (NaN, ±Infinity) is stored and read back as the strings NaN, Infinity, -Infinity."""
+    session_id = await create_session(client)
+    raw = b'[{"episode": 1, "loss_value": NaN}, {"episode": 2, "loss_value": "Infinity", "current_reward": -Infinity}]'
+    response = await client.post(f"{BASE}/{session_id}/metrics", content=raw)
+    assert response.status_code == 200, response.text
+    messages = (await client.get(f"{BASE}/{session_id}/history")).json()["messages"]
+    assert messages[0]["data"]["loss_value"] == "NaN"
+    assert messages[1]["data"]["loss_value"] == "Infinity" and messages[1]["data"]["current_reward"] == "-Infinity"
+
+
+async def test_history_filters_and_cursor(client: httpx.AsyncClient) -> None:
+    """History filters by type, episode and time, and the cursor pages correctly while data keeps arriving."""
+    session_id = await create_session(client)
+    start = time.time()
+    await client.post(f"{BASE}/{session_id}/metrics", json=[{"episode": i} for i in range(10)])
+    await client.post(f"{BASE}/{session_id}/bot_decision", json={"episode": 3, "q_values": [1.0]})
+    history = f"{BASE}/{session_id}/history"
+
+    decisions = (await client.get(history, params={"type": "bot_decision"})).json()
+    assert [m["seq"] for m in decisions["messages"]] == [11]
+    episodes = (await client.get(history, params={"start_episode": 3, "end_episode": 4})).json()
+    assert [(m["type"], m["data"]["episode"]) for m in episodes["messages"]] == [
+        ("training_metrics", 3), ("training_metrics", 4), ("bot_decision", 3)]
+    assert (await client.get(history, params={"since": start - 60, "until": start + 60})).json()["count"] == 11
+    assert (await client.get(history, params={"until": "2000-01-01T00:00:00Z"})).json()["count"] == 0
+
+    page = (await client.get(history, params={"limit": 4})).json()
+    seqs = [m["seq"] for m in page["messages"]]
+    await client.post(f"{BASE}/{session_id}/metrics", json=[{"episode": 10}, {"episode": 11}])
+    while page["next_cursor"] is not None:
+        page = (await client.get(history, params={"limit": 4, "cursor": page["next_cursor"]})).json()
+        seqs += [m["seq"] for m in page["messages"]]
+    assert seqs == list(range(1, 14))
+
+
+async def test_graph_keeps_newest_max_points(client: httpx.AsyncClient) -> None:
+    """A graph keeps at most max_points per series, the newest ones."""
+    session_id = await create_session(client)
+    for start in (0, 3):
+        points = [{"value": float(v)} for v in range(start, start + 3)]
+        body = {"graph_id": "g", "max_points": 4, "data_points": {"reward": points}}
+        assert (await client.post(f"{BASE}/{session_id}/graph_update", json=body)).status_code == 200
+    graphs = (await client.get(f"{BASE}/{session_id}/graphs")).json()["graphs"]
+    assert [p["value"] for p in graphs[0]["data_points"]["reward"]] == [2.0, 3.0, 4.0, 5.0]
+
+
+async def test_health_and_status(client: httpx.AsyncClient) -> None:
+    """/health answers when the database does; /status counts sessions and messages."""
+    assert (await client.get("/health")).json() == {"status": "ok", "database": "ok"}
+    session_id = await create_session(client)
+    await client.post(f"{BASE}/{session_id}/metrics", json=[{"episode": 1}, {"episode": 2}])
+    status = (await client.get("/status")).json()
+    assert status["sessions"] == {"total": 1, "active": 1}
+    assert status["messages_in"] == 2 and status["version"]
+
+
+async def test_openapi_documents_bodies(client: httpx.AsyncClient) -> None:
+    """/docs is served and the OpenAPI schema names the body models."""
+    schema = (await client.get("/openapi.json")).json()
+    assert {"TrainingMetricsData", "BotDecisionData", "PerformanceGraphData", "GraphPoint"} <= set(
+        schema["components"]["schemas"])
+    assert (await client.get("/docs")).status_code == 200
+
+
+BAD_INGEST: list[tuple[str, Any, str]] = [
+    ("metrics", {"win_rate": 101}, "win_rate"),
+    ("metrics", {"epsilon": -0.1}, "epsilon"),
+    ("metrics", {"episode": "ten"}, "episode"),
+    ("metrics", {"curent_reward": 1}, "curent_reward"),
+    ("metrics", {"custom": {"current_reward": 1}}, "custom"),
+    ("metrics", [{"episode": 1}, {"episode": 2, "win_rate": "NaN"}], "1.win_rate"),
+    ("metrics", [], "body"),
+    ("metrics", "not an object", "body"),
+    ("bot_decision", {"action_probabilities": {"a": 0.5, "b": 0.2}}, "action_probabilities"),
+    ("bot_decision", {"action_probabilities": {"a": 1.5, "b": -0.5}}, "action_probabilities.a"),
+    ("bot_decision", {"confidence_score": 2}, "confidence_score"),
+    ("graph_update", {"data_points": {}}, "graph_id"),
+    ("graph_update", {"graph_id": "g", "metrics": ["a"], "data_points": {"b": [{"value": 1}]}}, "data_points"),
+    ("graph_update", {"graph_id": "g", "max_points": 0}, "max_points"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "field"), BAD_INGEST)
+async def test_bad_ingest_is_rejected_and_stores_nothing(
+    client: httpx.AsyncClient, path: str, body: Any, field: str
+) -> None:
+    """An invalid push gets 422 naming the field, and nothing of it is stored (a list is all-or-nothing)."""
+    session_id = await create_session(client)
+    response = await client.post(f"{BASE}/{session_id}/{path}", json=body)
+    assert response.status_code == 422, response.text
+    assert field in response.json()["message"]
+    assert await last_seq(client, session_id) == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status", "needle"),
+    [
+        ("post", "/x/metrics", {"content": b"{oops"}, 422, "JSON"),
+        ("post", "/x/metrics", {"json": {"episode": 1}, "headers": {"Idempotency-Key": "a" * 200}}, 422, "Idempotency-Key"),
+        ("get", "", {"params": {"status": "sleeping"}}, 422, "status"),
+        ("get", "", {"params": {"limit": 0}}, 422, "limit"),
+        ("get", "/x/history", {"params": {"type": "nonsense"}}, 422, "type"),
+        ("get", "/x/history", {"params": {"cursor": "abc"}}, 422, "cursor"),
+        ("get", "/x/history", {"params": {"since": "yesterday"}}, 422, "since"),
+        ("get", "/x/history", {"params": {"limit": 100001}}, 422, "limit"),
+        ("put", "/x", {"json": {"status": "sleeping"}}, 422, "status"),
+        ("put", "/x", {"json": {}}, 422, "nothing to update"),
+    ],
+)
+async def test_bad_requests_name_the_problem(
+    client: httpx.AsyncClient, method: str, path: str, kwargs: dict[str, Any], status: int, needle: str
+) -> None:
+    """Bad bodies, headers and query parameters get a 4xx whose body names the field; nothing changes."""
+    await create_session(client, "x")
+    response = await getattr(client, method)(BASE + path, **kwargs)
+    assert response.status_code == status, response.text
+    assert needle in response.text
+    after = (await client.get(f"{BASE}/x")).json()
+    assert after["last_seq"] == 0 and after["status"] == "created"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("get", "/missing", None),
+        ("put", "/missing", {"status": "running"}),
+        ("delete", "/missing", None),
+        ("post", "/missing/metrics", {"episode": 1}),
+        ("post", "/missing/bot_decision", {"q_values": [1.0]}),
+        ("post", "/missing/graph_update", {"graph_id": "g"}),
+        ("get", "/missing/history", None),
+        ("get", "/missing/graphs", None),
+    ],
+)
+async def test_unknown_session_is_404(client: httpx.AsyncClient, method: str, path: str, body: Any) -> None:
+    """Every endpoint answers 404 with a JSON body naming the session for an unknown id."""
+    kwargs = {"json": body} if body is not None else {}
+    response = await client.request(method.upper(), BASE + path, **kwargs)
+    assert response.status_code == 404
+    assert response.json()["session_id"] == "missing"
+
+
+async def test_duplicate_training_id_is_409(client: httpx.AsyncClient) -> None:
+    """Creating a session with a taken training_id is refused and the first session is untouched."""
+    await create_session(client, "taken", algorithm="DQN")
+    response = await client.post(BASE, json={"training_id": "taken", "algorithm": "PPO"})
+    assert response.status_code == 409 and "taken" in response.json()["detail"]
+    assert (await client.get(f"{BASE}/taken")).json()["algorithm"] == "DQN"
+
+
+async def test_oversized_batch_is_refused(client: httpx.AsyncClient, live: Any) -> None:
+    """A batch larger than max_batch_size is refused whole with a hint to split it."""
+    session_id = await create_session(client)
+    too_many = [{"episode": 1}] * 10001
+    response = await client.post(f"{BASE}/{session_id}/metrics", json=too_many)
+    assert response.status_code == 422 and "split the batch" in response.text
+    assert await last_seq(client, session_id) == 0

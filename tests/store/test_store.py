@@ -1,0 +1,85 @@
+"""The store on every backend: group commit, gap-free seq, idempotency, rejected jobs that change nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.schemas import SessionCreate, SessionUpdate, TrainingMetricsData
+from bot.store import SessionExistsError, SessionNotFoundError, Store
+from bot.store.reads import MessageFilter, get_session, read_frames, read_series
+from bot.store.writes import CreateSession, Ingest, IngestResult, UpdateSession
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    url = f"sqlite:///{tmp_path / 'store.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    async with Store(url) as opened:
+        yield opened
+
+
+def metrics(*episodes: int) -> list[TrainingMetricsData]:
+    return [TrainingMetricsData(episode=e, current_reward=float(e)) for e in episodes]
+
+
+async def test_concurrent_ingests_share_commits_and_seq_is_gap_free(store: Store) -> None:
+    """Many concurrent batches are grouped into fewer commits; together they cover seq 1..N exactly."""
+    await store.write(CreateSession("s", SessionCreate()))
+    commits_before = store.commits
+    results: list[IngestResult] = await asyncio.gather(
+        *(store.write(Ingest("s", "training_metrics", metrics(i, i), None)) for i in range(50))
+    )
+    ranges = sorted((r.first_seq, r.last_seq) for r in results)
+    assert ranges == [(1 + 2 * i, 2 + 2 * i) for i in range(50)]
+    assert store.commits - commits_before < 50
+    row = await store.read(get_session, "s")
+    assert row is not None and row.last_seq == 100
+    frames = await store.read(read_frames, row.pk, MessageFilter(), 1000)
+    assert [seq for seq, _, _ in frames] == list(range(1, 101))
+
+
+async def test_rejected_job_does_not_spoil_its_group(store: Store) -> None:
+    """A job for an unknown session fails alone; the others in the same commit are stored."""
+    await store.write(CreateSession("s", SessionCreate()))
+    good, bad = await asyncio.gather(
+        store.write(Ingest("s", "training_metrics", metrics(1), None)),
+        store.write(Ingest("ghost", "training_metrics", metrics(1), None)),
+        return_exceptions=True,
+    )
+    assert isinstance(good, IngestResult) and good.first_seq == 1
+    assert isinstance(bad, SessionNotFoundError)
+    with pytest.raises(SessionExistsError):
+        await store.write(CreateSession("s", SessionCreate()))
+
+
+async def test_idempotency_key_applies_a_batch_once(store: Store) -> None:
+    """The same key, even sent concurrently, stores one copy and answers the same range."""
+    await store.write(CreateSession("s", SessionCreate()))
+    results = await asyncio.gather(*(store.write(Ingest("s", "training_metrics", metrics(1, 2), "k1")) for _ in range(5)))
+    assert {(r.first_seq, r.last_seq) for r in results} == {(1, 2)}
+    assert sum(not r.duplicate for r in results) == 1
+    row = await store.read(get_session, "s")
+    assert row is not None and row.last_seq == 2
+
+
+async def test_nan_is_kept_in_the_series(store: Store) -> None:
+    """A NaN value is stored (as NULL) and read back as NaN; infinity stays infinity."""
+    await store.write(CreateSession("s", SessionCreate()))
+    points = [TrainingMetricsData(episode=1, loss_value=math.nan), TrainingMetricsData(episode=2, loss_value=math.inf)]
+    await store.write(Ingest("s", "training_metrics", points, None))
+    row = await store.read(get_session, "s")
+    assert row is not None
+    values = [value for _, _, _, value in await store.read(read_series, row.pk, "loss_value", 0, 10)]
+    assert math.isnan(values[0]) and values[1] == math.inf
+
+
+async def test_status_update_takes_a_seq(store: Store) -> None:
+    """A status change is a stored message with the next seq."""
+    await store.write(CreateSession("s", SessionCreate()))
+    await store.write(Ingest("s", "training_metrics", metrics(1), None))
+    updated = await store.write(UpdateSession("s", SessionUpdate(status="running")))
+    assert updated["status"] == "running" and updated["last_seq"] == 2

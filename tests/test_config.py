@@ -1,0 +1,109 @@
+"""Settings: environment over file over defaults, clear errors, and the original design's shapes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bot.config import ConfigError, DatabaseConfig, PerformanceConfig, RedisConfig, ServerConfiguration, as_settings, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("TRAINING_METRICS_PORT", "TRAINING_METRICS_HOST", "DATABASE_URL", "REDIS_URL", "CORS_ORIGINS",
+                 "MAX_CONNECTIONS_PER_SESSION", "TMS_CONFIG_FILE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def write(tmp_path: Path, content: object) -> Path:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(content))
+    return path
+
+
+def test_defaults_are_embedded() -> None:
+    """With nothing set: SQLite in data/, in-memory broker, 50 spectators per session."""
+    settings = load_settings()
+    assert settings.database_url == "sqlite:///data/training_metrics.db"
+    assert settings.redis_url is None and settings.max_connections_per_session == 50
+    assert settings.max_total_connections == 10000 and settings.sqlite_synchronous == "FULL"
+
+
+def test_environment_beats_file_beats_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key set in both the environment and the file takes the environment's value."""
+    path = write(tmp_path, {"host": "0.0.0.0", "port": 9000, "performance": {"max_connections_per_session": 7},
+                            "redis": {"enabled": True, "host": "cache", "port": 6380}})
+    monkeypatch.setenv("TRAINING_METRICS_PORT", "9100")
+    monkeypatch.setenv("CORS_ORIGINS", "http://a.example, http://b.example")
+    settings = load_settings(config_file=path)
+    assert (settings.host, settings.port, settings.max_connections_per_session) == ("0.0.0.0", 9100, 7)
+    assert settings.redis_url == "redis://cache:6380/0"
+    assert settings.cors_origins == ["http://a.example", "http://b.example"]
+
+
+@pytest.mark.parametrize(
+    ("env", "content", "needle"),
+    [
+        ({"MAX_CONNECTIONS_PER_SESSION": "many"}, None, "MAX_CONNECTIONS_PER_SESSION"),
+        ({"TRAINING_METRICS_PORT": "70000"}, None, "TRAINING_METRICS_PORT"),
+        ({}, {"performance": {"max_connections_per_session": 0}}, "performance.max_connections_per_session"),
+        ({}, {"performance": {"max_conections": 3}}, "performance.max_conections"),
+        ({}, {"colour": "blue"}, "colour"),
+        ({}, {"security": {"enable_auth": True}}, "enable_auth"),
+        ({}, "[1, 2]", "JSON object"),
+    ],
+)
+def test_bad_values_stop_start_up_naming_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], content: object, needle: str
+) -> None:
+    """A bad value raises ConfigError whose message names the key."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    kwargs = {"config_file": write(tmp_path, json.loads(content) if isinstance(content, str) else content)} if content else {}
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+        load_settings(**kwargs)
+
+
+def test_unreadable_file_is_named(tmp_path: Path) -> None:
+    """A missing or malformed file is reported with its path."""
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_settings(config_file=tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{oops")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_settings(config_file=tmp_path / "bad.json")
+
+
+def test_nested_configuration_is_accepted_where_settings_are() -> None:
+    """ServerConfiguration of the original design converts to the same Settings."""
+    nested = ServerConfiguration(
+        host="localhost", port=8001, debug=True,
+        database=DatabaseConfig(enabled=True, url="sqlite:///tmp/x.db"),
+        redis=RedisConfig(enabled=True, host="r", port=1), performance=PerformanceConfig(max_connections_per_session=3),
+    )
+    settings = as_settings(nested)
+    assert (settings.host, settings.port, settings.debug) == ("localhost", 8001, True)
+    assert settings.database_url == "sqlite:///tmp/x.db" and settings.redis_url == "redis://r:1/0"
+    assert settings.max_connections_per_session == 3
+    assert as_settings(ServerConfiguration(database=DatabaseConfig(enabled=False))).database_url == "sqlite://"
+
+
+def test_original_import_paths_work() -> None:
+    """Code written against bot.rl_bot_system.server keeps importing."""
+    from bot.rl_bot_system.server import ServerConfig, TrainingMetricsServer
+    from bot.rl_bot_system.server.config import SecurityConfig, ServerConfiguration as Nested
+    from bot.server import ServerConfig as Same, TrainingMetricsServer as SameServer
+
+    assert ServerConfig is Same and TrainingMetricsServer is SameServer
+    assert Nested(security=SecurityConfig(cors_origins=["http://x"])).to_settings().cors_origins == ["http://x"]
+    config = ServerConfig(host="localhost", port=8000, cors_origins=["http://localhost:3000"],
+                          max_connections_per_session=50)
+    assert config.cors_origins == ["http://localhost:3000"]
+
+
+def test_shipped_config_files_are_valid() -> None:
+    """config/default.json and config/production.example.json load."""
+    root = Path(__file__).resolve().parent.parent / "config"
+    assert load_settings(config_file=root / "default.json").port == 8000
+    assert load_settings(config_file=root / "production.example.json").database_url.startswith("postgresql")

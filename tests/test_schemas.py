@@ -1,0 +1,47 @@
+"""Wire models: what is accepted, what is refused, and how non-finite floats travel."""
+
+from __future__ import annotations
+
+import math
+
+import orjson
+import pytest
+from pydantic import ValidationError
+
+from bot.schemas import BotDecisionData, PerformanceGraphData, TrainingMetricsData
+
+
+def test_non_finite_floats_round_trip_as_strings() -> None:
+    """NaN and ±Infinity are accepted as numbers or strings and serialised as strings."""
+    point = TrainingMetricsData(loss_value=math.nan, current_reward="-Infinity", custom={"grad": "Infinity"})
+    data = orjson.loads(point.model_dump_json(exclude_none=True))
+    assert data["loss_value"] == "NaN" and data["current_reward"] == "-Infinity" and data["custom"]["grad"] == "Infinity"
+    assert math.isnan(TrainingMetricsData.model_validate(data).loss_value or 0)
+
+
+def test_series_lists_every_numeric_value() -> None:
+    """series() gives the per-metric rows, built-ins first, then custom scalars."""
+    point = TrainingMetricsData(episode=3, current_reward=1.0, epsilon=0.5, custom={"kl": 0.1}, algorithm="DQN")
+    assert point.series() == [("current_reward", 1.0), ("epsilon", 0.5), ("kl", 0.1)]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"win_rate": 100.5}, {"win_rate": math.nan}, {"epsilon": 2}, {"episode": -1}, {"unknown": 1},
+     {"custom": {"epsilon": 1.0}}, {"custom": {"bad name!": 1.0}}],
+)
+def test_metrics_refuse_bad_values(fields: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        TrainingMetricsData.model_validate(fields)
+
+
+def test_probabilities_must_sum_to_one() -> None:
+    """Within 1e-3 is accepted; more is refused with the sum in the message."""
+    BotDecisionData(action_probabilities={"a": 0.3333, "b": 0.3333, "c": 0.3333})
+    with pytest.raises(ValidationError, match="sum to 1"):
+        BotDecisionData(action_probabilities={"a": 0.5, "b": 0.49})
+
+
+def test_graph_metrics_default_to_the_series_sent() -> None:
+    graph = PerformanceGraphData(graph_id="g", data_points={"loss": [{"value": 1.0}]})
+    assert graph.metrics == ["loss"] and graph.max_points == 1000
