@@ -205,7 +205,9 @@ def _redis_section(path: Path, section: dict[str, Any]) -> dict[str, Any]:
         return {"redis_url": None}
     if "url" in section:
         return {"redis_url": section["url"]}
-    return {"redis_url": f"redis://{section.get('host', '127.0.0.1')}:{section.get('port', 6379)}/{section.get('db', 0)}"}
+    return {
+        "redis_url": f"redis://{section.get('host', '127.0.0.1')}:{section.get('port', 6379)}/{section.get('db', 0)}"
+    }
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -227,10 +229,19 @@ def describe_errors(exc: ValidationError) -> str:
     for error in exc.errors():
         key = str(error["loc"][0]) if error["loc"] else "?"
         field = next((name for name in Settings.model_fields if key.lower() in (name, _env(name).lower())), key)
-        file_key = next((f"{section}.{key}" for section, keys in FILE_SECTIONS.items() for key, name in keys.items()
-                         if name == field), field)
-        lines.append(f"invalid setting {field!r} (environment {_env(field)}, config file key {file_key!r}): "
-                     f"{error['msg']}, got {error.get('input')!r}")
+        file_key = next(
+            (
+                f"{section}.{key}"
+                for section, keys in FILE_SECTIONS.items()
+                for key, name in keys.items()
+                if name == field
+            ),
+            field,
+        )
+        lines.append(
+            f"invalid setting {field!r} (environment {_env(field)}, config file key {file_key!r}): "
+            f"{error['msg']}, got {error.get('input')!r}"
+        )
     return "; ".join(lines)
 
 

@@ -7,13 +7,28 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import ConfigError, DatabaseConfig, PerformanceConfig, RedisConfig, ServerConfiguration, as_settings, load_settings
+from bot.config import (
+    ConfigError,
+    DatabaseConfig,
+    PerformanceConfig,
+    RedisConfig,
+    ServerConfiguration,
+    as_settings,
+    load_settings,
+)
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("TRAINING_METRICS_PORT", "TRAINING_METRICS_HOST", "DATABASE_URL", "REDIS_URL", "CORS_ORIGINS",
-                 "MAX_CONNECTIONS_PER_SESSION", "TMS_CONFIG_FILE"):
+    for name in (
+        "TRAINING_METRICS_PORT",
+        "TRAINING_METRICS_HOST",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "CORS_ORIGINS",
+        "MAX_CONNECTIONS_PER_SESSION",
+        "TMS_CONFIG_FILE",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -33,8 +48,15 @@ def test_defaults_are_embedded() -> None:
 
 def test_environment_beats_file_beats_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A key set in both the environment and the file takes the environment's value."""
-    path = write(tmp_path, {"host": "0.0.0.0", "port": 9000, "performance": {"max_connections_per_session": 7},
-                            "redis": {"enabled": True, "host": "cache", "port": 6380}})
+    path = write(
+        tmp_path,
+        {
+            "host": "0.0.0.0",
+            "port": 9000,
+            "performance": {"max_connections_per_session": 7},
+            "redis": {"enabled": True, "host": "cache", "port": 6380},
+        },
+    )
     monkeypatch.setenv("TRAINING_METRICS_PORT", "9100")
     monkeypatch.setenv("CORS_ORIGINS", "http://a.example, http://b.example")
     settings = load_settings(config_file=path)
@@ -61,7 +83,11 @@ def test_bad_values_stop_start_up_naming_the_key(
     """A bad value raises ConfigError whose message names the key."""
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    kwargs = {"config_file": write(tmp_path, json.loads(content) if isinstance(content, str) else content)} if content else {}
+    kwargs = (
+        {"config_file": write(tmp_path, json.loads(content) if isinstance(content, str) else content)}
+        if content
+        else {}
+    )
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
         load_settings(**kwargs)
 
@@ -78,9 +104,12 @@ def test_unreadable_file_is_named(tmp_path: Path) -> None:
 def test_nested_configuration_is_accepted_where_settings_are() -> None:
     """ServerConfiguration of the original design converts to the same Settings."""
     nested = ServerConfiguration(
-        host="localhost", port=8001, debug=True,
+        host="localhost",
+        port=8001,
+        debug=True,
         database=DatabaseConfig(enabled=True, url="sqlite:///tmp/x.db"),
-        redis=RedisConfig(enabled=True, host="r", port=1), performance=PerformanceConfig(max_connections_per_session=3),
+        redis=RedisConfig(enabled=True, host="r", port=1),
+        performance=PerformanceConfig(max_connections_per_session=3),
     )
     settings = as_settings(nested)
     assert (settings.host, settings.port, settings.debug) == ("localhost", 8001, True)
@@ -97,8 +126,9 @@ def test_original_import_paths_work() -> None:
 
     assert ServerConfig is Same and TrainingMetricsServer is SameServer
     assert Nested(security=SecurityConfig(cors_origins=["http://x"])).to_settings().cors_origins == ["http://x"]
-    config = ServerConfig(host="localhost", port=8000, cors_origins=["http://localhost:3000"],
-                          max_connections_per_session=50)
+    config = ServerConfig(
+        host="localhost", port=8000, cors_origins=["http://localhost:3000"], max_connections_per_session=50
+    )
     assert config.cors_origins == ["http://localhost:3000"]
 
 

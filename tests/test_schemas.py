@@ -15,7 +15,9 @@ def test_non_finite_floats_round_trip_as_strings() -> None:
     """NaN and ±Infinity are accepted as numbers or strings and serialised as strings."""
     point = TrainingMetricsData(loss_value=math.nan, current_reward="-Infinity", custom={"grad": "Infinity"})
     data = orjson.loads(point.model_dump_json(exclude_none=True))
-    assert data["loss_value"] == "NaN" and data["current_reward"] == "-Infinity" and data["custom"]["grad"] == "Infinity"
+    assert (
+        data["loss_value"] == "NaN" and data["current_reward"] == "-Infinity" and data["custom"]["grad"] == "Infinity"
+    )
     assert math.isnan(TrainingMetricsData.model_validate(data).loss_value or 0)
 
 
@@ -27,8 +29,15 @@ def test_series_lists_every_numeric_value() -> None:
 
 @pytest.mark.parametrize(
     "fields",
-    [{"win_rate": 100.5}, {"win_rate": math.nan}, {"epsilon": 2}, {"episode": -1}, {"unknown": 1},
-     {"custom": {"epsilon": 1.0}}, {"custom": {"bad name!": 1.0}}],
+    [
+        {"win_rate": 100.5},
+        {"win_rate": math.nan},
+        {"epsilon": 2},
+        {"episode": -1},
+        {"unknown": 1},
+        {"custom": {"epsilon": 1.0}},
+        {"custom": {"bad name!": 1.0}},
+    ],
 )
 def test_metrics_refuse_bad_values(fields: dict[str, object]) -> None:
     with pytest.raises(ValidationError):

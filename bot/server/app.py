@@ -114,7 +114,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
         errors = [
             {"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": e.get("msg"), "input": e.get("input")}
             for e in exc.errors()

@@ -175,7 +175,12 @@ class Hub:
 
     def _announce(self, spectator: Spectator, event: str) -> None:
         count = self.count(spectator.session_id)
-        data = {"event": event, "spectator_id": spectator.id, "user_name": spectator.user_name, "spectator_count": count}
+        data = {
+            "event": event,
+            "spectator_id": spectator.id,
+            "user_name": spectator.user_name,
+            "spectator_count": count,
+        }
         watched = self._sessions[spectator.session_id]
         frame = control_frame("connection_status", spectator.session_id, data)
         now = asyncio.get_running_loop().time()

@@ -142,7 +142,9 @@ def _state(conn: Connection, session_id: str) -> SessionState:
 
 
 def _last_seqs(conn: Connection, session_ids: list[str]) -> dict[str, int]:
-    rows = conn.execute(select(sessions.c.session_id, sessions.c.last_seq).where(sessions.c.session_id.in_(session_ids)))
+    rows = conn.execute(
+        select(sessions.c.session_id, sessions.c.last_seq).where(sessions.c.session_id.in_(session_ids))
+    )
     return {session_id: int(last_seq) for session_id, last_seq in rows}
 
 

@@ -50,8 +50,10 @@ def parse_types(raw: Any) -> set[str]:
     cleaned = {t.strip() for t in types if t.strip()}
     unknown = sorted(cleaned - set(MESSAGE_TYPES))
     if unknown or not cleaned:
-        raise BadParameterError(f"types: unknown message type {unknown[0] if unknown else raw!r}; "
-                                f"expected any of {', '.join(MESSAGE_TYPES)}")
+        raise BadParameterError(
+            f"types: unknown message type {unknown[0] if unknown else raw!r}; "
+            f"expected any of {', '.join(MESSAGE_TYPES)}"
+        )
     return cleaned
 
 
@@ -111,23 +113,40 @@ async def _serve(
     state = await service.state(spectator.session_id)
     session = {**state.session, "spectators": hub.count(spectator.session_id)}
     sid = spectator.session_id
-    await websocket.send_text(control_frame("connection_status", sid, {
-        "event": "connected",
-        "spectator_id": spectator.id,
-        "user_name": spectator.user_name,
-        "spectator_count": session["spectators"],
-        "epoch": session["epoch"],
-        "last_seq": session["last_seq"],
-        "types": sorted(spectator.queue.types),
-    }))
+    await websocket.send_text(
+        control_frame(
+            "connection_status",
+            sid,
+            {
+                "event": "connected",
+                "spectator_id": spectator.id,
+                "user_name": spectator.user_name,
+                "spectator_count": session["spectators"],
+                "epoch": session["epoch"],
+                "last_seq": session["last_seq"],
+                "types": sorted(spectator.queue.types),
+            },
+        )
+    )
     if since is not None and ((epoch is not None and epoch != session["epoch"]) or since > session["last_seq"]):
-        why = "epoch changed: the session id was deleted and created again" if epoch != session["epoch"] else (
-            f"since={since} is beyond this session's last seq {session['last_seq']}")
+        why = (
+            "epoch changed: the session id was deleted and created again"
+            if epoch != session["epoch"]
+            else (f"since={since} is beyond this session's last seq {session['last_seq']}")
+        )
         await websocket.send_text(control_frame("reset", sid, {"epoch": session["epoch"], "reason": why}))
         since = 0
-    await websocket.send_text(control_frame("snapshot", sid, {
-        "session": session, "latest_metrics": state.latest_metrics, "graphs": state.graphs,
-    }))
+    await websocket.send_text(
+        control_frame(
+            "snapshot",
+            sid,
+            {
+                "session": session,
+                "latest_metrics": state.latest_metrics,
+                "graphs": state.graphs,
+            },
+        )
+    )
     spectator.delivered_through = session["last_seq"] if since is None else since
     sender = asyncio.create_task(_send(websocket, spectator, service, replay=since is not None))
     receiver = asyncio.create_task(_receive(websocket, spectator))

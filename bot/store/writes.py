@@ -120,7 +120,9 @@ class UpdateSession(Job):
     update: SessionUpdate
 
     def apply(self, conn: Connection, now: float) -> Applied:
-        old = conn.execute(select(sessions.c.pk, sessions.c.status).where(sessions.c.session_id == self.session_id)).first()
+        old = conn.execute(
+            select(sessions.c.pk, sessions.c.status).where(sessions.c.session_id == self.session_id)
+        ).first()
         if old is None:
             raise SessionNotFoundError(self.session_id)
         values: dict[str, Any] = {"updated_at": now}
@@ -138,9 +140,13 @@ class UpdateSession(Job):
         published: list[Published] = []
         if status is not None:
             data = {"status": status.value, "previous_status": old.status, "message": self.update.message}
-            frame = data_frame("training_status", quote(self.session_id), row.last_seq, iso(now), orjson.dumps(data).decode())
+            frame = data_frame(
+                "training_status", quote(self.session_id), row.last_seq, iso(now), orjson.dumps(data).decode()
+            )
             conn.execute(
-                insert(messages).values(session_pk=old.pk, seq=row.last_seq, type="training_status", ts=now, frame=frame)
+                insert(messages).values(
+                    session_pk=old.pk, seq=row.last_seq, type="training_status", ts=now, frame=frame
+                )
             )
             published.append(Published(self.session_id, row.last_seq, "training_status", frame))
         return Applied(session_dict(row), published)
@@ -153,7 +159,9 @@ def delete_session_rows(conn: Connection, pk: int) -> None:
 
 
 def deleted_frame(session_id: str, reason: str, now: float) -> Published:
-    return Published(session_id, 0, "session_deleted", control_frame("session_deleted", session_id, {"reason": reason}, now))
+    return Published(
+        session_id, 0, "session_deleted", control_frame("session_deleted", session_id, {"reason": reason}, now)
+    )
 
 
 @dataclass
@@ -211,25 +219,35 @@ class Ingest(Job):
         }
         if self.message_type == "training_metrics":
             values["latest_metrics"] = encoded[-1]
-            episodes = [item.episode for item in self.items if getattr(item, "episode", None) is not None]
+            episodes = [e for item in self.items if (e := getattr(item, "episode", None)) is not None]
             if episodes:
                 values["current_episode"] = episodes[-1]
         last = conn.execute(update(sessions).where(sessions.c.pk == pk).values(values).returning(sessions.c.last_seq))
         last_seq = int(last.scalar_one())
         first_seq = last_seq - n + 1
         received, quoted = iso(now), quote(self.session_id)
-        rows, series_rows, published = [], [], []
+        rows: list[dict[str, Any]] = []
+        series_rows: list[dict[str, Any]] = []
+        published: list[Published] = []
         for offset, (item, data_json) in enumerate(zip(self.items, encoded, strict=True)):
             seq = first_seq + offset
             frame = data_frame(self.message_type, quoted, seq, received, data_json)
             ts = item.timestamp.timestamp() if hasattr(item, "timestamp") else now
             episode = getattr(item, "episode", None)
-            rows.append({"session_pk": pk, "seq": seq, "type": self.message_type, "episode": episode, "ts": ts, "frame": frame})
+            rows.append(
+                {"session_pk": pk, "seq": seq, "type": self.message_type, "episode": episode, "ts": ts, "frame": frame}
+            )
             published.append(Published(self.session_id, seq, self.message_type, frame))
             if isinstance(item, TrainingMetricsData):
                 series_rows.extend(
-                    {"session_pk": pk, "metric": name, "seq": seq, "episode": episode, "ts": ts,
-                     "value": None if math.isnan(value) else value}
+                    {
+                        "session_pk": pk,
+                        "metric": name,
+                        "seq": seq,
+                        "episode": episode,
+                        "ts": ts,
+                        "value": None if math.isnan(value) else value,
+                    }
                     for name, value in item.series()
                 )
             elif isinstance(item, PerformanceGraphData):

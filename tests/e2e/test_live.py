@@ -63,7 +63,9 @@ async def test_spectators_receive_pushes_in_order_with_subscriptions(
     assert history["messages"] == received
 
 
-async def test_reconnect_with_since_misses_nothing(live: LiveServer, client: httpx.AsyncClient, spectators: Any) -> None:
+async def test_reconnect_with_since_misses_nothing(
+    live: LiveServer, client: httpx.AsyncClient, spectators: Any
+) -> None:
     """A spectator that drops and comes back with since=<last seq> gets the gap from the store, then live."""
     session_id = await create_session(client, "run-since")
     metrics = f"/api/training/sessions/{session_id}/metrics"
@@ -103,7 +105,9 @@ async def test_connection_limit_refuses_only_the_extra_spectator(
 ) -> None:
     """With the limit reached, one more spectator gets an error and close 4429; the others keep watching."""
     session_id = await create_session(client, "popular")
-    watchers = [await connect_and_sync(spectators, live.ws_url(session_id)) for _ in range(settings.max_connections_per_session)]
+    watchers = [
+        await connect_and_sync(spectators, live.ws_url(session_id)) for _ in range(settings.max_connections_per_session)
+    ]
     extra = await spectators(live.ws_url(session_id))
     error = await recv_json(extra)
     assert error["type"] == "error" and error["data"]["code"] == "session_full"
@@ -173,7 +177,11 @@ async def test_bad_client_messages_get_errors_and_the_connection_stays(
         error = await recv_until(ws, "error")
         assert error["data"]["code"] == code, (raw, error)
     await ws.send('{"type": "unsubscribe", "types": ["bot_decision"]}')
-    assert (await recv_until(ws, "subscriptions"))["data"]["types"] == ["graph_update", "training_metrics", "training_status"]
+    assert (await recv_until(ws, "subscriptions"))["data"]["types"] == [
+        "graph_update",
+        "training_metrics",
+        "training_status",
+    ]
     await push_all_three(client, session_id)
     received = await recv_data(ws, 2)
     assert [m["type"] for m in received] == ["training_metrics", "graph_update"]

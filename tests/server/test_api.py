@@ -20,8 +20,11 @@ async def last_seq(client: httpx.AsyncClient, session_id: str) -> int:
 
 async def test_session_lifecycle(client: httpx.AsyncClient) -> None:
     """Create, read, list, update and delete a session."""
-    created = (await client.post(BASE, json={"name": "cartpole", "algorithm": "DQN", "total_episodes": 10,
-                                             "metadata": {"lr": 0.001}})).json()
+    created = (
+        await client.post(
+            BASE, json={"name": "cartpole", "algorithm": "DQN", "total_episodes": 10, "metadata": {"lr": 0.001}}
+        )
+    ).json()
     session_id = created["session_id"]
     assert created["status"] == "created" and created["metadata"] == {"lr": 0.001} and created["last_seq"] == 0
     assert (await client.get(f"{BASE}/{session_id}")).json()["name"] == "cartpole"
@@ -81,7 +84,10 @@ async def test_history_filters_and_cursor(client: httpx.AsyncClient) -> None:
     assert [m["seq"] for m in decisions["messages"]] == [11]
     episodes = (await client.get(history, params={"start_episode": 3, "end_episode": 4})).json()
     assert [(m["type"], m["data"]["episode"]) for m in episodes["messages"]] == [
-        ("training_metrics", 3), ("training_metrics", 4), ("bot_decision", 3)]
+        ("training_metrics", 3),
+        ("training_metrics", 4),
+        ("bot_decision", 3),
+    ]
     assert (await client.get(history, params={"since": start - 60, "until": start + 60})).json()["count"] == 11
     assert (await client.get(history, params={"until": "2000-01-01T00:00:00Z"})).json()["count"] == 0
 
@@ -119,7 +125,8 @@ async def test_openapi_documents_bodies(client: httpx.AsyncClient) -> None:
     """/docs is served and the OpenAPI schema names the body models."""
     schema = (await client.get("/openapi.json")).json()
     assert {"TrainingMetricsData", "BotDecisionData", "PerformanceGraphData", "GraphPoint"} <= set(
-        schema["components"]["schemas"])
+        schema["components"]["schemas"]
+    )
     assert (await client.get("/docs")).status_code == 200
 
 
@@ -157,7 +164,13 @@ async def test_bad_ingest_is_rejected_and_stores_nothing(
     ("method", "path", "kwargs", "status", "needle"),
     [
         ("post", "/x/metrics", {"content": b"{oops"}, 422, "JSON"),
-        ("post", "/x/metrics", {"json": {"episode": 1}, "headers": {"Idempotency-Key": "a" * 200}}, 422, "Idempotency-Key"),
+        (
+            "post",
+            "/x/metrics",
+            {"json": {"episode": 1}, "headers": {"Idempotency-Key": "a" * 200}},
+            422,
+            "Idempotency-Key",
+        ),
         ("get", "", {"params": {"status": "sleeping"}}, 422, "status"),
         ("get", "", {"params": {"limit": 0}}, 422, "limit"),
         ("get", "/x/history", {"params": {"type": "nonsense"}}, 422, "type"),

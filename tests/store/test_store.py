@@ -59,7 +59,9 @@ async def test_rejected_job_does_not_spoil_its_group(store: Store) -> None:
 async def test_idempotency_key_applies_a_batch_once(store: Store) -> None:
     """The same key, even sent concurrently, stores one copy and answers the same range."""
     await store.write(CreateSession("s", SessionCreate()))
-    results = await asyncio.gather(*(store.write(Ingest("s", "training_metrics", metrics(1, 2), "k1")) for _ in range(5)))
+    results = await asyncio.gather(
+        *(store.write(Ingest("s", "training_metrics", metrics(1, 2), "k1")) for _ in range(5))
+    )
     assert {(r.first_seq, r.last_seq) for r in results} == {(1, 2)}
     assert sum(not r.duplicate for r in results) == 1
     row = await store.read(get_session, "s")

@@ -50,8 +50,14 @@ async def read_items(request: Request, adapter: TypeAdapter[list[M]], max_items:
         )
     if len(items) > max_items:
         raise RequestValidationError(
-            [{"type": "too_long", "loc": ("body",), "input": len(items),
-              "msg": f"{len(items)} items in one request; at most {max_items} (split the batch)"}]
+            [
+                {
+                    "type": "too_long",
+                    "loc": ("body",),
+                    "input": len(items),
+                    "msg": f"{len(items)} items in one request; at most {max_items} (split the batch)",
+                }
+            ]
         )
     try:
         if len(items) > OFFLOAD_ITEMS:

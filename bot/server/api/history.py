@@ -45,8 +45,12 @@ def parse_types(value: str | None) -> list[str] | None:
     types = [t.strip() for t in value.split(",") if t.strip()]
     unknown = [t for t in types if t not in MESSAGE_TYPES]
     if unknown or not types:
-        raise _bad("type", value, f"unknown message type {unknown[0] if unknown else value!r}; "
-                                  f"expected one or more of {', '.join(MESSAGE_TYPES)}")
+        raise _bad(
+            "type",
+            value,
+            f"unknown message type {unknown[0] if unknown else value!r}; "
+            f"expected one or more of {', '.join(MESSAGE_TYPES)}",
+        )
     return types
 
 
@@ -81,13 +85,15 @@ async def history(
     )
     session, frames = await service.history(session_id, where, limit)
     next_cursor = str(frames[-1][0]) if len(frames) == limit else None
-    head = orjson.dumps({
-        "session_id": session_id,
-        "epoch": session["epoch"],
-        "last_seq": session["last_seq"],
-        "count": len(frames),
-        "next_cursor": next_cursor,
-    })
+    head = orjson.dumps(
+        {
+            "session_id": session_id,
+            "epoch": session["epoch"],
+            "last_seq": session["last_seq"],
+            "count": len(frames),
+            "next_cursor": next_cursor,
+        }
+    )
     body = head[:-1] + b',"messages":[' + ",".join(frame for _, _, frame in frames).encode() + b"]}"
     return Response(body, media_type="application/json")
 

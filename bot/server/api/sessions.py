@@ -40,10 +40,17 @@ async def list_sessions(
     wanted = [s.strip() for s in status.split(",") if s.strip()]
     unknown = [s for s in wanted if s not in VALID_STATUS_FILTERS]
     if unknown or not wanted:
-        raise RequestValidationError([{
-            "type": "enum", "loc": ("query", "status"), "input": status,
-            "msg": f"unknown status {unknown[0] if unknown else status!r}; expected {', '.join(VALID_STATUS_FILTERS)}",
-        }])
+        raise RequestValidationError(
+            [
+                {
+                    "type": "enum",
+                    "loc": ("query", "status"),
+                    "input": status,
+                    "msg": f"unknown status {unknown[0] if unknown else status!r}; "
+                    f"expected {', '.join(VALID_STATUS_FILTERS)}",
+                }
+            ]
+        )
     statuses: list[str] | None = []
     for s in wanted:
         if s == "all":

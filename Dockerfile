@@ -1,0 +1,20 @@
+# The server alone: SQLite by default; set DATABASE_URL and REDIS_URL for PostgreSQL and Redis.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    TRAINING_METRICS_HOST=0.0.0.0 \
+    TRAINING_METRICS_PORT=8000
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY bot ./bot
+COPY config ./config
+RUN pip install ".[redis,postgres]" && mkdir -p /app/data && useradd --create-home metrics && chown metrics /app/data
+USER metrics
+VOLUME ["/app/data"]
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
+  CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health').status != 200)"
+CMD ["bot", "serve"]
