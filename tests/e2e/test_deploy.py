@@ -1,0 +1,106 @@
+"""Running the server as users do: the CLI on its defaults, several instances, housekeeping."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bot.config import Settings
+from tests.conftest import TIMEOUT, connect_and_sync, create_session, recv_data
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.mark.slow
+async def test_cli_serves_on_embedded_defaults(tmp_path: Path) -> None:
+    """`python -m bot serve` starts on SQLite in data/ with no other set-up."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as client:
+            async with asyncio.timeout(TIMEOUT * 2):
+                while True:
+                    try:
+                        if (await client.get("/health")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        await asyncio.sleep(0.1)
+            await create_session(client, "cli")
+        assert (tmp_path / "data" / "training_metrics.db").exists()
+    finally:
+        process.terminate()
+        process.wait(TIMEOUT)
+
+
+def test_cli_refuses_a_bad_setting_naming_it(tmp_path: Path) -> None:
+    """A bad value stops start-up with exit code 2 and a message that names the key."""
+    config = tmp_path / "bad.json"
+    config.write_text('{"performance": {"max_connections_per_session": -5}}')
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "serve", "--config", str(config)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 3,
+    )
+    assert result.returncode == 2
+    assert "performance.max_connections_per_session" in result.stderr
+
+
+async def test_two_instances_share_one_stream(
+    server_factory: Any, postgres_url: str, redis_url: str, spectators: Any
+) -> None:
+    """Two instances on one PostgreSQL and Redis: pushes to either reach a spectator of either, in order."""
+    settings = Settings(database_url=postgres_url, redis_url=redis_url)
+    first, second = await server_factory(settings), await server_factory(settings)
+    async with (
+        httpx.AsyncClient(base_url=first.url, timeout=TIMEOUT) as a,
+        httpx.AsyncClient(base_url=second.url, timeout=TIMEOUT) as b,
+    ):
+        session_id = await create_session(a, "shared")
+        watchers = [await connect_and_sync(spectators, live.ws_url(session_id)) for live in (first, second)]
+        results = await asyncio.gather(
+            *(
+                client.post(f"/api/training/sessions/{session_id}/metrics", json=[{"episode": i}] * 5)
+                for i, client in enumerate([a, b] * 10)
+            )
+        )
+        assert all(r.status_code == 200 for r in results)
+    for ws in watchers:
+        assert [m["seq"] for m in await recv_data(ws, 100)] == list(range(1, 101))
+
+
+async def test_retention_deletes_sessions_that_ended_long_ago(server_factory: Any, db_path: Path) -> None:
+    """With a retention set, the periodic cleanup removes ended sessions and keeps running ones."""
+    settings = Settings(
+        database_url=f"sqlite:///{db_path}", session_retention_seconds=0.2, cleanup_interval_seconds=0.1
+    )
+    live = await server_factory(settings)
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+        ended, running = await create_session(client, "ended"), await create_session(client, "running")
+        await client.put(f"/api/training/sessions/{ended}", json={"status": "completed"})
+        await client.put(f"/api/training/sessions/{running}", json={"status": "running"})
+        async with asyncio.timeout(TIMEOUT):
+            while (await client.get(f"/api/training/sessions/{ended}")).status_code != 404:
+                await asyncio.sleep(0.1)
+        assert (await client.get(f"/api/training/sessions/{running}")).status_code == 200
