@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Self
 
@@ -40,14 +40,21 @@ def channel_for(session_id: str) -> str:
     return CHANNEL_PREFIX + session_id
 
 
-def encode_payload(seq: int, message_type: str, frame: str) -> bytes:
-    """What travels through the broker: a small header, so no instance has to parse the frame."""
-    return f"{seq} {message_type} {frame}".encode()
+def encode_payload(frames: Iterable[tuple[int, str, str]]) -> bytes:
+    """What travels through the broker: one line per frame, `seq type frame`, so no instance parses JSON.
+
+    A commit's frames for one session travel as one broker message. Frames are single-line JSON
+    (newlines inside strings are escaped), so a newline safely separates them.
+    """
+    return "\n".join(f"{seq} {message_type} {frame}" for seq, message_type, frame in frames).encode()
 
 
-def decode_payload(payload: bytes) -> tuple[int, str, str]:
-    seq, message_type, frame = payload.decode().split(" ", 2)
-    return int(seq), message_type, frame
+def decode_payload(payload: bytes) -> list[tuple[int, str, str]]:
+    frames = []
+    for line in payload.decode().split("\n"):
+        seq, message_type, frame = line.split(" ", 2)
+        frames.append((int(seq), message_type, frame))
+    return frames
 
 
 class HubFullError(Exception):
@@ -194,8 +201,8 @@ class Hub:
         prefix = len(CHANNEL_PREFIX)
         async for channel, payload in self._broker.events():
             try:
-                seq, message_type, frame = decode_payload(payload)
-                self.dispatch(channel[prefix:], seq, message_type, frame)
+                for seq, message_type, frame in decode_payload(payload):
+                    self.dispatch(channel[prefix:], seq, message_type, frame)
             except Exception:
                 logger.exception("hub: skipped a frame on %s", channel)
 

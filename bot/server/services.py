@@ -65,9 +65,13 @@ class TrainingService:
         store.on_commit = self._publish
 
     async def _publish(self, published: list[Published]) -> None:
-        # Called by the group commit after the commit and before any request is answered, in seq order.
+        # Called by the group commit after the commit and before any request is answered: one broker
+        # message per session per commit, its frames in seq order.
+        by_session: dict[str, list[tuple[int, str, str]]] = {}
         for item in published:
-            await self.broker.publish(channel_for(item.session_id), encode_payload(item.seq, item.type, item.frame))
+            by_session.setdefault(item.session_id, []).append((item.seq, item.type, item.frame))
+        for session_id, frames in by_session.items():
+            await self.broker.publish(channel_for(session_id), encode_payload(frames))
 
     # -- sessions -----------------------------------------------------------------------------------
 

@@ -230,7 +230,7 @@ async def _receive(websocket: WebSocket, spectator: Spectator) -> None:
             if invalid > MAX_INVALID_MESSAGES:
                 spectator.request_close(1008, f"more than {MAX_INVALID_MESSAGES} invalid messages")
                 return
-        spectator.offer(CONTROL, "reply", reply, 0.0)
+        spectator.offer(CONTROL, "reply", reply, asyncio.get_running_loop().time())
 
 
 def handle_client_message(spectator: Spectator, raw: str | bytes | None) -> tuple[str, bool]:

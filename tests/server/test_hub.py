@@ -68,8 +68,8 @@ async def received(spectator: Spectator, count: int) -> list[int]:
 
 
 async def publish(broker: MemoryBroker, frames: list[tuple[int, str, str]]) -> None:
-    for seq, kind, frame in frames:
-        await broker.publish(channel_for("s"), encode_payload(seq, kind, frame))
+    for frame in frames:
+        await broker.publish(channel_for("s"), encode_payload([frame]))
 
 
 async def test_reordered_and_duplicated_frames_are_delivered_in_order_once(
