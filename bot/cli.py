@@ -1,9 +1,11 @@
-"""`bot serve [--host] [--port] [--config FILE]`: the command line."""
+"""The command line: `bot serve [--host] [--port] [--config FILE]`, `bot sync [PATH] [--url URL]`."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from bot import __version__
@@ -19,7 +21,31 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 8000, env TRAINING_METRICS_PORT)")
     serve.add_argument("--config", help="JSON config file (see config/default.json)")
     serve.add_argument("--database-url", help="e.g. sqlite:///data/training_metrics.db or postgresql://user@host/db")
+    sync = commands.add_parser("sync", help="upload spooled batches that an SDK client could not deliver")
+    sync.add_argument("path", nargs="?", help="a spool directory or file (default TMS_SPOOL_DIR or ~/.cache/...)")
+    sync.add_argument(
+        "--url",
+        default=os.environ.get("TMS_SERVER_URL", "http://localhost:8000"),
+        help="the server (default TMS_SERVER_URL or http://localhost:8000)",
+    )
     return parser
+
+
+def sync(args: argparse.Namespace) -> int:
+    import httpx
+
+    from bot.sdk import Spool, default_spool_dir, upload_spool
+
+    path = Path(args.path) if args.path else default_spool_dir()
+    spool = Spool(path.parent if path.is_file() else path)
+    files = [path] if path.is_file() else None
+    with httpx.Client(base_url=args.url, timeout=10.0) as http:
+        report = upload_spool(http, spool, files)
+    print(
+        f"bot sync: {report.files} file(s): delivered {report.delivered}, rejected {report.rejected} "
+        f"(see {spool.directory / 'dead-letter.jsonl'}), torn {report.torn}, remaining {report.remaining}"
+    )
+    return 0 if report.remaining == 0 else 1
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -44,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "sync":
+        return sync(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -104,8 +104,8 @@ class LiveServer:
         await asyncio.wait_for(self.task, TIMEOUT)
 
 
-async def start_server(settings: Settings, send_buffer: int | None = None) -> LiveServer:
-    sock = socket.create_server(("127.0.0.1", 0))
+async def start_server(settings: Settings, send_buffer: int | None = None, port: int = 0) -> LiveServer:
+    sock = socket.create_server(("127.0.0.1", port))
     if send_buffer is not None:
         # Accepted sockets inherit this: a stalled spectator then backs up after kilobytes, not megabytes.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
@@ -125,8 +125,8 @@ async def server_factory() -> AsyncIterator[Callable[..., Awaitable[LiveServer]]
     """Start any number of servers; every one still running is stopped at teardown."""
     started: list[LiveServer] = []
 
-    async def factory(settings: Settings, send_buffer: int | None = None) -> LiveServer:
-        live = await start_server(settings, send_buffer)
+    async def factory(settings: Settings, send_buffer: int | None = None, port: int = 0) -> LiveServer:
+        live = await start_server(settings, send_buffer, port)
         started.append(live)
         return live
 

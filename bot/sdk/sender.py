@@ -1,0 +1,200 @@
+"""The background sender: batches log calls and delivers them, so the training loop never waits.
+
+The caller only appends to a deque (no lock, no wake-up per call). This thread wakes every
+`flush_interval`, or when a batch is full, turns what was logged into records (one per session and
+message type, at most `batch_size` items, each with its own idempotency key), and delivers them over
+one kept-alive connection. When the server is away it retries with exponential backoff and jitter,
+and once more than `max_pending` points wait in memory it spills them to the disk spool, which is
+uploaded first when the server is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+import threading
+import time
+from collections import deque
+from itertools import count
+from typing import Any
+
+import httpx
+
+from .delivery import Outcome, deliver, upload_spool
+from .spool import Spool
+
+logger = logging.getLogger(__name__)
+
+Op = tuple[Any, ...]  # ("create", sid, spec) | ("data", sid, type, item) | ("status", sid, update)
+
+
+class Sender:
+    def __init__(
+        self,
+        http: httpx.Client,
+        spool: Spool,
+        *,
+        batch_size: int,
+        flush_interval: float,
+        max_pending: int,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self.http = http
+        self.spool = spool
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.max_pending = max_pending
+        self.max_backoff = max_backoff
+        self.ops: deque[Op] = deque()
+        self.outbox: deque[dict[str, Any]] = deque()
+        self.sessions: dict[str, dict[str, Any]] = {}  # session id -> spec, to re-create a lost session
+        self._keys = count(1)
+        self._token = secrets.token_hex(6)
+        self._wake = threading.Event()
+        self._idle = threading.Condition()
+        self._stop = threading.Event()
+        self._busy = False
+        self._retry_at = 0.0
+        self._backoff = 0.0
+        self.delivered = 0
+        self.rejected = 0
+        self.server_up = True
+        self._thread = threading.Thread(target=self._run, name="tms-sdk-sender", daemon=True)
+        self._thread.start()
+
+    # -- called from the training loop ---------------------------------------------------------------
+
+    def put(self, op: Op) -> None:
+        self.ops.append(op)  # deque.append is atomic: no lock on the caller's path
+        if len(self.ops) >= self.batch_size:
+            self._wake.set()
+
+    def pending(self) -> int:
+        return len(self.ops) + sum(len(r.get("items", ())) or 1 for r in list(self.outbox)) + self._busy
+
+    def flush(self, timeout: float | None) -> bool:
+        """Wait until everything logged so far is delivered; False when `timeout` ran out first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._retry_at = 0.0  # a flush tries now, not after the backoff
+        self._wake.set()
+        with self._idle:
+            while self.pending():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._idle.wait(0.05 if remaining is None else min(remaining, 0.05))
+        return True
+
+    def close(self, timeout: float) -> int:
+        """Stop the thread; whatever is still undelivered goes to the spool. Returns how many records."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+        # If the thread is stuck in a request, it may still deliver a record we spool here: its
+        # idempotency key makes the later upload harmless.
+        self._form_records()
+        leftover = list(self.outbox)
+        self.outbox.clear()
+        self.spool.append(leftover)
+        self.spool.close()
+        return len(leftover)
+
+    # -- the thread ---------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            try:
+                self._cycle()
+            except Exception:  # never let the sender die: the training loop relies on it
+                logger.exception("metrics sender: unexpected error; retrying")
+                self._fail("unexpected error")
+            with self._idle:
+                self._idle.notify_all()
+
+    def _cycle(self) -> None:
+        self._form_records()
+        if time.monotonic() < self._retry_at:
+            self._spill_if_over_bound()
+            return
+        if self.spool.files():
+            self.spool.close()  # our own spilled file is uploaded too, in order
+            report = upload_spool(self.http, self.spool)
+            if report.remaining:
+                self._fail("server unavailable while uploading the spool")
+                return
+        while self.outbox and not self._stop.is_set():
+            record = self.outbox[0]
+            self._busy = True
+            try:
+                result = deliver(self.http, record)
+            finally:
+                self._busy = False
+            if result.outcome is Outcome.RETRY:
+                self._fail(result.reason)
+                self._spill_if_over_bound()
+                return
+            self.outbox.popleft()
+            if result.outcome is Outcome.REJECTED:
+                self.rejected += 1
+                logger.error(
+                    "metrics server rejected a %s batch for %r: %s",
+                    record.get("type", record["kind"]),
+                    record["session_id"],
+                    result.reason,
+                )
+                self.spool.dead_letter(record, result.reason)
+            else:
+                self.delivered += len(record.get("items", ())) or 1
+            self._ok()
+
+    def _ok(self) -> None:
+        if not self.server_up:
+            logger.info("metrics server reachable again")
+        self.server_up = True
+        self._backoff = 0.0
+
+    def _fail(self, reason: str) -> None:
+        if self.server_up:
+            logger.warning("metrics server unavailable (%s); retrying in the background", reason)
+        self.server_up = False
+        self._backoff = min(self.max_backoff, max(0.1, self._backoff * 2))
+        self._retry_at = time.monotonic() + self._backoff * (0.5 + random.random() / 2)
+
+    def _spill_if_over_bound(self) -> None:
+        self._form_records()
+        if sum(len(r.get("items", ())) for r in self.outbox) > self.max_pending:
+            records = list(self.outbox)
+            self.outbox.clear()
+            self.spool.append(records)
+            logger.warning("metrics server away: spilled %d batches to %s", len(records), self.spool.directory)
+
+    def _form_records(self) -> None:
+        """Turn logged ops into records: data grouped per (session, type) between creates and statuses."""
+        open_records: dict[tuple[str, str], dict[str, Any]] = {}
+        while self.ops:
+            op = self.ops.popleft()
+            kind, session_id = op[0], op[1]
+            if kind == "data":
+                record = open_records.get((session_id, op[2]))
+                if record is None or len(record["items"]) >= self.batch_size:
+                    record = {
+                        "kind": "data",
+                        "session_id": session_id,
+                        "type": op[2],
+                        "key": f"{self._token}-{next(self._keys)}",
+                        "items": [],
+                        "session": self.sessions.get(session_id),
+                    }
+                    open_records[(session_id, op[2])] = record
+                    self.outbox.append(record)
+                record["items"].append(op[3])
+                continue
+            open_records.clear()  # later data goes after this create or status change
+            if kind == "create":
+                self.sessions[session_id] = op[2]
+                self.outbox.append({"kind": "create", "session_id": session_id, "session": op[2]})
+            else:
+                self.outbox.append({"kind": "status", "session_id": session_id, "update": op[2]})

@@ -1,0 +1,171 @@
+"""The SDK against a real server: every point arrives once, in order, whatever happens to the server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bot.config import Settings
+from bot.sdk import AsyncMetricsClient, InvalidValueError, MetricsClient, SessionClosedError
+from tests.conftest import TIMEOUT, LiveServer
+
+
+async def history(url: str, session_id: str, message_type: str = "training_metrics") -> list[dict[str, Any]]:
+    """Every stored message of one type, page by page."""
+    messages: list[dict[str, Any]] = []
+    cursor = None
+    async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT) as http:
+        while True:
+            params: dict[str, Any] = {"type": message_type, "limit": 10000, **({"cursor": cursor} if cursor else {})}
+            page = (await http.get(f"/api/training/sessions/{session_id}/history", params=params)).json()
+            messages += page["messages"]
+            if page["next_cursor"] is None:
+                return messages
+            cursor = page["next_cursor"]
+
+
+def episodes(messages: list[dict[str, Any]]) -> list[int]:
+    return [m["data"]["episode"] for m in messages]
+
+
+async def test_ten_thousand_points_arrive_in_order_once(live: LiveServer, tmp_path: Path) -> None:
+    """10,000 points logged in a tight loop all arrive, in order, once; the run ends completed."""
+
+    def train() -> str:
+        with MetricsClient(live.url, spool_dir=tmp_path) as client:
+            with client.session(name="loop", algorithm="DQN", total_episodes=10000) as run:
+                for episode in range(10000):
+                    run.log_metrics(episode=episode, current_reward=episode / 10, epsilon=0.1, my_stat=1.5)
+                run.log_decision(q_values=[0.1, 0.9], action_probabilities={"l": 0.1, "r": 0.9}, selected_action="r")
+                run.log_graph("reward_progress", current_reward=1.0)
+            return run.session_id
+
+    session_id = await asyncio.to_thread(train)
+    assert episodes(await history(live.url, session_id)) == list(range(10000))
+    assert len(await history(live.url, session_id, "bot_decision")) == 1
+    async with httpx.AsyncClient(base_url=live.url) as http:
+        session = (await http.get(f"/api/training/sessions/{session_id}")).json()
+    assert session["status"] == "completed" and session["algorithm"] == "DQN" and session["current_episode"] == 9999
+    assert not list(tmp_path.glob("spool-*"))
+
+
+async def test_server_restart_mid_run_loses_and_duplicates_nothing(
+    server_factory: Any, settings: Settings, tmp_path: Path
+) -> None:
+    """The server is stopped mid-run and restarted on the same database: every point arrives exactly once."""
+    live = await server_factory(settings)
+    port = live.port
+    logged_half = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def train() -> str:
+        client = MetricsClient(live.url, spool_dir=tmp_path, flush_timeout=30, flush_interval=0.05)
+        with client.session(training_id="restart-run") as run:
+            for episode in range(6000):
+                run.log_metrics(episode=episode, current_reward=1.0)
+                if episode == 3000:
+                    loop.call_soon_threadsafe(logged_half.set)
+                if episode % 500 == 0:
+                    import time
+
+                    time.sleep(0.05)
+        client.close()
+        return run.session_id
+
+    training = asyncio.create_task(asyncio.to_thread(train))
+    await asyncio.wait_for(logged_half.wait(), TIMEOUT)
+    await live.stop()
+    await asyncio.sleep(0.5)  # the engine keeps logging while the server is away
+    restarted = await server_factory(settings, port=port)
+    session_id = await asyncio.wait_for(training, 60)
+    assert episodes(await history(restarted.url, session_id)) == list(range(6000))
+
+
+async def test_exit_with_server_down_spools_and_bot_sync_delivers(live: LiveServer, tmp_path: Path) -> None:
+    """A process that exits while the server is away leaves a spool; `bot sync` uploads it once."""
+    with __import__("socket").socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    script = textwrap.dedent(f"""
+        from bot.sdk import MetricsClient
+        client = MetricsClient("http://127.0.0.1:{dead_port}", spool_dir={str(tmp_path)!r}, flush_timeout=0.5)
+        with client.session(training_id="offline-run", algorithm="PPO") as run:
+            for episode in range(2500):
+                run.log_metrics(episode=episode, current_reward=0.5)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert list(tmp_path.glob("spool-*.jsonl"))
+
+    sync = [sys.executable, "-m", "bot", "sync", str(tmp_path), "--url", live.url]
+    for _ in range(2):  # a second sync finds nothing left to send
+        done = await asyncio.to_thread(subprocess.run, sync, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert "remaining 0" in done.stdout
+    assert episodes(await history(live.url, "offline-run")) == list(range(2500))
+    async with httpx.AsyncClient(base_url=live.url) as http:
+        session = (await http.get("/api/training/sessions/offline-run")).json()
+    assert session["algorithm"] == "PPO" and session["status"] == "completed"
+    assert not list(tmp_path.glob("spool-*"))
+
+
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        ({"win_rate": 150}, "win_rate"),
+        ({"epsilon": "high"}, "epsilon"),
+        ({"episode": 2.5}, "episode"),
+        ({"my stat": 1.0}, "my stat"),
+        ({"flag": True}, "flag"),
+        ({"learning_rate": -1}, "learning_rate"),
+    ],
+)
+def test_bad_value_raises_in_the_caller(tmp_path: Path, fields: dict[str, Any], needle: str) -> None:
+    """A value the server would reject raises InvalidValueError at the call, naming the field."""
+    client = MetricsClient("http://127.0.0.1:9", spool_dir=tmp_path, flush_timeout=0)
+    run = client.session(training_id="bad-values")
+    with pytest.raises(InvalidValueError, match=needle):
+        run.log_metrics(**fields)
+    with pytest.raises(InvalidValueError, match="sum to 1"):
+        run.log_decision(action_probabilities={"a": 0.9, "b": 0.9})
+    client.close()
+    with pytest.raises(SessionClosedError):
+        run.log_metrics(episode=1)
+
+
+async def test_async_client_and_failed_run(live: LiveServer, tmp_path: Path) -> None:
+    """AsyncMetricsClient logs the same way; an exception escaping the run marks the session failed."""
+    async with AsyncMetricsClient(live.url, spool_dir=tmp_path) as client:
+        with pytest.raises(RuntimeError):
+            async with client.session(training_id="async-run") as run:
+                run.log_metrics(episode=0, loss_value=float("nan"))
+                raise RuntimeError("diverged")
+    async with httpx.AsyncClient(base_url=live.url) as http:
+        session = (await http.get("/api/training/sessions/async-run")).json()
+    assert session["status"] == "failed"
+    stored = await history(live.url, "async-run")
+    assert stored[0]["data"]["loss_value"] == "NaN"
+
+
+def test_sdk_imports_no_server_and_no_torch() -> None:
+    """A training engine can install the SDK without the server or torch."""
+    code = "import sys, bot.sdk; print([m for m in sys.modules if m.startswith(('bot.server', 'torch', 'fastapi'))])"
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ}, check=True
+    )
+    assert output.stdout.strip() == "[]"
+
+
+def test_public_names_are_exported() -> None:
+    import bot.sdk
+
+    for name in bot.sdk.__all__:
+        assert hasattr(bot.sdk, name), name
