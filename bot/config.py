@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     # Sessions that ended longer ago than this are deleted by the cleanup task; None keeps them forever.
     session_retention_seconds: float | None = Field(None, gt=0, validation_alias=_env("session_retention_seconds"))
     enable_rate_limiting: bool = Field(False, validation_alias=_env("enable_rate_limiting"))
+    # A running session whose engine sent nothing (no data, no heartbeat) for this long becomes `stale`.
+    stale_timeout_seconds: float = Field(60.0, gt=0, validation_alias=_env("stale_timeout_seconds"))
     # FULL survives a power loss; NORMAL (in WAL mode) survives a crash of the process only.
     sqlite_synchronous: Literal["FULL", "NORMAL"] = Field("FULL", validation_alias=_env("sqlite_synchronous"))
     # Frames queued per spectator before its oldest are dropped (and it is told, with a `lag` message).

@@ -51,6 +51,7 @@ class SessionStatus(StrEnum):
     completed = "completed"
     failed = "failed"
     stopped = "stopped"
+    stale = "stale"  # set by the server: running, but the engine has been silent too long
 
 
 ENDED_STATUSES = frozenset({SessionStatus.completed, SessionStatus.failed, SessionStatus.stopped})

@@ -47,6 +47,7 @@ class MetricsClient:
         max_pending: int = 100_000,
         spool_dir: str | Path | None = None,
         timeout: float = 5.0,
+        heartbeat_interval: float = 10.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         """
@@ -59,6 +60,7 @@ class MetricsClient:
             max_pending: points kept in memory while the server is away; more go to the disk spool.
             spool_dir: where undelivered batches are kept (default TMS_SPOOL_DIR or ~/.cache/...).
             timeout: seconds per HTTP request.
+            heartbeat_interval: how often an open run tells the server the engine is alive.
             transport: an httpx transport, for tests or custom networking.
         """
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -67,7 +69,12 @@ class MetricsClient:
         self._http = httpx.Client(base_url=url, headers=headers, timeout=timeout, transport=transport)
         self.spool = Spool(spool_dir)
         self._sender = Sender(
-            self._http, self.spool, batch_size=batch_size, flush_interval=flush_interval, max_pending=max_pending
+            self._http,
+            self.spool,
+            batch_size=batch_size,
+            flush_interval=flush_interval,
+            max_pending=max_pending,
+            heartbeat_interval=heartbeat_interval,
         )
         self._closed = False
         # Exit never hangs and never loses data: at interpreter exit (finalize runs then too), flush
@@ -219,11 +226,13 @@ class Run:
 
     def __enter__(self) -> Self:
         self.set_status("running")
+        self.client._sender.open_runs.add(self.session_id)
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self.client._sender.open_runs.discard(self.session_id)
         failed = exc_type is not None and not issubclass(exc_type, (KeyboardInterrupt, SystemExit))
         if exc_type is None:
             self.set_status("completed")
@@ -282,7 +291,7 @@ class AsyncRun:
         return await asyncio.to_thread(self.run.flush, timeout)
 
     async def __aenter__(self) -> Self:
-        self.run.set_status("running")
+        self.run.__enter__()
         return self
 
     async def __aexit__(

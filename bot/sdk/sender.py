@@ -39,6 +39,7 @@ class Sender:
         flush_interval: float,
         max_pending: int,
         max_backoff: float = 5.0,
+        heartbeat_interval: float = 10.0,
     ) -> None:
         self.http = http
         self.spool = spool
@@ -49,6 +50,9 @@ class Sender:
         self.ops: deque[Op] = deque()
         self.outbox: deque[dict[str, Any]] = deque()
         self.sessions: dict[str, dict[str, Any]] = {}  # session id -> spec, to re-create a lost session
+        self.open_runs: set[str] = set()  # sessions inside their `with` block: they get heartbeats
+        self.heartbeat_interval = heartbeat_interval
+        self._last_heartbeat = time.monotonic()
         self._keys = count(1)
         self._token = secrets.token_hex(6)
         self._wake = threading.Event()
@@ -149,6 +153,19 @@ class Sender:
             else:
                 self.delivered += len(record.get("items", ())) or 1
             self._ok()
+        self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        """Tell the server the engine is alive, so an idle but healthy run is not marked stale."""
+        now = time.monotonic()
+        if now - self._last_heartbeat < self.heartbeat_interval or self.outbox:
+            return
+        self._last_heartbeat = now
+        for session_id in list(self.open_runs):
+            try:
+                self.http.post(f"/api/training/sessions/{session_id}/heartbeat")
+            except httpx.HTTPError as exc:
+                logger.debug("heartbeat for %r failed: %s", session_id, exc)
 
     def _ok(self) -> None:
         if not self.server_up:

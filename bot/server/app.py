@@ -56,13 +56,18 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
                     pending_limit=settings.metrics_history_size,
                 )
                 async with hub:
-                    cleanup = asyncio.create_task(_cleanup_loop(service, settings), name="tms-cleanup")
+                    housekeeping = [
+                        asyncio.create_task(_cleanup_loop(service, settings), name="tms-cleanup"),
+                        asyncio.create_task(_stale_loop(service, settings), name="tms-stale"),
+                    ]
                     try:
                         yield {"service": service, "hub": hub, "settings": settings}
                     finally:
-                        cleanup.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await cleanup
+                        for task in housekeeping:
+                            task.cancel()
+                        for task in housekeeping:
+                            with contextlib.suppress(asyncio.CancelledError):
+                                await task
 
     app = FastAPI(
         title="Training Metrics Server",
@@ -97,6 +102,17 @@ async def _cleanup_loop(service: TrainingService, settings: Settings) -> None:
                 logger.info("retention: deleted %d ended sessions", deleted)
         except Exception:
             logger.exception("retention cleanup failed; trying again next interval")
+
+
+async def _stale_loop(service: TrainingService, settings: Settings) -> None:
+    """Liveness: a killed engine never leaves its session `running` forever."""
+    interval = min(5.0, settings.stale_timeout_seconds / 4)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await service.mark_stale(settings.stale_timeout_seconds)
+        except Exception:
+            logger.exception("marking stale sessions failed; trying again next interval")
 
 
 def _add_error_handlers(app: FastAPI) -> None:

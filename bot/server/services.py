@@ -30,8 +30,10 @@ from bot.store.writes import (
     CreateSession,
     DeleteEndedSessions,
     DeleteSession,
+    Heartbeat,
     Ingest,
     IngestResult,
+    MarkStale,
     Published,
     UpdateSession,
     WireItem,
@@ -96,6 +98,13 @@ class TrainingService:
 
     async def delete_session(self, session_id: str) -> None:
         await self.store.write(DeleteSession(session_id))
+
+    async def heartbeat(self, session_id: str) -> None:
+        await self.store.write(Heartbeat(session_id))
+
+    async def mark_stale(self, silent_for: float) -> int:
+        marked: int = await self.store.write(MarkStale(time.time() - silent_for, silent_for))
+        return marked
 
     async def delete_ended_before(self, cutoff: float) -> int:
         deleted: int = await self.store.write(DeleteEndedSessions(cutoff))

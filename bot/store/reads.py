@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Row, func, select
 from bot.frames import iso
 from bot.store.tables import graphs, messages, series, sessions
 
-ACTIVE_STATUSES = ("created", "running", "paused")
+ACTIVE_STATUSES = ("created", "running", "paused", "stale")
 
 
 def session_dict(row: Row[Any]) -> dict[str, Any]:

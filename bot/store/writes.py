@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, Row, delete, insert, select, update
 
 from bot.frames import control_frame, data_frame, iso, quote
 from bot.schemas import (
@@ -77,13 +77,6 @@ def commit_group(engine: Engine, jobs: Sequence[Job], now: float) -> list[Applie
     return outcomes
 
 
-def _session_pk(conn: Connection, session_id: str) -> int:
-    pk = conn.execute(select(sessions.c.pk).where(sessions.c.session_id == session_id)).scalar()
-    if pk is None:
-        raise SessionNotFoundError(session_id)
-    return int(pk)
-
-
 @dataclass
 class CreateSession(Job):
     session_id: str
@@ -114,42 +107,94 @@ class CreateSession(Job):
         return Applied(session_dict(row))
 
 
+def _session(conn: Connection, session_id: str) -> Row[Any]:
+    row = conn.execute(select(sessions.c.pk, sessions.c.status).where(sessions.c.session_id == session_id)).first()
+    if row is None:
+        raise SessionNotFoundError(session_id)
+    return row
+
+
+def _change_status(
+    conn: Connection,
+    session: Row[Any],
+    session_id: str,
+    status: str | None,
+    message: str | None,
+    now: float,
+    values: dict[str, Any] | None = None,
+) -> tuple[Row[Any], list[Published]]:
+    """Update the session row; a status change is also a stored `training_status` message with its own seq."""
+    values = {"updated_at": now, **(values or {})}
+    if status is not None:
+        values.update(
+            status=status,
+            ended_at=now if status in ENDED_STATUSES else None,
+            last_seq=sessions.c.last_seq + 1,
+            message_count=sessions.c.message_count + 1,
+        )
+    row = conn.execute(update(sessions).where(sessions.c.pk == session.pk).values(values).returning(*sessions.c)).one()
+    if status is None:
+        return row, []
+    data = orjson.dumps({"status": status, "previous_status": session.status, "message": message}).decode()
+    frame = data_frame("training_status", quote(session_id), row.last_seq, iso(now), data)
+    conn.execute(
+        insert(messages).values(session_pk=session.pk, seq=row.last_seq, type="training_status", ts=now, frame=frame)
+    )
+    return row, [Published(session_id, row.last_seq, "training_status", frame)]
+
+
+def _wake_if_stale(conn: Connection, session: Row[Any], session_id: str, now: float) -> list[Published]:
+    if session.status != "stale":
+        return []
+    _, published = _change_status(conn, session, session_id, "running", "the engine is sending again", now)
+    return published
+
+
 @dataclass
 class UpdateSession(Job):
     session_id: str
     update: SessionUpdate
 
     def apply(self, conn: Connection, now: float) -> Applied:
-        old = conn.execute(
-            select(sessions.c.pk, sessions.c.status).where(sessions.c.session_id == self.session_id)
-        ).first()
-        if old is None:
-            raise SessionNotFoundError(self.session_id)
-        values: dict[str, Any] = {"updated_at": now}
-        if self.update.metadata is not None:
-            values["metadata"] = orjson.dumps(self.update.metadata).decode()
-        status = self.update.status
-        if status is not None:
-            values.update(
-                status=status.value,
-                ended_at=now if status in ENDED_STATUSES else None,
-                last_seq=sessions.c.last_seq + 1,
-                message_count=sessions.c.message_count + 1,
-            )
-        row = conn.execute(update(sessions).where(sessions.c.pk == old.pk).values(values).returning(*sessions.c)).one()
-        published: list[Published] = []
-        if status is not None:
-            data = {"status": status.value, "previous_status": old.status, "message": self.update.message}
-            frame = data_frame(
-                "training_status", quote(self.session_id), row.last_seq, iso(now), orjson.dumps(data).decode()
-            )
-            conn.execute(
-                insert(messages).values(
-                    session_pk=old.pk, seq=row.last_seq, type="training_status", ts=now, frame=frame
-                )
-            )
-            published.append(Published(self.session_id, row.last_seq, "training_status", frame))
+        session = _session(conn, self.session_id)
+        values = {"metadata": orjson.dumps(self.update.metadata).decode()} if self.update.metadata is not None else {}
+        status = self.update.status.value if self.update.status is not None else None
+        row, published = _change_status(conn, session, self.session_id, status, self.update.message, now, values)
         return Applied(session_dict(row), published)
+
+
+@dataclass
+class Heartbeat(Job):
+    """The engine is alive: keeps a running session from going stale, and wakes a stale one."""
+
+    session_id: str
+
+    def apply(self, conn: Connection, now: float) -> Applied:
+        session = _session(conn, self.session_id)
+        published = _wake_if_stale(conn, session, self.session_id, now)
+        if not published:
+            conn.execute(update(sessions).where(sessions.c.pk == session.pk).values(updated_at=now))
+        return Applied(True, published)
+
+
+@dataclass
+class MarkStale(Job):
+    """Running sessions whose engine has been silent since `cutoff` become `stale`."""
+
+    cutoff: float
+    silent_for: float
+
+    def apply(self, conn: Connection, now: float) -> Applied:
+        rows = conn.execute(
+            select(sessions.c.pk, sessions.c.status, sessions.c.session_id).where(
+                sessions.c.status == "running", sessions.c.updated_at < self.cutoff
+            )
+        ).all()
+        published: list[Published] = []
+        message = f"no data or heartbeat from the engine for {self.silent_for:g} s"
+        for row in rows:
+            published += _change_status(conn, row, row.session_id, "stale", message, now)[1]
+        return Applied(len(rows), published)
 
 
 def delete_session_rows(conn: Connection, pk: int) -> None:
@@ -169,7 +214,7 @@ class DeleteSession(Job):
     session_id: str
 
     def apply(self, conn: Connection, now: float) -> Applied:
-        delete_session_rows(conn, _session_pk(conn, self.session_id))
+        delete_session_rows(conn, _session(conn, self.session_id).pk)
         return Applied(True, [deleted_frame(self.session_id, "session deleted", now)])
 
 
@@ -200,7 +245,8 @@ class Ingest(Job):
     idempotency_key: str | None = None
 
     def apply(self, conn: Connection, now: float) -> Applied:
-        pk = _session_pk(conn, self.session_id)
+        session = _session(conn, self.session_id)
+        pk = session.pk
         n = len(self.items)
         if self.idempotency_key is not None:
             done = conn.execute(
@@ -211,6 +257,7 @@ class Ingest(Job):
             if done is not None:
                 count = done.last_seq - done.first_seq + 1
                 return Applied(IngestResult(self.session_id, done.first_seq, done.last_seq, count, duplicate=True))
+        woken = _wake_if_stale(conn, session, self.session_id, now)
         encoded = [item.model_dump_json(exclude_none=True) for item in self.items]
         values: dict[str, Any] = {
             "last_seq": sessions.c.last_seq + n,
@@ -261,7 +308,7 @@ class Ingest(Job):
                     session_pk=pk, key=self.idempotency_key, first_seq=first_seq, last_seq=last_seq
                 )
             )
-        return Applied(IngestResult(self.session_id, first_seq, last_seq, n, duplicate=False), published)
+        return Applied(IngestResult(self.session_id, first_seq, last_seq, n, duplicate=False), woken + published)
 
 
 def _merge_graph(conn: Connection, pk: int, item: PerformanceGraphData, now: float) -> None:

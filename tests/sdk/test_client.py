@@ -169,3 +169,34 @@ def test_public_names_are_exported() -> None:
 
     for name in bot.sdk.__all__:
         assert hasattr(bot.sdk, name), name
+
+
+async def test_silent_engine_goes_stale_and_comes_back(server_factory: Any, settings: Settings, tmp_path: Path) -> None:
+    """A running session with no data and no heartbeat turns `stale` (spectators are told); data wakes it."""
+    live = await server_factory(settings.model_copy(update={"stale_timeout_seconds": 0.4}))
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as http:
+        await http.post("/api/training/sessions", json={"training_id": "quiet"})
+        await http.put("/api/training/sessions/quiet", json={"status": "running"})
+        async with asyncio.timeout(TIMEOUT):
+            while (await http.get("/api/training/sessions/quiet")).json()["status"] != "stale":
+                await asyncio.sleep(0.1)
+        await http.post("/api/training/sessions/quiet/metrics", json={"episode": 1})
+        assert (await http.get("/api/training/sessions/quiet")).json()["status"] == "running"
+    statuses = [m["data"]["status"] for m in await history(live.url, "quiet", "training_status")]
+    assert statuses == ["running", "stale", "running"]
+
+
+async def test_heartbeats_keep_an_idle_run_alive(server_factory: Any, settings: Settings, tmp_path: Path) -> None:
+    """An open run that logs nothing for a while still sends heartbeats, so it never goes stale."""
+    live = await server_factory(settings.model_copy(update={"stale_timeout_seconds": 0.6}))
+
+    def idle_run() -> None:
+        with MetricsClient(live.url, spool_dir=tmp_path, heartbeat_interval=0.1, flush_interval=0.05) as client:
+            with client.session(training_id="idle"):
+                import time
+
+                time.sleep(2.0)
+
+    await asyncio.to_thread(idle_run)
+    statuses = [m["data"]["status"] for m in await history(live.url, "idle", "training_status")]
+    assert statuses == ["running", "completed"]

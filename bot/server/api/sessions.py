@@ -78,3 +78,10 @@ async def delete_session(session_id: str, service: ServiceDep) -> dict[str, Any]
     """Remove the session and all its data; its spectators are closed with code 4410."""
     await service.delete_session(session_id)
     return {"session_id": session_id, "deleted": True}
+
+
+@router.post("/{session_id}/heartbeat")
+async def heartbeat(session_id: str, service: ServiceDep) -> dict[str, Any]:
+    """The engine is alive. A session silent for `stale_timeout_seconds` turns `stale`; this wakes it."""
+    await service.heartbeat(session_id)
+    return {"session_id": session_id, "alive": True}
