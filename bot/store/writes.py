@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, Row, delete, insert, select, update
+from sqlalchemy import Connection, Engine, delete, insert, select, update
 
 from bot.frames import control_frame, data_frame, iso, quote
 from bot.schemas import (
@@ -107,7 +107,7 @@ class CreateSession(Job):
         return Applied(session_dict(row))
 
 
-def _session(conn: Connection, session_id: str) -> Row[Any]:
+def _session(conn: Connection, session_id: str) -> Any:
     row = conn.execute(select(sessions.c.pk, sessions.c.status).where(sessions.c.session_id == session_id)).first()
     if row is None:
         raise SessionNotFoundError(session_id)
@@ -116,13 +116,13 @@ def _session(conn: Connection, session_id: str) -> Row[Any]:
 
 def _change_status(
     conn: Connection,
-    session: Row[Any],
+    session: Any,
     session_id: str,
     status: str | None,
     message: str | None,
     now: float,
     values: dict[str, Any] | None = None,
-) -> tuple[Row[Any], list[Published]]:
+) -> tuple[Any, list[Published]]:
     """Update the session row; a status change is also a stored `training_status` message with its own seq."""
     values = {"updated_at": now, **(values or {})}
     if status is not None:
@@ -143,7 +143,7 @@ def _change_status(
     return row, [Published(session_id, row.last_seq, "training_status", frame)]
 
 
-def _wake_if_stale(conn: Connection, session: Row[Any], session_id: str, now: float) -> list[Published]:
+def _wake_if_stale(conn: Connection, session: Any, session_id: str, now: float) -> list[Published]:
     if session.status != "stale":
         return []
     _, published = _change_status(conn, session, session_id, "running", "the engine is sending again", now)
