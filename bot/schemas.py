@@ -21,6 +21,7 @@ __all__ = [
     "GraphPoint",
     "MessageType",
     "PerformanceGraphData",
+    "RoomSpec",
     "SessionCreate",
     "SessionStatus",
     "SessionUpdate",
@@ -153,6 +154,14 @@ class PerformanceGraphData(WireModel):
         return self
 
 
+class RoomSpec(WireModel):
+    """A spectator room for the session: joined by its code, optionally with a password."""
+
+    max_spectators: int = Field(50, gt=0, le=100_000)
+    password_protected: bool = False
+    password: str | None = Field(None, min_length=4, max_length=128, description="generated when protected and absent")
+
+
 class SessionCreate(WireModel):
     training_id: SessionId | None = Field(None, description="becomes the session id; generated when absent")
     name: str | None = Field(None, max_length=256)
@@ -160,6 +169,7 @@ class SessionCreate(WireModel):
     model_generation: int | None = Field(None, ge=0)
     total_episodes: int | None = Field(None, ge=0)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    room: RoomSpec | None = None
 
 
 class SessionUpdate(WireModel):

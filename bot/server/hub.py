@@ -129,14 +129,16 @@ class Hub:
     def counts(self) -> dict[str, int]:
         return {session_id: len(w.spectators) for session_id, w in self._sessions.items()}
 
-    def add(self, spectator: Spectator) -> None:
-        """Register a spectator, or raise HubFullError when a connection limit is reached."""
+    def add(self, spectator: Spectator, limit: int | None = None) -> None:
+        """Register a spectator, or raise HubFullError when a connection limit is reached.
+
+        `limit` is the session's own (a room's max_spectators); the server-wide per-session limit applies too.
+        """
         if self.total >= self.max_total:
             raise HubFullError(1013, f"server full: {self.max_total} spectators at most; try again later")
-        if self.count(spectator.session_id) >= self.max_per_session:
-            raise HubFullError(
-                4429, f"session full: {self.max_per_session} spectators at most for {spectator.session_id!r}"
-            )
+        allowed = min(self.max_per_session, limit) if limit else self.max_per_session
+        if self.count(spectator.session_id) >= allowed:
+            raise HubFullError(4429, f"session full: {allowed} spectators at most for {spectator.session_id!r}")
         watched = self._sessions.setdefault(spectator.session_id, _Watched())
         watched.spectators[spectator.id] = spectator
         self.total += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -20,11 +21,13 @@ from bot.store.reads import (
     ACTIVE_STATUSES,
     MessageFilter,
     get_session,
+    get_session_by_room,
     list_sessions,
     read_frames,
     read_graphs,
     session_dict,
 )
+from bot.store.rooms import check_password, hash_password, new_password
 from bot.store.tables import sessions
 from bot.store.writes import (
     CreateSession,
@@ -79,8 +82,24 @@ class TrainingService:
 
     async def create_session(self, spec: SessionCreate) -> dict[str, Any]:
         session_id = spec.training_id or f"session-{secrets.token_hex(6)}"
-        result: dict[str, Any] = await self.store.write(CreateSession(session_id, spec))
+        password = hashed = None
+        if spec.room is not None and (spec.room.password_protected or spec.room.password is not None):
+            password = spec.room.password or new_password()
+            hashed = await asyncio.to_thread(hash_password, password)
+        result: dict[str, Any] = await self.store.write(CreateSession(session_id, spec, hashed))
+        if password is not None:
+            result["room_password"] = password  # shown once, at creation; only its hash is kept
         return result
+
+    async def find_spectated(self, key: str) -> dict[str, Any]:
+        """The session a spectator asked for: by session id, or else by room code."""
+        row = await self.store.read(get_session, key) or await self.store.read(get_session_by_room, key)
+        if row is None:
+            raise SessionNotFoundError(key)
+        return {**session_dict(row), "room_password_hash": row.room_password_hash}
+
+    async def check_room_password(self, password: str, stored_hash: str) -> bool:
+        return await asyncio.to_thread(check_password, password, stored_hash)
 
     async def get_session(self, session_id: str) -> dict[str, Any]:
         row = await self.store.read(get_session, session_id)

@@ -5,7 +5,8 @@ from now on is missed) → welcome (`connection_status`), optional `reset`, `sna
 store after `since` → live. One sender task per spectator is the only writer to the socket; the
 handler reads client messages (`ping`, `subscribe`, `unsubscribe`) and answers through the same queue.
 
-Close codes: 4400 bad query parameter, 4404 unknown session, 4429 session full, 1013 server full,
+Close codes: 4400 bad query parameter, 4403 room password missing or wrong, 4404 unknown session,
+4429 session full, 1013 server full,
 4008 too slow, 4410 session deleted, 1008 too many invalid messages, 1001 server shutting down.
 """
 
@@ -79,6 +80,7 @@ async def refuse(websocket: WebSocket, session_id: str, code: int, error: str, r
 
 @router.websocket("/ws/{session_id}")
 async def spectate(websocket: WebSocket, session_id: str) -> None:
+    """`session_id` may also be a room code; a protected room needs `password=`."""
     service: TrainingService = websocket.state.service
     hub: Hub = websocket.state.hub
     settings: Settings = websocket.state.settings
@@ -88,12 +90,19 @@ async def spectate(websocket: WebSocket, session_id: str) -> None:
     except BadParameterError as exc:
         return await refuse(websocket, session_id, 4400, "invalid_parameter", str(exc))
     try:
-        await service.get_session(session_id)
+        session = await service.find_spectated(session_id)
     except SessionNotFoundError as exc:
         return await refuse(websocket, session_id, 4404, "session_not_found", str(exc))
+    session_id = session["session_id"]
+    stored_hash = session["room_password_hash"]
+    if stored_hash is not None:
+        password = websocket.query_params.get("password")
+        if not password or not await service.check_room_password(password, stored_hash):
+            why = "this room needs a password: add ?password=" if not password else "wrong room password"
+            return await refuse(websocket, session_id, 4403, "forbidden", why)
     spectator = Spectator(session_id, user_name, settings.max_backlog, types)
     try:
-        hub.add(spectator)
+        hub.add(spectator, limit=session["max_spectators"])
     except HubFullError as exc:
         error = "session_full" if exc.code == 4429 else "server_full"
         return await refuse(websocket, session_id, exc.code, error, exc.reason)

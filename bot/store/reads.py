@@ -32,11 +32,18 @@ def session_dict(row: Row[Any]) -> dict[str, Any]:
         "last_seq": row.last_seq,
         "message_count": row.message_count,
         "current_episode": row.current_episode,
+        "room_code": row.room_code,
+        "max_spectators": row.max_spectators,
+        "password_protected": row.room_password_hash is not None,
     }
 
 
 def get_session(conn: Connection, session_id: str) -> Row[Any] | None:
     return conn.execute(select(sessions).where(sessions.c.session_id == session_id)).first()
+
+
+def get_session_by_room(conn: Connection, room_code: str) -> Row[Any] | None:
+    return conn.execute(select(sessions).where(sessions.c.room_code == room_code.upper())).first()
 
 
 def list_sessions(

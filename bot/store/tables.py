@@ -32,7 +32,12 @@ sessions = Table(
     Column("current_episode", Integer),
     Column("message_count", BigInteger, nullable=False, default=0),
     Column("latest_metrics", Text),
+    # Spectator rooms: a short code to join by, an optional password (salted scrypt), a spectator limit.
+    Column("room_code", String(16)),
+    Column("room_password_hash", String(160)),
+    Column("max_spectators", Integer),
     UniqueConstraint("session_id", name="uq_sessions_session_id"),
+    UniqueConstraint("room_code", name="uq_sessions_room_code"),
 )
 Index("ix_sessions_status", sessions.c.status, sessions.c.updated_at)
 

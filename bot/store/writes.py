@@ -29,6 +29,7 @@ from bot.schemas import (
 )
 from bot.store.errors import SessionExistsError, SessionNotFoundError
 from bot.store.reads import session_dict
+from bot.store.rooms import new_room_code
 from bot.store.tables import graphs, idempotency_keys, messages, series, sessions
 
 WireItem = TrainingMetricsData | BotDecisionData | PerformanceGraphData
@@ -81,11 +82,22 @@ def commit_group(engine: Engine, jobs: Sequence[Job], now: float) -> list[Applie
 class CreateSession(Job):
     session_id: str
     spec: SessionCreate
+    room_password_hash: str | None = None  # hashed before the job: scrypt must not stall the writer
 
     def apply(self, conn: Connection, now: float) -> Applied:
         exists = conn.execute(select(sessions.c.pk).where(sessions.c.session_id == self.session_id)).first()
         if exists is not None:
             raise SessionExistsError(self.session_id)
+        room_values: dict[str, Any] = {}
+        if self.spec.room is not None:
+            code = new_room_code()
+            while conn.execute(select(sessions.c.pk).where(sessions.c.room_code == code)).first() is not None:
+                code = new_room_code()
+            room_values = {
+                "room_code": code,
+                "max_spectators": self.spec.room.max_spectators,
+                "room_password_hash": self.room_password_hash,
+            }
         row = conn.execute(
             insert(sessions)
             .values(
@@ -101,6 +113,7 @@ class CreateSession(Job):
                 updated_at=now,
                 last_seq=0,
                 message_count=0,
+                **room_values,
             )
             .returning(*sessions.c)
         ).one()
