@@ -91,6 +91,7 @@ class LiveServer:
     server: uvicorn.Server
     task: asyncio.Task[Any]
     port: int
+    app_server: TrainingMetricsServer
 
     @property
     def url(self) -> str:
@@ -109,15 +110,15 @@ async def start_server(settings: Settings, send_buffer: int | None = None, port:
     if send_buffer is not None:
         # Accepted sockets inherit this: a stalled spectator then backs up after kilobytes, not megabytes.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
-    config = TrainingMetricsServer(settings).uvicorn_config(log_level="warning", ws_ping_interval=5.0)
-    server = uvicorn.Server(config)
+    app_server = TrainingMetricsServer(settings.model_copy(update={"port": sock.getsockname()[1]}))
+    server = uvicorn.Server(app_server.uvicorn_config(log_level="warning", ws_ping_interval=5.0))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     async with asyncio.timeout(TIMEOUT):
         while not server.started:
             if task.done():
                 task.result()
             await asyncio.sleep(0.01)
-    return LiveServer(server, task, sock.getsockname()[1])
+    return LiveServer(server, task, sock.getsockname()[1], app_server)
 
 
 @pytest.fixture

@@ -165,6 +165,12 @@ class TrainingMetricsServer:
         self.settings = as_settings(config)
         self.app = create_app(self.settings)
 
+    @property
+    def url(self) -> str:
+        """Where clients in this process reach it (a wildcard bind is reached over loopback)."""
+        host = "127.0.0.1" if self.settings.host in ("0.0.0.0", "::", "") else self.settings.host
+        return f"http://{host}:{self.settings.port}"
+
     def uvicorn_config(self, **overrides: Any) -> uvicorn.Config:
         s = self.settings
         options: dict[str, Any] = {

@@ -1,0 +1,149 @@
+"""The original integration API and the framework adapters, against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.integration import MetricsCollector, SpectatorManagerIntegration, TrainingEngineIntegration
+from bot.sdk import MetricsClient
+from tests.conftest import LiveServer, connect_and_sync, recv_data
+from tests.sdk.test_client import history
+
+
+@pytest.mark.parametrize("target", ["server object", "url"])
+async def test_original_integration_api(live: LiveServer, tmp_path: Path, target: str) -> None:
+    """register, update and record_episode_end work given the server object or its URL."""
+    integration = TrainingEngineIntegration(
+        live.app_server if target == "server object" else live.url, spool_dir=tmp_path
+    )
+    collector = MetricsCollector(integration, window=2)
+    session_id = await integration.register_training_session(
+        training_id="my_training_001", model_generation=2, algorithm="DQN", total_episodes=1000
+    )
+    assert session_id == "my_training_001"
+    await integration.update_training_metrics(
+        training_id="my_training_001", episode=5, current_reward=15.5, episode_length=200
+    )
+    derived = []
+    for reward, won in ((10.0, True), (20.0, False), (30.0, True)):
+        derived.append(
+            await collector.record_episode_end(
+                training_id="my_training_001", reward=reward, episode_length=100, won=won, total_episodes=1000
+            )
+        )
+    await integration.end_training_session("my_training_001")
+    await integration.close()
+
+    last = derived[-1]
+    assert (last["episode"], last["average_reward"], last["best_reward"]) == (3, 25.0, 30.0)
+    assert last["win_rate"] == pytest.approx(200 / 3)
+    stored = await history(live.url, "my_training_001")
+    assert [m["data"].get("current_reward") for m in stored] == [15.5, 10.0, 20.0, 30.0]
+    assert stored[-1]["data"]["win_rate"] == pytest.approx(200 / 3) and stored[-1]["data"]["total_episodes"] == 1000
+    statuses = [m["data"]["status"] for m in await history(live.url, "my_training_001", "training_status")]
+    assert statuses == ["running", "completed"]
+
+
+async def test_spectator_manager_integration_creates_a_guarded_room(
+    live: LiveServer, tmp_path: Path, spectators: Any
+) -> None:
+    """create_integrated_session returns a room code and password that spectators join with."""
+    rooms: list[dict[str, Any]] = []
+
+    class Manager:
+        def on_room_created(self, room: dict[str, Any]) -> None:
+            rooms.append(room)
+
+    spectator_integration = SpectatorManagerIntegration(live.app_server, Manager())
+    room = await spectator_integration.create_integrated_session(
+        training_session_id="watched",
+        model_generation=1,
+        algorithm="PPO",
+        total_episodes=10,
+        max_spectators=3,
+        password_protected=True,
+    )
+    assert room["session_id"] == "watched" and room["room_code"] and room["room_password"]
+    assert rooms == [room]
+    ws = await connect_and_sync(spectators, live.ws_url(room["room_code"], f"password={room['room_password']}"))
+    integration = TrainingEngineIntegration(live.url, spool_dir=tmp_path)
+    await integration.update_training_metrics("watched", episode=1, current_reward=2.0)
+    await integration.flush()
+    received = await recv_data(ws, 2)
+    assert [m["type"] for m in received] == ["training_status", "training_metrics"]
+    await integration.close()
+
+
+@pytest.mark.slow
+async def test_stable_baselines3_dqn_on_cartpole(live: LiveServer, tmp_path: Path) -> None:
+    """SB3 DQN on CartPole-v1 for a few thousand steps: episodes, epsilon, loss and Q-value decisions arrive."""
+    from stable_baselines3 import DQN
+
+    from bot.integration.sb3 import MetricsCallback
+
+    def train() -> str:
+        with (
+            MetricsClient(live.url, spool_dir=tmp_path) as client,
+            client.session(name="cartpole-dqn", algorithm="DQN") as run,
+        ):
+            model = DQN("MlpPolicy", "CartPole-v1", learning_starts=500, train_freq=4, seed=0, device="cpu")
+            model.learn(3000, callback=MetricsCallback(run, decision_every=500))
+            return run.session_id
+
+    session_id = await asyncio.to_thread(train)
+    episodes = await history(live.url, session_id)
+    assert len(episodes) >= 20
+    assert [m["data"]["episode"] for m in episodes] == list(range(len(episodes)))
+    assert all(0 <= m["data"]["epsilon"] <= 1 for m in episodes)
+    assert any("loss_value" in m["data"] for m in episodes)
+    decisions = await history(live.url, session_id, "bot_decision")
+    assert len(decisions) == 6 and all(len(d["data"]["q_values"]) == 2 for d in decisions)
+
+
+@pytest.mark.slow
+async def test_stable_baselines3_ppo_logs_action_probabilities(live: LiveServer, tmp_path: Path) -> None:
+    from stable_baselines3 import PPO
+
+    from bot.integration.sb3 import MetricsCallback
+
+    def train() -> str:
+        with MetricsClient(live.url, spool_dir=tmp_path) as client, client.session(algorithm="PPO") as run:
+            model = PPO("MlpPolicy", "CartPole-v1", n_steps=256, batch_size=64, n_epochs=1, seed=0, device="cpu")
+            model.learn(512, callback=MetricsCallback(run, decision_every=256))
+            return run.session_id
+
+    session_id = await asyncio.to_thread(train)
+    decisions = await history(live.url, session_id, "bot_decision")
+    assert decisions and set(decisions[0]["data"]["action_probabilities"]) == {"0", "1"}
+
+
+async def test_gymnasium_wrapper_logs_each_episode(live: LiveServer, tmp_path: Path) -> None:
+    """Every finished episode of a wrapped environment becomes one metrics point."""
+    import gymnasium
+
+    from bot.integration.gymnasium import MetricsWrapper
+
+    def play() -> tuple[str, list[float]]:
+        rewards = []
+        with MetricsClient(live.url, spool_dir=tmp_path) as client, client.session(algorithm="random") as run:
+            env = MetricsWrapper(gymnasium.make("CartPole-v1"), run)
+            env.action_space.seed(0)
+            for episode in range(10):
+                env.reset(seed=episode)
+                total, done = 0.0, False
+                while not done:
+                    _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+                    total += float(reward)
+                    done = terminated or truncated
+                rewards.append(total)
+            env.close()
+            return run.session_id, rewards
+
+    session_id, rewards = await asyncio.to_thread(play)
+    stored = await history(live.url, session_id)
+    assert [m["data"]["current_reward"] for m in stored] == rewards
+    assert stored[-1]["data"]["best_reward"] == max(rewards)
