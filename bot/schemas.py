@@ -94,11 +94,8 @@ class TrainingMetricsData(WireModel):
 
     def series(self) -> list[tuple[str, float]]:
         """Every numeric value of this point, by metric name: the rows of the per-metric history."""
-        values: list[tuple[str, float]] = []
-        for name in SERIES_FIELDS:
-            value = getattr(self, name)
-            if value is not None:
-                values.append((name, float(value)))
+        fields = self.__dict__
+        values = [(name, float(fields[name])) for name in SERIES_FIELDS if fields[name] is not None]
         values.extend(self.custom.items())
         return values
 

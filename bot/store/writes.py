@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
 
 from bot.frames import control_frame, data_frame, iso, quote
 from bot.schemas import (
@@ -286,35 +286,26 @@ class Ingest(Job):
         last_seq = int(last.scalar_one())
         first_seq = last_seq - n + 1
         received, quoted = iso(now), quote(self.session_id)
-        rows: list[dict[str, Any]] = []
-        series_rows: list[dict[str, Any]] = []
+        rows: list[tuple[Any, ...]] = []
+        series_rows: list[tuple[Any, ...]] = []
         published: list[Published] = []
         for offset, (item, data_json) in enumerate(zip(self.items, encoded, strict=True)):
             seq = first_seq + offset
             frame = data_frame(self.message_type, quoted, seq, received, data_json)
             ts = item.timestamp.timestamp() if hasattr(item, "timestamp") else now
             episode = getattr(item, "episode", None)
-            rows.append(
-                {"session_pk": pk, "seq": seq, "type": self.message_type, "episode": episode, "ts": ts, "frame": frame}
-            )
+            rows.append((pk, seq, self.message_type, episode, ts, frame))
             published.append(Published(self.session_id, seq, self.message_type, frame))
             if isinstance(item, TrainingMetricsData):
                 series_rows.extend(
-                    {
-                        "session_pk": pk,
-                        "metric": name,
-                        "seq": seq,
-                        "episode": episode,
-                        "ts": ts,
-                        "value": None if math.isnan(value) else value,
-                    }
-                    for name, value in item.series()
+                    (pk, name, seq, episode, ts, None if math.isnan(value) else value) for name, value in item.series()
                 )
             elif isinstance(item, PerformanceGraphData):
                 _merge_graph(conn, pk, item, now)
-        conn.execute(insert(messages), rows)
+        # Plain executemany of tuples: SQLAlchemy's per-row parameter processing cost more than SQLite itself.
+        conn.exec_driver_sql(_bulk_insert(conn, messages), rows)
         if series_rows:
-            conn.execute(insert(series), series_rows)
+            conn.exec_driver_sql(_bulk_insert(conn, series), series_rows)
         if self.idempotency_key is not None:
             conn.execute(
                 insert(idempotency_keys).values(
@@ -322,6 +313,13 @@ class Ingest(Job):
                 )
             )
         return Applied(IngestResult(self.session_id, first_seq, last_seq, n, duplicate=False), woken + published)
+
+
+def _bulk_insert(conn: Connection, table: Table) -> str:
+    """INSERT with positional parameters in the driver's own style (? for sqlite3, %s for psycopg)."""
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    columns = ", ".join(column.name for column in table.c)
+    return f"INSERT INTO {table.name} ({columns}) VALUES ({', '.join([marker] * len(table.c))})"
 
 
 def _merge_graph(conn: Connection, pk: int, item: PerformanceGraphData, now: float) -> None:
