@@ -31,7 +31,9 @@ def server_process(extra_env: dict[str, str] | None = None) -> Iterator[str]:
         env.pop("REDIS_URL", None)
         process = subprocess.Popen(
             [sys.executable, "-m", "bot", "serve", "--port", str(port)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         url = f"http://127.0.0.1:{port}"
         try:

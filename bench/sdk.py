@@ -17,8 +17,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import free_port, percentile, server_process  # noqa: E402
-from bot.sdk import MetricsClient  # noqa: E402
+from bench.common import free_port, percentile, server_process
+from bench.ingest import measure as ingest_ceiling
+from bot.sdk import MetricsClient
 
 
 def timed_loop(calls: int, log: bool, run: object) -> list[float]:
@@ -44,12 +45,16 @@ def cost(url: str, calls: int, label: str) -> dict[str, float]:
             without = timed_loop(calls, False, run)
         client.close()
     figures = {
-        "median_us": percentile(with_log, 0.5), "p99_us": percentile(with_log, 0.99),
-        "baseline_median_us": percentile(without, 0.5), "baseline_p99_us": percentile(without, 0.99),
+        "median_us": percentile(with_log, 0.5),
+        "p99_us": percentile(with_log, 0.99),
+        "baseline_median_us": percentile(without, 0.5),
+        "baseline_p99_us": percentile(without, 0.99),
     }
-    print(f"log_metrics, 5 fields, {label}: median {figures['median_us']:.2f} µs, p99 {figures['p99_us']:.2f} µs "
-          f"(same loop without logging: median {figures['baseline_median_us']:.2f} µs, "
-          f"p99 {figures['baseline_p99_us']:.2f} µs)")
+    print(
+        f"log_metrics, 5 fields, {label}: median {figures['median_us']:.2f} µs, p99 {figures['p99_us']:.2f} µs "
+        f"(same loop without logging: median {figures['baseline_median_us']:.2f} µs, "
+        f"p99 {figures['baseline_p99_us']:.2f} µs)"
+    )
     return figures
 
 
@@ -65,8 +70,10 @@ def throughput(url: str, points: int) -> float:
         client.close()
     stored = httpx.get(f"{url}/api/training/sessions/{session_id}").json()["message_count"]
     rate = points / elapsed
-    print(f"one engine, flat out: {points} points delivered and acknowledged in {elapsed:.2f} s = {rate:,.0f} points/s "
-          f"(stored: {stored - 2} points + 2 status changes)")
+    print(
+        f"one engine, flat out: {points} points delivered and acknowledged in {elapsed:.2f} s = {rate:,.0f} points/s "
+        f"(stored: {stored - 2} points + 2 status changes)"
+    )
     return rate
 
 
@@ -75,10 +82,15 @@ def main() -> None:
     with server_process() as url:
         up = cost(url, calls, "server up")
         rate = throughput(url, calls)
+        ceiling = ingest_ceiling(url, 10)["points_per_s"]
+    print(
+        f"the server's own ingest ceiling in this run (bench/ingest.py, 4 engines): {ceiling:,.0f} points/s; "
+        f"one SDK engine reaches {rate / ceiling:.0%} of it"
+    )
     down = cost(f"http://127.0.0.1:{free_port()}", calls, "server down")
     target = "met" if up["median_us"] <= 5 and up["p99_us"] <= 50 and down["median_us"] <= 5 else "NOT met"
     print(f"target median <= 5 µs and p99 <= 50 µs: {target}")
-    print({"up": up, "down": down, "throughput_points_per_s": rate})
+    print({"up": up, "down": down, "throughput_points_per_s": rate, "ingest_ceiling_points_per_s": ceiling})
 
 
 if __name__ == "__main__":

@@ -161,12 +161,16 @@ class Run:
         self._names: set[str] = set()
         self._ended = False
         client._put(("create", session_id, spec))
+        self._enqueue = client._sender.put  # the hot path skips the layers in between
 
     def log_metrics(self, **fields: Any) -> None:
         """Any TrainingMetricsData field by name; other names are custom scalars (floats)."""
         point = metrics_point(fields, self._names)
-        point.setdefault("timestamp", time.time())
-        self._put("training_metrics", point)
+        if "timestamp" not in point:
+            point["timestamp"] = time.time()
+        if self._ended or self.client._closed:
+            raise SessionClosedError(f"run {self.session_id!r} has ended")
+        self._enqueue(("data", self.session_id, "training_metrics", point))
 
     def log_decision(self, **fields: Any) -> None:
         """action_probabilities, q_values, state_values, selected_action, confidence_score, episode, step."""

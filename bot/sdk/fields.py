@@ -82,8 +82,18 @@ def metrics_point(fields: dict[str, Any], known: set[str]) -> dict[str, Any]:
     for name, value in fields.items():
         spec = METRIC_FIELDS.get(name)
         if spec is not None:
+            kind, low, high = spec
+            cls = type(value)
+            # Fast path for the common case: a finite float, or an int, already within its range.
+            if cls is float and kind is float and value - value == 0:
+                if (low is None or value >= low) and (high is None or value <= high):
+                    point[name] = value
+                    continue
+            elif cls is int and (low is None or value >= low) and (high is None or value <= high):
+                point[name] = value
+                continue
             if value is not None:
-                point[name] = number(name, value, *spec)
+                point[name] = number(name, value, kind, low, high)
         elif name == "timestamp" or name == "algorithm":
             point[name] = value
         elif name == "custom":
