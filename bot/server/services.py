@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import time
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from bot.schemas import SessionCreate, SessionUpdate
 from bot.server.broker import Broker
 from bot.server.hub import channel_for, encode_payload
 from bot.store import SessionNotFoundError, Store
+from bot.store.downsample import min_max
 from bot.store.reads import (
     ACTIVE_STATUSES,
     MessageFilter,
@@ -25,7 +27,9 @@ from bot.store.reads import (
     list_sessions,
     read_frames,
     read_graphs,
+    read_series_range,
     session_dict,
+    session_metrics,
 )
 from bot.store.rooms import check_password, hash_password, new_password
 from bot.store.tables import sessions
@@ -147,6 +151,10 @@ class TrainingService:
     async def state(self, session_id: str) -> SessionState:
         return await self.store.read(_state, session_id)
 
+    async def series(self, session_id: str, metrics: list[str], where: MessageFilter, points: int) -> dict[str, Any]:
+        """Per-metric history for charts, downsampled (min/max per bucket) on a reader thread."""
+        return await self.store.read(_series, session_id, metrics, where, points)
+
     async def read_after(self, session_id: str, after_seq: int, limit: int) -> list[tuple[int, str, str]]:
         """Every stored frame after `after_seq`: the hub's gap repair."""
         _, frames = await self.history(session_id, MessageFilter(after_seq=after_seq), limit)
@@ -171,6 +179,35 @@ def _state(conn: Connection, session_id: str) -> SessionState:
         raise SessionNotFoundError(session_id)
     latest = orjson.loads(row.latest_metrics) if row.latest_metrics else None
     return SessionState(session_dict(row), latest, read_graphs(conn, row.pk))
+
+
+def _plain(value: float) -> float | str:
+    return value if math.isfinite(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+def _series(conn: Connection, session_id: str, metrics: list[str], where: MessageFilter, points: int) -> dict[str, Any]:
+    row = get_session(conn, session_id)
+    if row is None:
+        raise SessionNotFoundError(session_id)
+    result: dict[str, Any] = {
+        "session_id": session_id,
+        "epoch": row.epoch,
+        "last_seq": row.last_seq,
+        "available": session_metrics(conn, row.pk),
+        "series": {},
+    }
+    for metric in metrics:
+        rows, nan_count = read_series_range(conn, row.pk, metric, where)
+        kept = min_max(rows, points)
+        result["series"][metric] = {
+            "total": len(rows),
+            "nan_count": nan_count,
+            "seq": [r[0] for r in kept],
+            "episode": [r[1] for r in kept],
+            "timestamp": [r[2] for r in kept],
+            "value": [_plain(r[3]) for r in kept],
+        }
+    return result
 
 
 def _last_seqs(conn: Connection, session_ids: list[str]) -> dict[str, int]:

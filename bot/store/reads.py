@@ -106,6 +106,26 @@ def read_series(
     return [(r.seq, r.episode, r.ts, math.nan if r.value is None else r.value) for r in rows]
 
 
+def read_series_range(
+    conn: Connection, session_pk: int, metric: str, where: MessageFilter
+) -> tuple[list[tuple[int, int | None, float, float]], int]:
+    """Every non-NaN point of one metric in the range, in seq order, and how many NaN points it holds."""
+    query = select(series.c.seq, series.c.episode, series.c.ts, series.c.value).where(
+        series.c.session_pk == session_pk, series.c.metric == metric, series.c.seq > where.after_seq
+    )
+    if where.start_episode is not None:
+        query = query.where(series.c.episode >= where.start_episode)
+    if where.end_episode is not None:
+        query = query.where(series.c.episode <= where.end_episode)
+    if where.since is not None:
+        query = query.where(series.c.ts >= where.since)
+    if where.until is not None:
+        query = query.where(series.c.ts <= where.until)
+    rows = conn.execute(query.order_by(series.c.seq)).all()
+    points = [(r[0], r[1], r[2], r[3]) for r in rows if r[3] is not None]
+    return points, len(rows) - len(points)
+
+
 def session_metrics(conn: Connection, session_pk: int) -> list[str]:
     """The names of every metric this session has logged."""
     rows = conn.execute(select(series.c.metric).where(series.c.session_pk == session_pk).distinct())

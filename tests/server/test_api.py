@@ -229,3 +229,31 @@ async def test_oversized_batch_is_refused(client: httpx.AsyncClient, live: Any) 
     response = await client.post(f"{BASE}/{session_id}/metrics", json=too_many)
     assert response.status_code == 422 and "split the batch" in response.text
     assert await last_seq(client, session_id) == 0
+
+
+async def test_series_is_downsampled_per_metric(client: httpx.AsyncClient) -> None:
+    """/series returns columnar points per metric, at most `points`, spike kept, NaN counted, range filters."""
+    session_id = await create_session(client)
+    body = [
+        {"episode": i, "current_reward": 100.0 if i == 1234 else float(i % 7), "loss_value": 1.0} for i in range(3000)
+    ]
+    body[10]["loss_value"] = float("nan")
+    response = await client.post(f"{BASE}/{session_id}/metrics", content=__import__("json").dumps(body))
+    assert response.status_code == 200
+    series = (
+        await client.get(
+            f"{BASE}/{session_id}/series", params={"metric": ["current_reward", "loss_value"], "points": 100}
+        )
+    ).json()
+    reward = series["series"]["current_reward"]
+    assert reward["total"] == 3000 and len(reward["value"]) <= 100 and 100.0 in reward["value"]
+    assert reward["episode"][0] == 0 and reward["episode"][-1] == 2999
+    assert series["series"]["loss_value"]["nan_count"] == 1
+    assert {"current_reward", "loss_value", "episode_length"} >= set(series["available"])
+    ranged = (
+        await client.get(
+            f"{BASE}/{session_id}/series", params={"metric": "current_reward", "start_episode": 10, "end_episode": 19}
+        )
+    ).json()
+    assert ranged["series"]["current_reward"]["episode"] == list(range(10, 20))
+    assert (await client.get(f"{BASE}/{session_id}/series", params={"metric": "x", "points": 1})).status_code == 422

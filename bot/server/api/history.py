@@ -98,6 +98,37 @@ async def history(
     return Response(body, media_type="application/json")
 
 
+@router.get("/series")
+async def series(
+    session_id: str,
+    service: ServiceDep,
+    metric: Annotated[list[str], Query(description="metric names; repeat for several")] = [],  # noqa: B006
+    points: Annotated[int, Query(ge=2, le=100_000, description="at most this many points per metric")] = 1000,
+    start_episode: Annotated[int | None, Query(ge=0)] = None,
+    end_episode: Annotated[int | None, Query(ge=0)] = None,
+    since: Annotated[str | None, Query(description="from this time: epoch seconds or ISO 8601")] = None,
+    until: Annotated[str | None, Query(description="up to this time: epoch seconds or ISO 8601")] = None,
+    after_seq: Annotated[int, Query(ge=0)] = 0,
+) -> Response:
+    """History by metric, for charts: columnar arrays, downsampled to at most `points` per metric.
+
+    Downsampling keeps the first and the last point and, in each of (points-2)/2 equal buckets, the
+    minimum and the maximum, so spikes survive and the same data always gives the same chart.
+    NaN points are left out (counted in `nan_count`); ±Infinity is kept as "Infinity"/"-Infinity".
+    `available` lists every metric the session has.
+    """
+    where = MessageFilter(
+        after_seq=after_seq,
+        start_episode=start_episode,
+        end_episode=end_episode,
+        since=parse_time("since", since),
+        until=parse_time("until", until),
+    )
+    return Response(
+        orjson.dumps(await service.series(session_id, metric, where, points)), media_type="application/json"
+    )
+
+
 @router.get("/graphs")
 async def graphs(session_id: str, service: ServiceDep) -> dict[str, object]:
     """The session's performance graphs as they stand: the newest max_points per series."""
