@@ -27,6 +27,7 @@ from bot.schemas import BotDecisionData, PerformanceGraphData, SessionCreate, Se
 from bot.server import api, ws
 from bot.server.broker import broker_from_url
 from bot.server.hub import Hub
+from bot.server.pages import mount_pages
 from bot.server.services import TrainingService
 from bot.store import SessionExistsError, SessionNotFoundError, Store, StoreUnavailableError
 
@@ -85,6 +86,7 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
         )
     app.include_router(api.router)
     app.include_router(ws.router)
+    mount_pages(app)
     _add_error_handlers(app)
     _document_bodies(app)
     return app

@@ -31,7 +31,6 @@ LastSeqs = Callable[[list[str]], Awaitable[dict[str, int]]]
 CHANNEL_PREFIX = "tms:session:"
 REPAIR_PAGE = 1000
 
-CLOSE_SLOW = 4008
 CLOSE_SESSION_DELETED = 4410
 CLOSE_GOING_AWAY = 1001
 
@@ -158,6 +157,7 @@ class Hub:
             watched.ready.set()  # never leave the next spectators waiting; the watchdog repairs
             watched.delivered = max(watched.delivered, 0)
         self._drain_pending(session_id, watched)
+        self._settle(watched)
 
     async def remove(self, spectator: Spectator) -> None:
         watched = self._sessions.get(spectator.session_id)
@@ -174,13 +174,11 @@ class Hub:
         if spectator.session_id in self._sessions:  # someone joined while we unsubscribed
             await self._broker.subscribe(channel_for(spectator.session_id))
 
-    def broadcast_control(self, session_id: str, frame: str) -> None:
-        watched = self._sessions.get(session_id)
-        if watched is None:
-            return
+    def _settle(self, watched: _Watched) -> None:
+        """After a burst of offers: bound every queue, evict spectators that stayed behind too long."""
         now = asyncio.get_running_loop().time()
         for spectator in watched.spectators.values():
-            spectator.offer(CONTROL, "connection_status", frame, now)
+            spectator.settle(now, self.slow_timeout)
 
     def _announce(self, spectator: Spectator, event: str) -> None:
         count = self.count(spectator.session_id)
@@ -192,10 +190,10 @@ class Hub:
         }
         watched = self._sessions[spectator.session_id]
         frame = control_frame("connection_status", spectator.session_id, data)
-        now = asyncio.get_running_loop().time()
         for other in watched.spectators.values():
             if other is not spectator:
-                other.offer(CONTROL, "connection_status", frame, now)
+                other.offer(CONTROL, "connection_status", frame)
+        self._settle(watched)
 
     # -- frames -------------------------------------------------------------------------------------
 
@@ -203,12 +201,21 @@ class Hub:
         prefix = len(CHANNEL_PREFIX)
         async for channel, payload in self._broker.events():
             try:
+                session_id = channel[prefix:]
                 for seq, message_type, frame in decode_payload(payload):
-                    self.dispatch(channel[prefix:], seq, message_type, frame)
+                    self._dispatch(session_id, seq, message_type, frame)
+                if (watched := self._sessions.get(session_id)) is not None:
+                    self._settle(watched)
             except Exception:
                 logger.exception("hub: skipped a frame on %s", channel)
 
     def dispatch(self, session_id: str, seq: int, message_type: str, frame: str) -> None:
+        """One frame from the broker, as a burst of its own."""
+        self._dispatch(session_id, seq, message_type, frame)
+        if (watched := self._sessions.get(session_id)) is not None:
+            self._settle(watched)
+
+    def _dispatch(self, session_id: str, seq: int, message_type: str, frame: str) -> None:
         watched = self._sessions.get(session_id)
         if watched is None:
             return
@@ -230,18 +237,13 @@ class Hub:
             for spectator in watched.spectators.values():
                 spectator.request_close(CLOSE_SESSION_DELETED, "session deleted")
             return
-        now = asyncio.get_running_loop().time()
         for spectator in watched.spectators.values():
-            spectator.offer(CONTROL, message_type, frame, now)
+            spectator.offer(CONTROL, message_type, frame)
 
     def _deliver(self, watched: _Watched, seq: int, message_type: str, frame: str) -> None:
         watched.delivered = seq
-        now = asyncio.get_running_loop().time()
         for spectator in watched.spectators.values():
-            spectator.offer(seq, message_type, frame, now)
-            if spectator.queue.overdue(now, self.slow_timeout):
-                dropped = spectator.queue.total_dropped
-                spectator.request_close(CLOSE_SLOW, f"too slow: fell behind and {dropped} frames were dropped")
+            spectator.offer(seq, message_type, frame)
         self.frames_delivered += 1
 
     def _drain_pending(self, session_id: str, watched: _Watched) -> None:
@@ -269,6 +271,7 @@ class Hub:
                         self._deliver(watched, seq, message_type, frame)
                 for seq in [s for s in watched.pending if s <= watched.delivered]:
                     del watched.pending[seq]
+                self._settle(watched)
                 if len(rows) < REPAIR_PAGE and not watched.pending:
                     return
                 if not rows:

@@ -24,6 +24,7 @@ from bot.store.reads import (
     MessageFilter,
     get_session,
     get_session_by_room,
+    latest_frame,
     list_sessions,
     read_frames,
     read_graphs,
@@ -63,6 +64,7 @@ class SessionState:
 
     session: dict[str, Any]
     latest_metrics: Any
+    latest_decision: Any
     graphs: list[Any]
 
 
@@ -178,7 +180,9 @@ def _state(conn: Connection, session_id: str) -> SessionState:
     if row is None:
         raise SessionNotFoundError(session_id)
     latest = orjson.loads(row.latest_metrics) if row.latest_metrics else None
-    return SessionState(session_dict(row), latest, read_graphs(conn, row.pk))
+    decision = latest_frame(conn, row.pk, "bot_decision")
+    latest_decision = orjson.loads(decision)["data"] if decision else None
+    return SessionState(session_dict(row), latest, latest_decision, read_graphs(conn, row.pk))
 
 
 def _plain(value: float) -> float | str:

@@ -3,6 +3,10 @@
 Overflow policy "drop oldest": history stays in the store, so a live chart loses least by skipping
 the oldest frames. Drops are counted and reported to the spectator in a `lag` message before the
 next frame it gets. A spectator that keeps dropping for `slow_timeout` seconds is evicted.
+
+The bound is applied after each burst (all the frames of one commit arrive together, before any
+sender task can run): the queue keeps max(maxsize, the burst) frames, up to BURST_FACTOR * maxsize,
+so that a big batch does not make a spectator that keeps up lose frames.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 CONTROL = 0  # the seq of frames that are not part of the stored stream
+BURST_FACTOR = 10
+CLOSE_SLOW = 4008
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +47,21 @@ class SpectatorQueue:
         self.dropped_last = 0
         self.total_dropped = 0
         self.dropping_since: float | None = None
+        self.burst = 0
 
-    def offer(self, seq: int, message_type: str, frame: str, now: float) -> bool:
+    def offer(self, seq: int, message_type: str, frame: str) -> bool:
         """Queue a frame the spectator subscribed to; returns False when it is filtered out."""
         if seq != CONTROL and message_type not in self.types:
             return False
-        if len(self.items) >= self.maxsize:
+        self.items.append((seq, frame))
+        self.burst += 1
+        return True
+
+    def settle(self, now: float) -> None:
+        """End of a burst: drop the oldest frames beyond the bound, counting them."""
+        limit = max(self.maxsize, min(self.burst, self.maxsize * BURST_FACTOR))
+        self.burst = 0
+        while len(self.items) > limit:
             old_seq, _ = self.items.popleft()
             if old_seq != CONTROL:
                 self.dropped += 1
@@ -55,8 +70,6 @@ class SpectatorQueue:
                 self.dropped_last = old_seq
                 if self.dropping_since is None:
                     self.dropping_since = now
-        self.items.append((seq, frame))
-        return True
 
     def pop(self) -> tuple[int, str] | None:
         if not self.items:
@@ -93,10 +106,17 @@ class Spectator:
         self.closing = asyncio.Event()
         self.delivered_through = 0  # highest seq sent (or skipped by a type filter), for de-duplication
 
-    def offer(self, seq: int, message_type: str, frame: str, now: float) -> None:
+    def offer(self, seq: int, message_type: str, frame: str) -> None:
         # put_nowait semantics, never an await: one stalled browser must not delay any other spectator.
-        if self.queue.offer(seq, message_type, frame, now):
+        if self.queue.offer(seq, message_type, frame):
             self.wake.set()
+
+    def settle(self, now: float, slow_timeout: float) -> None:
+        """Apply the queue bound after a burst; a spectator that stays behind too long is closed (4008)."""
+        self.queue.settle(now)
+        if self.queue.overdue(now, slow_timeout):
+            dropped = self.queue.total_dropped
+            self.request_close(CLOSE_SLOW, f"too slow: fell behind and {dropped} frames were dropped")
 
     def request_close(self, code: int, reason: str) -> None:
         if self.close_request is None:

@@ -152,6 +152,7 @@ async def _serve(
             {
                 "session": session,
                 "latest_metrics": state.latest_metrics,
+                "latest_decision": state.latest_decision,
                 "graphs": state.graphs,
             },
         )
@@ -239,7 +240,8 @@ async def _receive(websocket: WebSocket, spectator: Spectator) -> None:
             if invalid > MAX_INVALID_MESSAGES:
                 spectator.request_close(1008, f"more than {MAX_INVALID_MESSAGES} invalid messages")
                 return
-        spectator.offer(CONTROL, "reply", reply, asyncio.get_running_loop().time())
+        spectator.offer(CONTROL, "reply", reply)
+        spectator.queue.settle(asyncio.get_running_loop().time())
 
 
 def handle_client_message(spectator: Spectator, raw: str | bytes | None) -> tuple[str, bool]:

@@ -88,6 +88,16 @@ def read_frames(conn: Connection, session_pk: int, where: MessageFilter, limit: 
     return [(row.seq, row.type, row.frame) for row in rows]
 
 
+def latest_frame(conn: Connection, session_pk: int, message_type: str) -> str | None:
+    """The newest stored frame of one type (by the type index), or None."""
+    return conn.execute(
+        select(messages.c.frame)
+        .where(messages.c.session_pk == session_pk, messages.c.type == message_type)
+        .order_by(messages.c.seq.desc())
+        .limit(1)
+    ).scalar()
+
+
 def read_graphs(conn: Connection, session_pk: int) -> list[Any]:
     rows = conn.execute(select(graphs.c.state).where(graphs.c.session_pk == session_pk).order_by(graphs.c.graph_id))
     return [orjson.loads(state) for (state,) in rows]

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, inspect
 
 from bot.store.engine import create_engines
-from bot.store.errors import StoreUnavailableError
+from bot.store.errors import StoreError, StoreUnavailableError
 from bot.store.tables import metadata
 from bot.store.writes import Applied, Job, Published, commit_group
 
@@ -54,7 +54,11 @@ class Store:
 
     async def __aenter__(self) -> Self:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._writer_pool, metadata.create_all, self.writer)
+        try:
+            await loop.run_in_executor(self._writer_pool, prepare_schema, self.writer)
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
         self._task = asyncio.create_task(self._commit_loop(), name="tms-group-commit")
         return self
 
@@ -126,6 +130,24 @@ class Store:
                 pending.future.set_exception(outcome)
             else:
                 pending.future.set_result(outcome.result)
+
+
+def prepare_schema(engine: Any) -> None:
+    """Create missing tables; refuse, naming what differs, a database an older version made."""
+    inspector = inspect(engine)
+    problems = []
+    for table in metadata.sorted_tables:
+        if inspector.has_table(table.name):
+            existing = {column["name"] for column in inspector.get_columns(table.name)}
+            missing = [column.name for column in table.c if column.name not in existing]
+            if missing:
+                problems.append(f"table {table.name} lacks {', '.join(missing)}")
+    if problems:
+        raise StoreError(
+            f"the database {engine.url.render_as_string(hide_password=True)!r} was made by an older version "
+            f"({'; '.join(problems)}); there are no migrations before 1.0: move it aside and start again"
+        )
+    metadata.create_all(engine)
 
 
 def _read(engine: Any, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -201,6 +201,7 @@ async def test_snapshot_holds_latest_metrics_and_graphs(
     assert snapshot["type"] == "snapshot"
     assert snapshot["data"]["session"]["algorithm"] == "PPO"
     assert snapshot["data"]["latest_metrics"]["current_reward"] == 1.5
+    assert snapshot["data"]["latest_decision"]["selected_action"] == "right"
     assert snapshot["data"]["graphs"][0]["graph_id"] == "reward_progress"
     assert snapshot["data"]["graphs"][0]["data_points"]["reward"][0]["value"] == 1.5
 

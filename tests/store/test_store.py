@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.schemas import SessionCreate, SessionUpdate, TrainingMetricsData
-from bot.store import SessionExistsError, SessionNotFoundError, Store
+from bot.store import SessionExistsError, SessionNotFoundError, Store, StoreError
 from bot.store.reads import MessageFilter, get_session, read_frames, read_series
 from bot.store.writes import CreateSession, Ingest, IngestResult, UpdateSession
 
@@ -85,3 +85,15 @@ async def test_status_update_takes_a_seq(store: Store) -> None:
     await store.write(Ingest("s", "training_metrics", metrics(1), None))
     updated = await store.write(UpdateSession("s", SessionUpdate(status="running")))
     assert updated["status"] == "running" and updated["last_seq"] == 2
+
+
+async def test_a_database_from_an_older_version_is_refused_by_name(tmp_path: Path) -> None:
+    """Opening a database whose tables lack columns stops with a message naming them."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE sessions (pk INTEGER PRIMARY KEY, session_id TEXT)")
+    with pytest.raises(StoreError, match="table sessions lacks epoch"):
+        async with Store(f"sqlite:///{path}"):
+            pass

@@ -1,0 +1,110 @@
+// Shared by the pages: API calls, the "server unreachable" banner, a self-healing spectator socket, charts.
+"use strict";
+
+const banner = () => document.getElementById("banner");
+
+function showProblem(text) {
+  const el = banner();
+  if (el) { el.textContent = text; el.classList.add("shown"); }
+}
+
+function clearProblem() {
+  const el = banner();
+  if (el) el.classList.remove("shown");
+}
+
+async function api(path) {
+  let response;
+  try {
+    response = await fetch(path, { headers: { Accept: "application/json" } });
+  } catch (error) {
+    showProblem("Cannot reach the server. Retrying…");
+    throw error;
+  }
+  clearProblem();
+  if (!response.ok) throw new Error(`${response.status} ${await response.text()}`);
+  return response.json();
+}
+
+// Non-finite values travel as strings ("NaN", "Infinity"); a chart draws them as gaps.
+const plain = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
+
+// A spectator connection that reconnects by itself with `since` and `epoch`, so no message is missed.
+class Spectator {
+  // `since` and `epoch` (from a history read) make the stream start right after what was read.
+  constructor(key, { types, onMessage, onState, password, since, epoch }) {
+    this.key = key; this.types = types; this.onMessage = onMessage; this.onState = onState || (() => {});
+    this.password = password || null; this.lastSeq = since ?? null; this.epoch = epoch ?? null;
+    this.delay = 500; this.closed = false;
+    this.open();
+  }
+  url() {
+    const params = new URLSearchParams({ user_name: "web" });
+    if (this.types) params.set("types", this.types.join(","));
+    if (this.lastSeq !== null) { params.set("since", this.lastSeq); params.set("epoch", this.epoch); }
+    if (this.password) params.set("password", this.password);
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    return `${scheme}://${location.host}/ws/${encodeURIComponent(this.key)}?${params}`;
+  }
+  open() {
+    this.onState("connecting");
+    const ws = (this.ws = new WebSocket(this.url()));
+    ws.onmessage = (event) => {
+      const message = JSON.parse(event.data);
+      if (message.type === "connection_status" && message.data.event === "connected") {
+        this.delay = 500; clearProblem(); this.onState("connected");
+        if (this.epoch === null) this.epoch = message.data.epoch;
+      }
+      if (message.type === "reset") { this.epoch = message.data.epoch; this.lastSeq = 0; }
+      if (message.seq !== null && message.seq !== undefined) this.lastSeq = message.seq;
+      else if (message.type === "snapshot" && this.lastSeq === null) this.lastSeq = message.data.session.last_seq;
+      this.onMessage(message);
+    };
+    ws.onclose = (event) => {
+      if (this.closed) return;
+      this.onState("disconnected", event);
+      if ([4403, 4404, 4410, 4400].includes(event.code)) return; // retrying cannot help
+      if (event.code === 1006) showProblem("Cannot reach the server. Reconnecting…");
+      setTimeout(() => this.open(), this.delay);
+      this.delay = Math.min(this.delay * 2, 10000);
+    };
+  }
+  close() { this.closed = true; if (this.ws) this.ws.close(); }
+}
+
+// A uPlot line chart that accepts appended points and redraws at most once per frame.
+const COLOURS = ["#4aa3ff", "#3fb950", "#f0883e", "#d2a8ff", "#ff6b6b", "#e3b341", "#39c5cf", "#f778ba"];
+const MAX_POINTS = 200000;
+
+class LiveChart {
+  constructor(container, title, labels, xLabel = "episode") {
+    this.container = container; this.labels = labels; this.data = [[], ...labels.map(() => [])];
+    this.pending = false;
+    const width = Math.max(280, container.clientWidth - 8);
+    this.plot = new uPlot({
+      title, width, height: 240,
+      scales: { x: { time: false } },
+      axes: [{ stroke: "#8b98a5", grid: { stroke: "#2d3742" }, label: xLabel }, { stroke: "#8b98a5", grid: { stroke: "#2d3742" } }],
+      series: [{ label: xLabel }, ...labels.map((label, i) => ({ label, stroke: COLOURS[i % COLOURS.length], width: 1.5, spanGaps: false }))],
+    }, this.data, container);
+    new ResizeObserver(() => this.plot.setSize({ width: Math.max(280, container.clientWidth - 8), height: 240 })).observe(container);
+  }
+  // Replace everything (backfill): columns = [xs, ys1, ys2, ...]
+  load(columns) { this.data = columns; this.redraw(); }
+  append(x, values) {
+    const xs = this.data[0];
+    if (xs.length && x < xs[xs.length - 1]) return; // a chart's x only moves forward
+    xs.push(x);
+    values.forEach((v, i) => this.data[i + 1].push(plain(v)));
+    if (xs.length > MAX_POINTS) this.data = this.data.map((column) => column.slice(column.length - MAX_POINTS / 2));
+    this.redraw();
+  }
+  points() { return this.data[0].length; }
+  redraw() {
+    if (this.pending) return;
+    this.pending = true;
+    requestAnimationFrame(() => { this.pending = false; this.plot.setData(this.data); });
+  }
+}
+
+window.TMS = { api, Spectator, LiveChart, plain, showProblem, clearProblem, COLOURS };

@@ -1,0 +1,134 @@
+"""The spectator pages in a real browser (Debian's Chromium, driven headless by Playwright)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import LiveServer, create_session
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which(CHROMIUM) is None, reason="Debian's chromium is not installed (.ci/run installs it)"
+    ),
+]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield launched
+        await launched.close()
+
+
+async def push(client: httpx.AsyncClient, session_id: str, episodes: range) -> None:
+    body = [
+        {
+            "episode": e,
+            "current_reward": float(e % 10),
+            "average_reward": 4.5,
+            "loss_value": 1 / (e + 1),
+            "epsilon": 0.5,
+            "win_rate": 50.0,
+            "custom": {"kl": 0.01},
+        }
+        for e in episodes
+    ]
+    assert (await client.post(f"/api/training/sessions/{session_id}/metrics", json=body)).status_code == 200
+
+
+async def test_session_page_shows_history_live_points_decision_and_spectators(
+    live: LiveServer, client: httpx.AsyncClient, browser: Any, tmp_path: Path
+) -> None:
+    """A person sees the charts fill from history then live, the decision bars, the count; and a lost server."""
+    session_id = await create_session(client, "web-run", algorithm="DQN", total_episodes=500)
+    await client.put(f"/api/training/sessions/{session_id}", json={"status": "running"})
+    await push(client, session_id, range(200))  # history, before the page opens
+
+    page = await browser.new_page(viewport={"width": 1200, "height": 1000})
+    await page.goto(f"{live.url}/sessions/{session_id}")
+    await page.wait_for_selector("#connection.connected")
+    await page.wait_for_function("() => window.sessionPage.charts.get('Reward')?.chart.points() === 200")
+
+    await push(client, session_id, range(200, 260))  # live
+    decision = {
+        "action_probabilities": {"left": 0.2, "right": 0.7, "fire": 0.1},
+        "q_values": [0.1, 0.9, 0.0],
+        "selected_action": "right",
+        "confidence_score": 0.7,
+    }
+    await client.post(f"/api/training/sessions/{session_id}/bot_decision", json=decision)
+    await page.wait_for_function("() => window.sessionPage.charts.get('Reward').chart.points() === 260")
+    await page.wait_for_selector("#probabilities .bar.selected[data-action='right']")
+
+    bars = await page.eval_on_selector_all(
+        "#probabilities .bar", "bars => bars.map(b => [b.dataset.action, +b.dataset.probability])"
+    )
+    assert bars == [["left", 0.2], ["right", 0.7], ["fire", 0.1]]
+    assert await page.text_content("#chosen") == "right"
+    assert await page.text_content("#spectators") == "1"
+    assert await page.text_content("#status") == "running"
+    assert await page.text_content("#episode") == "259 / 500"
+    kl = await page.query_selector("#picker input[value='kl']")
+    assert kl is not None
+    await kl.check()
+    await page.wait_for_function("() => window.sessionPage.charts.get('kl')?.chart.points() === 260")
+    await page.screenshot(path=str(tmp_path / "session.png"), full_page=True)
+
+    await live.stop()
+    await page.wait_for_selector("#banner.shown")
+    assert "reach the server" in (await page.text_content("#banner") or "")
+
+
+async def test_room_page_asks_for_the_password(live: LiveServer, client: httpx.AsyncClient, browser: Any) -> None:
+    """Opening a protected room by its code shows a password form; the right password joins."""
+    created = (
+        await client.post(
+            "/api/training/sessions", json={"training_id": "guarded", "room": {"password_protected": True}}
+        )
+    ).json()
+    page = await browser.new_page()
+    await page.goto(f"{live.url}/sessions/{created['room_code']}")
+    await page.wait_for_selector("#password-form.shown")
+    await page.fill("#password", created["room_password"])
+    await page.click("#password-form button")
+    await page.wait_for_selector("#connection.connected")
+    assert await page.text_content("#title") == "guarded"
+
+
+async def test_list_and_compare_pages(
+    live: LiveServer, client: httpx.AsyncClient, browser: Any, tmp_path: Path
+) -> None:
+    """The list shows sessions; the compare page overlays one metric of each, one legend entry per session."""
+    first, second = await create_session(client, "run-a"), await create_session(client, "run-b")
+    await push(client, first, range(50))
+    await push(client, second, range(80))
+    page = await browser.new_page(viewport={"width": 390, "height": 844})  # a phone
+    await page.goto(live.url)
+    await page.wait_for_selector(f"tr[data-session='{second}']")
+    await page.goto(f"{live.url}/compare?sessions={first},{second}&metric=current_reward")
+    await page.wait_for_function("() => window.comparePage.runs().length === 2")
+    await push(client, second, range(80, 90))
+    await page.wait_for_function("() => window.comparePage.runs()[1].xs.length === 90")
+    legend = await page.eval_on_selector_all(".u-legend .u-series", "rows => rows.map(r => r.textContent.trim())")
+    assert len(legend) == 3 and any(first in row for row in legend) and any(second in row for row in legend)
+    await page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
