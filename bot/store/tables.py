@@ -66,6 +66,15 @@ series = Table(
     sqlite_with_rowid=False,
 )
 
+# The names a session has logged, so that listing them never scans the series.
+metric_names = Table(
+    "metric_names",
+    metadata,
+    Column("session_pk", Integer, primary_key=True),
+    Column("metric", String(128), primary_key=True),
+    sqlite_with_rowid=False,
+)
+
 graphs = Table(
     "graphs",
     metadata,

@@ -11,7 +11,7 @@ import pytest
 
 from bot.schemas import SessionCreate, SessionUpdate, TrainingMetricsData
 from bot.store import SessionExistsError, SessionNotFoundError, Store, StoreError
-from bot.store.reads import MessageFilter, get_session, read_frames, read_series
+from bot.store.reads import MessageFilter, get_session, read_frames, read_series, read_series_range, session_metrics
 from bot.store.writes import CreateSession, Ingest, IngestResult, UpdateSession
 
 
@@ -77,6 +77,9 @@ async def test_nan_is_kept_in_the_series(store: Store) -> None:
     assert row is not None
     values = [value for _, _, _, value in await store.read(read_series, row.pk, "loss_value", 0, 10)]
     assert math.isnan(values[0]) and values[1] == math.inf
+    finite, nan_count = await store.read(read_series_range, row.pk, "loss_value", MessageFilter(start_episode=1))
+    assert [(seq, value) for seq, _, _, value in finite] == [(2, math.inf)] and nan_count == 1
+    assert await store.read(session_metrics, row.pk) == ["loss_value"]
 
 
 async def test_status_update_takes_a_seq(store: Store) -> None:
