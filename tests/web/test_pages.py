@@ -57,9 +57,10 @@ async def push(client: httpx.AsyncClient, session_id: str, episodes: range) -> N
 
 
 async def test_session_page_shows_history_live_points_decision_and_spectators(
-    live: LiveServer, client: httpx.AsyncClient, browser: Any, tmp_path: Path
+    live: LiveServer, client: httpx.AsyncClient, browser: Any, tmp_path: Path, server_factory: Any, settings: Any
 ) -> None:
-    """A person sees the charts fill from history then live, the decision bars, the count; and a lost server."""
+    """A person sees the charts fill from history then live, the decision bars, the count, a lost server,
+    and, when it is back, the page reconnects by itself and fills the gap."""
     session_id = await create_session(client, "web-run", algorithm="DQN", total_episodes=500)
     await client.put(f"/api/training/sessions/{session_id}", json={"status": "running"})
     await push(client, session_id, range(200))  # history, before the page opens
@@ -97,6 +98,12 @@ async def test_session_page_shows_history_live_points_decision_and_spectators(
     await live.stop()
     await page.wait_for_selector("#banner.shown")
     assert "reach the server" in (await page.text_content("#banner") or "")
+
+    back = await server_factory(settings, port=live.port)
+    async with httpx.AsyncClient(base_url=back.url) as again:
+        await push(again, session_id, range(260, 300))
+    await page.wait_for_selector("#connection.connected")
+    await page.wait_for_function("() => window.sessionPage.charts.get('Reward').chart.points() === 300")
 
 
 async def test_room_page_asks_for_the_password(live: LiveServer, client: httpx.AsyncClient, browser: Any) -> None:
