@@ -7,6 +7,7 @@ import contextlib
 import os
 import secrets
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,10 @@ import websockets
 
 from bot.config import Settings
 from bot.server import TrainingMetricsServer
+
+# Servers run in the test's own process, beside blocking SDK threads: a short GIL switch interval keeps
+# the two from waiting out each other's 5 ms turns (a convoy no real deployment has).
+sys.setswitchinterval(0.0005)
 
 # Every wait in a test is bounded; scale them all on a slow machine with TMS_TESTS_TIMEOUT_FACTOR.
 TIMEOUT = 10.0 * float(os.environ.get("TMS_TESTS_TIMEOUT_FACTOR", "1"))
@@ -81,6 +86,7 @@ def settings(db_path: Path) -> Settings:
         slow_spectator_timeout=0.5,
         max_backlog=50,
         cleanup_interval_seconds=3600,
+        ws_ping_interval=5.0,
     )
 
 
@@ -111,7 +117,7 @@ async def start_server(settings: Settings, send_buffer: int | None = None, port:
         # Accepted sockets inherit this: a stalled spectator then backs up after kilobytes, not megabytes.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
     app_server = TrainingMetricsServer(settings.model_copy(update={"port": sock.getsockname()[1]}))
-    server = uvicorn.Server(app_server.uvicorn_config(log_level="warning", ws_ping_interval=5.0))
+    server = uvicorn.Server(app_server.uvicorn_config(log_level="warning"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     async with asyncio.timeout(TIMEOUT):
         while not server.started:

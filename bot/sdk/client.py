@@ -16,6 +16,7 @@ import re
 import secrets
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -48,6 +49,7 @@ class MetricsClient:
         spool_dir: str | Path | None = None,
         timeout: float = 5.0,
         heartbeat_interval: float = 10.0,
+        on_delivered: Callable[[dict[str, Any], Any], None] | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         """
@@ -61,6 +63,8 @@ class MetricsClient:
             spool_dir: where undelivered batches are kept (default TMS_SPOOL_DIR or ~/.cache/...).
             timeout: seconds per HTTP request.
             heartbeat_interval: how often an open run tells the server the engine is alive.
+            on_delivered: called on the sender thread with each record the server acknowledged and its
+                answer (for data: `first_seq`, `last_seq`, `duplicate`); for audits and tests.
             transport: an httpx transport, for tests or custom networking.
         """
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -75,6 +79,7 @@ class MetricsClient:
             flush_interval=flush_interval,
             max_pending=max_pending,
             heartbeat_interval=heartbeat_interval,
+            on_delivered=on_delivered,
         )
         self._closed = False
         # Exit never hangs and never loses data: at interpreter exit (finalize runs then too), flush

@@ -9,6 +9,7 @@ A record is what the sender forms from log calls and what the spool stores:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -35,6 +36,10 @@ class Outcome(Enum):
 class Result:
     outcome: Outcome
     reason: str = ""
+    answer: Any = None  # the server's JSON answer when delivered: for data, first_seq and last_seq
+
+
+OnDelivered = Callable[[dict[str, Any], Any], None]
 
 
 def _json(body: Any) -> bytes:
@@ -57,7 +62,8 @@ def _ensure_session(http: httpx.Client, session_id: str, spec: dict[str, Any] | 
 
 def _classify(response: httpx.Response) -> Result:
     if response.is_success:
-        return Result(Outcome.DELIVERED)
+        is_json = response.headers.get("content-type", "").startswith("application/json")
+        return Result(Outcome.DELIVERED, answer=response.json() if is_json else None)
     if response.status_code in (408, 425, 429) or response.status_code >= 500:
         return Result(Outcome.RETRY, f"HTTP {response.status_code}")
     return Result(Outcome.REJECTED, f"HTTP {response.status_code}: {response.text[:2000]}")
@@ -101,7 +107,9 @@ class SyncReport:
     files: int = 0
 
 
-def upload_spool(http: httpx.Client, spool: Spool, paths: list[Path] | None = None) -> SyncReport:
+def upload_spool(
+    http: httpx.Client, spool: Spool, paths: list[Path] | None = None, on_delivered: OnDelivered | None = None
+) -> SyncReport:
     """Deliver spooled records oldest first; stop at the first RETRY and keep what is left."""
     report = SyncReport()
     for path in paths if paths is not None else spool.files():
@@ -125,6 +133,8 @@ def upload_spool(http: httpx.Client, spool: Spool, paths: list[Path] | None = No
                     report.rejected += 1
                 else:
                     report.delivered += 1
+                    if on_delivered is not None:
+                        on_delivered(records[index], result.answer)
                 index += 1
             rewrite(path, records[index:])
             report.remaining += len(records) - index

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from .delivery import Outcome, deliver, upload_spool
+from .delivery import OnDelivered, Outcome, deliver, upload_spool
 from .spool import Spool
 
 logger = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ class Sender:
         max_pending: int,
         max_backoff: float = 5.0,
         heartbeat_interval: float = 10.0,
+        on_delivered: OnDelivered | None = None,
     ) -> None:
         self.http = http
         self.spool = spool
@@ -52,6 +53,7 @@ class Sender:
         self.sessions: dict[str, dict[str, Any]] = {}  # session id -> spec, to re-create a lost session
         self.open_runs: set[str] = set()  # sessions inside their `with` block: they get heartbeats
         self.heartbeat_interval = heartbeat_interval
+        self.on_delivered = on_delivered
         self._last_heartbeat = time.monotonic()
         self._keys = count(1)
         self._token = secrets.token_hex(6)
@@ -125,7 +127,7 @@ class Sender:
             return
         if self.spool.files():
             self.spool.close()  # our own spilled file is uploaded too, in order
-            report = upload_spool(self.http, self.spool)
+            report = upload_spool(self.http, self.spool, on_delivered=self.on_delivered)
             if report.remaining:
                 self._fail("server unavailable while uploading the spool")
                 return
@@ -152,6 +154,8 @@ class Sender:
                 self.spool.dead_letter(record, result.reason)
             else:
                 self.delivered += len(record.get("items", ())) or 1
+                if self.on_delivered is not None:
+                    self.on_delivered(record, result.answer)
             self._ok()
         self._heartbeat()
 

@@ -128,6 +128,10 @@ class Hub:
     def counts(self) -> dict[str, int]:
         return {session_id: len(w.spectators) for session_id, w in self._sessions.items()}
 
+    def deepest_queue(self) -> int:
+        """The most frames any spectator has waiting: memory stays within max_backlog * BURST_FACTOR."""
+        return max((len(s.queue.items) for w in self._sessions.values() for s in w.spectators.values()), default=0)
+
     def add(self, spectator: Spectator, limit: int | None = None) -> None:
         """Register a spectator, or raise HubFullError when a connection limit is reached.
 

@@ -47,7 +47,7 @@ async def status(service: ServiceDep, hub: HubDep) -> dict[str, Any]:
         "version": __version__,
         "uptime_seconds": round(time.time() - stats.started_at, 3),
         "sessions": {"total": total, "active": active},
-        "spectators": {"total": hub.total, "per_session": hub.counts()},
+        "spectators": {"total": hub.total, "per_session": hub.counts(), "deepest_queue": hub.deepest_queue()},
         "messages_in": stats.messages_in,
         "messages_out": stats.messages_out,
         "store_commits": service.store.commits,
