@@ -11,6 +11,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
@@ -22,9 +24,26 @@ def free_port() -> int:
         return port
 
 
+@dataclass
+class Server:
+    url: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU the server process has used so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_kb(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+
 @contextlib.contextmanager
-def server_process(extra_env: dict[str, str] | None = None) -> Iterator[str]:
-    """`bot serve` on a fresh SQLite file in a temporary directory; yields its URL; stops it after."""
+def server_process(extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+    """`bot serve` on a fresh SQLite file in a temporary directory; yields it; stops it after."""
     port = free_port()
     with tempfile.TemporaryDirectory() as directory:
         env = {**os.environ, "DATABASE_URL": f"sqlite:///{directory}/bench.db", **(extra_env or {})}
@@ -45,7 +64,7 @@ def server_process(extra_env: dict[str, str] | None = None) -> Iterator[str]:
                 time.sleep(0.1)
             else:
                 raise RuntimeError("the server did not start within 30 s")
-            yield url
+            yield Server(url, process.pid)
         finally:
             process.terminate()
             process.wait(10)

@@ -130,7 +130,8 @@ def measure(url: str, batches: int) -> dict[str, float]:
 
 def main() -> None:
     batches = int(sys.argv[1]) if len(sys.argv) > 1 else 25
-    with server_process() as url:
+    with server_process() as server:
+        url = server.url
         figures = measure(url, batches)
     print(
         f"4 engines x {batches} batches of {BATCH} points: {figures['points_per_s']:,.0f} points/s acknowledged, "

@@ -79,7 +79,8 @@ def throughput(url: str, points: int) -> float:
 
 def main() -> None:
     calls = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
-    with server_process() as url:
+    with server_process() as server:
+        url = server.url
         up = cost(url, calls, "server up")
         rate = throughput(url, calls)
         ceiling = ingest_ceiling(url, 10)["points_per_s"]
