@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 CONTROL = 0  # the seq of frames that are not part of the stored stream
 BURST_FACTOR = 10
 CLOSE_SLOW = 4008
+CLOSE_GRACE_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +104,7 @@ class Spectator:
         self.queue = SpectatorQueue(maxsize, types)
         self.wake = asyncio.Event()
         self.close_request: tuple[int, str] | None = None
-        self.closing = asyncio.Event()
+        self.cut_off: Callable[[], object] | None = None  # set by the endpoint: ends a connection that hangs
         self.delivered_through = 0  # highest seq sent (or skipped by a type filter), for de-duplication
 
     def offer(self, seq: int, message_type: str, frame: str) -> None:
@@ -121,5 +122,7 @@ class Spectator:
     def request_close(self, code: int, reason: str) -> None:
         if self.close_request is None:
             self.close_request = (code, reason)
-            self.closing.set()
             self.wake.set()
+            if self.cut_off is not None:
+                # A timer, not a task per spectator: the close normally goes out long before it fires.
+                asyncio.get_running_loop().call_later(CLOSE_GRACE_SECONDS, self.cut_off)

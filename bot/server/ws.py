@@ -37,7 +37,6 @@ router = APIRouter()
 REPLAY_PAGE = 1000
 REPLAY_PASSES = 8
 MAX_INVALID_MESSAGES = 100
-CLOSE_GRACE_SECONDS = 5.0
 
 
 class BadParameterError(ValueError):
@@ -118,6 +117,32 @@ async def spectate(websocket: WebSocket, session_id: str) -> None:
 async def _serve(
     websocket: WebSocket, spectator: Spectator, service: TrainingService, hub: Hub, since: int | None, epoch: str | None
 ) -> None:
+    since = await _greet(websocket, spectator, service, hub, since, epoch)
+    sender = asyncio.create_task(_send(websocket, spectator, service, replay=since is not None))
+    receiver = asyncio.create_task(_receive(websocket, spectator))
+    # A spectator asked to close whose sender is stuck writing to a stalled socket is cut off.
+    spectator.cut_off = lambda: (sender.cancel(), receiver.cancel())
+    try:
+        await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sender, receiver):
+            task.cancel()
+        for task in (sender, receiver):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if spectator.close_request is not None:
+            # The sender could not deliver the close (a stalled peer): try once more, briefly.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(websocket.close(*spectator.close_request), 1.0)
+
+
+async def _greet(
+    websocket: WebSocket, spectator: Spectator, service: TrainingService, hub: Hub, since: int | None, epoch: str | None
+) -> int | None:
+    """Welcome, optional reset, snapshot; returns the `since` to replay from (None: live only).
+
+    A function of its own so that the snapshot it reads is freed, not kept for the connection's life.
+    """
     # Read the state after registering with the hub: the snapshot and the live stream meet with no gap.
     state = await service.state(spectator.session_id)
     session = {**state.session, "spectators": hub.count(spectator.session_id)}
@@ -158,21 +183,7 @@ async def _serve(
         )
     )
     spectator.delivered_through = session["last_seq"] if since is None else since
-    sender = asyncio.create_task(_send(websocket, spectator, service, replay=since is not None))
-    receiver = asyncio.create_task(_receive(websocket, spectator))
-    enforcer = asyncio.create_task(_enforce_close(spectator, sender))
-    try:
-        await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (sender, receiver, enforcer):
-            task.cancel()
-        for task in (sender, receiver, enforcer):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        if spectator.close_request is not None:
-            # The sender could not deliver the close (a stalled peer): try once more, briefly.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(websocket.close(*spectator.close_request), 1.0)
+    return since
 
 
 async def _replay(websocket: WebSocket, spectator: Spectator, service: TrainingService) -> None:
@@ -218,13 +229,6 @@ async def _send(websocket: WebSocket, spectator: Spectator, service: TrainingSer
     code, reason = spectator.close_request
     await websocket.close(code, reason[:120])
     spectator.close_request = None
-
-
-async def _enforce_close(spectator: Spectator, sender: asyncio.Task[None]) -> None:
-    """A spectator asked to close whose sender is stuck writing to a stalled socket is cut off."""
-    await spectator.closing.wait()
-    await asyncio.sleep(CLOSE_GRACE_SECONDS)
-    sender.cancel()
 
 
 async def _receive(websocket: WebSocket, spectator: Spectator) -> None:
