@@ -42,11 +42,12 @@ class Server:
 
 
 @contextlib.contextmanager
-def server_process(extra_env: dict[str, str] | None = None) -> Iterator[Server]:
-    """`bot serve` on a fresh SQLite file in a temporary directory; yields it; stops it after."""
+def server_process(extra_env: dict[str, str] | None = None, database: Path | None = None) -> Iterator[Server]:
+    """`bot serve` on a fresh SQLite file (or `database`); yields it; stops it after."""
     port = free_port()
     with tempfile.TemporaryDirectory() as directory:
-        env = {**os.environ, "DATABASE_URL": f"sqlite:///{directory}/bench.db", **(extra_env or {})}
+        path = database or Path(directory) / "bench.db"
+        env = {**os.environ, "DATABASE_URL": f"sqlite:///{path}", **(extra_env or {})}
         env.pop("REDIS_URL", None)
         process = subprocess.Popen(
             [sys.executable, "-m", "bot", "serve", "--port", str(port)],

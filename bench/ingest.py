@@ -128,11 +128,9 @@ def measure(url: str, batches: int) -> dict[str, float]:
     return figures
 
 
-def main() -> None:
-    batches = int(sys.argv[1]) if len(sys.argv) > 1 else 25
+def run(batches: int) -> dict[str, float]:
     with server_process() as server:
-        url = server.url
-        figures = measure(url, batches)
+        figures = measure(server.url, batches)
     print(
         f"4 engines x {batches} batches of {BATCH} points: {figures['points_per_s']:,.0f} points/s acknowledged, "
         f"ack latency p50 {figures['p50_ms']:.1f} ms p99 {figures['p99_ms']:.1f} ms"
@@ -142,6 +140,11 @@ def main() -> None:
         f"ratio {figures['ratio']:.2f} (target >= 0.35, and >= 100,000 points/s)"
     )
     print(f"single points, 8 concurrent clients: {figures['single_point_requests_per_s']:,.0f} requests/s")
+    return figures
+
+
+def main() -> None:
+    run(int(sys.argv[1]) if len(sys.argv) > 1 else 25)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Memory figures: server RSS at rest after start-up, and per idle spectator with N connected.
 
-    python bench/memory.py [SPECTATORS]
+python bench/memory.py [SPECTATORS]
 """
 
 from __future__ import annotations
@@ -29,10 +29,16 @@ def measure(spectators: int) -> dict[str, float]:
             connected = server.rss_kb()
             total = httpx.get(f"{server.url}/status").json()["spectators"]["total"]
     per_spectator = (connected - at_rest) * 1024 / spectators
-    print(f"server RSS at rest after start-up: {at_rest / 1024:.1f} MB; with {total} idle spectators: "
-          f"{connected / 1024:.1f} MB = {per_spectator / 1024:.1f} KB per spectator (target <= 64 KB)")
-    return {"rss_at_rest_mb": at_rest / 1024, "rss_connected_mb": connected / 1024,
-            "per_spectator_kb": per_spectator / 1024, "spectators": total}
+    print(
+        f"server RSS at rest after start-up: {at_rest / 1024:.1f} MB; with {total} idle spectators: "
+        f"{connected / 1024:.1f} MB = {per_spectator / 1024:.1f} KB per spectator (target <= 64 KB)"
+    )
+    return {
+        "rss_at_rest_mb": at_rest / 1024,
+        "rss_connected_mb": connected / 1024,
+        "per_spectator_kb": per_spectator / 1024,
+        "spectators": total,
+    }
 
 
 if __name__ == "__main__":

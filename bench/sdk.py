@@ -77,8 +77,7 @@ def throughput(url: str, points: int) -> float:
     return rate
 
 
-def main() -> None:
-    calls = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
+def measure(calls: int) -> dict[str, object]:
     with server_process() as server:
         url = server.url
         up = cost(url, calls, "server up")
@@ -91,7 +90,11 @@ def main() -> None:
     down = cost(f"http://127.0.0.1:{free_port()}", calls, "server down")
     target = "met" if up["median_us"] <= 5 and up["p99_us"] <= 50 and down["median_us"] <= 5 else "NOT met"
     print(f"target median <= 5 µs and p99 <= 50 µs: {target}")
-    print({"up": up, "down": down, "throughput_points_per_s": rate, "ingest_ceiling_points_per_s": ceiling})
+    return {"up": up, "down": down, "throughput_points_per_s": rate, "ingest_ceiling_points_per_s": ceiling}
+
+
+def main() -> None:
+    print(measure(int(sys.argv[1]) if len(sys.argv) > 1 else 200_000))
 
 
 if __name__ == "__main__":

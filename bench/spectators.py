@@ -1,6 +1,7 @@
 """A spectator load process: N WebSocket connections that count frames and measure push-to-receive latency.
 
     python bench/spectators.py WS_URL CONNECTIONS EXPECTED [SECONDS]
+    python bench/spectators.py WS_URL CONNECTIONS stall [SECONDS]   # connect, then never read
 
 Reads until every connection got EXPECTED data frames (or SECONDS pass), then prints one JSON line:
 received frames, the first and last receive times, and latency percentiles in ms (from the `t` the
@@ -49,7 +50,32 @@ async def spectator(
     return got
 
 
+async def stall(url: str, connections: int, seconds: float) -> None:
+    """Spectators that stop reading: the library reads one frame, then the kernel buffers fill."""
+    sockets = [
+        await websockets.connect(url, compression=None, max_queue=1, open_timeout=60) for _ in range(connections)
+    ]
+    print("READY", flush=True)
+    await asyncio.sleep(seconds)
+    print(
+        orjson.dumps(
+            {
+                "received": 0,
+                "first": 0,
+                "last": 0,
+                "p50_ms": -1,
+                "p99_ms": -1,
+                "complete": True,
+                "open": sum(ws.state.name == "OPEN" for ws in sockets),
+            }
+        ).decode(),
+        flush=True,
+    )
+
+
 async def main() -> None:
+    if sys.argv[3] == "stall":
+        return await stall(sys.argv[1], int(sys.argv[2]), float(sys.argv[4]) if len(sys.argv) > 4 else 60.0)
     url, connections, expected = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     seconds = float(sys.argv[4]) if len(sys.argv) > 4 else 120.0
     latencies: list[float] = []

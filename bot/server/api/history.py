@@ -71,7 +71,7 @@ async def history(
     end_episode: Annotated[int | None, Query(ge=0)] = None,
     since: Annotated[str | None, Query(description="from this time: epoch seconds or ISO 8601")] = None,
     until: Annotated[str | None, Query(description="up to this time: epoch seconds or ISO 8601")] = None,
-    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> Response:
     """Messages in seq order; `next_cursor` is null on the last page and stays valid as data arrives."""

@@ -1,0 +1,99 @@
+"""History figures on a session of 1,000,000 points: one 100,000-point page over HTTP against raw
+indexed fetchall + orjson.dumps of the same rows (same run), and a downsampled series over all of it.
+
+    python bench/history.py [POINTS]
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import server_process
+from bot.schemas import SessionCreate, TrainingMetricsData
+from bot.store.engine import create_engines
+from bot.store.store import prepare_schema
+from bot.store.writes import CreateSession, Ingest, commit_group
+
+PAGE = 100_000
+
+
+def fill(database: Path, points: int) -> None:
+    """Store `points` metrics the way the server does (the same write jobs), 10,000 per transaction."""
+    writer, reader = create_engines(f"sqlite:///{database}", sqlite_synchronous="NORMAL")
+    prepare_schema(writer)
+    commit_group(writer, [CreateSession("big", SessionCreate())], time.time())
+    for first in range(0, points, 10_000):
+        items = [TrainingMetricsData(episode=e, current_reward=(e % 997) / 10.0) for e in range(first, first + 10_000)]
+        commit_group(writer, [Ingest("big", "training_metrics", items)], time.time())
+    writer.dispose()
+    reader.dispose()
+
+
+def raw_page(database: Path, after: int) -> float:
+    start = time.perf_counter()
+    conn = sqlite3.connect(database)
+    rows = conn.execute(
+        "SELECT seq, frame FROM messages WHERE session_pk = 1 AND seq > ? ORDER BY seq LIMIT ?", (after, PAGE)
+    ).fetchall()
+    orjson.dumps([frame for _, frame in rows])
+    conn.close()
+    return time.perf_counter() - start
+
+
+def best_of(runs: int, measure: object) -> float:
+    return min(measure() for _ in range(runs))  # type: ignore[operator]
+
+
+def measure(points: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as directory:
+        database = Path(directory) / "history.db"
+        start = time.perf_counter()
+        fill(database, points)
+        print(f"filled a session with {points:,} points in {time.perf_counter() - start:.1f} s")
+        after = points // 2
+        with server_process(database=database) as server, httpx.Client(base_url=server.url, timeout=120) as http:
+            history = f"/api/training/sessions/big/history?limit={PAGE}&cursor={after}"
+            series = "/api/training/sessions/big/series?metric=current_reward&points=1000"
+
+            assert http.get(history).json()["count"] == PAGE  # checked once, outside the timing
+
+            def page() -> float:
+                t = time.perf_counter()
+                assert http.get(history).status_code == 200  # the whole body is read
+                return time.perf_counter() - t
+
+            def downsampled() -> float:
+                t = time.perf_counter()
+                assert len(http.get(series).json()["series"]["current_reward"]["value"]) <= 1000
+                return time.perf_counter() - t
+
+            ours = best_of(3, page)
+            down = best_of(3, downsampled)
+        raw = best_of(3, lambda: raw_page(database, after))
+    ratio = ours / raw
+    print(
+        f"one page of {PAGE:,} points over HTTP: {ours * 1000:.0f} ms; raw indexed fetchall + orjson.dumps: "
+        f"{raw * 1000:.0f} ms; ratio {ratio:.2f} (target <= 4)"
+    )
+    print(
+        f"downsampled series (1,000 points, min/max per bucket) over {points:,}: {down * 1000:.0f} ms "
+        f"(target <= 200 ms)"
+    )
+    return {"page_ms": ours * 1000, "raw_ms": raw * 1000, "ratio": ratio, "downsample_ms": down * 1000}
+
+
+def main() -> None:
+    print(measure(int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000))
+
+
+if __name__ == "__main__":
+    main()

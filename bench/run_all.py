@@ -1,0 +1,135 @@
+"""Every benchmark in one run (about 5 minutes here): one table, also written to bench/results/latest.json.
+
+python bench/run_all.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import fanout, history, ingest, memory, sdk, slow_spectators
+
+Row = tuple[str, float, float | None, float | None, str, bool]
+
+
+def rows() -> list[Row]:
+    table: list[Row] = []
+    for spectators, frames in ((100, 2000), (1000, 300)):
+        f = fanout.throughput(spectators, frames)
+        table.append(
+            (
+                f"fan-out deliveries/s, {spectators} spectators",
+                f["ours"]["deliveries_per_s"],
+                f["baseline"]["deliveries_per_s"],
+                f["ratio"],
+                ">= 0.7x bare broadcast()",
+                f["ratio"] >= 0.7,
+            )
+        )
+        table.append(
+            (
+                f"server CPU µs per delivery, {spectators} spectators",
+                f["ours"]["server_cpu_us_per_delivery"],
+                None,
+                None,
+                "printed",
+                True,
+            )
+        )
+    lat = fanout.latency(1000, 10, 10)
+    table.append(
+        ("p99 ms at 10,000 deliveries/s, 1000 spectators", lat["p99_ms"], None, None, "<= 50 ms", lat["p99_ms"] <= 50)
+    )
+    slow: Any = slow_spectators.measure(3000)
+    table.append(
+        ("ingest with 10 stalled / without", slow["ingest_ratio"], None, None, ">= 0.9", slow["ingest_ratio"] >= 0.9)
+    )
+    table.append(
+        ("fast p99 with 10 stalled / without", slow["p99_ratio"], None, None, "<= 1.1", slow["p99_ratio"] <= 1.1)
+    )
+    ing = ingest.run(25)
+    table.append(
+        (
+            "ingest points/s, 4 engines x 1000-point batches",
+            ing["points_per_s"],
+            ing["baseline_points_per_s"],
+            ing["ratio"],
+            ">= 100,000 and >= 0.35x raw sqlite3",
+            ing["points_per_s"] >= 100_000 and ing["ratio"] >= 0.35,
+        )
+    )
+    table.append(("ingest ack latency p99 ms", ing["p99_ms"], None, None, "printed", True))
+    table.append(
+        ("single-point requests/s, 8 clients", ing["single_point_requests_per_s"], None, None, "printed", True)
+    )
+    his = history.measure(1_000_000)
+    table.append(
+        ("history page of 100,000 ms", his["page_ms"], his["raw_ms"], his["ratio"], "<= 4x raw", his["ratio"] <= 4)
+    )
+    table.append(
+        (
+            "downsampled 1,000 of 1,000,000 ms",
+            his["downsample_ms"],
+            None,
+            None,
+            "<= 200 ms",
+            his["downsample_ms"] <= 200,
+        )
+    )
+    mem = memory.measure(1000)
+    table.append(("RSS at rest MB", mem["rss_at_rest_mb"], None, None, "printed", True))
+    table.append(
+        ("RSS per idle spectator KB", mem["per_spectator_kb"], None, None, "<= 64 KB", mem["per_spectator_kb"] <= 64)
+    )
+    s: Any = sdk.measure(100_000)
+    table.append(
+        (
+            "SDK log_metrics median µs",
+            s["up"]["median_us"],
+            s["up"]["baseline_median_us"],
+            None,
+            "<= 5 µs",
+            s["up"]["median_us"] <= 5,
+        )
+    )
+    table.append(("SDK log_metrics p99 µs", s["up"]["p99_us"], None, None, "<= 50 µs", s["up"]["p99_us"] <= 50))
+    table.append(
+        (
+            "SDK one engine points/s",
+            s["throughput_points_per_s"],
+            s["ingest_ceiling_points_per_s"],
+            s["throughput_points_per_s"] / s["ingest_ceiling_points_per_s"],
+            "printed",
+            True,
+        )
+    )
+    return table
+
+
+def main() -> None:
+    start = time.perf_counter()
+    table = rows()
+    print(f"\n{'figure':<52} {'value':>12} {'baseline':>12} {'ratio':>7}  target / met?")
+    for name, value, base, ratio, target, met in table:
+        base_text = f"{base:,.1f}" if base is not None else "-"
+        ratio_text = f"{ratio:.2f}" if ratio is not None else "-"
+        print(f"{name:<52} {value:>12,.1f} {base_text:>12} {ratio_text:>7}  {target} {'yes' if met else 'NO'}")
+    print(f"(all in {time.perf_counter() - start:.0f} s)")
+    out = Path(__file__).resolve().parent / "results" / "latest.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(
+        json.dumps(
+            [dict(zip(("figure", "value", "baseline", "ratio", "target", "met"), row, strict=True)) for row in table],
+            indent=1,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
