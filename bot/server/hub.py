@@ -97,7 +97,6 @@ class Hub:
         self.pending_limit = pending_limit
         self.repair_interval = repair_interval
         self.total = 0
-        self.frames_delivered = 0
         self._tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> Self:
@@ -248,7 +247,6 @@ class Hub:
         watched.delivered = seq
         for spectator in watched.spectators.values():
             spectator.offer(seq, message_type, frame)
-        self.frames_delivered += 1
 
     def _drain_pending(self, session_id: str, watched: _Watched) -> None:
         for seq in [s for s in watched.pending if s <= watched.delivered]:

@@ -20,7 +20,6 @@ from bot.server.hub import channel_for, encode_payload
 from bot.store import SessionNotFoundError, Store
 from bot.store.downsample import min_max
 from bot.store.reads import (
-    ACTIVE_STATUSES,
     MessageFilter,
     get_session,
     get_session_by_room,
@@ -221,4 +220,4 @@ def _last_seqs(conn: Connection, session_ids: list[str]) -> dict[str, int]:
     return {session_id: int(last_seq) for session_id, last_seq in rows}
 
 
-__all__ = ["ACTIVE_STATUSES", "SessionState", "Stats", "TrainingService"]
+__all__ = ["SessionState", "Stats", "TrainingService"]
