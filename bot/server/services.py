@@ -28,9 +28,11 @@ from bot.store.reads import (
     read_frames,
     read_graphs,
     read_series_range,
+    series_end,
     session_dict,
     session_metrics,
 )
+from bot.store.rollups import downsample_blocks, read_rollups
 from bot.store.rooms import check_password, hash_password, new_password
 from bot.store.tables import sessions
 from bot.store.writes import (
@@ -200,10 +202,9 @@ def _series(conn: Connection, session_id: str, metrics: list[str], where: Messag
         "series": {},
     }
     for metric in metrics:
-        rows, nan_count = read_series_range(conn, row.pk, metric, where)
-        kept = min_max(rows, points)
+        kept, total, nan_count = _downsampled(conn, row.pk, metric, where, points)
         result["series"][metric] = {
-            "total": len(rows),
+            "total": total,
             "nan_count": nan_count,
             "seq": [r[0] for r in kept],
             "episode": [r[1] for r in kept],
@@ -211,6 +212,23 @@ def _series(conn: Connection, session_id: str, metrics: list[str], where: Messag
             "value": [_plain(r[3]) for r in kept],
         }
     return result
+
+
+def _downsampled(
+    conn: Connection, session_pk: int, metric: str, where: MessageFilter, points: int
+) -> tuple[list[Any], int, int]:
+    """(points, how many non-NaN points there are, how many NaN). A whole long series is read from its
+    per-block rollups (a thousand rows for a million points); a range, or a short series, from the points."""
+    buckets = max(1, (points - 2) // 2)
+    if where == MessageFilter():
+        blocks = read_rollups(conn, session_pk, metric)
+        total = sum(block.count - block.nan_count for block in blocks)
+        if total > points and len(blocks) >= buckets:
+            first, last = series_end(conn, session_pk, metric, False), series_end(conn, session_pk, metric, True)
+            chosen = {p[0]: p for p in [first, *downsample_blocks(blocks, buckets), last] if p is not None}
+            return [chosen[seq] for seq in sorted(chosen)], total, sum(block.nan_count for block in blocks)
+    rows, nan_count = read_series_range(conn, session_pk, metric, where)
+    return min_max(rows, points), len(rows), nan_count
 
 
 def _last_seqs(conn: Connection, session_ids: list[str]) -> dict[str, int]:

@@ -147,6 +147,16 @@ def read_series_range(
     return points, len(rows) - len(points)
 
 
+def series_end(conn: Connection, session_pk: int, metric: str, last: bool) -> tuple[Any, ...] | None:
+    """The first (or last) non-NaN point of a series, by the index."""
+    order = series.c.seq.desc() if last else series.c.seq
+    query = select(series.c.seq, series.c.episode, series.c.ts, series.c.value).where(
+        series.c.session_pk == session_pk, series.c.metric == metric, series.c.value.is_not(None)
+    )
+    rows = _fetch(conn, query.order_by(order).limit(1))
+    return tuple(rows[0]) if rows else None
+
+
 def session_metrics(conn: Connection, session_pk: int) -> list[str]:
     """The names of every metric this session has logged."""
     rows = conn.execute(select(metric_names.c.metric).where(metric_names.c.session_pk == session_pk))

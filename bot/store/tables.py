@@ -66,6 +66,28 @@ series = Table(
     sqlite_with_rowid=False,
 )
 
+# Per metric and per block of ROLLUP_BLOCK seqs: how many points, and the lowest and highest of them.
+# Kept by the ingest transaction, so a chart of a million points reads a thousand rows, not a million.
+ROLLUP_BLOCK = 1024
+series_rollups = Table(
+    "series_rollups",
+    metadata,
+    Column("session_pk", Integer, primary_key=True),
+    Column("metric", String(128), primary_key=True),
+    Column("block", BigInteger, primary_key=True),
+    Column("count", Integer, nullable=False),
+    Column("nan_count", Integer, nullable=False),
+    Column("min_seq", BigInteger),
+    Column("min_episode", Integer),
+    Column("min_ts", Double),
+    Column("min_value", Double),
+    Column("max_seq", BigInteger),
+    Column("max_episode", Integer),
+    Column("max_ts", Double),
+    Column("max_value", Double),
+    sqlite_with_rowid=False,
+)
+
 # The names a session has logged, so that listing them never scans the series.
 metric_names = Table(
     "metric_names",

@@ -29,8 +29,9 @@ from bot.schemas import (
 )
 from bot.store.errors import SessionExistsError, SessionNotFoundError
 from bot.store.reads import session_dict
+from bot.store.rollups import update_rollups
 from bot.store.rooms import new_room_code
-from bot.store.tables import graphs, idempotency_keys, messages, metric_names, series, sessions
+from bot.store.tables import graphs, idempotency_keys, messages, metric_names, series, series_rollups, sessions
 
 WireItem = TrainingMetricsData | BotDecisionData | PerformanceGraphData
 
@@ -211,7 +212,7 @@ class MarkStale(Job):
 
 
 def delete_session_rows(conn: Connection, pk: int) -> None:
-    for table in (messages, series, metric_names, graphs, idempotency_keys):
+    for table in (messages, series, series_rollups, metric_names, graphs, idempotency_keys):
         conn.execute(delete(table).where(table.c.session_pk == pk))
     conn.execute(delete(sessions).where(sessions.c.pk == pk))
 
@@ -306,6 +307,7 @@ class Ingest(Job):
         conn.exec_driver_sql(_bulk_insert(conn, messages), rows)
         if series_rows:
             conn.exec_driver_sql(_bulk_insert(conn, series), series_rows)
+            update_rollups(conn, pk, series_rows)
             names = sorted({row[1] for row in series_rows})
             conn.exec_driver_sql(_bulk_insert(conn, metric_names) + " ON CONFLICT DO NOTHING", [(pk, n) for n in names])
         if self.idempotency_key is not None:

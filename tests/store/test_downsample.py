@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+from bot.schemas import SessionCreate, TrainingMetricsData
 from bot.store.downsample import min_max
 
 
@@ -27,3 +29,32 @@ def test_spikes_first_and_last_survive() -> None:
     assert kept[0][0] == 1 and kept[-1][0] == 100_000
     assert [r[0] for r in kept] == sorted(r[0] for r in kept)
     assert min_max(rows(values), 200) == kept
+
+
+async def test_rollups_give_the_extremes_of_a_long_series(tmp_path: Path) -> None:
+    """A long series is downsampled from its per-block rollups: first, last and every spike are kept,
+    the same points on every call, and NaN points are counted, not drawn."""
+    from bot.server.broker import MemoryBroker
+    from bot.server.services import TrainingService
+    from bot.store import Store
+    from bot.store.reads import MessageFilter
+
+    async with Store(f"sqlite:///{tmp_path / 'r.db'}") as store, MemoryBroker() as broker:
+        service = TrainingService(store, broker)
+        await service.create_session(SessionCreate(training_id="long"))
+        values = [math.sin(i / 300) for i in range(30_000)]
+        values[12_345], values[23_456] = 40.0, -40.0
+        for first in range(0, 30_000, 5_000):
+            batch = [TrainingMetricsData(episode=i, current_reward=values[i]) for i in range(first, first + 5_000)]
+            await service.ingest("long", "training_metrics", batch, None)
+        await service.ingest(
+            "long", "training_metrics", [TrainingMetricsData(episode=30_000, loss_value=math.nan)], None
+        )
+        series = (await service.series("long", ["current_reward"], MessageFilter(), 20))["series"]["current_reward"]
+        again = (await service.series("long", ["current_reward"], MessageFilter(), 20))["series"]["current_reward"]
+        loss = (await service.series("long", ["loss_value"], MessageFilter(), 20))["series"]["loss_value"]
+    assert series == again and series["total"] == 30_000 and len(series["value"]) <= 20
+    assert 40.0 in series["value"] and -40.0 in series["value"]
+    assert series["episode"][0] == 0 and series["episode"][-1] == 29_999
+    assert series["seq"] == sorted(series["seq"])
+    assert loss["nan_count"] == 1 and loss["value"] == []
