@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, select
 
 from bot.store.tables import ROLLUP_BLOCK, series_rollups
 
@@ -29,8 +29,39 @@ def _merge(state: Extremes, seq: int, episode: int | None, ts: float, value: flo
         state.update(max_seq=seq, max_episode=episode, max_ts=ts, max_value=value)
 
 
+COLUMNS = (
+    "count",
+    "nan_count",
+    "min_seq",
+    "min_episode",
+    "min_ts",
+    "min_value",
+    "max_seq",
+    "max_episode",
+    "max_ts",
+    "max_value",
+)
+
+
+def _upsert_sql(marker: str) -> str:
+    """One INSERT ... ON CONFLICT DO UPDATE (SQLite and PostgreSQL alike) that merges a block's extremes."""
+    t = "series_rollups"
+    sets = [f"count = {t}.count + excluded.count", f"nan_count = {t}.nan_count + excluded.nan_count"]
+    for side, op in (("min", "<"), ("max", ">")):
+        better = f"{t}.{side}_value IS NULL OR excluded.{side}_value {op} {t}.{side}_value"
+        sets += [
+            f"{side}_{field} = CASE WHEN {better} THEN excluded.{side}_{field} ELSE {t}.{side}_{field} END"
+            for field in ("seq", "episode", "ts", "value")
+        ]
+    columns = ("session_pk", "metric", "block", *COLUMNS)
+    return (
+        f"INSERT INTO {t} ({', '.join(columns)}) VALUES ({', '.join([marker] * len(columns))}) "
+        f"ON CONFLICT (session_pk, metric, block) DO UPDATE SET {', '.join(sets)}"
+    )
+
+
 def update_rollups(conn: Connection, session_pk: int, rows: Iterable[tuple[Any, ...]]) -> None:
-    """Fold series rows (session_pk, metric, seq, episode, ts, value) into their blocks."""
+    """Fold series rows (session_pk, metric, seq, episode, ts, value) into their blocks, in one statement."""
     touched: dict[tuple[str, int], Extremes] = {}
     for _, metric, seq, episode, ts, value in rows:
         key = (metric, seq // ROLLUP_BLOCK)
@@ -38,29 +69,14 @@ def update_rollups(conn: Connection, session_pk: int, rows: Iterable[tuple[Any, 
         if state is None:
             state = touched[key] = {"count": 0, "nan_count": 0, "min_value": None, "max_value": None}
         _merge(state, seq, episode, ts, value)
-    for (metric, block), new in touched.items():
-        where = (
-            series_rollups.c.session_pk == session_pk,
-            series_rollups.c.metric == metric,
-            series_rollups.c.block == block,
-        )
-        old = conn.execute(select(series_rollups).where(*where)).first()
-        if old is None:
-            conn.execute(insert(series_rollups).values(session_pk=session_pk, metric=metric, block=block, **_full(new)))
-            continue
-        merged = dict(old._mapping)
-        merged["count"] += new["count"]
-        merged["nan_count"] += new["nan_count"]
-        for side, sign in (("min", 1), ("max", -1)):
-            value, current = new[f"{side}_value"], merged[f"{side}_value"]
-            if value is not None and (current is None or sign * value < sign * current):
-                for field in ("seq", "episode", "ts", "value"):
-                    merged[f"{side}_{field}"] = new[f"{side}_{field}"]
-        conn.execute(
-            update(series_rollups)
-            .where(*where)
-            .values(**{k: v for k, v in merged.items() if k not in ("session_pk", "metric", "block")})
-        )
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    conn.exec_driver_sql(
+        _upsert_sql(marker),
+        [
+            (session_pk, metric, block, *(_full(state)[name] for name in COLUMNS))
+            for (metric, block), state in touched.items()
+        ],
+    )
 
 
 def _full(state: Extremes) -> Extremes:
