@@ -114,6 +114,8 @@ async def series(
 
     Downsampling keeps the first and the last point and, in each of (points-2)/2 equal buckets, the
     minimum and the maximum, so spikes survive and the same data always gives the same chart.
+    A whole long series is read from per-block (1,024 seqs) min/max rollups kept by ingest, so buckets
+    are block-aligned there; a range (episode, time, after_seq) reads the points themselves.
     NaN points are left out (counted in `nan_count`); ±Infinity is kept as "Infinity"/"-Infinity".
     `available` lists every metric the session has.
     """
