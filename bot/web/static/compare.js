@@ -16,7 +16,7 @@ async function load() {
   sockets.forEach((s) => s.close());
   document.getElementById("chart").replaceChildren();
   chart = new TMS.LiveChart(document.getElementById("chart"), metric, ids);
-  const bodies = await Promise.all(ids.map((id) => TMS.api(`/api/training/sessions/${encodeURIComponent(id)}/series?metric=${encodeURIComponent(metric)}&points=2000`)));
+  const bodies = await Promise.all(ids.map((id) => TMS.api(`/api/training/sessions/${encodeURIComponent(id)}/series?metric=${encodeURIComponent(metric)}&points=1000`)));
   runs = bodies.map((body) => {
     const s = body.series[metric];
     return { xs: s.seq.map((seq, i) => s.episode[i] ?? seq), ys: s.value.map(TMS.plain), lastSeq: body.last_seq, epoch: body.epoch };

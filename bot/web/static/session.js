@@ -27,7 +27,7 @@ function addChart(title, metrics) {
 }
 
 async function backfill(entry) {
-  const params = new URLSearchParams({ points: 2000 });
+  const params = new URLSearchParams({ points: 1000 }); // a chart is about 1,000 px wide
   entry.metrics.forEach((m) => params.append("metric", m));
   const body = await TMS.api(`/api/training/sessions/${encodeURIComponent(sessionId)}/series?${params}`);
   // x is the episode, unless some point has none or episodes go backwards (an engine restarted its
