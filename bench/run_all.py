@@ -13,7 +13,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import fanout, history, ingest, memory, sdk, slow_spectators
+from bench import fanout, history, ingest, many_sessions, memory, sdk, slow_spectators
 
 Row = tuple[str, float, float | None, float | None, str, bool]
 
@@ -53,6 +53,11 @@ def rows() -> list[Row]:
     table.append(
         ("fast p99 with 10 stalled / without", slow["p99_ratio"], None, None, "<= 1.1", slow["p99_ratio"] <= 1.1)
     )
+    many = many_sessions.measure(100, 10, 200)
+    table.append(("100 sessions x 10 spectators: deliveries/s", many["deliveries_per_s"], None, None, "printed", True))
+    table.append(("  p99 ms", many["p99_ms"], None, None, "printed", True))
+    starve = many["slowest_session_s"] / many["median_session_s"]
+    table.append(("  slowest session / median (no starvation)", starve, None, None, "<= 1.2", starve <= 1.2))
     ing = ingest.run(25)
     table.append(
         (

@@ -1,6 +1,7 @@
 """A spectator load process: N WebSocket connections that count frames and measure push-to-receive latency.
 
-    python bench/spectators.py WS_URL CONNECTIONS EXPECTED [SECONDS]
+    python bench/spectators.py WS_URL CONNECTIONS EXPECTED [SECONDS]   # WS_URL may be a comma-separated list:
+                                                                      # connections go round-robin over it
     python bench/spectators.py WS_URL CONNECTIONS stall [SECONDS]   # connect, then never read
 
 Reads until every connection got EXPECTED data frames (or SECONDS pass), then prints one JSON line:
@@ -82,9 +83,10 @@ async def main() -> None:
     stamps: list[float] = []
     ready = asyncio.Event()
     counter = [0]
+    urls = url.split(",")  # connections go round-robin over the URLs given
     tasks = [
-        asyncio.create_task(spectator(url, expected, latencies, stamps, ready, counter, connections))
-        for _ in range(connections)
+        asyncio.create_task(spectator(urls[i % len(urls)], expected, latencies, stamps, ready, counter, connections))
+        for i in range(connections)
     ]
     await asyncio.wait_for(ready.wait(), 120)
     print("READY", flush=True)
