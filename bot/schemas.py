@@ -38,7 +38,6 @@ def utc_now() -> datetime:
 # What the server stores and fans out; `lag`, `reset`, `snapshot` and `pong` are control messages.
 MessageType = Literal["training_metrics", "bot_decision", "graph_update", "training_status"]
 MESSAGE_TYPES: tuple[str, ...] = ("training_metrics", "bot_decision", "graph_update", "training_status")
-SPECTATOR_TYPES: tuple[str, ...] = (*MESSAGE_TYPES, "connection_status", "error", "lag")
 
 SessionId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
 MetricName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.:/-]{0,127}$")]

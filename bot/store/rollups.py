@@ -73,15 +73,10 @@ def update_rollups(conn: Connection, session_pk: int, rows: Iterable[tuple[Any, 
     conn.exec_driver_sql(
         _upsert_sql(marker),
         [
-            (session_pk, metric, block, *(_full(state)[name] for name in COLUMNS))
+            (session_pk, metric, block, *(state.get(name) for name in COLUMNS))
             for (metric, block), state in touched.items()
         ],
     )
-
-
-def _full(state: Extremes) -> Extremes:
-    columns = ("min_seq", "min_episode", "min_ts", "min_value", "max_seq", "max_episode", "max_ts", "max_value")
-    return {**{name: state.get(name) for name in columns}, "count": state["count"], "nan_count": state["nan_count"]}
 
 
 def read_rollups(conn: Connection, session_pk: int, metric: str) -> list[Any]:
