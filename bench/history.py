@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import server_process
 from bot.schemas import SessionCreate, TrainingMetricsData
+from bot.store.batch import prepare
 from bot.store.engine import create_engines
 from bot.store.store import prepare_schema
 from bot.store.writes import CreateSession, Ingest, commit_group
@@ -33,7 +34,7 @@ def fill(database: Path, points: int) -> None:
     commit_group(writer, [CreateSession("big", SessionCreate())], time.time())
     for first in range(0, points, 10_000):
         items = [TrainingMetricsData(episode=e, current_reward=(e % 997) / 10.0) for e in range(first, first + 10_000)]
-        commit_group(writer, [Ingest("big", "training_metrics", items)], time.time())
+        commit_group(writer, [Ingest("big", prepare("training_metrics", items))], time.time())
     writer.dispose()
     reader.dispose()
 

@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     # Deflate compresses each frame once per spectator, which defeats encode-once: off unless asked for.
     ws_per_message_deflate: bool = Field(False, validation_alias=_env("ws_per_message_deflate"))
     max_batch_size: int = Field(10000, gt=0, validation_alias=_env("max_batch_size"))
+    # Worker processes that validate and encode big ingest bodies off the server's GIL; None: one if
+    # the machine has two cores or more, else none (0 reads every body in the server process).
+    ingest_processes: int | None = Field(None, ge=0, le=64, validation_alias=_env("ingest_processes"))
     # How long the hub waits for a missing seq before it reads the gap from the store.
     gap_wait_seconds: float = Field(0.05, ge=0, validation_alias=_env("gap_wait_seconds"))
     config_file: Path | None = Field(None, validation_alias=_env("config_file"))

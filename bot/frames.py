@@ -18,15 +18,11 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
-def quote(text: str) -> str:
-    return orjson.dumps(text).decode()
-
-
-def data_frame(message_type: str, quoted_session_id: str, seq: int, timestamp: str, data_json: str) -> str:
-    return (
-        f'{{"type":"{message_type}","session_id":{quoted_session_id},"seq":{seq},'
-        f'"timestamp":"{timestamp}","data":{data_json}}}'
-    )
+def data_frames(message_type: str, session_id: str, first_seq: int, timestamp: str, data: list[str]) -> list[str]:
+    """Frames for consecutive seqs from `first_seq`, around each item's JSON; the envelope is built once."""
+    head = f'{{"type":"{message_type}","session_id":{orjson.dumps(session_id).decode()},"seq":'
+    tail = f',"timestamp":"{timestamp}","data":'
+    return [f"{head}{first_seq + i}{tail}{item}}}" for i, item in enumerate(data)]
 
 
 def control_frame(message_type: str, session_id: str, data: dict[str, Any], ts: float | None = None) -> str:

@@ -25,6 +25,7 @@ from bot import __version__
 from bot.config import ServerConfiguration, Settings, as_settings
 from bot.schemas import BotDecisionData, PerformanceGraphData, SessionCreate, SessionUpdate, TrainingMetricsData
 from bot.server import api, ws
+from bot.server.batches import BatchReader, default_processes
 from bot.server.broker import broker_from_url
 from bot.server.hub import Hub
 from bot.server.pages import mount_pages
@@ -56,13 +57,15 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
                     gap_wait=settings.gap_wait_seconds,
                     pending_limit=settings.metrics_history_size,
                 )
-                async with hub:
+                processes = settings.ingest_processes
+                batches = BatchReader(default_processes() if processes is None else processes, settings.max_batch_size)
+                async with hub, batches:
                     housekeeping = [
                         asyncio.create_task(_cleanup_loop(service, settings), name="tms-cleanup"),
                         asyncio.create_task(_stale_loop(service, settings), name="tms-stale"),
                     ]
                     try:
-                        yield {"service": service, "hub": hub, "settings": settings}
+                        yield {"service": service, "hub": hub, "settings": settings, "batches": batches}
                     finally:
                         for task in housekeeping:
                             task.cancel()

@@ -18,6 +18,7 @@ from bot.schemas import SessionCreate, SessionUpdate
 from bot.server.broker import Broker
 from bot.server.hub import channel_for, encode_payload
 from bot.store import SessionNotFoundError, Store
+from bot.store.batch import Batch
 from bot.store.downsample import min_max
 from bot.store.reads import (
     MessageFilter,
@@ -28,11 +29,10 @@ from bot.store.reads import (
     read_frames,
     read_graphs,
     read_series_range,
-    series_end,
     session_dict,
     session_metrics,
 )
-from bot.store.rollups import downsample_blocks, read_rollups
+from bot.store.rollups import downsample_blocks, read_rollups, series_end
 from bot.store.rooms import check_password, hash_password, new_password
 from bot.store.tables import sessions
 from bot.store.writes import (
@@ -45,7 +45,6 @@ from bot.store.writes import (
     MarkStale,
     Published,
     UpdateSession,
-    WireItem,
 )
 
 logger = logging.getLogger(__name__)
@@ -81,7 +80,7 @@ class TrainingService:
         # message per session per commit, its frames in seq order.
         by_session: dict[str, list[tuple[int, str, str]]] = {}
         for item in published:
-            by_session.setdefault(item.session_id, []).append((item.seq, item.type, item.frame))
+            by_session.setdefault(item.session_id, []).extend(item.frames)
         for session_id, frames in by_session.items():
             await self.broker.publish(channel_for(session_id), encode_payload(frames))
 
@@ -138,10 +137,8 @@ class TrainingService:
 
     # -- data ---------------------------------------------------------------------------------------
 
-    async def ingest(
-        self, session_id: str, message_type: str, items: Sequence[WireItem], idempotency_key: str | None
-    ) -> IngestResult:
-        result: IngestResult = await self.store.write(Ingest(session_id, message_type, items, idempotency_key))
+    async def ingest(self, session_id: str, batch: Batch, idempotency_key: str | None) -> IngestResult:
+        result: IngestResult = await self.store.write(Ingest(session_id, batch, idempotency_key))
         if not result.duplicate:
             self.stats.messages_in += result.count
         return result
@@ -224,7 +221,7 @@ def _downsampled(
         blocks = read_rollups(conn, session_pk, metric)
         total = sum(block.count - block.nan_count for block in blocks)
         if total > points and len(blocks) >= buckets:
-            first, last = series_end(conn, session_pk, metric, False), series_end(conn, session_pk, metric, True)
+            first, last = series_end(blocks, last=False), series_end(blocks, last=True)
             chosen = {p[0]: p for p in [first, *downsample_blocks(blocks, buckets), last] if p is not None}
             return [chosen[seq] for seq in sorted(chosen)], total, sum(block.nan_count for block in blocks)
     rows, nan_count = read_series_range(conn, session_pk, metric, where)

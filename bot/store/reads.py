@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +10,8 @@ import orjson
 from sqlalchemy import Connection, Row, Select, Table, func, select
 
 from bot.frames import iso
-from bot.store.tables import graphs, messages, metric_names, series, sessions
+from bot.schemas import SERIES_FIELDS
+from bot.store.tables import graphs, messages, series_rollups, sessions
 
 ACTIVE_STATUSES = ("created", "running", "paused", "stale")
 
@@ -80,7 +80,7 @@ def read_frames(conn: Connection, session_pk: int, where: MessageFilter, limit: 
 
 
 def _in_range(query: Select[Any], table: Table, where: MessageFilter) -> Select[Any]:
-    """The episode and time filters, for messages and series alike."""
+    """The episode and time filters."""
     if where.start_episode is not None:
         query = query.where(table.c.episode >= where.start_episode)
     if where.end_episode is not None:
@@ -122,42 +122,31 @@ def read_graphs(conn: Connection, session_pk: int) -> list[Any]:
     return [orjson.loads(state) for (state,) in rows]
 
 
-def read_series(
-    conn: Connection, session_pk: int, metric: str, after_seq: int, limit: int
-) -> list[tuple[int, int | None, float, float]]:
-    """(seq, episode, ts, value) of one metric; NULL values come back as NaN."""
-    rows = conn.execute(
-        select(series.c.seq, series.c.episode, series.c.ts, series.c.value)
-        .where(series.c.session_pk == session_pk, series.c.metric == metric, series.c.seq > after_seq)
-        .order_by(series.c.seq)
-        .limit(limit)
-    )
-    return [(r.seq, r.episode, r.ts, math.nan if r.value is None else r.value) for r in rows]
-
-
 def read_series_range(
     conn: Connection, session_pk: int, metric: str, where: MessageFilter
 ) -> tuple[list[tuple[int, int | None, float, float]], int]:
-    """Every non-NaN point of one metric in the range, in seq order, and how many NaN points it holds."""
-    query = select(series.c.seq, series.c.episode, series.c.ts, series.c.value).where(
-        series.c.session_pk == session_pk, series.c.metric == metric, series.c.seq > where.after_seq
+    """Every non-NaN point (seq, episode, ts, value) of one metric in the range, in seq order, and how many
+    NaN points it holds. The points are read from the stored frames: one row per point, whatever the metrics."""
+    query = select(messages.c.seq, messages.c.episode, messages.c.ts, messages.c.frame).where(
+        messages.c.session_pk == session_pk, messages.c.type == "training_metrics", messages.c.seq > where.after_seq
     )
-    rows = _fetch(conn, _in_range(query, series, where).order_by(series.c.seq))
-    points = [row for row in rows if row[3] is not None]
-    return points, len(rows) - len(points)
-
-
-def series_end(conn: Connection, session_pk: int, metric: str, last: bool) -> tuple[Any, ...] | None:
-    """The first (or last) non-NaN point of a series, by the index."""
-    order = series.c.seq.desc() if last else series.c.seq
-    query = select(series.c.seq, series.c.episode, series.c.ts, series.c.value).where(
-        series.c.session_pk == session_pk, series.c.metric == metric, series.c.value.is_not(None)
-    )
-    rows = _fetch(conn, query.order_by(order).limit(1))
-    return tuple(rows[0]) if rows else None
+    rows = _fetch(conn, _in_range(query, messages, where).order_by(messages.c.seq))
+    builtin = metric in SERIES_FIELDS
+    points, nan_count = [], 0
+    for seq, episode, ts, frame in rows:
+        data = orjson.loads(frame)["data"]
+        value = data.get(metric) if builtin else data.get("custom", {}).get(metric)
+        if value is None:
+            continue
+        value = float(value)  # "NaN", "Infinity" and "-Infinity" travel as strings
+        if value != value:
+            nan_count += 1
+        else:
+            points.append((seq, episode, ts, value))
+    return points, nan_count
 
 
 def session_metrics(conn: Connection, session_pk: int) -> list[str]:
-    """The names of every metric this session has logged."""
-    rows = conn.execute(select(metric_names.c.metric).where(metric_names.c.session_pk == session_pk))
+    """The names of every metric this session has logged (each has rollups)."""
+    rows = conn.execute(select(series_rollups.c.metric).where(series_rollups.c.session_pk == session_pk).distinct())
     return sorted(metric for (metric,) in rows)

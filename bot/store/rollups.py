@@ -7,7 +7,7 @@ answer as the raw path would with block-aligned buckets: each bucket's true mini
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -15,44 +15,28 @@ from sqlalchemy import Connection, select
 from bot.store.tables import ROLLUP_BLOCK, series_rollups
 
 Point = tuple[int, int | None, float, float]  # seq, episode, ts, value
-Extremes = dict[str, Any]
-
-
-def _merge(state: Extremes, seq: int, episode: int | None, ts: float, value: float | None) -> None:
-    state["count"] += 1
-    if value is None:
-        state["nan_count"] += 1
-        return
-    if state["min_value"] is None or value < state["min_value"]:
-        state.update(min_seq=seq, min_episode=episode, min_ts=ts, min_value=value)
-    if state["max_value"] is None or value > state["max_value"]:
-        state.update(max_seq=seq, max_episode=episode, max_ts=ts, max_value=value)
-
-
-COLUMNS = (
-    "count",
-    "nan_count",
-    "min_seq",
-    "min_episode",
-    "min_ts",
-    "min_value",
-    "max_seq",
-    "max_episode",
-    "max_ts",
-    "max_value",
-)
+SIDES = ("min", "max", "first", "last")
+COLUMNS = ("count", "nan_count", *(f"{side}_{name}" for side in SIDES for name in ("seq", "episode", "ts", "value")))
 
 
 def _upsert_sql(marker: str) -> str:
-    """One INSERT ... ON CONFLICT DO UPDATE (SQLite and PostgreSQL alike) that merges a block's extremes."""
+    """One INSERT ... ON CONFLICT DO UPDATE (SQLite and PostgreSQL alike) that merges a block's extremes.
+
+    Commits reach a block in seq order, so the stored first point stays and the incoming last point wins.
+    """
     t = "series_rollups"
     sets = [f"count = {t}.count + excluded.count", f"nan_count = {t}.nan_count + excluded.nan_count"]
-    for side, op in (("min", "<"), ("max", ">")):
-        better = f"{t}.{side}_value IS NULL OR excluded.{side}_value {op} {t}.{side}_value"
-        sets += [
-            f"{side}_{field} = CASE WHEN {better} THEN excluded.{side}_{field} ELSE {t}.{side}_{field} END"
-            for field in ("seq", "episode", "ts", "value")
-        ]
+    better = {
+        "min": f"{t}.min_value IS NULL OR excluded.min_value < {t}.min_value",
+        "max": f"{t}.max_value IS NULL OR excluded.max_value > {t}.max_value",
+        "first": f"{t}.first_seq IS NULL",
+        "last": "excluded.last_seq IS NOT NULL",
+    }
+    sets += [
+        f"{side}_{name} = CASE WHEN {better[side]} THEN excluded.{side}_{name} ELSE {t}.{side}_{name} END"
+        for side in SIDES
+        for name in ("seq", "episode", "ts", "value")
+    ]
     columns = ("session_pk", "metric", "block", *COLUMNS)
     return (
         f"INSERT INTO {t} ({', '.join(columns)}) VALUES ({', '.join([marker] * len(columns))}) "
@@ -60,23 +44,56 @@ def _upsert_sql(marker: str) -> str:
     )
 
 
-def update_rollups(conn: Connection, session_pk: int, rows: Iterable[tuple[Any, ...]]) -> None:
-    """Fold series rows (session_pk, metric, seq, episode, ts, value) into their blocks, in one statement."""
-    touched: dict[tuple[str, int], Extremes] = {}
-    for _, metric, seq, episode, ts, value in rows:
-        key = (metric, seq // ROLLUP_BLOCK)
-        state = touched.get(key)
-        if state is None:
-            state = touched[key] = {"count": 0, "nan_count": 0, "min_value": None, "max_value": None}
-        _merge(state, seq, episode, ts, value)
-    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    conn.exec_driver_sql(
-        _upsert_sql(marker),
-        [
-            (session_pk, metric, block, *(state.get(name) for name in COLUMNS))
-            for (metric, block), state in touched.items()
-        ],
-    )
+def update_rollups(
+    conn: Connection,
+    session_pk: int,
+    first_seq: int,
+    episodes: Sequence[int | None],
+    timestamps: Sequence[float],
+    columns: dict[str, list[float | None]],
+) -> None:
+    """Fold a batch's metric columns (item i has seq first_seq + i) into their blocks, in one statement."""
+    rows = []
+    start, n = 0, len(episodes)
+    while start < n:
+        end = min(n, start + ROLLUP_BLOCK - (first_seq + start) % ROLLUP_BLOCK)
+        block = (first_seq + start) // ROLLUP_BLOCK
+        for metric, values in columns.items():
+            picked = _extremes_of(values, start, end)
+            if picked is not None:
+                count, nan_count, indexes = picked
+                point = [
+                    (first_seq + i, episodes[i], timestamps[i], values[i]) if i is not None else (None,) * 4
+                    for i in indexes
+                ]
+                rows.append((session_pk, metric, block, count, nan_count, *(v for p in point for v in p)))
+        start = end
+    if rows:
+        marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        conn.exec_driver_sql(_upsert_sql(marker), rows)
+
+
+def _extremes_of(values: list[float | None], start: int, end: int) -> tuple[int, int, list[int | None]] | None:
+    """(count, NaN count, [min, max, first, last] indexes) of values[start:end], None where a side has no
+    point. Ties go to the earliest point. The common case, a full column without NaN, stays in C."""
+    segment = values[start:end]
+    try:
+        whole = sum(segment)  # type: ignore[arg-type]
+    except TypeError:  # some items lack the metric
+        whole = None
+    if whole is not None and whole == whole:  # no None and no NaN
+        low, high = min(segment), max(segment)  # type: ignore[type-var]
+        indexes = [start + segment.index(low), start + segment.index(high), start, end - 1]
+        return len(segment), 0, indexes  # type: ignore[return-value]
+    present = [i for i in range(start, end) if values[i] is not None]
+    if not present:
+        return None
+    real = [i for i in present if values[i] == values[i]]
+    if not real:
+        return len(present), len(present), [None] * 4
+    low_i = min(real, key=values.__getitem__)  # type: ignore[arg-type]
+    high_i = max(real, key=values.__getitem__)  # type: ignore[arg-type]
+    return len(present), len(present) - len(real), [low_i, high_i, real[0], real[-1]]
 
 
 def read_rollups(conn: Connection, session_pk: int, metric: str) -> list[Any]:
@@ -87,6 +104,21 @@ def read_rollups(conn: Connection, session_pk: int, metric: str) -> list[Any]:
             .order_by(series_rollups.c.block)
         )
     )
+
+
+def series_end(blocks: Sequence[Any], last: bool) -> Point | None:
+    """The first (or last) non-NaN point of a series, from its blocks in order."""
+    side = "last" if last else "first"
+    for block in reversed(blocks) if last else blocks:
+        seq = getattr(block, f"{side}_seq")
+        if seq is not None:
+            return (
+                seq,
+                getattr(block, f"{side}_episode"),
+                getattr(block, f"{side}_ts"),
+                getattr(block, f"{side}_value"),
+            )
+    return None
 
 
 def downsample_blocks(blocks: Sequence[Any], buckets: int) -> list[Point]:

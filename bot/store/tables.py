@@ -1,8 +1,9 @@
-"""The tables: sessions, messages (history by message, for replay), series (history by metric, for charts).
+"""The tables: sessions, messages (the history: one row per message, for replay and per-metric reads),
+series_rollups (per-metric min/max per block, for charts of long series).
 
 Timestamps are float seconds since the epoch (UTC), so time ranges compare numbers on every backend.
-A NaN metric value is stored as NULL in `series.value` (SQLite cannot store NaN) and read back as NaN;
-±Infinity is stored as itself. `messages.frame` holds the exact JSON text spectators receive.
+`messages.frame` holds the exact JSON text spectators receive; a metric's points are read from it.
+One row per point is what keeps ingest fast: a row per metric per point cost four more inserts.
 """
 
 from __future__ import annotations
@@ -54,18 +55,6 @@ messages = Table(
 )
 Index("ix_messages_type", messages.c.session_pk, messages.c.type, messages.c.seq)
 
-series = Table(
-    "series",
-    metadata,
-    Column("session_pk", Integer, primary_key=True),
-    Column("metric", String(128), primary_key=True),
-    Column("seq", BigInteger, primary_key=True),
-    Column("episode", Integer),
-    Column("ts", Double, nullable=False),
-    Column("value", Double),
-    sqlite_with_rowid=False,
-)
-
 # Per metric and per block of ROLLUP_BLOCK seqs: how many points, and the lowest and highest of them.
 # Kept by the ingest transaction, so a chart of a million points reads a thousand rows, not a million.
 ROLLUP_BLOCK = 1024
@@ -85,15 +74,15 @@ series_rollups = Table(
     Column("max_episode", Integer),
     Column("max_ts", Double),
     Column("max_value", Double),
-    sqlite_with_rowid=False,
-)
-
-# The names a session has logged, so that listing them never scans the series.
-metric_names = Table(
-    "metric_names",
-    metadata,
-    Column("session_pk", Integer, primary_key=True),
-    Column("metric", String(128), primary_key=True),
+    # The block's first and last non-NaN points: a chart always keeps the ends of a series.
+    Column("first_seq", BigInteger),
+    Column("first_episode", Integer),
+    Column("first_ts", Double),
+    Column("first_value", Double),
+    Column("last_seq", BigInteger),
+    Column("last_episode", Integer),
+    Column("last_ts", Double),
+    Column("last_value", Double),
     sqlite_with_rowid=False,
 )
 

@@ -8,42 +8,33 @@ seq is allocated by the same transaction (`UPDATE sessions SET last_seq = last_s
 
 from __future__ import annotations
 
-import math
 import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import orjson
 from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
 
-from bot.frames import control_frame, data_frame, iso, quote
-from bot.schemas import (
-    ENDED_STATUSES,
-    BotDecisionData,
-    PerformanceGraphData,
-    SessionCreate,
-    SessionUpdate,
-    TrainingMetricsData,
-)
+from bot.frames import control_frame, data_frames, iso
+from bot.schemas import ENDED_STATUSES, PerformanceGraphData, SessionCreate, SessionUpdate
+from bot.store.batch import Batch
 from bot.store.errors import SessionExistsError, SessionNotFoundError
 from bot.store.reads import session_dict
 from bot.store.rollups import update_rollups
 from bot.store.rooms import new_room_code
-from bot.store.tables import graphs, idempotency_keys, messages, metric_names, series, series_rollups, sessions
-
-WireItem = TrainingMetricsData | BotDecisionData | PerformanceGraphData
+from bot.store.tables import graphs, idempotency_keys, messages, series_rollups, sessions
 
 
 @dataclass(frozen=True, slots=True)
 class Published:
-    """A committed frame to hand to the broker; seq 0 marks a control frame (not stored)."""
+    """Committed frames of one session to hand to the broker, as (seq, type, frame) in seq order;
+    seq 0 marks a control frame (not stored)."""
 
     session_id: str
-    seq: int
-    type: str
-    frame: str
+    frames: list[tuple[int, str, str]]
 
 
 @dataclass(slots=True)
@@ -150,11 +141,11 @@ def _change_status(
     if status is None:
         return row, []
     data = orjson.dumps({"status": status, "previous_status": session.status, "message": message}).decode()
-    frame = data_frame("training_status", quote(session_id), row.last_seq, iso(now), data)
+    [frame] = data_frames("training_status", session_id, row.last_seq, iso(now), [data])
     conn.execute(
         insert(messages).values(session_pk=session.pk, seq=row.last_seq, type="training_status", ts=now, frame=frame)
     )
-    return row, [Published(session_id, row.last_seq, "training_status", frame)]
+    return row, [Published(session_id, [(row.last_seq, "training_status", frame)])]
 
 
 def _wake_if_stale(conn: Connection, session: Any, session_id: str, now: float) -> list[Published]:
@@ -212,15 +203,14 @@ class MarkStale(Job):
 
 
 def delete_session_rows(conn: Connection, pk: int) -> None:
-    for table in (messages, series, series_rollups, metric_names, graphs, idempotency_keys):
+    for table in (messages, series_rollups, graphs, idempotency_keys):
         conn.execute(delete(table).where(table.c.session_pk == pk))
     conn.execute(delete(sessions).where(sessions.c.pk == pk))
 
 
 def deleted_frame(session_id: str, reason: str, now: float) -> Published:
-    return Published(
-        session_id, 0, "session_deleted", control_frame("session_deleted", session_id, {"reason": reason}, now)
-    )
+    frame = control_frame("session_deleted", session_id, {"reason": reason}, now)
+    return Published(session_id, [(0, "session_deleted", frame)])
 
 
 @dataclass
@@ -254,14 +244,12 @@ class Ingest(Job):
     """Store a batch of one message type; all-or-nothing, applied once per idempotency key."""
 
     session_id: str
-    message_type: str
-    items: Sequence[WireItem]
+    batch: Batch
     idempotency_key: str | None = None
 
     def apply(self, conn: Connection, now: float) -> Applied:
         session = _session(conn, self.session_id)
-        pk = session.pk
-        n = len(self.items)
+        pk, batch, n = session.pk, self.batch, len(self.batch)
         if self.idempotency_key is not None:
             done = conn.execute(
                 select(idempotency_keys.c.first_seq, idempotency_keys.c.last_seq).where(
@@ -272,51 +260,37 @@ class Ingest(Job):
                 count = done.last_seq - done.first_seq + 1
                 return Applied(IngestResult(self.session_id, done.first_seq, done.last_seq, count, duplicate=True))
         woken = _wake_if_stale(conn, session, self.session_id, now)
-        encoded = [item.model_dump_json(exclude_none=True) for item in self.items]
         values: dict[str, Any] = {
             "last_seq": sessions.c.last_seq + n,
             "message_count": sessions.c.message_count + n,
             "updated_at": now,
         }
-        if self.message_type == "training_metrics":
-            values["latest_metrics"] = encoded[-1]
-            episodes = [e for item in self.items if (e := getattr(item, "episode", None)) is not None]
+        if batch.message_type == "training_metrics":
+            values["latest_metrics"] = batch.data[-1]
+            episodes = [e for e in batch.episodes if e is not None]
             if episodes:
                 values["current_episode"] = episodes[-1]
         last = conn.execute(update(sessions).where(sessions.c.pk == pk).values(values).returning(sessions.c.last_seq))
         last_seq = int(last.scalar_one())
         first_seq = last_seq - n + 1
-        received, quoted = iso(now), quote(self.session_id)
-        rows: list[tuple[Any, ...]] = []
-        series_rows: list[tuple[Any, ...]] = []
-        published: list[Published] = []
-        for offset, (item, data_json) in enumerate(zip(self.items, encoded, strict=True)):
-            seq = first_seq + offset
-            frame = data_frame(self.message_type, quoted, seq, received, data_json)
-            ts = item.timestamp.timestamp() if hasattr(item, "timestamp") else now
-            episode = getattr(item, "episode", None)
-            rows.append((pk, seq, self.message_type, episode, ts, frame))
-            published.append(Published(self.session_id, seq, self.message_type, frame))
-            if isinstance(item, TrainingMetricsData):
-                series_rows.extend(
-                    (pk, name, seq, episode, ts, None if math.isnan(value) else value) for name, value in item.series()
-                )
-            elif isinstance(item, PerformanceGraphData):
-                _merge_graph(conn, pk, item, now)
+        timestamps = batch.timestamps or [now] * n
+        kind = batch.message_type
+        frames = data_frames(kind, self.session_id, first_seq, iso(now), batch.data)
+        rows = [(pk, first_seq + i, kind, batch.episodes[i], timestamps[i], frames[i]) for i in range(n)]
         # Plain executemany of tuples: SQLAlchemy's per-row parameter processing cost more than SQLite itself.
         conn.exec_driver_sql(_bulk_insert(conn, messages), rows)
-        if series_rows:
-            conn.exec_driver_sql(_bulk_insert(conn, series), series_rows)
-            update_rollups(conn, pk, series_rows)
-            names = sorted({row[1] for row in series_rows})
-            conn.exec_driver_sql(_bulk_insert(conn, metric_names) + " ON CONFLICT DO NOTHING", [(pk, n) for n in names])
+        if batch.columns:
+            update_rollups(conn, pk, first_seq, batch.episodes, timestamps, batch.columns)
+        for graph in batch.graphs:
+            _merge_graph(conn, pk, graph, now)
         if self.idempotency_key is not None:
             conn.execute(
                 insert(idempotency_keys).values(
                     session_pk=pk, key=self.idempotency_key, first_seq=first_seq, last_seq=last_seq
                 )
             )
-        return Applied(IngestResult(self.session_id, first_seq, last_seq, n, duplicate=False), woken + published)
+        published = Published(self.session_id, list(zip(range(first_seq, last_seq + 1), repeat(kind), frames)))
+        return Applied(IngestResult(self.session_id, first_seq, last_seq, n, duplicate=False), [*woken, published])
 
 
 def _bulk_insert(conn: Connection, table: Table) -> str:

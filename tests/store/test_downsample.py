@@ -37,6 +37,7 @@ async def test_rollups_give_the_extremes_of_a_long_series(tmp_path: Path) -> Non
     from bot.server.broker import MemoryBroker
     from bot.server.services import TrainingService
     from bot.store import Store
+    from bot.store.batch import prepare
     from bot.store.reads import MessageFilter
 
     async with Store(f"sqlite:///{tmp_path / 'r.db'}") as store, MemoryBroker() as broker:
@@ -46,10 +47,9 @@ async def test_rollups_give_the_extremes_of_a_long_series(tmp_path: Path) -> Non
         values[12_345], values[23_456] = 40.0, -40.0
         for first in range(0, 30_000, 5_000):
             batch = [TrainingMetricsData(episode=i, current_reward=values[i]) for i in range(first, first + 5_000)]
-            await service.ingest("long", "training_metrics", batch, None)
-        await service.ingest(
-            "long", "training_metrics", [TrainingMetricsData(episode=30_000, loss_value=math.nan)], None
-        )
+            await service.ingest("long", prepare("training_metrics", batch), None)
+        nan = [TrainingMetricsData(episode=30_000, loss_value=math.nan)]
+        await service.ingest("long", prepare("training_metrics", nan), None)
         series = (await service.series("long", ["current_reward"], MessageFilter(), 20))["series"]["current_reward"]
         again = (await service.series("long", ["current_reward"], MessageFilter(), 20))["series"]["current_reward"]
         loss = (await service.series("long", ["loss_value"], MessageFilter(), 20))["series"]["loss_value"]

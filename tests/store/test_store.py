@@ -11,7 +11,8 @@ import pytest
 
 from bot.schemas import SessionCreate, SessionUpdate, TrainingMetricsData
 from bot.store import SessionExistsError, SessionNotFoundError, Store, StoreError
-from bot.store.reads import MessageFilter, get_session, read_frames, read_series, read_series_range, session_metrics
+from bot.store.batch import prepare
+from bot.store.reads import MessageFilter, get_session, read_frames, read_series_range, session_metrics
 from bot.store.writes import CreateSession, Ingest, IngestResult, UpdateSession
 
 
@@ -31,7 +32,7 @@ async def test_concurrent_ingests_share_commits_and_seq_is_gap_free(store: Store
     await store.write(CreateSession("s", SessionCreate()))
     commits_before = store.commits
     results: list[IngestResult] = await asyncio.gather(
-        *(store.write(Ingest("s", "training_metrics", metrics(i, i), None)) for i in range(50))
+        *(store.write(Ingest("s", prepare("training_metrics", metrics(i, i)), None)) for i in range(50))
     )
     ranges = sorted((r.first_seq, r.last_seq) for r in results)
     assert ranges == [(1 + 2 * i, 2 + 2 * i) for i in range(50)]
@@ -46,8 +47,8 @@ async def test_rejected_job_does_not_spoil_its_group(store: Store) -> None:
     """A job for an unknown session fails alone; the others in the same commit are stored."""
     await store.write(CreateSession("s", SessionCreate()))
     good, bad = await asyncio.gather(
-        store.write(Ingest("s", "training_metrics", metrics(1), None)),
-        store.write(Ingest("ghost", "training_metrics", metrics(1), None)),
+        store.write(Ingest("s", prepare("training_metrics", metrics(1)), None)),
+        store.write(Ingest("ghost", prepare("training_metrics", metrics(1)), None)),
         return_exceptions=True,
     )
     assert isinstance(good, IngestResult) and good.first_seq == 1
@@ -60,7 +61,7 @@ async def test_idempotency_key_applies_a_batch_once(store: Store) -> None:
     """The same key, even sent concurrently, stores one copy and answers the same range."""
     await store.write(CreateSession("s", SessionCreate()))
     results = await asyncio.gather(
-        *(store.write(Ingest("s", "training_metrics", metrics(1, 2), "k1")) for _ in range(5))
+        *(store.write(Ingest("s", prepare("training_metrics", metrics(1, 2)), "k1")) for _ in range(5))
     )
     assert {(r.first_seq, r.last_seq) for r in results} == {(1, 2)}
     assert sum(not r.duplicate for r in results) == 1
@@ -68,24 +69,30 @@ async def test_idempotency_key_applies_a_batch_once(store: Store) -> None:
     assert row is not None and row.last_seq == 2
 
 
-async def test_nan_is_kept_in_the_series(store: Store) -> None:
-    """A NaN value is stored (as NULL) and read back as NaN; infinity stays infinity."""
+async def test_nan_is_counted_and_infinity_kept_in_the_series(store: Store) -> None:
+    """A metric's points are read back from the stored frames: NaN is counted, infinity stays infinity."""
     await store.write(CreateSession("s", SessionCreate()))
-    points = [TrainingMetricsData(episode=1, loss_value=math.nan), TrainingMetricsData(episode=2, loss_value=math.inf)]
-    await store.write(Ingest("s", "training_metrics", points, None))
+    points = [
+        TrainingMetricsData(episode=1, loss_value=math.nan),
+        TrainingMetricsData(episode=2, loss_value=math.inf),
+        TrainingMetricsData(episode=3, custom={"kl": -math.inf}),
+    ]
+    await store.write(Ingest("s", prepare("training_metrics", points), None))
     row = await store.read(get_session, "s")
     assert row is not None
-    values = [value for _, _, _, value in await store.read(read_series, row.pk, "loss_value", 0, 10)]
-    assert math.isnan(values[0]) and values[1] == math.inf
-    finite, nan_count = await store.read(read_series_range, row.pk, "loss_value", MessageFilter(start_episode=1))
+    finite, nan_count = await store.read(read_series_range, row.pk, "loss_value", MessageFilter())
     assert [(seq, value) for seq, _, _, value in finite] == [(2, math.inf)] and nan_count == 1
-    assert await store.read(session_metrics, row.pk) == ["loss_value"]
+    ranged, nan_count = await store.read(read_series_range, row.pk, "loss_value", MessageFilter(start_episode=2))
+    assert [seq for seq, _, _, _ in ranged] == [2] and nan_count == 0
+    custom, _ = await store.read(read_series_range, row.pk, "kl", MessageFilter())
+    assert [(seq, value) for seq, _, _, value in custom] == [(3, -math.inf)]
+    assert await store.read(session_metrics, row.pk) == ["kl", "loss_value"]
 
 
 async def test_status_update_takes_a_seq(store: Store) -> None:
     """A status change is a stored message with the next seq."""
     await store.write(CreateSession("s", SessionCreate()))
-    await store.write(Ingest("s", "training_metrics", metrics(1), None))
+    await store.write(Ingest("s", prepare("training_metrics", metrics(1)), None))
     updated = await store.write(UpdateSession("s", SessionUpdate(status="running")))
     assert updated["status"] == "running" and updated["last_seq"] == 2
 

@@ -1,22 +1,20 @@
-"""Batch-shaped request bodies: orjson parse, one TypeAdapter call per request, errors that name the field.
+"""Request bodies: one pydantic call per request, errors that name the field.
 
-Big batches are validated on a worker thread so the event loop keeps serving spectators meanwhile.
+Big bodies are validated on a worker thread (see ingest.py) so the event loop keeps serving spectators.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import orjson
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from starlette.concurrency import run_in_threadpool
 
 M = TypeVar("M", bound=BaseModel)
-
-OFFLOAD_ITEMS = 200
 
 
 def parse_json(raw: bytes) -> Any:
@@ -40,10 +38,25 @@ def validation_errors(exc: ValidationError, prefix: tuple[str | int, ...] = ("bo
     ]
 
 
-async def read_items(request: Request, adapter: TypeAdapter[list[M]], max_items: int) -> list[M]:
-    """One object or a list of them; a list is validated whole (all-or-nothing)."""
-    body = parse_json(await request.body())
-    items = body if isinstance(body, list) else [body]
+@dataclass(frozen=True)
+class ItemAdapters(Generic[M]):
+    """Validators for a body that is one item or a list of them."""
+
+    one: TypeAdapter[M]
+    many: TypeAdapter[list[M]]
+
+    @classmethod
+    def of(cls, model: type[M]) -> ItemAdapters[M]:
+        return cls(TypeAdapter(model), TypeAdapter(list[model]))  # type: ignore[valid-type]
+
+
+def parse_items(raw: bytes, adapters: ItemAdapters[M], max_items: int) -> list[M]:
+    """One object or a list of them, validated straight from the bytes (no dicts in between, which costs
+    a third more); a list is validated whole, all-or-nothing. Python's NaN and Infinity literals are accepted."""
+    try:
+        items = adapters.many.validate_json(raw) if raw.lstrip()[:1] == b"[" else [adapters.one.validate_json(raw)]
+    except ValidationError as exc:
+        raise RequestValidationError(validation_errors(exc)) from exc
     if not items:
         raise RequestValidationError(
             [{"type": "too_short", "loc": ("body",), "msg": "the list is empty; send at least one item", "input": []}]
@@ -59,17 +72,7 @@ async def read_items(request: Request, adapter: TypeAdapter[list[M]], max_items:
                 }
             ]
         )
-    try:
-        if len(items) > OFFLOAD_ITEMS:
-            return await run_in_threadpool(adapter.validate_python, items)
-        return adapter.validate_python(items)
-    except ValidationError as exc:
-        # A single object was wrapped in a list: report its fields without the index.
-        prefix: tuple[str | int, ...] = ("body",)
-        errors = validation_errors(exc, prefix)
-        if not isinstance(body, list):
-            errors = [{**e, "loc": ("body", *e["loc"][2:])} for e in errors]
-        raise RequestValidationError(errors) from exc
+    return items
 
 
 async def read_model(request: Request, model: type[M]) -> M:

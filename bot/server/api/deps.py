@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from bot.config import Settings
+from bot.server.batches import BatchReader
 from bot.server.hub import Hub
 from bot.server.services import TrainingService
 
@@ -21,6 +22,11 @@ def _hub(request: Request) -> Hub:
     return hub
 
 
+def _batches(request: Request) -> BatchReader:
+    batches: BatchReader = request.state.batches
+    return batches
+
+
 def _settings(request: Request) -> Settings:
     settings: Settings = request.state.settings
     return settings
@@ -29,3 +35,4 @@ def _settings(request: Request) -> Settings:
 ServiceDep = Annotated[TrainingService, Depends(_service)]
 HubDep = Annotated[Hub, Depends(_hub)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
+BatchesDep = Annotated[BatchReader, Depends(_batches)]

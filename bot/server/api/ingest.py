@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel
 
 from bot.schemas import BotDecisionData, PerformanceGraphData, TrainingMetricsData
-from bot.server.api.bodies import body_schema, read_items
-from bot.server.api.deps import ServiceDep, SettingsDep
+from bot.server.api.bodies import body_schema
+from bot.server.api.deps import BatchesDep, ServiceDep
 
 router = APIRouter(prefix="/api/training/sessions/{session_id}", tags=["ingest"])
 
@@ -23,18 +23,17 @@ IdempotencyKey = Annotated[
     ),
 ]
 
-ADAPTERS: dict[str, TypeAdapter[list[Any]]] = {
-    "training_metrics": TypeAdapter(list[TrainingMetricsData]),
-    "bot_decision": TypeAdapter(list[BotDecisionData]),
-    "graph_update": TypeAdapter(list[PerformanceGraphData]),
-}
-
 
 async def _ingest(
-    message_type: str, session_id: str, request: Request, service: ServiceDep, settings: SettingsDep, key: str | None
+    message_type: str,
+    session_id: str,
+    request: Request,
+    service: ServiceDep,
+    batches: BatchesDep,
+    key: str | None,
 ) -> dict[str, Any]:
-    items = await read_items(request, ADAPTERS[message_type], settings.max_batch_size)
-    result = await service.ingest(session_id, message_type, items, key)
+    batch = await batches.read(message_type, await request.body())
+    result = await service.ingest(session_id, batch, key)
     return {
         "session_id": result.session_id,
         "first_seq": result.first_seq,
@@ -50,23 +49,23 @@ def _doc(model: type[BaseModel]) -> dict[str, Any]:
 
 @router.post("/metrics", openapi_extra=_doc(TrainingMetricsData))
 async def post_metrics(
-    session_id: str, request: Request, service: ServiceDep, settings: SettingsDep, key: IdempotencyKey = None
+    session_id: str, request: Request, service: ServiceDep, batches: BatchesDep, key: IdempotencyKey = None
 ) -> dict[str, Any]:
     """One TrainingMetricsData or a list (all-or-nothing)."""
-    return await _ingest("training_metrics", session_id, request, service, settings, key)
+    return await _ingest("training_metrics", session_id, request, service, batches, key)
 
 
 @router.post("/bot_decision", openapi_extra=_doc(BotDecisionData))
 async def post_bot_decision(
-    session_id: str, request: Request, service: ServiceDep, settings: SettingsDep, key: IdempotencyKey = None
+    session_id: str, request: Request, service: ServiceDep, batches: BatchesDep, key: IdempotencyKey = None
 ) -> dict[str, Any]:
     """One BotDecisionData or a list (all-or-nothing)."""
-    return await _ingest("bot_decision", session_id, request, service, settings, key)
+    return await _ingest("bot_decision", session_id, request, service, batches, key)
 
 
 @router.post("/graph_update", openapi_extra=_doc(PerformanceGraphData))
 async def post_graph_update(
-    session_id: str, request: Request, service: ServiceDep, settings: SettingsDep, key: IdempotencyKey = None
+    session_id: str, request: Request, service: ServiceDep, batches: BatchesDep, key: IdempotencyKey = None
 ) -> dict[str, Any]:
     """One PerformanceGraphData or a list; the server keeps the newest max_points per series."""
-    return await _ingest("graph_update", session_id, request, service, settings, key)
+    return await _ingest("graph_update", session_id, request, service, batches, key)
