@@ -87,6 +87,7 @@ def settings(db_path: Path) -> Settings:
         max_backlog=50,
         cleanup_interval_seconds=3600,
         ws_ping_interval=5.0,
+        ingest_processes=0,  # in-process servers by the dozen: no worker processes (tests/e2e/test_ingest.py has them)
     )
 
 

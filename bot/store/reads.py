@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Row, Select, Table, func, select
 
 from bot.frames import iso
 from bot.schemas import SERIES_FIELDS
-from bot.store.tables import graphs, messages, series_rollups, sessions
+from bot.store.tables import NOT_METRICS, graphs, messages, series_rollups, sessions
 
 ACTIVE_STATUSES = ("created", "running", "paused", "stale")
 
@@ -76,6 +76,8 @@ def read_frames(conn: Connection, session_pk: int, where: MessageFilter, limit: 
     )
     if where.types is not None:
         query = query.where(messages.c.type.in_(where.types))
+        if "training_metrics" not in where.types:
+            query = query.where(NOT_METRICS)  # lets the partial type index find them
     return _fetch(conn, _in_range(query, messages, where).order_by(messages.c.seq).limit(limit))
 
 
@@ -108,12 +110,17 @@ def _fetch(conn: Connection, query: Select[Any]) -> list[Any]:
 
 
 def latest_frame(conn: Connection, session_pk: int, message_type: str) -> str | None:
-    """The newest stored frame of one type (by the type index), or None."""
+    """The newest stored frame of one type other than training_metrics, or None: its seq from the partial
+    type index (a covering lookup), then the frame by primary key."""
+    seq = conn.execute(
+        select(func.max(messages.c.seq)).where(
+            messages.c.session_pk == session_pk, messages.c.type == message_type, NOT_METRICS
+        )
+    ).scalar()
+    if seq is None:
+        return None
     return conn.execute(
-        select(messages.c.frame)
-        .where(messages.c.session_pk == session_pk, messages.c.type == message_type)
-        .order_by(messages.c.seq.desc())
-        .limit(1)
+        select(messages.c.frame).where(messages.c.session_pk == session_pk, messages.c.seq == seq)
     ).scalar()
 
 

@@ -8,7 +8,19 @@ One row per point is what keeps ingest fast: a row per metric per point cost fou
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Double, Index, Integer, MetaData, String, Table, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Double,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    literal_column,
+)
 
 metadata = MetaData()
 
@@ -53,7 +65,17 @@ messages = Table(
     Column("frame", Text, nullable=False),
     sqlite_with_rowid=False,
 )
-Index("ix_messages_type", messages.c.session_pk, messages.c.type, messages.c.seq)
+# By type, for every type but training_metrics: those are most rows, and a scan in seq order finds them
+# anyway, so indexing them would cost a third of ingest for nothing. Queries repeat NOT_METRICS to use it.
+NOT_METRICS = messages.c.type != literal_column("'training_metrics'")
+Index(
+    "ix_messages_type",
+    messages.c.session_pk,
+    messages.c.type,
+    messages.c.seq,
+    sqlite_where=NOT_METRICS,
+    postgresql_where=NOT_METRICS,
+)
 
 # Per metric and per block of ROLLUP_BLOCK seqs: how many points, and the lowest and highest of them.
 # Kept by the ingest transaction, so a chart of a million points reads a thousand rows, not a million.

@@ -71,7 +71,7 @@ async def test_two_instances_share_one_stream(
     server_factory: Any, postgres_url: str, redis_url: str, spectators: Any
 ) -> None:
     """Two instances on one PostgreSQL and Redis: pushes to either reach a spectator of either, in order."""
-    settings = Settings(database_url=postgres_url, redis_url=redis_url)
+    settings = Settings(database_url=postgres_url, redis_url=redis_url, ingest_processes=0)
     first, second = await server_factory(settings), await server_factory(settings)
     async with (
         httpx.AsyncClient(base_url=first.url, timeout=TIMEOUT) as a,
@@ -93,7 +93,10 @@ async def test_two_instances_share_one_stream(
 async def test_retention_deletes_sessions_that_ended_long_ago(server_factory: Any, db_path: Path) -> None:
     """With a retention set, the periodic cleanup removes ended sessions and keeps running ones."""
     settings = Settings(
-        database_url=f"sqlite:///{db_path}", session_retention_seconds=0.2, cleanup_interval_seconds=0.1
+        database_url=f"sqlite:///{db_path}",
+        session_retention_seconds=0.2,
+        cleanup_interval_seconds=0.1,
+        ingest_processes=0,
     )
     live = await server_factory(settings)
     async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:

@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 def parse_json(raw: bytes) -> Any:
@@ -39,18 +40,18 @@ def validation_errors(exc: ValidationError, prefix: tuple[str | int, ...] = ("bo
 
 
 @dataclass(frozen=True)
-class ItemAdapters(Generic[M]):
+class ItemAdapters(Generic[T]):
     """Validators for a body that is one item or a list of them."""
 
-    one: TypeAdapter[M]
-    many: TypeAdapter[list[M]]
+    one: TypeAdapter[T]
+    many: TypeAdapter[list[T]]
 
     @classmethod
-    def of(cls, model: type[M]) -> ItemAdapters[M]:
+    def of(cls, model: type[T]) -> ItemAdapters[T]:
         return cls(TypeAdapter(model), TypeAdapter(list[model]))  # type: ignore[valid-type]
 
 
-def parse_items(raw: bytes, adapters: ItemAdapters[M], max_items: int) -> list[M]:
+def parse_items(raw: bytes, adapters: ItemAdapters[T], max_items: int) -> list[T]:
     """One object or a list of them, validated straight from the bytes (no dicts in between, which costs
     a third more); a list is validated whole, all-or-nothing. Python's NaN and Infinity literals are accepted."""
     try:
