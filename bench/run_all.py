@@ -58,7 +58,7 @@ def rows() -> list[Row]:
     table.append(("  p99 ms", many["p99_ms"], None, None, "printed", True))
     starve = many["slowest_session_s"] / many["median_session_s"]
     table.append(("  slowest session / median (no starvation)", starve, None, None, "<= 1.2", starve <= 1.2))
-    ing = ingest.run(25)
+    ing = ingest.run(60)
     table.append(
         (
             "ingest points/s, 4 engines x 1000-point batches",
