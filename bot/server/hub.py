@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Self
 
@@ -37,23 +37,6 @@ CLOSE_GOING_AWAY = 1001
 
 def channel_for(session_id: str) -> str:
     return CHANNEL_PREFIX + session_id
-
-
-def encode_payload(frames: Iterable[tuple[int, str, str]]) -> bytes:
-    """What travels through the broker: one line per frame, `seq type frame`, so no instance parses JSON.
-
-    A commit's frames for one session travel as one broker message. Frames are single-line JSON
-    (newlines inside strings are escaped), so a newline safely separates them.
-    """
-    return "\n".join(f"{seq} {message_type} {frame}" for seq, message_type, frame in frames).encode()
-
-
-def decode_payload(payload: bytes) -> list[tuple[int, str, str]]:
-    frames = []
-    for line in payload.decode().split("\n"):
-        seq, message_type, frame = line.split(" ", 2)
-        frames.append((int(seq), message_type, frame))
-    return frames
 
 
 class HubFullError(Exception):
@@ -202,10 +185,10 @@ class Hub:
 
     async def _consume(self) -> None:
         prefix = len(CHANNEL_PREFIX)
-        async for channel, payload in self._broker.events():
+        async for channel, frames in self._broker.events():
             try:
                 session_id = channel[prefix:]
-                for seq, message_type, frame in decode_payload(payload):
+                for seq, message_type, frame in frames:
                     self._dispatch(session_id, seq, message_type, frame)
                 if (watched := self._sessions.get(session_id)) is not None:
                     self._settle(watched)

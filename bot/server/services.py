@@ -16,7 +16,7 @@ from sqlalchemy import Connection, select
 
 from bot.schemas import SessionCreate, SessionUpdate
 from bot.server.broker import Broker
-from bot.server.hub import channel_for, encode_payload
+from bot.server.hub import channel_for
 from bot.store import SessionNotFoundError, Store
 from bot.store.batch import Batch
 from bot.store.downsample import min_max
@@ -82,7 +82,7 @@ class TrainingService:
         for item in published:
             by_session.setdefault(item.session_id, []).extend(item.frames)
         for session_id, frames in by_session.items():
-            await self.broker.publish(channel_for(session_id), encode_payload(frames))
+            await self.broker.publish(channel_for(session_id), frames)
 
     # -- sessions -----------------------------------------------------------------------------------
 

@@ -18,20 +18,20 @@ async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Broker]:
 
 
 async def test_subscriber_receives_in_publish_order(broker: Broker) -> None:
-    """Payloads published on a subscribed channel arrive in order; other channels are not delivered."""
+    """Frames published on a subscribed channel arrive in order; other channels are not delivered."""
     await broker.subscribe("tms:test:a")
     await asyncio.sleep(0.05)  # a Redis SUBSCRIBE takes effect asynchronously
     for i in range(20):
-        await broker.publish("tms:test:a", b"%d" % i)
-        await broker.publish("tms:test:other", b"x")
+        await broker.publish("tms:test:a", [(i, "training_metrics", f'{{"seq":{i},"text":"a b\\nc"}}')])
+        await broker.publish("tms:test:other", [(1, "training_metrics", "{}")])
     events = broker.events()
     received = []
     async with asyncio.timeout(5):
         while len(received) < 20:
-            channel, payload = await anext(events)
+            channel, frames = await anext(events)
             assert channel == "tms:test:a"
-            received.append(int(payload))
-    assert received == list(range(20))
+            received.extend(frames)
+    assert received == [(i, "training_metrics", f'{{"seq":{i},"text":"a b\\nc"}}') for i in range(20)]
 
 
 def test_unknown_scheme_is_refused() -> None:

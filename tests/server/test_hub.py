@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bot.server.broker import MemoryBroker
-from bot.server.hub import Hub, channel_for, encode_payload
+from bot.server.hub import Hub, channel_for
 from bot.server.spectator import Spectator
 
 TYPES = ["training_metrics"]
@@ -69,7 +69,7 @@ async def received(spectator: Spectator, count: int) -> list[int]:
 
 async def publish(broker: MemoryBroker, frames: list[tuple[int, str, str]]) -> None:
     for frame in frames:
-        await broker.publish(channel_for("s"), encode_payload([frame]))
+        await broker.publish(channel_for("s"), [frame])
 
 
 async def test_reordered_and_duplicated_frames_are_delivered_in_order_once(

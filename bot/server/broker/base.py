@@ -1,4 +1,4 @@
-"""The broker interface: publish and subscribe encoded frames by channel.
+"""The broker interface: publish and subscribe a commit's frames by channel.
 
 The broker is a fast path, never the source of truth: a frame it loses is found by the hub's seq
 check and read from the store.
@@ -9,14 +9,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol, Self
 
+# (seq, type, frame): a frame as stored and sent, with what the hub orders and filters it by.
+Frame = tuple[int, str, str]
+
 
 class Broker(Protocol):
     async def __aenter__(self) -> Self: ...
 
     async def __aexit__(self, *exc_info: object) -> None: ...
 
-    async def publish(self, channel: str, payload: bytes) -> None:
-        """Send `payload` to every instance subscribed to `channel`.
+    async def publish(self, channel: str, frames: list[Frame]) -> None:
+        """Send one commit's frames (in seq order) to every instance subscribed to `channel`.
 
         Raises:
             BrokerUnavailableError: the broker cannot be reached; the caller logs and carries on.
@@ -24,15 +27,15 @@ class Broker(Protocol):
         ...
 
     async def subscribe(self, channel: str) -> None:
-        """Start receiving `channel`'s payloads from `events()`."""
+        """Start receiving `channel`'s frames from `events()`."""
         ...
 
     async def unsubscribe(self, channel: str) -> None:
         """Stop receiving `channel`; unknown channels are ignored."""
         ...
 
-    def events(self) -> AsyncIterator[tuple[str, bytes]]:
-        """(channel, payload) pairs for the subscribed channels, in the order the broker received them."""
+    def events(self) -> AsyncIterator[tuple[str, list[Frame]]]:
+        """(channel, frames) pairs for the subscribed channels, in the order the broker received them."""
         ...
 
 

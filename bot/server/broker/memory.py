@@ -1,4 +1,4 @@
-"""The in-memory broker: one process, no set-up. The default."""
+"""The in-memory broker: one process, no set-up. The default. Frames pass as they are, never encoded."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Self
 
+from bot.server.broker.base import Frame
+
 
 class MemoryBroker:
     def __init__(self, url: str = "memory://") -> None:
         self._channels: set[str] = set()
         # Unbounded on purpose: its only reader is this instance's hub, which never awaits a spectator.
-        self._queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[str, list[Frame]]] = asyncio.Queue()
 
     async def __aenter__(self) -> Self:
         return self
@@ -19,9 +21,9 @@ class MemoryBroker:
     async def __aexit__(self, *exc_info: object) -> None:
         self._channels.clear()
 
-    async def publish(self, channel: str, payload: bytes) -> None:
+    async def publish(self, channel: str, frames: list[Frame]) -> None:
         if channel in self._channels:
-            self._queue.put_nowait((channel, payload))
+            self._queue.put_nowait((channel, frames))
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)
@@ -29,6 +31,6 @@ class MemoryBroker:
     async def unsubscribe(self, channel: str) -> None:
         self._channels.discard(channel)
 
-    async def events(self) -> AsyncIterator[tuple[str, bytes]]:
+    async def events(self) -> AsyncIterator[tuple[str, list[Frame]]]:
         while True:
             yield await self._queue.get()

@@ -7,9 +7,23 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any, Self
 
-from bot.server.broker.base import BrokerUnavailableError
+from bot.server.broker.base import BrokerUnavailableError, Frame
 
 logger = logging.getLogger(__name__)
+
+
+def encode_payload(frames: list[Frame]) -> bytes:
+    """One Redis message per commit and session: a line per frame, `seq type frame`, so no instance parses
+    JSON. Frames are single-line JSON (newlines inside strings are escaped), so a newline separates them."""
+    return "\n".join(f"{seq} {message_type} {frame}" for seq, message_type, frame in frames).encode()
+
+
+def decode_payload(payload: bytes) -> list[Frame]:
+    frames = []
+    for line in payload.decode().split("\n"):
+        seq, message_type, frame = line.split(" ", 2)
+        frames.append((int(seq), message_type, frame))
+    return frames
 
 
 class RedisBroker:
@@ -32,9 +46,9 @@ class RedisBroker:
         await self._pubsub.aclose()
         await self._client.aclose()
 
-    async def publish(self, channel: str, payload: bytes) -> None:
+    async def publish(self, channel: str, frames: list[Frame]) -> None:
         try:
-            await self._client.publish(channel, payload)
+            await self._client.publish(channel, encode_payload(frames))
         except self._redis_errors as exc:
             raise BrokerUnavailableError(str(exc)) from exc
 
@@ -46,7 +60,7 @@ class RedisBroker:
         self._channels.discard(channel)
         await self._pubsub.unsubscribe(channel)
 
-    async def events(self) -> AsyncIterator[tuple[str, bytes]]:
+    async def events(self) -> AsyncIterator[tuple[str, list[Frame]]]:
         while True:
             if not self._channels:
                 # redis-py does not read a pubsub connection with no channels subscribed; wait for one.
@@ -59,4 +73,9 @@ class RedisBroker:
                 await asyncio.sleep(0.5)
                 continue
             if message is not None and message["type"] == "message":
-                yield message["channel"].decode(), message["data"]
+                try:
+                    frames = decode_payload(message["data"])
+                except ValueError:
+                    logger.warning("redis broker: skipped a malformed message on %s", message["channel"])
+                    continue
+                yield message["channel"].decode(), frames
