@@ -12,6 +12,8 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Self
@@ -47,6 +49,18 @@ def _read_in_worker(message_type: str, raw: bytes, max_items: int) -> Batch | li
         return list(exc.errors())
 
 
+def _exit_with(parent: int) -> None:
+    """Runs in each worker: exit once the server is gone, even if it was killed (kill -9 leaves no one to
+    close the pool, and an orphan worker would wait on its queue forever)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="tms-parent-watch", daemon=True).start()
+
+
 def _ready() -> None:
     """Sent to each new worker so that its imports happen at start-up, not on the first request."""
 
@@ -68,7 +82,9 @@ class BatchReader:
         """Start the workers now (spawned, not forked: the server has threads), so no request waits for them."""
         if self.processes and self._pool is None:
             context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(self.processes, mp_context=context)
+            self._pool = ProcessPoolExecutor(
+                self.processes, mp_context=context, initializer=_exit_with, initargs=(os.getpid(),)
+            )
             for _ in range(self.processes):
                 self._pool.submit(_ready)  # spawns a worker, which imports this module (and pydantic)
 

@@ -1,10 +1,16 @@
-"""Big ingest bodies read by a worker process: stored whole, refused whole, and a dead worker loses nothing."""
+"""Big ingest bodies read by a worker process: stored whole, refused whole; a dead worker loses nothing,
+and a killed server leaves no worker behind."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,6 +18,7 @@ import pytest
 
 from bot.config import Settings
 from tests.conftest import TIMEOUT, create_session
+from tests.e2e.test_deploy import free_port
 
 
 def points(first: int, count: int) -> list[dict[str, Any]]:
@@ -48,3 +55,41 @@ async def test_big_batches_go_through_a_worker_process(
     seqs = [message["seq"] for message in history["messages"]]
     episodes = [message["data"]["episode"] for message in history["messages"]]
     assert seqs == list(range(1, 8001)) and episodes == list(range(8000))
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.slow
+async def test_workers_leave_with_a_killed_server(tmp_path: Path) -> None:
+    """kill -9 of `bot serve` leaves no worker process behind (nobody is left to close the pool)."""
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'k.db'}", "TMS_INGEST_PROCESSES": "1"}
+    env.pop("REDIS_URL", None)
+    process = subprocess.Popen([sys.executable, "-m", "bot", "serve", "--port", str(port)], env=env)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as client:
+            async with asyncio.timeout(TIMEOUT * 2):
+                while True:
+                    try:
+                        if (await client.get("/health")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        await asyncio.sleep(0.1)
+            session_id = await create_session(client, "killed")
+            response = await client.post(f"/api/training/sessions/{session_id}/metrics", json=points(0, 2000))
+            assert response.status_code == 200
+        workers = children_of(process.pid)
+        assert workers, "the server should run a worker process"
+    finally:
+        process.kill()
+        process.wait(TIMEOUT)
+    async with asyncio.timeout(TIMEOUT):
+        while any(Path(f"/proc/{pid}").exists() for pid in workers):
+            await asyncio.sleep(0.1)
