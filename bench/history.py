@@ -43,9 +43,9 @@ def raw_page(database: Path, after: int) -> float:
     start = time.perf_counter()
     conn = sqlite3.connect(database)
     rows = conn.execute(
-        "SELECT seq, frame FROM messages WHERE session_pk = 1 AND seq > ? ORDER BY seq LIMIT ?", (after, PAGE)
+        "SELECT seq, data FROM messages WHERE session_pk = 1 AND seq > ? ORDER BY seq LIMIT ?", (after, PAGE)
     ).fetchall()
-    orjson.dumps([frame for _, frame in rows])
+    orjson.dumps([data for _, data in rows])
     conn.close()
     return time.perf_counter() - start
 

@@ -99,26 +99,24 @@ async def single_points(url: str, clients: int, requests: int) -> float:
 
 
 def raw_sqlite(points: int) -> float:
-    """The same rows with sqlite3.executemany, WAL, synchronous=FULL: one message row per point (its frame
-    as the server writes it) in the same table, 1,000 per transaction. The server also keeps a partial
+    """The same rows with sqlite3.executemany, WAL, synchronous=FULL: one message row per point (its data
+    as the server stores it) in the same table, 1,000 per transaction. The server also keeps a partial
     type index (which metrics rows skip) and one rollup row per metric per 1,024 points; both are left out."""
     with tempfile.TemporaryDirectory() as directory:
         conn = sqlite3.connect(f"{directory}/raw.db", isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute(
-            "CREATE TABLE messages (session_pk INT, seq INT, type TEXT, episode INT, ts REAL, frame TEXT,"
-            " PRIMARY KEY (session_pk, seq)) WITHOUT ROWID"
+            "CREATE TABLE messages (session_pk INT, seq INT, type TEXT, episode INT, ts REAL, received REAL,"
+            " data TEXT, PRIMARY KEY (session_pk, seq)) WITHOUT ROWID"
         )
         data = orjson.dumps(orjson.loads(batch(0))[0]).decode()
         start = time.perf_counter()
         for first in range(1, points + 1, BATCH):
             now = time.time()
-            head = '{"type":"training_metrics","session_id":"session-0123456789ab","seq":'
-            tail = f',"timestamp":"2026-11-23T10:04:11.506273Z","data":{data}}}'
-            rows = [(1, seq, "training_metrics", seq, now, f"{head}{seq}{tail}") for seq in range(first, first + BATCH)]
+            rows = [(1, seq, "training_metrics", seq, now, now, data) for seq in range(first, first + BATCH)]
             conn.execute("BEGIN")
-            conn.executemany("INSERT INTO messages VALUES (?,?,?,?,?,?)", rows)
+            conn.executemany("INSERT INTO messages VALUES (?,?,?,?,?,?,?)", rows)
             conn.execute("COMMIT")
         elapsed = time.perf_counter() - start
         conn.close()

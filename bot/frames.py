@@ -7,8 +7,9 @@ pre-encoded JSON pieces (no parse, no re-encode); control frames (`connection_st
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 import orjson
 
@@ -18,11 +19,59 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
-def data_frames(message_type: str, session_id: str, first_seq: int, timestamp: str, data: list[str]) -> list[str]:
-    """Frames for consecutive seqs from `first_seq`, around each item's JSON; the envelope is built once."""
-    head = f'{{"type":"{message_type}","session_id":{orjson.dumps(session_id).decode()},"seq":'
-    tail = f',"timestamp":"{timestamp}","data":'
+def _envelope(message_type: str, quoted_session_id: str, timestamp: str) -> tuple[str, str]:
+    """A data frame is head + seq + tail + data + "}"; the head and tail are shared by a whole batch."""
+    head = f'{{"type":"{message_type}","session_id":{quoted_session_id},"seq":'
+    return head, f',"timestamp":"{timestamp}","data":'
+
+
+def data_frames(message_type: str, session_id: str, first_seq: int, timestamp: str, data: Sequence[str]) -> list[str]:
+    """Frames for consecutive seqs from `first_seq`, around each item's JSON."""
+    head, tail = _envelope(message_type, orjson.dumps(session_id).decode(), timestamp)
     return [f"{head}{first_seq + i}{tail}{item}}}" for i, item in enumerate(data)]
+
+
+def stored_frames(session_id: str, rows: Iterable[tuple[int, str, float, str]]) -> list[tuple[int, str, str]]:
+    """(seq, type, frame) from stored rows (seq, type, received, data): the very text spectators got live."""
+    quoted = orjson.dumps(session_id).decode()
+    envelopes: dict[tuple[str, float], tuple[str, str]] = {}  # a batch shares its type and receive time
+    frames = []
+    for seq, message_type, received, data in rows:
+        envelope = envelopes.get((message_type, received))
+        if envelope is None:
+            envelope = envelopes[message_type, received] = _envelope(message_type, quoted, iso(received))
+        frames.append((seq, message_type, f"{envelope[0]}{seq}{envelope[1]}{data}}}"))
+    return frames
+
+
+class FrameRun(Sequence[tuple[int, str, str]]):
+    """(seq, type, frame) for a batch's consecutive seqs, built on first use: a session nobody watches on
+    this instance (the memory broker drops its frames) never pays for them."""
+
+    def __init__(self, message_type: str, session_id: str, first_seq: int, timestamp: str, data: list[str]) -> None:
+        self._args = (message_type, session_id, first_seq, timestamp, data)
+        self._frames: list[tuple[int, str, str]] | None = None
+
+    def _built(self) -> list[tuple[int, str, str]]:
+        if self._frames is None:
+            message_type, _, first_seq, _, _ = self._args
+            self._frames = [(first_seq + i, message_type, frame) for i, frame in enumerate(data_frames(*self._args))]
+        return self._frames
+
+    def __len__(self) -> int:
+        return len(self._args[4])
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[int, str, str]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[int, str, str]]: ...
+
+    def __getitem__(self, index: int | slice) -> tuple[int, str, str] | list[tuple[int, str, str]]:
+        return self._built()[index]
+
+    def __iter__(self) -> Iterator[tuple[int, str, str]]:
+        return iter(self._built())
 
 
 def control_frame(message_type: str, session_id: str, data: dict[str, Any], ts: float | None = None) -> str:

@@ -24,7 +24,7 @@ from bot.store.reads import (
     MessageFilter,
     get_session,
     get_session_by_room,
-    latest_frame,
+    latest_data,
     list_sessions,
     read_frames,
     read_graphs,
@@ -77,12 +77,9 @@ class TrainingService:
 
     async def _publish(self, published: list[Published]) -> None:
         # Called by the group commit after the commit and before any request is answered: one broker
-        # message per session per commit, its frames in seq order.
-        by_session: dict[str, list[tuple[int, str, str]]] = {}
+        # message per job, its frames in seq order (built only if a broker needs them; see FrameRun).
         for item in published:
-            by_session.setdefault(item.session_id, []).extend(item.frames)
-        for session_id, frames in by_session.items():
-            await self.broker.publish(channel_for(session_id), frames)
+            await self.broker.publish(channel_for(item.session_id), item.frames)
 
     # -- sessions -----------------------------------------------------------------------------------
 
@@ -170,7 +167,7 @@ def _history(
     row = get_session(conn, session_id)
     if row is None:
         raise SessionNotFoundError(session_id)
-    return session_dict(row), read_frames(conn, row.pk, where, limit)
+    return session_dict(row), read_frames(conn, row.pk, session_id, where, limit)
 
 
 def _state(conn: Connection, session_id: str) -> SessionState:
@@ -178,8 +175,8 @@ def _state(conn: Connection, session_id: str) -> SessionState:
     if row is None:
         raise SessionNotFoundError(session_id)
     latest = orjson.loads(row.latest_metrics) if row.latest_metrics else None
-    decision = latest_frame(conn, row.pk, "bot_decision")
-    latest_decision = orjson.loads(decision)["data"] if decision else None
+    decision = latest_data(conn, row.pk, "bot_decision")
+    latest_decision = orjson.loads(decision) if decision else None
     return SessionState(session_dict(row), latest, latest_decision, read_graphs(conn, row.pk))
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Row, Select, Table, func, select
 
-from bot.frames import iso
+from bot.frames import iso, stored_frames
 from bot.schemas import SERIES_FIELDS
 from bot.store.tables import NOT_METRICS, graphs, messages, series_rollups, sessions
 
@@ -69,16 +69,20 @@ class MessageFilter:
     until: float | None = None
 
 
-def read_frames(conn: Connection, session_pk: int, where: MessageFilter, limit: int) -> list[tuple[int, str, str]]:
+def read_frames(
+    conn: Connection, session_pk: int, session_id: str, where: MessageFilter, limit: int
+) -> list[tuple[int, str, str]]:
     """(seq, type, frame) in seq order, after `where.after_seq`: the one read behind replay and history."""
-    query = select(messages.c.seq, messages.c.type, messages.c.frame).where(
+    query = select(messages.c.seq, messages.c.type, messages.c.received, messages.c.data).where(
         messages.c.session_pk == session_pk, messages.c.seq > where.after_seq
     )
     if where.types is not None:
         query = query.where(messages.c.type.in_(where.types))
         if "training_metrics" not in where.types:
             query = query.where(NOT_METRICS)  # lets the partial type index find them
-    return _fetch(conn, _in_range(query, messages, where).order_by(messages.c.seq).limit(limit))
+    return stored_frames(
+        session_id, _fetch(conn, _in_range(query, messages, where).order_by(messages.c.seq).limit(limit))
+    )
 
 
 def _in_range(query: Select[Any], table: Table, where: MessageFilter) -> Select[Any]:
@@ -109,9 +113,9 @@ def _fetch(conn: Connection, query: Select[Any]) -> list[Any]:
         cursor.close()
 
 
-def latest_frame(conn: Connection, session_pk: int, message_type: str) -> str | None:
-    """The newest stored frame of one type other than training_metrics, or None: its seq from the partial
-    type index (a covering lookup), then the frame by primary key."""
+def latest_data(conn: Connection, session_pk: int, message_type: str) -> str | None:
+    """The `data` of the newest message of one type other than training_metrics, or None: its seq from the
+    partial type index (a covering lookup), then the row by primary key."""
     seq = conn.execute(
         select(func.max(messages.c.seq)).where(
             messages.c.session_pk == session_pk, messages.c.type == message_type, NOT_METRICS
@@ -120,7 +124,7 @@ def latest_frame(conn: Connection, session_pk: int, message_type: str) -> str | 
     if seq is None:
         return None
     return conn.execute(
-        select(messages.c.frame).where(messages.c.session_pk == session_pk, messages.c.seq == seq)
+        select(messages.c.data).where(messages.c.session_pk == session_pk, messages.c.seq == seq)
     ).scalar()
 
 
@@ -133,15 +137,15 @@ def read_series_range(
     conn: Connection, session_pk: int, metric: str, where: MessageFilter
 ) -> tuple[list[tuple[int, int | None, float, float]], int]:
     """Every non-NaN point (seq, episode, ts, value) of one metric in the range, in seq order, and how many
-    NaN points it holds. The points are read from the stored frames: one row per point, whatever the metrics."""
-    query = select(messages.c.seq, messages.c.episode, messages.c.ts, messages.c.frame).where(
+    NaN points it holds. The points are read from the stored data: one row per point, whatever the metrics."""
+    query = select(messages.c.seq, messages.c.episode, messages.c.ts, messages.c.data).where(
         messages.c.session_pk == session_pk, messages.c.type == "training_metrics", messages.c.seq > where.after_seq
     )
     rows = _fetch(conn, _in_range(query, messages, where).order_by(messages.c.seq))
     builtin = metric in SERIES_FIELDS
     points, nan_count = [], 0
-    for seq, episode, ts, frame in rows:
-        data = orjson.loads(frame)["data"]
+    for seq, episode, ts, text in rows:
+        data = orjson.loads(text)
         value = data.get(metric) if builtin else data.get("custom", {}).get(metric)
         if value is None:
             continue

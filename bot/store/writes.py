@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
 
-from bot.frames import control_frame, data_frames, iso
+from bot.frames import FrameRun, control_frame, data_frames, iso
 from bot.schemas import ENDED_STATUSES, PerformanceGraphData, SessionCreate, SessionUpdate
 from bot.store.batch import Batch
 from bot.store.errors import SessionExistsError, SessionNotFoundError
@@ -34,7 +34,7 @@ class Published:
     seq 0 marks a control frame (not stored)."""
 
     session_id: str
-    frames: list[tuple[int, str, str]]
+    frames: Sequence[tuple[int, str, str]]
 
 
 @dataclass(slots=True)
@@ -143,7 +143,9 @@ def _change_status(
     data = orjson.dumps({"status": status, "previous_status": session.status, "message": message}).decode()
     [frame] = data_frames("training_status", session_id, row.last_seq, iso(now), [data])
     conn.execute(
-        insert(messages).values(session_pk=session.pk, seq=row.last_seq, type="training_status", ts=now, frame=frame)
+        insert(messages).values(
+            session_pk=session.pk, seq=row.last_seq, type="training_status", ts=now, received=now, data=data
+        )
     )
     return row, [Published(session_id, [(row.last_seq, "training_status", frame)])]
 
@@ -275,10 +277,10 @@ class Ingest(Job):
         first_seq = last_seq - n + 1
         timestamps = batch.timestamps or [now] * n
         kind = batch.message_type
-        frames = data_frames(kind, self.session_id, first_seq, iso(now), batch.data)
-        rows = [(pk, first_seq + i, kind, batch.episodes[i], timestamps[i], frames[i]) for i in range(n)]
+        seqs = range(first_seq, last_seq + 1)
+        rows = zip(repeat(pk), seqs, repeat(kind), batch.episodes, timestamps, repeat(now), batch.data, strict=False)
         # Plain executemany of tuples: SQLAlchemy's per-row parameter processing cost more than SQLite itself.
-        conn.exec_driver_sql(_bulk_insert(conn, messages), rows)
+        conn.exec_driver_sql(_bulk_insert(conn, messages), list(rows))
         if batch.columns:
             update_rollups(conn, pk, first_seq, batch.episodes, timestamps, batch.columns)
         for graph in batch.graphs:
@@ -289,7 +291,7 @@ class Ingest(Job):
                     session_pk=pk, key=self.idempotency_key, first_seq=first_seq, last_seq=last_seq
                 )
             )
-        published = Published(self.session_id, list(zip(range(first_seq, last_seq + 1), repeat(kind), frames)))
+        published = Published(self.session_id, FrameRun(kind, self.session_id, first_seq, iso(now), batch.data))
         return Applied(IngestResult(self.session_id, first_seq, last_seq, n, duplicate=False), [*woken, published])
 
 

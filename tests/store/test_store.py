@@ -39,7 +39,7 @@ async def test_concurrent_ingests_share_commits_and_seq_is_gap_free(store: Store
     assert store.commits - commits_before < 50
     row = await store.read(get_session, "s")
     assert row is not None and row.last_seq == 100
-    frames = await store.read(read_frames, row.pk, MessageFilter(), 1000)
+    frames = await store.read(read_frames, row.pk, "s", MessageFilter(), 1000)
     assert [seq for seq, _, _ in frames] == list(range(1, 101))
 
 

@@ -6,7 +6,7 @@ check and read from the store.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol, Self
 
 # (seq, type, frame): a frame as stored and sent, with what the hub orders and filters it by.
@@ -18,7 +18,7 @@ class Broker(Protocol):
 
     async def __aexit__(self, *exc_info: object) -> None: ...
 
-    async def publish(self, channel: str, frames: list[Frame]) -> None:
+    async def publish(self, channel: str, frames: Sequence[Frame]) -> None:
         """Send one commit's frames (in seq order) to every instance subscribed to `channel`.
 
         Raises:
@@ -34,7 +34,7 @@ class Broker(Protocol):
         """Stop receiving `channel`; unknown channels are ignored."""
         ...
 
-    def events(self) -> AsyncIterator[tuple[str, list[Frame]]]:
+    def events(self) -> AsyncIterator[tuple[str, Sequence[Frame]]]:
         """(channel, frames) pairs for the subscribed channels, in the order the broker received them."""
         ...
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Self
 
 from bot.server.broker.base import Frame
@@ -13,7 +13,7 @@ class MemoryBroker:
     def __init__(self, url: str = "memory://") -> None:
         self._channels: set[str] = set()
         # Unbounded on purpose: its only reader is this instance's hub, which never awaits a spectator.
-        self._queue: asyncio.Queue[tuple[str, list[Frame]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[str, Sequence[Frame]]] = asyncio.Queue()
 
     async def __aenter__(self) -> Self:
         return self
@@ -21,7 +21,7 @@ class MemoryBroker:
     async def __aexit__(self, *exc_info: object) -> None:
         self._channels.clear()
 
-    async def publish(self, channel: str, frames: list[Frame]) -> None:
+    async def publish(self, channel: str, frames: Sequence[Frame]) -> None:
         if channel in self._channels:
             self._queue.put_nowait((channel, frames))
 
@@ -31,6 +31,6 @@ class MemoryBroker:
     async def unsubscribe(self, channel: str) -> None:
         self._channels.discard(channel)
 
-    async def events(self) -> AsyncIterator[tuple[str, list[Frame]]]:
+    async def events(self) -> AsyncIterator[tuple[str, Sequence[Frame]]]:
         while True:
             yield await self._queue.get()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Self
 
 from bot.server.broker.base import BrokerUnavailableError, Frame
@@ -12,7 +12,7 @@ from bot.server.broker.base import BrokerUnavailableError, Frame
 logger = logging.getLogger(__name__)
 
 
-def encode_payload(frames: list[Frame]) -> bytes:
+def encode_payload(frames: Sequence[Frame]) -> bytes:
     """One Redis message per commit and session: a line per frame, `seq type frame`, so no instance parses
     JSON. Frames are single-line JSON (newlines inside strings are escaped), so a newline separates them."""
     return "\n".join(f"{seq} {message_type} {frame}" for seq, message_type, frame in frames).encode()
@@ -46,7 +46,7 @@ class RedisBroker:
         await self._pubsub.aclose()
         await self._client.aclose()
 
-    async def publish(self, channel: str, frames: list[Frame]) -> None:
+    async def publish(self, channel: str, frames: Sequence[Frame]) -> None:
         try:
             await self._client.publish(channel, encode_payload(frames))
         except self._redis_errors as exc:
@@ -60,7 +60,7 @@ class RedisBroker:
         self._channels.discard(channel)
         await self._pubsub.unsubscribe(channel)
 
-    async def events(self) -> AsyncIterator[tuple[str, list[Frame]]]:
+    async def events(self) -> AsyncIterator[tuple[str, Sequence[Frame]]]:
         while True:
             if not self._channels:
                 # redis-py does not read a pubsub connection with no channels subscribed; wait for one.
