@@ -34,11 +34,16 @@ class Server:
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def rss_kb(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+    def rss_kb(self, pid: int | None = None) -> int:
+        for line in Path(f"/proc/{pid or self.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         return 0
+
+    def workers_rss_kb(self) -> int:
+        """The server's child processes (the ingest worker and multiprocessing's resource tracker)."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        return sum(self.rss_kb(int(child)) for child in children)
 
 
 @contextlib.contextmanager

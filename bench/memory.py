@@ -22,6 +22,7 @@ def measure(spectators: int) -> dict[str, float]:
     with server_process(env) as server:
         time.sleep(1.0)
         at_rest = server.rss_kb()
+        workers = server.workers_rss_kb()
         session_id = httpx.post(f"{server.url}/api/training/sessions", json={"name": "idle"}).json()["session_id"]
         ws_url = server.url.replace("http://", "ws://") + f"/ws/{session_id}"
         with spectator_processes(ws_url, spectators, 1, 60):
@@ -30,11 +31,13 @@ def measure(spectators: int) -> dict[str, float]:
             total = httpx.get(f"{server.url}/status").json()["spectators"]["total"]
     per_spectator = (connected - at_rest) * 1024 / spectators
     print(
-        f"server RSS at rest after start-up: {at_rest / 1024:.1f} MB; with {total} idle spectators: "
+        f"server RSS at rest after start-up: {at_rest / 1024:.1f} MB, and {workers / 1024:.1f} MB in its worker "
+        f"processes; with {total} idle spectators: "
         f"{connected / 1024:.1f} MB = {per_spectator / 1024:.1f} KB per spectator (target <= 64 KB)"
     )
     return {
         "rss_at_rest_mb": at_rest / 1024,
+        "workers_rss_mb": workers / 1024,
         "rss_connected_mb": connected / 1024,
         "per_spectator_kb": per_spectator / 1024,
         "spectators": total,

@@ -89,6 +89,7 @@ def rows() -> list[Row]:
     )
     mem = memory.measure(1000)
     table.append(("RSS at rest MB", mem["rss_at_rest_mb"], None, None, "printed", True))
+    table.append(("  RSS of the ingest worker processes MB", mem["workers_rss_mb"], None, None, "printed", True))
     table.append(
         ("RSS per idle spectator KB", mem["per_spectator_kb"], None, None, "<= 64 KB", mem["per_spectator_kb"] <= 64)
     )

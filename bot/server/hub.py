@@ -30,6 +30,7 @@ LastSeqs = Callable[[list[str]], Awaitable[dict[str, int]]]
 
 CHANNEL_PREFIX = "tms:session:"
 REPAIR_PAGE = 1000
+ANNOUNCE_LIMIT = 100  # spectators of one session up to which each join and leave is announced
 
 CLOSE_SESSION_DELETED = 4410
 CLOSE_GOING_AWAY = 1001
@@ -53,6 +54,7 @@ class _Watched:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     pending: dict[int, tuple[str, str]] = field(default_factory=dict)
     repair: asyncio.Task[None] | None = None
+    recount: bool = False  # the count changed while too many watch for one message per join and leave
 
 
 class Hub:
@@ -68,6 +70,7 @@ class Hub:
         gap_wait: float = 0.05,
         pending_limit: int = 10000,
         repair_interval: float = 1.0,
+        announce_limit: int = ANNOUNCE_LIMIT,
     ) -> None:
         self._broker = broker
         self._read_after = read_after
@@ -79,6 +82,7 @@ class Hub:
         self.gap_wait = gap_wait
         self.pending_limit = pending_limit
         self.repair_interval = repair_interval
+        self.announce_limit = announce_limit
         self.total = 0
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -167,19 +171,35 @@ class Hub:
             spectator.settle(now, self.slow_timeout)
 
     def _announce(self, spectator: Spectator, event: str) -> None:
+        """Tell the others someone joined or left. Past `announce_limit` spectators, a join would cost a
+        message to each of them (half a million for a thousand joining), so the count is sent once per
+        `repair_interval` instead, as event `count` (see _recount)."""
         count = self.count(spectator.session_id)
+        watched = self._sessions[spectator.session_id]
+        if count > self.announce_limit:
+            watched.recount = True
+            return
         data = {
             "event": event,
             "spectator_id": spectator.id,
             "user_name": spectator.user_name,
             "spectator_count": count,
         }
-        watched = self._sessions[spectator.session_id]
         frame = control_frame("connection_status", spectator.session_id, data)
         for other in watched.spectators.values():
             if other is not spectator:
                 other.offer(CONTROL, "connection_status", frame)
         self._settle(watched)
+
+    def _recount(self) -> None:
+        for session_id, watched in self._sessions.items():
+            if watched.recount:
+                watched.recount = False
+                data = {"event": "count", "spectator_count": len(watched.spectators)}
+                frame = control_frame("connection_status", session_id, data)
+                for spectator in watched.spectators.values():
+                    spectator.offer(CONTROL, "connection_status", frame)
+                self._settle(watched)
 
     # -- frames -------------------------------------------------------------------------------------
 
@@ -267,6 +287,7 @@ class Hub:
     async def _watchdog(self) -> None:
         while True:
             await asyncio.sleep(self.repair_interval)
+            self._recount()
             ready = [sid for sid, w in self._sessions.items() if w.delivered >= 0]
             if not ready:
                 continue

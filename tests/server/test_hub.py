@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
 
 from bot.server.broker import MemoryBroker
@@ -89,3 +90,26 @@ async def test_frames_lost_by_the_broker_are_read_from_the_store(setup: tuple[Hu
     frames = store.commit(6)
     await publish(broker, [frames[0], frames[3]])  # 2 and 3 lost, 5 and 6 never published
     assert await received(spectator, 6) == [1, 2, 3, 4, 5, 6]
+
+
+async def test_past_the_announce_limit_counts_are_sent_once_per_interval(
+    setup: tuple[Hub, MemoryBroker, FakeStore],
+) -> None:
+    """Each join is announced to the others while few watch; past the limit, one `count` message replaces
+    them, so a crowd joining costs each spectator a message per interval, not one per newcomer."""
+    hub, _, _ = setup
+    hub.announce_limit = 2
+    first, second = await watching(hub), await watching(hub)
+    assert events(first) == [("joined", 2)]
+    crowd = [await watching(hub) for _ in range(5)]
+    assert events(first) == [("joined", 2)]  # nothing per newcomer
+    async with asyncio.timeout(5):
+        while len(events(first)) < 2:
+            await asyncio.sleep(0.01)
+    for spectator in (first, second, *crowd):
+        assert events(spectator)[-1] == ("count", 7)
+
+
+def events(spectator: Spectator) -> list[tuple[str, int]]:
+    data = [orjson.loads(frame)["data"] for _, frame in spectator.queue.items]
+    return [(d["event"], d["spectator_count"]) for d in data]
