@@ -27,6 +27,7 @@ from bot.schemas import BotDecisionData, PerformanceGraphData, SessionCreate, Se
 from bot.server import api, ws
 from bot.server.batches import BatchReader, default_processes
 from bot.server.broker import broker_from_url
+from bot.server.direct import RawSendMiddleware
 from bot.server.hub import Hub
 from bot.server.pages import mount_pages
 from bot.server.services import TrainingService
@@ -80,6 +81,7 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
         lifespan=lifespan,
         debug=settings.debug,
     )
+    app.add_middleware(RawSendMiddleware)  # for the fan-out fast path (bot/server/direct.py)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

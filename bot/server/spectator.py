@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from bot.server.direct import DirectWriter
+
 CONTROL = 0  # the seq of frames that are not part of the stored stream
 BURST_FACTOR = 10
 CLOSE_SLOW = 4008
@@ -106,9 +108,17 @@ class Spectator:
         self.close_request: tuple[int, str] | None = None
         self.cut_off: Callable[[], object] | None = None  # set by the endpoint: ends a connection that hangs
         self.delivered_through = 0  # highest seq sent (or skipped by a type filter), for de-duplication
+        self.direct: DirectWriter | None = None  # the fast path, where the server allows it (direct.py)
+        self.idle = False  # set by the sender task while it waits with an empty queue
 
     def offer(self, seq: int, message_type: str, frame: str) -> None:
         # put_nowait semantics, never an await: one stalled browser must not delay any other spectator.
+        if self.idle and self.direct is not None and not self.queue.items and self.close_request is None:
+            if seq != CONTROL and (message_type not in self.queue.types or seq <= self.delivered_through):
+                return  # not subscribed, or already sent
+            if self.direct.write(frame):  # nothing is ahead of it: written now, in order
+                self.delivered_through = max(self.delivered_through, seq)
+                return
         if self.queue.offer(seq, message_type, frame):
             self.wake.set()
 

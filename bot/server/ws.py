@@ -24,6 +24,7 @@ from starlette.websockets import WebSocketDisconnect
 from bot.config import Settings
 from bot.frames import control_frame, error_frame
 from bot.schemas import MESSAGE_TYPES
+from bot.server.direct import DirectWriter
 from bot.server.hub import Hub, HubFullError
 from bot.server.services import TrainingService
 from bot.server.spectator import CONTROL, Spectator
@@ -100,6 +101,7 @@ async def spectate(websocket: WebSocket, session_id: str) -> None:
             why = "this room needs a password: add ?password=" if not password else "wrong room password"
             return await refuse(websocket, session_id, 4403, "forbidden", why)
     spectator = Spectator(session_id, user_name, settings.max_backlog, types)
+    spectator.direct = DirectWriter.attach(websocket.scope, service.stats)
     try:
         hub.add(spectator, limit=session["max_spectators"])
     except HubFullError as exc:
@@ -211,7 +213,11 @@ async def _send(websocket: WebSocket, spectator: Spectator, service: TrainingSer
         item = queue.pop()
         if item is None:
             spectator.wake.clear()
-            await spectator.wake.wait()
+            spectator.idle = True  # the hub may now write to the socket itself (Spectator.offer)
+            try:
+                await spectator.wake.wait()
+            finally:
+                spectator.idle = False
             continue
         seq, frame = item
         if seq != CONTROL:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.server.spectator import BURST_FACTOR, CONTROL, SpectatorQueue
+from bot.server.spectator import BURST_FACTOR, CONTROL, Spectator, SpectatorQueue
 
 TYPES = {"training_metrics", "bot_decision"}
 
@@ -60,3 +60,38 @@ def test_overdue_only_while_it_stays_behind() -> None:
     while queue.pop() is not None:
         pass
     assert not queue.overdue(100.0, timeout=1.0)
+
+
+class FakeWriter:
+    """Stands in for DirectWriter (the transport is outside this test): takes frames while `open`."""
+
+    def __init__(self) -> None:
+        self.open = True
+        self.written: list[str] = []
+
+    def write(self, frame: str) -> bool:
+        if self.open:
+            self.written.append(frame)
+        return self.open
+
+
+def test_frames_go_straight_out_only_while_nothing_is_queued() -> None:
+    """The fast path writes a frame only when the sender is idle with an empty queue; once one frame had
+    to queue, the next ones queue behind it, so order holds; filtered and repeated frames go nowhere."""
+    spectator = Spectator("s", None, 100, ["training_metrics"])
+    writer = FakeWriter()
+    spectator.direct = writer  # type: ignore[assignment]
+    spectator.idle = True
+    spectator.offer(1, "training_metrics", "f1")
+    spectator.offer(2, "bot_decision", "f2")  # not subscribed
+    spectator.offer(1, "training_metrics", "f1 again")
+    writer.open = False
+    spectator.offer(3, "training_metrics", "f3")  # the transport is full: queued
+    writer.open = True
+    spectator.offer(4, "training_metrics", "f4")  # behind f3
+    assert writer.written == ["f1"] and spectator.delivered_through == 1
+    assert [seq for seq, _ in spectator.queue.items] == [3, 4] and spectator.wake.is_set()
+    spectator.queue.items.clear()
+    spectator.idle = False  # the sender task is busy sending: nothing may overtake it
+    spectator.offer(5, "training_metrics", "f5")
+    assert writer.written == ["f1"] and [seq for seq, _ in spectator.queue.items] == [5]
