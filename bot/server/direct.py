@@ -1,11 +1,11 @@
-"""The fan-out fast path: a frame's WebSocket bytes are built once and written straight to each idle
-spectator's transport, without waking its sender task.
+"""The fan-out fast path: a frame's WebSocket bytes are built once, and each burst (a commit's frames)
+is written straight to each idle spectator's transport in one write, without its sender task.
 
-Waking a task per spectator and sending through ASGI (Starlette, then uvicorn, then the websockets
-framing) costs most of a delivery, about 40 µs; one write of shared bytes costs a few. The hub takes
-this path only for a spectator whose sender task is idle, whose queue is empty and whose transport
-has little buffered, so frames keep their order and a slow reader still goes through its bounded
-queue. It needs uvicorn's websockets-sansio protocol, reached through the raw ASGI `send` (kept in
+Sending through ASGI (Starlette, then uvicorn, then the websockets framing) one frame at a time from
+a task per spectator costs most of a delivery; one write of shared bytes costs a fraction. The hub
+takes this path only for a spectator whose sender task is idle and whose transport has little
+buffered (Spectator.flush), so frames keep their order and a slow reader still goes through its
+bounded queue. It needs uvicorn's websockets-sansio protocol, reached through the raw ASGI `send` (kept in
 the scope by RawSendMiddleware); under anything else, or with per-message deflate, the ASGI path is
 used for every frame.
 """
@@ -37,22 +37,23 @@ class RawSendMiddleware:
         await self.app(scope, receive, send)
 
 
-class _FrameBytes:
-    """The last frame's wire bytes: the hub offers one frame to every spectator in turn, so one entry
-    is enough for it to be framed once."""
+class _WireFrames:
+    """Frames' wire bytes, built once: a burst is written to every spectator in turn, frame by frame."""
 
-    def __init__(self) -> None:
-        self.text = ""
-        self.wire = b""
+    def __init__(self, limit: int = 2048) -> None:
+        self._wire: dict[str, bytes] = {}
+        self._limit = limit
 
     def of(self, text: str) -> bytes:
-        if text is not self.text:
-            self.wire = Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
-            self.text = text
-        return self.wire
+        wire = self._wire.get(text)
+        if wire is None:
+            if len(self._wire) >= self._limit:
+                self._wire.clear()
+            wire = self._wire[text] = Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
+        return wire
 
 
-_FRAMES = _FrameBytes()
+_WIRE = _WireFrames()
 
 
 class DirectWriter:
@@ -73,8 +74,8 @@ class DirectWriter:
             return None
         return cls(protocol, stats)
 
-    def write(self, frame: str) -> bool:
-        """Write now and return True, or return False (nothing written) if the frame must be queued."""
+    def write(self, frames: list[str]) -> bool:
+        """Write the frames now, as one write, and return True; or return False (nothing written)."""
         protocol = self._protocol
         transport = protocol.transport
         if (
@@ -85,6 +86,6 @@ class DirectWriter:
             or transport.get_write_buffer_size() > BUFFER_LIMIT
         ):
             return False
-        transport.write(_FRAMES.of(frame))
-        self._stats.messages_out += 1
+        transport.write(b"".join(map(_WIRE.of, frames)))
+        self._stats.messages_out += len(frames)
         return True

@@ -110,17 +110,38 @@ class Spectator:
         self.delivered_through = 0  # highest seq sent (or skipped by a type filter), for de-duplication
         self.direct: DirectWriter | None = None  # the fast path, where the server allows it (direct.py)
         self.idle = False  # set by the sender task while it waits with an empty queue
+        self._flush_soon = False
 
     def offer(self, seq: int, message_type: str, frame: str) -> None:
         # put_nowait semantics, never an await: one stalled browser must not delay any other spectator.
-        if self.idle and self.direct is not None and not self.queue.items and self.close_request is None:
-            if seq != CONTROL and (message_type not in self.queue.types or seq <= self.delivered_through):
-                return  # not subscribed, or already sent
-            if self.direct.write(frame):  # nothing is ahead of it: written now, in order
-                self.delivered_through = max(self.delivered_through, seq)
-                return
-        if self.queue.offer(seq, message_type, frame):
+        if not self.queue.offer(seq, message_type, frame):
+            return
+        if self.idle and self.direct is not None:
+            if not self._flush_soon:  # once per burst: the hub offers a whole commit before yielding
+                self._flush_soon = True
+                asyncio.get_running_loop().call_soon(self._flush_or_wake)
+        else:
             self.wake.set()
+
+    def _flush_or_wake(self) -> None:
+        self._flush_soon = False
+        self.flush()
+        if self.queue.items:
+            self.wake.set()
+
+    def flush(self) -> None:
+        """The fast path (direct.py): while the sender task is idle, nothing else writes to the socket, so
+        everything queued goes out now, in order, as one write, without waking the task. A spectator
+        that is behind (a busy sender, drops to report, a full transport) keeps its queue for the task."""
+        queue, direct = self.queue, self.direct
+        if not (self.idle and direct is not None and queue.items and not queue.dropped and self.close_request is None):
+            return
+        frames = [frame for seq, frame in queue.items if seq == CONTROL or seq > self.delivered_through]
+        if frames and not direct.write(frames):
+            return
+        self.delivered_through = max(self.delivered_through, max(seq for seq, _ in queue.items))
+        queue.items.clear()
+        queue.dropping_since = None
 
     def settle(self, now: float, slow_timeout: float) -> None:
         """Apply the queue bound after a burst; a spectator that stays behind too long is closed (4008)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from bot.server.spectator import BURST_FACTOR, CONTROL, Spectator, SpectatorQueue
 
 TYPES = {"training_metrics", "bot_decision"}
@@ -63,35 +65,43 @@ def test_overdue_only_while_it_stays_behind() -> None:
 
 
 class FakeWriter:
-    """Stands in for DirectWriter (the transport is outside this test): takes frames while `open`."""
+    """Stands in for DirectWriter (the transport is outside this test): takes writes while `open`."""
 
     def __init__(self) -> None:
         self.open = True
-        self.written: list[str] = []
+        self.writes: list[list[str]] = []
 
-    def write(self, frame: str) -> bool:
+    def write(self, frames: list[str]) -> bool:
         if self.open:
-            self.written.append(frame)
+            self.writes.append(frames)
         return self.open
 
 
-def test_frames_go_straight_out_only_while_nothing_is_queued() -> None:
-    """The fast path writes a frame only when the sender is idle with an empty queue; once one frame had
-    to queue, the next ones queue behind it, so order holds; filtered and repeated frames go nowhere."""
+async def test_a_burst_goes_straight_out_in_one_write_only_while_the_sender_is_idle() -> None:
+    """A burst offered to an idle spectator goes out, in order, as one write, without waking its sender
+    task; a busy sender or a full transport keeps the frames queued for the task (which is woken);
+    repeats are not written twice."""
     spectator = Spectator("s", None, 100, ["training_metrics"])
     writer = FakeWriter()
     spectator.direct = writer  # type: ignore[assignment]
+    for seq in (1, 2):
+        spectator.offer(seq, "training_metrics", f"f{seq}")
+    spectator.offer(3, "bot_decision", "f3")  # not subscribed: never queued
+    spectator.flush()  # the sender task is busy: nothing may overtake it
+    assert writer.writes == [] and len(spectator.queue.items) == 2 and spectator.wake.is_set()
     spectator.idle = True
-    spectator.offer(1, "training_metrics", "f1")
-    spectator.offer(2, "bot_decision", "f2")  # not subscribed
-    spectator.offer(1, "training_metrics", "f1 again")
+    spectator.wake.clear()
+    spectator.flush()
+    assert writer.writes == [["f1", "f2"]] and not spectator.queue.items and spectator.delivered_through == 2
+    for seq in (4, 5):
+        spectator.offer(seq, "training_metrics", f"f{seq}")
+    await asyncio.sleep(0)  # the flush runs once the burst is offered
+    assert writer.writes[-1] == ["f4", "f5"] and not spectator.wake.is_set()
+    spectator.offer(5, "training_metrics", "f5 again")
+    spectator.offer(CONTROL, "connection_status", "c")
     writer.open = False
-    spectator.offer(3, "training_metrics", "f3")  # the transport is full: queued
+    await asyncio.sleep(0)  # the transport is full: queued, and the task is woken to send it
+    assert len(spectator.queue.items) == 2 and spectator.wake.is_set()
     writer.open = True
-    spectator.offer(4, "training_metrics", "f4")  # behind f3
-    assert writer.written == ["f1"] and spectator.delivered_through == 1
-    assert [seq for seq, _ in spectator.queue.items] == [3, 4] and spectator.wake.is_set()
-    spectator.queue.items.clear()
-    spectator.idle = False  # the sender task is busy sending: nothing may overtake it
-    spectator.offer(5, "training_metrics", "f5")
-    assert writer.written == ["f1"] and [seq for seq, _ in spectator.queue.items] == [5]
+    spectator.flush()
+    assert writer.writes[-1] == ["c"] and not spectator.queue.items
