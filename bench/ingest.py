@@ -107,14 +107,15 @@ def raw_sqlite(points: int) -> float:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute(
-            "CREATE TABLE messages (session_pk INT, seq INT, type TEXT, episode INT, ts REAL, received REAL,"
+            "CREATE TABLE messages (session_pk INT, seq INT, type TEXT, episode INT, ts REAL, received TEXT,"
             " data TEXT, PRIMARY KEY (session_pk, seq)) WITHOUT ROWID"
         )
         data = orjson.dumps(orjson.loads(batch(0))[0]).decode()
         start = time.perf_counter()
         for first in range(1, points + 1, BATCH):
             now = time.time()
-            rows = [(1, seq, "training_metrics", seq, now, now, data) for seq in range(first, first + BATCH)]
+            received = "2026-11-23T10:04:11.506273Z"
+            rows = [(1, seq, "training_metrics", seq, now, received, data) for seq in range(first, first + BATCH)]
             conn.execute("BEGIN")
             conn.executemany("INSERT INTO messages VALUES (?,?,?,?,?,?,?)", rows)
             conn.execute("COMMIT")

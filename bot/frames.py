@@ -7,7 +7,7 @@ pre-encoded JSON pieces (no parse, no re-encode); control frames (`connection_st
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, overload
 
@@ -19,29 +19,16 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
-def _envelope(message_type: str, quoted_session_id: str, timestamp: str) -> tuple[str, str]:
-    """A data frame is head + seq + tail + data + "}"; the head and tail are shared by a whole batch."""
-    head = f'{{"type":"{message_type}","session_id":{quoted_session_id},"seq":'
-    return head, f',"timestamp":"{timestamp}","data":'
+def envelope_parts(quoted_session_id: str) -> tuple[tuple[str, str], tuple[str, str]]:
+    """A data frame is head[0] + type + head[1] + seq + tail[0] + timestamp + tail[1] + data + "}"."""
+    return ('{"type":"', f'","session_id":{quoted_session_id},"seq":'), (',"timestamp":"', '","data":')
 
 
 def data_frames(message_type: str, session_id: str, first_seq: int, timestamp: str, data: Sequence[str]) -> list[str]:
     """Frames for consecutive seqs from `first_seq`, around each item's JSON."""
-    head, tail = _envelope(message_type, orjson.dumps(session_id).decode(), timestamp)
+    (h0, h1), (t0, t1) = envelope_parts(orjson.dumps(session_id).decode())
+    head, tail = f"{h0}{message_type}{h1}", f"{t0}{timestamp}{t1}"
     return [f"{head}{first_seq + i}{tail}{item}}}" for i, item in enumerate(data)]
-
-
-def stored_frames(session_id: str, rows: Iterable[tuple[int, str, float, str]]) -> list[tuple[int, str, str]]:
-    """(seq, type, frame) from stored rows (seq, type, received, data): the very text spectators got live."""
-    quoted = orjson.dumps(session_id).decode()
-    envelopes: dict[tuple[str, float], tuple[str, str]] = {}  # a batch shares its type and receive time
-    frames = []
-    for seq, message_type, received, data in rows:
-        envelope = envelopes.get((message_type, received))
-        if envelope is None:
-            envelope = envelopes[message_type, received] = _envelope(message_type, quoted, iso(received))
-        frames.append((seq, message_type, f"{envelope[0]}{seq}{envelope[1]}{data}}}"))
-    return frames
 
 
 class FrameRun(Sequence[tuple[int, str, str]]):

@@ -1,32 +1,20 @@
-"""Frames: a stored message is rebuilt to the very text spectators received live."""
+"""Frames built once per batch, lazily: a batch nobody watches is never framed."""
 
 from __future__ import annotations
 
-import time
-
 import orjson
 
-from bot.frames import FrameRun, iso, stored_frames
+from bot.frames import FrameRun, iso
 
 
-def test_stored_rows_rebuild_the_live_frames_byte_for_byte() -> None:
-    now = time.time()
-    data = ['{"episode":1,"current_reward":"NaN"}', '{"episode":2,"note":"a \\"quoted\\" word"}']
-    live = FrameRun("training_metrics", 'odd "id"', 41, iso(now), data)
-    rows = [(41, "training_metrics", now, data[0]), (42, "training_metrics", now, data[1])]
-    assert stored_frames('odd "id"', rows) == list(live)
-    assert len(live) == 2 and live[1][0] == 42 and live[-1] == list(live)[-1]
-    envelope = orjson.loads(live[0][2])
-    assert envelope == {
+def test_a_frame_run_builds_the_envelope_around_each_item() -> None:
+    live = FrameRun("training_metrics", 'odd "id"', 41, iso(1.5), ['{"episode":1}', '{"episode":2}'])
+    assert live._frames is None and len(live) == 2  # nothing built yet
+    assert [seq for seq, _, _ in live] == [41, 42] and live[-1] == list(live)[-1]
+    assert orjson.loads(live[0][2]) == {
         "type": "training_metrics",
         "session_id": 'odd "id"',
         "seq": 41,
-        "timestamp": iso(now),
-        "data": {"episode": 1, "current_reward": "NaN"},
+        "timestamp": iso(1.5),
+        "data": {"episode": 1},
     }
-
-
-def test_rows_of_several_types_and_times_keep_their_own_envelopes() -> None:
-    rows = [(1, "bot_decision", 1.5, "{}"), (2, "training_status", 2.5, '{"status":"running"}')]
-    frames = [orjson.loads(frame) for _, _, frame in stored_frames("s", rows)]
-    assert [(f["type"], f["timestamp"]) for f in frames] == [("bot_decision", iso(1.5)), ("training_status", iso(2.5))]

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Row, Select, Table, func, select
+from sqlalchemy import ColumnElement, Connection, Row, Select, String, Table, cast, func, literal, select
 
-from bot.frames import iso, stored_frames
+from bot.frames import envelope_parts, iso
 from bot.schemas import SERIES_FIELDS
 from bot.store.tables import NOT_METRICS, graphs, messages, series_rollups, sessions
 
@@ -73,15 +73,30 @@ def read_frames(
     conn: Connection, session_pk: int, session_id: str, where: MessageFilter, limit: int
 ) -> list[tuple[int, str, str]]:
     """(seq, type, frame) in seq order, after `where.after_seq`: the one read behind replay and history."""
-    query = select(messages.c.seq, messages.c.type, messages.c.received, messages.c.data).where(
+    query = select(messages.c.seq, messages.c.type, frame_text(session_id)).where(
         messages.c.session_pk == session_pk, messages.c.seq > where.after_seq
     )
     if where.types is not None:
         query = query.where(messages.c.type.in_(where.types))
         if "training_metrics" not in where.types:
             query = query.where(NOT_METRICS)  # lets the partial type index find them
-    return stored_frames(
-        session_id, _fetch(conn, _in_range(query, messages, where).order_by(messages.c.seq).limit(limit))
+    return _fetch(conn, _in_range(query, messages, where).order_by(messages.c.seq).limit(limit))
+
+
+def frame_text(session_id: str) -> ColumnElement[str]:
+    """A stored message as the frame spectators got, byte for byte (the format of frames.data_frames),
+    assembled by the database: a page of 100,000 costs no Python per row."""
+    head, tail = envelope_parts(orjson.dumps(session_id).decode())
+    return (
+        literal(head[0])
+        + messages.c.type
+        + literal(head[1])
+        + cast(messages.c.seq, String)
+        + literal(tail[0])
+        + messages.c.received
+        + literal(tail[1])
+        + messages.c.data
+        + literal("}")
     )
 
 

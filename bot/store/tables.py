@@ -63,8 +63,9 @@ messages = Table(
     Column("type", String(32), nullable=False),
     Column("episode", Integer),
     Column("ts", Double, nullable=False),
-    # The frame spectators got is rebuilt from these: the envelope is 40 % of it and needn't be stored.
-    Column("received", Double, nullable=False),
+    # The frame spectators got is rebuilt from these (by the database, see reads.frame_text): the rest of
+    # the envelope is 40 % of a frame and needn't be stored. `received` is the envelope's ISO timestamp.
+    Column("received", String(32), nullable=False),
     Column("data", Text, nullable=False),
     sqlite_with_rowid=False,
 )

@@ -141,10 +141,11 @@ def _change_status(
     if status is None:
         return row, []
     data = orjson.dumps({"status": status, "previous_status": session.status, "message": message}).decode()
-    [frame] = data_frames("training_status", session_id, row.last_seq, iso(now), [data])
+    received = iso(now)
+    [frame] = data_frames("training_status", session_id, row.last_seq, received, [data])
     conn.execute(
         insert(messages).values(
-            session_pk=session.pk, seq=row.last_seq, type="training_status", ts=now, received=now, data=data
+            session_pk=session.pk, seq=row.last_seq, type="training_status", ts=now, received=received, data=data
         )
     )
     return row, [Published(session_id, [(row.last_seq, "training_status", frame)])]
@@ -278,7 +279,10 @@ class Ingest(Job):
         timestamps = batch.timestamps or [now] * n
         kind = batch.message_type
         seqs = range(first_seq, last_seq + 1)
-        rows = zip(repeat(pk), seqs, repeat(kind), batch.episodes, timestamps, repeat(now), batch.data, strict=False)
+        received = iso(now)
+        rows = zip(
+            repeat(pk), seqs, repeat(kind), batch.episodes, timestamps, repeat(received), batch.data, strict=False
+        )
         # Plain executemany of tuples: SQLAlchemy's per-row parameter processing cost more than SQLite itself.
         conn.exec_driver_sql(_bulk_insert(conn, messages), list(rows))
         if batch.columns:
@@ -291,7 +295,7 @@ class Ingest(Job):
                     session_pk=pk, key=self.idempotency_key, first_seq=first_seq, last_seq=last_seq
                 )
             )
-        published = Published(self.session_id, FrameRun(kind, self.session_id, first_seq, iso(now), batch.data))
+        published = Published(self.session_id, FrameRun(kind, self.session_id, first_seq, received, batch.data))
         return Applied(IngestResult(self.session_id, first_seq, last_seq, n, duplicate=False), [*woken, published])
 
 

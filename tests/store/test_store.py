@@ -13,7 +13,7 @@ from bot.schemas import SessionCreate, SessionUpdate, TrainingMetricsData
 from bot.store import SessionExistsError, SessionNotFoundError, Store, StoreError
 from bot.store.batch import prepare
 from bot.store.reads import MessageFilter, get_session, read_frames, read_series_range, session_metrics
-from bot.store.writes import CreateSession, Ingest, IngestResult, UpdateSession
+from bot.store.writes import CreateSession, Ingest, IngestResult, Published, UpdateSession
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -87,6 +87,24 @@ async def test_nan_is_counted_and_infinity_kept_in_the_series(store: Store) -> N
     custom, _ = await store.read(read_series_range, row.pk, "kl", MessageFilter())
     assert [(seq, value) for seq, _, _, value in custom] == [(3, -math.inf)]
     assert await store.read(session_metrics, row.pk) == ["kl", "loss_value"]
+
+
+async def test_history_gives_back_the_live_frames_byte_for_byte(store: Store) -> None:
+    """The database rebuilds each stored message into the very text spectators got live."""
+    live: list[tuple[int, str, str]] = []
+
+    async def capture(published: list[Published]) -> None:
+        live.extend(frame for item in published for frame in item.frames)
+
+    store.on_commit = capture
+    session_id = 'odd "id" \\ é'
+    await store.write(CreateSession(session_id, SessionCreate()))
+    points = [TrainingMetricsData(episode=1, loss_value=math.nan, custom={"kl": 0.5}), TrainingMetricsData(episode=2)]
+    await store.write(Ingest(session_id, prepare("training_metrics", points), None))
+    await store.write(UpdateSession(session_id, SessionUpdate(status="running", message='a "quoted" reason')))
+    row = await store.read(get_session, session_id)
+    assert row is not None
+    assert await store.read(read_frames, row.pk, session_id, MessageFilter(), 10) == live and len(live) == 3
 
 
 async def test_status_update_takes_a_seq(store: Store) -> None:
