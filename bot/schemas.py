@@ -102,13 +102,6 @@ class TrainingMetricsData(WireModel):
         default_factory=dict, description="any other scalar, by name"
     )
 
-    def series(self) -> list[tuple[str, float]]:
-        """Every numeric value of this point, by metric name: the rows of the per-metric history."""
-        fields = self.__dict__
-        values = [(name, float(fields[name])) for name in SERIES_FIELDS if fields[name] is not None]
-        values.extend(self.custom.items())
-        return values
-
 
 SERIES_FIELDS: tuple[str, ...] = tuple(
     name

@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from bot.schemas import BotDecisionData, PerformanceGraphData, TrainingMetricsData
+from bot.store.batch import metric_columns
 
 
 def test_non_finite_floats_round_trip_as_strings() -> None:
@@ -21,10 +22,12 @@ def test_non_finite_floats_round_trip_as_strings() -> None:
     assert math.isnan(TrainingMetricsData.model_validate(data).loss_value or 0)
 
 
-def test_series_lists_every_numeric_value() -> None:
-    """series() gives the per-metric rows, built-ins first, then custom scalars."""
-    point = TrainingMetricsData(episode=3, current_reward=1.0, epsilon=0.5, custom={"kl": 0.1}, algorithm="DQN")
-    assert point.series() == [("current_reward", 1.0), ("epsilon", 0.5), ("kl", 0.1)]
+def test_metric_columns_hold_every_numeric_value_by_name() -> None:
+    """A batch's metrics as columns: built-ins first, then custom scalars; None where a point lacks one."""
+    points = [{"episode": 3, "current_reward": 1.0, "algorithm": "DQN", "custom": {"kl": 0.1}}, {"epsilon": 0.5}]
+    columns = metric_columns(points)
+    assert list(columns) == ["current_reward", "epsilon", "kl"]
+    assert columns == {"current_reward": [1.0, None], "epsilon": [None, 0.5], "kl": [0.1, None]}
 
 
 @pytest.mark.parametrize(

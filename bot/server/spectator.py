@@ -1,4 +1,5 @@
-"""One spectator's bounded queue and its bookkeeping, with no I/O (the sender task in ws.py does that).
+"""One spectator's bounded queue and its bookkeeping. The sender task in ws.py sends what is queued;
+flush() writes a burst straight out while that task is idle (the fast path of direct.py).
 
 Overflow policy "drop oldest": history stays in the store, so a live chart loses least by skipping
 the oldest frames. Drops are counted and reported to the spectator in a `lag` message before the

@@ -24,6 +24,18 @@ def free_port() -> int:
         return port
 
 
+async def wait_until_serving(client: httpx.AsyncClient) -> None:
+    """A `bot serve` just started: wait until /health answers 200."""
+    async with asyncio.timeout(TIMEOUT * 2):
+        while True:
+            try:
+                if (await client.get("/health")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+
+
 @pytest.mark.slow
 async def test_cli_serves_on_embedded_defaults(tmp_path: Path) -> None:
     """`python -m bot serve` starts on SQLite in data/ with no other set-up."""
@@ -38,13 +50,7 @@ async def test_cli_serves_on_embedded_defaults(tmp_path: Path) -> None:
     )
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as client:
-            async with asyncio.timeout(TIMEOUT * 2):
-                while True:
-                    try:
-                        if (await client.get("/health")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        await asyncio.sleep(0.1)
+            await wait_until_serving(client)
             await create_session(client, "cli")
         assert (tmp_path / "data" / "training_metrics.db").exists()
     finally:

@@ -18,7 +18,7 @@ import pytest
 
 from bot.config import Settings
 from tests.conftest import TIMEOUT, create_session
-from tests.e2e.test_deploy import free_port
+from tests.e2e.test_deploy import free_port, wait_until_serving
 
 
 def points(first: int, count: int) -> list[dict[str, Any]]:
@@ -75,13 +75,7 @@ async def test_workers_leave_with_a_killed_server(tmp_path: Path) -> None:
     process = subprocess.Popen([sys.executable, "-m", "bot", "serve", "--port", str(port)], env=env)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as client:
-            async with asyncio.timeout(TIMEOUT * 2):
-                while True:
-                    try:
-                        if (await client.get("/health")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        await asyncio.sleep(0.1)
+            await wait_until_serving(client)
             session_id = await create_session(client, "killed")
             response = await client.post(f"/api/training/sessions/{session_id}/metrics", json=points(0, 2000))
             assert response.status_code == 200
