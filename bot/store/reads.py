@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Connection, Row, Select, String, Table, cast, func, literal, select
+from sqlalchemy import ColumnElement, Connection, Row, Select, String, cast, func, literal, select
 
 from bot.frames import envelope_parts, iso
 from bot.schemas import SERIES_FIELDS
@@ -80,7 +80,7 @@ def read_frames(
         query = query.where(messages.c.type.in_(where.types))
         if "training_metrics" not in where.types:
             query = query.where(NOT_METRICS)  # lets the partial type index find them
-    return _fetch(conn, _in_range(query, messages, where).order_by(messages.c.seq).limit(limit))
+    return _fetch(conn, _in_range(query, where).order_by(messages.c.seq).limit(limit))
 
 
 def frame_text(session_id: str) -> ColumnElement[str]:
@@ -100,16 +100,16 @@ def frame_text(session_id: str) -> ColumnElement[str]:
     )
 
 
-def _in_range(query: Select[Any], table: Table, where: MessageFilter) -> Select[Any]:
+def _in_range(query: Select[Any], where: MessageFilter) -> Select[Any]:
     """The episode and time filters."""
     if where.start_episode is not None:
-        query = query.where(table.c.episode >= where.start_episode)
+        query = query.where(messages.c.episode >= where.start_episode)
     if where.end_episode is not None:
-        query = query.where(table.c.episode <= where.end_episode)
+        query = query.where(messages.c.episode <= where.end_episode)
     if where.since is not None:
-        query = query.where(table.c.ts >= where.since)
+        query = query.where(messages.c.ts >= where.since)
     if where.until is not None:
-        query = query.where(table.c.ts <= where.until)
+        query = query.where(messages.c.ts <= where.until)
     return query
 
 
@@ -156,7 +156,7 @@ def read_series_range(
     query = select(messages.c.seq, messages.c.episode, messages.c.ts, messages.c.data).where(
         messages.c.session_pk == session_pk, messages.c.type == "training_metrics", messages.c.seq > where.after_seq
     )
-    rows = _fetch(conn, _in_range(query, messages, where).order_by(messages.c.seq))
+    rows = _fetch(conn, _in_range(query, where).order_by(messages.c.seq))
     builtin = metric in SERIES_FIELDS
     points, nan_count = [], 0
     for seq, episode, ts, text in rows:

@@ -7,6 +7,7 @@ answer as the raw path would with block-aligned buckets: each bucket's true mini
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ SIDES = ("min", "max", "first", "last")
 COLUMNS = ("count", "nan_count", *(f"{side}_{name}" for side in SIDES for name in ("seq", "episode", "ts", "value")))
 
 
+@functools.cache
 def _upsert_sql(marker: str) -> str:
     """One INSERT ... ON CONFLICT DO UPDATE (SQLite and PostgreSQL alike) that merges a block's extremes.
 

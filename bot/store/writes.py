@@ -8,6 +8,7 @@ seq is allocated by the same transaction (`UPDATE sessions SET last_seq = last_s
 
 from __future__ import annotations
 
+import functools
 import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -301,7 +302,11 @@ class Ingest(Job):
 
 def _bulk_insert(conn: Connection, table: Table) -> str:
     """INSERT with positional parameters in the driver's own style (? for sqlite3, %s for psycopg)."""
-    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    return _insert_sql(table, "?" if conn.dialect.paramstyle == "qmark" else "%s")
+
+
+@functools.cache
+def _insert_sql(table: Table, marker: str) -> str:  # built once: it is on every ingest commit
     columns = ", ".join(column.name for column in table.c)
     return f"INSERT INTO {table.name} ({columns}) VALUES ({', '.join([marker] * len(table.c))})"
 
