@@ -64,13 +64,15 @@ def collect(processes: list[Any]) -> dict[str, float]:
         "p50_ms": max(r["p50_ms"] for r in results),
         "p99_ms": max(r["p99_ms"] for r in results),
         "complete": all(r["complete"] for r in results),
+        "client_cpu_us_per_delivery": sum(r.get("cpu_s", 0) for r in results) * 1e6 / max(1, received),
     }
 
 
-def baseline(spectators: int, frames: int) -> dict[str, float]:
+def baseline(spectators: int, frames: int, rate: float | None = None) -> dict[str, float]:
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, str(HERE / "baselines" / "ws_broadcast.py"), str(port), str(frames)],
+        [sys.executable, str(HERE / "baselines" / "ws_broadcast.py"), str(port), str(frames)]
+        + ([str(rate)] if rate else []),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -79,9 +81,13 @@ def baseline(spectators: int, frames: int) -> dict[str, float]:
     try:
         with spectator_processes(f"ws://127.0.0.1:{port}/", spectators, frames, 120) as processes:
             assert server.stdin is not None
+            cpu = Server("", server.pid).cpu_seconds()
             server.stdin.write("go\n")
             server.stdin.flush()
-            return collect(processes)
+            figures = collect(processes)
+            cpu = Server("", server.pid).cpu_seconds() - cpu
+            figures["server_cpu_us_per_delivery"] = cpu * 1e6 / max(1, figures["received"])
+            return figures
     finally:
         server.kill()
         server.wait()
@@ -136,8 +142,11 @@ def throughput(spectators: int, frames: int) -> dict[str, float]:
     return {"spectators": spectators, "ours": mine, "baseline": base, "ratio": ratio}
 
 
-def latency(spectators: int, rate: float, seconds: float) -> dict[str, float]:
+def latency(spectators: int, rate: float, seconds: float) -> dict[str, Any]:
+    """Ours (each point pushed over REST, committed, then fanned out) and, in the same run, the bare
+    `websockets` server broadcast()ing the same frames at the same rate (no HTTP, no database)."""
     points = int(rate * seconds)
+    base = baseline(spectators, points, rate)
     env = {"MAX_CONNECTIONS_PER_SESSION": str(spectators + 10)}
     with server_process(env) as server:
         mine = ours(server, spectators, points, rate)
@@ -145,9 +154,12 @@ def latency(spectators: int, rate: float, seconds: float) -> dict[str, float]:
     print(
         f"latency at {offered:,.0f} deliveries/s offered ({rate:g} points/s to {spectators} spectators): "
         f"p50 {mine['p50_ms']:.1f} ms, p99 {mine['p99_ms']:.1f} ms (target p99 <= 50 ms); "
-        f"server CPU {mine['server_cpu_us_per_delivery']:.1f} µs/delivery"
+        f"server CPU {mine['server_cpu_us_per_delivery']:.1f} µs/delivery "
+        f"(spectator clients {mine['client_cpu_us_per_delivery']:.1f}); "
+        f"bare websockets broadcast(): p50 {base['p50_ms']:.1f} ms, p99 {base['p99_ms']:.1f} ms, "
+        f"server CPU {base['server_cpu_us_per_delivery']:.1f} µs/delivery"
     )
-    return {"offered_deliveries_per_s": offered, **mine}
+    return {"offered_deliveries_per_s": offered, **mine, "baseline": base}
 
 
 def main() -> None:

@@ -42,10 +42,19 @@ def rows() -> list[Row]:
                 True,
             )
         )
-    lat = fanout.latency(1000, 10, 10)
+    lat = fanout.latency(1000, 10, 15)
+    base_p99 = lat["baseline"]["p99_ms"]
     table.append(
-        ("p99 ms at 10,000 deliveries/s, 1000 spectators", lat["p99_ms"], None, None, "<= 50 ms", lat["p99_ms"] <= 50)
+        (
+            "p99 ms at 10,000 deliveries/s, 1000 spectators",
+            lat["p99_ms"],
+            base_p99,
+            lat["p99_ms"] / base_p99,
+            "<= 50 ms (baseline: bare broadcast())",
+            lat["p99_ms"] <= 50,
+        )
     )
+    table.append(("  server CPU µs per delivery", lat["server_cpu_us_per_delivery"], None, None, "printed", True))
     slow: Any = slow_spectators.measure(3000)
     table.append(
         ("ingest with 10 stalled / without", slow["ingest_ratio"], None, None, ">= 0.9", slow["ingest_ratio"] >= 0.9)

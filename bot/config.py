@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     max_backlog: int = Field(1000, gt=0, validation_alias=_env("max_backlog"))
     # A spectator that keeps dropping frames for this long is closed with code 4008.
     slow_spectator_timeout: float = Field(10.0, gt=0, validation_alias=_env("slow_spectator_timeout"))
+    # A log line per HTTP request. Off unless asked for (or debug): at hundreds of pushes a second it costs
+    # a sixth of a push's CPU and buries the log; errors and warnings are logged either way.
+    access_log: bool = Field(False, validation_alias=_env("access_log"))
     ws_ping_interval: float = Field(20.0, gt=0, validation_alias=_env("ws_ping_interval"))
     ws_ping_timeout: float = Field(20.0, gt=0, validation_alias=_env("ws_ping_timeout"))
     # Deflate compresses each frame once per spectator, which defeats encode-once: off unless asked for.

@@ -1,9 +1,10 @@
 """The baseline: a bare `websockets` server that broadcast()s frames to every client, as fast as it can.
 
-    python bench/baselines/ws_broadcast.py PORT FRAMES
+    python bench/baselines/ws_broadcast.py PORT FRAMES [RATE]
 
 Waits for a line on stdin (all clients connected), then broadcasts FRAMES frames shaped like ours
-(~400 B JSON with a send time), in bursts of 100 with a yield between, and exits when clients leave.
+(~400 B JSON with a send time), in bursts of 100 with a yield between (or, with RATE, one frame
+every 1/RATE s), and exits when clients leave.
 """
 
 from __future__ import annotations
@@ -28,11 +29,14 @@ async def handler(ws) -> None:  # type: ignore[no-untyped-def]
 
 async def main() -> None:
     port, frames = int(sys.argv[1]), int(sys.argv[2])
+    rate = float(sys.argv[3]) if len(sys.argv) > 3 else None
+    burst = 1 if rate else 100
     async with serve(handler, "127.0.0.1", port, compression=None, max_queue=None):
         print("LISTENING", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-        for first in range(0, frames, 100):
-            for seq in range(first + 1, min(frames, first + 100) + 1):
+        start = time.perf_counter()
+        for first in range(0, frames, burst):
+            for seq in range(first + 1, min(frames, first + burst) + 1):
                 frame = orjson.dumps(
                     {
                         "type": "training_metrics",
@@ -49,7 +53,7 @@ async def main() -> None:
                     }
                 ).decode()
                 broadcast(CLIENTS, frame)
-            await asyncio.sleep(0)
+            await asyncio.sleep(max(0.0, start + (first + burst) / rate - time.perf_counter()) if rate else 0)
         while CLIENTS:
             await asyncio.sleep(0.1)
 

@@ -59,8 +59,15 @@ _WIRE = _WireFrames()
 class DirectWriter:
     """Writes frames to one connection's transport, when it can take them now."""
 
+    __slots__ = ("_protocol", "_transport", "_conn", "_writable", "_stats")
+
     def __init__(self, protocol: Any, stats: Stats) -> None:
+        # Held directly: uvicorn sets them once per connection, and the fan-out loop reads them for
+        # every spectator of every push.
         self._protocol = protocol
+        self._transport = protocol.transport
+        self._conn = protocol.conn
+        self._writable = protocol.writable
         self._stats = stats
 
     @classmethod
@@ -76,16 +83,15 @@ class DirectWriter:
 
     def write(self, frames: list[str]) -> bool:
         """Write the frames now, as one write, and return True; or return False (nothing written)."""
-        protocol = self._protocol
-        transport = protocol.transport
+        transport = self._transport
         if (
-            protocol.close_sent
-            or not protocol.writable.is_set()
-            or protocol.conn.state is not State.OPEN
+            self._protocol.close_sent
+            or not self._writable.is_set()
+            or self._conn.state is not State.OPEN
             or transport.is_closing()
             or transport.get_write_buffer_size() > BUFFER_LIMIT
         ):
             return False
-        transport.write(b"".join(map(_WIRE.of, frames)))
+        transport.write(_WIRE.of(frames[0]) if len(frames) == 1 else b"".join(map(_WIRE.of, frames)))
         self._stats.messages_out += len(frames)
         return True

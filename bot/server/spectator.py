@@ -42,6 +42,20 @@ class Lag:
 
 
 class SpectatorQueue:
+    # Slots: a push touches every spectator's queue, and with a thousand of them fewer, denser objects
+    # is measurably less time in the fan-out loop.
+    __slots__ = (
+        "maxsize",
+        "types",
+        "items",
+        "dropped",
+        "dropped_first",
+        "dropped_last",
+        "total_dropped",
+        "dropping_since",
+        "burst",
+    )
+
     def __init__(self, maxsize: int, types: Iterable[str]) -> None:
         self.maxsize = maxsize
         self.types = set(types)
@@ -63,8 +77,10 @@ class SpectatorQueue:
 
     def settle(self, now: float) -> None:
         """End of a burst: drop the oldest frames beyond the bound, counting them."""
-        limit = max(self.maxsize, min(self.burst, self.maxsize * BURST_FACTOR))
-        self.burst = 0
+        burst, self.burst = self.burst, 0
+        if len(self.items) <= self.maxsize:
+            return
+        limit = max(self.maxsize, min(burst, self.maxsize * BURST_FACTOR))
         while len(self.items) > limit:
             old_seq, _ = self.items.popleft()
             if old_seq != CONTROL:
@@ -100,6 +116,19 @@ class SpectatorQueue:
 class Spectator:
     """A connected spectator as the hub sees it: a queue, a wake-up event and a close request."""
 
+    __slots__ = (
+        "id",
+        "session_id",
+        "user_name",
+        "queue",
+        "wake",
+        "close_request",
+        "cut_off",
+        "delivered_through",
+        "direct",
+        "idle",
+    )
+
     def __init__(self, session_id: str, user_name: str | None, maxsize: int, types: Iterable[str]) -> None:
         self.id = f"spectator-{secrets.token_hex(6)}"
         self.session_id = session_id
@@ -111,23 +140,11 @@ class Spectator:
         self.delivered_through = 0  # highest seq sent (or skipped by a type filter), for de-duplication
         self.direct: DirectWriter | None = None  # the fast path, where the server allows it (direct.py)
         self.idle = False  # set by the sender task while it waits with an empty queue
-        self._flush_soon = False
 
     def offer(self, seq: int, message_type: str, frame: str) -> None:
-        # put_nowait semantics, never an await: one stalled browser must not delay any other spectator.
-        if not self.queue.offer(seq, message_type, frame):
-            return
-        if self.idle and self.direct is not None:
-            if not self._flush_soon:  # once per burst: the hub offers a whole commit before yielding
-                self._flush_soon = True
-                asyncio.get_running_loop().call_soon(self._flush_or_wake)
-        else:
-            self.wake.set()
-
-    def _flush_or_wake(self) -> None:
-        self._flush_soon = False
-        self.flush()
-        if self.queue.items:
+        """Queue a frame; put_nowait semantics, never an await: one stalled browser must not delay any
+        other spectator. The caller ends each burst with settle(), which sends or wakes the sender."""
+        if self.queue.offer(seq, message_type, frame) and not (self.idle and self.direct is not None):
             self.wake.set()
 
     def flush(self) -> None:
@@ -135,21 +152,28 @@ class Spectator:
         everything queued goes out now, in order, as one write, without waking the task. A spectator
         that is behind (a busy sender, drops to report, a full transport) keeps its queue for the task."""
         queue, direct = self.queue, self.direct
-        if not (self.idle and direct is not None and queue.items and not queue.dropped and self.close_request is None):
+        items = queue.items
+        if not (self.idle and direct is not None and items and not queue.dropped and self.close_request is None):
             return
-        frames = [frame for seq, frame in queue.items if seq == CONTROL or seq > self.delivered_through]
+        through = self.delivered_through
+        frames = [frame for seq, frame in items if seq > through or seq == CONTROL]
         if frames and not direct.write(frames):
             return
-        self.delivered_through = max(self.delivered_through, max(seq for seq, _ in queue.items))
-        queue.items.clear()
+        self.delivered_through = max(through, max(seq for seq, _ in items))
+        items.clear()
         queue.dropping_since = None
 
     def settle(self, now: float, slow_timeout: float) -> None:
-        """Apply the queue bound after a burst; a spectator that stays behind too long is closed (4008)."""
-        self.queue.settle(now)
-        if self.queue.overdue(now, slow_timeout):
-            dropped = self.queue.total_dropped
-            self.request_close(CLOSE_SLOW, f"too slow: fell behind and {dropped} frames were dropped")
+        """End of a burst: apply the queue bound, close a spectator that stayed behind too long (4008),
+        and send what is queued straight out while the sender task is idle (else wake the task)."""
+        queue = self.queue
+        queue.settle(now)
+        if queue.dropping_since is not None and queue.overdue(now, slow_timeout):
+            self.request_close(CLOSE_SLOW, f"too slow: fell behind and {queue.total_dropped} frames were dropped")
+        if queue.items and self.idle and self.direct is not None:
+            self.flush()
+            if queue.items:
+                self.wake.set()
 
     def request_close(self, code: int, reason: str) -> None:
         if self.close_request is None:

@@ -121,7 +121,7 @@ async def _serve(
 ) -> None:
     since = await _greet(websocket, spectator, service, hub, since, epoch)
     sender = asyncio.create_task(_send(websocket, spectator, service, replay=since is not None))
-    receiver = asyncio.create_task(_receive(websocket, spectator))
+    receiver = asyncio.create_task(_receive(websocket, spectator, hub.slow_timeout))
     # A spectator asked to close whose sender is stuck writing to a stalled socket is cut off.
     spectator.cut_off = lambda: (sender.cancel(), receiver.cancel())
     try:
@@ -213,7 +213,7 @@ async def _send(websocket: WebSocket, spectator: Spectator, service: TrainingSer
         item = queue.pop()
         if item is None:
             spectator.wake.clear()
-            spectator.idle = True  # the hub may now write to the socket itself (Spectator.offer)
+            spectator.idle = True  # the hub may now write to the socket itself (Spectator.settle)
             try:
                 await spectator.wake.wait()
             finally:
@@ -237,7 +237,7 @@ async def _send(websocket: WebSocket, spectator: Spectator, service: TrainingSer
     spectator.close_request = None
 
 
-async def _receive(websocket: WebSocket, spectator: Spectator) -> None:
+async def _receive(websocket: WebSocket, spectator: Spectator, slow_timeout: float) -> None:
     invalid = 0
     while True:
         message = await websocket.receive()
@@ -251,7 +251,7 @@ async def _receive(websocket: WebSocket, spectator: Spectator) -> None:
                 spectator.request_close(1008, f"more than {MAX_INVALID_MESSAGES} invalid messages")
                 return
         spectator.offer(CONTROL, "reply", reply)
-        spectator.queue.settle(asyncio.get_running_loop().time())
+        spectator.settle(asyncio.get_running_loop().time(), slow_timeout)
 
 
 def handle_client_message(spectator: Spectator, raw: str | bytes | None) -> tuple[str, bool]:

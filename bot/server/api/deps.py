@@ -1,4 +1,7 @@
-"""Request-scoped access to what the lifespan built (no module-level state)."""
+"""Request-scoped access to what the lifespan built (no module-level state).
+
+Async on purpose: FastAPI runs a plain `def` dependency on a worker thread, a hop per request.
+"""
 
 from __future__ import annotations
 
@@ -12,22 +15,22 @@ from bot.server.hub import Hub
 from bot.server.services import TrainingService
 
 
-def _service(request: Request) -> TrainingService:
+async def _service(request: Request) -> TrainingService:
     service: TrainingService = request.state.service
     return service
 
 
-def _hub(request: Request) -> Hub:
+async def _hub(request: Request) -> Hub:
     hub: Hub = request.state.hub
     return hub
 
 
-def _batches(request: Request) -> BatchReader:
+async def _batches(request: Request) -> BatchReader:
     batches: BatchReader = request.state.batches
     return batches
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.state.settings
     return settings
 
