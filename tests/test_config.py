@@ -137,3 +137,18 @@ def test_shipped_config_files_are_valid() -> None:
     root = Path(__file__).resolve().parent.parent / "config"
     assert load_settings(config_file=root / "default.json").port == 8000
     assert load_settings(config_file=root / "production.example.json").database_url.startswith("postgresql")
+
+
+def test_access_log_is_off_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A line per request buries the log at hundreds of pushes a second: off by default, on with
+    TMS_ACCESS_LOG or debug; a value that is not a boolean stops start-up."""
+    from bot.server import TrainingMetricsServer
+
+    monkeypatch.delenv("TMS_ACCESS_LOG", raising=False)
+    assert TrainingMetricsServer(load_settings()).uvicorn_config().access_log is False
+    assert TrainingMetricsServer(load_settings(debug=True)).uvicorn_config().access_log is True
+    monkeypatch.setenv("TMS_ACCESS_LOG", "true")
+    assert TrainingMetricsServer(load_settings()).uvicorn_config().access_log is True
+    monkeypatch.setenv("TMS_ACCESS_LOG", "sometimes")
+    with pytest.raises((ConfigError, ValueError), match="access_log"):
+        load_settings()
