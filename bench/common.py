@@ -29,10 +29,14 @@ class Server:
     url: str
     pid: int
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU the server process has used so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    def cpu_seconds(self, pid: int | None = None) -> float:
+        """User + system CPU the server process (or `pid`) has used so far."""
+        fields = Path(f"/proc/{pid or self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def workers_cpu_seconds(self) -> float:
+        """The same for the server's child processes (the ingest worker and the resource tracker)."""
+        return sum(self.cpu_seconds(int(child)) for child in self._children())
 
     def rss_kb(self, pid: int | None = None) -> int:
         for line in Path(f"/proc/{pid or self.pid}/status").read_text().splitlines():
@@ -42,8 +46,10 @@ class Server:
 
     def workers_rss_kb(self) -> int:
         """The server's child processes (the ingest worker and multiprocessing's resource tracker)."""
-        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
-        return sum(self.rss_kb(int(child)) for child in children)
+        return sum(self.rss_kb(int(child)) for child in self._children())
+
+    def _children(self) -> list[str]:
+        return Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
 
 
 @contextlib.contextmanager

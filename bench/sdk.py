@@ -82,7 +82,7 @@ def measure(calls: int) -> dict[str, object]:
         url = server.url
         up = cost(url, calls, "server up")
         rate = throughput(url, calls)
-        ceiling = ingest_ceiling(url, 10)["points_per_s"]
+        ceiling = ingest_ceiling(server, 10)["points_per_s"]
     print(
         f"the server's own ingest ceiling in this run (bench/ingest.py, 4 engines): {ceiling:,.0f} points/s; "
         f"one SDK engine reaches {rate / ceiling:.0%} of it"
