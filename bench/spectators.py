@@ -12,6 +12,7 @@ pusher put in each point's custom data, same clock: same machine).
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 import time
 
@@ -95,10 +96,16 @@ async def spectator(url: str, expected: int, latencies: list[float], stamps: lis
 
 
 async def stall(url: str, connections: int, seconds: float) -> None:
-    """Spectators that stop reading: the library reads one frame, then the kernel buffers fill."""
-    sockets = [
-        await websockets.connect(url, compression=None, max_queue=1, open_timeout=60) for _ in range(connections)
-    ]
+    """Spectators that stop reading: the library reads one frame, then the kernel buffers fill (a small
+    receive buffer, as a browser on a slow link would have, so that they fill within the run)."""
+    uri = parse_uri(url)
+    sockets = []
+    for _ in range(connections):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect((uri.host, uri.port))
+        sock.setblocking(False)
+        sockets.append(await websockets.connect(url, compression=None, max_queue=1, open_timeout=60, sock=sock))
     print("READY", flush=True)
     await asyncio.sleep(seconds)
     print(
