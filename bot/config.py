@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     # A log line per HTTP request. Off unless asked for (or debug): at hundreds of pushes a second it costs
     # a sixth of a push's CPU and buries the log; errors and warnings are logged either way.
     access_log: bool = Field(False, validation_alias=_env("access_log"))
+    # Kernel send buffer per spectator connection, in bytes (Linux doubles it; 0: the kernel's autotuning,
+    # up to 4 MB). Bounds what a spectator that stopped reading holds before its queue and close take over.
+    ws_send_buffer: int = Field(262_144, ge=0, validation_alias=_env("ws_send_buffer"))
     ws_ping_interval: float = Field(20.0, gt=0, validation_alias=_env("ws_ping_interval"))
     ws_ping_timeout: float = Field(20.0, gt=0, validation_alias=_env("ws_ping_timeout"))
     # Deflate compresses each frame once per spectator, which defeats encode-once: off unless asked for.

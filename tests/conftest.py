@@ -112,11 +112,8 @@ class LiveServer:
         await asyncio.wait_for(self.task, TIMEOUT)
 
 
-async def start_server(settings: Settings, send_buffer: int | None = None, port: int = 0) -> LiveServer:
+async def start_server(settings: Settings, port: int = 0) -> LiveServer:
     sock = socket.create_server(("127.0.0.1", port))
-    if send_buffer is not None:
-        # Accepted sockets inherit this: a stalled spectator then backs up after kilobytes, not megabytes.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
     app_server = TrainingMetricsServer(settings.model_copy(update={"port": sock.getsockname()[1]}))
     server = uvicorn.Server(app_server.uvicorn_config(log_level="warning"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -133,8 +130,8 @@ async def server_factory() -> AsyncIterator[Callable[..., Awaitable[LiveServer]]
     """Start any number of servers; every one still running is stopped at teardown."""
     started: list[LiveServer] = []
 
-    async def factory(settings: Settings, send_buffer: int | None = None, port: int = 0) -> LiveServer:
-        live = await start_server(settings, send_buffer, port)
+    async def factory(settings: Settings, port: int = 0) -> LiveServer:
+        live = await start_server(settings, port)
         started.append(live)
         return live
 

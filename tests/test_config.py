@@ -152,3 +152,14 @@ def test_access_log_is_off_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("TMS_ACCESS_LOG", "sometimes")
     with pytest.raises((ConfigError, ValueError), match="access_log"):
         load_settings()
+
+
+def test_spectator_send_buffer_is_capped_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """256 KB per spectator connection unless set; 0 leaves the kernel's autotuning; negative is refused."""
+    monkeypatch.delenv("TMS_WS_SEND_BUFFER", raising=False)
+    assert load_settings().ws_send_buffer == 262_144
+    monkeypatch.setenv("TMS_WS_SEND_BUFFER", "0")
+    assert load_settings().ws_send_buffer == 0
+    monkeypatch.setenv("TMS_WS_SEND_BUFFER", "-1")
+    with pytest.raises((ConfigError, ValueError), match="ws_send_buffer"):
+        load_settings()

@@ -12,6 +12,8 @@ used for every frame.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -35,6 +37,19 @@ class RawSendMiddleware:
         if scope["type"] == "websocket":
             scope[RAW_SEND] = send
         await self.app(scope, receive, send)
+
+
+def cap_send_buffer(scope: Scope, size: int) -> None:
+    """Caps the kernel's send buffer of a spectator's connection (Linux doubles `size`; 0 leaves it alone).
+
+    Left to autotuning it grows to 4 MB, so a spectator that stopped reading takes megabytes of frames
+    (and the server's time to write them) before its queue, `lag` and close take over; capped, it
+    costs a few hundred kilobytes. Spectators that keep up never fill it."""
+    transport = getattr(getattr(scope.get(RAW_SEND), "__self__", None), "transport", None)
+    sock = transport.get_extra_info("socket") if size and transport is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
 class _WireFrames:

@@ -24,7 +24,7 @@ from starlette.websockets import WebSocketDisconnect
 from bot.config import Settings
 from bot.frames import control_frame, error_frame
 from bot.schemas import MESSAGE_TYPES
-from bot.server.direct import DirectWriter
+from bot.server.direct import DirectWriter, cap_send_buffer
 from bot.server.hub import Hub, HubFullError
 from bot.server.services import TrainingService
 from bot.server.spectator import CONTROL, Spectator
@@ -85,6 +85,7 @@ async def spectate(websocket: WebSocket, session_id: str) -> None:
     hub: Hub = websocket.state.hub
     settings: Settings = websocket.state.settings
     await websocket.accept()
+    cap_send_buffer(websocket.scope, settings.ws_send_buffer)
     try:
         since, epoch, types, user_name = parse_query(websocket.query_params)
     except BadParameterError as exc:

@@ -253,8 +253,9 @@ def stalled_socket(port: int) -> socket.socket:
 async def test_stalled_spectator_is_told_and_closed_without_delaying_others(
     server_factory: Any, settings: Settings, spectators: Any
 ) -> None:
-    """A spectator that stops reading loses frames (it gets `lag`) and is closed with 4008; the rest see all."""
-    live = await server_factory(settings, send_buffer=8192)
+    """A spectator that stops reading loses frames (it gets `lag`) and is closed with 4008; the rest see all.
+    The server caps each spectator's kernel send buffer (here 8 KB), so the stalled one backs up soon."""
+    live = await server_factory(settings.model_copy(update={"ws_send_buffer": 8192}))
     async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
         session_id = await create_session(client, "busy")
         fast = await connect_and_sync(spectators, live.ws_url(session_id))

@@ -246,9 +246,13 @@ async def test_slow_and_stalled_spectators_do_not_hurt_the_others(server_factory
     """A slow reader and a SIGSTOPped one: the rest see every message in order; memory stays bounded."""
     live = await server_factory(
         settings.model_copy(
-            update={"ws_ping_interval": 1.0, "ws_ping_timeout": 4.0, "max_connections_per_session": 20}
-        ),
-        send_buffer=8192,
+            update={
+                "ws_ping_interval": 1.0,
+                "ws_ping_timeout": 4.0,
+                "max_connections_per_session": 20,
+                "ws_send_buffer": 8192,
+            }
+        )
     )
     async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
         session_id = await create_session(client, "crowded")
