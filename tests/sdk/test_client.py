@@ -173,14 +173,16 @@ def test_public_names_are_exported() -> None:
 
 async def test_silent_engine_goes_stale_and_comes_back(server_factory: Any, settings: Settings, tmp_path: Path) -> None:
     """A running session with no data and no heartbeat turns `stale` (spectators are told); data wakes it."""
-    live = await server_factory(settings.model_copy(update={"stale_timeout_seconds": 0.4}))
+    # Long enough that a pause of the test process (which also runs the server) between the push and the
+    # check below cannot make the session stale again.
+    live = await server_factory(settings.model_copy(update={"stale_timeout_seconds": 1.5}))
     async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as http:
         await http.post("/api/training/sessions", json={"training_id": "quiet"})
         await http.put("/api/training/sessions/quiet", json={"status": "running"})
         async with asyncio.timeout(TIMEOUT):
             while (await http.get("/api/training/sessions/quiet")).json()["status"] != "stale":
                 await asyncio.sleep(0.1)
-        await http.post("/api/training/sessions/quiet/metrics", json={"episode": 1})
+        assert (await http.post("/api/training/sessions/quiet/metrics", json={"episode": 1})).status_code == 200
         assert (await http.get("/api/training/sessions/quiet")).json()["status"] == "running"
     statuses = [m["data"]["status"] for m in await history(live.url, "quiet", "training_status")]
     assert statuses == ["running", "stale", "running"]
