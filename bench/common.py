@@ -24,19 +24,23 @@ def free_port() -> int:
         return port
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Server:
     url: str
     pid: int
 
-    def cpu_seconds(self, pid: int | None = None) -> float:
-        """User + system CPU the server process (or `pid`) has used so far."""
-        fields = Path(f"/proc/{pid or self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.pid)
 
     def workers_cpu_seconds(self) -> float:
         """The same for the server's child processes (the ingest worker and the resource tracker)."""
-        return sum(self.cpu_seconds(int(child)) for child in self._children())
+        return sum(cpu_seconds(int(child)) for child in self._children())
 
     def rss_kb(self, pid: int | None = None) -> int:
         for line in Path(f"/proc/{pid or self.pid}/status").read_text().splitlines():

@@ -23,7 +23,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Server, free_port, server_process
+from bench.common import Server, cpu_seconds, free_port, server_process
 
 HERE = Path(__file__).resolve().parent
 PROCESSES = 4
@@ -81,11 +81,11 @@ def baseline(spectators: int, frames: int, rate: float | None = None) -> dict[st
     try:
         with spectator_processes(f"ws://127.0.0.1:{port}/", spectators, frames, 120) as processes:
             assert server.stdin is not None
-            cpu = Server("", server.pid).cpu_seconds()
+            cpu = cpu_seconds(server.pid)
             server.stdin.write("go\n")
             server.stdin.flush()
             figures = collect(processes)
-            cpu = Server("", server.pid).cpu_seconds() - cpu
+            cpu = cpu_seconds(server.pid) - cpu
             figures["server_cpu_us_per_delivery"] = cpu * 1e6 / max(1, figures["received"])
             return figures
     finally:

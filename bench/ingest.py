@@ -45,10 +45,11 @@ def batch(start: int) -> bytes:
     )
 
 
-async def concurrent_batches(url: str, engines: int, batches: int, rounds: int = 3) -> dict[str, float]:
+async def concurrent_batches(url: str, engines: int, batches: int, rounds: int = 3) -> dict[str, Any]:
     """`rounds` timed rounds after a warm-up, each on fresh sessions; points/s is their median."""
     latencies: list[float] = []
     rates: list[float] = []
+    posted = 0  # points, the warm-up's included
     bodies = [batch(i * BATCH) for i in range(batches)]
     async with httpx.AsyncClient(base_url=url, timeout=60) as http:
 
@@ -70,13 +71,16 @@ async def concurrent_batches(url: str, engines: int, batches: int, rounds: int =
                 response = await http.post("/api/training/sessions", json={"name": f"bench-{round_}-{number}"})
                 ids.append(response.json()["session_id"])
             warm_up = round_ == 0
+            sent = bodies[:2] if warm_up else bodies
+            posted += engines * len(sent) * BATCH
             start = time.perf_counter()
-            await asyncio.gather(*(engine(i, bodies[:2] if warm_up else bodies, not warm_up) for i in ids))
+            await asyncio.gather(*(engine(i, sent, not warm_up) for i in ids))
             if not warm_up:
                 rates.append(engines * batches * BATCH / (time.perf_counter() - start))
     return {
         "points_per_s": statistics.median(rates),
         "rounds": rates,
+        "points_posted": posted,
         "p50_ms": percentile(latencies, 0.5),
         "p99_ms": percentile(latencies, 0.99),
     }
@@ -130,7 +134,7 @@ def measure(server: Server, batches: int) -> dict[str, Any]:
     url = server.url
     cpu = (server.cpu_seconds(), server.workers_cpu_seconds(), time.process_time())
     figures: dict[str, Any] = asyncio.run(concurrent_batches(url, 4, batches))
-    thousands = 4 * (3 * batches + 2)  # 4 engines: 3 rounds, and a warm-up of 2 batches, of 1,000 points
+    thousands = figures["points_posted"] / 1000
     for name, before, after in zip(
         ("server", "worker", "client"),
         cpu,

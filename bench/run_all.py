@@ -1,4 +1,4 @@
-"""Every benchmark in one run (about 6 minutes here): one table, also written to bench/results/latest.json.
+"""Every benchmark in one run (about 5 minutes here): one table, also written to bench/results/latest.json.
 
 python bench/run_all.py
 """

@@ -76,7 +76,7 @@ def measure(points: int, rounds: int = 3) -> dict[str, object]:
     for _ in range(rounds):
         for stalled in runs:
             runs[stalled].append(run(points, stalled))
-    alone, with_stalled = ({key: _median(results, key) for key in results[0]} for results in runs.values())
+    alone, with_stalled = (_summary(results) for results in runs.values())
     ingest_ratio = with_stalled["ingest_points_per_s"] / alone["ingest_points_per_s"]
     p99_ratio = with_stalled["fast_p99_ms"] / alone["fast_p99_ms"]
     print(
@@ -92,8 +92,12 @@ def measure(points: int, rounds: int = 3) -> dict[str, object]:
     return {"alone": alone, "with_stalled": with_stalled, "ingest_ratio": ingest_ratio, "p99_ratio": p99_ratio}
 
 
-def _median(results: list[dict[str, float]], key: str) -> float:
-    return statistics.median(float(result[key]) for result in results)
+def _summary(results: list[dict[str, float]]) -> dict[str, float]:
+    """Medians of the figures; complete only if every run was, and the most spectators any run left."""
+    summary = {key: statistics.median(float(result[key]) for result in results) for key in results[0]}
+    summary["complete"] = float(all(result["complete"] for result in results))
+    summary["spectators_left"] = max(result["spectators_left"] for result in results)
+    return summary
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from bot.store.driver import driver_sql
 from bot.store.tables import ROLLUP_BLOCK, series_rollups
 
 Point = tuple[int, int | None, float, float]  # seq, episode, ts, value
@@ -21,7 +22,7 @@ COLUMNS = ("count", "nan_count", *(f"{side}_{name}" for side in SIDES for name i
 
 
 @functools.cache
-def _upsert_sql(marker: str) -> str:
+def _upsert_sql() -> str:
     """One INSERT ... ON CONFLICT DO UPDATE (SQLite and PostgreSQL alike) that merges a block's extremes.
 
     Commits reach a block in seq order, so the stored first point stays and the incoming last point wins.
@@ -41,7 +42,7 @@ def _upsert_sql(marker: str) -> str:
     ]
     columns = ("session_pk", "metric", "block", *COLUMNS)
     return (
-        f"INSERT INTO {t} ({', '.join(columns)}) VALUES ({', '.join([marker] * len(columns))}) "
+        f"INSERT INTO {t} ({', '.join(columns)}) VALUES ({', '.join(['?'] * len(columns))}) "
         f"ON CONFLICT (session_pk, metric, block) DO UPDATE SET {', '.join(sets)}"
     )
 
@@ -71,8 +72,7 @@ def update_rollups(
                 rows.append((session_pk, metric, block, count, nan_count, *(v for p in point for v in p)))
         start = end
     if rows:
-        marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-        conn.exec_driver_sql(_upsert_sql(marker), rows)
+        driver_sql(conn, _upsert_sql(), rows)
 
 
 def _extremes_of(values: list[float | None], start: int, end: int) -> tuple[int, int, list[int | None]] | None:

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
 from bot.frames import FrameRun, control_frame, data_frames, iso
 from bot.schemas import ENDED_STATUSES, PerformanceGraphData, SessionCreate, SessionUpdate
 from bot.store.batch import Batch
+from bot.store.driver import driver_sql
 from bot.store.errors import SessionExistsError, SessionNotFoundError
 from bot.store.reads import session_dict
 from bot.store.rollups import update_rollups
@@ -114,7 +115,7 @@ class CreateSession(Job):
 
 
 def _session(conn: Connection, session_id: str) -> Any:
-    row = _driver(conn, "SELECT pk, status FROM sessions WHERE session_id = ?", (session_id,)).first()
+    row = driver_sql(conn, "SELECT pk, status FROM sessions WHERE session_id = ?", (session_id,)).first()
     if row is None:
         raise SessionNotFoundError(session_id)
     return row
@@ -273,7 +274,7 @@ class Ingest(Job):
             if episodes:
                 sets += ", current_episode = ?"
                 params.append(episodes[-1])
-        last = _driver(conn, f"UPDATE sessions SET {sets} WHERE pk = ? RETURNING last_seq", (*params, pk))
+        last = driver_sql(conn, f"UPDATE sessions SET {sets} WHERE pk = ? RETURNING last_seq", (*params, pk))
         last_seq = int(last.scalar_one())
         first_seq = last_seq - n + 1
         timestamps = batch.timestamps or [now] * n
@@ -284,7 +285,7 @@ class Ingest(Job):
             repeat(pk), seqs, repeat(kind), batch.episodes, timestamps, repeat(received), batch.data, strict=False
         )
         # Plain executemany of tuples: SQLAlchemy's per-row parameter processing cost more than SQLite itself.
-        conn.exec_driver_sql(_bulk_insert(conn, messages), list(rows))
+        driver_sql(conn, _insert_sql(messages), list(rows))
         if batch.columns:
             update_rollups(conn, pk, first_seq, batch.episodes, timestamps, batch.columns)
         for graph in batch.graphs:
@@ -299,26 +300,10 @@ class Ingest(Job):
         return Applied(IngestResult(self.session_id, first_seq, last_seq, n, duplicate=False), [*woken, published])
 
 
-def _bulk_insert(conn: Connection, table: Table) -> str:
-    """INSERT with positional parameters in the driver's own style (? for sqlite3, %s for psycopg)."""
-    return _insert_sql(table, "?" if conn.dialect.paramstyle == "qmark" else "%s")
-
-
-def _driver(conn: Connection, sql: str, params: tuple[Any, ...]) -> Any:
-    """Run SQL written with ? markers straight on the driver. For the statements of every ingest commit:
-    building them as SQLAlchemy constructs cost more than SQLite took to run them."""
-    return conn.exec_driver_sql(_in_style(sql, "?" if conn.dialect.paramstyle == "qmark" else "%s"), params)
-
-
 @functools.cache
-def _in_style(sql: str, marker: str) -> str:
-    return sql.replace("?", marker)
-
-
-@functools.cache
-def _insert_sql(table: Table, marker: str) -> str:  # built once: it is on every ingest commit
+def _insert_sql(table: Table) -> str:  # built once: it is on every ingest commit
     columns = ", ".join(column.name for column in table.c)
-    return f"INSERT INTO {table.name} ({columns}) VALUES ({', '.join([marker] * len(table.c))})"
+    return f"INSERT INTO {table.name} ({columns}) VALUES ({', '.join(['?'] * len(table.c))})"
 
 
 def _merge_graph(conn: Connection, pk: int, item: PerformanceGraphData, now: float) -> None:
