@@ -53,6 +53,66 @@ SessionId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:
 MetricName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.:/-]{0,127}$")]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
+# What the store can hold: integers are 64-bit signed in SQLite and PostgreSQL; JSON is nested at most
+# MAX_DEPTH deep (orjson writes 255 levels, and nobody's metadata needs more than a few); strings are
+# valid Unicode (a lone surrogate cannot be stored as UTF-8). A value past these must be refused here,
+# with a 422 naming it, not by the database, where it would fail a commit shared with other requests.
+INT64_MAX = 2**63 - 1
+MAX_DEPTH = 64
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _storable_text(value: str) -> str:
+    if not _encodes(value):
+        raise ValueError("text holds a lone surrogate (not valid Unicode); it cannot be stored")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_storable_text)]
+Text64 = Annotated[str, StringConstraints(max_length=64), AfterValidator(_storable_text)]
+Text128 = Annotated[str, StringConstraints(max_length=128), AfterValidator(_storable_text)]
+Text256 = Annotated[str, StringConstraints(max_length=256), AfterValidator(_storable_text)]
+Text1024 = Annotated[str, StringConstraints(max_length=1024), AfterValidator(_storable_text)]
+Password = Annotated[str, StringConstraints(min_length=4, max_length=128), AfterValidator(_storable_text)]
+
+
+def storable_problem(value: Any, depth: int = 0) -> tuple[tuple[str | int, ...], str] | None:
+    """The first part of a JSON value that the store cannot hold, as (path within it, why), or None."""
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return None
+    if isinstance(value, int):
+        return None if -INT64_MAX - 1 <= value <= INT64_MAX else ((), f"integer {value} is outside 64-bit range")
+    if isinstance(value, str):
+        return None if _encodes(value) else ((), "text holds a lone surrogate (not valid Unicode)")
+    if depth >= MAX_DEPTH and isinstance(value, dict | list):
+        return (), f"nested deeper than {MAX_DEPTH} levels"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(key, str) and not _encodes(key):
+            return (key,), "key holds a lone surrogate (not valid Unicode)"
+        problem = storable_problem(item, depth + 1)
+        if problem is not None:
+            return (key, *problem[0]), problem[1]
+    return None
+
+
+def _storable_json(value: dict[str, Any]) -> dict[str, Any]:
+    problem = storable_problem(value)
+    if problem is not None:
+        path, why = problem
+        raise ValueError(f"at {'.'.join(map(str, path)) or 'top level'}: {why}")
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_storable_json)]
+
 
 class SessionStatus(StrEnum):
     created = "created"
@@ -82,18 +142,18 @@ def _does_not_shadow(custom: dict[str, float]) -> dict[str, float]:
 
 class TrainingMetricsData(WireModel):
     timestamp: datetime = Field(default_factory=utc_now)
-    episode: int | None = Field(None, ge=0)
-    total_episodes: int | None = Field(None, ge=0)
+    episode: int | None = Field(None, ge=0, le=INT64_MAX)
+    total_episodes: int | None = Field(None, ge=0, le=INT64_MAX)
     current_reward: float | None = None
     average_reward: float | None = None
     best_reward: float | None = None
-    episode_length: int | None = Field(None, ge=0)
+    episode_length: int | None = Field(None, ge=0, le=INT64_MAX)
     win_rate: float | None = Field(None, ge=0.0, le=100.0, description="percent, 0-100")
     loss_value: float | None = None
     learning_rate: float | None = Field(None, ge=0.0)
     epsilon: float | None = Field(None, ge=0.0, le=1.0)
-    model_generation: int | None = Field(None, ge=0)
-    algorithm: str | None = Field(None, max_length=64)
+    model_generation: int | None = Field(None, ge=0, le=INT64_MAX)
+    algorithm: Text64 | None = None
     training_time_elapsed: float | None = Field(None, ge=0.0)
     actions_per_second: float | None = Field(None, ge=0.0)
     frames_per_second: float | None = Field(None, ge=0.0)
@@ -128,12 +188,12 @@ TrainingMetricsDict = as_typed_dict(TrainingMetricsData)
 
 class BotDecisionData(WireModel):
     timestamp: datetime = Field(default_factory=utc_now)
-    episode: int | None = Field(None, ge=0)
-    step: int | None = Field(None, ge=0)
-    action_probabilities: dict[str, Probability] | None = None
-    state_values: float | list[float] | dict[str, float] | None = None
+    episode: int | None = Field(None, ge=0, le=INT64_MAX)
+    step: int | None = Field(None, ge=0, le=INT64_MAX)
+    action_probabilities: dict[Text, Probability] | None = None
+    state_values: float | list[float] | dict[Text, float] | None = None
     q_values: list[float] | None = None
-    selected_action: str | int | None = None
+    selected_action: Text | Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX)] | None = None
     confidence_score: Probability | None = None
 
     @field_validator("action_probabilities")
@@ -152,9 +212,9 @@ class GraphPoint(WireModel):
 
 
 class PerformanceGraphData(WireModel):
-    graph_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
-    title: str | None = Field(None, max_length=256)
-    y_label: str | None = Field(None, max_length=128)
+    graph_id: Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(_storable_text)]
+    title: Text256 | None = None
+    y_label: Text128 | None = None
     metrics: list[MetricName] = Field(default_factory=list)
     data_points: dict[MetricName, list[GraphPoint]] = Field(default_factory=dict)
     max_points: int = Field(1000, gt=0, le=100_000, description="the server keeps the newest max_points per series")
@@ -175,23 +235,23 @@ class RoomSpec(WireModel):
 
     max_spectators: int = Field(50, gt=0, le=100_000)
     password_protected: bool = False
-    password: str | None = Field(None, min_length=4, max_length=128, description="generated when protected and absent")
+    password: Password | None = Field(None, description="generated when protected and absent")
 
 
 class SessionCreate(WireModel):
     training_id: SessionId | None = Field(None, description="becomes the session id; generated when absent")
-    name: str | None = Field(None, max_length=256)
-    algorithm: str | None = Field(None, max_length=64)
-    model_generation: int | None = Field(None, ge=0)
-    total_episodes: int | None = Field(None, ge=0)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    name: Text256 | None = None
+    algorithm: Text64 | None = None
+    model_generation: int | None = Field(None, ge=0, le=INT64_MAX)
+    total_episodes: int | None = Field(None, ge=0, le=INT64_MAX)
+    metadata: JsonObject = Field(default_factory=dict)
     room: RoomSpec | None = None
 
 
 class SessionUpdate(WireModel):
     status: SessionStatus | None = None
-    metadata: dict[str, Any] | None = Field(None, description="replaces the session's metadata")
-    message: str | None = Field(None, max_length=1024, description="a reason, sent to spectators with the status")
+    metadata: JsonObject | None = Field(None, description="replaces the session's metadata")
+    message: Text1024 | None = Field(None, description="a reason, sent to spectators with the status")
 
     @model_validator(mode="after")
     def _something_to_update(self) -> SessionUpdate:

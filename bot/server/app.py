@@ -12,7 +12,7 @@ import gc
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -33,10 +33,11 @@ from bot.server.direct import RawSendMiddleware
 from bot.server.hub import Hub
 from bot.server.pages import mount_pages
 from bot.server.services import TrainingService
-from bot.store import SessionExistsError, SessionNotFoundError, Store, StoreUnavailableError
+from bot.store import SessionExistsError, SessionNotFoundError, Store, StoreRejectedError, StoreUnavailableError
 
 logger = logging.getLogger(__name__)
 
+ECHO_LIMIT = 200  # characters of a refused input echoed in a 422 that JSON cannot carry as it is
 BODY_MODELS = (TrainingMetricsData, BotDecisionData, PerformanceGraphData, SessionCreate, SessionUpdate)
 
 
@@ -138,16 +139,39 @@ def _add_error_handlers(app: FastAPI) -> None:
         detail = f"storage unavailable, nothing was stored; retry: {exc}"
         return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
 
+    @app.exception_handler(StoreRejectedError)
+    async def rejected(request: Request, exc: StoreRejectedError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc), "message": str(exc)}, status_code=422)
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
-        errors = [
-            {"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": e.get("msg"), "input": e.get("input")}
-            for e in exc.errors()
-        ]
-        summary = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
-        # orjson, not json: the rejected input may hold NaN or bytes, which must not break the error reply.
-        body = orjson.dumps({"detail": errors, "message": summary}, default=repr)
-        return Response(body, status_code=422, media_type="application/json")
+        return Response(validation_body(exc.errors()), status_code=422, media_type="application/json")
+
+
+def validation_body(raw_errors: Sequence[Any]) -> bytes:
+    """A 422 body: each error's `loc`, `msg` and the input it refused, never failing on that input."""
+    errors = [
+        {
+            "type": e.get("type"),
+            "loc": [_echo(part) for part in e.get("loc", ())],
+            "msg": _echo(e.get("msg")),
+            "input": _echo(e.get("input")),
+        }
+        for e in raw_errors
+    ]
+    summary = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
+    return orjson.dumps({"detail": errors, "message": summary})
+
+
+def _echo(value: Any) -> Any:
+    """The refused input as JSON can carry it: NaN, huge integers, lone surrogates and deep nesting are what
+    was refused, so they must not break the reply; they come back as a short repr."""
+    try:
+        orjson.dumps(value)
+    except (TypeError, RecursionError):
+        text = repr(value)
+        return text if len(text) <= ECHO_LIMIT else text[:ECHO_LIMIT] + "..."
+    return value
 
 
 def _document_bodies(app: FastAPI) -> None:

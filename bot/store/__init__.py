@@ -1,6 +1,19 @@
 """Persistence: SQLAlchemy 2 tables, read queries, write jobs and the group-commit Store."""
 
-from bot.store.errors import SessionExistsError, SessionNotFoundError, StoreError, StoreUnavailableError
+from bot.store.errors import (
+    SessionExistsError,
+    SessionNotFoundError,
+    StoreError,
+    StoreRejectedError,
+    StoreUnavailableError,
+)
 from bot.store.store import Store
 
-__all__ = ["SessionExistsError", "SessionNotFoundError", "Store", "StoreError", "StoreUnavailableError"]
+__all__ = [
+    "SessionExistsError",
+    "SessionNotFoundError",
+    "Store",
+    "StoreError",
+    "StoreRejectedError",
+    "StoreUnavailableError",
+]

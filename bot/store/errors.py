@@ -3,7 +3,8 @@
 StoreError
 ├── SessionNotFoundError   the session id names no session (HTTP 404)
 ├── SessionExistsError     a session with that id already exists (HTTP 409)
-└── StoreUnavailableError  the commit failed; nothing of the request was stored (HTTP 503, retry)
+├── StoreUnavailableError  the commit failed; nothing of the request was stored (HTTP 503, retry)
+└── StoreRejectedError     the database refused a value of this request alone; nothing was stored (HTTP 422)
 """
 
 from __future__ import annotations
@@ -27,3 +28,7 @@ class SessionExistsError(StoreError):
 
 class StoreUnavailableError(StoreError):
     pass
+
+
+class StoreRejectedError(StoreError):
+    """A value passed validation but the database refused it; retrying the same request cannot succeed."""

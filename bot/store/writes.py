@@ -9,6 +9,7 @@ seq is allocated by the same transaction (`UPDATE sessions SET last_seq = last_s
 from __future__ import annotations
 
 import functools
+import logging
 import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -18,16 +19,19 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
+from sqlalchemy.exc import DataError
 
 from bot.frames import FrameRun, control_frame, data_frames, iso
 from bot.schemas import ENDED_STATUSES, PerformanceGraphData, SessionCreate, SessionUpdate
 from bot.store.batch import Batch
 from bot.store.driver import driver_sql
-from bot.store.errors import SessionExistsError, SessionNotFoundError
+from bot.store.errors import SessionExistsError, SessionNotFoundError, StoreRejectedError, StoreUnavailableError
 from bot.store.reads import session_dict
 from bot.store.rollups import update_rollups
 from bot.store.rooms import new_room_code
 from bot.store.tables import graphs, idempotency_keys, messages, series_rollups, sessions
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,15 +65,50 @@ class Job(ABC):
 
 
 def commit_group(engine: Engine, jobs: Sequence[Job], now: float) -> list[Applied | Exception]:
-    """Apply every job in one transaction: the whole group shares one commit (and one fsync)."""
+    """Apply every job in one transaction: the whole group shares one commit (and one fsync).
+
+    A job that the database refuses (a value validation let through) must not fail the others: the
+    group is rolled back and committed again without it, and the job is tried alone, so it fails by
+    itself. This costs nothing while every job succeeds; a savepoint per job would cost two statements
+    on every job of every commit. A failure of the commit itself still fails the whole group.
+    """
+    try:
+        return _commit_once(engine, jobs, now)
+    except _JobFailedError as failed:
+        if len(jobs) == 1:
+            return [_refusal(failed.__cause__)]
+        others = commit_group(engine, [*jobs[: failed.index], *jobs[failed.index + 1 :]], now)
+        alone = commit_group(engine, [jobs[failed.index]], now)
+        return [*others[: failed.index], *alone, *others[failed.index :]]
+
+
+class _JobFailedError(Exception):
+    def __init__(self, index: int) -> None:
+        super().__init__(f"job {index} of the group failed")
+        self.index = index
+
+
+def _commit_once(engine: Engine, jobs: Sequence[Job], now: float) -> list[Applied | Exception]:
     outcomes: list[Applied | Exception] = []
     with engine.begin() as conn:
-        for job in jobs:
+        for index, job in enumerate(jobs):
             try:
                 outcomes.append(job.apply(conn, now))
             except (SessionNotFoundError, SessionExistsError) as exc:
                 outcomes.append(exc)
+            except Exception as exc:
+                raise _JobFailedError(index) from exc
     return outcomes
+
+
+def _refusal(cause: BaseException | None) -> Exception:
+    """Why a job failed alone: a value the database cannot hold is the request's fault (422, never worth
+    retrying); anything else (a lock, a full disk, a lost connection) may pass, so it stays retryable."""
+    original = getattr(cause, "orig", None) or cause
+    logger.error("a write failed alone and was not stored: %r", original)
+    if isinstance(cause, DataError) or isinstance(original, ValueError | TypeError | OverflowError | RecursionError):
+        return StoreRejectedError(f"the database refused a value of this request: {original}")
+    return StoreUnavailableError(f"commit failed: {original}")
 
 
 @dataclass

@@ -145,6 +145,12 @@ BAD_INGEST: list[tuple[str, Any, str]] = [
     ("graph_update", {"data_points": {}}, "graph_id"),
     ("graph_update", {"graph_id": "g", "metrics": ["a"], "data_points": {"b": [{"value": 1}]}}, "data_points"),
     ("graph_update", {"graph_id": "g", "max_points": 0}, "max_points"),
+    # Values past what the store holds: refused here, never by the database in a shared commit.
+    ("metrics", {"episode": 2**63}, "episode"),
+    ("metrics", {"episode": 2**70}, "episode"),
+    ("metrics", [{"episode": 1}, {"total_episodes": 2**64}], "1.total_episodes"),
+    ("bot_decision", {"selected_action": 2**64}, "selected_action"),
+    ("bot_decision", {"step": 2**63}, "step"),
 ]
 
 
@@ -158,6 +164,31 @@ async def test_bad_ingest_is_rejected_and_stores_nothing(
     assert response.status_code == 422, response.text
     assert field in response.json()["message"]
     assert await last_seq(client, session_id) == 0
+
+
+def nested(depth: int) -> bytes:
+    return b'{"training_id": "deep", "metadata": ' + b'{"a": ' * depth + b"1" + b"}" * depth + b"}"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"training_id": "big", "total_episodes": 9223372036854775808}', "total_episodes"),
+        (b'{"training_id": "big", "metadata": {"seed": 18446744073709551616}}', "metadata"),
+        (b'{"training_id": "lone", "name": "\\ud800"}', "body"),  # the JSON parser refuses lone surrogates
+        (b'{"training_id": "lone", "name": "\\ud800", "metadata": {"x": NaN}}', "body"),
+        (b'{"training_id": "lone", "metadata": {"\\ud800": 1}}', "body"),
+        (nested(100), "metadata"),
+        (nested(5000), "body"),
+    ],
+    ids=["int", "metadata-int", "surrogate", "surrogate-nan", "surrogate-key", "depth-100", "depth-5000"],
+)
+async def test_session_values_the_store_cannot_hold_are_422(client: httpx.AsyncClient, body: bytes, field: str) -> None:
+    """Integers past 64 bits, lone surrogates and deep nesting get a 422 naming the field; no session is made."""
+    response = await client.post(BASE, content=body)
+    assert response.status_code == 422, response.text
+    assert field in response.json()["message"]
+    assert (await client.get(BASE, params={"status": "all"})).json()["total"] == 0
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from bot.schemas import SessionCreate, SessionUpdate, TrainingMetricsData
-from bot.store import SessionExistsError, SessionNotFoundError, Store, StoreError
-from bot.store.batch import prepare
+from bot.store import SessionExistsError, SessionNotFoundError, Store, StoreError, StoreRejectedError
+from bot.store.batch import metrics_batch, prepare
 from bot.store.reads import MessageFilter, get_session, read_frames, read_series_range, session_metrics
 from bot.store.writes import CreateSession, Ingest, IngestResult, Published, UpdateSession
 
@@ -55,6 +55,32 @@ async def test_rejected_job_does_not_spoil_its_group(store: Store) -> None:
     assert isinstance(bad, SessionNotFoundError)
     with pytest.raises(SessionExistsError):
         await store.write(CreateSession("s", SessionCreate()))
+
+
+async def test_a_value_the_database_refuses_fails_only_its_own_request(store: Store) -> None:
+    """A job whose value the database refuses (an episode past 64 bits, which validation now stops before it
+    gets here) is refused alone; the other jobs of its group commit, with no seq hole."""
+    await store.write(CreateSession("s", SessionCreate()))
+    commits_before = store.commits
+    bad = Ingest("s", metrics_batch([{"episode": 2**63}]), None)
+    results = await asyncio.gather(
+        store.write(Ingest("s", prepare("training_metrics", metrics(1)), None)),
+        store.write(bad),
+        store.write(Ingest("s", prepare("training_metrics", metrics(2, 3)), None)),
+        store.write(Ingest("ghost", prepare("training_metrics", metrics(1)), None)),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], StoreRejectedError), results
+    assert isinstance(results[3], SessionNotFoundError), results
+    good = [r for r in results if isinstance(r, IngestResult)]
+    assert sorted((r.first_seq, r.last_seq) for r in good) == [(1, 1), (2, 3)] or sorted(
+        (r.first_seq, r.last_seq) for r in good
+    ) == [(1, 2), (3, 3)]
+    assert store.commits - commits_before == 1
+    row = await store.read(get_session, "s")
+    assert row is not None and row.last_seq == 3
+    frames = await store.read(read_frames, row.pk, "s", MessageFilter(), 1000)
+    assert [seq for seq, _, _ in frames] == [1, 2, 3]
 
 
 async def test_idempotency_key_applies_a_batch_once(store: Store) -> None:
