@@ -134,24 +134,30 @@ async def test_commit_failures_are_retried_without_loss_or_hole(
 async def test_torn_spool_never_crashes_and_delivers_intact_records_once(live: LiveServer, tmp_path: Path) -> None:
     """An SDK killed while writing its spool, many times: the next client uploads every intact record once."""
     spool_dir = tmp_path / "spool"
+    # Each writer spools a bounded number of records (so the upload's size does not depend on how fast this
+    # machine is) and is killed at a random moment once it has written its first one.
     writer = textwrap.dedent(f"""
-        import itertools, os, time
+        import os, sys, time
         from bot.sdk.spool import Spool
         spool = Spool({str(spool_dir)!r})
-        for n in itertools.count():
+        for n in range(int(sys.argv[1])):
             key = f"{{os.getpid()}}-{{n}}"
             items = [{{"episode": n * 1000 + i, "current_reward": 0.5}} for i in range(20)]
             spool.append([{{"kind": "data", "session_id": "torn", "type": "training_metrics", "key": key,
                            "items": items, "session": {{"algorithm": "DQN"}}}}])
-            time.sleep(0.002)
+            if n == 0:
+                print("first", flush=True)
+        time.sleep(60)
     """)
     rounds = 15
     rng = random.Random(3)
     for _ in range(rounds):
-        process = subprocess.Popen([sys.executable, "-c", writer])
-        time.sleep(rng.uniform(0.3, 0.6))
+        process = subprocess.Popen([sys.executable, "-c", writer, str(rng.randint(5, 40))], stdout=subprocess.PIPE)
+        assert process.stdout is not None and process.stdout.readline() == b"first\n"
+        time.sleep(rng.uniform(0.0, 0.02))  # kill at a random point of its writing, or after it
         process.send_signal(signal.SIGKILL)
         process.wait(TIMEOUT)
+        process.stdout.close()
     # SIGKILL rarely tears a record (one write() per batch completes in the kernel); a power loss does:
     # cut every other file at a random byte, as a lost page cache would.
     for index, path in enumerate(sorted(spool_dir.glob("spool-*.jsonl"))):
@@ -167,7 +173,7 @@ async def test_torn_spool_never_crashes_and_delivers_intact_records_once(live: L
 
     def next_client() -> None:
         with MetricsClient(live.url, spool_dir=spool_dir, flush_interval=0.02) as sdk:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 3 * TIMEOUT
             while list(spool_dir.glob("spool-*.jsonl")) and time.monotonic() < deadline:
                 sdk.flush(1.0)
                 time.sleep(0.05)

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -190,14 +192,25 @@ async def test_silent_engine_goes_stale_and_comes_back(server_factory: Any, sett
 
 async def test_heartbeats_keep_an_idle_run_alive(server_factory: Any, settings: Settings, tmp_path: Path) -> None:
     """An open run that logs nothing for a while still sends heartbeats, so it never goes stale."""
-    live = await server_factory(settings.model_copy(update={"stale_timeout_seconds": 0.6}))
+    stale_after = 1.0
+    live = await server_factory(settings.model_copy(update={"stale_timeout_seconds": stale_after}))
+
+    def heartbeats_outlived_the_timeout(http: httpx.Client) -> bool:
+        session = http.get("/api/training/sessions/idle").json()
+        if session.get("status") != "running":  # not delivered yet; never stale (the history checks that)
+            return False
+        alive_for = datetime.fromisoformat(session["updated_at"]) - datetime.fromisoformat(session["created_at"])
+        return alive_for.total_seconds() > 2.5 * stale_after
 
     def idle_run() -> None:
         with MetricsClient(live.url, spool_dir=tmp_path, heartbeat_interval=0.1, flush_interval=0.05) as client:
-            with client.session(training_id="idle"):
-                import time
-
-                time.sleep(2.0)
+            with client.session(training_id="idle"), httpx.Client(base_url=live.url, timeout=TIMEOUT) as http:
+                # Idle until the server has seen heartbeats for well past the stale timeout (an event on the
+                # server, not a sleep whose length would race the staleness check).
+                deadline = time.monotonic() + TIMEOUT
+                while not heartbeats_outlived_the_timeout(http):
+                    assert time.monotonic() < deadline, "heartbeats did not keep the session updated"
+                    time.sleep(0.05)
 
     await asyncio.to_thread(idle_run)
     statuses = [m["data"]["status"] for m in await history(live.url, "idle", "training_status")]

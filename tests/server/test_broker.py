@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -17,20 +18,33 @@ async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Broker]:
         yield opened
 
 
+async def subscribed(broker: Broker, events: AsyncIterator[tuple[str, Any]], channel: str) -> None:
+    """Wait until the subscription is live (a Redis SUBSCRIBE takes effect asynchronously): a probe comes back."""
+    async with asyncio.timeout(5):
+        while True:
+            await broker.publish(channel, [(-1, "probe", "{}")])
+            try:
+                async with asyncio.timeout(0.1):
+                    if (await anext(events))[1][0][0] == -1:
+                        return
+            except TimeoutError:
+                continue
+
+
 async def test_subscriber_receives_in_publish_order(broker: Broker) -> None:
     """Frames published on a subscribed channel arrive in order; other channels are not delivered."""
     await broker.subscribe("tms:test:a")
-    await asyncio.sleep(0.05)  # a Redis SUBSCRIBE takes effect asynchronously
+    events = broker.events()
+    await subscribed(broker, events, "tms:test:a")
     for i in range(20):
         await broker.publish("tms:test:a", [(i, "training_metrics", f'{{"seq":{i},"text":"a b\\nc"}}')])
         await broker.publish("tms:test:other", [(1, "training_metrics", "{}")])
-    events = broker.events()
     received = []
     async with asyncio.timeout(5):
         while len(received) < 20:
             channel, frames = await anext(events)
             assert channel == "tms:test:a"
-            received.extend(frames)
+            received.extend(frame for frame in frames if frame[0] != -1)  # a late probe is no data
     assert received == [(i, "training_metrics", f'{{"seq":{i},"text":"a b\\nc"}}') for i in range(20)]
 
 
