@@ -4,6 +4,11 @@ Each frame arrives from the broker once per instance, already encoded, and the s
 offered to every spectator's bounded queue (encode once). There's no backpressure toward ingest: a
 slow spectator loses its oldest frames and is told so (see spectator.py).
 
+Incarnations: a session id that is deleted and created again is another incarnation (epoch). Delivery
+state belongs to one: the `session_deleted` frame (or a spectator of a newer incarnation joining) retires
+the old state, whose spectators are closed with 4410 whenever they go, and the new incarnation starts
+fresh, so its seq 1, 2, 3 are never taken for duplicates of the old one's.
+
 Order: the hub remembers the last seq it delivered per session. A frame that arrives ahead of a gap
 waits `gap_wait` seconds for the missing ones and then the gap is read from the store; a frame at or
 below the delivered seq is a duplicate and dropped. A periodic look at each watched session's last
@@ -41,14 +46,18 @@ def channel_for(session_id: str) -> str:
 
 
 class HubFullError(Exception):
-    def __init__(self, code: int, reason: str) -> None:
+    """A spectator the hub will not take: `code` is the close code, `error` the error message's code."""
+
+    def __init__(self, code: int, reason: str, error: str) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
+        self.error = error
 
 
 @dataclass
 class _Watched:
+    incarnation: tuple[str, str]  # (created_at, epoch) of the session these spectators watch
     spectators: dict[str, Spectator] = field(default_factory=dict)
     delivered: int = -1  # -1 until the first read of the store's last seq
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -84,6 +93,7 @@ class Hub:
         self.repair_interval = repair_interval
         self.announce_limit = announce_limit
         self.total = 0
+        self._watching: dict[str, _Watched] = {}  # spectator id -> its incarnation's state, retired or not
         self._tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> Self:
@@ -94,7 +104,7 @@ class Hub:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        for watched in self._sessions.values():
+        for watched in {id(w): w for w in self._watching.values()}.values():
             for spectator in watched.spectators.values():
                 spectator.request_close(CLOSE_GOING_AWAY, "server shutting down")
             if watched.repair is not None:
@@ -124,21 +134,34 @@ class Hub:
         `limit` is the session's own (a room's max_spectators); the server-wide per-session limit applies too.
         """
         if self.total >= self.max_total:
-            raise HubFullError(1013, f"server full: {self.max_total} spectators at most; try again later")
+            raise HubFullError(
+                1013, f"server full: {self.max_total} spectators at most; try again later", "server_full"
+            )
+        session_id = spectator.session_id
+        watched = self._sessions.get(session_id)
+        if watched is not None and watched.incarnation != spectator.incarnation:
+            if spectator.incarnation < watched.incarnation:
+                reason = "the session was deleted and created again while connecting; connect again"
+                raise HubFullError(CLOSE_SESSION_DELETED, reason, "session_deleted")
+            self._retire(session_id, watched)  # its `session_deleted` frame was lost (a broker restart)
+            watched = None
         allowed = min(self.max_per_session, limit) if limit else self.max_per_session
-        if self.count(spectator.session_id) >= allowed:
-            raise HubFullError(4429, f"session full: {allowed} spectators at most for {spectator.session_id!r}")
-        watched = self._sessions.setdefault(spectator.session_id, _Watched())
+        if watched is not None and len(watched.spectators) >= allowed:
+            raise HubFullError(4429, f"session full: {allowed} spectators at most for {session_id!r}", "session_full")
+        if watched is None:
+            watched = self._sessions[session_id] = _Watched(spectator.incarnation)
         watched.spectators[spectator.id] = spectator
+        self._watching[spectator.id] = watched
         self.total += 1
         self._announce(spectator, "joined")
 
-    async def watch(self, session_id: str) -> None:
+    async def watch(self, spectator: Spectator) -> None:
         """Make sure this instance receives the session's frames; the first spectator pays for it."""
-        watched = self._sessions[session_id]
+        watched = self._watching[spectator.id]
         if watched.delivered >= 0 or len(watched.spectators) > 1:
             await watched.ready.wait()
             return
+        session_id = spectator.session_id
         try:
             await self._broker.subscribe(channel_for(session_id))
             # Read after subscribing: anything committed later reaches us through the broker or a repair.
@@ -150,19 +173,33 @@ class Hub:
         self._settle(watched)
 
     async def remove(self, spectator: Spectator) -> None:
-        watched = self._sessions.get(spectator.session_id)
+        watched = self._watching.pop(spectator.id, None)
         if watched is None or watched.spectators.pop(spectator.id, None) is None:
             return
         self.total -= 1
+        session_id = spectator.session_id
+        current = self._sessions.get(session_id) is watched
         if watched.spectators:
-            self._announce(spectator, "left")
+            if current:
+                self._announce(spectator, "left")
             return
-        del self._sessions[spectator.session_id]
+        if current:
+            del self._sessions[session_id]
+            if watched.repair is not None:
+                watched.repair.cancel()
+        elif session_id in self._sessions:
+            return  # the last of a retired incarnation; the current one still needs the channel
+        await self._broker.unsubscribe(channel_for(session_id))
+        if session_id in self._sessions:  # someone joined while we unsubscribed
+            await self._broker.subscribe(channel_for(session_id))
+
+    def _retire(self, session_id: str, watched: _Watched) -> None:
+        """The incarnation is gone: its spectators are closed, and its state no longer takes frames."""
+        del self._sessions[session_id]
         if watched.repair is not None:
             watched.repair.cancel()
-        await self._broker.unsubscribe(channel_for(spectator.session_id))
-        if spectator.session_id in self._sessions:  # someone joined while we unsubscribed
-            await self._broker.subscribe(channel_for(spectator.session_id))
+        for spectator in watched.spectators.values():
+            spectator.request_close(CLOSE_SESSION_DELETED, "session deleted")
 
     def _settle(self, watched: _Watched) -> None:
         """After a burst of offers: bound every queue, evict spectators that stayed behind too long."""
@@ -226,7 +263,7 @@ class Hub:
         if watched is None:
             return
         if seq == CONTROL:
-            self._control(watched, message_type, frame)
+            self._control(session_id, watched, message_type, frame)
         elif watched.delivered < 0 or seq > watched.delivered + 1:
             if len(watched.pending) < self.pending_limit:
                 watched.pending[seq] = (message_type, frame)
@@ -238,10 +275,9 @@ class Hub:
             if watched.pending:
                 self._drain_pending(session_id, watched)
 
-    def _control(self, watched: _Watched, message_type: str, frame: str) -> None:
+    def _control(self, session_id: str, watched: _Watched, message_type: str, frame: str) -> None:
         if message_type == "session_deleted":
-            for spectator in watched.spectators.values():
-                spectator.request_close(CLOSE_SESSION_DELETED, "session deleted")
+            self._retire(session_id, watched)
             return
         for spectator in watched.spectators.values():
             spectator.offer(CONTROL, message_type, frame)

@@ -127,11 +127,20 @@ class Spectator:
         "delivered_through",
         "direct",
         "idle",
+        "incarnation",
     )
 
-    def __init__(self, session_id: str, user_name: str | None, maxsize: int, types: Iterable[str]) -> None:
+    def __init__(
+        self,
+        session_id: str,
+        user_name: str | None,
+        maxsize: int,
+        types: Iterable[str],
+        incarnation: tuple[str, str] = ("", ""),
+    ) -> None:
         self.id = f"spectator-{secrets.token_hex(6)}"
         self.session_id = session_id
+        self.incarnation = incarnation  # (created_at, epoch) of the session as it was when this one connected
         self.user_name = user_name
         self.queue = SpectatorQueue(maxsize, types)
         self.wake = asyncio.Event()

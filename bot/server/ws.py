@@ -101,15 +101,15 @@ async def spectate(websocket: WebSocket, session_id: str) -> None:
         if not password or not await service.check_room_password(password, stored_hash):
             why = "this room needs a password: add ?password=" if not password else "wrong room password"
             return await refuse(websocket, session_id, 4403, "forbidden", why)
-    spectator = Spectator(session_id, user_name, settings.max_backlog, types)
+    incarnation = (session["created_at"], session["epoch"])
+    spectator = Spectator(session_id, user_name, settings.max_backlog, types, incarnation)
     spectator.direct = DirectWriter.attach(websocket.scope, service.stats)
     try:
         hub.add(spectator, limit=session["max_spectators"])
     except HubFullError as exc:
-        error = "session_full" if exc.code == 4429 else "server_full"
-        return await refuse(websocket, session_id, exc.code, error, exc.reason)
+        return await refuse(websocket, session_id, exc.code, exc.error, exc.reason)
     try:
-        await hub.watch(session_id)
+        await hub.watch(spectator)
         await _serve(websocket, spectator, service, hub, since, epoch)
     except (WebSocketDisconnect, SessionNotFoundError):
         pass

@@ -241,6 +241,29 @@ async def test_delete_closes_spectators_and_recreate_resets_epoch(
     assert fresh[0]["seq"] == 1 and fresh[0]["data"]["episode"] == 100
 
 
+async def test_recreated_session_streams_live_while_an_old_spectator_lingers(
+    server_factory: Any, settings: Settings, spectators: Any
+) -> None:
+    """A spectator of the deleted incarnation that still hangs on (stalled, its close not delivered) does not
+    stop the new incarnation's frames: a new spectator gets seq 1, 2, 3, ... live."""
+    live = await server_factory(settings.model_copy(update={"ws_send_buffer": 8192, "slow_spectator_timeout": 60}))
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+        session_id = await create_session(client, "again")
+        stalled = await spectators(live.ws_url(session_id), sock=stalled_socket(live.port), max_queue=1)
+        stalled.transport.pause_reading()
+        for batch in range(20):
+            body = [{"episode": batch * 50 + i, "algorithm": "x" * 60} for i in range(50)]
+            assert (await client.post(f"/api/training/sessions/{session_id}/metrics", json=body)).status_code == 200
+        assert (await client.delete(f"/api/training/sessions/{session_id}")).status_code == 200
+
+        await create_session(client, "again")
+        fresh = await connect_and_sync(spectators, live.ws_url(session_id))
+        await client.post(f"/api/training/sessions/{session_id}/metrics", json=[{"episode": i} for i in range(10)])
+        received = await recv_data(fresh, 10)
+        assert [m["seq"] for m in received] == list(range(1, 11))
+        assert [m["data"]["episode"] for m in received] == list(range(10))
+
+
 def stalled_socket(port: int) -> socket.socket:
     """A client socket with a tiny receive buffer, so that a spectator that stops reading backs up fast."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

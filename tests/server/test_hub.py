@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from bot.server.broker import MemoryBroker
-from bot.server.hub import Hub, channel_for
+from bot.server.hub import Hub, HubFullError, channel_for
 from bot.server.spectator import Spectator
 
 TYPES = ["training_metrics"]
@@ -54,10 +54,10 @@ async def setup() -> AsyncIterator[tuple[Hub, MemoryBroker, FakeStore]]:
             yield hub, broker, store
 
 
-async def watching(hub: Hub) -> Spectator:
-    spectator = Spectator("s", None, 1000, TYPES)
+async def watching(hub: Hub, incarnation: tuple[str, str] = ("t1", "e1")) -> Spectator:
+    spectator = Spectator("s", None, 1000, TYPES, incarnation)
     hub.add(spectator)
-    await hub.watch("s")
+    await hub.watch(spectator)
     return spectator
 
 
@@ -90,6 +90,45 @@ async def test_frames_lost_by_the_broker_are_read_from_the_store(setup: tuple[Hu
     frames = store.commit(6)
     await publish(broker, [frames[0], frames[3]])  # 2 and 3 lost, 5 and 6 never published
     assert await received(spectator, 6) == [1, 2, 3, 4, 5, 6]
+
+
+async def test_a_recreated_session_starts_with_fresh_delivery_state(
+    setup: tuple[Hub, MemoryBroker, FakeStore],
+) -> None:
+    """Deleted and created again while an old spectator is still registered (its close in flight): the new
+    incarnation's seq 1, 2, 3 reach its spectators, and none of them reach the old one."""
+    hub, broker, store = setup
+    old = await watching(hub, ("t1", "e1"))
+    await publish(broker, store.commit(10))
+    assert await received(old, 10) == list(range(1, 11))
+    await broker.publish(channel_for("s"), [(0, "session_deleted", "{}")])
+    async with asyncio.timeout(5):
+        while old.close_request is None:
+            await asyncio.sleep(0.01)
+    store.frames.clear()
+    new = await watching(hub, ("t2", "e2"))
+    await publish(broker, store.commit(3))
+    assert await received(new, 3) == [1, 2, 3]
+    assert [seq for seq, _ in old.queue.items] == list(range(1, 11))
+
+
+async def test_a_spectator_of_a_newer_incarnation_retires_the_old_state(
+    setup: tuple[Hub, MemoryBroker, FakeStore],
+) -> None:
+    """Where the `session_deleted` frame was lost, a spectator with a newer epoch still starts fresh, and
+    one that read the older incarnation while connecting is refused with 4410."""
+    hub, broker, store = setup
+    old = await watching(hub, ("t1", "e1"))
+    await publish(broker, store.commit(5))
+    await received(old, 5)
+    store.frames.clear()
+    new = await watching(hub, ("t2", "e2"))
+    assert old.close_request is not None and old.close_request[0] == 4410
+    await publish(broker, store.commit(2))
+    assert await received(new, 2) == [1, 2]
+    with pytest.raises(HubFullError) as refused:
+        hub.add(Spectator("s", None, 1000, TYPES, ("t1", "e1")))
+    assert refused.value.code == 4410
 
 
 async def test_past_the_announce_limit_counts_are_sent_once_per_interval(
