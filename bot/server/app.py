@@ -33,7 +33,14 @@ from bot.server.direct import RawSendMiddleware
 from bot.server.hub import Hub
 from bot.server.pages import mount_pages
 from bot.server.services import TrainingService
-from bot.store import SessionExistsError, SessionNotFoundError, Store, StoreRejectedError, StoreUnavailableError
+from bot.store import (
+    IdempotencyConflictError,
+    SessionExistsError,
+    SessionNotFoundError,
+    Store,
+    StoreRejectedError,
+    StoreUnavailableError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +140,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SessionExistsError)
     async def exists(request: Request, exc: SessionExistsError) -> JSONResponse:
         return JSONResponse({"detail": str(exc), "session_id": exc.session_id}, status_code=409)
+
+    @app.exception_handler(IdempotencyConflictError)
+    async def conflict(request: Request, exc: IdempotencyConflictError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc), "idempotency_key": exc.key}, status_code=409)
 
     @app.exception_handler(StoreUnavailableError)
     async def unavailable(request: Request, exc: StoreUnavailableError) -> JSONResponse:

@@ -134,8 +134,11 @@ class TrainingService:
 
     # -- data ---------------------------------------------------------------------------------------
 
-    async def ingest(self, session_id: str, batch: Batch, idempotency_key: str | None) -> IngestResult:
-        result: IngestResult = await self.store.write(Ingest(session_id, batch, idempotency_key))
+    async def ingest(
+        self, session_id: str, batch: Batch, idempotency_key: str | None, body_hash: str = ""
+    ) -> IngestResult:
+        """Store a batch; with a key, a retry of the same body is applied once, another body is refused."""
+        result: IngestResult = await self.store.write(Ingest(session_id, batch, idempotency_key, body_hash))
         if not result.duplicate:
             self.stats.messages_in += result.count
         return result

@@ -1,6 +1,7 @@
 """Persistence: SQLAlchemy 2 tables, read queries, write jobs and the group-commit Store."""
 
 from bot.store.errors import (
+    IdempotencyConflictError,
     SessionExistsError,
     SessionNotFoundError,
     StoreError,
@@ -10,6 +11,7 @@ from bot.store.errors import (
 from bot.store.store import Store
 
 __all__ = [
+    "IdempotencyConflictError",
     "SessionExistsError",
     "SessionNotFoundError",
     "Store",

@@ -3,6 +3,7 @@
 StoreError
 ├── SessionNotFoundError   the session id names no session (HTTP 404)
 ├── SessionExistsError     a session with that id already exists (HTTP 409)
+├── IdempotencyConflictError  the key was used for another body (HTTP 409)
 ├── StoreUnavailableError  the commit failed; nothing of the request was stored (HTTP 503, retry)
 └── StoreRejectedError     the database refused a value of this request alone; nothing was stored (HTTP 422)
 """
@@ -24,6 +25,15 @@ class SessionExistsError(StoreError):
     def __init__(self, session_id: str) -> None:
         super().__init__(f"session {session_id!r} already exists; choose another training_id or delete it first")
         self.session_id = session_id
+
+
+class IdempotencyConflictError(StoreError):
+    def __init__(self, key: str, message_type: str) -> None:
+        super().__init__(
+            f"Idempotency-Key {key!r} was already used for another {message_type} body in this session; "
+            "a retry must send the same body, new data needs a new key"
+        )
+        self.key = key
 
 
 class StoreUnavailableError(StoreError):

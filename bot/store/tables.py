@@ -127,7 +127,9 @@ idempotency_keys = Table(
     "idempotency_keys",
     metadata,
     Column("session_pk", Integer, primary_key=True),
+    Column("type", String(32), primary_key=True),  # a key is scoped to its session and message type
     Column("key", String(128), primary_key=True),
+    Column("body_hash", String(32), nullable=False),  # the same key with another body is a conflict, not a retry
     Column("first_seq", BigInteger, nullable=False),
     Column("last_seq", BigInteger, nullable=False),
     sqlite_with_rowid=False,

@@ -25,7 +25,13 @@ from bot.frames import FrameRun, control_frame, data_frames, iso
 from bot.schemas import ENDED_STATUSES, PerformanceGraphData, SessionCreate, SessionUpdate
 from bot.store.batch import Batch
 from bot.store.driver import driver_sql
-from bot.store.errors import SessionExistsError, SessionNotFoundError, StoreRejectedError, StoreUnavailableError
+from bot.store.errors import (
+    IdempotencyConflictError,
+    SessionExistsError,
+    SessionNotFoundError,
+    StoreRejectedError,
+    StoreUnavailableError,
+)
 from bot.store.reads import session_dict
 from bot.store.rollups import update_rollups
 from bot.store.rooms import new_room_code
@@ -94,7 +100,7 @@ def _commit_once(engine: Engine, jobs: Sequence[Job], now: float) -> list[Applie
         for index, job in enumerate(jobs):
             try:
                 outcomes.append(job.apply(conn, now))
-            except (SessionNotFoundError, SessionExistsError) as exc:
+            except (SessionNotFoundError, SessionExistsError, IdempotencyConflictError) as exc:
                 outcomes.append(exc)
             except Exception as exc:
                 raise _JobFailedError(index) from exc
@@ -290,17 +296,21 @@ class Ingest(Job):
     session_id: str
     batch: Batch
     idempotency_key: str | None = None
+    body_hash: str = ""  # of the request body as sent: a retry sends the same bytes
 
     def apply(self, conn: Connection, now: float) -> Applied:
         session = _session(conn, self.session_id)
         pk, batch, n = session.pk, self.batch, len(self.batch)
         if self.idempotency_key is not None:
+            keys = idempotency_keys.c
             done = conn.execute(
-                select(idempotency_keys.c.first_seq, idempotency_keys.c.last_seq).where(
-                    idempotency_keys.c.session_pk == pk, idempotency_keys.c.key == self.idempotency_key
+                select(keys.first_seq, keys.last_seq, keys.body_hash).where(
+                    keys.session_pk == pk, keys.type == batch.message_type, keys.key == self.idempotency_key
                 )
             ).first()
             if done is not None:
+                if done.body_hash != self.body_hash:
+                    raise IdempotencyConflictError(self.idempotency_key, batch.message_type)
                 count = done.last_seq - done.first_seq + 1
                 return Applied(IngestResult(self.session_id, done.first_seq, done.last_seq, count, duplicate=True))
         woken = _wake_if_stale(conn, session, self.session_id, now)
@@ -332,7 +342,12 @@ class Ingest(Job):
         if self.idempotency_key is not None:
             conn.execute(
                 insert(idempotency_keys).values(
-                    session_pk=pk, key=self.idempotency_key, first_seq=first_seq, last_seq=last_seq
+                    session_pk=pk,
+                    type=kind,
+                    key=self.idempotency_key,
+                    body_hash=self.body_hash,
+                    first_seq=first_seq,
+                    last_seq=last_seq,
                 )
             )
         published = Published(self.session_id, FrameRun(kind, self.session_id, first_seq, received, batch.data))

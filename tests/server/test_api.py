@@ -61,6 +61,24 @@ async def test_idempotent_batch_is_applied_once(client: httpx.AsyncClient) -> No
     assert (await client.get(f"{BASE}/{session_id}/history")).json()["count"] == 2
 
 
+async def test_idempotency_keys_are_scoped_per_message_type_and_bound_to_their_body(client: httpx.AsyncClient) -> None:
+    """A key used for metrics does not swallow a decision sent with it; the same key with another body is a
+    409 naming the key, and nothing of it is stored."""
+    session_id = await create_session(client)
+    headers = {"Idempotency-Key": "k-1"}
+    metrics = (await client.post(f"{BASE}/{session_id}/metrics", json=[{"episode": 1}], headers=headers)).json()
+    decision = await client.post(f"{BASE}/{session_id}/bot_decision", json={"q_values": [1.0]}, headers=headers)
+    assert decision.status_code == 200, decision.text
+    assert (metrics["first_seq"], decision.json()["first_seq"], decision.json()["duplicate"]) == (1, 2, False)
+
+    other = await client.post(f"{BASE}/{session_id}/metrics", json=[{"episode": 2}], headers=headers)
+    assert other.status_code == 409, other.text
+    assert other.json()["idempotency_key"] == "k-1" and "k-1" in other.json()["detail"]
+    assert await last_seq(client, session_id) == 2
+    history = (await client.get(f"{BASE}/{session_id}/history")).json()
+    assert [m["type"] for m in history["messages"]] == ["training_metrics", "bot_decision"]
+
+
 async def test_non_finite_values_travel_as_strings(client: httpx.AsyncClient) -> None:
     """A diverging loss (NaN, ±Infinity) is stored and read back as the strings NaN, Infinity, -Infinity."""
     session_id = await create_session(client)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
@@ -32,8 +33,10 @@ async def _ingest(
     batches: BatchesDep,
     key: str | None,
 ) -> dict[str, Any]:
-    batch = await batches.read(message_type, await request.body())
-    result = await service.ingest(session_id, batch, key)
+    raw = await request.body()
+    batch = await batches.read(message_type, raw)
+    body_hash = hashlib.blake2b(raw, digest_size=16).hexdigest() if key is not None else ""
+    result = await service.ingest(session_id, batch, key, body_hash)
     return {
         "session_id": result.session_id,
         "first_seq": result.first_seq,
