@@ -118,6 +118,8 @@ class Settings(BaseSettings):
     # Deflate compresses each frame once per spectator, which defeats encode-once: off unless asked for.
     ws_per_message_deflate: bool = Field(False, validation_alias=_env("ws_per_message_deflate"))
     max_batch_size: int = Field(10000, gt=0, validation_alias=_env("max_batch_size"))
+    # A request body past this many bytes is refused with 413 before it is read whole.
+    max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, validation_alias=_env("max_body_bytes"))
     # Worker processes that validate and encode big ingest bodies off the server's GIL; None: one if
     # the machine has two cores or more, else none (0 reads every body in the server process).
     ingest_processes: int | None = Field(None, ge=0, le=64, validation_alias=_env("ingest_processes"))

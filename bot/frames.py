@@ -74,3 +74,13 @@ def control_frame(message_type: str, session_id: str, data: dict[str, Any], ts: 
 
 def error_frame(session_id: str, code: str, message: str, **details: Any) -> str:
     return control_frame("error", session_id, {"code": code, "message": message, **details})
+
+
+CLOSE_REASON_BYTES = 123  # a close frame's payload is 125 bytes, two of them the code
+
+
+def close_reason(reason: str) -> str:
+    """The reason cut to what a close frame holds, in whole UTF-8 characters: a longer one makes the
+    protocol fail the connection, so the peer would get no close frame at all."""
+    encoded = reason.encode("utf-8", "replace")
+    return encoded[:CLOSE_REASON_BYTES].decode("utf-8", "ignore") if len(encoded) > CLOSE_REASON_BYTES else reason

@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     StringConstraints,
     field_validator,
     model_validator,
@@ -51,7 +52,12 @@ MESSAGE_TYPES: tuple[str, ...] = ("training_metrics", "bot_decision", "graph_upd
 
 SessionId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
 MetricName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.:/-]{0,127}$")]
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0, strict=True)]
+# Strict types: `false` is not a number, `0` is not a boolean, "1.5" is not a float. A number without a
+# range may also be one of the strings that stand for the non-finite floats (made a float; only those
+# strings pay for a Python call).
+NonFinite = Literal["NaN", "Infinity", "-Infinity"]
+Number = Annotated[float, Strict()] | Annotated[NonFinite, AfterValidator(float)]
 
 # What the store can hold: integers are 64-bit signed in SQLite and PostgreSQL; JSON is nested at most
 # MAX_DEPTH deep (orjson writes 255 levels, and nobody's metadata needs more than a few); strings are
@@ -133,7 +139,7 @@ class WireModel(BaseModel):
     model_config = ConfigDict(extra="forbid", ser_json_inf_nan="strings")
 
 
-def _does_not_shadow(custom: dict[str, float]) -> dict[str, float]:
+def _does_not_shadow(custom: dict[str, Any]) -> dict[str, Any]:
     shadowed = sorted(set(custom) & set(SERIES_FIELDS))
     if shadowed:
         raise ValueError(f"custom metric {shadowed[0]!r} shadows a built-in field; send it as that field")
@@ -142,23 +148,23 @@ def _does_not_shadow(custom: dict[str, float]) -> dict[str, float]:
 
 class TrainingMetricsData(WireModel):
     timestamp: datetime = Field(default_factory=utc_now)
-    episode: int | None = Field(None, ge=0, le=INT64_MAX)
-    total_episodes: int | None = Field(None, ge=0, le=INT64_MAX)
-    current_reward: float | None = None
-    average_reward: float | None = None
-    best_reward: float | None = None
-    episode_length: int | None = Field(None, ge=0, le=INT64_MAX)
-    win_rate: float | None = Field(None, ge=0.0, le=100.0, description="percent, 0-100")
-    loss_value: float | None = None
-    learning_rate: float | None = Field(None, ge=0.0)
-    epsilon: float | None = Field(None, ge=0.0, le=1.0)
-    model_generation: int | None = Field(None, ge=0, le=INT64_MAX)
+    episode: int | None = Field(None, ge=0, le=INT64_MAX, strict=True)
+    total_episodes: int | None = Field(None, ge=0, le=INT64_MAX, strict=True)
+    current_reward: Number | None = None
+    average_reward: Number | None = None
+    best_reward: Number | None = None
+    episode_length: int | None = Field(None, ge=0, le=INT64_MAX, strict=True)
+    win_rate: float | None = Field(None, ge=0.0, le=100.0, strict=True, description="percent, 0-100")
+    loss_value: Number | None = None
+    learning_rate: float | None = Field(None, ge=0.0, strict=True)
+    epsilon: float | None = Field(None, ge=0.0, le=1.0, strict=True)
+    model_generation: int | None = Field(None, ge=0, le=INT64_MAX, strict=True)
     algorithm: Text64 | None = None
-    training_time_elapsed: float | None = Field(None, ge=0.0)
-    actions_per_second: float | None = Field(None, ge=0.0)
-    frames_per_second: float | None = Field(None, ge=0.0)
-    memory_usage_mb: float | None = Field(None, ge=0.0)
-    custom: Annotated[dict[MetricName, float], AfterValidator(_does_not_shadow)] = Field(
+    training_time_elapsed: float | None = Field(None, ge=0.0, strict=True)
+    actions_per_second: float | None = Field(None, ge=0.0, strict=True)
+    frames_per_second: float | None = Field(None, ge=0.0, strict=True)
+    memory_usage_mb: float | None = Field(None, ge=0.0, strict=True)
+    custom: Annotated[dict[MetricName, Number], AfterValidator(_does_not_shadow)] = Field(
         default_factory=dict, description="any other scalar, by name"
     )
 
@@ -188,12 +194,12 @@ TrainingMetricsDict = as_typed_dict(TrainingMetricsData)
 
 class BotDecisionData(WireModel):
     timestamp: datetime = Field(default_factory=utc_now)
-    episode: int | None = Field(None, ge=0, le=INT64_MAX)
-    step: int | None = Field(None, ge=0, le=INT64_MAX)
+    episode: int | None = Field(None, ge=0, le=INT64_MAX, strict=True)
+    step: int | None = Field(None, ge=0, le=INT64_MAX, strict=True)
     action_probabilities: dict[Text, Probability] | None = None
-    state_values: float | list[float] | dict[Text, float] | None = None
-    q_values: list[float] | None = None
-    selected_action: Text | Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX)] | None = None
+    state_values: Number | list[Number] | dict[Text, Number] | None = None
+    q_values: list[Number] | None = None
+    selected_action: Text | Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX, strict=True)] | None = None
     confidence_score: Probability | None = None
 
     @field_validator("action_probabilities")
@@ -208,7 +214,7 @@ class BotDecisionData(WireModel):
 
 class GraphPoint(WireModel):
     timestamp: datetime = Field(default_factory=utc_now)
-    value: float
+    value: Number
 
 
 class PerformanceGraphData(WireModel):
@@ -217,7 +223,9 @@ class PerformanceGraphData(WireModel):
     y_label: Text128 | None = None
     metrics: list[MetricName] = Field(default_factory=list)
     data_points: dict[MetricName, list[GraphPoint]] = Field(default_factory=dict)
-    max_points: int = Field(1000, gt=0, le=100_000, description="the server keeps the newest max_points per series")
+    max_points: int = Field(
+        1000, gt=0, le=100_000, strict=True, description="the server keeps the newest max_points per series"
+    )
 
     @model_validator(mode="after")
     def _points_name_declared_metrics(self) -> PerformanceGraphData:
@@ -233,8 +241,8 @@ class PerformanceGraphData(WireModel):
 class RoomSpec(WireModel):
     """A spectator room for the session: joined by its code, optionally with a password."""
 
-    max_spectators: int = Field(50, gt=0, le=100_000)
-    password_protected: bool = False
+    max_spectators: int = Field(50, gt=0, le=100_000, strict=True)
+    password_protected: bool = Field(False, strict=True)
     password: Password | None = Field(None, description="generated when protected and absent")
 
 
@@ -242,8 +250,8 @@ class SessionCreate(WireModel):
     training_id: SessionId | None = Field(None, description="becomes the session id; generated when absent")
     name: Text256 | None = None
     algorithm: Text64 | None = None
-    model_generation: int | None = Field(None, ge=0, le=INT64_MAX)
-    total_episodes: int | None = Field(None, ge=0, le=INT64_MAX)
+    model_generation: int | None = Field(None, ge=0, le=INT64_MAX, strict=True)
+    total_episodes: int | None = Field(None, ge=0, le=INT64_MAX, strict=True)
     metadata: JsonObject = Field(default_factory=dict)
     room: RoomSpec | None = None
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from typing import Any
+from typing import Any, get_args
 
 from bot.schemas import SERIES_FIELDS, TrainingMetricsData
 
@@ -25,7 +25,7 @@ def _bounds(model: Any, name: str) -> tuple[type, float | None, float | None]:
     for rule in field.metadata:
         low = getattr(rule, "ge", low)
         high = getattr(rule, "le", high)
-    kind = int if "int" in repr(field.annotation) else float
+    kind = int if int in (field.annotation, *get_args(field.annotation)) else float
     return kind, low, high
 
 

@@ -27,6 +27,7 @@ from bot import __version__
 from bot.config import ServerConfiguration, Settings, as_settings
 from bot.schemas import BotDecisionData, PerformanceGraphData, SessionCreate, SessionUpdate, TrainingMetricsData
 from bot.server import api, ws
+from bot.server.api.bodies import BodyTooLargeError
 from bot.server.batches import BatchReader, default_processes
 from bot.server.broker import broker_from_url
 from bot.server.direct import RawSendMiddleware
@@ -149,6 +150,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def unavailable(request: Request, exc: StoreUnavailableError) -> JSONResponse:
         detail = f"storage unavailable, nothing was stored; retry: {exc}"
         return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(BodyTooLargeError)
+    async def too_large(request: Request, exc: BodyTooLargeError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc), "max_body_bytes": exc.limit}, status_code=413)
 
     @app.exception_handler(StoreRejectedError)
     async def rejected(request: Request, exc: StoreRejectedError) -> JSONResponse:

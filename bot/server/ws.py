@@ -15,15 +15,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, WebSocket
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from starlette.websockets import WebSocketDisconnect
 
 from bot.config import Settings
-from bot.frames import control_frame, error_frame
-from bot.schemas import MESSAGE_TYPES
+from bot.frames import close_reason, control_frame, error_frame
+from bot.schemas import INT64_MAX, MESSAGE_TYPES
 from bot.server.direct import DirectWriter, cap_send_buffer
 from bot.server.hub import Hub, HubFullError
 from bot.server.services import TrainingService
@@ -58,24 +59,34 @@ def parse_types(raw: Any) -> set[str]:
     return cleaned
 
 
+class SpectatorQuery(BaseModel):
+    """The query string of `/ws/{session_id}`, parsed on one typed path: a bad value closes with 4400 and
+    an `error` naming it. Unknown parameters are ignored (a page may add its own)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    since: Annotated[int, Field(ge=0, le=INT64_MAX)] | None = None
+    epoch: Annotated[str, StringConstraints(max_length=64)] | None = None
+    types: Annotated[str, StringConstraints(max_length=256)] | None = None
+    user_name: Annotated[str, StringConstraints(max_length=128)] | None = None
+    password: Annotated[str, StringConstraints(max_length=128)] | None = None
+
+
 def parse_query(params: Any) -> tuple[int | None, str | None, set[str], str | None]:
-    since_raw = params.get("since")
-    since = None
-    if since_raw is not None:
-        if not since_raw.isdigit():
-            raise BadParameterError(f"since must be a seq number >= 0, got {since_raw!r}")
-        since = int(since_raw)
-    types = parse_types(params["types"]) if params.get("types") else set(MESSAGE_TYPES)
-    user_name = params.get("user_name")
-    if user_name is not None and len(user_name) > 128:
-        raise BadParameterError("user_name is longer than 128 characters")
-    return since, params.get("epoch"), types, user_name
+    try:
+        query = SpectatorQuery.model_validate(dict(params))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(part) for part in first["loc"])
+        raise BadParameterError(f"{name}: {first['msg']}, got {first.get('input')!r}") from None
+    types = parse_types(query.types) if query.types else set(MESSAGE_TYPES)
+    return query.since, query.epoch, types, query.user_name
 
 
 async def refuse(websocket: WebSocket, session_id: str, code: int, error: str, reason: str) -> None:
     with contextlib.suppress(Exception):
         await websocket.send_text(error_frame(session_id, error, reason))
-        await websocket.close(code, reason[:120])
+        await websocket.close(code, close_reason(reason))
 
 
 @router.websocket("/ws/{session_id}")
@@ -136,7 +147,8 @@ async def _serve(
         if spectator.close_request is not None:
             # The sender could not deliver the close (a stalled peer): try once more, briefly.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(websocket.close(*spectator.close_request), 1.0)
+                code, reason = spectator.close_request
+                await asyncio.wait_for(websocket.close(code, close_reason(reason)), 1.0)
 
 
 async def _greet(
@@ -234,7 +246,7 @@ async def _send(websocket: WebSocket, spectator: Spectator, service: TrainingSer
     if lag is not None:
         await websocket.send_text(control_frame("lag", sid, lag.as_data()))
     code, reason = spectator.close_request
-    await websocket.close(code, reason[:120])
+    await websocket.close(code, close_reason(reason))
     spectator.close_request = None
 
 

@@ -145,7 +145,18 @@ async def test_unknown_session_gets_error_and_4404(live: LiveServer, spectators:
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4404
 
 
-@pytest.mark.parametrize("query", ["since=abc", "since=-1", "types=nonsense", "types=training_metrics,bogus"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "since=abc",
+        "since=-1",
+        "since=%C2%B2",  # "²": str.isdigit() says yes, int() says no
+        "since=9223372036854775808",
+        "types=nonsense",
+        "types=training_metrics,bogus",
+        "user_name=" + "u" * 129,
+    ],
+)
 async def test_bad_query_gets_error_and_4400(
     live: LiveServer, client: httpx.AsyncClient, spectators: Any, query: str
 ) -> None:

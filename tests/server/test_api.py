@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tests.conftest import create_session
@@ -146,6 +147,32 @@ async def test_openapi_documents_bodies(client: httpx.AsyncClient) -> None:
         schema["components"]["schemas"]
     )
     assert (await client.get("/docs")).status_code == 200
+    metrics = schema["paths"]["/api/training/sessions/{session_id}/metrics"]["post"]
+    assert {"200", "404", "409", "413", "422", "503"} <= set(metrics["responses"])
+    batch = metrics["requestBody"]["content"]["application/json"]["schema"]["oneOf"][1]
+    assert batch["type"] == "array" and batch["minItems"] == 1
+    assert {"201", "409", "413", "422", "503"} <= set(schema["paths"]["/api/training/sessions"]["post"]["responses"])
+    assert "404" in schema["paths"]["/api/training/sessions/{session_id}/history"]["get"]["responses"]
+
+
+async def test_a_body_over_the_limit_is_413_and_stores_nothing(server_factory: Any, settings: Any) -> None:
+    """A body over max_body_bytes gets 413 naming the limit, whether its length is declared or streamed."""
+    live = await server_factory(settings.model_copy(update={"max_body_bytes": 10_000}))
+    async with httpx.AsyncClient(base_url=live.url, timeout=30) as http:
+        session_id = await create_session(http)
+        body = orjson.dumps([{"episode": i, "algorithm": "x" * 50} for i in range(500)])
+        declared = await http.post(f"{BASE}/{session_id}/metrics", content=body)
+
+        async def chunks() -> Any:
+            for start in range(0, len(body), 1000):
+                yield body[start : start + 1000]
+
+        streamed = await http.post(f"{BASE}/{session_id}/metrics", content=chunks())
+        for response in (declared, streamed):
+            assert response.status_code == 413, response.text
+            assert response.json()["max_body_bytes"] == 10_000
+        assert await last_seq(http, session_id) == 0
+        assert (await http.post(BASE, content=b'{"name": "' + b"n" * 20_000 + b'"}')).status_code == 413
 
 
 BAD_INGEST: list[tuple[str, Any, str]] = [
@@ -163,6 +190,14 @@ BAD_INGEST: list[tuple[str, Any, str]] = [
     ("graph_update", {"data_points": {}}, "graph_id"),
     ("graph_update", {"graph_id": "g", "metrics": ["a"], "data_points": {"b": [{"value": 1}]}}, "data_points"),
     ("graph_update", {"graph_id": "g", "max_points": 0}, "max_points"),
+    # No lax coercion: a boolean is not a number, a string is not a float (but "NaN" is), 1.0 is not an integer.
+    ("metrics", {"current_reward": False}, "current_reward"),
+    ("metrics", {"epsilon": True}, "epsilon"),
+    ("metrics", {"current_reward": "1.5"}, "current_reward"),
+    ("metrics", {"episode": 1.5}, "episode"),
+    ("metrics", {"custom": {"kl": True}}, "custom.kl"),
+    ("bot_decision", {"q_values": [1.0, False]}, "q_values.1"),
+    ("graph_update", {"graph_id": "g", "data_points": {"r": [{"value": True}]}}, "value"),
     # Values past what the store holds: refused here, never by the database in a shared commit.
     ("metrics", {"episode": 2**63}, "episode"),
     ("metrics", {"episode": 2**70}, "episode"),
@@ -224,6 +259,13 @@ async def test_session_values_the_store_cannot_hold_are_422(client: httpx.AsyncC
         ("get", "", {"params": {"limit": 0}}, 422, "limit"),
         ("get", "/x/history", {"params": {"type": "nonsense"}}, 422, "type"),
         ("get", "/x/history", {"params": {"cursor": "abc"}}, 422, "cursor"),
+        ("get", "/x/history", {"params": {"cursor": "²"}}, 422, "cursor"),  # str.isdigit() says yes
+        ("get", "/x/history", {"params": {"cursor": str(2**63)}}, 422, "cursor"),
+        ("get", "/x/history", {"params": {"start_episode": str(2**63)}}, 422, "start_episode"),
+        ("get", "/x/history", {"params": {"end_episode": str(2**70)}}, 422, "end_episode"),
+        ("get", "/x/history", {"params": {"since": "nan"}}, 422, "since"),
+        ("get", "/x/series", {"params": {"after_seq": str(2**63)}}, 422, "after_seq"),
+        ("get", "", {"params": {"offset": str(2**63)}}, 422, "offset"),
         ("get", "/x/history", {"params": {"since": "yesterday"}}, 422, "since"),
         ("get", "/x/history", {"params": {"limit": 100001}}, 422, "limit"),
         ("put", "/x", {"json": {"status": "sleeping"}}, 422, "status"),

@@ -59,11 +59,34 @@ def parse_items(raw: bytes, adapters: ItemAdapters[T], max_items: int) -> list[T
     return items
 
 
+class BodyTooLargeError(Exception):
+    """HTTP 413: the body is over `max_body_bytes`; nothing of it was read past the limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body is over {limit} bytes (max_body_bytes); split the batch")
+        self.limit = limit
+
+
+async def read_body(request: Request) -> bytes:
+    """The body, refused with 413 as soon as it is known to be too large (declared or streamed)."""
+    limit: int = request.state.settings.max_body_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLargeError(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLargeError(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def read_model(request: Request, model: type[M]) -> M:
     """Validated straight from the bytes: integers keep every digit (a JSON parser that turns a huge one
     into a float would store another value), and nesting is bounded by the parser."""
     try:
-        return model.model_validate_json(await request.body())
+        return model.model_validate_json(await read_body(request))
     except ValidationError as exc:
         raise RequestValidationError(validation_errors(exc)) from exc
 
@@ -71,5 +94,30 @@ async def read_model(request: Request, model: type[M]) -> M:
 def body_schema(model: type[BaseModel], *, many: bool) -> dict[str, Any]:
     """OpenAPI requestBody for a hand-parsed body (the schemas are registered by app.openapi)."""
     ref = {"$ref": f"#/components/schemas/{model.__name__}"}
-    schema = {"oneOf": [ref, {"type": "array", "items": ref}]} if many else ref
+    batch = {"type": "array", "items": ref, "minItems": 1, "description": "all-or-nothing; never empty"}
+    schema = {"oneOf": [ref, batch]} if many else ref
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _error(description: str, **fields: str) -> dict[str, Any]:
+    properties = {"detail": {"type": "string"}} | {name: {"type": kind} for name, kind in fields.items()}
+    return {"description": description, "content": {"application/json": {"schema": {"properties": properties}}}}
+
+
+# The error answers, for the OpenAPI document: each route lists the ones it can give.
+ERRORS: dict[int, dict[str, Any]] = {
+    404: _error("no session has this id", session_id="string"),
+    409: _error("the session id is taken, or the Idempotency-Key was used for another body", session_id="string"),
+    413: _error("the body is over max_body_bytes"),
+    422: {
+        "description": "a value is invalid; `detail` lists each with its `loc`, `message` sums them up",
+        "content": {
+            "application/json": {"schema": {"properties": {"detail": {"type": "array"}, "message": {"type": "string"}}}}
+        },
+    },
+    503: _error("the database could not commit; nothing was stored, retry after Retry-After seconds"),
+}
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: ERRORS[code] for code in codes}

@@ -6,6 +6,7 @@ is assembled without parsing or re-encoding a single message.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -14,10 +15,12 @@ from fastapi import APIRouter, Query, Response
 from fastapi.exceptions import RequestValidationError
 
 from bot.schemas import MESSAGE_TYPES
+from bot.server.api.bodies import errors
 from bot.server.api.deps import ServiceDep
+from bot.server.api.params import Cursor, Episode, Seq, Since, Until
 from bot.store.reads import MessageFilter
 
-router = APIRouter(prefix="/api/training/sessions/{session_id}", tags=["history"])
+router = APIRouter(prefix="/api/training/sessions/{session_id}", tags=["history"], responses=errors(404, 422))
 
 
 def _bad(name: str, value: str, msg: str) -> RequestValidationError:
@@ -29,9 +32,13 @@ def parse_time(name: str, value: str | None) -> float | None:
     if value is None:
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds):
+            raise _bad(name, value, f"{name} must be a finite number of seconds or ISO 8601, got {value!r}")
+        return seconds
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -54,29 +61,21 @@ def parse_types(value: str | None) -> list[str] | None:
     return types
 
 
-def parse_cursor(value: str | None) -> int:
-    if value is None:
-        return 0
-    if not value.isdigit():
-        raise _bad("cursor", value, f"invalid cursor {value!r}; pass back the next_cursor of the previous page")
-    return int(value)
-
-
 @router.get("/history", response_class=Response)
 async def history(
     session_id: str,
     service: ServiceDep,
     type: Annotated[str | None, Query(description="comma-separated message types")] = None,
-    start_episode: Annotated[int | None, Query(ge=0)] = None,
-    end_episode: Annotated[int | None, Query(ge=0)] = None,
-    since: Annotated[str | None, Query(description="from this time: epoch seconds or ISO 8601")] = None,
-    until: Annotated[str | None, Query(description="up to this time: epoch seconds or ISO 8601")] = None,
+    start_episode: Episode = None,
+    end_episode: Episode = None,
+    since: Since = None,
+    until: Until = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    cursor: Cursor = None,
 ) -> Response:
     """Messages in seq order; `next_cursor` is null on the last page and stays valid as data arrives."""
     where = MessageFilter(
-        after_seq=parse_cursor(cursor),
+        after_seq=cursor or 0,
         types=parse_types(type),
         start_episode=start_episode,
         end_episode=end_episode,
@@ -104,11 +103,11 @@ async def series(
     service: ServiceDep,
     metric: Annotated[list[str], Query(description="metric names; repeat for several")] = [],  # noqa: B006
     points: Annotated[int, Query(ge=2, le=100_000, description="at most this many points per metric")] = 1000,
-    start_episode: Annotated[int | None, Query(ge=0)] = None,
-    end_episode: Annotated[int | None, Query(ge=0)] = None,
-    since: Annotated[str | None, Query(description="from this time: epoch seconds or ISO 8601")] = None,
-    until: Annotated[str | None, Query(description="up to this time: epoch seconds or ISO 8601")] = None,
-    after_seq: Annotated[int, Query(ge=0)] = 0,
+    start_episode: Episode = None,
+    end_episode: Episode = None,
+    since: Since = None,
+    until: Until = None,
+    after_seq: Seq = 0,
 ) -> Response:
     """History by metric, for charts: columnar arrays, downsampled to at most `points` per metric.
 

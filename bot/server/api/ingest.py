@@ -9,10 +9,12 @@ from fastapi import APIRouter, Header, Request
 from pydantic import BaseModel
 
 from bot.schemas import BotDecisionData, PerformanceGraphData, TrainingMetricsData
-from bot.server.api.bodies import body_schema
+from bot.server.api.bodies import body_schema, errors, read_body
 from bot.server.api.deps import BatchesDep, ServiceDep
 
-router = APIRouter(prefix="/api/training/sessions/{session_id}", tags=["ingest"])
+router = APIRouter(
+    prefix="/api/training/sessions/{session_id}", tags=["ingest"], responses=errors(404, 409, 413, 422, 503)
+)
 
 IdempotencyKey = Annotated[
     str | None,
@@ -33,7 +35,7 @@ async def _ingest(
     batches: BatchesDep,
     key: str | None,
 ) -> dict[str, Any]:
-    raw = await request.body()
+    raw = await read_body(request)
     batch = await batches.read(message_type, raw)
     body_hash = hashlib.blake2b(raw, digest_size=16).hexdigest() if key is not None else ""
     result = await service.ingest(session_id, batch, key, body_hash)

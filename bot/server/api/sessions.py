@@ -8,8 +8,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 
 from bot.schemas import SessionCreate, SessionStatus, SessionUpdate
-from bot.server.api.bodies import body_schema, read_model
+from bot.server.api.bodies import body_schema, errors, read_model
 from bot.server.api.deps import HubDep, ServiceDep
+from bot.server.api.params import Offset
 from bot.store.reads import ACTIVE_STATUSES
 
 router = APIRouter(prefix="/api/training/sessions", tags=["sessions"])
@@ -21,20 +22,22 @@ def _with_spectators(session: dict[str, Any], hub: HubDep) -> dict[str, Any]:
     return {**session, "spectators": hub.count(session["session_id"])}
 
 
-@router.post("", status_code=201, openapi_extra=body_schema(SessionCreate, many=False))
+@router.post(
+    "", status_code=201, openapi_extra=body_schema(SessionCreate, many=False), responses=errors(409, 413, 422, 503)
+)
 async def create_session(request: Request, service: ServiceDep, hub: HubDep) -> dict[str, Any]:
     """Create a session; `training_id`, when given, becomes its id (409 if taken)."""
     spec = await read_model(request, SessionCreate)
     return _with_spectators(await service.create_session(spec), hub)
 
 
-@router.get("")
+@router.get("", responses=errors(422))
 async def list_sessions(
     service: ServiceDep,
     hub: HubDep,
     status: Annotated[str, Query(description="comma-separated statuses, 'active' (default) or 'all'")] = "active",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     """Newest first. Active means created, running or paused."""
     wanted = [s.strip() for s in status.split(",") if s.strip()]
@@ -61,26 +64,26 @@ async def list_sessions(
     return {"sessions": [_with_spectators(s, hub) for s in sessions], "total": total, "limit": limit, "offset": offset}
 
 
-@router.get("/{session_id}")
+@router.get("/{session_id}", responses=errors(404))
 async def get_session(session_id: str, service: ServiceDep, hub: HubDep) -> dict[str, Any]:
     return _with_spectators(await service.get_session(session_id), hub)
 
 
-@router.put("/{session_id}", openapi_extra=body_schema(SessionUpdate, many=False))
+@router.put("/{session_id}", openapi_extra=body_schema(SessionUpdate, many=False), responses=errors(404, 413, 422, 503))
 async def update_session(session_id: str, request: Request, service: ServiceDep, hub: HubDep) -> dict[str, Any]:
     """Change status and/or metadata; a status change reaches spectators as `training_status`."""
     update = await read_model(request, SessionUpdate)
     return _with_spectators(await service.update_session(session_id, update), hub)
 
 
-@router.delete("/{session_id}")
+@router.delete("/{session_id}", responses=errors(404, 503))
 async def delete_session(session_id: str, service: ServiceDep) -> dict[str, Any]:
     """Remove the session and all its data; its spectators are closed with code 4410."""
     await service.delete_session(session_id)
     return {"session_id": session_id, "deleted": True}
 
 
-@router.post("/{session_id}/heartbeat")
+@router.post("/{session_id}/heartbeat", responses=errors(404, 503))
 async def heartbeat(session_id: str, service: ServiceDep) -> dict[str, Any]:
     """The engine is alive. A session silent for `stale_timeout_seconds` turns `stale`; this wakes it."""
     await service.heartbeat(session_id)
