@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     # Kernel send buffer per spectator connection, in bytes (Linux doubles it; 0: the kernel's autotuning,
     # up to 4 MB). Bounds what a spectator that stopped reading holds before its queue and close take over.
     ws_send_buffer: int = Field(262_144, ge=0, validation_alias=_env("ws_send_buffer"))
+    # On shutdown, how long spectators get to take their 1001 close before their connections are cut,
+    # and requests to finish before they are cancelled: `bot serve` always exits within about this.
+    shutdown_timeout: float = Field(5.0, ge=0, validation_alias=_env("shutdown_timeout"))
     ws_ping_interval: float = Field(20.0, gt=0, validation_alias=_env("ws_ping_interval"))
     ws_ping_timeout: float = Field(20.0, gt=0, validation_alias=_env("ws_ping_timeout"))
     # Deflate compresses each frame once per spectator, which defeats encode-once: off unless asked for.

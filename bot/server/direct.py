@@ -39,13 +39,18 @@ class RawSendMiddleware:
         await self.app(scope, receive, send)
 
 
+def transport_of(scope: Scope) -> Any:
+    """The connection's asyncio transport, where the server exposes it (uvicorn does); else None."""
+    return getattr(getattr(scope.get(RAW_SEND), "__self__", None), "transport", None)
+
+
 def cap_send_buffer(scope: Scope, size: int) -> None:
     """Caps the kernel's send buffer of a spectator's connection (Linux doubles `size`; 0 leaves it alone).
 
     Left to autotuning it grows to 4 MB, so a spectator that stopped reading takes megabytes of frames
     (and the server's time to write them) before its queue, `lag` and close take over; capped, it
     costs a few hundred kilobytes. Spectators that keep up never fill it."""
-    transport = getattr(getattr(scope.get(RAW_SEND), "__self__", None), "transport", None)
+    transport = transport_of(scope)
     sock = transport.get_extra_info("socket") if size and transport is not None else None
     if sock is not None:
         with contextlib.suppress(OSError):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Self
 
 from bot.frames import control_frame
-from bot.server.broker import Broker
+from bot.server.broker import Broker, BrokerUnavailableError
 from bot.server.spectator import CONTROL, Spectator
 
 logger = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ class Hub:
         self.announce_limit = announce_limit
         self.total = 0
         self._watching: dict[str, _Watched] = {}  # spectator id -> its incarnation's state, retired or not
+        self._gone = asyncio.Event()  # set whenever a spectator leaves (shutdown waits on it)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> Self:
@@ -104,9 +105,8 @@ class Hub:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        for watched in {id(w): w for w in self._watching.values()}.values():
-            for spectator in watched.spectators.values():
-                spectator.request_close(CLOSE_GOING_AWAY, "server shutting down")
+        self.close_all()
+        for watched in self._sessions.values():
             if watched.repair is not None:
                 watched.repair.cancel()
         for task in self._tasks:
@@ -114,6 +114,29 @@ class Hub:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    def close_all(self) -> None:
+        """Ask every spectator to go with 1001 (server shutting down); one that cannot be told in time is
+        cut off (its connection aborted) by its own timer."""
+        for spectator in self._everyone():
+            spectator.request_close(CLOSE_GOING_AWAY, "server shutting down")
+
+    async def shutdown(self, grace: float) -> None:
+        """Close every spectator with 1001 and wait until they are gone, for at most `grace` seconds; then
+        cut off the ones left (peers that stopped reading), so that shutdown never waits on a client."""
+        self.close_all()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                while self._watching:
+                    self._gone.clear()
+                    await self._gone.wait()
+        for spectator in self._everyone():
+            if spectator.cut_off is not None:
+                spectator.cut_off()
+
+    def _everyone(self) -> list[Spectator]:
+        """Every registered spectator, of current and retired incarnations."""
+        return [watched.spectators[spectator_id] for spectator_id, watched in self._watching.items()]
 
     # -- spectators ---------------------------------------------------------------------------------
 
@@ -177,6 +200,7 @@ class Hub:
         if watched is None or watched.spectators.pop(spectator.id, None) is None:
             return
         self.total -= 1
+        self._gone.set()
         session_id = spectator.session_id
         current = self._sessions.get(session_id) is watched
         if watched.spectators:
@@ -189,9 +213,13 @@ class Hub:
                 watched.repair.cancel()
         elif session_id in self._sessions:
             return  # the last of a retired incarnation; the current one still needs the channel
-        await self._broker.unsubscribe(channel_for(session_id))
-        if session_id in self._sessions:  # someone joined while we unsubscribed
-            await self._broker.subscribe(channel_for(session_id))
+        try:
+            await self._broker.unsubscribe(channel_for(session_id))
+            if session_id in self._sessions:  # someone joined while we unsubscribed
+                await self._broker.subscribe(channel_for(session_id))
+        except BrokerUnavailableError as exc:
+            # Nothing to tell the spectator that left; one still watching is repaired from the store.
+            logger.warning("hub: %s (spectator %s of session %r left)", exc, spectator.id, session_id)
 
     def _retire(self, session_id: str, watched: _Watched) -> None:
         """The incarnation is gone: its spectators are closed, and its state no longer takes frames."""
@@ -324,6 +352,8 @@ class Hub:
         while True:
             await asyncio.sleep(self.repair_interval)
             self._recount()
+            for current in list(self._sessions.values()):
+                self._settle(current)  # a spectator that stays behind is closed even when no new data comes
             ready = [sid for sid, w in self._sessions.items() if w.delivered >= 0]
             if not ready:
                 continue

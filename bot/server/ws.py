@@ -7,7 +7,8 @@ handler reads client messages (`ping`, `subscribe`, `unsubscribe`) and answers t
 
 Close codes: 4400 bad query parameter, 4403 room password missing or wrong, 4404 unknown session,
 4429 session full, 1013 server full,
-4008 too slow, 4410 session deleted, 1008 too many invalid messages, 1001 server shutting down.
+4008 too slow, 4410 session deleted, 1008 too many invalid messages, 1001 server shutting down,
+1011 server error (logged with the spectator's and the session's id).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from starlette.websockets import WebSocketDisconnect
 from bot.config import Settings
 from bot.frames import close_reason, control_frame, error_frame
 from bot.schemas import INT64_MAX, MESSAGE_TYPES
-from bot.server.direct import DirectWriter, cap_send_buffer
+from bot.server.direct import DirectWriter, cap_send_buffer, transport_of
 from bot.server.hub import Hub, HubFullError
 from bot.server.services import TrainingService
 from bot.server.spectator import CONTROL, Spectator
@@ -39,6 +40,7 @@ router = APIRouter()
 REPLAY_PAGE = 1000
 REPLAY_PASSES = 8
 MAX_INVALID_MESSAGES = 100
+CLOSE_INTERNAL_ERROR = 1011
 
 
 class BadParameterError(ValueError):
@@ -124,6 +126,11 @@ async def spectate(websocket: WebSocket, session_id: str) -> None:
         await _serve(websocket, spectator, service, hub, since, epoch)
     except (WebSocketDisconnect, SessionNotFoundError):
         pass
+    except Exception as exc:
+        # A broker or store failure, or a bug: said in the log with who it hit, and to the spectator.
+        logger.exception("spectator %s of session %r failed", spectator.id, session_id)
+        why = f"server error ({type(exc).__name__}); reconnect with since= to resume"
+        await refuse(websocket, session_id, CLOSE_INTERNAL_ERROR, "internal_error", why)
     finally:
         await hub.remove(spectator)
 
@@ -134,21 +141,31 @@ async def _serve(
     since = await _greet(websocket, spectator, service, hub, since, epoch)
     sender = asyncio.create_task(_send(websocket, spectator, service, replay=since is not None))
     receiver = asyncio.create_task(_receive(websocket, spectator, hub.slow_timeout))
-    # A spectator asked to close whose sender is stuck writing to a stalled socket is cut off.
-    spectator.cut_off = lambda: (sender.cancel(), receiver.cancel())
+    transport = transport_of(websocket.scope)
+
+    def cut_off() -> None:
+        """A spectator asked to close whose close cannot get out (a peer that stopped reading): the
+        connection is aborted, unsent data and all, so it frees its slot and its socket now."""
+        if transport is not None:
+            transport.abort()
+        sender.cancel()
+        receiver.cancel()
+
+    spectator.cut_off = cut_off
     try:
         await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in (sender, receiver):
             task.cancel()
-        for task in (sender, receiver):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        if spectator.close_request is not None:
-            # The sender could not deliver the close (a stalled peer): try once more, briefly.
+        outcomes = await asyncio.gather(sender, receiver, return_exceptions=True)
+        if spectator.close_request is not None and not (transport is not None and transport.is_closing()):
+            # The sender could not deliver the close: try once more, briefly.
             with contextlib.suppress(Exception):
                 code, reason = spectator.close_request
                 await asyncio.wait_for(websocket.close(code, close_reason(reason)), 1.0)
+    for outcome in outcomes:
+        if isinstance(outcome, Exception) and not isinstance(outcome, WebSocketDisconnect | OSError):
+            raise outcome
 
 
 async def _greet(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -12,9 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 
 from bot.config import Settings
 from tests.conftest import TIMEOUT, connect_and_sync, create_session, recv_data
+from tests.e2e.test_live import stalled_socket
 
 
 def free_port() -> int:
@@ -34,6 +37,51 @@ async def wait_until_serving(client: httpx.AsyncClient) -> None:
             except httpx.TransportError:
                 pass
             await asyncio.sleep(0.1)
+
+
+@pytest.mark.slow
+async def test_shutdown_closes_spectators_with_1001_and_never_waits_on_a_stalled_one(
+    tmp_path: Path, spectators: Any
+) -> None:
+    """SIGTERM to `bot serve`: a spectator that reads gets close 1001; one that stopped reading (its buffers
+    full) does not hold the process, which exits within its shutdown timeout."""
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")},
+        "TMS_SHUTDOWN_TIMEOUT": "1",
+        "TMS_WS_SEND_BUFFER": "8192",
+        "TMS_SLOW_SPECTATOR_TIMEOUT": "600",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"ws://127.0.0.1:{port}/ws/shut"
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as client:
+            await wait_until_serving(client)
+            await create_session(client, "shut")
+            reader = await connect_and_sync(spectators, url)
+            stalled = await spectators(url, sock=stalled_socket(port), max_queue=1)
+            stalled.transport.pause_reading()
+            for batch in range(20):
+                body = [{"episode": batch * 50 + i, "algorithm": "x" * 60} for i in range(50)]
+                assert (await client.post("/api/training/sessions/shut/metrics", json=body)).status_code == 200
+            await recv_data(reader, 1000)
+        process.terminate()
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            async with asyncio.timeout(TIMEOUT):
+                while True:
+                    await reader.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        # uvicorn re-raises the SIGTERM it handled once it has shut down: -15 after a graceful exit
+        assert await asyncio.to_thread(process.wait, TIMEOUT) in (0, -signal.SIGTERM)
+    finally:
+        process.kill()
+        process.wait(TIMEOUT)
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -273,6 +274,45 @@ async def test_recreated_session_streams_live_while_an_old_spectator_lingers(
         received = await recv_data(fresh, 10)
         assert [m["seq"] for m in received] == list(range(1, 11))
         assert [m["data"]["episode"] for m in received] == list(range(10))
+
+
+def established(server_port: int, client_port: int) -> bool:
+    """Whether the server's side of this TCP connection is still open (Linux: /proc/net/tcp, state 01)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, remote, state = line.split()[1:4]
+        if int(local.split(":")[1], 16) == server_port and int(remote.split(":")[1], 16) == client_port:
+            return state == "01"
+    return False
+
+
+@pytest.mark.slow  # the slow timeout and the close's grace period run out
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads the kernel's TCP table (Linux)")
+async def test_a_cut_off_spectator_frees_its_slot_and_its_connection_without_new_data(
+    server_factory: Any, settings: Settings, spectators: Any
+) -> None:
+    """A spectator that stopped reading and fell behind is closed, and its connection aborted, even when no
+    more data arrives after it fell behind: it leaves the count, its TCP connection is gone, its slot is free."""
+    update = {"ws_send_buffer": 8192, "max_connections_per_session": 1, "slow_spectator_timeout": 3.0}
+    live = await server_factory(settings.model_copy(update=update))
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+        session_id = await create_session(client, "cut")
+        sock = stalled_socket(live.port)
+        client_port = sock.getsockname()[1]
+        stalled = await spectators(live.ws_url(session_id), sock=sock, max_queue=1)
+        stalled.transport.pause_reading()
+        body = orjson.dumps([{"episode": i, "algorithm": "x" * 60} for i in range(1000)])
+        for _ in range(3):  # quickly past its buffers and its queue; then nothing more is pushed
+            response = await client.post(f"/api/training/sessions/{session_id}/metrics", content=body)
+            assert response.status_code == 200
+        async with asyncio.timeout(3 * TIMEOUT):
+            while (await client.get(f"/api/training/sessions/{session_id}")).json()["spectators"] != 0:
+                await asyncio.sleep(0.1)
+            while established(live.port, client_port):
+                await asyncio.sleep(0.1)
+        again = await connect_and_sync(spectators, live.ws_url(session_id))  # the freed slot
+        await client.post(f"/api/training/sessions/{session_id}/metrics", json={"episode": 5000})
+        assert (await recv_data(again, 1))[0]["seq"] == 3001
+        stalled.transport.abort()  # its peer is gone: no closing handshake to wait for
 
 
 def stalled_socket(port: int) -> socket.socket:

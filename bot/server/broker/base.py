@@ -27,11 +27,19 @@ class Broker(Protocol):
         ...
 
     async def subscribe(self, channel: str) -> None:
-        """Start receiving `channel`'s frames from `events()`."""
+        """Start receiving `channel`'s frames from `events()`.
+
+        Raises:
+            BrokerUnavailableError: the broker cannot be reached; the spectator that asked is told.
+        """
         ...
 
     async def unsubscribe(self, channel: str) -> None:
-        """Stop receiving `channel`; unknown channels are ignored."""
+        """Stop receiving `channel`; unknown channels are ignored.
+
+        Raises:
+            BrokerUnavailableError: the broker cannot be reached.
+        """
         ...
 
     def events(self) -> AsyncIterator[tuple[str, Sequence[Frame]]]:

@@ -54,11 +54,21 @@ class RedisBroker:
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)
-        await self._pubsub.subscribe(channel)
+        try:
+            await self._pubsub.subscribe(channel)
+            # redis-py's subscribe does not fail when Redis is away (it would just never deliver); a ping on
+            # the same connection does. Its pong comes back through events(), which skips it.
+            await self._pubsub.ping()
+        except self._redis_errors as exc:
+            self._channels.discard(channel)
+            raise BrokerUnavailableError(f"redis subscribe to {channel!r} failed: {exc}") from exc
 
     async def unsubscribe(self, channel: str) -> None:
         self._channels.discard(channel)
-        await self._pubsub.unsubscribe(channel)
+        try:
+            await self._pubsub.unsubscribe(channel)
+        except self._redis_errors as exc:
+            raise BrokerUnavailableError(f"redis unsubscribe from {channel!r} failed: {exc}") from exc
 
     async def events(self) -> AsyncIterator[tuple[str, Sequence[Frame]]]:
         while True:
