@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,41 @@ async def wait_until_serving(client: httpx.AsyncClient) -> None:
             except httpx.TransportError:
                 pass
             await asyncio.sleep(0.1)
+
+
+@pytest.mark.slow
+async def test_a_script_without_a_main_guard_runs_once(tmp_path: Path) -> None:
+    """The original design's quick start, a script that builds and runs the server with no
+    `if __name__ == "__main__":` guard, runs once: big bodies (read by a worker process) do not re-run it."""
+    port = free_port()
+    marker = tmp_path / "runs.txt"
+    script = tmp_path / "serve_metrics.py"
+    script.write_text(
+        textwrap.dedent(f"""
+            from bot.rl_bot_system.server import ServerConfig, TrainingMetricsServer
+
+            with open({str(marker)!r}, "a") as runs:
+                runs.write("ran\\n")
+            config = ServerConfig(host="127.0.0.1", port={port}, database_url="sqlite:///{tmp_path / "m.db"}",
+                                  ingest_processes=1)
+            server = TrainingMetricsServer(config)
+            server.run()
+        """)
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    process = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=env)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as client:
+            await wait_until_serving(client)
+            session_id = await create_session(client, "guardless")
+            for first in (0, 2000):
+                body = [{"episode": first + i, "current_reward": 0.5} for i in range(2000)]  # over 32 KB
+                response = await client.post(f"/api/training/sessions/{session_id}/metrics", json=body)
+                assert response.status_code == 200, response.text
+        assert marker.read_text() == "ran\n"
+    finally:
+        process.terminate()
+        process.wait(TIMEOUT)
 
 
 @pytest.mark.slow

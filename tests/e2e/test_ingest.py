@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -41,10 +40,10 @@ async def test_big_batches_go_through_a_worker_process(
         assert refused.status_code == 422
         assert refused.json()["detail"][0]["loc"] == ["body", 1500, "episode"]
 
-        workers = multiprocessing.active_children()
+        workers = children_of(os.getpid())
         assert workers, "the server should have started a worker process"
         for worker in workers:
-            os.kill(worker.pid, signal.SIGKILL)  # type: ignore[arg-type]
+            os.kill(worker, signal.SIGKILL)
         for first in (2000, 4000, 6000):  # the first may meet the dead worker; each is stored once anyway
             response = await client.post(url.format(session_id), json=points(first, 2000))
             assert response.status_code == 200, response.text

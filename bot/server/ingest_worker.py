@@ -1,0 +1,54 @@
+"""An ingest worker process: `python -m bot.server.ingest_worker`, started by the server (batches.py).
+
+It reads requests from stdin and writes answers to stdout, each a 4-byte big-endian length and a pickle:
+`(message_type, raw, max_items)` in, `("ok", Batch)`, `("invalid", errors)` or `("error", text)` out.
+Its own entry point, not multiprocessing's: a spawned child re-imports the parent's main module, which
+re-runs a user's script that starts the server without an `if __name__ == "__main__":` guard.
+End of stdin (the server closed it, or died, even by kill -9) ends the worker.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+import sys
+from typing import IO, Any
+
+HEADER = struct.Struct("!I")
+
+
+def read_message(stream: IO[bytes]) -> Any | None:
+    """The next message, or None at end of stream."""
+    header = stream.read(HEADER.size)
+    if len(header) < HEADER.size:
+        return None
+    body = stream.read(HEADER.unpack(header)[0])
+    return pickle.loads(body)
+
+
+def frame(message: Any) -> bytes:
+    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(body)) + body
+
+
+def main() -> None:
+    # Imported here so that start-up pays for them before the first request, not during it.
+    from fastapi.exceptions import RequestValidationError
+
+    from bot.server.batches import read_batch
+
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    while (request := read_message(stdin)) is not None:
+        message_type, raw, max_items = request
+        try:
+            answer: tuple[str, Any] = ("ok", read_batch(message_type, raw, max_items))
+        except RequestValidationError as exc:
+            answer = ("invalid", list(exc.errors()))
+        except Exception as exc:  # answered, not fatal: the next request still gets a worker
+            answer = ("error", f"{type(exc).__name__}: {exc}")
+        stdout.write(frame(answer))
+        stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
