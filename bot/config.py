@@ -34,6 +34,9 @@ __all__ = [
 ]
 
 
+LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
+
+
 class ConfigError(ValueError):
     """A setting has a bad value; the message names the key, the bad value and what is valid."""
 
@@ -60,13 +63,7 @@ FILE_SECTIONS: dict[str, dict[str, str]] = {
         "game_server_url": "game_server_url",
         "enable_spectator_integration": "enable_spectator_integration",
     },
-    "performance": {
-        "max_connections_per_session": "max_connections_per_session",
-        "max_total_connections": "max_total_connections",
-        "metrics_history_size": "metrics_history_size",
-        "cleanup_interval_seconds": "cleanup_interval_seconds",
-        "enable_rate_limiting": "enable_rate_limiting",
-    },
+    # "performance": every field of PerformanceConfig, added below the class so the two cannot drift.
 }
 
 
@@ -82,6 +79,8 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", validation_alias=_env("host"))
     port: int = Field(8000, ge=0, le=65535, validation_alias=_env("port"))
     debug: bool = Field(False, validation_alias=_env("debug"))
+    # The server's log level; unset: debug when `debug`, else info.
+    log_level: LogLevel | None = Field(None, validation_alias=_env("log_level"))
     database_url: str = Field("sqlite:///data/training_metrics.db", validation_alias=_env("database_url"))
     # Unset: the in-memory broker (one instance). redis://host:port/db lets instances share one live stream.
     redis_url: str | None = Field(None, validation_alias=_env("redis_url"))
@@ -129,6 +128,11 @@ class Settings(BaseSettings):
     # How long the hub waits for a missing seq before it reads the gap from the store.
     gap_wait_seconds: float = Field(0.05, ge=0, validation_alias=_env("gap_wait_seconds"))
     config_file: Path | None = Field(None, validation_alias=_env("config_file"))
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -289,21 +293,44 @@ class IntegrationConfig(BaseModel):
 
 
 class PerformanceConfig(BaseModel):
+    """Every tuning knob, under the original design's `performance` section (in the config file too)."""
+
     model_config = ConfigDict(extra="forbid")
     max_connections_per_session: int = 50
     max_total_connections: int = 10000
     metrics_history_size: int = 10000
     cleanup_interval_seconds: float = 300.0
     enable_rate_limiting: bool = False
+    session_retention_seconds: float | None = None
+    stale_timeout_seconds: float = 60.0
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    max_backlog: int = 1000
+    slow_spectator_timeout: float = 10.0
+    ws_send_buffer: int = 262_144
+    ws_ping_interval: float = 20.0
+    ws_ping_timeout: float = 20.0
+    ws_per_message_deflate: bool = False
+    max_batch_size: int = 10000
+    max_body_bytes: int = 32 * 1024 * 1024
+    ingest_processes: int | None = None
+    gap_wait_seconds: float = 0.05
+    shutdown_timeout: float = 5.0
+
+
+FILE_SECTIONS["performance"] = {name: name for name in PerformanceConfig.model_fields}
 
 
 class ServerConfiguration(BaseModel):
-    """The nested configuration of the original design; `as_settings` turns it into Settings."""
+    """The nested configuration of the original design; `as_settings` turns it into Settings.
+    tests/test_config.py checks that it reaches every setting, with the same defaults."""
 
     model_config = ConfigDict(extra="forbid")
     host: str = "127.0.0.1"
     port: int = 8000
     debug: bool = False
+    log_level: LogLevel | None = None
+    access_log: bool = False
+    data_storage_path: Path = Path("data/training_metrics")
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     redis: RedisConfig = Field(default_factory=RedisConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
@@ -311,11 +338,16 @@ class ServerConfiguration(BaseModel):
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
 
     def to_settings(self) -> Settings:
-        flat: dict[str, Any] = {"host": self.host, "port": self.port, "debug": self.debug}
-        flat["database_url"] = self.database.url if self.database.enabled else "sqlite://"
-        r = self.redis
-        flat["redis_url"] = f"redis://{r.host}:{r.port}/{r.db}" if r.enabled else None
-        flat.update(self.security.model_dump(), **self.integration.model_dump(), **self.performance.model_dump())
+        """What was given here wins; what was not is left to the environment, the file and the defaults."""
+        sections = {"database", "redis", "security", "integration", "performance"}
+        flat: dict[str, Any] = self.model_dump(exclude_unset=True, exclude=sections)
+        if "database" in self.model_fields_set:
+            flat["database_url"] = self.database.url if self.database.enabled else "sqlite://"
+        if "redis" in self.model_fields_set:
+            r = self.redis
+            flat["redis_url"] = f"redis://{r.host}:{r.port}/{r.db}" if r.enabled else None
+        for section in (self.security, self.integration, self.performance):
+            flat.update(section.model_dump(exclude_unset=True))
         return load_settings(**flat)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import (
+    FILE_SECTIONS,
     ConfigError,
     DatabaseConfig,
     PerformanceConfig,
@@ -116,6 +117,35 @@ def test_nested_configuration_is_accepted_where_settings_are() -> None:
     assert settings.database_url == "sqlite:///tmp/x.db" and settings.redis_url == "redis://r:1/0"
     assert settings.max_connections_per_session == 3
     assert as_settings(ServerConfiguration(database=DatabaseConfig(enabled=False))).database_url == "sqlite://"
+
+
+def test_nested_configuration_reaches_every_setting_with_the_same_defaults() -> None:
+    """The nested ServerConfiguration (and the file's sections, derived from it) and the flat Settings
+    agree: every setting can be given either way, and both shapes default to the same value."""
+    nested = ServerConfiguration()
+    sections = {"database", "redis", "security", "integration", "performance"}
+    reachable = {name: getattr(nested, name) for name in ServerConfiguration.model_fields if name not in sections}
+    for section in sections - {"database", "redis"}:
+        reachable.update(getattr(nested, section).model_dump())
+    reachable["database_url"] = nested.database.url
+    reachable["redis_url"] = None
+    flat = load_settings()
+    missing = sorted(set(type(flat).model_fields) - {"config_file"} - set(reachable))
+    assert not missing, f"settings the nested configuration cannot give: {missing}"
+    assert {name: getattr(flat, name) for name in reachable} == reachable
+    assert FILE_SECTIONS["performance"] == {name: name for name in PerformanceConfig.model_fields}
+
+
+def test_the_original_debug_example_runs_with_its_log_level() -> None:
+    """`ServerConfig(log_level=...)` of the original design's debug example is accepted, in any case."""
+    from bot.rl_bot_system.server import ServerConfig, TrainingMetricsServer
+
+    config = ServerConfig(host="localhost", port=8000, debug=True, log_level="DEBUG")
+    assert config.log_level == "debug"
+    assert TrainingMetricsServer(config).uvicorn_config().log_level == "debug"
+    assert TrainingMetricsServer(ServerConfig(log_level="warning")).uvicorn_config().log_level == "warning"
+    with pytest.raises(ConfigError, match="log_level"):
+        load_settings(log_level="loud")
 
 
 def test_original_import_paths_work() -> None:

@@ -231,7 +231,7 @@ class TrainingMetricsServer:
             "ws_ping_interval": s.ws_ping_interval,
             "ws_ping_timeout": s.ws_ping_timeout,
             "lifespan": "on",
-            "log_level": "debug" if s.debug else "info",
+            "log_level": s.log_level or ("debug" if s.debug else "info"),
             "access_log": s.access_log or s.debug,
             "timeout_graceful_shutdown": max(1, math.ceil(s.shutdown_timeout)),
             **overrides,

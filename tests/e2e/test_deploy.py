@@ -121,6 +121,23 @@ async def test_shutdown_closes_spectators_with_1001_and_never_waits_on_a_stalled
 
 
 @pytest.mark.slow
+async def test_the_original_server_module_serves(tmp_path: Path) -> None:
+    """The original design's Docker CMD, `python -m bot.rl_bot_system.server.training_metrics_server`, serves."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env["TRAINING_METRICS_PORT"] = str(port)
+    module = "bot.rl_bot_system.server.training_metrics_server"
+    process = subprocess.Popen([sys.executable, "-m", module], cwd=tmp_path, env=env)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as client:
+            await wait_until_serving(client)
+            await create_session(client, "original")
+    finally:
+        process.terminate()
+        process.wait(TIMEOUT)
+
+
+@pytest.mark.slow
 async def test_cli_serves_on_embedded_defaults(tmp_path: Path) -> None:
     """`python -m bot serve` starts on SQLite in data/ with no other set-up."""
     port = free_port()
