@@ -1,7 +1,10 @@
 """History figures on a session of 1,000,000 points: one 100,000-point page over HTTP against raw
-indexed fetchall + orjson.dumps of the same rows (same run), and a downsampled series over all of it.
+indexed fetchall + orjson.dumps of the same rows (same run), and a downsampled series over all of it;
+then the downsampled read of a whole series (the session page's chart backfill) at 10k, 100k, 450k and
+1M points (target: each <= 100 ms, with no cliff between them).
 
     python bench/history.py [POINTS]
+    python bench/history.py --series
 """
 
 from __future__ import annotations
@@ -92,7 +95,34 @@ def measure(points: int) -> dict[str, float]:
     return {"page_ms": ours * 1000, "raw_ms": raw * 1000, "ratio": ratio, "downsample_ms": down * 1000}
 
 
+SERIES_SIZES = (10_000, 100_000, 450_000, 1_000_000)
+SERIES_URL = "/api/training/sessions/big/series?metric=current_reward&points=1000"
+
+
+def series_reads() -> dict[str, float]:
+    """The downsampled read of a whole series (1,000 points, the chart's width), over HTTP, per size."""
+    figures: dict[str, float] = {}
+    for points in SERIES_SIZES:
+        with tempfile.TemporaryDirectory() as directory:
+            database = Path(directory) / "series.db"
+            fill(database, points)
+            with server_process(database=database) as server, httpx.Client(base_url=server.url, timeout=120) as http:
+
+                def read() -> float:
+                    t = time.perf_counter()
+                    assert len(http.get(SERIES_URL).json()["series"]["current_reward"]["value"]) <= 1000
+                    return time.perf_counter() - t
+
+                took = best_of(5, read) * 1000
+        figures[f"series_{points}_ms"] = took
+        print(f"downsampled whole series of {points:>9,} points to 1,000: {took:6.1f} ms (target <= 100 ms)")
+    return figures
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--series"]:
+        print(series_reads())
+        return
     print(measure(int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000))
 
 

@@ -28,7 +28,7 @@ from bot.store.reads import (
     list_sessions,
     read_frames,
     read_graphs,
-    read_series_range,
+    read_series,
     session_dict,
     session_metrics,
 )
@@ -146,18 +146,19 @@ class TrainingService:
     async def history(
         self, session_id: str, where: MessageFilter, limit: int
     ) -> tuple[dict[str, Any], list[tuple[int, str, str]]]:
-        return await self.store.read(_history, session_id, where, limit)
+        """A page of stored frames, on the store's bounded pool of big reads."""
+        return await self.store.read_heavy(_history, session_id, where, limit)
 
     async def state(self, session_id: str) -> SessionState:
         return await self.store.read(_state, session_id)
 
     async def series(self, session_id: str, metrics: list[str], where: MessageFilter, points: int) -> dict[str, Any]:
-        """Per-metric history for charts, downsampled (min/max per bucket) on a reader thread."""
-        return await self.store.read(_series, session_id, metrics, where, points)
+        """Per-metric history for charts, downsampled (min/max per bucket) on the pool of big reads."""
+        return await self.store.read_heavy(_series, session_id, metrics, where, points)
 
     async def read_after(self, session_id: str, after_seq: int, limit: int) -> list[tuple[int, str, str]]:
-        """Every stored frame after `after_seq`: the hub's gap repair."""
-        _, frames = await self.history(session_id, MessageFilter(after_seq=after_seq), limit)
+        """Every stored frame after `after_seq`: the hub's gap repair (not queued behind big reads)."""
+        _, frames = await self.store.read(_history, session_id, MessageFilter(after_seq=after_seq), limit)
         return frames
 
     async def last_seqs(self, session_ids: list[str]) -> dict[str, int]:
@@ -191,41 +192,47 @@ def _series(conn: Connection, session_id: str, metrics: list[str], where: Messag
     row = get_session(conn, session_id)
     if row is None:
         raise SessionNotFoundError(session_id)
-    result: dict[str, Any] = {
+    series: dict[str, tuple[list[Any], int, int]] = {}
+    if where == MessageFilter():
+        for metric in metrics:
+            from_rollups = _from_rollups(conn, row.pk, metric, points)
+            if from_rollups is not None:
+                series[metric] = from_rollups
+    rest = [metric for metric in metrics if metric not in series]
+    for metric, (rows, nan_count) in read_series(conn, row.pk, rest, where).items() if rest else ():
+        series[metric] = (min_max(rows, points), len(rows), nan_count)
+    return {
         "session_id": session_id,
         "epoch": row.epoch,
         "last_seq": row.last_seq,
         "available": session_metrics(conn, row.pk),
-        "series": {},
+        "series": {metric: _columns(*series[metric]) for metric in dict.fromkeys(metrics)},
     }
-    for metric in metrics:
-        kept, total, nan_count = _downsampled(conn, row.pk, metric, where, points)
-        result["series"][metric] = {
-            "total": total,
-            "nan_count": nan_count,
-            "seq": [r[0] for r in kept],
-            "episode": [r[1] for r in kept],
-            "timestamp": [r[2] for r in kept],
-            "value": [_plain(r[3]) for r in kept],
-        }
-    return result
 
 
-def _downsampled(
-    conn: Connection, session_pk: int, metric: str, where: MessageFilter, points: int
-) -> tuple[list[Any], int, int]:
-    """(points, how many non-NaN points there are, how many NaN). A whole long series is read from its
-    per-block rollups (a thousand rows for a million points); a range, or a short series, from the points."""
+def _columns(kept: list[Any], total: int, nan_count: int) -> dict[str, Any]:
+    return {
+        "total": total,
+        "nan_count": nan_count,
+        "seq": [r[0] for r in kept],
+        "episode": [r[1] for r in kept],
+        "timestamp": [r[2] for r in kept],
+        "value": [_plain(r[3]) for r in kept],
+    }
+
+
+def _from_rollups(conn: Connection, session_pk: int, metric: str, points: int) -> tuple[list[Any], int, int] | None:
+    """(points, how many non-NaN points there are, how many NaN) of a whole series, from its per-block
+    rollups, when there are enough blocks to keep a chart's detail (a block for every two points or
+    fewer); None when the series is short enough to read whole (at most about 32,000 points)."""
     buckets = max(1, (points - 2) // 2)
-    if where == MessageFilter():
-        blocks = read_rollups(conn, session_pk, metric)
-        total = sum(block.count - block.nan_count for block in blocks)
-        if total > points and len(blocks) >= buckets:
-            first, last = series_end(blocks, last=False), series_end(blocks, last=True)
-            chosen = {p[0]: p for p in [first, *downsample_blocks(blocks, buckets), last] if p is not None}
-            return [chosen[seq] for seq in sorted(chosen)], total, sum(block.nan_count for block in blocks)
-    rows, nan_count = read_series_range(conn, session_pk, metric, where)
-    return min_max(rows, points), len(rows), nan_count
+    blocks = read_rollups(conn, session_pk, metric)
+    total = sum(block.count - block.nan_count for block in blocks)
+    if total <= points or 2 * len(blocks) < buckets:
+        return None
+    first, last = series_end(blocks, last=False), series_end(blocks, last=True)
+    chosen = {p[0]: p for p in [first, *downsample_blocks(blocks, buckets), last] if p is not None}
+    return [chosen[seq] for seq in sorted(chosen)], total, sum(block.nan_count for block in blocks)
 
 
 def _last_seqs(conn: Connection, session_ids: list[str]) -> dict[str, int]:

@@ -148,28 +148,34 @@ def read_graphs(conn: Connection, session_pk: int) -> list[Any]:
     return [orjson.loads(state) for (state,) in rows]
 
 
-def read_series_range(
-    conn: Connection, session_pk: int, metric: str, where: MessageFilter
-) -> tuple[list[tuple[int, int | None, float, float]], int]:
-    """Every non-NaN point (seq, episode, ts, value) of one metric in the range, in seq order, and how many
-    NaN points it holds. The points are read from the stored data: one row per point, whatever the metrics."""
+SeriesPoints = tuple[list[tuple[int, int | None, float, float]], int]
+
+
+def read_series(
+    conn: Connection, session_pk: int, metrics: Sequence[str], where: MessageFilter
+) -> dict[str, SeriesPoints]:
+    """For each metric: every non-NaN point (seq, episode, ts, value) in the range, in seq order, and how
+    many NaN points it holds. The points are read from the stored data in one pass for all the metrics."""
     query = select(messages.c.seq, messages.c.episode, messages.c.ts, messages.c.data).where(
         messages.c.session_pk == session_pk, messages.c.type == "training_metrics", messages.c.seq > where.after_seq
     )
     rows = _fetch(conn, _in_range(query, where).order_by(messages.c.seq))
-    builtin = metric in SERIES_FIELDS
-    points, nan_count = [], 0
+    wanted = [(metric, metric in SERIES_FIELDS) for metric in dict.fromkeys(metrics)]
+    found: dict[str, SeriesPoints] = {metric: ([], 0) for metric, _ in wanted}
+    nan_counts = dict.fromkeys(found, 0)
     for seq, episode, ts, text in rows:
         data = orjson.loads(text)
-        value = data.get(metric) if builtin else data.get("custom", {}).get(metric)
-        if value is None:
-            continue
-        value = float(value)  # "NaN", "Infinity" and "-Infinity" travel as strings
-        if value != value:
-            nan_count += 1
-        else:
-            points.append((seq, episode, ts, value))
-    return points, nan_count
+        custom = data.get("custom") or {}
+        for metric, builtin in wanted:
+            value = data.get(metric) if builtin else custom.get(metric)
+            if value is None:
+                continue
+            value = float(value)  # "NaN", "Infinity" and "-Infinity" travel as strings
+            if value != value:
+                nan_counts[metric] += 1
+            else:
+                found[metric][0].append((seq, episode, ts, value))
+    return {metric: (points, nan_counts[metric]) for metric, (points, _) in found.items()}
 
 
 def session_metrics(conn: Connection, session_pk: int) -> list[str]:

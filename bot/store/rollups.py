@@ -40,7 +40,7 @@ def _upsert_sql() -> str:
         for side in SIDES
         for name in ("seq", "episode", "ts", "value")
     ]
-    columns = ("session_pk", "metric", "block", *COLUMNS)
+    columns = ("session_pk", "metric", "block", "block_size", *COLUMNS)
     return (
         f"INSERT INTO {t} ({', '.join(columns)}) VALUES ({', '.join(['?'] * len(columns))}) "
         f"ON CONFLICT (session_pk, metric, block) DO UPDATE SET {', '.join(sets)}"
@@ -69,7 +69,7 @@ def update_rollups(
                     (first_seq + i, episodes[i], timestamps[i], values[i]) if i is not None else (None,) * 4
                     for i in indexes
                 ]
-                rows.append((session_pk, metric, block, count, nan_count, *(v for p in point for v in p)))
+                rows.append((session_pk, metric, block, ROLLUP_BLOCK, count, nan_count, *(v for p in point for v in p)))
         start = end
     if rows:
         driver_sql(conn, _upsert_sql(), rows)

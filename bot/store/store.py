@@ -46,6 +46,9 @@ class Store:
         self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="tms-writer")
         shared = self.reader is self.writer  # in-memory SQLite: one connection, one thread
         self._reader_pool = self._writer_pool if shared else ThreadPoolExecutor(4, thread_name_prefix="tms-reader")
+        # Big reads (history pages, chart series) queue here, two at a time, so that however many clients
+        # ask for them, the small reads (/health, a spectator's join, the hub's repairs) keep their threads.
+        self._heavy_pool = self._writer_pool if shared else ThreadPoolExecutor(2, thread_name_prefix="tms-heavy")
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._max_group = max_group
         self._task: asyncio.Task[None] | None = None
@@ -68,6 +71,7 @@ class Store:
             await self._task
         self._writer_pool.shutdown(wait=True)
         self._reader_pool.shutdown(wait=True)
+        self._heavy_pool.shutdown(wait=True)
         self.writer.dispose()
         self.reader.dispose()
 
@@ -75,6 +79,11 @@ class Store:
         """Run `fn(conn, *args)` on a reader thread with a connection of its own."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._reader_pool, partial(_read, self.reader, fn, *args, **kwargs))
+
+    async def read_heavy(self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Like read(), on the bounded pool of big reads."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._heavy_pool, partial(_read, self.reader, fn, *args, **kwargs))
 
     async def write(self, job: Job) -> Any:
         """Queue a job for the next group commit and return its result once committed and published.

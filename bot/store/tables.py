@@ -34,8 +34,8 @@ sessions = Table(
     Column("epoch", String(32), nullable=False),
     Column("name", String(256)),
     Column("algorithm", String(64)),
-    Column("model_generation", Integer),
-    Column("total_episodes", Integer),
+    Column("model_generation", BigInteger),
+    Column("total_episodes", BigInteger),
     Column("status", String(16), nullable=False),
     Column("metadata", Text, nullable=False, default="{}"),
     Column("created_at", Double, nullable=False),
@@ -43,7 +43,7 @@ sessions = Table(
     Column("ended_at", Double),
     # Allocated in the transaction that stores the rows, so commit order and seq order agree.
     Column("last_seq", BigInteger, nullable=False, default=0),
-    Column("current_episode", Integer),
+    Column("current_episode", BigInteger),
     Column("message_count", BigInteger, nullable=False, default=0),
     Column("latest_metrics", Text),
     # Spectator rooms: a short code to join by, an optional password (salted scrypt), a spectator limit.
@@ -61,7 +61,7 @@ messages = Table(
     Column("session_pk", Integer, primary_key=True),
     Column("seq", BigInteger, primary_key=True),
     Column("type", String(32), nullable=False),
-    Column("episode", Integer),
+    Column("episode", BigInteger),
     Column("ts", Double, nullable=False),
     # The frame spectators got is rebuilt from these (by the database, see reads.frame_text): the rest of
     # the envelope is 40 % of a frame and needn't be stored. `received` is the envelope's ISO timestamp.
@@ -82,31 +82,33 @@ Index(
 )
 
 # Per metric and per block of ROLLUP_BLOCK seqs: how many points, and the lowest and highest of them.
-# Kept by the ingest transaction, so a chart of a million points reads a thousand rows, not a million.
-ROLLUP_BLOCK = 1024
+# Kept by the ingest transaction, so a chart of a million points reads eight thousand rows, not a million;
+# small enough that a series of 32,000 points already has a block per two of a chart's 1,000 points.
+ROLLUP_BLOCK = 128
 series_rollups = Table(
     "series_rollups",
     metadata,
     Column("session_pk", Integer, primary_key=True),
     Column("metric", String(128), primary_key=True),
     Column("block", BigInteger, primary_key=True),
+    Column("block_size", Integer, nullable=False),  # ROLLUP_BLOCK; older databases (1,024, no column) are refused
     Column("count", Integer, nullable=False),
     Column("nan_count", Integer, nullable=False),
     Column("min_seq", BigInteger),
-    Column("min_episode", Integer),
+    Column("min_episode", BigInteger),
     Column("min_ts", Double),
     Column("min_value", Double),
     Column("max_seq", BigInteger),
-    Column("max_episode", Integer),
+    Column("max_episode", BigInteger),
     Column("max_ts", Double),
     Column("max_value", Double),
     # The block's first and last non-NaN points: a chart always keeps the ends of a series.
     Column("first_seq", BigInteger),
-    Column("first_episode", Integer),
+    Column("first_episode", BigInteger),
     Column("first_ts", Double),
     Column("first_value", Double),
     Column("last_seq", BigInteger),
-    Column("last_episode", Integer),
+    Column("last_episode", BigInteger),
     Column("last_ts", Double),
     Column("last_value", Double),
     sqlite_with_rowid=False,

@@ -266,6 +266,8 @@ async def test_session_values_the_store_cannot_hold_are_422(client: httpx.AsyncC
         ("get", "/x/history", {"params": {"since": "nan"}}, 422, "since"),
         ("get", "/x/series", {"params": {"after_seq": str(2**63)}}, 422, "after_seq"),
         ("get", "", {"params": {"offset": str(2**63)}}, 422, "offset"),
+        ("get", "/x/series", {"params": {"metric": [f"m{i}" for i in range(17)]}}, 422, "metric"),
+        ("get", "/x/series", {"params": {"metric": "loss_value", "points": 10_001}}, 422, "points"),
         ("get", "/x/history", {"params": {"since": "yesterday"}}, 422, "since"),
         ("get", "/x/history", {"params": {"limit": 100001}}, 422, "limit"),
         ("put", "/x", {"json": {"status": "sleeping"}}, 422, "status"),

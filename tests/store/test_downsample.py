@@ -58,3 +58,32 @@ async def test_rollups_give_the_extremes_of_a_long_series(tmp_path: Path) -> Non
     assert series["episode"][0] == 0 and series["episode"][-1] == 29_999
     assert series["seq"] == sorted(series["seq"])
     assert loss["nan_count"] == 1 and loss["value"] == []
+
+
+async def test_a_whole_series_past_a_chart_of_blocks_is_drawn_from_rollups_alone(tmp_path: Path) -> None:
+    """A whole series with a rollup block for every two of the chart's points (here 40,000 points, far below
+    the half-million where this used to start) is drawn from the rollups without reading its points: with
+    the points themselves gone from the table, the chart is still there, spikes, first and last included."""
+    import sqlite3
+
+    from bot.server.broker import MemoryBroker
+    from bot.server.services import TrainingService
+    from bot.store import Store
+    from bot.store.batch import prepare
+    from bot.store.reads import MessageFilter
+
+    path = tmp_path / "r.db"
+    async with Store(f"sqlite:///{path}", sqlite_synchronous="NORMAL") as store, MemoryBroker() as broker:
+        service = TrainingService(store, broker)
+        await service.create_session(SessionCreate(training_id="mid"))
+        values = [math.cos(i / 700) for i in range(40_000)]
+        values[9_999], values[33_333] = 25.0, -25.0
+        for first in range(0, 40_000, 10_000):
+            batch = [TrainingMetricsData(episode=i, current_reward=values[i]) for i in range(first, first + 10_000)]
+            await service.ingest("mid", prepare("training_metrics", batch), None)
+        with sqlite3.connect(path) as conn:
+            conn.execute("DELETE FROM messages")
+        series = (await service.series("mid", ["current_reward"], MessageFilter(), 1000))["series"]["current_reward"]
+    assert series["total"] == 40_000 and 500 <= len(series["value"]) <= 1000
+    assert 25.0 in series["value"] and -25.0 in series["value"]
+    assert series["episode"][0] == 0 and series["episode"][-1] == 39_999

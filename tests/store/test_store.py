@@ -12,7 +12,7 @@ import pytest
 from bot.schemas import SessionCreate, SessionUpdate, TrainingMetricsData
 from bot.store import SessionExistsError, SessionNotFoundError, Store, StoreError, StoreRejectedError
 from bot.store.batch import metrics_batch, prepare
-from bot.store.reads import MessageFilter, get_session, read_frames, read_series_range, session_metrics
+from bot.store.reads import MessageFilter, get_session, read_frames, read_series, session_metrics
 from bot.store.writes import CreateSession, Ingest, IngestResult, Published, UpdateSession
 
 
@@ -83,6 +83,17 @@ async def test_a_value_the_database_refuses_fails_only_its_own_request(store: St
     assert [seq for seq, _, _ in frames] == [1, 2, 3]
 
 
+async def test_episodes_and_counts_are_64_bit_on_every_backend(store: Store) -> None:
+    """An episode past 2^31 (a long run counting steps) is stored and read back, on PostgreSQL too."""
+    big = 2**40
+    await store.write(CreateSession("s", SessionCreate(total_episodes=big, model_generation=big)))
+    await store.write(Ingest("s", prepare("training_metrics", [TrainingMetricsData(episode=big, loss_value=1.0)])))
+    row = await store.read(get_session, "s")
+    assert row is not None and (row.current_episode, row.total_episodes, row.model_generation) == (big, big, big)
+    points, _ = (await store.read(read_series, row.pk, ["loss_value"], MessageFilter()))["loss_value"]
+    assert points[0][1] == big
+
+
 async def test_idempotency_key_applies_a_batch_once(store: Store) -> None:
     """The same key, even sent concurrently, stores one copy and answers the same range."""
     await store.write(CreateSession("s", SessionCreate()))
@@ -106,11 +117,12 @@ async def test_nan_is_counted_and_infinity_kept_in_the_series(store: Store) -> N
     await store.write(Ingest("s", prepare("training_metrics", points), None))
     row = await store.read(get_session, "s")
     assert row is not None
-    finite, nan_count = await store.read(read_series_range, row.pk, "loss_value", MessageFilter())
+    finite, nan_count = (await store.read(read_series, row.pk, ["loss_value"], MessageFilter()))["loss_value"]
     assert [(seq, value) for seq, _, _, value in finite] == [(2, math.inf)] and nan_count == 1
-    ranged, nan_count = await store.read(read_series_range, row.pk, "loss_value", MessageFilter(start_episode=2))
+    where = MessageFilter(start_episode=2)
+    ranged, nan_count = (await store.read(read_series, row.pk, ["loss_value"], where))["loss_value"]
     assert [seq for seq, _, _, _ in ranged] == [2] and nan_count == 0
-    custom, _ = await store.read(read_series_range, row.pk, "kl", MessageFilter())
+    custom, _ = (await store.read(read_series, row.pk, ["kl"], MessageFilter()))["kl"]
     assert [(seq, value) for seq, _, _, value in custom] == [(3, -math.inf)]
     assert await store.read(session_metrics, row.pk) == ["kl", "loss_value"]
 

@@ -20,6 +20,9 @@ from bot.server.api.deps import ServiceDep
 from bot.server.api.params import Cursor, Episode, Seq, Since, Until
 from bot.store.reads import MessageFilter
 
+MAX_METRICS = 16  # per /series request: each is a read, and a chart shows a handful
+MAX_POINTS = 10_000  # per metric: ten times a wide chart's pixels
+
 router = APIRouter(prefix="/api/training/sessions/{session_id}", tags=["history"], responses=errors(404, 422))
 
 
@@ -101,8 +104,11 @@ async def history(
 async def series(
     session_id: str,
     service: ServiceDep,
-    metric: Annotated[list[str], Query(description="metric names; repeat for several")] = [],  # noqa: B006
-    points: Annotated[int, Query(ge=2, le=100_000, description="at most this many points per metric")] = 1000,
+    metric: Annotated[
+        list[str],
+        Query(max_length=MAX_METRICS, description=f"metric names; repeat for several (at most {MAX_METRICS})"),
+    ] = [],  # noqa: B006
+    points: Annotated[int, Query(ge=2, le=MAX_POINTS, description="at most this many points per metric")] = 1000,
     start_episode: Episode = None,
     end_episode: Episode = None,
     since: Since = None,
@@ -113,7 +119,7 @@ async def series(
 
     Downsampling keeps the first and the last point and, in each of (points-2)/2 equal buckets, the
     minimum and the maximum, so spikes survive and the same data always gives the same chart.
-    A whole long series is read from per-block (1,024 seqs) min/max rollups kept by ingest, so buckets
+    A whole long series is read from per-block (128 seqs) min/max rollups kept by ingest, so buckets
     are block-aligned there; a range (episode, time, after_seq) reads the points themselves.
     NaN points are left out (counted in `nan_count`); ±Infinity is kept as "Infinity"/"-Infinity".
     `available` lists every metric the session has.
