@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, Connection, Row, Select, String, cast, fun
 
 from bot.frames import envelope_parts, iso
 from bot.schemas import SERIES_FIELDS
-from bot.store.tables import NOT_METRICS, graphs, messages, series_rollups, sessions
+from bot.store.tables import NOT_METRICS, graph_points, graphs, messages, series_rollups, sessions
 
 ACTIVE_STATUSES = ("created", "running", "paused", "stale")
 
@@ -143,9 +143,32 @@ def latest_data(conn: Connection, session_pk: int, message_type: str) -> str | N
     ).scalar()
 
 
-def read_graphs(conn: Connection, session_pk: int) -> list[Any]:
-    rows = conn.execute(select(graphs.c.state).where(graphs.c.session_pk == session_pk).order_by(graphs.c.graph_id))
-    return [orjson.loads(state) for (state,) in rows]
+def read_graphs(conn: Connection, session_pk: int) -> list[orjson.Fragment]:
+    """Each graph as it stands (the newest max_points per series), as JSON built here on the reader thread:
+    a graph of a hundred thousand points is never parsed or serialised on the event loop."""
+    rows = conn.execute(
+        select(graphs.c.graph_id, graphs.c.meta).where(graphs.c.session_pk == session_pk).order_by(graphs.c.graph_id)
+    ).all()
+    p = graph_points.c
+    built = []
+    for graph_id, meta_text in rows:
+        meta = orjson.loads(meta_text)
+        data_points = {}
+        for metric in meta["metrics"]:
+            newest = select(p.point).where(p.session_pk == session_pk, p.graph_id == graph_id, p.metric == metric)
+            texts = [text for (text,) in _fetch(conn, newest.order_by(p.id.desc()).limit(meta["max_points"]))]
+            if texts:
+                data_points[metric] = orjson.Fragment("[" + ",".join(reversed(texts)) + "]")
+        graph = {
+            "graph_id": graph_id,
+            "title": meta["title"],
+            "y_label": meta["y_label"],
+            "metrics": meta["metrics"],
+            "data_points": data_points,
+            "max_points": meta["max_points"],
+        }
+        built.append(orjson.Fragment(orjson.dumps(graph)))
+    return built
 
 
 SeriesPoints = tuple[list[tuple[int, int | None, float, float]], int]

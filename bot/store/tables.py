@@ -114,14 +114,29 @@ series_rollups = Table(
     sqlite_with_rowid=False,
 )
 
+# A performance graph: its description (title, labels, metrics, max_points) here, its points appended to
+# graph_points, so that an update costs the same whatever the graph holds; the newest max_points per
+# series are read back when someone looks. Older points are trimmed now and then (`untrimmed` counts).
 graphs = Table(
     "graphs",
     metadata,
     Column("session_pk", Integer, primary_key=True),
     Column("graph_id", String(128), primary_key=True),
-    Column("state", Text, nullable=False),
+    Column("meta", Text, nullable=False),
+    Column("untrimmed", Integer, nullable=False),
     Column("updated_at", Double, nullable=False),
     sqlite_with_rowid=False,
+)
+
+graph_points = Table(
+    "graph_points",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("session_pk", Integer, nullable=False),
+    Column("graph_id", String(128), nullable=False),
+    Column("metric", String(128), nullable=False),
+    Column("point", Text, nullable=False),  # {"timestamp": ..., "value": ...} as spectators receive it
+    Index("graph_points_series", "session_pk", "graph_id", "metric", "id"),
 )
 
 # Kept for the life of the session: an SDK spool may be replayed hours later.

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
 from sqlalchemy.exc import DataError
 
 from bot.frames import FrameRun, control_frame, data_frames, iso
-from bot.schemas import ENDED_STATUSES, PerformanceGraphData, SessionCreate, SessionUpdate
+from bot.schemas import ENDED_STATUSES, GraphPoint, PerformanceGraphData, SessionCreate, SessionUpdate
 from bot.store.batch import Batch
 from bot.store.driver import driver_sql
 from bot.store.errors import (
@@ -35,7 +35,7 @@ from bot.store.errors import (
 from bot.store.reads import session_dict
 from bot.store.rollups import update_rollups
 from bot.store.rooms import new_room_code
-from bot.store.tables import graphs, idempotency_keys, messages, series_rollups, sessions
+from bot.store.tables import graph_points, graphs, idempotency_keys, messages, series_rollups, sessions
 
 logger = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ class MarkStale(Job):
 
 
 def delete_session_rows(conn: Connection, pk: int) -> None:
-    for table in (messages, series_rollups, graphs, idempotency_keys):
+    for table in (messages, series_rollups, graphs, graph_points, idempotency_keys):
         conn.execute(delete(table).where(table.c.session_pk == pk))
     conn.execute(delete(sessions).where(sessions.c.pk == pk))
 
@@ -361,25 +361,46 @@ def _insert_sql(table: Table) -> str:  # built once: it is on every ingest commi
 
 
 def _merge_graph(conn: Connection, pk: int, item: PerformanceGraphData, now: float) -> None:
-    """Keep the graph's current state: newest `max_points` per series, labels from the latest update."""
+    """Append the update's points and merge its description (labels from the latest update that has them,
+    metrics in first-seen order, the latest max_points). Nothing already stored is read or rewritten, so an
+    update costs the same for a graph of ten points or of a hundred thousand."""
     where = (graphs.c.session_pk == pk, graphs.c.graph_id == item.graph_id)
-    stored = conn.execute(select(graphs.c.state).where(*where)).scalar()
-    update_json = orjson.loads(item.model_dump_json())
+    stored = conn.execute(select(graphs.c.meta, graphs.c.untrimmed).where(*where)).first()
+    meta = orjson.loads(stored.meta) if stored is not None else {"title": None, "y_label": None, "metrics": []}
+    for key in ("title", "y_label"):
+        if getattr(item, key) is not None:
+            meta[key] = getattr(item, key)
+    meta["metrics"] = list(dict.fromkeys([*meta["metrics"], *item.metrics]))
+    meta["max_points"] = item.max_points
+    to_json = GraphPoint.__pydantic_serializer__.to_json
+    rows = [
+        (pk, item.graph_id, metric, to_json(point).decode())
+        for metric, points in item.data_points.items()
+        for point in points[-item.max_points :]
+    ]
+    if rows:
+        driver_sql(conn, _insert_points_sql(), rows)
+    untrimmed = (stored.untrimmed if stored is not None else 0) + len(rows)
+    if untrimmed > item.max_points:  # amortised: a trim per max_points points appended
+        _trim_graph(conn, pk, item.graph_id, meta["metrics"], item.max_points)
+        untrimmed = 0
+    values = {"meta": orjson.dumps(meta).decode(), "untrimmed": untrimmed, "updated_at": now}
     if stored is None:
-        state = update_json
+        conn.execute(insert(graphs).values(session_pk=pk, graph_id=item.graph_id, **values))
     else:
-        state = orjson.loads(stored)
-        for key in ("title", "y_label"):
-            if update_json.get(key) is not None:
-                state[key] = update_json[key]
-        state["max_points"] = item.max_points
-        state["metrics"] = list(dict.fromkeys([*state.get("metrics", []), *item.metrics]))
-        for metric, points in update_json["data_points"].items():
-            state["data_points"][metric] = state["data_points"].get(metric, []) + points
-    for metric, points in state["data_points"].items():
-        state["data_points"][metric] = points[-item.max_points :]
-    text = orjson.dumps(state).decode()
-    if stored is None:
-        conn.execute(insert(graphs).values(session_pk=pk, graph_id=item.graph_id, state=text, updated_at=now))
-    else:
-        conn.execute(update(graphs).where(*where).values(state=text, updated_at=now))
+        conn.execute(update(graphs).where(*where).values(values))
+
+
+@functools.cache
+def _insert_points_sql() -> str:
+    return "INSERT INTO graph_points (session_pk, graph_id, metric, point) VALUES (?, ?, ?, ?)"
+
+
+def _trim_graph(conn: Connection, pk: int, graph_id: str, metrics: list[str], keep: int) -> None:
+    """Delete each series' points older than its newest `keep`."""
+    p = graph_points.c
+    for metric in metrics:
+        series = (p.session_pk == pk, p.graph_id == graph_id, p.metric == metric)
+        oldest_kept = conn.execute(select(p.id).where(*series).order_by(p.id.desc()).limit(1).offset(keep - 1)).scalar()
+        if oldest_kept is not None:
+            conn.execute(delete(graph_points).where(*series, p.id < oldest_kept))

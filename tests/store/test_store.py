@@ -7,6 +7,7 @@ import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from bot.schemas import SessionCreate, SessionUpdate, TrainingMetricsData
@@ -92,6 +93,34 @@ async def test_episodes_and_counts_are_64_bit_on_every_backend(store: Store) -> 
     assert row is not None and (row.current_episode, row.total_episodes, row.model_generation) == (big, big, big)
     points, _ = (await store.read(read_series, row.pk, ["loss_value"], MessageFilter()))["loss_value"]
     assert points[0][1] == big
+
+
+async def test_graph_updates_append_and_the_view_keeps_the_newest_max_points(store: Store) -> None:
+    """Graph points are appended, never rewritten: the view holds the newest max_points per series, labels
+    from the latest update that has them, and what is stored stays bounded (trimmed as it grows)."""
+    from sqlalchemy import func, select
+
+    from bot.schemas import PerformanceGraphData
+    from bot.store.reads import read_graphs
+    from bot.store.tables import graph_points
+
+    await store.write(CreateSession("s", SessionCreate()))
+    for start in range(0, 60, 3):
+        body = {
+            "graph_id": "g",
+            "max_points": 5,
+            "title": "Reward" if start == 0 else None,
+            "data_points": {"reward": [{"value": float(v)} for v in range(start, start + 3)], "loss": [{"value": 1}]},
+        }
+        await store.write(Ingest("s", prepare("graph_update", [PerformanceGraphData.model_validate(body)])))
+    row = await store.read(get_session, "s")
+    assert row is not None
+    [graph] = [orjson.loads(orjson.dumps(fragment)) for fragment in await store.read(read_graphs, row.pk)]
+    assert graph["title"] == "Reward" and graph["metrics"] == ["reward", "loss"] and graph["max_points"] == 5
+    assert [p["value"] for p in graph["data_points"]["reward"]] == [55.0, 56.0, 57.0, 58.0, 59.0]
+    assert len(graph["data_points"]["loss"]) == 5
+    stored = await store.read(lambda conn: conn.execute(select(func.count()).select_from(graph_points)).scalar())
+    assert stored <= 2 * (5 + 5) + 3
 
 
 async def test_idempotency_key_applies_a_batch_once(store: Store) -> None:

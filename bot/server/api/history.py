@@ -137,7 +137,7 @@ async def series(
 
 
 @router.get("/graphs")
-async def graphs(session_id: str, service: ServiceDep) -> dict[str, object]:
+async def graphs(session_id: str, service: ServiceDep) -> Response:
     """The session's performance graphs as they stand: the newest max_points per series."""
     state = await service.state(session_id)
-    return {"session_id": session_id, "graphs": state.graphs}
+    return Response(orjson.dumps({"session_id": session_id, "graphs": state.graphs}), media_type="application/json")
