@@ -149,8 +149,16 @@ class TrainingService:
         """A page of stored frames, on the store's bounded pool of big reads."""
         return await self.store.read_heavy(_history, session_id, where, limit)
 
-    async def state(self, session_id: str) -> SessionState:
-        return await self.store.read(_state, session_id)
+    async def history_page(
+        self, session_id: str, where: MessageFilter, limit: int
+    ) -> tuple[dict[str, Any], int, bytes]:
+        """(session, how many messages, the page's `messages` JSON array): assembled on a thread of the pool
+        of big reads, since joining 100,000 frames would hold the event loop for tens of milliseconds."""
+        return await self.store.read_heavy(_history_page, session_id, where, limit)
+
+    async def state(self, session_id: str, graph_points: int | None = None) -> SessionState:
+        """The session as a spectator first sees it; graphs with at most `graph_points` per series."""
+        return await self.store.read(_state, session_id, graph_points)
 
     async def series(self, session_id: str, metrics: list[str], where: MessageFilter, points: int) -> dict[str, Any]:
         """Per-metric history for charts, downsampled (min/max per bucket) on the pool of big reads."""
@@ -174,14 +182,23 @@ def _history(
     return session_dict(row), read_frames(conn, row.pk, session_id, where, limit)
 
 
-def _state(conn: Connection, session_id: str) -> SessionState:
+def _history_page(
+    conn: Connection, session_id: str, where: MessageFilter, limit: int
+) -> tuple[dict[str, Any], int, bytes]:
+    session, frames = _history(conn, session_id, where, limit)
+    last = frames[-1][0] if frames else 0
+    body = ("[" + ",".join(frame for _, _, frame in frames) + "]").encode()
+    return {**session, "page_last_seq": last}, len(frames), body
+
+
+def _state(conn: Connection, session_id: str, graph_points: int | None) -> SessionState:
     row = get_session(conn, session_id)
     if row is None:
         raise SessionNotFoundError(session_id)
     latest = orjson.loads(row.latest_metrics) if row.latest_metrics else None
     decision = latest_data(conn, row.pk, "bot_decision")
     latest_decision = orjson.loads(decision) if decision else None
-    return SessionState(session_dict(row), latest, latest_decision, read_graphs(conn, row.pk))
+    return SessionState(session_dict(row), latest, latest_decision, read_graphs(conn, row.pk, graph_points))
 
 
 def _plain(value: float) -> float | str:

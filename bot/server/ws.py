@@ -40,6 +40,9 @@ router = APIRouter()
 REPLAY_PAGE = 1000
 REPLAY_PASSES = 8
 MAX_INVALID_MESSAGES = 100
+# A snapshot's graphs carry this many newest points per series (a chart's width; GET .../graphs has them
+# all): a join then costs the same whatever the graphs hold, and the spectators already there never wait.
+SNAPSHOT_GRAPH_POINTS = 1000
 CLOSE_INTERNAL_ERROR = 1011
 
 
@@ -176,7 +179,7 @@ async def _greet(
     A function of its own so that the snapshot it reads is freed, not kept for the connection's life.
     """
     # Read the state after registering with the hub: the snapshot and the live stream meet with no gap.
-    state = await service.state(spectator.session_id)
+    state = await service.state(spectator.session_id, SNAPSHOT_GRAPH_POINTS)
     session = {**state.session, "spectators": hub.count(spectator.session_id)}
     sid = spectator.session_id
     await websocket.send_text(

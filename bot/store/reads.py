@@ -143,9 +143,9 @@ def latest_data(conn: Connection, session_pk: int, message_type: str) -> str | N
     ).scalar()
 
 
-def read_graphs(conn: Connection, session_pk: int) -> list[orjson.Fragment]:
-    """Each graph as it stands (the newest max_points per series), as JSON built here on the reader thread:
-    a graph of a hundred thousand points is never parsed or serialised on the event loop."""
+def read_graphs(conn: Connection, session_pk: int, newest: int | None = None) -> list[orjson.Fragment]:
+    """Each graph as it stands (the newest max_points per series, or fewer: `newest`), as JSON built here
+    on the reader thread: a graph of a hundred thousand points is never parsed or serialised on the loop."""
     rows = conn.execute(
         select(graphs.c.graph_id, graphs.c.meta).where(graphs.c.session_pk == session_pk).order_by(graphs.c.graph_id)
     ).all()
@@ -154,9 +154,10 @@ def read_graphs(conn: Connection, session_pk: int) -> list[orjson.Fragment]:
     for graph_id, meta_text in rows:
         meta = orjson.loads(meta_text)
         data_points = {}
+        keep = meta["max_points"] if newest is None else min(newest, meta["max_points"])
         for metric in meta["metrics"]:
-            newest = select(p.point).where(p.session_pk == session_pk, p.graph_id == graph_id, p.metric == metric)
-            texts = [text for (text,) in _fetch(conn, newest.order_by(p.id.desc()).limit(meta["max_points"]))]
+            series = select(p.point).where(p.session_pk == session_pk, p.graph_id == graph_id, p.metric == metric)
+            texts = [text for (text,) in _fetch(conn, series.order_by(p.id.desc()).limit(keep))]
             if texts:
                 data_points[metric] = orjson.Fragment("[" + ",".join(reversed(texts)) + "]")
         graph = {

@@ -218,6 +218,23 @@ async def test_snapshot_holds_latest_metrics_and_graphs(
     assert snapshot["data"]["graphs"][0]["data_points"]["reward"][0]["value"] == 1.5
 
 
+async def test_snapshot_graphs_are_bounded_and_the_whole_graph_is_one_request_away(
+    live: LiveServer, client: httpx.AsyncClient, spectators: Any
+) -> None:
+    """A join's snapshot carries the newest 1,000 points of each series, whatever the graph holds (a join
+    costs the same for any graph); GET .../graphs has every point the graph keeps."""
+    session_id = await create_session(client, "big-graph")
+    points = [{"value": float(v)} for v in range(1500)]
+    body = {"graph_id": "g", "max_points": 2000, "data_points": {"reward": points}}
+    assert (await client.post(f"/api/training/sessions/{session_id}/graph_update", json=body)).status_code == 200
+    ws = await spectators(live.ws_url(session_id))
+    snapshot = await recv_until(ws, "snapshot")
+    [graph] = snapshot["data"]["graphs"]
+    assert [p["value"] for p in graph["data_points"]["reward"]] == [float(v) for v in range(500, 1500)]
+    [whole] = (await client.get(f"/api/training/sessions/{session_id}/graphs")).json()["graphs"]
+    assert len(whole["data_points"]["reward"]) == 1500
+
+
 async def test_status_change_reaches_spectators(live: LiveServer, client: httpx.AsyncClient, spectators: Any) -> None:
     """PUT status is stored in the stream and broadcast as training_status."""
     session_id = await create_session(client, "lifecycle")

@@ -85,19 +85,18 @@ async def history(
         since=parse_time("since", since),
         until=parse_time("until", until),
     )
-    session, frames = await service.history(session_id, where, limit)
-    next_cursor = str(frames[-1][0]) if len(frames) == limit else None
+    session, count, messages = await service.history_page(session_id, where, limit)
+    next_cursor = str(session["page_last_seq"]) if count == limit else None
     head = orjson.dumps(
         {
             "session_id": session_id,
             "epoch": session["epoch"],
             "last_seq": session["last_seq"],
-            "count": len(frames),
+            "count": count,
             "next_cursor": next_cursor,
         }
     )
-    body = head[:-1] + b',"messages":[' + ",".join(frame for _, _, frame in frames).encode() + b"]}"
-    return Response(body, media_type="application/json")
+    return Response(b"".join((head[:-1], b',"messages":', messages, b"}")), media_type="application/json")
 
 
 @router.get("/series")
