@@ -112,10 +112,10 @@ class LiveServer:
         await asyncio.wait_for(self.task, TIMEOUT)
 
 
-async def start_server(settings: Settings, port: int = 0) -> LiveServer:
+async def start_server(settings: Settings, port: int = 0, **uvicorn_options: Any) -> LiveServer:
     sock = socket.create_server(("127.0.0.1", port))
     app_server = TrainingMetricsServer(settings.model_copy(update={"port": sock.getsockname()[1]}))
-    server = uvicorn.Server(app_server.uvicorn_config(log_level="warning"))
+    server = uvicorn.Server(app_server.uvicorn_config(log_level="warning", **uvicorn_options))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     async with asyncio.timeout(TIMEOUT):
         while not server.started:
@@ -130,8 +130,8 @@ async def server_factory() -> AsyncIterator[Callable[..., Awaitable[LiveServer]]
     """Start any number of servers; every one still running is stopped at teardown."""
     started: list[LiveServer] = []
 
-    async def factory(settings: Settings, port: int = 0) -> LiveServer:
-        live = await start_server(settings, port)
+    async def factory(settings: Settings, port: int = 0, **uvicorn_options: Any) -> LiveServer:
+        live = await start_server(settings, port, **uvicorn_options)
         started.append(live)
         return live
 

@@ -57,23 +57,30 @@ def cap_send_buffer(scope: Scope, size: int) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
-class _WireFrames:
-    """Frames' wire bytes, built once: a burst is written to every spectator in turn, frame by frame."""
+class WireFrames:
+    """Frames' wire bytes, built once per burst and shared by every spectator the burst is written to: the
+    hub makes one for each burst (a commit's frames), so a frame is framed once, not once per spectator."""
 
-    def __init__(self, limit: int = 2048) -> None:
+    __slots__ = ("_wire",)
+
+    def __init__(self) -> None:
         self._wire: dict[str, bytes] = {}
-        self._limit = limit
 
     def of(self, text: str) -> bytes:
         wire = self._wire.get(text)
         if wire is None:
-            if len(self._wire) >= self._limit:
-                self._wire.clear()
             wire = self._wire[text] = Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
         return wire
 
 
-_WIRE = _WireFrames()
+def _sansio_protocol_class() -> Any:
+    """uvicorn's websockets-sansio protocol, the one class (in the uvicorn versions pyproject.toml allows)
+    whose internals the fast path was written and tested against; None where it is not installed."""
+    try:
+        from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+    except ImportError:
+        return None
+    return WebSocketsSansIOProtocol
 
 
 class DirectWriter:
@@ -93,15 +100,15 @@ class DirectWriter:
     @classmethod
     def attach(cls, scope: Scope, stats: Stats) -> DirectWriter | None:
         """A writer for this connection, or None where only the ASGI path is safe."""
-        protocol = getattr(scope.get(RAW_SEND), "__self__", None)
-        needed = ("transport", "conn", "writable", "close_sent")
-        if protocol is None or not all(hasattr(protocol, name) for name in needed):
-            return None
+        protocol: Any = getattr(scope.get(RAW_SEND), "__self__", None)
+        sansio = _sansio_protocol_class()
+        if protocol is None or sansio is None or type(protocol) is not sansio:
+            return None  # another server or protocol (wsproto, websockets legacy): the ASGI path
         if getattr(protocol.conn, "extensions", None):  # per-message deflate: frames differ per connection
             return None
         return cls(protocol, stats)
 
-    def write(self, frames: list[str]) -> bool:
+    def write(self, frames: list[str], wire: WireFrames) -> bool:
         """Write the frames now, as one write, and return True; or return False (nothing written)."""
         transport = self._transport
         if (
@@ -112,6 +119,7 @@ class DirectWriter:
             or transport.get_write_buffer_size() > BUFFER_LIMIT
         ):
             return False
-        transport.write(_WIRE.of(frames[0]) if len(frames) == 1 else b"".join(map(_WIRE.of, frames)))
+        transport.write(wire.of(frames[0]) if len(frames) == 1 else b"".join(map(wire.of, frames)))
         self._stats.messages_out += len(frames)
+        self._stats.direct_out += len(frames)
         return True

@@ -26,6 +26,7 @@ from typing import Self
 
 from bot.frames import control_frame
 from bot.server.broker import Broker, BrokerUnavailableError
+from bot.server.direct import WireFrames
 from bot.server.spectator import CONTROL, Spectator
 
 logger = logging.getLogger(__name__)
@@ -232,8 +233,9 @@ class Hub:
     def _settle(self, watched: _Watched) -> None:
         """After a burst of offers: bound every queue, evict spectators that stayed behind too long."""
         now = asyncio.get_running_loop().time()
+        wire = WireFrames()  # the burst's frames, framed once for all of them
         for spectator in watched.spectators.values():
-            spectator.settle(now, self.slow_timeout)
+            spectator.settle(now, self.slow_timeout, wire)
 
     def _announce(self, spectator: Spectator, event: str) -> None:
         """Tell the others someone joined or left. Past `announce_limit` spectators, a join would cost a

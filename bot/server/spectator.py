@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from bot.server.direct import DirectWriter
+from bot.server.direct import DirectWriter, WireFrames
 
 CONTROL = 0  # the seq of frames that are not part of the stored stream
 BURST_FACTOR = 10
@@ -156,7 +156,7 @@ class Spectator:
         if self.queue.offer(seq, message_type, frame) and not (self.idle and self.direct is not None):
             self.wake.set()
 
-    def flush(self) -> None:
+    def flush(self, wire: WireFrames) -> None:
         """The fast path (direct.py): while the sender task is idle, nothing else writes to the socket, so
         everything queued goes out now, in order, as one write, without waking the task. A spectator
         that is behind (a busy sender, drops to report, a full transport) keeps its queue for the task."""
@@ -166,13 +166,13 @@ class Spectator:
             return
         through = self.delivered_through
         frames = [frame for seq, frame in items if seq > through or seq == CONTROL]
-        if frames and not direct.write(frames):
+        if frames and not direct.write(frames, wire):
             return
         self.delivered_through = max(through, max(seq for seq, _ in items))
         items.clear()
         queue.dropping_since = None
 
-    def settle(self, now: float, slow_timeout: float) -> None:
+    def settle(self, now: float, slow_timeout: float, wire: WireFrames) -> None:
         """End of a burst: apply the queue bound, close a spectator that stayed behind too long (4008),
         and send what is queued straight out while the sender task is idle (else wake the task)."""
         queue = self.queue
@@ -180,7 +180,7 @@ class Spectator:
         if queue.dropping_since is not None and queue.overdue(now, slow_timeout):
             self.request_close(CLOSE_SLOW, f"too slow: fell behind and {queue.total_dropped} frames were dropped")
         if queue.items and self.idle and self.direct is not None:
-            self.flush()
+            self.flush(wire)
             if queue.items:
                 self.wake.set()
 

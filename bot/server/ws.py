@@ -26,7 +26,7 @@ from starlette.websockets import WebSocketDisconnect
 from bot.config import Settings
 from bot.frames import close_reason, control_frame, error_frame
 from bot.schemas import INT64_MAX, MESSAGE_TYPES
-from bot.server.direct import DirectWriter, cap_send_buffer, transport_of
+from bot.server.direct import DirectWriter, WireFrames, cap_send_buffer, transport_of
 from bot.server.hub import Hub, HubFullError
 from bot.server.services import TrainingService
 from bot.server.spectator import CONTROL, Spectator
@@ -284,7 +284,7 @@ async def _receive(websocket: WebSocket, spectator: Spectator, slow_timeout: flo
                 spectator.request_close(1008, f"more than {MAX_INVALID_MESSAGES} invalid messages")
                 return
         spectator.offer(CONTROL, "reply", reply)
-        spectator.settle(asyncio.get_running_loop().time(), slow_timeout)
+        spectator.settle(asyncio.get_running_loop().time(), slow_timeout, WireFrames())
 
 
 def handle_client_message(spectator: Spectator, raw: str | bytes | None) -> tuple[str, bool]:

@@ -107,6 +107,8 @@ async def test_shutdown_closes_spectators_with_1001_and_never_waits_on_a_stalled
                 body = [{"episode": batch * 50 + i, "algorithm": "x" * 60} for i in range(50)]
                 assert (await client.post("/api/training/sessions/shut/metrics", json=body)).status_code == 200
             await recv_data(reader, 1000)
+            # `bot serve` runs the protocol the fan-out fast path is for, and the path is taken
+            assert (await client.get("/status")).json()["messages_out_fast_path"] > 0
         process.terminate()
         with pytest.raises(websockets.ConnectionClosed) as closed:
             async with asyncio.timeout(TIMEOUT):

@@ -64,6 +64,43 @@ async def test_spectators_receive_pushes_in_order_with_subscriptions(
     assert history["messages"] == received
 
 
+@pytest.mark.parametrize(
+    "ws",
+    [
+        "websockets-sansio",
+        pytest.param(
+            "websockets",  # uvicorn's legacy-websockets protocol warns that it is deprecated: not ours to fix
+            marks=[
+                pytest.mark.filterwarnings("ignore:websockets.legacy is deprecated:DeprecationWarning"),
+                pytest.mark.filterwarnings("ignore:The `websockets` implementation is deprecated"),
+                pytest.mark.filterwarnings("ignore:remove second argument of ws_handler:DeprecationWarning"),
+            ],
+        ),
+        "wsproto",
+    ],
+)
+async def test_every_websocket_protocol_delivers_the_stored_bytes(
+    server_factory: Any, settings: Settings, spectators: Any, ws: str
+) -> None:
+    """The fast path (websockets-sansio, what `bot serve` runs) and the ASGI path (any other protocol)
+    deliver the same bytes: every live frame is byte for byte the frame replayed from the store."""
+    live = await server_factory(settings, ws=ws)
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+        session_id = await create_session(client, "bytes")
+        watcher = await connect_and_sync(spectators, live.ws_url(session_id, "types=training_metrics"))
+        for batch in range(5):
+            body = [{"episode": batch * 20 + i, "current_reward": i / 3, "loss_value": "NaN"} for i in range(20)]
+            assert (await client.post(f"/api/training/sessions/{session_id}/metrics", json=body)).status_code == 200
+        async with asyncio.timeout(TIMEOUT):
+            live_frames = [await watcher.recv() for _ in range(100)]
+        replay = await spectators(live.ws_url(session_id, "since=0&types=training_metrics"))
+        async with asyncio.timeout(TIMEOUT):
+            replayed = [frame for frame in [await replay.recv() for _ in range(102)] if '"seq":null' not in frame]
+        fast = (await client.get("/status")).json()["messages_out_fast_path"]
+    assert live_frames == replayed and len(live_frames) == 100
+    assert (fast > 0) == (ws == "websockets-sansio")
+
+
 async def test_reconnect_with_since_misses_nothing(
     live: LiveServer, client: httpx.AsyncClient, spectators: Any
 ) -> None:

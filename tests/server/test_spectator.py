@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bot.server.direct import WireFrames
 from bot.server.spectator import BURST_FACTOR, CONTROL, Spectator, SpectatorQueue
 
 TYPES = {"training_metrics", "bot_decision"}
@@ -69,7 +70,7 @@ class FakeWriter:
         self.open = True
         self.writes: list[list[str]] = []
 
-    def write(self, frames: list[str]) -> bool:
+    def write(self, frames: list[str], wire: WireFrames) -> bool:
         if self.open:
             self.writes.append(frames)
         return self.open
@@ -85,22 +86,22 @@ def test_a_burst_goes_straight_out_in_one_write_only_while_the_sender_is_idle() 
     for seq in (1, 2):
         spectator.offer(seq, "training_metrics", f"f{seq}")
     spectator.offer(3, "bot_decision", "f3")  # not subscribed: never queued
-    spectator.flush()  # the sender task is busy: nothing may overtake it
+    spectator.flush(WireFrames())  # the sender task is busy: nothing may overtake it
     assert writer.writes == [] and len(spectator.queue.items) == 2 and spectator.wake.is_set()
     spectator.idle = True
     spectator.wake.clear()
-    spectator.flush()
+    spectator.flush(WireFrames())
     assert writer.writes == [["f1", "f2"]] and not spectator.queue.items and spectator.delivered_through == 2
     for seq in (4, 5):
         spectator.offer(seq, "training_metrics", f"f{seq}")
     assert writer.writes[-1] == ["f1", "f2"]  # nothing goes out before the burst ends
-    spectator.settle(0.0, 10.0)  # the end of the burst
+    spectator.settle(0.0, 10.0, WireFrames())  # the end of the burst
     assert writer.writes[-1] == ["f4", "f5"] and not spectator.wake.is_set()
     spectator.offer(5, "training_metrics", "f5 again")
     spectator.offer(CONTROL, "connection_status", "c")
     writer.open = False
-    spectator.settle(0.0, 10.0)  # the transport is full: queued, and the task is woken to send it
+    spectator.settle(0.0, 10.0, WireFrames())  # the transport is full: queued, and the task is woken to send it
     assert len(spectator.queue.items) == 2 and spectator.wake.is_set()
     writer.open = True
-    spectator.flush()
+    spectator.flush(WireFrames())
     assert writer.writes[-1] == ["c"] and not spectator.queue.items

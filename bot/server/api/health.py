@@ -50,5 +50,6 @@ async def status(service: ServiceDep, hub: HubDep) -> dict[str, Any]:
         "spectators": {"total": hub.total, "per_session": hub.counts(), "deepest_queue": hub.deepest_queue()},
         "messages_in": stats.messages_in,
         "messages_out": stats.messages_out,
+        "messages_out_fast_path": stats.direct_out,
         "store_commits": service.store.commits,
     }
