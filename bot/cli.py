@@ -22,30 +22,40 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="JSON config file (see config/default.json)")
     serve.add_argument("--database-url", help="e.g. sqlite:///data/training_metrics.db or postgresql://user@host/db")
     sync = commands.add_parser("sync", help="upload spooled batches that an SDK client could not deliver")
-    sync.add_argument("path", nargs="?", help="a spool directory or file (default TMS_SPOOL_DIR or ~/.cache/...)")
+    sync.add_argument("path", nargs="?", help="the spool directory (default TMS_SPOOL_DIR or ~/.cache/...)")
     sync.add_argument(
         "--url",
-        default=os.environ.get("TMS_SERVER_URL", "http://localhost:8000"),
-        help="the server (default TMS_SERVER_URL or http://localhost:8000)",
+        default=os.environ.get("TMS_SERVER_URL"),
+        help="upload only the batches for this server (default TMS_SERVER_URL, else every batch to its own server)",
     )
     return parser
 
 
 def sync(args: argparse.Namespace) -> int:
+    """Each spooled batch goes to the server it was logged for; exit 1 while any could not be delivered."""
     import httpx
 
     from bot.sdk import Spool, default_spool_dir, upload_spool
 
-    path = Path(args.path) if args.path else default_spool_dir()
-    spool = Spool(path.parent if path.is_file() else path)
-    files = [path] if path.is_file() else None
-    with httpx.Client(base_url=args.url, timeout=10.0) as http:
-        report = upload_spool(http, spool, files)
-    print(
-        f"bot sync: {report.files} file(s): delivered {report.delivered}, rejected {report.rejected} "
-        f"(see {spool.directory / 'dead-letter.jsonl'}), torn {report.torn}, remaining {report.remaining}"
-    )
-    return 0 if report.remaining == 0 else 1
+    spool = Spool(Path(args.path) if args.path else default_spool_dir())
+    urls = [args.url] if args.url else spool.urls()
+    remaining = 0
+    for url in urls:
+        with httpx.Client(base_url=url, timeout=10.0) as http:
+            report = upload_spool(http, spool, url)
+        remaining += report.remaining
+        busy = " (another process is uploading them)" if report.busy else ""
+        print(
+            f"bot sync: {url}: delivered {report.delivered}, rejected {report.rejected}, "
+            f"remaining {report.remaining}{busy}"
+        )
+    if not urls:
+        print(f"bot sync: nothing to send in {spool.path}")
+    dead = len(spool.dead_letters())
+    if dead:
+        print(f"bot sync: {dead} batch(es) the servers refused are kept in {spool.path} (table dead_letters)")
+    spool.close()
+    return 0 if remaining == 0 else 1
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -21,7 +21,8 @@ from typing import Any, Protocol
 
 import httpx
 
-from bot.sdk import MetricsClient, Run
+from bot.sdk import FlushResult, MetricsClient, Run
+from bot.sdk.errors import ServerUnavailableError, raise_for_response
 
 
 class HasURL(Protocol):
@@ -84,7 +85,7 @@ class TrainingEngineIntegration:
         run.set_status(status, message)
         await self.flush()
 
-    async def flush(self, timeout: float | None = None) -> bool:
+    async def flush(self, timeout: float | None = None) -> FlushResult:
         return await asyncio.to_thread(self.client.flush, timeout)
 
     async def close(self) -> None:
@@ -167,9 +168,13 @@ class SpectatorManagerIntegration:
             "total_episodes": total_episodes,
             "room": {"max_spectators": max_spectators, "password_protected": password_protected},
         }
-        async with httpx.AsyncClient(base_url=self.url, timeout=10.0) as http:
-            response = await http.post("/api/training/sessions", json={k: v for k, v in body.items() if v is not None})
-        response.raise_for_status()
+        try:
+            async with httpx.AsyncClient(base_url=self.url, timeout=10.0) as http:
+                body = {k: v for k, v in body.items() if v is not None}
+                response = await http.post("/api/training/sessions", json=body)
+        except httpx.HTTPError as exc:
+            raise ServerUnavailableError(f"creating room {training_session_id!r}: {exc}") from exc
+        raise_for_response(response, f"creating room {training_session_id!r}")
         created = response.json()
         room = {
             "session_id": created["session_id"],

@@ -14,9 +14,11 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import sys
 import time
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -32,6 +34,18 @@ logger = logging.getLogger(__name__)
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 STATUSES = ("created", "running", "paused", "completed", "failed", "stopped")
+
+
+@dataclass(frozen=True)
+class FlushResult:
+    """What a flush did. True (as a bool) only when everything logged so far reached the server."""
+
+    delivered: bool  # everything logged so far was acknowledged by the server
+    pending: int  # points and records still in memory: the timeout ran out first
+    spooled: int  # records for this server waiting in the disk spool (delivered once it is back)
+
+    def __bool__(self) -> bool:
+        return self.delivered
 
 
 class MetricsClient:
@@ -75,6 +89,7 @@ class MetricsClient:
         self._sender = Sender(
             self._http,
             self.spool,
+            url,
             batch_size=batch_size,
             flush_interval=flush_interval,
             max_pending=max_pending,
@@ -113,9 +128,15 @@ class MetricsClient:
         }
         return Run(self, session_id, spec)
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything logged is delivered; False if `timeout` (default flush_timeout) ran out."""
-        return self._sender.flush(self.flush_timeout if timeout is None else timeout)
+    def flush(self, timeout: float | None = None) -> FlushResult:
+        """Wait until everything logged so far is delivered, for at most `timeout` (default flush_timeout).
+
+        Returns a FlushResult, true only when everything reached the server: records spilled to the disk
+        spool (the server was away too long) are not delivered yet, and are counted in `spooled`.
+        """
+        done = self._sender.flush(self.flush_timeout if timeout is None else timeout)
+        spooled = self.spool.pending(self.url)
+        return FlushResult(done and spooled == 0, self._sender.pending(), spooled)
 
     def close(self) -> None:
         """Flush for at most flush_timeout, spool what is left, release the connection."""
@@ -141,14 +162,14 @@ class MetricsClient:
 
 
 def _close_at_exit(sender: Sender, http: httpx.Client, flush_timeout: float) -> None:
-    delivered = sender.flush(flush_timeout)
-    spooled = sender.close(timeout=1.0)
+    """Everything within flush_timeout: deliver what can be, spool the rest (the sender does), close."""
+    spooled = sender.close(deadline=time.monotonic() + flush_timeout)
     http.close()
-    if not delivered or spooled:
+    if spooled:
         logger.warning(
             "metrics: %d batch(es) not delivered were kept in %s; `bot sync` uploads them",
             spooled,
-            sender.spool.directory,
+            sender.spool.path,
         )
 
 
@@ -167,6 +188,8 @@ class Run:
         self._ended = False
         client._put(("create", session_id, spec))
         self._enqueue = client._sender.put  # the hot path skips the layers in between
+        self.url = f"{client.url.rstrip('/')}/sessions/{session_id}"
+        _say(f"metrics: watch {session_id!r} live at {self.url}")
 
     def log_metrics(self, **fields: Any) -> None:
         """Any TrainingMetricsData field by name; other names are custom scalars (floats)."""
@@ -177,24 +200,41 @@ class Run:
             raise SessionClosedError(f"run {self.session_id!r} has ended")
         self._enqueue(("data", self.session_id, "training_metrics", point))
 
-    def log_decision(self, **fields: Any) -> None:
-        """action_probabilities, q_values, state_values, selected_action, confidence_score, episode, step."""
-        probabilities = fields.get("action_probabilities")
-        if probabilities is not None:
+    def log_decision(
+        self,
+        *,
+        action_probabilities: Any = None,
+        q_values: Any = None,
+        state_values: Any = None,
+        selected_action: Any = None,
+        confidence_score: Any = None,
+        episode: int | None = None,
+        step: int | None = None,
+        timestamp: float | None = None,
+    ) -> None:
+        """One decision of the bot. Probabilities and values may be a dict by action, a list, a numpy array or
+        a torch tensor (a sequence is indexed by action: "0", "1", ...); a misspelt keyword is a TypeError."""
+        fields: dict[str, Any] = {"timestamp": time.time() if timestamp is None else timestamp}
+        if action_probabilities is not None:
             probabilities = {
-                str(k): number(f"action_probabilities.{k}", v, float, 0.0, 1.0) for k, v in dict(probabilities).items()
+                k: number(f"action_probabilities.{k}", v, float, 0.0, 1.0)
+                for k, v in _by_action("action_probabilities", action_probabilities).items()
             }
             total = sum(probabilities.values())
             if abs(total - 1.0) > 1e-3:
                 raise InvalidValueError(f"action_probabilities must sum to 1 (within 1e-3), got {total:.6g}")
             fields["action_probabilities"] = probabilities
-        if fields.get("q_values") is not None:
-            fields["q_values"] = [number("q_values", v) for v in _as_list(fields["q_values"])]
-        if fields.get("confidence_score") is not None:
-            fields["confidence_score"] = number("confidence_score", fields["confidence_score"], float, 0.0, 1.0)
-        if hasattr(fields.get("selected_action"), "item"):
-            fields["selected_action"] = fields["selected_action"].item()
-        fields.setdefault("timestamp", time.time())
+        if q_values is not None:
+            fields["q_values"] = [number("q_values", v) for v in _vector("q_values", q_values)]
+        if state_values is not None:
+            fields["state_values"] = _state_values(state_values)
+        if confidence_score is not None:
+            fields["confidence_score"] = number("confidence_score", confidence_score, float, 0.0, 1.0)
+        if selected_action is not None:
+            fields["selected_action"] = selected_action.item() if hasattr(selected_action, "item") else selected_action
+        for name, value in (("episode", episode), ("step", step)):
+            if value is not None:
+                fields[name] = number(name, value, int, 0)
         self._put("bot_decision", fields)
 
     def log_graph(
@@ -225,7 +265,7 @@ class Run:
         update = {"status": status, **({"message": message} if message else {})}
         self.client._put(("status", self.session_id, update))
 
-    def flush(self, timeout: float | None = None) -> bool:
+    def flush(self, timeout: float | None = None) -> FlushResult:
         return self.client.flush(timeout)
 
     def _put(self, message_type: str, item: dict[str, Any]) -> None:
@@ -253,10 +293,45 @@ class Run:
         self.client.flush()
 
 
-def _as_list(values: Any) -> list[Any]:
+def _vector(name: str, values: Any) -> list[Any]:
+    """A list, tuple, numpy array or torch tensor of numbers, one dimension (a batch of one is flattened)."""
+    if hasattr(values, "detach"):  # a torch tensor: off the autograd graph (and the GPU) first
+        values = values.detach().cpu()
     if hasattr(values, "tolist"):
         values = values.tolist()
-    return list(values)
+    if isinstance(values, int | float):
+        raise InvalidValueError(f"{name}: expected a sequence of numbers, got the single number {values!r}")
+    try:
+        items = list(values)
+    except TypeError:
+        raise InvalidValueError(f"{name}: expected a sequence of numbers, got {type(values).__name__}") from None
+    if len(items) == 1 and isinstance(items[0], list):
+        items = items[0]  # shape (1, n): one state's values
+    if any(isinstance(item, list | tuple | dict) for item in items):
+        raise InvalidValueError(f"{name}: expected one dimension (one value per action), got nested sequences")
+    return items
+
+
+def _by_action(name: str, values: Any) -> dict[str, Any]:
+    """A dict by action name, or a sequence indexed by action number."""
+    if isinstance(values, dict):
+        return {str(k): v for k, v in values.items()}
+    return {str(i): v for i, v in enumerate(_vector(name, values))}
+
+
+def _state_values(values: Any) -> Any:
+    if isinstance(values, dict):
+        return {str(k): number(f"state_values.{k}", v) for k, v in values.items()}
+    if isinstance(values, int | float) or (hasattr(values, "item") and getattr(values, "ndim", 1) == 0):
+        return number("state_values", values)
+    return [number("state_values", v) for v in _vector("state_values", values)]
+
+
+def _say(line: str) -> None:
+    """A line for the user: logged at INFO, and on stderr too when nothing is set up to show logs."""
+    logger.info(line)
+    if not logging.getLogger().hasHandlers():
+        print(line, file=sys.stderr)
 
 
 class AsyncMetricsClient:
@@ -268,7 +343,7 @@ class AsyncMetricsClient:
     def session(self, name: str | None = None, **spec: Any) -> AsyncRun:
         return AsyncRun(self._client.session(name, **spec))
 
-    async def flush(self, timeout: float | None = None) -> bool:
+    async def flush(self, timeout: float | None = None) -> FlushResult:
         import asyncio
 
         return await asyncio.to_thread(self._client.flush, timeout)
@@ -294,7 +369,7 @@ class AsyncRun:
         self.log_graph = run.log_graph
         self.set_status = run.set_status
 
-    async def flush(self, timeout: float | None = None) -> bool:
+    async def flush(self, timeout: float | None = None) -> FlushResult:
         import asyncio
 
         return await asyncio.to_thread(self.run.flush, timeout)

@@ -12,13 +12,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 
-from .spool import Spool, locked, read_spool, rewrite
+from .spool import Spool
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +36,7 @@ class Result:
     outcome: Outcome
     reason: str = ""
     answer: Any = None  # the server's JSON answer when delivered: for data, first_seq and last_seq
+    retry_after: float | None = None  # seconds the server asked for (503 and 429 with Retry-After)
 
 
 OnDelivered = Callable[[dict[str, Any], Any], None]
@@ -46,15 +46,15 @@ def _json(body: Any) -> bytes:
     return orjson.dumps(body)
 
 
-def _post(http: httpx.Client, path: str, body: Any, key: str | None = None) -> httpx.Response:
+def _post(http: httpx.Client, path: str, body: Any, key: str | None, timeout: Any) -> httpx.Response:
     headers = {"Content-Type": "application/json"}
     if key:
         headers["Idempotency-Key"] = key
-    return http.post(path, content=_json(body), headers=headers)
+    return http.post(path, content=_json(body), headers=headers, timeout=timeout)
 
 
-def _ensure_session(http: httpx.Client, session_id: str, spec: dict[str, Any] | None) -> Result:
-    response = _post(http, SESSIONS, {**(spec or {}), "training_id": session_id})
+def _ensure_session(http: httpx.Client, session_id: str, spec: dict[str, Any] | None, timeout: Any) -> Result:
+    response = _post(http, SESSIONS, {**(spec or {}), "training_id": session_id}, None, timeout)
     if response.status_code in (201, 409):  # 409: it exists already, which is all we need
         return Result(Outcome.DELIVERED)
     return _classify(response)
@@ -65,79 +65,93 @@ def _classify(response: httpx.Response) -> Result:
         is_json = response.headers.get("content-type", "").startswith("application/json")
         return Result(Outcome.DELIVERED, answer=response.json() if is_json else None)
     if response.status_code in (408, 425, 429) or response.status_code >= 500:
-        return Result(Outcome.RETRY, f"HTTP {response.status_code}")
+        return Result(Outcome.RETRY, f"HTTP {response.status_code}", retry_after=_retry_after(response))
     return Result(Outcome.REJECTED, f"HTTP {response.status_code}: {response.text[:2000]}")
 
 
-def deliver(http: httpx.Client, record: dict[str, Any]) -> Result:
-    """Send one record; network errors and 5xx are RETRY, other 4xx are REJECTED."""
+def _retry_after(response: httpx.Response) -> float | None:
+    """The Retry-After header in seconds (the HTTP-date form is rare from this server and ignored)."""
+    value = response.headers.get("retry-after", "").strip()
     try:
-        return _deliver(http, record)
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds < 3600 else None
+
+
+def deliver(http: httpx.Client, record: dict[str, Any], timeout: float | None = None) -> Result:
+    """Send one record (each request within `timeout` seconds, default the client's); network errors and
+    5xx are RETRY, other 4xx are REJECTED."""
+    try:
+        return _deliver(http, record, httpx.USE_CLIENT_DEFAULT if timeout is None else timeout)
     except httpx.HTTPError as exc:
         return Result(Outcome.RETRY, f"{type(exc).__name__}: {exc}")
 
 
-def _deliver(http: httpx.Client, record: dict[str, Any]) -> Result:
+def _deliver(http: httpx.Client, record: dict[str, Any], timeout: Any) -> Result:
     session_id = record["session_id"]
     kind = record["kind"]
     if kind == "create":
-        return _ensure_session(http, session_id, record.get("session"))
+        return _ensure_session(http, session_id, record.get("session"), timeout)
     if kind == "status":
+        headers = {"Content-Type": "application/json"}
         response = http.put(
-            f"{SESSIONS}/{session_id}", content=_json(record["update"]), headers={"Content-Type": "application/json"}
+            f"{SESSIONS}/{session_id}", content=_json(record["update"]), headers=headers, timeout=timeout
         )
     else:
         path = f"{SESSIONS}/{session_id}/{PATHS[record['type']]}"
-        response = _post(http, path, record["items"], record.get("key"))
+        response = _post(http, path, record["items"], record.get("key"), timeout)
     if response.status_code == 404 and record.get("session") is not None:
         # The session is gone (a new database, or a spool replayed elsewhere): create it, then again.
-        created = _ensure_session(http, session_id, record["session"])
+        created = _ensure_session(http, session_id, record["session"], timeout)
         if created.outcome is not Outcome.DELIVERED:
             return created
-        return _deliver(http, {**record, "session": None})
+        return _deliver(http, {**record, "session": None}, timeout)
     return _classify(response)
 
 
 @dataclass
 class SyncReport:
+    """What an upload of the spool did: delivered, refused (now dead letters), still waiting."""
+
     delivered: int = 0
     rejected: int = 0
-    torn: int = 0
     remaining: int = 0
-    files: int = 0
+    busy: bool = False  # another process was uploading this server's records: left to it
+    retry_after: float | None = None
 
 
 def upload_spool(
-    http: httpx.Client, spool: Spool, paths: list[Path] | None = None, on_delivered: OnDelivered | None = None
+    http: httpx.Client,
+    spool: Spool,
+    url: str,
+    on_delivered: OnDelivered | None = None,
+    timeout: float | None = None,
 ) -> SyncReport:
-    """Deliver spooled records oldest first; stop at the first RETRY and keep what is left."""
+    """Deliver the records spooled for the server at `url` (which `http` talks to), oldest first; stop at
+    the first RETRY and keep what is left. Records for other servers are never touched."""
     report = SyncReport()
-    for path in paths if paths is not None else spool.files():
-        with locked(path) as mine:
-            if not mine:
-                continue  # another client is writing or uploading it
-            report.files += 1
-            content = read_spool(path)
-            report.torn += content.torn
-            records = content.records
-            index = 0
-            while index < len(records):
-                result = deliver(http, records[index])
+    if not spool.pending(url):
+        return report
+    if not spool.claim(url):
+        return SyncReport(remaining=spool.pending(url), busy=True)
+    try:
+        while rows := spool.oldest(url, 100):
+            for row_id, record in rows:
+                result = deliver(http, record, timeout)
                 if result.outcome is Outcome.RETRY:
-                    break
+                    report.remaining, report.retry_after = spool.pending(url), result.retry_after
+                    return report
                 if result.outcome is Outcome.REJECTED:
-                    logger.error(
-                        "server rejected a spooled batch for %s: %s", records[index]["session_id"], result.reason
-                    )
-                    spool.dead_letter(records[index], result.reason)
+                    logger.error("server rejected a spooled batch for %s: %s", record["session_id"], result.reason)
+                    spool.dead_letter(record, url, result.reason, row_id)
                     report.rejected += 1
                 else:
+                    spool.remove(row_id)
                     report.delivered += 1
                     if on_delivered is not None:
-                        on_delivered(records[index], result.answer)
-                index += 1
-            rewrite(path, records[index:])
-            report.remaining += len(records) - index
-            if index < len(records):
-                break
+                        on_delivered(record, result.answer)
+            spool.claim(url)  # renewed while the upload goes on
+    finally:
+        spool.release(url)
     return report

@@ -24,6 +24,8 @@ import httpx
 from .delivery import OnDelivered, Outcome, deliver, upload_spool
 from .spool import Spool
 
+SPILL_MARGIN = 0.25  # of a close's time, kept for writing what is left to the spool
+
 logger = logging.getLogger(__name__)
 
 Op = tuple[Any, ...]  # ("create", sid, spec) | ("data", sid, type, item) | ("status", sid, update)
@@ -34,6 +36,7 @@ class Sender:
         self,
         http: httpx.Client,
         spool: Spool,
+        url: str,
         *,
         batch_size: int,
         flush_interval: float,
@@ -44,6 +47,7 @@ class Sender:
     ) -> None:
         self.http = http
         self.spool = spool
+        self.url = url  # the server: spooled records carry it, and only its records are uploaded from here
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.max_pending = max_pending
@@ -62,7 +66,9 @@ class Sender:
         self._stop = threading.Event()
         self._busy = False
         self._retry_at = 0.0
+        self._server_wait = 0.0  # monotonic time before which the server asked us not to send (Retry-After)
         self._backoff = 0.0
+        self._deadline: float | None = None  # set by close(): no request may run past it
         self.delivered = 0
         self.rejected = 0
         self.server_up = True
@@ -80,9 +86,10 @@ class Sender:
         return len(self.ops) + sum(len(r.get("items", ())) or 1 for r in list(self.outbox)) + self._busy
 
     def flush(self, timeout: float | None) -> bool:
-        """Wait until everything logged so far is delivered; False when `timeout` ran out first."""
+        """Wait until everything logged so far is delivered; False when `timeout` ran out first. A wait the
+        server asked for (Retry-After) is honoured, within `timeout`."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._retry_at = 0.0  # a flush tries now, not after the backoff
+        self._retry_at = self._server_wait  # a flush tries now, not after our own backoff
         self._wake.set()
         with self._idle:
             while self.pending():
@@ -92,19 +99,18 @@ class Sender:
                 self._idle.wait(0.05 if remaining is None else min(remaining, 0.05))
         return True
 
-    def close(self, timeout: float) -> int:
-        """Stop the thread; whatever is still undelivered goes to the spool. Returns how many records."""
+    def close(self, deadline: float) -> int:
+        """Deliver what it can until `deadline` (a monotonic time), then stop: the sender thread, the only
+        writer of the spool, writes what is left there. Returns how many records were spooled."""
+        self._deadline = deadline - SPILL_MARGIN  # requests from now on end before it
+        self.flush(max(0.0, self._deadline - time.monotonic()))
+        before = self.spool.written
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout)
-        # If the thread is stuck in a request, it may still deliver a record we spool here: its
-        # idempotency key makes the later upload harmless.
-        self._form_records()
-        leftover = list(self.outbox)
-        self.outbox.clear()
-        self.spool.append(leftover)
-        self.spool.close()
-        return len(leftover)
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._thread.is_alive():
+            logger.warning("metrics sender did not stop in time; records still in memory are lost at exit")
+        return self.spool.written - before
 
     # -- the thread ---------------------------------------------------------------------------------
 
@@ -119,27 +125,39 @@ class Sender:
                 self._fail("unexpected error")
             with self._idle:
                 self._idle.notify_all()
+        # Stopping: this thread is the only writer of the spool, so what is left is written here, never by
+        # the thread that called close() while a request of ours may still be in flight.
+        self._form_records()
+        leftover = list(self.outbox)
+        self.outbox.clear()
+        self.spool.append(leftover, self.url)
+        self.spool.close()
+        with self._idle:
+            self._idle.notify_all()
+
+    def _request_timeout(self) -> float | None:
+        """No request outlives a close's deadline."""
+        return None if self._deadline is None else max(0.05, self._deadline - time.monotonic())
 
     def _cycle(self) -> None:
         self._form_records()
         if time.monotonic() < self._retry_at:
             self._spill_if_over_bound()
             return
-        if self.spool.files():
-            self.spool.close()  # our own spilled file is uploaded too, in order
-            report = upload_spool(self.http, self.spool, on_delivered=self.on_delivered)
+        if self.spool.pending(self.url):  # what we (or an earlier run) spilled for this server goes first
+            report = upload_spool(self.http, self.spool, self.url, self.on_delivered, self._request_timeout())
             if report.remaining:
-                self._fail("server unavailable while uploading the spool")
+                self._fail("server unavailable while uploading the spool", report.retry_after)
                 return
         while self.outbox and not self._stop.is_set():
             record = self.outbox[0]
             self._busy = True
             try:
-                result = deliver(self.http, record)
+                result = deliver(self.http, record, self._request_timeout())
             finally:
                 self._busy = False
             if result.outcome is Outcome.RETRY:
-                self._fail(result.reason)
+                self._fail(result.reason, result.retry_after)
                 self._spill_if_over_bound()
                 return
             self.outbox.popleft()
@@ -151,7 +169,7 @@ class Sender:
                     record["session_id"],
                     result.reason,
                 )
-                self.spool.dead_letter(record, result.reason)
+                self.spool.dead_letter(record, self.url, result.reason)
             else:
                 self.delivered += len(record.get("items", ())) or 1
                 if self.on_delivered is not None:
@@ -177,20 +195,22 @@ class Sender:
         self.server_up = True
         self._backoff = 0.0
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str, retry_after: float | None = None) -> None:
         if self.server_up:
             logger.warning("metrics server unavailable (%s); retrying in the background", reason)
         self.server_up = False
         self._backoff = min(self.max_backoff, max(0.1, self._backoff * 2))
-        self._retry_at = time.monotonic() + self._backoff * (0.5 + random.random() / 2)
+        now = time.monotonic()
+        self._server_wait = now + retry_after if retry_after is not None else 0.0
+        self._retry_at = max(now + self._backoff * (0.5 + random.random() / 2), self._server_wait)
 
     def _spill_if_over_bound(self) -> None:
         self._form_records()
         if sum(len(r.get("items", ())) for r in self.outbox) > self.max_pending:
             records = list(self.outbox)
             self.outbox.clear()
-            self.spool.append(records)
-            logger.warning("metrics server away: spilled %d batches to %s", len(records), self.spool.directory)
+            self.spool.append(records, self.url)
+            logger.warning("metrics server away: spilled %d batches to %s", len(records), self.spool.path)
 
     def _form_records(self) -> None:
         """Turn logged ops into records: data grouped per (session, type) between creates and statuses."""

@@ -1,30 +1,42 @@
-"""The disk spool: batches the server could not take yet, kept until they are delivered.
+"""The disk spool: batches the server could not take yet, kept until they are delivered to *their* server.
 
-One file per client process (`spool-<pid>-<token>.jsonl`), one record per line: `<crc32 hex> <json>`.
-A line whose checksum does not match, or that has no newline (the process died mid-write), is a torn
-record: it is dropped and counted, never a crash. Each record carries its idempotency key, so
-uploading a spool twice (two clients, or a crash mid-upload) applies every batch once.
-Records the server refused (4xx) go to `dead-letter.jsonl` with the reason and are never retried.
+One SQLite file, `spool.db` in the spool directory (WAL, `synchronous=FULL`), shared by every client
+on the machine. Each row is one record with the URL of the server it is for, so a client uploads only
+its own server's batches and `bot sync` sends each to where it was going. A record is written in one
+transaction: a process killed mid-write, or a power loss that tears the log's tail, loses at most that
+transaction, never a committed one, and never leaves a half record. Each record carries its
+idempotency key, so uploading one twice (a crash mid-upload) applies it once. Records the server
+refused (4xx) move to the `dead_letters` table with the reason and are never retried.
+
+One uploader per server URL at a time (a claim row that expires after CLAIM_SECONDS, should its
+holder die): records of a server are delivered in the order they were written.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
 import os
 import secrets
-import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+import sqlite3
+import threading
+import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
 logger = logging.getLogger(__name__)
 
-DEAD_LETTER = "dead-letter.jsonl"
+FILENAME = "spool.db"
+CLAIM_SECONDS = 60.0
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, url TEXT NOT NULL, record BLOB NOT NULL, "
+    "created REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS batches_url ON batches (url, id)",
+    "CREATE TABLE IF NOT EXISTS dead_letters (id INTEGER PRIMARY KEY, url TEXT NOT NULL, record BLOB NOT NULL, "
+    "reason TEXT NOT NULL, created REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS claims (url TEXT PRIMARY KEY, owner TEXT NOT NULL, until REAL NOT NULL)",
+)
 
 
 def default_spool_dir() -> Path:
@@ -34,110 +46,127 @@ def default_spool_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "training-metrics" / "spool"
 
 
-def encode_record(record: dict[str, Any]) -> bytes:
-    body = orjson.dumps(record)
-    return b"%08x %s\n" % (zlib.crc32(body), body)
-
-
-def decode_line(line: bytes) -> dict[str, Any] | None:
-    """The record on this line, or None when the line is torn."""
-    if not line.endswith(b"\n") or len(line) < 10:
-        return None
-    crc, body = line[:8], line[9:-1]
-    try:
-        if int(crc, 16) != zlib.crc32(body):
-            return None
-        record: dict[str, Any] = orjson.loads(body)
-        return record
-    except (ValueError, orjson.JSONDecodeError):
-        return None
-
-
-@dataclass
-class SpoolFile:
-    """Records read from one file, and how many torn lines were dropped."""
-
-    path: Path
-    records: list[dict[str, Any]] = field(default_factory=list)
-    torn: int = 0
-
-
-def read_spool(path: Path) -> SpoolFile:
-    result = SpoolFile(path)
-    with path.open("rb") as handle:
-        for line in handle:
-            record = decode_line(line)
-            if record is None:
-                result.torn += 1
-            else:
-                result.records.append(record)
-    if result.torn:
-        logger.warning("spool %s: dropped %d torn record(s)", path, result.torn)
-    return result
-
-
 class Spool:
-    """This process's spool file; written only by the client's sender thread."""
+    """The spool in `directory` (default TMS_SPOOL_DIR or ~/.cache/training-metrics/spool); thread-safe."""
 
     def __init__(self, directory: Path | str | None = None) -> None:
         self.directory = Path(directory) if directory is not None else default_spool_dir()
-        self._handle: IO[bytes] | None = None
+        self.path = self.directory / FILENAME
+        self.owner = f"{os.getpid()}-{secrets.token_hex(4)}"
         self.written = 0
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
 
-    def append(self, records: list[dict[str, Any]]) -> None:
+    def _db(self) -> sqlite3.Connection:
+        """The connection, opened on first use (a client whose server never goes away never creates a file)."""
+        if self._conn is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            try:
+                self._conn = _open(self.path)
+            except sqlite3.DatabaseError as exc:
+                # Never a crash: a file that is not a database (damaged beyond SQLite's own recovery) is
+                # moved aside, said in the log, and a new spool starts.
+                aside = self.path.with_name(f"{FILENAME}.damaged-{int(time.time())}")
+                logger.error("spool %s is damaged (%s); moved to %s, starting a new one", self.path, exc, aside)
+                for suffix in ("", "-wal", "-shm"):
+                    source = Path(f"{self.path}{suffix}")
+                    if source.exists():
+                        source.replace(Path(f"{aside}{suffix}"))
+                self._conn = _open(self.path)
+        return self._conn
+
+    def append(self, records: list[dict[str, Any]], url: str) -> None:
+        """Keep `records` for the server at `url`, in one transaction."""
         if not records:
             return
-        if self._handle is None:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            path = self.directory / f"spool-{os.getpid()}-{secrets.token_hex(4)}.jsonl"
-            self._handle = path.open("ab")
-            # Held while we write: another client's upload skips a file that is still growing.
-            fcntl.flock(self._handle, fcntl.LOCK_EX)
-        self._handle.write(b"".join(encode_record(r) for r in records))
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        now = time.time()
+        with self._lock, self._db() as conn:
+            conn.executemany(
+                "INSERT INTO batches (url, record, created) VALUES (?, ?, ?)",
+                [(url, orjson.dumps(record), now) for record in records],
+            )
         self.written += len(records)
 
-    def close(self) -> None:
-        """Release this process's file, so that it can be uploaded (by us or anyone)."""
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+    def pending(self, url: str | None = None) -> int:
+        """Records waiting for the server at `url` (any server when None)."""
+        if not self.path.exists() and self._conn is None:
+            return 0
+        where, params = ("WHERE url = ?", (url,)) if url is not None else ("", ())
+        with self._lock:
+            return int(self._db().execute(f"SELECT count(*) FROM batches {where}", params).fetchone()[0])
 
-    def files(self) -> list[Path]:
-        """Every spool file in the directory, oldest first (this process's own included)."""
-        if not self.directory.is_dir():
+    def urls(self) -> list[str]:
+        """Every server some record is waiting for."""
+        if not self.path.exists() and self._conn is None:
             return []
-        return sorted(self.directory.glob("spool-*.jsonl"), key=lambda p: p.stat().st_mtime)
+        with self._lock:
+            return [url for (url,) in self._db().execute("SELECT DISTINCT url FROM batches ORDER BY url")]
 
-    def dead_letter(self, record: dict[str, Any], reason: str) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with (self.directory / DEAD_LETTER).open("ab") as handle:
-            handle.write(encode_record({**record, "rejected": reason}))
+    def claim(self, url: str) -> bool:
+        """Become the one uploader of `url`'s records (until release(), or CLAIM_SECONDS without renewal)."""
+        now = time.time()
+        with self._lock, self._db() as conn:
+            row = conn.execute("SELECT owner, until FROM claims WHERE url = ?", (url,)).fetchone()
+            if row is not None and row[0] != self.owner and row[1] > now:
+                return False
+            conn.execute(
+                "INSERT OR REPLACE INTO claims (url, owner, until) VALUES (?, ?, ?)",
+                (url, self.owner, now + CLAIM_SECONDS),
+            )
+            return True
+
+    def release(self, url: str) -> None:
+        with self._lock, self._db() as conn:
+            conn.execute("DELETE FROM claims WHERE url = ? AND owner = ?", (url, self.owner))
+
+    def oldest(self, url: str, limit: int) -> list[tuple[int, dict[str, Any]]]:
+        """Up to `limit` of `url`'s records, oldest first, with their row ids."""
+        with self._lock:
+            rows = (
+                self._db()
+                .execute("SELECT id, record FROM batches WHERE url = ? ORDER BY id LIMIT ?", (url, limit))
+                .fetchall()
+            )
+        return [(row_id, orjson.loads(record)) for row_id, record in rows]
+
+    def remove(self, row_id: int) -> None:
+        """A record the server took (or refused): gone from the spool."""
+        with self._lock, self._db() as conn:
+            conn.execute("DELETE FROM batches WHERE id = ?", (row_id,))
+
+    def dead_letter(self, record: dict[str, Any], url: str, reason: str, row_id: int | None = None) -> None:
+        """Keep a record the server refused, with why; it leaves the spool (`row_id`) in the same transaction."""
+        with self._lock, self._db() as conn:
+            conn.execute(
+                "INSERT INTO dead_letters (url, record, reason, created) VALUES (?, ?, ?, ?)",
+                (url, orjson.dumps(record), reason, time.time()),
+            )
+            if row_id is not None:
+                conn.execute("DELETE FROM batches WHERE id = ?", (row_id,))
+
+    def dead_letters(self) -> list[tuple[str, dict[str, Any], str]]:
+        """(url, record, reason) of every refused record."""
+        with self._lock:
+            rows = self._db().execute("SELECT url, record, reason FROM dead_letters ORDER BY id").fetchall()
+        return [(url, orjson.loads(record), reason) for url, record, reason in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
 
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[bool]:
-    """An exclusive, non-blocking lock on a spool file: True when this process may upload it."""
+def _open(path: Path) -> sqlite3.Connection:
+    # Autocommit off (`with conn:` is a transaction); one connection shared by the client's threads.
+    conn = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
     try:
-        handle = path.open("rb")
-    except FileNotFoundError:
-        yield False
-        return
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-
-
-def rewrite(path: Path, records: list[dict[str, Any]]) -> None:
-    """Keep only `records` in `path` (atomically), or remove it when none are left."""
-    if not records:
-        path.unlink(missing_ok=True)
-        return
-    temporary = path.with_suffix(".tmp")
-    temporary.write_bytes(b"".join(encode_record(r) for r in records))
-    os.replace(temporary, path)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        for statement in SCHEMA:
+            conn.execute(statement)
+        conn.commit()
+    except sqlite3.DatabaseError:
+        conn.close()
+        raise
+    return conn

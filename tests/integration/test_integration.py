@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +148,58 @@ async def test_gymnasium_wrapper_logs_each_episode(live: LiveServer, tmp_path: P
     stored = await history(live.url, session_id)
     assert [m["data"]["current_reward"] for m in stored] == rewards
     assert stored[-1]["data"]["best_reward"] == max(rewards)
+
+
+async def test_integration_errors_are_the_sdks_own(live: LiveServer) -> None:
+    """A room that cannot be created raises the SDK's ServerError (a refusal) or ServerUnavailableError (no
+    server), never an httpx exception."""
+    from bot.sdk import ServerError, ServerUnavailableError
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        nobody = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    with pytest.raises(ServerUnavailableError, match="room"):
+        await SpectatorManagerIntegration(nobody).create_integrated_session("r1", 1, "PPO", 10)
+    manager = SpectatorManagerIntegration(live.url)
+    await manager.create_integrated_session("r2", 1, "PPO", 10)
+    with pytest.raises(ServerError) as refused:
+        await manager.create_integrated_session("r2", 1, "PPO", 10)  # the id is taken: 409
+    assert refused.value.status == 409 and not isinstance(refused.value, ServerUnavailableError)
+
+
+async def test_the_original_import_paths_serve_and_integrate(tmp_path: Path) -> None:
+    """Code written against the original design's modules runs: the server from bot.rl_bot_system.server
+    with its nested configuration, an engine through bot.rl_bot_system.server.integration."""
+    import uvicorn
+
+    from bot.rl_bot_system.server import TrainingMetricsServer
+    from bot.rl_bot_system.server.config import DatabaseConfig, PerformanceConfig, ServerConfiguration
+    from bot.rl_bot_system.server.integration import MetricsCollector, TrainingEngineIntegration
+
+    sock = socket.create_server(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = ServerConfiguration(
+        host="127.0.0.1",
+        port=port,
+        database=DatabaseConfig(url=f"sqlite:///{tmp_path / 'seed.db'}"),
+        performance=PerformanceConfig(ingest_processes=0),
+    )
+    server = TrainingMetricsServer(config)
+    uvicorn_server = uvicorn.Server(server.uvicorn_config(log_level="warning"))
+    task = asyncio.create_task(uvicorn_server.serve(sockets=[sock]))
+    try:
+        async with asyncio.timeout(10):
+            while not uvicorn_server.started:
+                await asyncio.sleep(0.01)
+        integration = TrainingEngineIntegration(server)
+        collector = MetricsCollector(integration)
+        await integration.register_training_session(training_id="seed", algorithm="DQN", total_episodes=3)
+        for episode in range(3):
+            await collector.record_episode_end(training_id="seed", reward=float(episode), episode_length=10, won=True)
+        await integration.end_training_session("seed")
+        await integration.close()
+        stored = await history(server.url, "seed")
+    finally:
+        uvicorn_server.should_exit = True
+        await task
+    assert [(m["data"]["episode"], m["data"]["average_reward"]) for m in stored] == [(1, 0.0), (2, 0.5), (3, 1.0)]

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -16,7 +17,7 @@ import httpx
 import pytest
 
 from bot.config import Settings
-from bot.sdk import AsyncMetricsClient, InvalidValueError, MetricsClient, SessionClosedError
+from bot.sdk import AsyncMetricsClient, InvalidValueError, MetricsClient, SessionClosedError, Spool
 from tests.conftest import TIMEOUT, LiveServer
 
 
@@ -41,6 +42,9 @@ def episodes(messages: list[dict[str, Any]]) -> list[int]:
 async def test_ten_thousand_points_arrive_in_order_once(live: LiveServer, tmp_path: Path) -> None:
     """10,000 points logged in a tight loop all arrive, in order, once; the run ends completed."""
 
+    other = "http://127.0.0.1:9"  # another server's batch, in the spool this client shares: never ours
+    Spool(tmp_path).append([{"kind": "status", "session_id": "x", "update": {"status": "running"}}], other)
+
     def train() -> str:
         with MetricsClient(live.url, spool_dir=tmp_path) as client:
             with client.session(name="loop", algorithm="DQN", total_episodes=10000) as run:
@@ -56,7 +60,7 @@ async def test_ten_thousand_points_arrive_in_order_once(live: LiveServer, tmp_pa
     async with httpx.AsyncClient(base_url=live.url) as http:
         session = (await http.get(f"/api/training/sessions/{session_id}")).json()
     assert session["status"] == "completed" and session["algorithm"] == "DQN" and session["current_episode"] == 9999
-    assert not list(tmp_path.glob("spool-*"))
+    assert Spool(tmp_path).pending(live.url) == 0 and Spool(tmp_path).pending(other) == 1
 
 
 async def test_server_restart_mid_run_loses_and_duplicates_nothing(
@@ -91,32 +95,132 @@ async def test_server_restart_mid_run_loses_and_duplicates_nothing(
     assert episodes(await history(restarted.url, session_id)) == list(range(6000))
 
 
-async def test_exit_with_server_down_spools_and_bot_sync_delivers(live: LiveServer, tmp_path: Path) -> None:
-    """A process that exits while the server is away leaves a spool; `bot sync` uploads it once."""
+async def test_exit_with_server_down_spools_and_bot_sync_delivers(
+    server_factory: Any, settings: Settings, tmp_path: Path
+) -> None:
+    """A process that exits while its server is away says where to watch, leaves a spool (exiting within its
+    flush_timeout), and `bot sync`, told nothing, uploads each batch to the server it was for, once."""
     with __import__("socket").socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        dead_port = probe.getsockname()[1]
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
     script = textwrap.dedent(f"""
         from bot.sdk import MetricsClient
-        client = MetricsClient("http://127.0.0.1:{dead_port}", spool_dir={str(tmp_path)!r}, flush_timeout=0.5)
+        client = MetricsClient({url!r}, spool_dir={str(tmp_path)!r}, flush_timeout=0.5)
         with client.session(training_id="offline-run", algorithm="PPO") as run:
             for episode in range(2500):
                 run.log_metrics(episode=episode, current_reward=0.5)
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert list(tmp_path.glob("spool-*.jsonl"))
+    assert f"watch 'offline-run' live at {url}/sessions/offline-run" in result.stderr
+    assert Spool(tmp_path).pending(url) > 0
 
-    sync = [sys.executable, "-m", "bot", "sync", str(tmp_path), "--url", live.url]
+    live = await server_factory(settings, port=port)  # the server is back
+    sync = [sys.executable, "-m", "bot", "sync", str(tmp_path)]
     for _ in range(2):  # a second sync finds nothing left to send
         done = await asyncio.to_thread(subprocess.run, sync, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stdout + done.stderr
-    assert "remaining 0" in done.stdout
+    assert "nothing to send" in done.stdout
     assert episodes(await history(live.url, "offline-run")) == list(range(2500))
     async with httpx.AsyncClient(base_url=live.url) as http:
         session = (await http.get("/api/training/sessions/offline-run")).json()
     assert session["algorithm"] == "PPO" and session["status"] == "completed"
-    assert not list(tmp_path.glob("spool-*"))
+    assert Spool(tmp_path).pending() == 0
+
+
+async def test_decisions_take_lists_arrays_and_tensors(live: LiveServer, tmp_path: Path) -> None:
+    """Probabilities and Q-values as a list, a numpy array or a torch tensor (indexed by action); a wrong
+    shape raises InvalidValueError naming the field, a misspelt keyword raises at the call."""
+    import numpy as np
+    import torch
+
+    def log() -> None:
+        with MetricsClient(live.url, spool_dir=tmp_path) as client, client.session(training_id="tensors") as run:
+            run.log_decision(
+                action_probabilities=torch.tensor([0.25, 0.75]),
+                q_values=np.array([[1.5, -2.0]], dtype=np.float32),
+                state_values=np.float64(0.5),
+                selected_action=torch.tensor(1),
+                confidence_score=np.float32(0.75),
+            )
+            run.log_decision(action_probabilities=[0.5, 0.5], q_values=(1, 2))
+            with pytest.raises(InvalidValueError, match="q_values"):
+                run.log_decision(q_values=np.zeros((2, 3)))
+            with pytest.raises(InvalidValueError, match="action_probabilities"):
+                run.log_decision(action_probabilities=np.array([0.9, 0.9]))
+            with pytest.raises(TypeError, match="q_value"):
+                run.log_decision(q_value=[1.0])  # type: ignore[call-arg]
+
+    await asyncio.to_thread(log)
+    first, second = [m["data"] for m in await history(live.url, "tensors", "bot_decision")]
+    assert first["action_probabilities"] == {"0": 0.25, "1": 0.75} and first["q_values"] == [1.5, -2.0]
+    assert first["state_values"] == 0.5 and first["selected_action"] == 1 and first["confidence_score"] == 0.75
+    assert second["action_probabilities"] == {"0": 0.5, "1": 0.5} and second["q_values"] == [1.0, 2.0]
+
+
+def test_flush_says_what_was_delivered_and_what_was_spooled(tmp_path: Path) -> None:
+    """With the server away and the memory bound passed, a flush is not a success: it says how much waits in
+    the spool (the server is outside this test: a transport that refuses every connection stands in)."""
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    client = MetricsClient(
+        "http://metrics.invalid", spool_dir=tmp_path, max_pending=10, transport=httpx.MockTransport(refuse)
+    )
+    run = client.session(training_id="away")
+    for episode in range(100):
+        run.log_metrics(episode=episode)
+    result = client.flush(1.0)
+    assert not result and not result.delivered and result.spooled + result.pending > 0
+    client.close()
+    assert Spool(tmp_path).pending("http://metrics.invalid") > 0
+
+
+def test_retry_after_is_honoured_within_the_flush_deadline(tmp_path: Path) -> None:
+    """A 503 with Retry-After: 30 is not retried before then, not even by a flush, which returns at its own
+    deadline (the server is outside this test: a transport that answers 503 stands in)."""
+    calls: list[str] = []
+
+    def busy(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        return httpx.Response(503, headers={"Retry-After": "30"}, json={"detail": "busy"})
+
+    client = MetricsClient("http://metrics.invalid", spool_dir=tmp_path, transport=httpx.MockTransport(busy))
+    client.session(training_id="patient").log_metrics(episode=1)
+    assert not client.flush(0.5)
+    assert not client.flush(0.5)
+    assert len(calls) == 1, calls
+    client.flush_timeout = 0.3
+    client.close()
+
+
+def test_close_never_writes_the_spool_beside_a_request_in_flight(tmp_path: Path) -> None:
+    """While the sender is inside a request, close() writes nothing itself: the sender, once its request
+    returns, is the one writer. The batch in flight is delivered once and never also spooled (the server
+    is outside this test: a transport that holds its answer until released stands in)."""
+    release = threading.Event()
+    received: list[bytes] = []
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/metrics"):
+            release.wait(TIMEOUT)
+            received.append(request.content)
+        return httpx.Response(201 if request.url.path.endswith("sessions") else 200, json={})
+
+    client = MetricsClient(
+        "http://metrics.invalid", spool_dir=tmp_path, flush_timeout=0.3, transport=httpx.MockTransport(slow)
+    )
+    client.session(training_id="inflight").log_metrics(episode=1)
+    deadline = time.monotonic() + TIMEOUT
+    while not client._sender._busy and time.monotonic() < deadline:
+        time.sleep(0.01)
+    client.close()
+    assert Spool(tmp_path).pending() == 0  # nothing written beside the request in flight
+    release.set()
+    client._sender._thread.join(TIMEOUT)
+    assert len(received) == 1 and Spool(tmp_path).pending() == 0
 
 
 @pytest.mark.parametrize(
@@ -167,10 +271,14 @@ def test_sdk_imports_no_server_and_no_torch() -> None:
 
 
 def test_public_names_are_exported() -> None:
+    """`__all__` is exactly the public names bot.sdk offers, each of them defined in the SDK itself."""
+    import inspect
+
     import bot.sdk
 
-    for name in bot.sdk.__all__:
-        assert hasattr(bot.sdk, name), name
+    public = {name for name, value in vars(bot.sdk).items() if not name.startswith("_") and not inspect.ismodule(value)}
+    assert set(bot.sdk.__all__) == public
+    assert all(getattr(bot.sdk, name).__module__.startswith("bot.sdk") for name in bot.sdk.__all__)
 
 
 async def test_silent_engine_goes_stale_and_comes_back(server_factory: Any, settings: Settings, tmp_path: Path) -> None:
@@ -215,3 +323,10 @@ async def test_heartbeats_keep_an_idle_run_alive(server_factory: Any, settings: 
     await asyncio.to_thread(idle_run)
     statuses = [m["data"]["status"] for m in await history(live.url, "idle", "training_status")]
     assert statuses == ["running", "completed"]
+
+
+def test_the_sdk_imports_where_there_is_no_fcntl() -> None:
+    """`import bot.sdk` works on Windows: nothing it imports needs fcntl (stood in for by blocking it here)."""
+    script = "import sys; sys.modules['fcntl'] = None; import bot.sdk; bot.sdk.Spool"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
