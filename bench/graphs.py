@@ -52,11 +52,16 @@ def measure(size: int) -> float:
     return statistics.median(took) * 1000
 
 
-def main() -> None:
-    figures = {size: measure(size) for size in SIZES}
-    for size, ms in figures.items():
+def figures() -> dict[int, float]:
+    by_size = {size: measure(size) for size in SIZES}
+    for size, ms in by_size.items():
         print(f"one-point graph_update to a graph of {size:>7,} points: {ms:7.3f} ms per commit (median of {UPDATES})")
-    print(f"largest / smallest: {figures[SIZES[-1]] / figures[SIZES[0]]:.2f} (target: about 1, independent of size)")
+    print(f"largest / smallest: {by_size[SIZES[-1]] / by_size[SIZES[0]]:.2f} (target: about 1, independent of size)")
+    return by_size
+
+
+def main() -> None:
+    figures()
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import fanout, history, ingest, many_sessions, memory, sdk, slow_spectators
+from bench import fanout, graphs, history, ingest, joins, many_sessions, memory, sdk, slow_spectators
 
 Row = tuple[str, float, float | None, float | None, str, bool]
 
@@ -94,6 +94,32 @@ def rows() -> list[Row]:
             None,
             "<= 200 ms",
             his["downsample_ms"] <= 200,
+        )
+    )
+    for key, ms in history.series_reads().items():
+        points = int(key.split("_")[1])
+        table.append((f"whole series of {points:,} to 1,000 points ms", ms, None, None, "<= 100 ms", ms <= 100))
+    by_size = graphs.figures()
+    growth = by_size[graphs.SIZES[-1]] / by_size[graphs.SIZES[0]]
+    table.append(
+        (
+            "graph_update ms, graph of 100,000 / of 1,000",
+            by_size[graphs.SIZES[-1]],
+            by_size[graphs.SIZES[0]],
+            growth,
+            "independent of size (~1x)",
+            growth <= 1.5,
+        )
+    )
+    joined = joins.measure()
+    table.append(
+        (
+            "p99 ms of 50 spectators while others join",
+            joined["joining_p99_ms"],
+            joined["quiet_p99_ms"],
+            None,
+            "<= +5 ms",
+            joined["added_ms"] <= 5,
         )
     )
     mem = memory.measure(1000)

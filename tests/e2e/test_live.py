@@ -328,6 +328,7 @@ async def test_recreated_session_streams_live_while_an_old_spectator_lingers(
         received = await recv_data(fresh, 10)
         assert [m["seq"] for m in received] == list(range(1, 11))
         assert [m["data"]["episode"] for m in received] == list(range(10))
+        stalled.transport.abort()  # a peer that stopped reading: no closing handshake to wait for
 
 
 def established(server_port: int, client_port: int) -> bool:

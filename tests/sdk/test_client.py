@@ -187,13 +187,15 @@ def test_retry_after_is_honoured_within_the_flush_deadline(tmp_path: Path) -> No
         calls.append(request.url.path)
         return httpx.Response(503, headers={"Retry-After": "30"}, json={"detail": "busy"})
 
-    client = MetricsClient("http://metrics.invalid", spool_dir=tmp_path, transport=httpx.MockTransport(busy))
+    client = MetricsClient(
+        "http://metrics.invalid", spool_dir=tmp_path, flush_timeout=0.3, transport=httpx.MockTransport(busy)
+    )
     client.session(training_id="patient").log_metrics(episode=1)
     assert not client.flush(0.5)
     assert not client.flush(0.5)
     assert len(calls) == 1, calls
-    client.flush_timeout = 0.3
-    client.close()
+    client.close()  # within flush_timeout, still without a retry: the batches wait in the spool
+    assert len(calls) == 1 and Spool(tmp_path).pending("http://metrics.invalid") == 2
 
 
 def test_close_never_writes_the_spool_beside_a_request_in_flight(tmp_path: Path) -> None:

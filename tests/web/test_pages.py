@@ -25,7 +25,9 @@ FLAGS = [
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        shutil.which(CHROMIUM) is None, reason="Debian's chromium is not installed (.ci/run installs it)"
+        shutil.which(CHROMIUM) is None,
+        reason="the browser tests need Debian's chromium at /usr/bin/chromium: apt-get install -y chromium "
+        "(.ci/run installs it; no browser is ever downloaded)",
     ),
 ]
 
