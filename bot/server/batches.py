@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bot.schemas import BotDecisionData, PerformanceGraphData, TrainingMetricsDict
 from bot.server.api.bodies import ItemAdapters, parse_items
-from bot.server.ingest_worker import HEADER, frame
+from bot.server.pipes import HEADER, frame
 from bot.store.batch import Batch, prepare
 
 logger = logging.getLogger(__name__)

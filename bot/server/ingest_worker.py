@@ -9,26 +9,10 @@ End of stdin (the server closed it, or died, even by kill -9) ends the worker.
 
 from __future__ import annotations
 
-import pickle
-import struct
 import sys
-from typing import IO, Any
+from typing import Any
 
-HEADER = struct.Struct("!I")
-
-
-def read_message(stream: IO[bytes]) -> Any | None:
-    """The next message, or None at end of stream."""
-    header = stream.read(HEADER.size)
-    if len(header) < HEADER.size:
-        return None
-    body = stream.read(HEADER.unpack(header)[0])
-    return pickle.loads(body)
-
-
-def frame(message: Any) -> bytes:
-    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return HEADER.pack(len(body)) + body
+from bot.server.pipes import frame, read_message
 
 
 def main() -> None:
