@@ -1,4 +1,4 @@
-"""The command line: `bot serve [--host] [--port] [--config FILE]`, `bot sync [PATH] [--url URL]`."""
+"""The command line: `bot serve`, `bot sync [PATH] [--url URL]`, `bot train` and `bot demo` (bot/training/cli.py)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,32 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("TMS_SERVER_URL"),
         help="upload only the batches for this server (default TMS_SERVER_URL, else every batch to its own server)",
     )
+    train_arguments(
+        commands.add_parser("train", help="train the reference DQN (the train extra: pip install .[train])")
+    )
+    demo = commands.add_parser("demo", help="serve, train CartPole briefly into it, and say where to watch")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--episodes", type=int, default=300)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--output", default="runs/demo")
+    demo.add_argument("--no-keep-serving", dest="keep_serving", action="store_false", help="stop when the run ends")
     return parser
+
+
+def train_arguments(train: argparse.ArgumentParser) -> None:
+    """`bot train`'s options (defined here: building the parser must not import torch)."""
+    train.add_argument("--config", "-c", help="a YAML TrainingConfig, or a shipped one by name: cartpole")
+    train.add_argument("--episodes", "-e", type=int, help="max_episodes")
+    train.add_argument("--resume", "-r", help="continue from this checkpoint (.pt)")
+    train.add_argument("--eval-only", action="store_true", help="evaluate --checkpoint greedily; train nothing")
+    train.add_argument("--checkpoint", help="the checkpoint --eval-only evaluates")
+    train.add_argument("--output", "-o", default="runs/latest", help="where checkpoints, logs and curves go")
+    train.add_argument("--seed", type=int, help="seed of the environment, the agent and torch")
+    train.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (needs `wandb`)")
+    train.add_argument("--agent-type", choices=["dqn", "double_dqn"], help="DQN or Double DQN")
+    train.add_argument("--eval-episodes", type=int, help="greedy episodes per evaluation")
+    train.add_argument("--env", help="any Gymnasium id (default: the config's, else CartPole-v1)")
+    train.add_argument("--server", help="push into a new session on this server and say where to watch it")
 
 
 def sync(args: argparse.Namespace) -> int:
@@ -82,6 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         return serve(args)
     if args.command == "sync":
         return sync(args)
+    if args.command in ("train", "demo"):
+        try:
+            from bot.training import cli as training
+        except ImportError as exc:
+            print(f"bot {args.command}: needs the train extra (pip install .[train]): {exc}", file=sys.stderr)
+            return 2
+        return training.train_command(args) if args.command == "train" else training.demo_command(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,8 @@ class Trainer:
         self.started = time.monotonic()
         self.elapsed_before = 0.0  # training time of the run before a resume
         self._handler: logging.Handler | None = None
+        # Called with each episode's figures (the CLI's progress bar, Weights & Biases).
+        self.listeners: list[Callable[[dict[str, Any]], Any]] = []
 
     # -- the loop ------------------------------------------------------------------------------------
 
@@ -201,6 +204,15 @@ class Trainer:
         h["length"].append(length)
         h["loss"].append(loss)
         h["epsilon"].append(self.agent.epsilon)
+        figures = {
+            "episode": self.episode,
+            "reward": reward,
+            "length": length,
+            "loss": loss,
+            "epsilon": self.agent.epsilon,
+        }
+        for listener in self.listeners:
+            listener(figures)
         if self.run is not None:
             recent = h["reward"][-100:]
             elapsed = self._elapsed()

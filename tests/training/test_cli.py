@@ -1,0 +1,91 @@
+"""`bot train` and `bot demo` as users run them: real processes, a real server, a real spool."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.config import Settings
+from bot.sdk import Spool
+from tests.conftest import LiveServer
+from tests.e2e.test_deploy import free_port
+from tests.sdk.test_client import history
+
+pytestmark = pytest.mark.slow  # each starts Python, torch and gymnasium afresh
+
+
+def bot(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+async def test_train_pushes_into_a_new_session_and_says_where(live: LiveServer, tmp_path: Path) -> None:
+    """`bot train --server URL`: the session's history holds every episode's metrics in order, decisions
+    and the status changes, and the run said where to watch it."""
+    args = ("train", "--env", "MockCache-v0", "-e", "12", "--seed", "2", "-o", str(tmp_path / "out"))
+    done = await asyncio.to_thread(bot, *args, "--server", live.url, cwd=tmp_path, env={"TMS_SPOOL_DIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    line = next(line for line in done.stderr.splitlines() if "live at" in line)
+    session_id = line.split("'")[1]
+    assert f"{live.url}/sessions/{session_id}" in line
+    assert [m["data"]["episode"] for m in await history(live.url, session_id)] == list(range(1, 13))
+    assert len(await history(live.url, session_id, "bot_decision")) == 12
+    statuses = [m["data"]["status"] for m in await history(live.url, session_id, "training_status")]
+    assert statuses[0] == "running" and statuses[-1] == "completed"
+    assert (tmp_path / "out" / "checkpoints" / "latest.pt").exists()
+
+
+async def test_training_finishes_with_the_server_down_and_the_spool_goes_later(
+    server_factory: Any, settings: Settings, tmp_path: Path
+) -> None:
+    """With its server away, a run trains to the end all the same; `bot sync` delivers it once it is back."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = ("train", "--env", "MockCache-v0", "-e", "8", "--seed", "2", "-o", str(tmp_path / "out"), "--server", url)
+    done = await asyncio.to_thread(bot, *args, cwd=tmp_path, env={"TMS_SPOOL_DIR": str(tmp_path / "spool")})
+    assert done.returncode == 0, done.stderr
+    assert "'episodes': 8" in done.stdout and Spool(tmp_path / "spool").pending(url) > 0
+    live = await server_factory(settings, port=port)
+    synced = await asyncio.to_thread(bot, "sync", str(tmp_path / "spool"), cwd=tmp_path)
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    session_id = next(line for line in done.stderr.splitlines() if "live at" in line).split("'")[1]
+    assert [m["data"]["episode"] for m in await history(live.url, session_id)] == list(range(1, 9))
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--env", "NoSuchEnv-v0"), "unknown environment 'NoSuchEnv-v0'"),
+        (("--config", "bad.yaml"), "learning_rat"),
+        (("--resume", "missing.pt"), "checkpoint 'missing.pt' does not exist"),
+        (("--eval-only",), "--eval-only needs --checkpoint"),
+        (("--episodes", "0"), "max_episodes must be > 0"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path: Path, args: tuple[str, ...], needle: str) -> None:
+    """An unknown environment, a bad setting, a missing checkpoint: one line naming it, exit code 2, no files."""
+    (tmp_path / "bad.yaml").write_text("learning_rat: 0.1\n")
+    done = bot("train", *args, "-o", str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 2 and needle in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_demo_serves_trains_and_says_where_to_watch(tmp_path: Path) -> None:
+    """`bot demo`: a server on its defaults, a short CartPole run pushed into it, and the URLs to open."""
+    port = str(free_port())
+    done = bot("demo", "--port", port, "--episodes", "3", "--no-keep-serving", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"http://127.0.0.1:{port}/" in done.stdout and "the run is at" in done.stdout
+    assert (tmp_path / "data" / "training_metrics.db").exists()
