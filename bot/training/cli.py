@@ -108,7 +108,9 @@ def _session(server: str | None, config: TrainingConfig) -> Iterator[Any]:
         return
     from bot.sdk import MetricsClient
 
-    with MetricsClient(server) as client, client.session(name=f"dqn-{config.env_id}", algorithm="DQN") as run:
+    # Twice a second is live enough for a chart of episodes, and half the requests of the SDK's default.
+    client = MetricsClient(server, flush_interval=0.5)
+    with client, client.session(name=f"dqn-{config.env_id}", algorithm="DQN") as run:
         yield run
 
 

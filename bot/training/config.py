@@ -52,6 +52,7 @@ class TrainingConfig:
     hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
     max_grad_norm: float = 10.0
     target_reward: float | None = None  # stop once the greedy evaluation mean reaches it (None: never)
+    max_steps: int | None = None  # stop after this many environment steps (None: no limit)
 
     def replace(self, **changes: Any) -> TrainingConfig:
         """A copy with `changes` applied and checked (None values are left out: an unset CLI option)."""

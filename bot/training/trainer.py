@@ -31,7 +31,7 @@ from bot.training.config import TrainingConfig
 logger = logging.getLogger("bot.training")
 
 EVAL_SEED_OFFSET = 1_000_000  # evaluation episodes use seeds no training episode does
-DECISIONS_PER_EPISODE = 1  # decisions sampled to the server per episode (its first step's)
+DECISION_INTERVAL = 1.0  # seconds between the decisions sampled to the server (an episode's first step's)
 
 
 class Trainer:
@@ -48,6 +48,7 @@ class Trainer:
         self._handler: logging.Handler | None = None
         # Called with each episode's figures (the CLI's progress bar, Weights & Biases).
         self.listeners: list[Callable[[dict[str, Any]], Any]] = []
+        self._next_decision = 0.0
 
     # -- the loop ------------------------------------------------------------------------------------
 
@@ -59,6 +60,9 @@ class Trainer:
         self._status("running", f"training {self.config.env_id} from episode {self.episode + 1}")
         try:
             while self.episode < self.config.max_episodes:
+                if self.config.max_steps is not None and self.agent.steps >= self.config.max_steps:
+                    outcome = "step budget reached"
+                    break
                 self.episode += 1
                 reward, length, loss = self._run_episode()
                 self._record(reward, length, loss)
@@ -98,7 +102,7 @@ class Trainer:
         total, losses = 0.0, []
         for step in range(self.config.max_steps_per_episode):
             action = self.agent.select_action(state, evaluate=evaluate)
-            if not evaluate and step < DECISIONS_PER_EPISODE:
+            if step == 0 and not evaluate:
                 self._push_decision(state, action)
             next_state, reward, terminated, truncated, _ = self.env.step(action)
             total += float(reward)
@@ -231,8 +235,12 @@ class Trainer:
             )
 
     def _push_decision(self, state: Any, action: int) -> None:
-        if self.run is None:
+        """A sample of the bot's decisions, at most one per DECISION_INTERVAL: spectators see how it decides
+        without the run paying a Q-network pass and a record for every step."""
+        now = time.monotonic()
+        if self.run is None or now < self._next_decision:
             return
+        self._next_decision = now + DECISION_INTERVAL
         q = self.agent.q_values(state)
         shifted = np.exp(q - q.max())
         probabilities = shifted / shifted.sum()
@@ -269,6 +277,7 @@ class Trainer:
         )
 
     def _log_evaluation(self, evaluation: dict[str, float]) -> None:
+        self._status("running", f"evaluated at episode {self.episode}: mean reward {evaluation['mean']:.2f}")
         logger.info(
             "evaluation at episode %d: mean %.2f ± %.2f (min %.2f, max %.2f) over %d greedy episodes",
             self.episode,
