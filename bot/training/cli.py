@@ -50,8 +50,13 @@ def train_command(args: argparse.Namespace) -> int:
             evaluation = trainer.evaluate_only()
             print(f"bot train: greedy evaluation over {config.eval_episodes} episodes: {evaluation}")
             return 0
-        with _progress(trainer), _wandb(trainer, config, args.wandb):
-            statistics = trainer.train()
+        try:
+            with _progress(trainer), _wandb(trainer, config, args.wandb):
+                statistics = trainer.train()
+        except KeyboardInterrupt:
+            emergency = trainer.checkpoint_dir / "emergency.pt"
+            print(f"bot train: interrupted at episode {trainer.episode}; resume with --resume {emergency}")
+            return 130
     print(f"bot train: {statistics}")
     return 0
 

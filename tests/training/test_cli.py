@@ -117,3 +117,26 @@ def test_wandb_gets_every_episode_when_installed(tmp_path: Path) -> None:
     lines = record.read_text().splitlines()
     assert lines[0] == "init training-metrics offline" and lines[-1] == "finished"
     assert [json.loads(line)["episode"] for line in lines[1:-1]] == [1, 2, 3, 4]
+
+
+def test_ctrl_c_leaves_an_emergency_checkpoint_to_resume_from(tmp_path: Path) -> None:
+    """Ctrl-C during `bot train`: an emergency checkpoint, a line saying how to resume, exit code 130."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "train", "--env", "MockCache-v0", "-e", "100000", "-o", str(out)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (out / "logs" / "training.log").exists():  # training has begun
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr and process.stderr.read()
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    stdout, _ = process.communicate(timeout=120)
+    assert process.returncode == 130 and "--resume" in stdout
+    assert (out / "checkpoints" / "emergency.pt").exists()
