@@ -46,7 +46,8 @@ from bot.store import (
 
 logger = logging.getLogger(__name__)
 
-ECHO_LIMIT = 200  # characters of a refused input echoed in a 422 that JSON cannot carry as it is
+ECHO_LIMIT = 200  # characters of a refused input echoed in a 422, at most
+WS_MAX_MESSAGE_BYTES = 65_536  # a spectator's message (ping, subscribe) past this closes with 1009
 BODY_MODELS = (TrainingMetricsData, BotDecisionData, PerformanceGraphData, SessionCreate, SessionUpdate)
 
 
@@ -181,14 +182,17 @@ def validation_body(raw_errors: Sequence[Any]) -> bytes:
 
 
 def _echo(value: Any) -> Any:
-    """The refused input as JSON can carry it: NaN, huge integers, lone surrogates and deep nesting are what
-    was refused, so they must not break the reply; they come back as a short repr."""
+    """The refused input, as JSON can carry it and at most ECHO_LIMIT characters of it: NaN, huge integers,
+    lone surrogates and deep nesting are what was refused, so they must not break the reply, and a refused
+    body of megabytes must not come back whole; those come back as a short repr."""
     try:
-        orjson.dumps(value)
+        size = len(orjson.dumps(value))
     except (TypeError, RecursionError):
-        text = repr(value)
-        return text if len(text) <= ECHO_LIMIT else text[:ECHO_LIMIT] + "..."
-    return value
+        size = None
+    if size is not None and size <= ECHO_LIMIT:
+        return value
+    text = repr(value)
+    return text if len(text) <= ECHO_LIMIT else text[:ECHO_LIMIT] + "..."
 
 
 def _document_bodies(app: FastAPI) -> None:
@@ -234,6 +238,8 @@ class TrainingMetricsServer:
             "log_level": s.log_level or ("debug" if s.debug else "info"),
             "access_log": s.access_log or s.debug,
             "timeout_graceful_shutdown": max(1, math.ceil(s.shutdown_timeout)),
+            # Spectators send small control messages: a bigger one is refused (1009), never buffered.
+            "ws_max_size": WS_MAX_MESSAGE_BYTES,
             **overrides,
         }
         return uvicorn.Config(self.app, **options)

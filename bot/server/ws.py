@@ -40,6 +40,7 @@ router = APIRouter()
 REPLAY_PAGE = 1000
 REPLAY_PASSES = 8
 MAX_INVALID_MESSAGES = 100
+MAX_PING_DATA = 256  # bytes of a ping's `data` echoed in its pong: a client cannot make us hold more
 # A snapshot's graphs carry this many newest points per series (a chart's width; GET .../graphs has them
 # all): a join then costs the same whatever the graphs hold, and the spectators already there never wait.
 SNAPSHOT_GRAPH_POINTS = 1000
@@ -298,7 +299,12 @@ def handle_client_message(spectator: Spectator, raw: str | bytes | None) -> tupl
         return error_frame(sid, "invalid_message", "message must be a JSON object with a string 'type'"), False
     kind = message["type"]
     if kind == "ping":
-        return control_frame("pong", sid, {"echo": message.get("data")}), True
+        echo = message.get("data")
+        if echo is not None and len(orjson.dumps(echo)) > MAX_PING_DATA:
+            return error_frame(
+                sid, "ping_too_big", f"a ping's data is echoed back: at most {MAX_PING_DATA} bytes"
+            ), False
+        return control_frame("pong", sid, {"echo": echo}), True
     if kind in ("subscribe", "unsubscribe"):
         try:
             types = parse_types(message.get("types"))

@@ -221,6 +221,7 @@ async def test_bad_client_messages_get_errors_and_the_connection_stays(
         ('{"type": "dance"}', "unknown_message_type"),
         ('{"type": "subscribe", "types": ["bogus"]}', "invalid_types"),
         ('{"type": "subscribe"}', "invalid_types"),
+        (orjson.dumps({"type": "ping", "data": "x" * 300}).decode(), "ping_too_big"),
     ):
         await ws.send(raw)
         error = await recv_until(ws, "error")
@@ -253,6 +254,21 @@ async def test_snapshot_holds_latest_metrics_and_graphs(
     assert snapshot["data"]["latest_decision"]["selected_action"] == "right"
     assert snapshot["data"]["graphs"][0]["graph_id"] == "reward_progress"
     assert snapshot["data"]["graphs"][0]["data_points"]["reward"][0]["value"] == 1.5
+
+
+async def test_an_oversized_spectator_message_closes_with_1009(
+    live: LiveServer, client: httpx.AsyncClient, spectators: Any
+) -> None:
+    """A spectator's message past 64 KB is refused by the protocol (1009), never buffered; a small ping's
+    data comes back in its pong."""
+    session_id = await create_session(client)
+    ws = await connect_and_sync(spectators, live.ws_url(session_id))
+    await ws.send(orjson.dumps({"type": "ping", "data": {"n": 1}}).decode())
+    assert (await recv_until(ws, "pong"))["data"]["echo"] == {"n": 1}
+    await ws.send(orjson.dumps({"type": "ping", "data": "x" * 70_000}).decode())
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await recv_json(ws)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
 
 
 async def test_snapshot_graphs_are_bounded_and_the_whole_graph_is_one_request_away(

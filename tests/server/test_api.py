@@ -155,6 +155,14 @@ async def test_openapi_documents_bodies(client: httpx.AsyncClient) -> None:
     assert "404" in schema["paths"]["/api/training/sessions/{session_id}/history"]["get"]["responses"]
 
 
+async def test_a_refused_value_is_echoed_short(client: httpx.AsyncClient) -> None:
+    """A 422 names the refused input, but never sends back more than 200 characters of it."""
+    session_id = await create_session(client)
+    response = await client.post(f"{BASE}/{session_id}/metrics", json={"algorithm": "a" * 100_000})
+    assert response.status_code == 422 and len(response.content) < 2_000
+    assert response.json()["detail"][0]["input"].endswith("...")
+
+
 async def test_a_body_over_the_limit_is_413_and_stores_nothing(server_factory: Any, settings: Any) -> None:
     """A body over max_body_bytes gets 413 naming the limit, whether its length is declared or streamed."""
     live = await server_factory(settings.model_copy(update={"max_body_bytes": 10_000}))
