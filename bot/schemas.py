@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -65,6 +66,11 @@ Number = Annotated[float, Strict()] | Annotated[NonFinite, AfterValidator(float)
 # with a 422 naming it, not by the database, where it would fail a commit shared with other requests.
 INT64_MAX = 2**63 - 1
 MAX_DEPTH = 64
+# What one message may carry: every spectator receives it, and a snapshot carries the latest again.
+MAX_METADATA_BYTES = 65_536
+MAX_CUSTOM_METRICS = 256  # per point
+MAX_ACTIONS = 4096  # entries of action_probabilities, q_values, state_values
+MAX_GRAPH_SERIES = 64  # per graph update
 
 
 def _encodes(text: str) -> bool:
@@ -114,6 +120,9 @@ def _storable_json(value: dict[str, Any]) -> dict[str, Any]:
     if problem is not None:
         path, why = problem
         raise ValueError(f"at {'.'.join(map(str, path)) or 'top level'}: {why}")
+    size = len(orjson.dumps(value))
+    if size > MAX_METADATA_BYTES:
+        raise ValueError(f"{size} bytes as JSON; at most {MAX_METADATA_BYTES} (it is sent to every spectator)")
     return value
 
 
@@ -165,7 +174,7 @@ class TrainingMetricsData(WireModel):
     frames_per_second: float | None = Field(None, ge=0.0, strict=True)
     memory_usage_mb: float | None = Field(None, ge=0.0, strict=True)
     custom: Annotated[dict[MetricName, Number], AfterValidator(_does_not_shadow)] = Field(
-        default_factory=dict, description="any other scalar, by name"
+        default_factory=dict, max_length=MAX_CUSTOM_METRICS, description="any other scalar, by name"
     )
 
 
@@ -196,10 +205,15 @@ class BotDecisionData(WireModel):
     timestamp: datetime = Field(default_factory=utc_now)
     episode: int | None = Field(None, ge=0, le=INT64_MAX, strict=True)
     step: int | None = Field(None, ge=0, le=INT64_MAX, strict=True)
-    action_probabilities: dict[Text, Probability] | None = None
-    state_values: Number | list[Number] | dict[Text, Number] | None = None
-    q_values: list[Number] | None = None
-    selected_action: Text | Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX, strict=True)] | None = None
+    action_probabilities: Annotated[dict[Text128, Probability], Field(max_length=MAX_ACTIONS)] | None = None
+    state_values: (
+        Number
+        | Annotated[list[Number], Field(max_length=MAX_ACTIONS)]
+        | Annotated[dict[Text128, Number], Field(max_length=MAX_ACTIONS)]
+        | None
+    ) = None
+    q_values: Annotated[list[Number], Field(max_length=MAX_ACTIONS)] | None = None
+    selected_action: Text256 | Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX, strict=True)] | None = None
     confidence_score: Probability | None = None
 
     @field_validator("action_probabilities")
@@ -221,8 +235,10 @@ class PerformanceGraphData(WireModel):
     graph_id: Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(_storable_text)]
     title: Text256 | None = None
     y_label: Text128 | None = None
-    metrics: list[MetricName] = Field(default_factory=list)
-    data_points: dict[MetricName, list[GraphPoint]] = Field(default_factory=dict)
+    metrics: list[MetricName] = Field(default_factory=list, max_length=MAX_GRAPH_SERIES)
+    data_points: dict[MetricName, Annotated[list[GraphPoint], Field(max_length=100_000)]] = Field(
+        default_factory=dict, max_length=MAX_GRAPH_SERIES
+    )
     max_points: int = Field(
         1000, gt=0, le=100_000, strict=True, description="the server keeps the newest max_points per series"
     )

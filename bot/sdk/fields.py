@@ -12,7 +12,7 @@ import numbers
 import re
 from typing import Any, get_args
 
-from bot.schemas import SERIES_FIELDS, TrainingMetricsData
+from bot.schemas import MAX_CUSTOM_METRICS, SERIES_FIELDS, TrainingMetricsData
 
 from .errors import InvalidValueError
 
@@ -104,5 +104,7 @@ def metrics_point(fields: dict[str, Any], known: set[str]) -> dict[str, Any]:
             metric_name(name, known)
             custom[name] = number(name, value)
     if custom:
+        if len(custom) > MAX_CUSTOM_METRICS:
+            raise InvalidValueError(f"{len(custom)} custom metrics in one point; at most {MAX_CUSTOM_METRICS}")
         point["custom"] = custom
     return point

@@ -234,6 +234,7 @@ def test_close_never_writes_the_spool_beside_a_request_in_flight(tmp_path: Path)
         ({"my stat": 1.0}, "my stat"),
         ({"flag": True}, "flag"),
         ({"learning_rate": -1}, "learning_rate"),
+        ({f"m{i}": 1.0 for i in range(257)}, "custom metrics"),
     ],
 )
 def test_bad_value_raises_in_the_caller(tmp_path: Path, fields: dict[str, Any], needle: str) -> None:

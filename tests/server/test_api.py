@@ -206,6 +206,11 @@ BAD_INGEST: list[tuple[str, Any, str]] = [
     ("metrics", {"custom": {"kl": True}}, "custom.kl"),
     ("bot_decision", {"q_values": [1.0, False]}, "q_values.1"),
     ("graph_update", {"graph_id": "g", "data_points": {"r": [{"value": True}]}}, "value"),
+    # What one message may carry (every spectator receives it).
+    ("metrics", {"custom": {f"m{i}": 1.0 for i in range(257)}}, "custom"),
+    ("bot_decision", {"selected_action": "a" * 257}, "selected_action"),
+    ("bot_decision", {"q_values": [0.0] * 4097}, "q_values"),
+    ("graph_update", {"graph_id": "g", "data_points": {f"s{i}": [] for i in range(65)}}, "data_points"),
     # Values past what the store holds: refused here, never by the database in a shared commit.
     ("metrics", {"episode": 2**63}, "episode"),
     ("metrics", {"episode": 2**70}, "episode"),
@@ -240,9 +245,10 @@ def nested(depth: int) -> bytes:
         (b'{"training_id": "lone", "name": "\\ud800", "metadata": {"x": NaN}}', "body"),
         (b'{"training_id": "lone", "metadata": {"\\ud800": 1}}', "body"),
         (nested(100), "metadata"),
+        (b'{"training_id": "fat", "metadata": {"notes": "' + b"n" * 70_000 + b'"}}', "metadata"),
         (nested(5000), "body"),
     ],
-    ids=["int", "metadata-int", "surrogate", "surrogate-nan", "surrogate-key", "depth-100", "depth-5000"],
+    ids=["int", "metadata-int", "surrogate", "surrogate-nan", "surrogate-key", "depth-100", "size-70k", "depth-5000"],
 )
 async def test_session_values_the_store_cannot_hold_are_422(client: httpx.AsyncClient, body: bytes, field: str) -> None:
     """Integers past 64 bits, lone surrogates and deep nesting get a 422 naming the field; no session is made."""
