@@ -209,3 +209,21 @@ async def create_session(client: httpx.AsyncClient, training_id: str | None = No
     assert response.status_code == 201, response.text
     session_id: str = response.json()["session_id"]
     return session_id
+
+
+async def close_code(ws: Any, timeout: float = TIMEOUT) -> int | None:
+    """The code of the close that must come next (None: the connection ended without a close frame)."""
+    try:
+        async with asyncio.timeout(timeout):
+            message = await ws.recv()
+    except websockets.ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd is not None else None
+    raise AssertionError(f"expected the connection to close, got {message!r}")
+
+
+async def push_wide(client: httpx.AsyncClient, session_id: str, batches: int = 20) -> None:
+    """Batches of 50 points with a wide field each: enough to fill a stalled spectator's buffers."""
+    for batch in range(batches):
+        body = [{"episode": batch * 50 + i, "algorithm": "x" * 60} for i in range(50)]
+        response = await client.post(f"/api/training/sessions/{session_id}/metrics", json=body)
+        assert response.status_code == 200, response.text

@@ -17,7 +17,7 @@ import pytest
 import websockets
 
 from bot.config import Settings
-from tests.conftest import TIMEOUT, connect_and_sync, create_session, recv_data
+from tests.conftest import TIMEOUT, connect_and_sync, create_session, push_wide, recv_data
 from tests.e2e.test_live import stalled_socket
 
 
@@ -103,9 +103,7 @@ async def test_shutdown_closes_spectators_with_1001_and_never_waits_on_a_stalled
             reader = await connect_and_sync(spectators, url)
             stalled = await spectators(url, sock=stalled_socket(port), max_queue=1)
             stalled.transport.pause_reading()
-            for batch in range(20):
-                body = [{"episode": batch * 50 + i, "algorithm": "x" * 60} for i in range(50)]
-                assert (await client.post("/api/training/sessions/shut/metrics", json=body)).status_code == 200
+            await push_wide(client, "shut")
             await recv_data(reader, 1000)
             # `bot serve` runs the protocol the fan-out fast path is for, and the path is taken
             assert (await client.get("/status")).json()["messages_out_fast_path"] > 0

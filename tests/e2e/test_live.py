@@ -16,8 +16,10 @@ from bot.config import Settings
 from tests.conftest import (
     TIMEOUT,
     LiveServer,
+    close_code,
     connect_and_sync,
     create_session,
+    push_wide,
     recv_data,
     recv_json,
     recv_until,
@@ -204,9 +206,7 @@ async def test_bad_query_gets_error_and_4400(
     error = await recv_json(ws)
     assert error["type"] == "error" and error["data"]["code"] == "invalid_parameter"
     assert query.split("=")[0] in error["data"]["message"]
-    with pytest.raises(websockets.ConnectionClosed) as closed:
-        await recv_json(ws)
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4400
+    assert await close_code(ws) == 4400
 
 
 async def test_bad_client_messages_get_errors_and_the_connection_stays(
@@ -266,9 +266,7 @@ async def test_an_oversized_spectator_message_closes_with_1009(
     await ws.send(orjson.dumps({"type": "ping", "data": {"n": 1}}).decode())
     assert (await recv_until(ws, "pong"))["data"]["echo"] == {"n": 1}
     await ws.send(orjson.dumps({"type": "ping", "data": "x" * 70_000}).decode())
-    with pytest.raises(websockets.ConnectionClosed) as closed:
-        await recv_json(ws)
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    assert await close_code(ws) == 1009
 
 
 async def test_snapshot_graphs_are_bounded_and_the_whole_graph_is_one_request_away(
@@ -333,9 +331,7 @@ async def test_recreated_session_streams_live_while_an_old_spectator_lingers(
         session_id = await create_session(client, "again")
         stalled = await spectators(live.ws_url(session_id), sock=stalled_socket(live.port), max_queue=1)
         stalled.transport.pause_reading()
-        for batch in range(20):
-            body = [{"episode": batch * 50 + i, "algorithm": "x" * 60} for i in range(50)]
-            assert (await client.post(f"/api/training/sessions/{session_id}/metrics", json=body)).status_code == 200
+        await push_wide(client, session_id)
         assert (await client.delete(f"/api/training/sessions/{session_id}")).status_code == 200
 
         await create_session(client, "again")

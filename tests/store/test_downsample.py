@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from bot.schemas import SessionCreate, TrainingMetricsData
+from bot.server.broker import MemoryBroker
+from bot.server.services import TrainingService
+from bot.store import Store
+from bot.store.batch import prepare
 from bot.store.downsample import min_max
+from bot.store.reads import MessageFilter
+
+
+@contextlib.asynccontextmanager
+async def service_on(path: Path) -> AsyncIterator[TrainingService]:
+    async with Store(f"sqlite:///{path}", sqlite_synchronous="NORMAL") as store, MemoryBroker() as broker:
+        yield TrainingService(store, broker)
+
+
+async def rewards(service: TrainingService, session_id: str, values: list[float], per_batch: int) -> None:
+    """A new session whose episode i has current_reward values[i], ingested `per_batch` points at a time."""
+    await service.create_session(SessionCreate(training_id=session_id))
+    for first in range(0, len(values), per_batch):
+        points = [TrainingMetricsData(episode=i, current_reward=values[i]) for i in range(first, first + per_batch)]
+        await service.ingest(session_id, prepare("training_metrics", points), None)
 
 
 def rows(values: list[float]) -> list[tuple[int, int | None, float, float]]:
@@ -34,20 +56,10 @@ def test_spikes_first_and_last_survive() -> None:
 async def test_rollups_give_the_extremes_of_a_long_series(tmp_path: Path) -> None:
     """A long series is downsampled from its per-block rollups: first, last and every spike are kept,
     the same points on every call, and NaN points are counted, not drawn."""
-    from bot.server.broker import MemoryBroker
-    from bot.server.services import TrainingService
-    from bot.store import Store
-    from bot.store.batch import prepare
-    from bot.store.reads import MessageFilter
-
-    async with Store(f"sqlite:///{tmp_path / 'r.db'}") as store, MemoryBroker() as broker:
-        service = TrainingService(store, broker)
-        await service.create_session(SessionCreate(training_id="long"))
+    async with service_on(tmp_path / "r.db") as service:
         values = [math.sin(i / 300) for i in range(30_000)]
         values[12_345], values[23_456] = 40.0, -40.0
-        for first in range(0, 30_000, 5_000):
-            batch = [TrainingMetricsData(episode=i, current_reward=values[i]) for i in range(first, first + 5_000)]
-            await service.ingest("long", prepare("training_metrics", batch), None)
+        await rewards(service, "long", values, 5_000)
         nan = [TrainingMetricsData(episode=30_000, loss_value=math.nan)]
         await service.ingest("long", prepare("training_metrics", nan), None)
         series = (await service.series("long", ["current_reward"], MessageFilter(), 20))["series"]["current_reward"]
@@ -64,23 +76,11 @@ async def test_a_whole_series_past_a_chart_of_blocks_is_drawn_from_rollups_alone
     """A whole series with a rollup block for every two of the chart's points (here 40,000 points, far below
     the half-million where this used to start) is drawn from the rollups without reading its points: with
     the points themselves gone from the table, the chart is still there, spikes, first and last included."""
-    import sqlite3
-
-    from bot.server.broker import MemoryBroker
-    from bot.server.services import TrainingService
-    from bot.store import Store
-    from bot.store.batch import prepare
-    from bot.store.reads import MessageFilter
-
     path = tmp_path / "r.db"
-    async with Store(f"sqlite:///{path}", sqlite_synchronous="NORMAL") as store, MemoryBroker() as broker:
-        service = TrainingService(store, broker)
-        await service.create_session(SessionCreate(training_id="mid"))
+    async with service_on(path) as service:
         values = [math.cos(i / 700) for i in range(40_000)]
         values[9_999], values[33_333] = 25.0, -25.0
-        for first in range(0, 40_000, 10_000):
-            batch = [TrainingMetricsData(episode=i, current_reward=values[i]) for i in range(first, first + 10_000)]
-            await service.ingest("mid", prepare("training_metrics", batch), None)
+        await rewards(service, "mid", values, 10_000)
         with sqlite3.connect(path) as conn:
             conn.execute("DELETE FROM messages")
         series = (await service.series("mid", ["current_reward"], MessageFilter(), 1000))["series"]["current_reward"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Annotated, Any
 
@@ -11,6 +12,7 @@ from pydantic import BaseModel
 from bot.schemas import BotDecisionData, PerformanceGraphData, TrainingMetricsData
 from bot.server.api.bodies import body_schema, errors, read_body
 from bot.server.api.deps import BatchesDep, ServiceDep
+from bot.server.batches import INLINE_BYTES
 
 router = APIRouter(
     prefix="/api/training/sessions/{session_id}", tags=["ingest"], responses=errors(404, 409, 413, 422, 503)
@@ -37,7 +39,7 @@ async def _ingest(
 ) -> dict[str, Any]:
     raw = await read_body(request)
     batch = await batches.read(message_type, raw)
-    body_hash = hashlib.blake2b(raw, digest_size=16).hexdigest() if key is not None else ""
+    body_hash = await _digest(raw) if key is not None else ""
     result = await service.ingest(session_id, batch, key, body_hash)
     return {
         "session_id": result.session_id,
@@ -46,6 +48,14 @@ async def _ingest(
         "count": result.count,
         "duplicate": result.duplicate,
     }
+
+
+async def _digest(raw: bytes) -> str:
+    """The body's hash, for its idempotency key; a big body's on a thread (hashlib releases the GIL),
+    as hashing 32 MB would hold the event loop for tens of milliseconds."""
+    if len(raw) <= INLINE_BYTES:
+        return hashlib.blake2b(raw, digest_size=16).hexdigest()
+    return await asyncio.to_thread(lambda: hashlib.blake2b(raw, digest_size=16).hexdigest())
 
 
 def _doc(model: type[BaseModel]) -> dict[str, Any]:
