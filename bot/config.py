@@ -127,6 +127,12 @@ class Settings(BaseSettings):
     ingest_processes: int | None = Field(None, ge=0, le=64, validation_alias=_env("ingest_processes"))
     # How long the hub waits for a missing seq before it reads the gap from the store.
     gap_wait_seconds: float = Field(0.05, ge=0, validation_alias=_env("gap_wait_seconds"))
+    # A publish to Redis that takes longer than this is given up (spectators get those frames from the store)
+    # and /health says `degraded`: a slow or stalled Redis never holds ingest.
+    broker_timeout: float = Field(0.5, gt=0, validation_alias=_env("broker_timeout"))
+    # Each instance sends itself a probe through Redis this often; a subscription that has not brought one
+    # back within two intervals is reported in /health and rebuilt.
+    broker_probe_interval: float = Field(1.0, gt=0, validation_alias=_env("broker_probe_interval"))
     config_file: Path | None = Field(None, validation_alias=_env("config_file"))
 
     @field_validator("log_level", mode="before")
@@ -315,6 +321,8 @@ class PerformanceConfig(BaseModel):
     ingest_processes: int | None = None
     gap_wait_seconds: float = 0.05
     shutdown_timeout: float = 5.0
+    broker_timeout: float = 0.5
+    broker_probe_interval: float = 1.0
 
 
 FILE_SECTIONS["performance"] = {name: name for name in PerformanceConfig.model_fields}

@@ -6,8 +6,12 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shutil
+import signal
 import socket
+import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +75,60 @@ def postgres_url() -> Iterator[str]:
 def redis_url() -> str:
     service_or_skip("Redis", REDIS_URL, 6379)
     return REDIS_URL
+
+
+class PrivateRedis:
+    """A Redis server of one test's own, on a port of its own, which the test may pause, stop and restart."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.binary, self.workdir = binary, workdir
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.process = subprocess.Popen([*command, "--dir", str(self.workdir)], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            assert self.process.poll() is None, "redis-server did not start"
+            time.sleep(0.05)
+        raise AssertionError("redis-server did not start listening")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(TIMEOUT)
+            self.process = None
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open and nothing answers, as with a Redis stuck on a slow disk."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if REQUIRE_SERVICES:
+            pytest.fail("redis-server is not installed and TMS_REQUIRE_SERVICES=1")
+        pytest.skip("redis-server is not installed")
+    redis = PrivateRedis(binary, tmp_path)
+    redis.start()
+    yield redis
+    if redis.process is not None:
+        redis.resume()
+    redis.stop()
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from bot.server import api, ws
 from bot.server.api.bodies import BodyTooLargeError
 from bot.server.batches import BatchReader, default_processes
 from bot.server.broker import broker_from_url
+from bot.server.publisher import Publisher
 from bot.server.direct import RawSendMiddleware
 from bot.server.hub import Hub
 from bot.server.pages import mount_pages
@@ -59,8 +60,11 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
         if settings.enable_rate_limiting:
             logger.warning("enable_rate_limiting is set but rate limiting is not implemented yet; ignoring it")
         async with Store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous) as store:
-            async with broker_from_url(settings.redis_url) as broker:
-                service = TrainingService(store, broker)
+            broker = broker_from_url(
+                settings.redis_url, timeout=settings.broker_timeout, probe_interval=settings.broker_probe_interval
+            )
+            async with broker, Publisher(broker, settings.broker_timeout) as publisher:
+                service = TrainingService(store, broker, publisher)
                 hub = Hub(
                     broker,
                     read_after=service.read_after,

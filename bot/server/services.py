@@ -17,6 +17,7 @@ from sqlalchemy import Connection, select
 from bot.schemas import SessionCreate, SessionUpdate
 from bot.server.broker import Broker
 from bot.server.hub import channel_for
+from bot.server.publisher import Publisher
 from bot.store import SessionNotFoundError, Store
 from bot.store.batch import Batch
 from bot.store.downsample import min_max
@@ -70,17 +71,21 @@ class SessionState:
 
 
 class TrainingService:
-    def __init__(self, store: Store, broker: Broker) -> None:
+    def __init__(self, store: Store, broker: Broker, publisher: Publisher) -> None:
         self.store = store
         self.broker = broker
+        self.publisher = publisher
         self.stats = Stats()
         store.on_commit = self._publish
 
-    async def _publish(self, published: list[Published]) -> None:
-        # Called by the group commit after the commit and before any request is answered: one broker
-        # message per job, its frames in seq order (built only if a broker needs them; see FrameRun).
-        for item in published:
-            await self.broker.publish(channel_for(item.session_id), item.frames)
+    def _publish(self, published: list[Published]) -> None:
+        # Called by the group commit after the commit, before the requests are answered; hands the frames
+        # to the publisher and returns at once: one broker message per job, its frames in seq order.
+        self.publisher.submit([(channel_for(item.session_id), item.frames) for item in published])
+
+    def broker_problem(self) -> str | None:
+        """Why live frames may not be going through the broker (spectators then get them from the store)."""
+        return self.publisher.problem or self.broker.problem()
 
     # -- sessions -----------------------------------------------------------------------------------
 

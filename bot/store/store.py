@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
-OnCommit = Callable[[list[Published]], Awaitable[None]]
+OnCommit = Callable[[list[Published]], None]
 
 
 @dataclass(slots=True)
@@ -128,7 +128,7 @@ class Store:
         published = [frame for outcome in outcomes if isinstance(outcome, Applied) for frame in outcome.published]
         if published and self.on_commit is not None:
             try:
-                await self.on_commit(published)
+                self.on_commit(published)  # hands the frames over; never waits for the broker
             except Exception:
                 # The broker is a fast path, not the source of truth: hubs repair from the store.
                 logger.exception("publishing %d committed frames failed", len(published))

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-import socket
 import sqlite3
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +13,7 @@ import pytest
 import websockets
 
 from bot.config import Settings
-from tests.conftest import REQUIRE_SERVICES, TIMEOUT, LiveServer, create_session, recv_json
+from tests.conftest import TIMEOUT, LiveServer, PrivateRedis, create_session, recv_json
 
 
 def arm_fault(db_path: Path, armed: bool) -> None:
@@ -75,56 +72,15 @@ async def test_a_store_failure_while_joining_is_an_error_and_1011(
     assert (await client.get("/health")).status_code == 200
 
 
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Any:
-    """A Redis server of this test's own, which it may stop."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if REQUIRE_SERVICES:
-            pytest.fail("redis-server is not installed and TMS_REQUIRE_SERVICES=1")
-        pytest.skip("redis-server is not installed")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    for _ in range(100):
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        process.poll()
-        assert process.returncode is None, "redis-server did not start"
-        subprocess.run(["sleep", "0.05"], check=True)
-    yield process, f"redis://127.0.0.1:{port}/0"
-    process.kill()
-    process.wait(TIMEOUT)
-
-
 async def test_a_broker_failure_while_joining_is_an_error_and_1011(
-    server_factory: Any, settings: Settings, private_redis: Any, spectators: Any
+    server_factory: Any, settings: Settings, private_redis: PrivateRedis, spectators: Any
 ) -> None:
     """Redis gone when a spectator joins: it gets an `error` and close 1011 (not a dropped connection);
     ingest still answers, because the store, not the broker, is the log."""
-    process, url = private_redis
-    live = await server_factory(settings.model_copy(update={"redis_url": url}))
+    live = await server_factory(settings.model_copy(update={"redis_url": private_redis.url}))
     async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
         session_id = await create_session(client, "no-broker")
-        process.kill()
-        await asyncio.to_thread(process.wait, TIMEOUT)
+        await asyncio.to_thread(private_redis.stop)
         await assert_error_then_1011(await spectators(live.ws_url(session_id)))
         response = await client.post(f"/api/training/sessions/{session_id}/metrics", json={"episode": 1})
         assert response.status_code == 200

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bot.schemas import SessionCreate, TrainingMetricsData
 from bot.server.broker import MemoryBroker
+from bot.server.publisher import Publisher
 from bot.server.services import TrainingService
 from bot.store import Store
 from bot.store.batch import prepare
@@ -20,7 +21,8 @@ from bot.store.reads import MessageFilter
 @contextlib.asynccontextmanager
 async def service_on(path: Path) -> AsyncIterator[TrainingService]:
     async with Store(f"sqlite:///{path}", sqlite_synchronous="NORMAL") as store, MemoryBroker() as broker:
-        yield TrainingService(store, broker)
+        async with Publisher(broker, timeout=1.0) as publisher:
+            yield TrainingService(store, broker, publisher)
 
 
 async def rewards(service: TrainingService, session_id: str, values: list[float], per_batch: int) -> None:

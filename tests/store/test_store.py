@@ -160,7 +160,7 @@ async def test_history_gives_back_the_live_frames_byte_for_byte(store: Store) ->
     """The database rebuilds each stored message into the very text spectators got live."""
     live: list[tuple[int, str, str]] = []
 
-    async def capture(published: list[Published]) -> None:
+    def capture(published: list[Published]) -> None:
         live.extend(frame for item in published for frame in item.frames)
 
     store.on_commit = capture

@@ -31,12 +31,16 @@ def _session_counts(conn: Connection) -> tuple[int, int]:
 
 @router.get("/health")
 async def health(service: ServiceDep) -> JSONResponse:
-    """200 when the server is up and the database answers; 503 otherwise."""
+    """200 when the database answers: `ok`, or `degraded` (with the reason in `broker`) while live frames
+    cannot go through the broker (spectators then get them from the store, a second or so late); 503 when
+    the database does not answer."""
+    broker = service.broker_problem() or "ok"
     try:
         await service.store.read(_ping)
     except Exception as exc:
-        return JSONResponse({"status": "unavailable", "database": f"error: {exc}"}, status_code=503)
-    return JSONResponse({"status": "ok", "database": "ok"})
+        body = {"status": "unavailable", "database": f"error: {exc}", "broker": broker}
+        return JSONResponse(body, status_code=503)
+    return JSONResponse({"status": "ok" if broker == "ok" else "degraded", "database": "ok", "broker": broker})
 
 
 @router.get("/status")

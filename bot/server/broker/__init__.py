@@ -8,12 +8,12 @@ from bot.server.broker.memory import MemoryBroker
 __all__ = ["Broker", "BrokerUnavailableError", "MemoryBroker", "broker_from_url"]
 
 
-def broker_from_url(url: str | None) -> Broker:
+def broker_from_url(url: str | None, *, timeout: float = 0.5, probe_interval: float = 1.0) -> Broker:
     scheme = (url or "memory://").split("://", 1)[0]
     if scheme == "memory":
         return MemoryBroker()
     if scheme in ("redis", "rediss", "unix"):
         from bot.server.broker.redis import RedisBroker
 
-        return RedisBroker(url or "")
+        return RedisBroker(url or "", timeout=timeout, probe_interval=probe_interval)
     raise ValueError(f"unsupported broker URL {url!r}; expected memory:// or redis://")

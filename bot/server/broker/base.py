@@ -14,6 +14,8 @@ Frame = tuple[int, str, str]
 
 
 class Broker(Protocol):
+    name: str  # for logs and /health: "memory", or "redis at host:port"
+
     async def __aenter__(self) -> Self: ...
 
     async def __aexit__(self, *exc_info: object) -> None: ...
@@ -24,6 +26,19 @@ class Broker(Protocol):
         Raises:
             BrokerUnavailableError: the broker cannot be reached; the caller logs and carries on.
         """
+        ...
+
+    async def publish_all(self, messages: Sequence[tuple[str, Sequence[Frame]]]) -> None:
+        """publish() each (channel, frames) in order, in as few round trips as the broker allows; with no
+        messages, a round trip to the broker all the same.
+
+        Raises:
+            BrokerUnavailableError: the broker cannot be reached.
+        """
+        ...
+
+    def problem(self) -> str | None:
+        """Why the broker's subscription side is not delivering (None: it is, as far as can be told)."""
         ...
 
     async def subscribe(self, channel: str) -> None:

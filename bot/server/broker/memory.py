@@ -10,6 +10,8 @@ from bot.server.broker.base import Frame
 
 
 class MemoryBroker:
+    name = "memory"
+
     def __init__(self, url: str = "memory://") -> None:
         self._channels: set[str] = set()
         # Unbounded on purpose: its only reader is this instance's hub, which never awaits a spectator.
@@ -24,6 +26,14 @@ class MemoryBroker:
     async def publish(self, channel: str, frames: Sequence[Frame]) -> None:
         if channel in self._channels:
             self._queue.put_nowait((channel, frames))
+
+    async def publish_all(self, messages: Sequence[tuple[str, Sequence[Frame]]]) -> None:
+        for channel, frames in messages:
+            if channel in self._channels:
+                self._queue.put_nowait((channel, frames))
+
+    def problem(self) -> str | None:
+        return None
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)

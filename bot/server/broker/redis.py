@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import secrets
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Self
 
@@ -27,65 +30,153 @@ def decode_payload(payload: bytes) -> list[Frame]:
 
 
 class RedisBroker:
-    def __init__(self, url: str) -> None:
+    """Publishes on the shared client; receives on one pubsub connection, watched by a probe round trip.
+
+    Each instance publishes a probe on a channel of its own every `probe_interval` and expects it back on
+    its subscription. A subscription that stopped delivering without an error (after a Redis failover, or
+    `CLIENT KILL TYPE pubsub`) is found within two intervals, reported by problem() and rebuilt; hubs
+    read what it missed meanwhile from the store.
+    """
+
+    def __init__(self, url: str, *, timeout: float = 0.5, probe_interval: float = 1.0) -> None:
         import redis.asyncio as redis  # imported here: the redis extra is optional
 
         self._redis_errors = (redis.RedisError, OSError)
-        self._client: Any = redis.from_url(url)
-        self._pubsub: Any = self._client.pubsub(ignore_subscribe_messages=True)
+        # Every call is bounded: older redis-py versions wait forever on a stalled server otherwise.
+        self._client: Any = redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=max(timeout, 2.0))
+        self._pubsub: Any = self._new_pubsub()
         self._channels: set[str] = set()
+        self._timeout = timeout
+        self._probe_interval = probe_interval
+        self._probe_channel = f"tms:probe:{secrets.token_hex(8)}"
+        self._probe_sent = 0.0  # monotonic time of the oldest probe not seen back; 0: none outstanding
+        self._problem: str | None = None
+        self._prober: asyncio.Task[None] | None = None
+        pool = self._client.connection_pool.connection_kwargs
+        self.name = f"redis at {pool.get('host', '?')}:{pool.get('port', '?')}"
+        self.rebuilds = 0
+
+    def _new_pubsub(self) -> Any:
+        return self._client.pubsub(ignore_subscribe_messages=True)
 
     async def __aenter__(self) -> Self:
         try:
-            await self._client.ping()
-        except self._redis_errors as exc:
-            raise BrokerUnavailableError(f"redis broker cannot be reached: {exc}") from exc
+            async with asyncio.timeout(self._timeout * 4):
+                await self._client.ping()
+                await self._subscribe(self._pubsub, self._probe_channel)
+        except (TimeoutError, *self._redis_errors) as exc:
+            await self._client.aclose()
+            raise BrokerUnavailableError(f"{self.name} cannot be reached: {exc or 'no answer'}") from exc
+        self._prober = asyncio.create_task(self._probe_loop(), name="tms-broker-probe")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await self._pubsub.aclose()
+        if self._prober is not None:
+            self._prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prober
+        with contextlib.suppress(Exception):
+            await self._pubsub.aclose()
         await self._client.aclose()
 
+    def problem(self) -> str | None:
+        return self._problem
+
     async def publish(self, channel: str, frames: Sequence[Frame]) -> None:
+        await self.publish_all([(channel, frames)])
+
+    async def publish_all(self, messages: Sequence[tuple[str, Sequence[Frame]]]) -> None:
         try:
-            await self._client.publish(channel, encode_payload(frames))
+            if not messages:
+                await self._client.ping()
+                return
+            async with self._client.pipeline(transaction=False) as pipe:
+                for channel, frames in messages:
+                    pipe.publish(channel, encode_payload(frames))
+                await pipe.execute()
         except self._redis_errors as exc:
             raise BrokerUnavailableError(str(exc)) from exc
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)
         try:
-            await self._pubsub.subscribe(channel)
-            # redis-py's subscribe does not fail when Redis is away (it would just never deliver); a ping on
-            # the same connection does. Its pong comes back through events(), which skips it.
-            await self._pubsub.ping()
-        except self._redis_errors as exc:
+            async with asyncio.timeout(self._timeout * 4):
+                await self._subscribe(self._pubsub, channel)
+        except (TimeoutError, *self._redis_errors) as exc:
             self._channels.discard(channel)
-            raise BrokerUnavailableError(f"redis subscribe to {channel!r} failed: {exc}") from exc
+            raise BrokerUnavailableError(f"redis subscribe to {channel!r} failed: {exc or 'no answer'}") from exc
+
+    async def _subscribe(self, pubsub: Any, *channels: str) -> None:
+        await pubsub.subscribe(*channels)
+        # redis-py's subscribe does not fail when Redis is away (it would just never deliver); a ping on
+        # the same connection does. Its pong comes back through events(), which skips it.
+        await pubsub.ping()
 
     async def unsubscribe(self, channel: str) -> None:
         self._channels.discard(channel)
         try:
-            await self._pubsub.unsubscribe(channel)
-        except self._redis_errors as exc:
-            raise BrokerUnavailableError(f"redis unsubscribe from {channel!r} failed: {exc}") from exc
+            async with asyncio.timeout(self._timeout * 4):
+                await self._pubsub.unsubscribe(channel)
+        except (TimeoutError, *self._redis_errors) as exc:
+            raise BrokerUnavailableError(f"redis unsubscribe from {channel!r} failed: {exc or 'no answer'}") from exc
 
     async def events(self) -> AsyncIterator[tuple[str, Sequence[Frame]]]:
         while True:
-            if not self._channels:
-                # redis-py does not read a pubsub connection with no channels subscribed; wait for one.
-                await asyncio.sleep(0.05)
+            pubsub = self._pubsub
+            try:
+                message = await pubsub.get_message(timeout=1.0)
+            except Exception as exc:  # a broken or rebuilt connection; the probe reports and rebuilds it
+                if pubsub is self._pubsub:
+                    logger.warning("redis broker read failed, retrying: %s", exc)
+                    await asyncio.sleep(min(0.5, self._probe_interval))
+                continue
+            if message is None or message["type"] != "message":
+                continue
+            channel = message["channel"].decode()
+            if channel == self._probe_channel:
+                self._probe_back()
                 continue
             try:
-                message = await self._pubsub.get_message(timeout=1.0)
-            except self._redis_errors as exc:
-                logger.warning("redis broker read failed, retrying: %s", exc)
-                await asyncio.sleep(0.5)
+                frames = decode_payload(message["data"])
+            except ValueError:
+                logger.warning("redis broker: skipped a malformed message on %s", channel)
                 continue
-            if message is not None and message["type"] == "message":
-                try:
-                    frames = decode_payload(message["data"])
-                except ValueError:
-                    logger.warning("redis broker: skipped a malformed message on %s", message["channel"])
-                    continue
-                yield message["channel"].decode(), frames
+            yield channel, frames
+
+    def _probe_back(self) -> None:
+        self._probe_sent = 0.0
+        if self._problem is not None:
+            logger.info("%s delivers again", self.name)
+        self._problem = None
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._probe_interval)
+            now = time.monotonic()
+            if self._probe_sent and now - self._probe_sent > 2 * self._probe_interval:
+                self._problem = f"{self.name}: the subscription brought no probe back in {2 * self._probe_interval:g} s"
+                logger.warning("%s; rebuilding it (spectators get what it missed from the store)", self._problem)
+                await self._rebuild()
+                now = time.monotonic()
+            try:
+                async with asyncio.timeout(self._timeout * 4):
+                    await self._client.publish(self._probe_channel, b"probe")
+            except (TimeoutError, *self._redis_errors) as exc:
+                self._problem = f"{self.name}: probe not sent: {exc or 'no answer'}"
+                continue
+            if not self._probe_sent:
+                self._probe_sent = now
+
+    async def _rebuild(self) -> None:
+        """A new subscription connection for every channel; the old one is closed."""
+        old, self._pubsub = self._pubsub, self._new_pubsub()
+        self._probe_sent = 0.0
+        with contextlib.suppress(Exception):
+            await old.aclose()
+        try:
+            async with asyncio.timeout(self._timeout * 4):
+                await self._subscribe(self._pubsub, self._probe_channel, *self._channels)
+        except (TimeoutError, *self._redis_errors) as exc:
+            self._problem = f"{self.name}: subscription could not be rebuilt: {exc or 'no answer'}"
+            return
+        self.rebuilds += 1

@@ -1,0 +1,81 @@
+"""Faults at the broker: a slow, stalled or restarted Redis never holds ingest, and no spectator misses a message."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+
+from bot.config import Settings
+from tests.conftest import TIMEOUT, PrivateRedis, connect_and_sync, create_session, recv_data
+
+pytestmark = pytest.mark.slow
+
+
+async def health_until(client: httpx.AsyncClient, status: str) -> dict[str, Any]:
+    """Poll /health until it reports `status` (bounded by TIMEOUT); every answer must be a 200."""
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            response = await client.get("/health")
+            assert response.status_code == 200, response.text
+            body: dict[str, Any] = response.json()
+            if body["status"] == status:
+                return body
+            await asyncio.sleep(0.05)
+
+
+async def push(client: httpx.AsyncClient, session_id: str, episode: int) -> int:
+    response = await client.post(f"/api/training/sessions/{session_id}/metrics", json={"episode": episode})
+    assert response.status_code == 200, response.text
+    last_seq: int = response.json()["last_seq"]
+    return last_seq
+
+
+async def test_a_stalled_redis_never_holds_ingest(
+    server_factory: Any, settings: Settings, private_redis: PrivateRedis, spectators: Any
+) -> None:
+    """Redis stopped with SIGSTOP (connections open, nothing answers): pushes are still acknowledged, the
+    spectator still gets every message in order (from the store), /health says `degraded` and why; once
+    Redis answers again the live path and `ok` come back by themselves."""
+    live = await server_factory(settings.model_copy(update={"redis_url": private_redis.url, "broker_timeout": 0.2}))
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+        session_id = await create_session(client, "stalled-redis")
+        ws = await connect_and_sync(spectators, live.ws_url(session_id))
+        assert (await health_until(client, "ok"))["broker"] == "ok"
+        private_redis.pause()
+        try:
+            assert [await push(client, session_id, episode) for episode in range(1, 4)] == [1, 2, 3]
+            assert [m["seq"] for m in await recv_data(ws, 3)] == [1, 2, 3]
+            degraded = await health_until(client, "degraded")
+            assert degraded["database"] == "ok" and "redis" in degraded["broker"], degraded
+        finally:
+            private_redis.resume()
+        await health_until(client, "ok")
+        assert await push(client, session_id, 4) == 4
+        assert [m["seq"] for m in await recv_data(ws, 1)] == [4]
+
+
+async def test_redis_restarted_under_pushes_loses_nothing(
+    server_factory: Any, settings: Settings, private_redis: PrivateRedis, spectators: Any
+) -> None:
+    """Redis killed, then started again on its port while pushes go on: every push is acknowledged, both
+    instances' spectators receive every message once and in order, /health is `degraded` meanwhile."""
+    changed = {"redis_url": private_redis.url, "broker_timeout": 0.2, "broker_probe_interval": 0.2}
+    first = await server_factory(settings.model_copy(update=changed))
+    second = await server_factory(settings.model_copy(update=changed))
+    async with httpx.AsyncClient(base_url=first.url, timeout=TIMEOUT) as client:
+        session_id = await create_session(client, "restarted-redis")
+        watchers = [await connect_and_sync(spectators, live.ws_url(session_id)) for live in (first, second)]
+        assert await push(client, session_id, 1) == 1
+        await asyncio.to_thread(private_redis.stop)
+        assert [await push(client, session_id, episode) for episode in range(2, 5)] == [2, 3, 4]
+        assert (await health_until(client, "degraded"))["database"] == "ok"
+        await asyncio.to_thread(private_redis.start)
+        await health_until(client, "ok")
+        async with httpx.AsyncClient(base_url=second.url, timeout=TIMEOUT) as other:
+            await health_until(other, "ok")
+            assert [await push(other, session_id, episode) for episode in range(5, 7)] == [5, 6]
+        for ws in watchers:
+            assert [m["seq"] for m in await recv_data(ws, 6)] == [1, 2, 3, 4, 5, 6]
