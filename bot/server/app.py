@@ -31,10 +31,10 @@ from bot.server import api, ws
 from bot.server.api.bodies import BodyTooLargeError
 from bot.server.batches import BatchReader, default_processes
 from bot.server.broker import broker_from_url
-from bot.server.publisher import Publisher
 from bot.server.direct import RawSendMiddleware
 from bot.server.hub import Hub
 from bot.server.pages import mount_pages
+from bot.server.publisher import Publisher
 from bot.server.services import TrainingService
 from bot.store import (
     IdempotencyConflictError,

@@ -71,8 +71,8 @@ class Publisher:
                 await self._broker.publish_all(messages)
         except (TimeoutError, BrokerUnavailableError) as exc:
             self.given_up += len(messages)
-            name = self._broker.name
-            problem = f"{name}: publish failed: {exc}" if str(exc) else f"{name}: no answer to a publish in {self._timeout:g} s"
+            why = f"publish failed: {exc}" if str(exc) else f"no answer to a publish in {self._timeout:g} s"
+            problem = f"{self._broker.name}: {why}"
             if problem != self.problem:
                 logger.warning("%s; spectators get these frames from the store", problem)
             self.problem = problem

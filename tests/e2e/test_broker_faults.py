@@ -10,6 +10,7 @@ import pytest
 
 from bot.config import Settings
 from tests.conftest import TIMEOUT, PrivateRedis, connect_and_sync, create_session, recv_data
+from tests.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.slow
 
@@ -79,3 +80,47 @@ async def test_redis_restarted_under_pushes_loses_nothing(
             assert [await push(other, session_id, episode) for episode in range(5, 7)] == [5, 6]
         for ws in watchers:
             assert [m["seq"] for m in await recv_data(ws, 6)] == [1, 2, 3, 4, 5, 6]
+
+
+async def test_a_silent_subscription_is_found_and_rebuilt(
+    server_factory: Any, settings: Settings, private_redis: PrivateRedis, spectators: Any
+) -> None:
+    """The subscription's connection stays open but stops delivering (what a failover can leave): the probe
+    finds it within two intervals, /health says so, the subscription is rebuilt, and the spectator gets
+    what was pushed meanwhile, in order, from the store."""
+    async with FaultProxy(private_redis.port) as proxy:
+        live = await server_factory(settings.model_copy(update={"redis_url": proxy.url, "broker_probe_interval": 0.2}))
+        async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+            session_id = await create_session(client, "silent-subscription")
+            ws = await connect_and_sync(spectators, live.ws_url(session_id))
+            assert await push(client, session_id, 1) == 1
+            assert [m["seq"] for m in await recv_data(ws, 1)] == [1]
+            assert proxy.silence(lambda sent: b"SUBSCRIBE" in sent.upper()) == 1
+            assert [await push(client, session_id, episode) for episode in (2, 3)] == [2, 3]
+            degraded = await health_until(client, "degraded")
+            assert "probe" in degraded["broker"], degraded
+            assert [m["seq"] for m in await recv_data(ws, 2)] == [2, 3]
+            await health_until(client, "ok")
+            assert await push(client, session_id, 4) == 4
+            assert [m["seq"] for m in await recv_data(ws, 1)] == [4]
+
+
+async def test_a_killed_pubsub_connection_loses_nothing(
+    server_factory: Any, settings: Settings, private_redis: PrivateRedis, spectators: Any
+) -> None:
+    """`CLIENT KILL TYPE pubsub` under pushes: every message still reaches the spectator once, in order."""
+    import redis.asyncio as redis
+
+    changed = {"redis_url": private_redis.url, "broker_probe_interval": 0.2}
+    live = await server_factory(settings.model_copy(update=changed))
+    admin = redis.from_url(private_redis.url)
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client, admin:
+        session_id = await create_session(client, "killed-pubsub")
+        ws = await connect_and_sync(spectators, live.ws_url(session_id))
+        assert [await push(client, session_id, episode) for episode in (1, 2)] == [1, 2]
+        assert await admin.client_kill_filter(_type="pubsub") >= 1
+        assert [await push(client, session_id, episode) for episode in range(3, 6)] == [3, 4, 5]
+        assert [m["seq"] for m in await recv_data(ws, 5)] == [1, 2, 3, 4, 5]
+        await health_until(client, "ok")
+        assert await push(client, session_id, 6) == 6
+        assert [m["seq"] for m in await recv_data(ws, 1)] == [6]

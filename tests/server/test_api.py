@@ -132,12 +132,13 @@ async def test_graph_keeps_newest_max_points(client: httpx.AsyncClient) -> None:
 
 async def test_health_and_status(client: httpx.AsyncClient) -> None:
     """/health answers when the database does; /status counts sessions and messages."""
-    assert (await client.get("/health")).json() == {"status": "ok", "database": "ok"}
+    assert (await client.get("/health")).json() == {"status": "ok", "database": "ok", "broker": "ok"}
     session_id = await create_session(client)
     await client.post(f"{BASE}/{session_id}/metrics", json=[{"episode": 1}, {"episode": 2}])
     status = (await client.get("/status")).json()
     assert status["sessions"] == {"total": 1, "active": 1}
     assert status["messages_in"] == 2 and status["version"]
+    assert status["broker"] == {"name": "memory", "problem": None, "messages_given_up": 0}
 
 
 async def test_openapi_documents_bodies(client: httpx.AsyncClient) -> None:

@@ -56,4 +56,10 @@ async def status(service: ServiceDep, hub: HubDep) -> dict[str, Any]:
         "messages_out": stats.messages_out,
         "messages_out_fast_path": stats.direct_out,
         "store_commits": service.store.commits,
+        # Broker messages not published (Redis slow or away): their frames reached spectators from the store.
+        "broker": {
+            "name": service.broker.name,
+            "problem": service.broker_problem(),
+            "messages_given_up": service.publisher.given_up,
+        },
     }

@@ -51,6 +51,7 @@ class RedisBroker:
         self._probe_channel = f"tms:probe:{secrets.token_hex(8)}"
         self._probe_sent = 0.0  # monotonic time of the oldest probe not seen back; 0: none outstanding
         self._problem: str | None = None
+        self._rebuild_wanted = False
         self._prober: asyncio.Task[None] | None = None
         pool = self._client.connection_pool.connection_kwargs
         self.name = f"redis at {pool.get('host', '?')}:{pool.get('port', '?')}"
@@ -121,15 +122,19 @@ class RedisBroker:
             raise BrokerUnavailableError(f"redis unsubscribe from {channel!r} failed: {exc or 'no answer'}") from exc
 
     async def events(self) -> AsyncIterator[tuple[str, Sequence[Frame]]]:
+        failing = False
         while True:
-            pubsub = self._pubsub
+            if self._rebuild_wanted:  # here, not in the prober: only this loop reads the pubsub connection
+                await self._rebuild()
             try:
-                message = await pubsub.get_message(timeout=1.0)
-            except Exception as exc:  # a broken or rebuilt connection; the probe reports and rebuilds it
-                if pubsub is self._pubsub:
-                    logger.warning("redis broker read failed, retrying: %s", exc)
-                    await asyncio.sleep(min(0.5, self._probe_interval))
+                message = await self._pubsub.get_message(timeout=min(1.0, self._probe_interval))
+            except Exception as exc:  # a broken connection: redis-py reconnects; the probe watches it
+                if not failing:
+                    logger.warning("redis broker read failed, retrying until it works: %s", exc)
+                failing = True
+                await asyncio.sleep(min(0.5, self._probe_interval))
                 continue
+            failing = False
             if message is None or message["type"] != "message":
                 continue
             channel = message["channel"].decode()
@@ -156,8 +161,8 @@ class RedisBroker:
             if self._probe_sent and now - self._probe_sent > 2 * self._probe_interval:
                 self._problem = f"{self.name}: the subscription brought no probe back in {2 * self._probe_interval:g} s"
                 logger.warning("%s; rebuilding it (spectators get what it missed from the store)", self._problem)
-                await self._rebuild()
-                now = time.monotonic()
+                self._rebuild_wanted = True
+                self._probe_sent = 0.0
             try:
                 async with asyncio.timeout(self._timeout * 4):
                     await self._client.publish(self._probe_channel, b"probe")
@@ -169,8 +174,8 @@ class RedisBroker:
 
     async def _rebuild(self) -> None:
         """A new subscription connection for every channel; the old one is closed."""
+        self._rebuild_wanted = False
         old, self._pubsub = self._pubsub, self._new_pubsub()
-        self._probe_sent = 0.0
         with contextlib.suppress(Exception):
             await old.aclose()
         try:
