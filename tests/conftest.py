@@ -131,15 +131,40 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     redis.stop()
 
 
+# Folders whose tests run on PostgreSQL as well as SQLite (the PostgreSQL runs are marked slow: CI runs
+# them, the everyday run does not). A test that asks for `db_path` works on the SQLite file itself.
+BOTH_BACKENDS = ("server", "e2e", "reliability")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" not in metafunc.fixturenames or "db_path" in metafunc.fixturenames:
+        return
+    if Path(str(metafunc.definition.path)).parent.name in BOTH_BACKENDS:
+        metafunc.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
+
+
+@pytest.fixture
+def backend() -> str:
+    return "sqlite"
+
+
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "metrics.db"
 
 
 @pytest.fixture
-def settings(db_path: Path) -> Settings:
+def database_url(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> str:
+    if backend == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    return f"sqlite:///{tmp_path / 'metrics.db'}"
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
     return Settings(
-        database_url=f"sqlite:///{db_path}",
+        database_url=database_url,
         max_connections_per_session=5,
         slow_spectator_timeout=0.5,
         max_backlog=50,

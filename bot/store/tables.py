@@ -48,7 +48,7 @@ sessions = Table(
     Column("latest_metrics", Text),
     # Spectator rooms: a short code to join by, an optional password (salted scrypt), a spectator limit.
     Column("room_code", String(16)),
-    Column("room_password_hash", String(160)),
+    Column("room_password_hash", String(255)),  # scrypt$<salt hex>$<digest hex>: 168 characters
     Column("max_spectators", Integer),
     UniqueConstraint("session_id", name="uq_sessions_session_id"),
     UniqueConstraint("room_code", name="uq_sessions_room_code"),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,8 +15,10 @@ import pytest
 from bot.schemas import SessionCreate, SessionUpdate, TrainingMetricsData
 from bot.store import SessionExistsError, SessionNotFoundError, Store, StoreError, StoreRejectedError
 from bot.store.batch import metrics_batch, prepare
+from bot.store.engine import create_engines
 from bot.store.reads import MessageFilter, get_session, read_frames, read_series, session_metrics
 from bot.store.writes import CreateSession, Ingest, IngestResult, Published, UpdateSession
+from tests.conftest import TIMEOUT
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -192,3 +196,39 @@ async def test_a_database_from_an_older_version_is_refused_by_name(tmp_path: Pat
     with pytest.raises(StoreError, match="table sessions lacks epoch"):
         async with Store(f"sqlite:///{path}"):
             pass
+
+
+async def test_a_key_raced_by_another_instance_fails_no_neighbour(store: Store) -> None:
+    """Another instance stores the same idempotency key while this instance's group commit is in flight (on
+    PostgreSQL the key's unique index then refuses the insert): the raced job is answered as a duplicate
+    with the other instance's seqs, and the job committed beside it in the same group is stored."""
+    await store.write(CreateSession("raced", SessionCreate()))
+    await store.write(CreateSession("neighbour", SessionCreate()))
+    other_writer, other_reader = create_engines(store.url)
+    holding, release = threading.Event(), threading.Event()
+
+    def other_instance() -> IngestResult:
+        with other_writer.begin() as conn:
+            applied = Ingest("raced", prepare("training_metrics", metrics(1)), "key-1", "hash").apply(conn, time.time())
+            holding.set()
+            release.wait(TIMEOUT)
+        result: IngestResult = applied.result
+        return result
+
+    other = asyncio.create_task(asyncio.to_thread(other_instance))
+    try:
+        await asyncio.to_thread(holding.wait, TIMEOUT)
+        ours = asyncio.gather(
+            store.write(Ingest("neighbour", prepare("training_metrics", metrics(1, 2)), None)),
+            store.write(Ingest("raced", prepare("training_metrics", metrics(1)), "key-1", "hash")),
+        )
+        await asyncio.sleep(0.3)  # our group reaches the other's lock (a shorter wait only skips the race)
+        release.set()
+        neighbour, raced = await ours
+        theirs = await other
+    finally:
+        release.set()
+        other_writer.dispose()
+        other_reader.dispose()
+    assert (neighbour.first_seq, neighbour.last_seq, neighbour.duplicate) == (1, 2, False)
+    assert (raced.first_seq, raced.last_seq, raced.duplicate) == (theirs.first_seq, theirs.last_seq, True)
