@@ -1,4 +1,5 @@
-"""The command line: `bot serve`, `bot sync [PATH] [--url URL]`, `bot train` and `bot demo` (bot/training/cli.py)."""
+"""The command line: `bot serve`, `bot db current|upgrade`, `bot sync [PATH] [--url URL]`, `bot train` and `bot demo`
+(bot/training/cli.py)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 8000, env TRAINING_METRICS_PORT)")
     serve.add_argument("--config", help="JSON config file (see config/default.json)")
     serve.add_argument("--database-url", help="e.g. sqlite:///data/training_metrics.db or postgresql://user@host/db")
+    db = commands.add_parser("db", help="the database's schema: `bot db current`, `bot db upgrade`")
+    db.add_argument("action", choices=["current", "upgrade"], help="show the schema revision, or migrate to the newest")
+    db.add_argument("--config", help="JSON config file (see config/default.json)")
+    db.add_argument("--database-url", help="default: DATABASE_URL, the config file, else the default SQLite file")
     sync = commands.add_parser("sync", help="upload spooled batches that an SDK client could not deliver")
     sync.add_argument("path", nargs="?", help="the spool directory (default TMS_SPOOL_DIR or ~/.cache/...)")
     sync.add_argument(
@@ -83,6 +88,40 @@ def sync(args: argparse.Namespace) -> int:
     return 0 if remaining == 0 else 1
 
 
+def database(args: argparse.Namespace) -> int:
+    """`bot db current` prints the revision; `bot db upgrade` migrates to the newest and says from where."""
+    from bot.store import StoreError
+    from bot.store.engine import create_engines
+    from bot.store.schema import current_revision, head, upgrade
+
+    overrides: dict[str, Any] = {"database_url": args.database_url} if args.database_url else {}
+    if args.config:
+        overrides["config_file"] = args.config
+    try:
+        url = load_settings(**overrides).database_url
+        writer, reader = create_engines(url)
+    except (ConfigError, ValueError) as exc:
+        print(f"bot db: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.action == "current":
+            with writer.connect() as conn:
+                current = current_revision(conn)
+            state = "empty" if current is None else "up to date" if current == head() else f"behind {head()}"
+            print(f"{current or '-'} ({state})")
+        else:
+            before, after = upgrade(writer)
+            done = "created" if before is None else f"was {before}" if before != after else "nothing to do"
+            print(f"bot db: at revision {after} ({done})")
+    except StoreError as exc:
+        print(f"bot db: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        writer.dispose()
+        reader.dispose()
+    return 0
+
+
 def serve(args: argparse.Namespace) -> int:
     from bot.server import TrainingMetricsServer  # the server's imports are paid only by `serve`
 
@@ -107,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve(args)
     if args.command == "sync":
         return sync(args)
+    if args.command == "db":
+        return database(args)
     if args.command in ("train", "demo"):
         try:
             from bot.training import cli as training

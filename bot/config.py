@@ -127,6 +127,8 @@ class Settings(BaseSettings):
     ingest_processes: int | None = Field(None, ge=0, le=64, validation_alias=_env("ingest_processes"))
     # How long the hub waits for a missing seq before it reads the gap from the store.
     gap_wait_seconds: float = Field(0.05, ge=0, validation_alias=_env("gap_wait_seconds"))
+    # A database at an older schema revision is migrated at start-up instead of refused (`bot db upgrade`).
+    auto_migrate: bool = Field(False, validation_alias=_env("auto_migrate"))
     # A publish to Redis that takes longer than this is given up (spectators get those frames from the store)
     # and /health says `degraded`: a slow or stalled Redis never holds ingest.
     broker_timeout: float = Field(0.5, gt=0, validation_alias=_env("broker_timeout"))
@@ -214,13 +216,14 @@ def _unknown(path: Path, key: str, valid: list[str]) -> str:
 
 
 def _database_section(path: Path, section: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(section) - {"enabled", "url"}
+    unknown = set(section) - {"enabled", "url", "auto_migrate"}
     if unknown:
-        raise ConfigError(_unknown(path, f"database.{sorted(unknown)[0]}", ["enabled", "url"]))
+        raise ConfigError(_unknown(path, f"database.{sorted(unknown)[0]}", ["auto_migrate", "enabled", "url"]))
+    values = {"auto_migrate": section["auto_migrate"]} if "auto_migrate" in section else {}
     if section.get("enabled", True) is False:
         # No database asked for: keep everything in memory; nothing survives a restart.
-        return {"database_url": "sqlite://"}
-    return {"database_url": section["url"]} if "url" in section else {}
+        return {**values, "database_url": "sqlite://"}
+    return {**values, "database_url": section["url"]} if "url" in section else values
 
 
 def _redis_section(path: Path, section: dict[str, Any]) -> dict[str, Any]:
@@ -275,6 +278,7 @@ class DatabaseConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
     url: str = "sqlite:///data/training_metrics.db"
+    auto_migrate: bool = False
 
 
 class RedisConfig(BaseModel):
@@ -351,6 +355,8 @@ class ServerConfiguration(BaseModel):
         flat: dict[str, Any] = self.model_dump(exclude_unset=True, exclude=sections)
         if "database" in self.model_fields_set:
             flat["database_url"] = self.database.url if self.database.enabled else "sqlite://"
+            if "auto_migrate" in self.database.model_fields_set:
+                flat["auto_migrate"] = self.database.auto_migrate
         if "redis" in self.model_fields_set:
             r = self.redis
             flat["redis_url"] = f"redis://{r.host}:{r.port}/{r.db}" if r.enabled else None

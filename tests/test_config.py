@@ -128,6 +128,7 @@ def test_nested_configuration_reaches_every_setting_with_the_same_defaults() -> 
     for section in sections - {"database", "redis"}:
         reachable.update(getattr(nested, section).model_dump())
     reachable["database_url"] = nested.database.url
+    reachable["auto_migrate"] = nested.database.auto_migrate
     reachable["redis_url"] = None
     flat = load_settings()
     missing = sorted(set(type(flat).model_fields) - {"config_file"} - set(reachable))

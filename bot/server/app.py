@@ -59,7 +59,10 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         if settings.enable_rate_limiting:
             logger.warning("enable_rate_limiting is set but rate limiting is not implemented yet; ignoring it")
-        async with Store(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous) as store:
+        opened = Store(
+            settings.database_url, sqlite_synchronous=settings.sqlite_synchronous, auto_migrate=settings.auto_migrate
+        )
+        async with opened as store:
             broker = broker_from_url(
                 settings.redis_url, timeout=settings.broker_timeout, probe_interval=settings.broker_probe_interval
             )

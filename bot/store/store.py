@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection
 
 from bot.store.engine import create_engines
-from bot.store.errors import StoreError, StoreUnavailableError
-from bot.store.tables import metadata
+from bot.store.errors import StoreUnavailableError
+from bot.store.schema import prepare_schema
 from bot.store.writes import Applied, Job, Published, commit_group
 
 logger = logging.getLogger(__name__)
@@ -40,8 +40,11 @@ class _Pending:
 class Store:
     """Open with `async with Store(url) as store:`; every method is safe to call from the event loop."""
 
-    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL", max_group: int = 512) -> None:
+    def __init__(
+        self, url: str, *, sqlite_synchronous: str = "FULL", max_group: int = 512, auto_migrate: bool = False
+    ) -> None:
         self.url = url
+        self.auto_migrate = auto_migrate
         self.writer, self.reader = create_engines(url, sqlite_synchronous=sqlite_synchronous)
         self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="tms-writer")
         shared = self.reader is self.writer  # in-memory SQLite: one connection, one thread
@@ -58,7 +61,7 @@ class Store:
     async def __aenter__(self) -> Self:
         loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._writer_pool, prepare_schema, self.writer)
+            await loop.run_in_executor(self._writer_pool, prepare_schema, self.writer, self.auto_migrate)
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
@@ -139,24 +142,6 @@ class Store:
                 pending.future.set_exception(outcome)
             else:
                 pending.future.set_result(outcome.result)
-
-
-def prepare_schema(engine: Any) -> None:
-    """Create missing tables; refuse, naming what differs, a database an older version made."""
-    inspector = inspect(engine)
-    problems = []
-    for table in metadata.sorted_tables:
-        if inspector.has_table(table.name):
-            existing = {column["name"] for column in inspector.get_columns(table.name)}
-            missing = [column.name for column in table.c if column.name not in existing]
-            if missing:
-                problems.append(f"table {table.name} lacks {', '.join(missing)}")
-    if problems:
-        raise StoreError(
-            f"the database {engine.url.render_as_string(hide_password=True)!r} was made by an older version "
-            f"({'; '.join(problems)}); there are no migrations before 1.0: move it aside and start again"
-        )
-    metadata.create_all(engine)
 
 
 def _read(engine: Any, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
