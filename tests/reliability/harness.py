@@ -23,11 +23,13 @@ from tests.reliability.checker import Ack, SpectatorLog
 
 @dataclass
 class ServerProcess:
-    """`python -m bot serve` on a fixed port and database file, so it can be killed and restarted."""
+    """`python -m bot serve` on a fixed port and database (a SQLite file, or a URL), so it can be killed and
+    restarted; with a Redis URL, instances share one live stream."""
 
-    database: Path
+    database: Path | str
     port: int
     env: dict[str, str] = field(default_factory=dict)
+    redis_url: str | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -35,8 +37,11 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        env = {**os.environ, "DATABASE_URL": f"sqlite:///{self.database}", **self.env}
+        url = self.database if isinstance(self.database, str) else f"sqlite:///{self.database}"
+        env = {**os.environ, "DATABASE_URL": url, **self.env}
         env.pop("REDIS_URL", None)
+        if self.redis_url is not None:
+            env["REDIS_URL"] = self.redis_url
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bot", "serve", "--port", str(self.port)],
             env=env,
@@ -90,11 +95,16 @@ class RecordingSpectator:
     """A spectator that logs what it receives for the checker and reconnects with since and epoch."""
 
     def __init__(self, url: str, session_id: str) -> None:
-        self.ws_base = url.replace("http://", "ws://") + f"/ws/{session_id}"
+        self.session_id = session_id
+        self.move(url)
         self.log = SpectatorLog(session_id)
         self.last = 0
         self.epoch: str | None = None
         self.ws: Any = None
+
+    def move(self, url: str) -> None:
+        """Reconnect to another instance from now on (as a load balancer would send it)."""
+        self.ws_base = url.replace("http://", "ws://") + f"/ws/{self.session_id}"
 
     async def connect(self) -> None:
         query = f"?since={self.last}" + (f"&epoch={self.epoch}" if self.epoch else "")
