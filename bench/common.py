@@ -62,8 +62,8 @@ def server_process(extra_env: dict[str, str] | None = None, database: Path | Non
     port = free_port()
     with tempfile.TemporaryDirectory() as directory:
         path = database or Path(directory) / "bench.db"
-        env = {**os.environ, "DATABASE_URL": f"sqlite:///{path}", **(extra_env or {})}
-        env.pop("REDIS_URL", None)
+        env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+        env.update({"DATABASE_URL": f"sqlite:///{path}", **(extra_env or {})})
         process = subprocess.Popen(
             [sys.executable, "-m", "bot", "serve", "--port", str(port)],
             env=env,

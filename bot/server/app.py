@@ -29,6 +29,7 @@ from bot.config import ServerConfiguration, Settings, as_settings
 from bot.schemas import BotDecisionData, PerformanceGraphData, SessionCreate, SessionUpdate, TrainingMetricsData
 from bot.server import api, ws
 from bot.server.api.bodies import BodyTooLargeError
+from bot.server.admission import ConnectRate
 from bot.server.batches import BatchReader, default_processes
 from bot.server.broker import broker_from_url
 from bot.server.direct import RawSendMiddleware
@@ -86,7 +87,13 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
                         asyncio.create_task(_stale_loop(service, settings), name="tms-stale"),
                     ]
                     try:
-                        yield {"service": service, "hub": hub, "settings": settings, "batches": batches}
+                        yield {
+                            "service": service,
+                            "hub": hub,
+                            "settings": settings,
+                            "batches": batches,
+                            "connect_rate": ConnectRate(settings.ws_connect_rate),
+                        }
                     finally:
                         for task in housekeeping:
                             task.cancel()

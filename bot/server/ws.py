@@ -6,7 +6,7 @@ store after `since` → live. One sender task per spectator is the only writer t
 handler reads client messages (`ping`, `subscribe`, `unsubscribe`) and answers through the same queue.
 
 Close codes: 4400 bad query parameter, 4403 room password missing or wrong, 4404 unknown session,
-4429 session full, 1013 server full,
+4429 session full, 1013 server full or too many connections at once (a retry delay in the reason),
 4008 too slow, 4410 session deleted, 1008 too many invalid messages, 1001 server shutting down,
 1011 server error (logged with the spectator's and the session's id).
 """
@@ -45,6 +45,7 @@ MAX_PING_DATA = 256  # bytes of a ping's `data` echoed in its pong: a client can
 # all): a join then costs the same whatever the graphs hold, and the spectators already there never wait.
 SNAPSHOT_GRAPH_POINTS = 1000
 CLOSE_INTERNAL_ERROR = 1011
+CLOSE_TRY_AGAIN_LATER = 1013
 
 
 class BadParameterError(ValueError):
@@ -95,6 +96,12 @@ async def refuse(websocket: WebSocket, session_id: str, code: int, error: str, r
         await websocket.close(code, close_reason(reason))
 
 
+async def _refuse_busy(websocket: WebSocket, session_id: str, why: str, retry_after: float) -> None:
+    with contextlib.suppress(Exception):
+        await websocket.send_text(error_frame(session_id, "try_again_later", why, retry_after=retry_after))
+        await websocket.close(CLOSE_TRY_AGAIN_LATER, close_reason(why))
+
+
 @router.websocket("/ws/{session_id}")
 async def spectate(websocket: WebSocket, session_id: str) -> None:
     """`session_id` may also be a room code; a protected room needs `password=`."""
@@ -102,6 +109,9 @@ async def spectate(websocket: WebSocket, session_id: str) -> None:
     hub: Hub = websocket.state.hub
     settings: Settings = websocket.state.settings
     await websocket.accept()
+    if (retry_after := websocket.state.connect_rate.admit()) is not None:
+        why = f"too many connections at once: try again later, retry in {retry_after:g} s"
+        return await _refuse_busy(websocket, session_id, why, retry_after)
     cap_send_buffer(websocket.scope, settings.ws_send_buffer)
     try:
         since, epoch, types, user_name = parse_query(websocket.query_params)

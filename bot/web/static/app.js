@@ -65,7 +65,10 @@ class Spectator {
       this.onState("disconnected", event);
       if ([4403, 4404, 4410, 4400].includes(event.code)) return; // retrying cannot help
       if (event.code === 1006) showProblem("Cannot reach the server. Reconnecting…");
-      setTimeout(() => this.open(), this.delay);
+      // Jittered, so that the spectators of a server that went away do not all come back at once; a 1013
+      // (too many connections at once) says how long to wait.
+      const advised = /retry in ([\d.]+) s/.exec(event.reason || "");
+      setTimeout(() => this.open(), advised ? Number(advised[1]) * 1000 : this.delay * (0.5 + Math.random()));
       this.delay = Math.min(this.delay * 2, 10000);
     };
   }

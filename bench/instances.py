@@ -1,0 +1,187 @@
+"""Several instances on PostgreSQL and Redis (issue #15), each figure against its baseline in the same run:
+
+1. fan-out: deliveries/s to 200 spectators split over two instances sharing Redis, against one instance
+   alone (the in-memory broker, the same PostgreSQL); and at 500 points/s to 100 spectators, the p99
+   push-to-spectator latency of both (the difference is what the Redis hop adds);
+2. ingest: points/s acknowledged on PostgreSQL (synchronous_commit=on) against SQLite (synchronous=FULL);
+3. a reconnect storm: 2,000 spectators reconnecting with `since` at once to one instance: seconds until all
+   have resumed, 1013 refusals, and the p99 latency of a live push to another spectator meanwhile.
+
+    python bench/instances.py [--quick]
+
+Needs PostgreSQL and Redis on 127.0.0.1 (TEST_DATABASE_URL, TEST_REDIS_URL as for the tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psycopg
+import websockets
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import Server, percentile, server_process
+from bench.fanout import collect, push, spectator_processes
+from bench.ingest import concurrent_batches
+
+HERE = Path(__file__).resolve().parent
+POSTGRES = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+
+@contextlib.contextmanager
+def postgres_schema() -> Iterator[str]:
+    schema = f"bench_{secrets.token_hex(4)}"
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+    try:
+        yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(POSTGRES, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def env(database: str, redis: str | None, spectators: int) -> dict[str, str]:
+    values = {"DATABASE_URL": database, "MAX_CONNECTIONS_PER_SESSION": str(spectators + 10)}
+    return {**values, "REDIS_URL": redis} if redis else values
+
+
+def fan_out(instances: list[Server], spectators: int, points: int, rate: float | None) -> dict[str, float]:
+    session_id = httpx.post(f"{instances[0].url}/api/training/sessions", json={"name": "fan"}).json()["session_id"]
+    urls = ",".join(s.url.replace("http://", "ws://") + f"/ws/{session_id}?types=training_metrics" for s in instances)
+    with spectator_processes(urls, spectators, points, 300) as processes:
+        push(instances[0].url, session_id, points, rate)
+        return collect(processes)
+
+
+@contextlib.contextmanager
+def servers(count: int, database: str, redis: str | None, spectators: int) -> Iterator[list[Server]]:
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(server_process(env(database, redis, spectators))) for _ in range(count)]
+
+
+def fan_out_figures(quick: bool) -> dict[str, Any]:
+    spectators, points = 200, 1000 if quick else 3000
+    rate, seconds = 500.0, 4 if quick else 10
+    figures: dict[str, Any] = {}
+    for name, count, redis in (("one instance", 1, None), ("two instances + Redis", 2, REDIS)):
+        with postgres_schema() as database, servers(count, database, redis, spectators) as instances:
+            throughput = fan_out(instances, spectators, points, None)
+            latency = fan_out(instances, 100, int(rate * seconds), rate)
+        figures[name] = {"deliveries_per_s": throughput["deliveries_per_s"], "p99_ms": latency["p99_ms"]}
+        figures[name]["complete"] = throughput["complete"] and latency["complete"]
+        print(
+            f"{name}: {throughput['deliveries_per_s']:,.0f} deliveries/s to {spectators} spectators; "
+            f"at {rate:g} points/s to 100 spectators p50 {latency['p50_ms']:.1f} ms p99 {latency['p99_ms']:.1f} ms"
+        )
+    one, two = figures["one instance"], figures["two instances + Redis"]
+    print(
+        f"two instances sharing Redis: {two['deliveries_per_s'] / one['deliveries_per_s']:.2f}x the deliveries/s of "
+        f"one alone; the Redis hop adds {two['p99_ms'] - one['p99_ms']:+.1f} ms to p99"
+    )
+    return figures
+
+
+def ingest_figures(quick: bool) -> dict[str, float]:
+    batches = 10 if quick else 30
+    figures = {}
+    with postgres_schema() as database, server_process({"DATABASE_URL": database}) as server:
+        figures["postgresql"] = asyncio.run(concurrent_batches(server.url, 4, batches))["points_per_s"]
+    with server_process() as server:
+        figures["sqlite"] = asyncio.run(concurrent_batches(server.url, 4, batches))["points_per_s"]
+    print(
+        f"ingest, 4 engines x {batches} batches of 1,000 points: PostgreSQL (synchronous_commit=on) "
+        f"{figures['postgresql']:,.0f} points/s, SQLite (synchronous=FULL) {figures['sqlite']:,.0f} points/s "
+        f"({figures['postgresql'] / figures['sqlite']:.2f}x)"
+    )
+    return figures
+
+
+async def live_latency(server: Server, session_id: str, stop: threading.Event) -> list[float]:
+    """Push one point every 20 ms; a spectator that was there before the storm times each one's arrival."""
+    ws_url = server.url.replace("http://", "ws://") + f"/ws/{session_id}?types=training_metrics&since=0"
+    latencies: list[float] = []
+    async with websockets.connect(ws_url, compression=None, max_size=None) as ws, httpx.AsyncClient() as http:
+        async for raw in ws:  # read the backlog first
+            if orjson.loads(raw).get("seq") == 10_000:
+                break
+
+        async def reader() -> None:
+            async for raw in ws:
+                data = orjson.loads(raw)["data"]
+                if "t" in data.get("custom", {}):
+                    latencies.append((time.time() - data["custom"]["t"]) * 1000)
+
+        task = asyncio.create_task(reader())
+        episode = 10_000
+        while not stop.is_set():
+            episode += 1
+            body = {"episode": episode, "custom": {"t": time.time()}}
+            await http.post(f"{server.url}/api/training/sessions/{session_id}/metrics", json=body)
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.5)
+        task.cancel()
+    return latencies
+
+
+def storm_figures(quick: bool) -> dict[str, float]:
+    count = 500 if quick else 2000
+    with postgres_schema() as database, server_process(env(database, None, count + 10)) as server:
+        session_id = httpx.post(f"{server.url}/api/training/sessions", json={"name": "storm"}).json()["session_id"]
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            for first in range(0, 10_000, 1000):
+                body = [{"episode": e, "current_reward": 1.0} for e in range(first, first + 1000)]
+                http.post(f"/api/training/sessions/{session_id}/metrics", json=body).raise_for_status()
+        ws_url = server.url.replace("http://", "ws://") + f"/ws/{session_id}"
+        clients = subprocess.Popen(
+            [sys.executable, str(HERE / "storm_clients.py"), ws_url, str(count), "10000"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert clients.stdin and clients.stdout and clients.stdout.readline().strip() == "READY"
+        stop = threading.Event()
+        latencies: list[float] = []
+        pusher = threading.Thread(target=lambda: latencies.extend(asyncio.run(live_latency(server, session_id, stop))))
+        pusher.start()
+        time.sleep(1.0)
+        before = len(latencies)
+        clients.stdin.write("go\n")
+        clients.stdin.flush()
+        result = orjson.loads(clients.stdout.readline())
+        stop.set()
+        pusher.join()
+        clients.wait(30)
+    during = latencies[before:]
+    result["live_p99_ms"] = percentile(during, 0.99) if during else float("nan")
+    result["live_p99_before_ms"] = percentile(latencies[:before], 0.99) if before else float("nan")
+    print(
+        f"reconnect storm: {count} spectators with since at once: all resumed in {result['seconds']:.2f} s "
+        f"({result['refusals']} refusals with 1013, {result['gaps']} gaps); a live push's p99 meanwhile "
+        f"{result['live_p99_ms']:.1f} ms (before the storm {result['live_p99_before_ms']:.1f} ms)"
+    )
+    return result
+
+
+def main() -> None:
+    quick = "--quick" in sys.argv
+    figures = {"fan_out": fan_out_figures(quick), "ingest": ingest_figures(quick), "storm": storm_figures(quick)}
+    print(orjson.dumps(figures).decode())
+
+
+if __name__ == "__main__":
+    main()

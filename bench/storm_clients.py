@@ -1,0 +1,56 @@
+"""A reconnect storm in its own process: N spectators connect at once with `since`, retry as their 1013s
+advise, and each reads until it has resumed up to the session's last seq.
+
+    python bench/storm_clients.py WS_URL CONNECTIONS LAST_SEQ
+
+Prints "READY" once all sockets are prepared, waits for a line on stdin, storms, then prints one JSON line:
+seconds until every spectator had resumed, how many 1013 refusals there were, and any seq gap seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+import time
+
+import orjson
+import websockets
+
+
+async def resume(url: str, since: int, last: int, refusals: list[int], gaps: list[int]) -> None:
+    while True:
+        async with websockets.connect(f"{url}?since={since}&types=training_metrics", compression=None) as ws:
+            expected = since + 1
+            async for raw in ws:
+                message = orjson.loads(raw)
+                if message["type"] == "error" and message["data"]["code"] == "try_again_later":
+                    refusals.append(1)
+                    await asyncio.sleep(message["data"]["retry_after"])
+                    break
+                seq = message.get("seq")
+                if seq is None:
+                    continue
+                if seq != expected:
+                    gaps.append(seq)
+                expected = seq + 1
+                if seq >= last:
+                    return
+
+
+async def main() -> None:
+    url, connections, last = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    rng = random.Random(1)
+    sinces = [rng.randrange(max(0, last - 500), last) for _ in range(connections)]
+    refusals: list[int] = []
+    gaps: list[int] = []
+    print("READY", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    start = time.perf_counter()
+    await asyncio.wait_for(asyncio.gather(*(resume(url, s, last, refusals, gaps) for s in sinces)), 300)
+    elapsed = time.perf_counter() - start
+    print(orjson.dumps({"seconds": elapsed, "refusals": len(refusals), "gaps": len(gaps)}).decode(), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
