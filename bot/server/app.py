@@ -28,8 +28,8 @@ from bot import __version__
 from bot.config import ServerConfiguration, Settings, as_settings
 from bot.schemas import BotDecisionData, PerformanceGraphData, SessionCreate, SessionUpdate, TrainingMetricsData
 from bot.server import api, ws
-from bot.server.api.bodies import BodyTooLargeError
 from bot.server.admission import ConnectRate
+from bot.server.api.bodies import BodyTooLargeError
 from bot.server.batches import BatchReader, default_processes
 from bot.server.broker import broker_from_url
 from bot.server.direct import RawSendMiddleware

@@ -170,9 +170,13 @@ class TrainingService:
         """Per-metric history for charts, downsampled (min/max per bucket) on the pool of big reads."""
         return await self.store.read_heavy(_series, session_id, metrics, where, points)
 
-    async def read_after(self, session_id: str, after_seq: int, limit: int) -> list[tuple[int, str, str]]:
-        """Every stored frame after `after_seq`: the hub's gap repair (not queued behind big reads)."""
-        _, frames = await self.store.read(_history, session_id, MessageFilter(after_seq=after_seq), limit)
+    async def read_after(
+        self, session_id: str, after_seq: int, limit: int, types: list[str] | None = None
+    ) -> list[tuple[int, str, str]]:
+        """Stored frames after `after_seq` (of `types`, or all): the hub's gap repair and a spectator's replay,
+        not queued behind big reads (a reconnect storm is thousands of these at once)."""
+        where = MessageFilter(after_seq=after_seq, types=types)
+        _, frames = await self.store.read(_history, session_id, where, limit)
         return frames
 
     async def last_seqs(self, session_ids: list[str]) -> dict[str, int]:

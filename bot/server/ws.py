@@ -31,7 +31,6 @@ from bot.server.hub import Hub, HubFullError
 from bot.server.services import TrainingService
 from bot.server.spectator import CONTROL, Spectator
 from bot.store import SessionNotFoundError
-from bot.store.reads import MessageFilter
 
 logger = logging.getLogger(__name__)
 
@@ -236,8 +235,8 @@ async def _replay(websocket: WebSocket, spectator: Spectator, service: TrainingS
     """Everything after `since` from the store; again while live frames overflowed the queue meanwhile."""
     for _ in range(REPLAY_PASSES):
         while True:
-            where = MessageFilter(after_seq=spectator.delivered_through, types=sorted(spectator.queue.types))
-            _, frames = await service.history(spectator.session_id, where, REPLAY_PAGE)
+            types = sorted(spectator.queue.types)
+            frames = await service.read_after(spectator.session_id, spectator.delivered_through, REPLAY_PAGE, types)
             for seq, _type, frame in frames:
                 await websocket.send_text(frame)
                 spectator.delivered_through = seq

@@ -39,7 +39,12 @@ def create_engines(url: str, *, sqlite_synchronous: str = "FULL", readers: int =
     parsed = normalise_url(url)
     if parsed.get_backend_name() != "sqlite":
         writer = create_engine(parsed, pool_size=1, max_overflow=0, pool_pre_ping=True)
-        reader = create_engine(parsed, pool_size=readers, max_overflow=0, pool_pre_ping=True)
+        # Readers skip the two round trips a read would otherwise add (pre-ping, ROLLBACK): in autocommit each
+        # statement sees the latest commit, as it does under READ COMMITTED in a transaction; a connection
+        # that PostgreSQL dropped fails its read once and the read is tried again (Store.read).
+        reader = create_engine(
+            parsed, pool_size=readers, max_overflow=0, isolation_level="AUTOCOMMIT", pool_reset_on_return=None
+        )
         return writer, reader
     if is_memory(parsed):
         engine = create_engine(parsed, poolclass=StaticPool, connect_args={"check_same_thread": False})

@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 
 from bot.store.engine import create_engines
 from bot.store.errors import StoreUnavailableError
@@ -145,5 +146,13 @@ class Store:
 
 
 def _read(engine: Any, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    try:
+        with engine.connect() as conn:
+            return fn(conn, *args, **kwargs)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    # The database dropped the pooled connection (a restart, a failover): the pool has been emptied, so
+    # this try gets a fresh one. SQLAlchemy's recipe for disconnects handled without a ping per checkout.
     with engine.connect() as conn:
         return fn(conn, *args, **kwargs)

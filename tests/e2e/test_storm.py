@@ -42,9 +42,7 @@ async def resume(url: str, since: int, until: int) -> tuple[list[int], list[floa
                 return seqs, advised
 
 
-async def test_a_reconnect_storm_is_spread_and_every_spectator_resumes(
-    server_factory: Any, settings: Settings
-) -> None:
+async def test_a_reconnect_storm_is_spread_and_every_spectator_resumes(server_factory: Any, settings: Settings) -> None:
     live = await server_factory(settings.model_copy(update={"ws_connect_rate": 5, "max_connections_per_session": 100}))
     async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
         session_id = await create_session(client, "storm")
