@@ -172,7 +172,7 @@ def storm_figures(quick: bool) -> dict[str, float]:
     result["live_p99_before_ms"] = percentile(latencies[:before], 0.99) if before else float("nan")
     print(
         f"reconnect storm: {count} spectators with since at once: all resumed in {result['seconds']:.2f} s "
-        f"(half in {result['half_resumed_s']:.2f} s, 90 % in {result['p90_resumed_s']:.2f} s; "
+        f"(half in {result['half_resumed_s']:.2f} s, 99 % in {result['p99_resumed_s']:.2f} s; "
         f"{result['refusals']} refusals with 1013, {result['gaps']} gaps); a live push's p99 meanwhile "
         f"{result['live_p99_ms']:.1f} ms (before the storm {result['live_p99_before_ms']:.1f} ms)"
     )

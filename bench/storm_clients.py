@@ -13,34 +13,36 @@ import asyncio
 import random
 import sys
 import time
+from collections import Counter
 
 import orjson
 import websockets
 
 
-async def resume(url: str, since: int, last: int, refusals: list[int], gaps: list[int], done: list[float]) -> None:
-    await _resume(url, since, last, refusals, gaps)
-    done.append(time.perf_counter())
-
-
-async def _resume(url: str, since: int, last: int, refusals: list[int], gaps: list[int]) -> None:
+async def resume(url: str, since: int, last: int, counts: Counter[str], done: list[float]) -> None:
+    """Connect with since until resumed up to `last`: after a 1013, as advised; after another close, at once."""
     while True:
-        async with websockets.connect(f"{url}?since={since}&types=training_metrics", compression=None) as ws:
-            expected = since + 1
-            async for raw in ws:
-                message = orjson.loads(raw)
-                if message["type"] == "error" and message["data"]["code"] == "try_again_later":
-                    refusals.append(1)
-                    await asyncio.sleep(message["data"]["retry_after"])
-                    break
-                seq = message.get("seq")
-                if seq is None:
-                    continue
-                if seq != expected:
-                    gaps.append(seq)
-                expected = seq + 1
-                if seq >= last:
-                    return
+        try:
+            async with websockets.connect(f"{url}?since={since}&types=training_metrics", compression=None) as ws:
+                expected = since + 1
+                async for raw in ws:
+                    message = orjson.loads(raw)
+                    if message["type"] == "error" and message["data"]["code"] == "try_again_later":
+                        counts["refusals"] += 1
+                        await asyncio.sleep(message["data"]["retry_after"])
+                        break
+                    seq = message.get("seq")
+                    if seq is None:
+                        continue
+                    counts["gaps"] += seq != expected
+                    expected = seq + 1
+                    if seq >= last:
+                        done.append(time.perf_counter())
+                        return
+                else:
+                    counts["closed_early"] += 1
+        except (OSError, TimeoutError, websockets.InvalidHandshake):
+            counts["failed_connects"] += 1
 
 
 async def main() -> None:
@@ -48,22 +50,22 @@ async def main() -> None:
     rng = random.Random(1)
     # Spectators of a dead instance were live: each is behind by the last second or so (here up to 20 messages).
     sinces = [rng.randrange(max(0, last - 20), last) for _ in range(connections)]
-    refusals: list[int] = []
-    gaps: list[int] = []
+    counts: Counter[str] = Counter()
     print("READY", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     start, cpu = time.perf_counter(), time.process_time()
     done: list[float] = []
-    await asyncio.wait_for(asyncio.gather(*(resume(url, s, last, refusals, gaps, done) for s in sinces)), 300)
+    await asyncio.wait_for(asyncio.gather(*(resume(url, s, last, counts, done) for s in sinces)), 300)
     elapsed = time.perf_counter() - start
     done = sorted(t - start for t in done)
     result = {
         "seconds": elapsed,
         "half_resumed_s": done[len(done) // 2],
         "p90_resumed_s": done[int(len(done) * 0.9)],
+        "p95_resumed_s": done[int(len(done) * 0.95)],
+        "p99_resumed_s": done[int(len(done) * 0.99)],
         "client_cpu_s": time.process_time() - cpu,
-        "refusals": len(refusals),
-        "gaps": len(gaps),
+        **{name: counts[name] for name in ("refusals", "gaps", "closed_early", "failed_connects")},
     }
     print(orjson.dumps(result).decode(), flush=True)
 

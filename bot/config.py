@@ -113,8 +113,9 @@ class Settings(BaseSettings):
     # up to 4 MB). Bounds what a spectator that stopped reading holds before its queue and close take over.
     ws_send_buffer: int = Field(262_144, ge=0, validation_alias=_env("ws_send_buffer"))
     # New spectator connections per second this instance takes (0: no limit); past it, 1013 with a jittered
-    # retry delay, so a reconnect storm (an instance died) comes back spread out.
-    ws_connect_rate: int = Field(500, ge=0, validation_alias=_env("ws_connect_rate"))
+    # retry delay. Off by default: joins to one session share their reads, and a 2,000-spectator storm
+    # resumed fastest, with the least added live latency, unlimited (bench/instances.py).
+    ws_connect_rate: int = Field(0, ge=0, validation_alias=_env("ws_connect_rate"))
     # On shutdown, how long spectators get to take their 1001 close before their connections are cut,
     # and requests to finish before they are cancelled: `bot serve` always exits within about this.
     shutdown_timeout: float = Field(5.0, ge=0, validation_alias=_env("shutdown_timeout"))
@@ -320,7 +321,7 @@ class PerformanceConfig(BaseModel):
     max_backlog: int = 1000
     slow_spectator_timeout: float = 10.0
     ws_send_buffer: int = 262_144
-    ws_connect_rate: int = 500
+    ws_connect_rate: int = 0
     ws_ping_interval: float = 20.0
     ws_ping_timeout: float = 20.0
     ws_per_message_deflate: bool = False

@@ -37,6 +37,7 @@ from bot.server.hub import Hub
 from bot.server.pages import mount_pages
 from bot.server.publisher import Publisher
 from bot.server.services import TrainingService
+from bot.server.shared_reads import JoinReads
 from bot.store import (
     IdempotencyConflictError,
     SessionExistsError,
@@ -93,6 +94,7 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
                             "settings": settings,
                             "batches": batches,
                             "connect_rate": ConnectRate(settings.ws_connect_rate),
+                            "joins": JoinReads(service, ws.SNAPSHOT_GRAPH_POINTS, ws.REPLAY_PAGE),
                         }
                     finally:
                         for task in housekeeping:

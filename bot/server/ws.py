@@ -29,6 +29,7 @@ from bot.schemas import INT64_MAX, MESSAGE_TYPES
 from bot.server.direct import DirectWriter, WireFrames, cap_send_buffer, transport_of
 from bot.server.hub import Hub, HubFullError
 from bot.server.services import TrainingService
+from bot.server.shared_reads import JoinReads
 from bot.server.spectator import CONTROL, Spectator
 from bot.store import SessionNotFoundError
 
@@ -117,7 +118,7 @@ async def spectate(websocket: WebSocket, session_id: str) -> None:
     except BadParameterError as exc:
         return await refuse(websocket, session_id, 4400, "invalid_parameter", str(exc))
     try:
-        session = await service.find_spectated(session_id)
+        session = await websocket.state.joins.find_spectated(session_id)
     except SessionNotFoundError as exc:
         return await refuse(websocket, session_id, 4404, "session_not_found", str(exc))
     session_id = session["session_id"]
@@ -189,7 +190,7 @@ async def _greet(
     A function of its own so that the snapshot it reads is freed, not kept for the connection's life.
     """
     # Read the state after registering with the hub: the snapshot and the live stream meet with no gap.
-    state = await service.state(spectator.session_id, SNAPSHOT_GRAPH_POINTS)
+    state = await websocket.state.joins.state(spectator.session_id)
     session = {**state.session, "spectators": hub.count(spectator.session_id)}
     sid = spectator.session_id
     await websocket.send_text(
@@ -232,17 +233,18 @@ async def _greet(
 
 
 async def _replay(websocket: WebSocket, spectator: Spectator, service: TrainingService) -> None:
-    """Everything after `since` from the store; again while live frames overflowed the queue meanwhile."""
+    """Everything after `since` from the store; again while live frames overflowed the queue meanwhile.
+    Pages are read once for all the spectators of the session replaying at the same time (a reconnect storm)."""
+    joins: JoinReads = websocket.state.joins
     for _ in range(REPLAY_PASSES):
-        while True:
+        more = True
+        while more:
             types = sorted(spectator.queue.types)
-            frames = await service.read_after(spectator.session_id, spectator.delivered_through, REPLAY_PAGE, types)
+            frames, more = await joins.replay_page(spectator.session_id, types, spectator.delivered_through)
             for seq, _type, frame in frames:
                 await websocket.send_text(frame)
                 spectator.delivered_through = seq
             service.stats.messages_out += len(frames)
-            if len(frames) < REPLAY_PAGE:
-                break
         queue = spectator.queue
         if not queue.dropped or queue.dropped_last <= spectator.delivered_through:
             return

@@ -56,3 +56,22 @@ async def test_a_reconnect_storm_is_spread_and_every_spectator_resumes(server_fa
         assert seqs == list(range(since + 1, 26)), (since, seqs)
     advised = [delay for _, delays in results for delay in delays]
     assert len(advised) >= 10 and len(set(advised)) > 1, advised  # most were told to wait, not all alike
+
+
+async def test_a_hundred_spectators_resuming_at_once_while_pushes_go_on_miss_nothing(
+    server_factory: Any, settings: Settings
+) -> None:
+    """Joins that share their reads (the snapshot and replay pages of one session) still each get exactly
+    what follows their own `since`, with pushes committed while they join."""
+    live = await server_factory(settings.model_copy(update={"max_connections_per_session": 200}))
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+        session_id = await create_session(client, "shared-joins")
+        url = f"/api/training/sessions/{session_id}/metrics"
+        assert (await client.post(url, json=[{"episode": i} for i in range(1500)])).status_code == 200
+        sinces = [(i * 37) % 1500 for i in range(100)]
+        storm = [asyncio.create_task(resume(live.ws_url(session_id), since, 1530)) for since in sinces]
+        for batch in range(30):
+            assert (await client.post(url, json={"episode": 1500 + batch})).status_code == 200
+        results = await asyncio.gather(*storm)
+    for since, (seqs, advised) in zip(sinces, results, strict=True):
+        assert seqs == list(range(since + 1, 1531)) and advised == [], since
