@@ -1,4 +1,6 @@
 # The server alone: SQLite by default; set DATABASE_URL and REDIS_URL for PostgreSQL and Redis.
+# Slim and non-root. A database made by an older version is refused until `bot db upgrade` runs
+# (docker-compose.yml runs it once, before the servers), or with TMS_AUTO_MIGRATE=1.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -11,8 +13,9 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY bot ./bot
 COPY config ./config
-RUN pip install ".[redis,postgres]" && mkdir -p /app/data && useradd --create-home metrics && chown metrics /app/data
-USER metrics
+RUN pip install ".[redis,postgres]" && mkdir -p /app/data \
+    && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin metrics && chown metrics /app/data
+USER 10001
 VOLUME ["/app/data"]
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \

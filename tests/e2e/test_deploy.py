@@ -205,3 +205,24 @@ async def test_retention_deletes_sessions_that_ended_long_ago(server_factory: An
             while (await client.get(f"/api/training/sessions/{ended}")).status_code != 404:
                 await asyncio.sleep(0.1)
         assert (await client.get(f"/api/training/sessions/{running}")).status_code == 200
+
+
+def test_the_compose_file_runs_two_instances_migrated_once_behind_a_loopback_proxy() -> None:
+    """docker compose cannot run here; what it would do is read off the file: migrations once before the
+    servers, two servers sharing PostgreSQL and Redis, only the proxy published, and on 127.0.0.1."""
+    yaml = pytest.importorskip("yaml")
+    root = Path(__file__).resolve().parents[2]
+    services = yaml.safe_load((root / "docker-compose.yml").read_text())["services"]
+    assert services["migrate"]["command"] == ["bot", "db", "upgrade"]
+    servers = [name for name in services if name.startswith("server-")]
+    assert len(servers) == 2
+    for name in servers:
+        assert services[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
+        assert services[name]["environment"]["REDIS_URL"].startswith("redis://")
+        assert "TMS_AUTO_MIGRATE" not in services[name]["environment"]
+    published = {name: spec["ports"] for name, spec in services.items() if "ports" in spec}
+    assert list(published) == ["proxy"] and all(port.startswith("127.0.0.1:") for port in published["proxy"])
+    caddyfile = (root / "deploy" / "Caddyfile").read_text()
+    assert all(f"{name}:8000" in caddyfile for name in servers) and "health_uri /health" in caddyfile
+    dockerfile = (root / "Dockerfile").read_text()
+    assert "\nUSER 10001" in dockerfile and "FROM python:3.11-slim" in dockerfile
