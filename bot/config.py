@@ -131,6 +131,11 @@ class Settings(BaseSettings):
     ingest_processes: int | None = Field(None, ge=0, le=64, validation_alias=_env("ingest_processes"))
     # How long the hub waits for a missing seq before it reads the gap from the store.
     gap_wait_seconds: float = Field(0.05, ge=0, validation_alias=_env("gap_wait_seconds"))
+    # Training jobs (POST /api/training/start): how many run at once (None: the number of cores), where their
+    # models and checkpoints go, and where the scenarios are (None: the shipped ones, config/scenarios/).
+    max_concurrent_jobs: int | None = Field(None, ge=1, le=256, validation_alias=_env("max_concurrent_jobs"))
+    models_dir: Path = Field(Path("models"), validation_alias=_env("models_dir"))
+    scenarios_dir: Path | None = Field(None, validation_alias=_env("scenarios_dir"))
     # A database at an older schema revision is migrated at start-up instead of refused (`bot db upgrade`).
     auto_migrate: bool = Field(False, validation_alias=_env("auto_migrate"))
     # A publish to Redis that takes longer than this is given up (spectators get those frames from the store)
@@ -332,6 +337,9 @@ class PerformanceConfig(BaseModel):
     shutdown_timeout: float = 5.0
     broker_timeout: float = 0.5
     broker_probe_interval: float = 1.0
+    max_concurrent_jobs: int | None = None
+    models_dir: Path = Path("models")
+    scenarios_dir: Path | None = None
 
 
 FILE_SECTIONS["performance"] = {name: name for name in PerformanceConfig.model_fields}

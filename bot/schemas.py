@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import orjson
 from pydantic import (
@@ -48,8 +48,20 @@ def utc_now() -> datetime:
 
 
 # What the server stores and fans out; `lag`, `reset`, `snapshot` and `pong` are control messages.
-MessageType = Literal["training_metrics", "bot_decision", "graph_update", "training_status"]
-MESSAGE_TYPES: tuple[str, ...] = ("training_metrics", "bot_decision", "graph_update", "training_status")
+MessageType = Literal[
+    "training_metrics",
+    "bot_decision",
+    "graph_update",
+    "training_status",
+    # A training job's events (bot/server/jobs.py), written by the server into the job's session.
+    "training_started",
+    "training_progress",
+    "training_completed",
+    "training_stopped",
+    "training_error",
+]
+MESSAGE_TYPES: tuple[str, ...] = get_args(MessageType)
+TRAINING_EVENTS: tuple[str, ...] = MESSAGE_TYPES[4:]
 
 SessionId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
 MetricName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.:/-]{0,127}$")]

@@ -30,10 +30,12 @@ from bot.schemas import BotDecisionData, PerformanceGraphData, SessionCreate, Se
 from bot.server import api, ws
 from bot.server.admission import ConnectRate
 from bot.server.api.bodies import BodyTooLargeError
+from bot.server.api.training import StartTraining, StopTraining
 from bot.server.batches import BatchReader, default_processes
 from bot.server.broker import broker_from_url
 from bot.server.direct import RawSendMiddleware
 from bot.server.hub import Hub
+from bot.server.jobs import JobSupervisor
 from bot.server.pages import mount_pages
 from bot.server.publisher import Publisher
 from bot.server.services import TrainingService
@@ -51,7 +53,15 @@ logger = logging.getLogger(__name__)
 
 ECHO_LIMIT = 200  # characters of a refused input echoed in a 422, at most
 WS_MAX_MESSAGE_BYTES = 65_536  # a spectator's message (ping, subscribe) past this closes with 1009
-BODY_MODELS = (TrainingMetricsData, BotDecisionData, PerformanceGraphData, SessionCreate, SessionUpdate)
+BODY_MODELS = (
+    TrainingMetricsData,
+    BotDecisionData,
+    PerformanceGraphData,
+    SessionCreate,
+    SessionUpdate,
+    StartTraining,
+    StopTraining,
+)
 
 
 def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
@@ -82,7 +92,9 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
                 )
                 processes = settings.ingest_processes
                 batches = BatchReader(default_processes() if processes is None else processes, settings.max_batch_size)
+                jobs = JobSupervisor(service, settings)
                 async with hub, batches:
+                    await jobs.recover()
                     housekeeping = [
                         asyncio.create_task(_cleanup_loop(service, settings), name="tms-cleanup"),
                         asyncio.create_task(_stale_loop(service, settings), name="tms-stale"),
@@ -95,8 +107,10 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
                             "batches": batches,
                             "connect_rate": ConnectRate(settings.ws_connect_rate),
                             "joins": JoinReads(service, ws.SNAPSHOT_GRAPH_POINTS, ws.REPLAY_PAGE),
+                            "jobs": jobs,
                         }
                     finally:
+                        await jobs.shutdown(settings.shutdown_timeout)
                         for task in housekeeping:
                             task.cancel()
                         for task in housekeeping:

@@ -151,3 +151,26 @@ idempotency_keys = Table(
     Column("last_seq", BigInteger, nullable=False),
     sqlite_with_rowid=False,
 )
+
+# Training jobs started through the API (bot/server/jobs.py): one row per job, its child process's fate
+# included, so that status survives the server and a restart can tell what a crash left running.
+training_jobs = Table(
+    "training_jobs",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(64), nullable=False, unique=True),
+    Column("scenario", String(128), nullable=False),
+    Column("status", String(16), nullable=False),  # running, stopping, completed, stopped, failed
+    Column("session_id", String(128), nullable=False),
+    Column("params", Text, nullable=False),  # the start request's body, as JSON
+    Column("total_episodes", BigInteger, nullable=False),
+    Column("episodes_completed", BigInteger, nullable=False, default=0),
+    Column("latest_progress", Text),  # the last training_progress payload, as JSON
+    Column("host", String(256), nullable=False),  # the machine whose server supervises the process
+    Column("pid", Integer),
+    Column("exit_code", Integer),
+    Column("error", Text),
+    Column("created_at", Double, nullable=False),
+    Column("ended_at", Double),
+    Index("ix_training_jobs_status", "status", "created_at"),
+)

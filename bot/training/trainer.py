@@ -35,10 +35,21 @@ DECISION_INTERVAL = 1.0  # seconds between the decisions sampled to the server (
 
 
 class Trainer:
-    def __init__(self, agent: DQNAgent, env: Any, config: TrainingConfig, output_dir: str | Path, run: Any = None):
+    def __init__(
+        self,
+        agent: DQNAgent,
+        env: Any,
+        config: TrainingConfig,
+        output_dir: str | Path,
+        run: Any = None,
+        checkpoint_path: Callable[[str], Path] | None = None,
+    ):
         self.agent, self.env, self.config, self.run = agent, env, config, run
         self.output_dir = Path(output_dir)
         self.checkpoint_dir = self.output_dir / config.checkpoint_dir
+        # Where checkpoint `name` (best, latest, emergency, episode_N) goes; by default checkpoint_dir/name.pt.
+        # A training job lays them out as the original design does (bot/training/job.py).
+        self.checkpoint_path = checkpoint_path or (lambda name: self.checkpoint_dir / f"{name}.pt")
         self.episode = 0
         self.history: dict[str, list[Any]] = {"reward": [], "length": [], "loss": [], "epsilon": [], "eval": []}
         self.best_eval = -math.inf
@@ -163,8 +174,8 @@ class Trainer:
     # -- checkpoints ----------------------------------------------------------------------------------
 
     def _save_checkpoint(self, name: str, evaluation: dict[str, float] | None = None) -> Path:
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        path = self.checkpoint_dir / f"{name}.pt"
+        path = self.checkpoint_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
         state = {
             "agent": self.agent.state_dict(),
             "episode": self.episode,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from bot.server.api import health, history, ingest, sessions
+from bot.server.api import health, history, ingest, sessions, training
 
 router = APIRouter()
-for module in (sessions, ingest, history, health):
+for module in (sessions, ingest, history, health, training):
     router.include_router(module.router)

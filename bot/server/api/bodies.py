@@ -99,23 +99,26 @@ def body_schema(model: type[BaseModel], *, many: bool) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-def _error(description: str, **fields: str) -> dict[str, Any]:
+def error_response(description: str, **fields: str) -> dict[str, Any]:
     properties = {"detail": {"type": "string"}} | {name: {"type": kind} for name, kind in fields.items()}
     return {"description": description, "content": {"application/json": {"schema": {"properties": properties}}}}
 
 
 # The error answers, for the OpenAPI document: each route lists the ones it can give.
 ERRORS: dict[int, dict[str, Any]] = {
-    404: _error("no session has this id", session_id="string"),
-    409: _error("the session id is taken, or the Idempotency-Key was used for another body", session_id="string"),
-    413: _error("the body is over max_body_bytes"),
+    400: error_response("the request cannot be done now; `detail` says why"),
+    404: error_response("no session has this id", session_id="string"),
+    409: error_response(
+        "the session id is taken, or the Idempotency-Key was used for another body", session_id="string"
+    ),
+    413: error_response("the body is over max_body_bytes"),
     422: {
         "description": "a value is invalid; `detail` lists each with its `loc`, `message` sums them up",
         "content": {
             "application/json": {"schema": {"properties": {"detail": {"type": "array"}, "message": {"type": "string"}}}}
         },
     },
-    503: _error("the database could not commit; nothing was stored, retry after Retry-After seconds"),
+    503: error_response("the database could not commit; nothing was stored, retry after Retry-After seconds"),
 }
 
 

@@ -1,0 +1,135 @@
+"""Training jobs: start, stop and watch the reference trainer through the API (bot/server/jobs.py).
+
+The original design's paths and answers: `POST /api/training/start` (202), `POST /api/training/stop`,
+`GET /api/training/status`; and `GET /api/training/jobs`, `GET /api/training/jobs/{job_id}`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+
+from bot.server.api.bodies import body_schema, error_response, errors, read_model
+from bot.server.jobs import JobRefusedError, JobSupervisor, ScenarioNotFoundError
+from bot.store.jobs import RUNNING_STATUSES
+
+router = APIRouter(prefix="/api/training", tags=["training"])
+
+
+class StartTraining(BaseModel):
+    """The original design's start request; `allow_concurrent` lets a scenario train twice at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scenario_name: Annotated[str, Field(min_length=1, max_length=64)]
+    num_episodes: Annotated[StrictInt, Field(ge=1, le=10_000_000)] = 1000
+    save_interval: Annotated[StrictInt, Field(ge=1, le=10_000_000)] = 100
+    eval_episodes: Annotated[StrictInt, Field(ge=1, le=10_000)] = 10
+    seed: Annotated[StrictInt, Field(ge=0, le=2**32 - 1)] | None = None
+    allow_concurrent: StrictBool = False
+
+
+class StopTraining(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+
+
+def _jobs(request: Request) -> JobSupervisor:
+    jobs: JobSupervisor = request.state.jobs
+    return jobs
+
+
+@router.post(
+    "/start",
+    status_code=202,
+    openapi_extra=body_schema(StartTraining, many=False),
+    responses={**errors(400, 422), 404: error_response("no scenario has this name")},
+)
+async def start_training(request: Request) -> dict[str, Any]:
+    """Start a job: the scenario's trainer in a child process, pushing into a session of its own."""
+    body = await read_model(request, StartTraining)
+    params = body.model_dump(exclude={"scenario_name", "allow_concurrent"})
+    try:
+        job = await _jobs(request).start(body.scenario_name, params, body.allow_concurrent)
+    except ScenarioNotFoundError as exc:
+        raise HTTPException(404, str(exc)) from None
+    except JobRefusedError as exc:
+        raise HTTPException(400, str(exc)) from None
+    data = {
+        "status": "started",
+        "scenario_name": job["scenario_name"],
+        "num_episodes": job["total_episodes"],
+        "start_time": job["start_time"],
+        "job_id": job["job_id"],
+        "session_id": job["session_id"],
+    }
+    return {"message": "Training started successfully", "data": data}
+
+
+@router.post("/stop", responses=errors(400, 422))
+async def stop_training(request: Request) -> JSONResponse:
+    """Stop a running job (the only one when no `job_id` is given): it saves a checkpoint and ends. Answered
+    once it has ended, or after 1.8 s with `"status": "stopping"` if its checkpoint takes longer."""
+    raw = await request.body()
+    body = await read_model(request, StopTraining) if raw.strip() else StopTraining()
+    try:
+        job, ended = await _jobs(request).stop(body.job_id)
+    except JobRefusedError as exc:
+        raise HTTPException(400, str(exc)) from None
+    data = {
+        "status": job["status"] if ended else "stopping",
+        "job_id": job["job_id"],
+        "scenario_name": job["scenario_name"],
+        "episodes_completed": job["episodes_completed"],
+        "total_episodes": job["total_episodes"],
+    }
+    message = "Training stopped successfully" if ended else "Training is stopping"
+    return JSONResponse({"message": message, "data": data})
+
+
+@router.get("/status")
+async def training_status(request: Request) -> dict[str, Any]:
+    """The latest job, in the original design's shape (`is_training` false and nulls when there is none)."""
+    latest = await _jobs(request).jobs(1)
+    if not latest:
+        return {
+            "is_training": False,
+            "scenario_name": None,
+            "current_episode": 0,
+            "total_episodes": 0,
+            "start_time": None,
+            "latest_progress": None,
+            "job_id": None,
+            "status": None,
+            "session_id": None,
+        }
+    job = latest[0]
+    return {
+        "is_training": job["status"] in RUNNING_STATUSES,
+        "scenario_name": job["scenario_name"],
+        "current_episode": job["episodes_completed"],
+        "total_episodes": job["total_episodes"],
+        "start_time": job["start_time"],
+        "latest_progress": job["latest_progress"],
+        "job_id": job["job_id"],
+        "status": job["status"],
+        "session_id": job["session_id"],
+    }
+
+
+@router.get("/jobs")
+async def list_training_jobs(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+    """The newest first."""
+    return {"jobs": await _jobs(request).jobs(limit)}
+
+
+@router.get("/jobs/{job_id}", responses={404: error_response("no training job has this id")})
+async def get_training_job(request: Request, job_id: str) -> dict[str, Any]:
+    job = await _jobs(request).job(job_id)
+    if job is None:
+        raise HTTPException(404, f"no training job {job_id!r}")
+    return job

@@ -1,0 +1,334 @@
+"""Training jobs: the reference trainer in child processes, started, stopped and watched through the API.
+
+Each job is `python -m bot.training.job` (the server never imports torch) pushing into a session of its own
+through the SDK, like any engine. Its supervisor here reads the `TMS-EVENT` lines the child prints and
+turns them into the job's row (bot/store/jobs.py) and into messages of the job's session, stored and sent
+to its spectators like every message, of the types `training_started`, `training_progress` (every
+episode), `training_completed`, `training_stopped` and `training_error`; listeners (Socket.IO) get them too.
+
+The process's end decides the job's: exit 0 after `completed` is completed; the end of a stop that was
+asked for (SIGINT: the child saves a checkpoint) is stopped; anything else (a crash, SIGKILL) is failed,
+with the exit status and the end of the child's stderr. A server that shuts down stops its jobs the same
+way; one that starts marks the jobs it was running when it went away as failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import logging
+import os
+import re
+import secrets
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bot.config import Settings
+from bot.schemas import SessionCreate
+from bot.server.services import TrainingService
+from bot.store.batch import Batch
+from bot.store.jobs import RUNNING_STATUSES, CreateJob, FailLeftoverJobs, UpdateJob, get_job, list_jobs
+
+logger = logging.getLogger(__name__)
+
+EVENT_PREFIX = b"TMS-EVENT "
+EXIT_STOPPED = 130
+SCENARIO_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+STOP_ANSWER_WITHIN = 1.8  # seconds a stop waits for the child's checkpoint and exit before it answers
+ROW_UPDATE_INTERVAL = 1.0  # a running job's row takes its latest progress at most this often
+SHIPPED_SCENARIOS = Path(__file__).resolve().parents[1] / "training" / "scenarios"
+
+Listener = Callable[[str, dict[str, Any]], None]
+
+
+class JobRefusedError(Exception):
+    """The request is understood but cannot be done now (400): the limit, the same scenario, no such job."""
+
+
+class ScenarioNotFoundError(LookupError):
+    pass
+
+
+@dataclass
+class _Running:
+    job: dict[str, Any]
+    process: asyncio.subprocess.Process
+    log: Path
+    stop_requested: bool = False
+    progress: dict[str, Any] | None = None
+    outcome: dict[str, Any] | None = None  # the child's `completed` or `stopped` event
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    row_written: float = 0.0
+
+
+class JobSupervisor:
+    def __init__(self, service: TrainingService, settings: Settings) -> None:
+        self.service = service
+        self.settings = settings
+        self.max_jobs = settings.max_concurrent_jobs or os.cpu_count() or 1
+        self.models = Path(settings.models_dir)
+        self.scenarios = Path(settings.scenarios_dir) if settings.scenarios_dir else SHIPPED_SCENARIOS
+        # This server's name in the jobs' rows: a restart fails only the jobs this very server was running.
+        self.identity = f"{socket.gethostname()}:{settings.port}"
+        self.running: dict[str, _Running] = {}
+        self._starting: dict[str, str] = {}  # job id -> scenario, between the checks and the process
+        self.listeners: list[Listener] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Jobs this server was running when it went away are failed: their processes went with it."""
+        reason = "the server stopped while the job was running"
+        for job in await self.service.store.write(FailLeftoverJobs(self.identity, reason)):
+            logger.warning(
+                "training job %s (%s) was left running by a crash: failed", job["job_id"], job["scenario_name"]
+            )
+            await self._event(job, "training_error", {"error": reason, "exit_code": None})
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop every running job as a stop request would; kill what has not ended within `grace`."""
+        for running in list(self.running.values()):
+            self._interrupt(running)
+        waiting = [running.done.wait() for running in self.running.values()]
+        if waiting:
+            _, pending = await asyncio.wait([asyncio.ensure_future(w) for w in waiting], timeout=grace)
+            for running in list(self.running.values()):
+                if running.process.returncode is None:
+                    running.process.kill()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+
+    # -- the API's operations -----------------------------------------------------------------------
+
+    def scenario_file(self, name: str) -> Path:
+        path = self.scenarios / f"{name}.yaml"
+        if not SCENARIO_NAME.match(name) or not path.is_file():
+            known = sorted(p.stem for p in self.scenarios.glob("*.yaml"))
+            raise ScenarioNotFoundError(f"unknown scenario {name!r}; expected one of {', '.join(known) or 'none'}")
+        return path
+
+    async def start(self, scenario: str, params: dict[str, Any], allow_concurrent: bool = False) -> dict[str, Any]:
+        scenario_file = self.scenario_file(scenario)
+        if importlib.util.find_spec("torch") is None:
+            raise JobRefusedError("training jobs need the train extra on the server's machine: pip install .[train]")
+        scenarios = {**{job_id: r.job["scenario_name"] for job_id, r in self.running.items()}, **self._starting}
+        if len(scenarios) >= self.max_jobs:
+            raise JobRefusedError(f"{len(scenarios)} training jobs are running, the limit (max_concurrent_jobs)")
+        same = [job_id for job_id, name in scenarios.items() if name == scenario]
+        if same and not allow_concurrent:
+            raise JobRefusedError(
+                f"scenario {scenario!r} is already training (job {same[0]}): stop it first, or start with "
+                '"allow_concurrent": true'
+            )
+        job_id = f"job-{secrets.token_hex(6)}"
+        self._starting[job_id] = scenario  # counted by the checks above from now on: the awaits below may let
+        try:  # another start in
+            return await self._launch(job_id, scenario, scenario_file, params)
+        finally:
+            del self._starting[job_id]
+
+    async def _launch(self, job_id: str, scenario: str, scenario_file: Path, params: dict[str, Any]) -> dict[str, Any]:
+        session_id = f"train-{scenario}-{job_id[4:]}"
+        total = params["num_episodes"]
+        spec = SessionCreate.model_validate(
+            {
+                "training_id": session_id,
+                "name": f"{scenario} ({job_id})",
+                "algorithm": "DQN",
+                "total_episodes": total,
+                "metadata": {"job_id": job_id, "scenario": scenario, **params},
+            }
+        )
+        await self.service.create_session(spec)
+        job: dict[str, Any] = await self.service.store.write(
+            CreateJob(job_id, scenario, session_id, params, total, self.identity)
+        )
+        log = self.models / "logs" / f"{job_id}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            process = await self._spawn(job, scenario_file, log)
+        except OSError as exc:
+            job = await self.service.store.write(UpdateJob(job_id, status="failed", error=str(exc)))
+            await self._event(job, "training_error", {"error": str(exc), "exit_code": None})
+            raise JobRefusedError(f"the training process could not be started: {exc}") from exc
+        job = await self.service.store.write(UpdateJob(job_id, pid=process.pid))
+        running = self.running[job_id] = _Running(job, process, log)
+        await self._event(job, "training_started", {"start_time": job["start_time"]})
+        task = asyncio.create_task(self._supervise(running), name=f"tms-job-{job_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return job
+
+    async def stop(self, job_id: str | None) -> tuple[dict[str, Any], bool]:
+        """Ask a running job (the only one, without `job_id`) to stop: it saves a checkpoint and ends. Returns
+        the job and whether it ended within STOP_ANSWER_WITHIN seconds."""
+        if job_id is None:
+            if len(self.running) != 1:
+                raise JobRefusedError(
+                    "no training job is running"
+                    if not self.running
+                    else f"{len(self.running)} jobs are running: say which with job_id ({', '.join(self.running)})"
+                )
+            job_id = next(iter(self.running))
+        running = self.running.get(job_id)
+        if running is None:
+            raise JobRefusedError(f"no running training job {job_id!r} on this server")
+        self._interrupt(running)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(running.done.wait(), STOP_ANSWER_WITHIN)
+        if not running.done.is_set():
+            return self._view(running), False
+        ended = await self.job(job_id)
+        assert ended is not None
+        return ended, True
+
+    async def job(self, job_id: str) -> dict[str, Any] | None:
+        if job_id in self.running:
+            return self._view(self.running[job_id])
+        return await self.service.store.read(get_job, job_id)
+
+    async def jobs(self, limit: int) -> list[dict[str, Any]]:
+        rows = await self.service.store.read(list_jobs, limit)
+        return [self._view(self.running[row["job_id"]]) if row["job_id"] in self.running else row for row in rows]
+
+    # -- the child ----------------------------------------------------------------------------------
+
+    async def _spawn(self, job: dict[str, Any], scenario_file: Path, log: Path) -> asyncio.subprocess.Process:
+        params = job["params"]
+        host = self.settings.host if self.settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        command = [
+            sys.executable, "-m", "bot.training.job",
+            "--scenario", job["scenario_name"],
+            "--scenario-file", str(scenario_file),
+            "--episodes", str(params["num_episodes"]),
+            "--save-interval", str(params["save_interval"]),
+            "--eval-episodes", str(params["eval_episodes"]),
+            "--server", f"http://{host}:{self.settings.port}",
+            "--session", job["session_id"],
+            "--models-dir", str(self.models),
+            "--parent-pid", str(os.getpid()),
+        ]  # fmt: skip
+        if params.get("seed") is not None:
+            command += ["--seed", str(params["seed"])]
+        with log.open("ab") as stderr:
+            return await asyncio.create_subprocess_exec(
+                *command,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=stderr,
+                start_new_session=True,  # a Ctrl-C at the server's terminal reaches the server, which stops jobs
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+
+    def _interrupt(self, running: _Running) -> None:
+        if running.process.returncode is None and not running.stop_requested:
+            running.stop_requested = True
+            with contextlib.suppress(ProcessLookupError):
+                running.process.send_signal(signal.SIGINT)
+
+    async def _supervise(self, running: _Running) -> None:
+        job_id = running.job["job_id"]
+        try:
+            assert running.process.stdout is not None
+            async for line in running.process.stdout:
+                if line.startswith(EVENT_PREFIX):
+                    await self._child_event(running, orjson.loads(line[len(EVENT_PREFIX) :]))
+            code = await running.process.wait()
+            await self._ended(running, code)
+        except Exception:
+            logger.exception("supervising training job %s failed", job_id)
+            with contextlib.suppress(ProcessLookupError):
+                running.process.kill()
+            await self._ended(running, await running.process.wait(), supervisor_failed=True)
+        finally:
+            self.running.pop(job_id, None)
+            running.done.set()
+
+    async def _child_event(self, running: _Running, event: dict[str, Any]) -> None:
+        kind = event.pop("event")
+        if kind == "progress":
+            running.progress = event
+            await self._event(running.job, "training_progress", event)
+            now = time.monotonic()
+            if now - running.row_written >= ROW_UPDATE_INTERVAL:
+                running.row_written = now
+                await self.service.store.write(UpdateJob(running.job["job_id"], progress=event))
+        elif kind in ("completed", "stopped"):
+            running.outcome = {"event": kind, **event}
+
+    async def _ended(self, running: _Running, code: int, supervisor_failed: bool = False) -> None:
+        job_id, outcome = running.job["job_id"], running.outcome or {}
+        if running.progress is not None:
+            await self.service.store.write(UpdateJob(job_id, progress=running.progress))
+        if code == 0 and outcome.get("event") == "completed" and not supervisor_failed:
+            job = await self.service.store.write(UpdateJob(job_id, status="completed", exit_code=code))
+            await self._event(job, "training_completed", _without(outcome, "event"))
+        elif running.stop_requested and (code in (EXIT_STOPPED, -signal.SIGINT) or outcome.get("event") == "stopped"):
+            # -SIGINT: stopped while Python was still starting, before it could catch the signal
+            job = await self.service.store.write(UpdateJob(job_id, status="stopped", exit_code=code))
+            await self._event(job, "training_stopped", {"checkpoint": outcome.get("checkpoint")})
+        else:
+            error = _describe_exit(code, running.log)
+            job = await self.service.store.write(UpdateJob(job_id, status="failed", exit_code=code, error=error))
+            logger.warning("training job %s failed: %s", job_id, error)
+            await self._event(job, "training_error", {"error": error, "exit_code": code})
+
+    async def _event(self, job: dict[str, Any], kind: str, payload: dict[str, Any]) -> None:
+        """A job event: stored in the job's session (its spectators and history see it) and told to listeners."""
+        data = {
+            "job_id": job["job_id"],
+            "scenario_name": job["scenario_name"],
+            "session_id": job["session_id"],
+            "total_episodes": job["total_episodes"],
+            "episodes_completed": (payload.get("episode") or job["episodes_completed"]),
+            **payload,
+        }
+        encoded = orjson.dumps(data).decode()
+        with contextlib.suppress(Exception):  # the session may have been deleted: the job goes on regardless
+            await self.service.ingest(
+                job["session_id"], Batch(kind, [encoded], [data.get("episode")], [time.time()]), None
+            )
+        for listener in self.listeners:
+            try:
+                listener(kind, data)
+            except Exception:
+                logger.exception("a training event listener failed")
+
+    def _view(self, running: _Running) -> dict[str, Any]:
+        """A running job as the API shows it: its row with the latest progress and its live status."""
+        job = dict(running.job)
+        if running.progress is not None:
+            job["latest_progress"] = running.progress
+            job["episodes_completed"] = running.progress["episode"]
+        if running.stop_requested and job["status"] in RUNNING_STATUSES:
+            job["status"] = "stopping"
+        return job
+
+
+def _without(values: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if k != key}
+
+
+def _describe_exit(code: int, log: Path) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        why = f"the training process was killed by {name} (exit status {code})"
+    else:
+        why = f"the training process exited with status {code}"
+    with contextlib.suppress(OSError):
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        if lines and code > 0:
+            why += f": {lines[-1][:500]}"
+    return why

@@ -1,0 +1,206 @@
+"""Training jobs through the API, as users run them: a real server, real child processes (`python -m
+bot.training.job`), short mock-cache runs, raw WebSocket spectators of each job's session."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import websockets
+
+from bot.config import Settings
+from tests.conftest import TIMEOUT, LiveServer
+from tests.e2e.test_deploy import free_port
+from tests.reliability.harness import ServerProcess
+
+pytestmark = pytest.mark.slow  # each job starts Python, torch and gymnasium afresh
+
+JOB_TIMEOUT = TIMEOUT * 6  # a child process imports torch before its first episode
+EVENTS = ("training_started", "training_progress", "training_completed", "training_stopped", "training_error")
+
+
+@pytest.fixture
+def job_settings(settings: Settings, tmp_path: Path) -> Settings:
+    return settings.model_copy(update={"models_dir": tmp_path / "models", "max_concurrent_jobs": 2})
+
+
+@pytest.fixture
+async def jobs_server(server_factory: Any, job_settings: Settings) -> LiveServer:
+    live: LiveServer = await server_factory(job_settings)
+    return live
+
+
+async def start(client: httpx.AsyncClient, scenario: str = "mock_cache", **fields: Any) -> dict[str, Any]:
+    body = {"scenario_name": scenario, "num_episodes": 100_000, "save_interval": 50, "eval_episodes": 1, **fields}
+    response = await client.post("/api/training/start", json=body)
+    assert response.status_code == 202, response.text
+    answer: dict[str, Any] = response.json()
+    assert answer["message"] == "Training started successfully" and answer["data"]["status"] == "started"
+    return answer["data"]
+
+
+class EventWatcher:
+    """A raw WebSocket spectator of a job's session that keeps the job events it receives, in order."""
+
+    def __init__(self, live: LiveServer, session_id: str) -> None:
+        self.url = live.ws_url(session_id, f"since=0&types={','.join(EVENTS)}")
+        self.events: list[dict[str, Any]] = []
+        self.ws: Any = None
+
+    async def __aenter__(self) -> EventWatcher:
+        self.ws = await websockets.connect(self.url, compression=None, open_timeout=TIMEOUT)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.ws.close()
+
+    async def until(self, event: str) -> dict[str, Any]:
+        async with asyncio.timeout(JOB_TIMEOUT):
+            while True:
+                message = orjson.loads(await self.ws.recv())
+                if message["type"] in EVENTS:
+                    self.events.append(message)
+                    if message["type"] == event:
+                        return message
+
+    def kinds(self) -> list[str]:
+        return [event["type"] for event in self.events]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_a_job_runs_to_the_end_watched_live(jobs_server: LiveServer, job_settings: Settings) -> None:
+    """Start → 202; the session's spectator gets started, a progress for every episode, completed; status
+    and jobs say so; the models and checkpoints are where the original design puts them."""
+    async with httpx.AsyncClient(base_url=jobs_server.url, timeout=TIMEOUT) as client:
+        job = await start(client, num_episodes=6, save_interval=3, seed=1)
+        async with EventWatcher(jobs_server, job["session_id"]) as watcher:
+            completed = await watcher.until("training_completed")
+        assert watcher.kinds() == ["training_started", *["training_progress"] * 6, "training_completed"]
+        progress = [event["data"] for event in watcher.events[1:-1]]
+        assert [p["episode"] for p in progress] == [1, 2, 3, 4, 5, 6]
+        assert {"avg_reward", "avg_duration", "elapsed_time", "total_episodes"} <= set(progress[0])
+        assert completed["data"]["episodes_completed"] == 6 and completed["data"]["job_id"] == job["job_id"]
+        status = (await client.get("/api/training/status")).json()
+        assert (status["is_training"], status["current_episode"], status["total_episodes"]) == (False, 6, 6)
+        assert status["latest_progress"]["episode"] == 6 and status["scenario_name"] == "mock_cache"
+        listed = (await client.get("/api/training/jobs")).json()["jobs"]
+        assert [(j["job_id"], j["status"], j["exit_code"]) for j in listed] == [(job["job_id"], "completed", 0)]
+        history = (await client.get(f"/api/training/sessions/{job['session_id']}/history")).json()
+        assert [m["type"] for m in history["messages"]].count("training_progress") == 6
+        assert any(m["type"] == "training_metrics" for m in history["messages"])  # the child's own pushes
+    models = job_settings.models_dir
+    checkpoints = models / "checkpoints" / "mock_cache"
+    assert (models / "mock_cache_final.pt").is_file() and (models / "mock_cache_history.json").is_file()
+    for folder in ("checkpoint_episode_3", "checkpoint_best", "checkpoint_final"):
+        assert (checkpoints / folder / "model.pt").is_file(), folder
+
+
+async def test_a_stop_saves_a_checkpoint_and_ends_the_process(jobs_server: LiveServer, job_settings: Settings) -> None:
+    async with httpx.AsyncClient(base_url=jobs_server.url, timeout=TIMEOUT) as client:
+        job = await start(client)
+        async with EventWatcher(jobs_server, job["session_id"]) as watcher:
+            await watcher.until("training_progress")
+            response = await client.post("/api/training/stop", json={"job_id": job["job_id"]})
+            assert response.status_code == 200, response.text
+            answer = response.json()
+            assert answer["message"] == "Training stopped successfully", answer
+            assert answer["data"]["status"] == "stopped" and answer["data"]["total_episodes"] == 100_000
+            stopped = await watcher.until("training_stopped")
+        done = answer["data"]["episodes_completed"]
+        assert done >= 1 and stopped["data"]["checkpoint"].endswith(f"checkpoint_episode_{done}")
+        assert (
+            job_settings.models_dir / "checkpoints" / "mock_cache" / f"checkpoint_episode_{done}" / "model.pt"
+        ).exists()
+        row = (await client.get(f"/api/training/jobs/{job['job_id']}")).json()
+        assert (row["status"], row["exit_code"]) == ("stopped", 130) and not alive(row["pid"])
+        again = await client.post("/api/training/stop")
+        assert again.status_code == 400 and "no training job is running" in again.json()["detail"]
+
+
+async def test_a_killed_job_is_failed_with_its_exit_status(jobs_server: LiveServer) -> None:
+    async with httpx.AsyncClient(base_url=jobs_server.url, timeout=TIMEOUT) as client:
+        job = await start(client)
+        async with EventWatcher(jobs_server, job["session_id"]) as watcher:
+            await watcher.until("training_progress")
+            pid = (await client.get(f"/api/training/jobs/{job['job_id']}")).json()["pid"]
+            os.kill(pid, signal.SIGKILL)
+            error = await watcher.until("training_error")
+        assert error["data"]["exit_code"] == -9 and "SIGKILL" in error["data"]["error"]
+        row = (await client.get(f"/api/training/jobs/{job['job_id']}")).json()
+        assert (row["status"], row["exit_code"]) == ("failed", -9)
+        assert (await client.get("/api/training/status")).json()["is_training"] is False
+
+
+async def test_limits_and_bad_requests_start_nothing(server_factory: Any, job_settings: Settings) -> None:
+    """Two scenarios at once; the same one again, or a third job past max_concurrent_jobs → 400; an unknown
+    scenario → 404; a bad body → 422 naming the field. A server that shuts down stops its jobs."""
+    live = await server_factory(job_settings)
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+        first = await start(client, "mock_cache")
+        again = await client.post("/api/training/start", json={"scenario_name": "mock_cache"})
+        assert again.status_code == 400 and "already training" in again.json()["detail"]
+        second = await start(client, "cartpole")
+        third = await client.post("/api/training/start", json={"scenario_name": "mock_cache", "allow_concurrent": True})
+        assert third.status_code == 400 and "max_concurrent_jobs" in third.json()["detail"]
+        unknown = await client.post("/api/training/start", json={"scenario_name": "atari"})
+        assert unknown.status_code == 404 and "cartpole" in unknown.json()["detail"]
+        for body, field in (
+            ({"num_episodes": 5}, "scenario_name"),
+            ({"scenario_name": "cartpole", "num_episodes": 0}, "num_episodes"),
+            ({"scenario_name": "cartpole", "num_episodes": "5"}, "num_episodes"),
+            ({"scenario_name": "cartpole", "seed": -1}, "seed"),
+            ({"scenario_name": "cartpole", "episodes": 5}, "episodes"),
+        ):
+            refused = await client.post("/api/training/start", json=body)
+            assert refused.status_code == 422 and field in refused.text, (body, refused.text)
+        ambiguous = await client.post("/api/training/stop")
+        assert ambiguous.status_code == 400 and "say which" in ambiguous.json()["detail"]
+        jobs = (await client.get("/api/training/jobs")).json()["jobs"]
+        assert {j["job_id"] for j in jobs} == {first["job_id"], second["job_id"]}
+    await live.stop()  # shutdown stops both jobs, gracefully
+    restarted = await server_factory(job_settings)
+    async with httpx.AsyncClient(base_url=restarted.url, timeout=TIMEOUT) as client:
+        jobs = (await client.get("/api/training/jobs")).json()["jobs"]
+    assert {j["status"] for j in jobs} == {"stopped"} and not any(alive(j["pid"]) for j in jobs)
+
+
+async def test_a_server_crash_stops_its_jobs_and_the_restart_marks_them_failed(tmp_path: Path) -> None:
+    """SIGKILL the server: its job process stops with it (it never trains on alone); the restarted server
+    marks the job failed and says so in the job's session."""
+    server = ServerProcess(tmp_path / "metrics.db", free_port(), env={"TMS_MODELS_DIR": str(tmp_path / "models")})
+    await asyncio.to_thread(server.start)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as client:
+            job = await start(client)
+            async with asyncio.timeout(JOB_TIMEOUT):
+                while (await client.get("/api/training/status")).json()["current_episode"] < 1:
+                    await asyncio.sleep(0.2)
+            pid = (await client.get(f"/api/training/jobs/{job['job_id']}")).json()["pid"]
+        await asyncio.to_thread(server.kill9)
+        async with asyncio.timeout(JOB_TIMEOUT):
+            while alive(pid):
+                await asyncio.sleep(0.1)
+        await asyncio.to_thread(server.start)
+        async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as client:
+            row = (await client.get(f"/api/training/jobs/{job['job_id']}")).json()
+            history = (await client.get(f"/api/training/sessions/{job['session_id']}/history")).json()
+    finally:
+        server.stop()
+        with contextlib.suppress(ProcessLookupError, NameError):
+            os.kill(pid, signal.SIGKILL)
+    assert row["status"] == "failed" and "server stopped" in row["error"]
+    assert history["messages"][-1]["type"] == "training_error"
