@@ -40,6 +40,7 @@ from bot.server.pages import mount_pages
 from bot.server.publisher import Publisher
 from bot.server.services import TrainingService
 from bot.server.shared_reads import JoinReads
+from bot.server.socketio_events import SocketIOEvents
 from bot.store import (
     IdempotencyConflictError,
     SessionExistsError,
@@ -66,6 +67,7 @@ BODY_MODELS = (
 
 def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
     settings = as_settings(config)
+    socket_io = SocketIOEvents(settings.cors_origins)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -93,7 +95,8 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
                 processes = settings.ingest_processes
                 batches = BatchReader(default_processes() if processes is None else processes, settings.max_batch_size)
                 jobs = JobSupervisor(service, settings)
-                async with hub, batches:
+                jobs.listeners.append(socket_io.publish)
+                async with hub, batches, socket_io:
                     await jobs.recover()
                     housekeeping = [
                         asyncio.create_task(_cleanup_loop(service, settings), name="tms-cleanup"),
@@ -134,6 +137,7 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
         )
     app.include_router(api.router)
     app.include_router(ws.router)
+    app.mount("/socket.io", socket_io.app)
     mount_pages(app)
     _add_error_handlers(app)
     _document_bodies(app)

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import socketio
 import websockets
 
 from bot.config import Settings
@@ -82,14 +83,51 @@ def alive(pid: int) -> bool:
     return True
 
 
+class SocketIOWatcher:
+    """The original design's Python client (python-socketio), subscribed to every job's events."""
+
+    def __init__(self) -> None:
+        self.client = socketio.AsyncClient()
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.completed = asyncio.Event()
+        for event in ("connection_established", *EVENTS):
+            self.client.on(event, self._keep(event))
+
+    def _keep(self, event: str) -> Any:
+        async def keep(data: dict[str, Any]) -> None:
+            self.events.append((event, data))
+            if event in ("training_completed", "training_stopped", "training_error"):
+                self.completed.set()
+
+        return keep
+
+    async def connect(self, url: str) -> dict[str, Any]:
+        await self.client.connect(url, wait_timeout=TIMEOUT)  # long polling first, then the WebSocket upgrade
+        answer: dict[str, Any] = await self.client.call("subscribe_training", {}, timeout=TIMEOUT)
+        return answer
+
+
 async def test_a_job_runs_to_the_end_watched_live(jobs_server: LiveServer, job_settings: Settings) -> None:
-    """Start → 202; the session's spectator gets started, a progress for every episode, completed; status
-    and jobs say so; the models and checkpoints are where the original design puts them."""
+    """Start → 202; the session's raw WebSocket spectator and a Socket.IO client both get started, a progress
+    for every episode, completed; status and jobs say so; the models and checkpoints are where the original
+    design puts them."""
+    sio = SocketIOWatcher()
+    assert await sio.connect(jobs_server.url) == {"status": "subscribed", "job_id": None}
     async with httpx.AsyncClient(base_url=jobs_server.url, timeout=TIMEOUT) as client:
         job = await start(client, num_episodes=6, save_interval=3, seed=1)
         async with EventWatcher(jobs_server, job["session_id"]) as watcher:
             completed = await watcher.until("training_completed")
         assert watcher.kinds() == ["training_started", *["training_progress"] * 6, "training_completed"]
+        async with asyncio.timeout(TIMEOUT):
+            await sio.completed.wait()
+        await sio.client.disconnect()
+        assert [kind for kind, _ in sio.events] == [
+            "connection_established",
+            "training_started",
+            *["training_progress"] * 6,
+            "training_completed",
+        ]
+        assert [data for _, data in sio.events[1:]] == [event["data"] for event in watcher.events]
         progress = [event["data"] for event in watcher.events[1:-1]]
         assert [p["episode"] for p in progress] == [1, 2, 3, 4, 5, 6]
         assert {"avg_reward", "avg_duration", "elapsed_time", "total_episodes"} <= set(progress[0])
