@@ -66,6 +66,7 @@ class _Running:
     stop_requested: bool = False
     progress: dict[str, Any] | None = None
     outcome: dict[str, Any] | None = None  # the child's `completed` or `stopped` event
+    reported: asyncio.Event = field(default_factory=asyncio.Event)  # set with `outcome`: the checkpoint is on disk
     done: asyncio.Event = field(default_factory=asyncio.Event)
     row_written: float = 0.0
 
@@ -184,13 +185,20 @@ class JobSupervisor:
         if running is None:
             raise JobRefusedError(f"no running training job {job_id!r} on this server")
         self._interrupt(running)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(running.done.wait(), STOP_ANSWER_WITHIN)
-        if not running.done.is_set():
-            return self._view(running), False
-        ended = await self.job(job_id)
-        assert ended is not None
-        return ended, True
+        # The answer waits for the child's `stopped` (its checkpoint is saved; the SDK may still be flushing
+        # its last points) or its end, whichever comes first.
+        waits = [asyncio.ensure_future(event.wait()) for event in (running.done, running.reported)]
+        await asyncio.wait(waits, timeout=STOP_ANSWER_WITHIN, return_when=asyncio.FIRST_COMPLETED)
+        for wait in waits:
+            wait.cancel()
+        if running.done.is_set():
+            ended = await self.job(job_id)
+            assert ended is not None
+            return ended, True
+        job = self._view(running)
+        if running.outcome is None:
+            return job, False
+        return {**job, "status": "stopped", "episodes_completed": running.outcome["episodes_completed"]}, True
 
     async def job(self, job_id: str) -> dict[str, Any] | None:
         if job_id in self.running:
@@ -264,6 +272,7 @@ class JobSupervisor:
                 await self.service.store.write(UpdateJob(running.job["job_id"], progress=event))
         elif kind in ("completed", "stopped"):
             running.outcome = {"event": kind, **event}
+            running.reported.set()
 
     async def _ended(self, running: _Running, code: int, supervisor_failed: bool = False) -> None:
         job_id, outcome = running.job["job_id"], running.outcome or {}

@@ -75,6 +75,15 @@ class EventWatcher:
         return [event["type"] for event in self.events]
 
 
+async def ended(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
+    async with asyncio.timeout(JOB_TIMEOUT):
+        while True:
+            row: dict[str, Any] = (await client.get(f"/api/training/jobs/{job_id}")).json()
+            if row["status"] not in ("running", "stopping"):
+                return row
+            await asyncio.sleep(0.1)
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -163,7 +172,7 @@ async def test_a_stop_saves_a_checkpoint_and_ends_the_process(jobs_server: LiveS
         assert (
             job_settings.models_dir / "checkpoints" / "mock_cache" / f"checkpoint_episode_{done}" / "model.pt"
         ).exists()
-        row = (await client.get(f"/api/training/jobs/{job['job_id']}")).json()
+        row = await ended(client, job["job_id"])  # the child may still be handing its last points over
         assert (row["status"], row["exit_code"]) == ("stopped", 130) and not alive(row["pid"])
         again = await client.post("/api/training/stop")
         assert again.status_code == 400 and "no training job is running" in again.json()["detail"]
