@@ -103,7 +103,7 @@ def _train(args: argparse.Namespace) -> int:
                 completed = len(trainer.history["reward"])  # the interrupted episode does not count
                 checkpoint = layout.keep_stop(completed)
                 _write_history(models, args.scenario, trainer, "stopped")
-                emit("stopped", episodes_completed=completed, checkpoint=str(checkpoint))
+                emit("stopped", episodes_completed=completed, checkpoint=checkpoint and str(checkpoint))
                 return EXIT_STOPPED
     final = layout.finish()
     shutil.copyfile(final / "model.pt", models / f"{args.scenario}_final.pt")
@@ -131,13 +131,14 @@ class CheckpointLayout:
         )
         return self.root / folder / "model.pt"
 
-    def keep_stop(self, episode: int) -> Path:
-        """A stop's checkpoint is the episode's own: checkpoint_episode_N."""
+    def keep_stop(self, episode: int) -> Path | None:
+        """A stop's checkpoint is the episode's own, checkpoint_episode_N (None: the stop came before training
+        or after its last checkpoint)."""
         stopped, kept = self.root / "checkpoint_stopped", self.root / f"checkpoint_episode_{episode}"
         if stopped.exists():
             shutil.rmtree(kept, ignore_errors=True)
             stopped.replace(kept)
-        return kept
+        return kept if kept.exists() else None
 
     def finish(self) -> Path:
         latest, final = self.root / "checkpoint_latest", self.root / "checkpoint_final"
