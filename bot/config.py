@@ -133,6 +133,8 @@ class Settings(BaseSettings):
     gap_wait_seconds: float = Field(0.05, ge=0, validation_alias=_env("gap_wait_seconds"))
     # Training jobs (POST /api/training/start): how many run at once (None: the number of cores), where their
     # models and checkpoints go, and where the scenarios are (None: the shipped ones, config/scenarios/).
+    # The training daemon (scheduled runs, configured at run time through the API): off unless turned on.
+    training_daemon: bool = Field(False, validation_alias=_env("training_daemon"))
     max_concurrent_jobs: int | None = Field(None, ge=1, le=256, validation_alias=_env("max_concurrent_jobs"))
     models_dir: Path = Field(Path("models"), validation_alias=_env("models_dir"))
     scenarios_dir: Path | None = Field(None, validation_alias=_env("scenarios_dir"))
@@ -337,6 +339,7 @@ class PerformanceConfig(BaseModel):
     shutdown_timeout: float = 5.0
     broker_timeout: float = 0.5
     broker_probe_interval: float = 1.0
+    training_daemon: bool = False
     max_concurrent_jobs: int | None = None
     models_dir: Path = Path("models")
     scenarios_dir: Path | None = None

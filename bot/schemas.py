@@ -59,9 +59,11 @@ MessageType = Literal[
     "training_completed",
     "training_stopped",
     "training_error",
+    # The training daemon's runs (bot/server/daemon.py), in its well-known session `training-daemon`.
+    "rl_v3.training.started",
+    "rl_v3.training.completed",
 ]
 MESSAGE_TYPES: tuple[str, ...] = get_args(MessageType)
-TRAINING_EVENTS: tuple[str, ...] = MESSAGE_TYPES[4:]
 
 SessionId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
 MetricName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.:/-]{0,127}$")]

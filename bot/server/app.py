@@ -30,9 +30,10 @@ from bot.schemas import BotDecisionData, PerformanceGraphData, SessionCreate, Se
 from bot.server import api, ws
 from bot.server.admission import ConnectRate
 from bot.server.api.bodies import BodyTooLargeError
-from bot.server.api.training import StartTraining, StopTraining
+from bot.server.api.training import DaemonConfigUpdate, StartTraining, StopTraining
 from bot.server.batches import BatchReader, default_processes
 from bot.server.broker import broker_from_url
+from bot.server.daemon import TrainingDaemon
 from bot.server.direct import RawSendMiddleware
 from bot.server.hub import Hub
 from bot.server.jobs import JobSupervisor
@@ -62,6 +63,7 @@ BODY_MODELS = (
     SessionUpdate,
     StartTraining,
     StopTraining,
+    DaemonConfigUpdate,
 )
 
 
@@ -96,8 +98,10 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
                 batches = BatchReader(default_processes() if processes is None else processes, settings.max_batch_size)
                 jobs = JobSupervisor(service, settings)
                 jobs.listeners.append(socket_io.publish)
+                daemon = TrainingDaemon(service, jobs, active=settings.training_daemon)
                 async with hub, batches, socket_io:
                     await jobs.recover()
+                    await daemon.start()
                     housekeeping = [
                         asyncio.create_task(_cleanup_loop(service, settings), name="tms-cleanup"),
                         asyncio.create_task(_stale_loop(service, settings), name="tms-stale"),
@@ -111,8 +115,10 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
                             "connect_rate": ConnectRate(settings.ws_connect_rate),
                             "joins": JoinReads(service, ws.SNAPSHOT_GRAPH_POINTS, ws.REPLAY_PAGE),
                             "jobs": jobs,
+                            "daemon": daemon,
                         }
                     finally:
+                        await daemon.stop(settings.shutdown_timeout)
                         await jobs.shutdown(settings.shutdown_timeout)
                         for task in housekeeping:
                             task.cancel()

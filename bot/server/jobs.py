@@ -200,6 +200,15 @@ class JobSupervisor:
             return job, False
         return {**job, "status": "stopped", "episodes_completed": running.outcome["episodes_completed"]}, True
 
+    async def wait(self, job_id: str) -> dict[str, Any]:
+        """The job's row once it has ended."""
+        running = self.running.get(job_id)
+        if running is not None:
+            await running.done.wait()
+        job = await self.service.store.read(get_job, job_id)
+        assert job is not None
+        return job
+
     async def job(self, job_id: str) -> dict[str, Any] | None:
         if job_id in self.running:
             return self._view(self.running[job_id])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Double,
     Index,
@@ -173,4 +174,37 @@ training_jobs = Table(
     Column("created_at", Double, nullable=False),
     Column("ended_at", Double),
     Index("ix_training_jobs_status", "status", "created_at"),
+)
+
+# The training daemon (bot/server/daemon.py): its configuration (one row, id 1; absent: the defaults) and
+# its runs. A scheduled run claims its slot (the interval's window) by inserting it: with several
+# instances on one database, the unique slot lets exactly one of them run it.
+daemon_config = Table(
+    "daemon_config",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("enabled", Boolean, nullable=False),
+    Column("interval_minutes", Double, nullable=False),
+    Column("episodes_per_run", Integer, nullable=False),
+    Column("scenario", String(64), nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
+daemon_runs = Table(
+    "daemon_runs",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(64), nullable=False, unique=True),
+    Column("slot", String(64), unique=True),  # scheduled runs only: "interval seconds:window number"
+    Column("trigger", String(16), nullable=False),  # schedule or manual
+    Column("status", String(16), nullable=False),  # running, succeeded, failed
+    Column("scenario", String(64), nullable=False),
+    Column("episodes", Integer, nullable=False),
+    Column("job_id", String(64)),
+    Column("instance", String(256), nullable=False),
+    Column("started_at", Double, nullable=False),
+    Column("ended_at", Double),
+    Column("avg_reward", Double),
+    Column("final_reward", Double),
+    Column("error", Text),
 )

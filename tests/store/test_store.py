@@ -15,6 +15,7 @@ import pytest
 from bot.schemas import SessionCreate, SessionUpdate, TrainingMetricsData
 from bot.store import SessionExistsError, SessionNotFoundError, Store, StoreError, StoreRejectedError
 from bot.store.batch import metrics_batch, prepare
+from bot.store.daemon import ClaimRun
 from bot.store.engine import create_engines
 from bot.store.reads import MessageFilter, get_session, read_frames, read_series, session_metrics
 from bot.store.writes import CreateSession, Ingest, IngestResult, Published, UpdateSession
@@ -232,3 +233,18 @@ async def test_a_key_raced_by_another_instance_fails_no_neighbour(store: Store) 
         other_reader.dispose()
     assert (neighbour.first_seq, neighbour.last_seq, neighbour.duplicate) == (1, 2, False)
     assert (raced.first_seq, raced.last_seq, raced.duplicate) == (theirs.first_seq, theirs.last_seq, True)
+
+
+async def test_a_scheduled_daemon_slot_is_claimed_by_one_instance(store: Store) -> None:
+    """Several instances claiming one window's run at once (two stores on one database): exactly one
+    gets it; the others are told None, and no neighbour in their group commits fails."""
+    async with Store(store.url) as other:
+        claims = [
+            instance.write(ClaimRun(f"run-{i}", "72:1000", "schedule", "mock_cache", 2, f"host-{i % 2}:1"))
+            for i, instance in enumerate([store, other] * 4)
+        ]
+        results = await asyncio.gather(*claims, store.write(CreateSession("beside", SessionCreate())))
+    won = [result for result in results[:-1] if result is not None]
+    assert len(won) == 1 and won[0]["trigger"] == "schedule"
+    assert results[-1]["session_id"] == "beside"
+    assert await store.write(ClaimRun("run-next", "72:1001", "schedule", "mock_cache", 2, "host-0:1")) is not None

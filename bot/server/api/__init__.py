@@ -9,3 +9,4 @@ from bot.server.api import health, history, ingest, sessions, training
 router = APIRouter()
 for module in (sessions, ingest, history, health, training):
     router.include_router(module.router)
+router.include_router(training.summary_router)  # the original design's path of the training summary

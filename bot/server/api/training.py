@@ -9,10 +9,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from bot.server.api.bodies import body_schema, error_response, errors, read_model
+from bot.server.daemon import DaemonOffError, RunInProgressError, TrainingDaemon
 from bot.server.jobs import JobRefusedError, JobSupervisor, ScenarioNotFoundError
 from bot.store.jobs import RUNNING_STATUSES
 
@@ -133,3 +135,73 @@ async def get_training_job(request: Request, job_id: str) -> dict[str, Any]:
     if job is None:
         raise HTTPException(404, f"no training job {job_id!r}")
     return job
+
+
+class DaemonConfigUpdate(BaseModel):
+    """Any of the daemon's settings; those left out keep their value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: StrictBool | None = None
+    interval_minutes: Annotated[float, Field(ge=0.01, le=525_600, allow_inf_nan=False)] | None = None
+    episodes_per_run: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = None
+    scenario: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+
+
+def _daemon(request: Request) -> TrainingDaemon:
+    daemon: TrainingDaemon = request.state.daemon
+    return daemon
+
+
+@router.get("/daemon/config")
+async def get_daemon_config(request: Request) -> dict[str, Any]:
+    status = await _daemon(request).status()
+    config: dict[str, Any] = status["config"]
+    return config
+
+
+@router.put("/daemon/config", openapi_extra=body_schema(DaemonConfigUpdate, many=False), responses=errors(422))
+async def put_daemon_config(request: Request) -> dict[str, Any]:
+    """Change the daemon's configuration; the running daemon follows it at once, without a restart."""
+    update = await read_model(request, DaemonConfigUpdate)
+    changes = update.model_dump(exclude_none=True)
+    if "scenario" in changes:
+        try:
+            _jobs(request).scenario_file(changes["scenario"])
+        except ScenarioNotFoundError as exc:
+            detail = [
+                {"type": "value_error", "loc": ["body", "scenario"], "msg": str(exc), "input": changes["scenario"]}
+            ]
+            raise RequestValidationError(detail) from None
+    return await _daemon(request).put_config(changes)
+
+
+@router.get("/daemon/status")
+async def daemon_status(request: Request) -> dict[str, Any]:
+    return await _daemon(request).status()
+
+
+@router.post(
+    "/daemon/run",
+    status_code=202,
+    responses={**errors(400), 409: error_response("a daemon run is in progress")},
+)
+async def daemon_run(request: Request) -> dict[str, Any]:
+    """One run now, in the background (its events go to the `training-daemon` session)."""
+    try:
+        run_id = _daemon(request).start_run()
+    except DaemonOffError as exc:
+        raise HTTPException(400, str(exc)) from None
+    except RunInProgressError as exc:
+        raise HTTPException(409, str(exc)) from None
+    return {"message": "Training run started", "data": {"run_id": run_id}}
+
+
+@router.get("/summary")
+async def training_summary(request: Request) -> dict[str, Any]:
+    """The daemon's configuration and state, its run counts, success rate, last error and 10 latest runs."""
+    return await _daemon(request).summary()
+
+
+summary_router = APIRouter(tags=["training"])
+summary_router.add_api_route("/api/v1/rl-v3/dashboard/training-summary", training_summary, methods=["GET"])
