@@ -225,6 +225,8 @@ class TrainingDaemon:
             "events_session": EVENTS_SESSION,
         }
 
+    get_status = status  # the original design's name
+
     async def summary(self) -> dict[str, Any]:
         counts = await self.service.store.read(run_counts)
         recent = await self.service.store.read(recent_runs, 10)
