@@ -7,7 +7,6 @@ the request state: no module-level state, so a process can hold as many independ
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import math
@@ -42,6 +41,7 @@ from bot.server.publisher import Publisher
 from bot.server.services import TrainingService
 from bot.server.shared_reads import JoinReads
 from bot.server.socketio_events import SocketIOEvents
+from bot.server.tasks import cancel_and_wait
 from bot.store import (
     IdempotencyConflictError,
     SessionExistsError,
@@ -120,11 +120,7 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
                     finally:
                         await daemon.stop(settings.shutdown_timeout)
                         await jobs.shutdown(settings.shutdown_timeout)
-                        for task in housekeeping:
-                            task.cancel()
-                        for task in housekeeping:
-                            with contextlib.suppress(asyncio.CancelledError):
-                                await task
+                        await cancel_and_wait(housekeeping)
 
     app = FastAPI(
         title="Training Metrics Server",

@@ -29,6 +29,7 @@ import orjson
 from bot.schemas import SessionCreate
 from bot.server.jobs import JobRefusedError, JobSupervisor, ScenarioNotFoundError
 from bot.server.services import TrainingService
+from bot.server.tasks import cancel_and_wait
 from bot.store import SessionExistsError
 from bot.store.batch import Batch
 from bot.store.daemon import ClaimRun, FinishRun, PutConfig, last_error, read_config, recent_runs, run_counts
@@ -69,11 +70,8 @@ class TrainingDaemon:
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop the loop; a run in progress is stopped gracefully (its job saves a checkpoint)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait([self._task])
+        self._task = None
         if self._run_task is not None and not self._run_task.done() and self.current and self.current["job_id"]:
             with contextlib.suppress(JobRefusedError):
                 await self.jobs.stop(self.current["job_id"])

@@ -28,6 +28,7 @@ from bot.frames import control_frame
 from bot.server.broker import Broker, BrokerUnavailableError
 from bot.server.direct import WireFrames
 from bot.server.spectator import CONTROL, Spectator
+from bot.server.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -110,11 +111,7 @@ class Hub:
         for watched in self._sessions.values():
             if watched.repair is not None:
                 watched.repair.cancel()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
 
     def close_all(self) -> None:
         """Ask every spectator to go with 1001 (server shutting down); one that cannot be told in time is

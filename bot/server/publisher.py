@@ -18,6 +18,7 @@ from typing import Self
 
 from bot.server.broker import Broker, BrokerUnavailableError
 from bot.server.broker.base import Frame
+from bot.server.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +41,7 @@ class Publisher:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait([self._task])
 
     def submit(self, messages: Sequence[tuple[str, Sequence[Frame]]]) -> None:
         """Queue one commit's broker messages; never waits."""

@@ -10,7 +10,6 @@ emitted by one task, in order; the job supervisor never waits for a Socket.IO cl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any, Self
@@ -18,6 +17,7 @@ from typing import Any, Self
 import socketio
 
 from bot import __version__
+from bot.server.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +45,7 @@ class SocketIOEvents:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait([self._task])
 
     def publish(self, event: str, data: dict[str, Any]) -> None:
         """A job event, for the subscribers of all jobs and of that job; never waits."""

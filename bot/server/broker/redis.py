@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Self
 
 from bot.server.broker.base import BrokerUnavailableError, Frame
+from bot.server.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +73,7 @@ class RedisBroker:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._prober is not None:
-            self._prober.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._prober
+        await cancel_and_wait([self._prober])
         with contextlib.suppress(Exception):
             await self._pubsub.aclose()
         await self._client.aclose()
