@@ -2,8 +2,8 @@
 
 Group commit: requests that arrive while a commit is in progress wait in a queue and are applied
 together in the next transaction, so N concurrent requests cost one commit (one fsync), not N.
-A request's future resolves only after its transaction committed and its frames were published:
-the API answers 2xx only then.
+A request's future resolves only after its transaction committed (the API answers 2xx only then)
+and its frames were handed to on_commit, which publishes them without making anyone wait.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class Store:
         return await loop.run_in_executor(self._heavy_pool, partial(_read, self.reader, fn, *args, **kwargs))
 
     async def write(self, job: Job) -> Any:
-        """Queue a job for the next group commit and return its result once committed and published.
+        """Queue a job for the next group commit and return its result once committed.
 
         Raises:
             SessionNotFoundError, SessionExistsError: the job was rejected; nothing was written.
@@ -135,7 +135,7 @@ class Store:
                 self.on_commit(published)  # hands the frames over; never waits for the broker
             except Exception:
                 # The broker is a fast path, not the source of truth: hubs repair from the store.
-                logger.exception("publishing %d committed frames failed", len(published))
+                logger.exception("handing %d committed frames to the broker failed", len(published))
         for pending, outcome in zip(group, outcomes, strict=True):
             if pending.future.done():
                 continue
