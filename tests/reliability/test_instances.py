@@ -7,13 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from typing import Any
 
 import httpx
 import pytest
 import websockets
 
-from bot.config import Settings
 from tests.conftest import TIMEOUT
 from tests.reliability.checker import Ack, check
 from tests.reliability.harness import RecordingSpectator, ServerProcess, stored
@@ -59,34 +57,38 @@ async def follow(spectator: RecordingSpectator, until: int, fallback: str) -> No
 
 
 async def test_fifty_spectators_on_two_instances_get_every_message_once_in_order(
-    server_factory: Any, postgres_url: str, redis_url: str
+    postgres_url: str, redis_url: str
 ) -> None:
-    settings = Settings(
-        database_url=postgres_url, redis_url=redis_url, ingest_processes=0, max_connections_per_session=100
-    )
-    instances = [await server_factory(settings), await server_factory(settings)]
+    """Two server processes, one PostgreSQL, one Redis: 50 spectators spread over both, four writers whose
+    pushes alternate between the instances, two of them on each session (racing on both instances)."""
+    env = {"MAX_CONNECTIONS_PER_SESSION": "100"}
+    instances = [ServerProcess(postgres_url, free_port(), env=env, redis_url=redis_url) for _ in range(2)]
+    for instance in instances:
+        await asyncio.to_thread(instance.start)
     sessions, batches = ["shared-a", "shared-b"], 25
-    clients = [httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) for live in instances]
-    async with contextlib.AsyncExitStack() as stack:
-        for client in clients:
-            await stack.enter_async_context(client)
-        for session_id in sessions:
-            assert (
-                await clients[0].post("/api/training/sessions", json={"training_id": session_id})
-            ).status_code == 201
-        spectators = [RecordingSpectator(instances[i % 2].url, sessions[i // 25]) for i in range(50)]
-        for spectator in spectators:
-            await spectator.connect()
-            stack.push_async_callback(spectator.close)
+    clients = [httpx.AsyncClient(base_url=instance.url, timeout=TIMEOUT) for instance in instances]
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            for client in clients:
+                await stack.enter_async_context(client)
+            for session_id in sessions:
+                created = await clients[0].post("/api/training/sessions", json={"training_id": session_id})
+                assert created.status_code == 201
+            spectators = [RecordingSpectator(instances[i % 2].url, sessions[i // 25]) for i in range(50)]
+            for spectator in spectators:
+                await spectator.connect()
+                stack.push_async_callback(spectator.close)
 
-        async def writer(index: int, session_id: str) -> list[Ack]:
-            # Two writers per session, each alternating instances: pushes to one session race on both.
-            return [await push(clients, index + n, session_id, f"w{index}-{n}", n) for n in range(batches)]
+            async def writer(index: int, session_id: str) -> list[Ack]:
+                return [await push(clients, index + n, session_id, f"w{index}-{n}", n) for n in range(batches)]
 
-        written = await asyncio.gather(*(writer(i, sessions[i // 2]) for i in range(4)))
-        total = 2 * batches * BATCH
-        await asyncio.gather(*(spectator.receive(until=total) for spectator in spectators))
-        history = {s: [m["seq"] for m in await stored(instances[0].url, s)] for s in sessions}
+            written = await asyncio.gather(*(writer(i, sessions[i // 2]) for i in range(4)))
+            total = 2 * batches * BATCH
+            await asyncio.gather(*(spectator.receive(until=total) for spectator in spectators))
+            history = {s: [m["seq"] for m in await stored(instances[0].url, s)] for s in sessions}
+    finally:
+        for instance in instances:
+            instance.stop()
     report = check([ack for acks in written for ack in acks], history, [s.log for s in spectators])
     assert all(r.ok for r in report.values()), report
     assert all(seqs == list(range(1, total + 1)) for seqs in history.values())
