@@ -106,7 +106,8 @@ Text64 = Annotated[str, StringConstraints(max_length=64), AfterValidator(_storab
 Text128 = Annotated[str, StringConstraints(max_length=128), AfterValidator(_storable_text)]
 Text256 = Annotated[str, StringConstraints(max_length=256), AfterValidator(_storable_text)]
 Text1024 = Annotated[str, StringConstraints(max_length=1024), AfterValidator(_storable_text)]
-Password = Annotated[str, StringConstraints(min_length=4, max_length=128), AfterValidator(_storable_text)]
+# At least 8 characters: a room password is all that guards the room (see bot/server/admission.py).
+Password = Annotated[str, StringConstraints(min_length=8, max_length=128), AfterValidator(_storable_text)]
 
 
 def storable_problem(value: Any, depth: int = 0) -> tuple[tuple[str | int, ...], str] | None:

@@ -27,7 +27,7 @@ from bot import __version__
 from bot.config import ServerConfiguration, Settings, as_settings
 from bot.schemas import BotDecisionData, PerformanceGraphData, SessionCreate, SessionUpdate, TrainingMetricsData
 from bot.server import api, ws
-from bot.server.admission import ConnectRate
+from bot.server.admission import ConnectRate, RoomPasswordGuard
 from bot.server.api.bodies import BodyTooLargeError
 from bot.server.api.training import DaemonConfigUpdate, StartTraining, StopTraining
 from bot.server.batches import BatchReader, default_processes
@@ -113,6 +113,7 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
                             "settings": settings,
                             "batches": batches,
                             "connect_rate": ConnectRate(settings.ws_connect_rate),
+                            "room_passwords": RoomPasswordGuard(),
                             "joins": JoinReads(service, ws.SNAPSHOT_GRAPH_POINTS, ws.REPLAY_PAGE),
                             "jobs": jobs,
                             "daemon": daemon,

@@ -6,8 +6,9 @@ store after `since` → live. One sender task per spectator is the only writer t
 handler reads client messages (`ping`, `subscribe`, `unsubscribe`) and answers through the same queue.
 
 Close codes: 4400 bad query parameter, 4403 room password missing or wrong, 4404 unknown session,
-4429 session full, 1013 server full or too many connections at once (a retry delay in the reason),
-4008 too slow, 4410 session deleted, 1008 too many invalid messages, 1001 server shutting down,
+4429 session full, or too many wrong passwords for the room lately (a retry delay in the reason),
+1013 server full or too many connections at once (a retry delay in the reason), 4008 too slow,
+4410 session deleted, 1008 too many invalid messages, 1001 server shutting down,
 1011 server error (logged with the spectator's and the session's id).
 """
 
@@ -26,6 +27,7 @@ from starlette.websockets import WebSocketDisconnect
 from bot.config import Settings
 from bot.frames import close_reason, control_frame, error_frame
 from bot.schemas import INT64_MAX, MESSAGE_TYPES
+from bot.server.admission import RoomPasswordGuard
 from bot.server.direct import DirectWriter, WireFrames, cap_send_buffer, transport_of
 from bot.server.hub import Hub, HubFullError
 from bot.server.services import TrainingService
@@ -90,9 +92,9 @@ def parse_query(params: Any) -> tuple[int | None, str | None, set[str], str | No
     return query.since, query.epoch, types, query.user_name
 
 
-async def refuse(websocket: WebSocket, session_id: str, code: int, error: str, reason: str) -> None:
+async def refuse(websocket: WebSocket, session_id: str, code: int, error: str, reason: str, **details: Any) -> None:
     with contextlib.suppress(Exception):
-        await websocket.send_text(error_frame(session_id, error, reason))
+        await websocket.send_text(error_frame(session_id, error, reason, **details))
         await websocket.close(code, close_reason(reason))
 
 
@@ -125,7 +127,13 @@ async def spectate(websocket: WebSocket, session_id: str) -> None:
     stored_hash = session["room_password_hash"]
     if stored_hash is not None:
         password = websocket.query_params.get("password")
+        guard: RoomPasswordGuard = websocket.state.room_passwords
+        if password and (wait := guard.wait(session_id)) is not None:
+            why = f"too many wrong passwords for this room: retry in {wait:g} s"
+            return await refuse(websocket, session_id, 4429, "too_many_attempts", why, retry_after=wait)
         if not password or not await service.check_room_password(password, stored_hash):
+            if password:
+                guard.failed(session_id)
             why = "this room needs a password: add ?password=" if not password else "wrong room password"
             return await refuse(websocket, session_id, 4403, "forbidden", why)
     incarnation = (session["created_at"], session["epoch"])

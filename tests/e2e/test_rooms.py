@@ -8,7 +8,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.conftest import LiveServer, connect_and_sync, recv_data, recv_json
+from tests.conftest import LiveServer, connect_and_sync, recv_data, recv_json, recv_until
 
 
 async def refused(connect: Any, url: str) -> tuple[dict[str, Any], int]:
@@ -52,3 +52,27 @@ async def test_open_room_is_joined_by_code_alone(live: LiveServer, client: httpx
     created = (await client.post("/api/training/sessions", json={"room": {"max_spectators": 5}})).json()
     assert "room_password" not in created and not created["password_protected"]
     await connect_and_sync(spectators, live.ws_url(created["room_code"]))
+
+
+async def test_password_guessing_backs_off_per_room_and_short_passwords_are_refused(
+    live: LiveServer, client: httpx.AsyncClient, spectators: Any
+) -> None:
+    """Five wrong passwords in a minute, then even the right one waits (4429 with the seconds, no scrypt run);
+    a spectator already in the room stays; another room is not affected. A password under 8 characters is
+    refused at creation."""
+    short = await client.post("/api/training/sessions", json={"room": {"password": "seven77"}})
+    assert short.status_code == 422 and "password" in short.text
+    rooms = []
+    for name in ("guarded", "other"):
+        body = {"training_id": name, "room": {"password": "correct horse"}}
+        created = (await client.post("/api/training/sessions", json=body)).json()
+        rooms.append(created["room_code"])
+    inside = await connect_and_sync(spectators, live.ws_url(rooms[0], "password=correct%20horse"))
+    for attempt in range(5):
+        error, code = await refused(spectators, live.ws_url(rooms[0], f"password=guess{attempt}xx"))
+        assert (code, error["data"]["code"]) == (4403, "forbidden")
+    error, code = await refused(spectators, live.ws_url(rooms[0], "password=correct%20horse"))
+    assert (code, error["data"]["code"]) == (4429, "too_many_attempts") and error["data"]["retry_after"] > 0
+    await connect_and_sync(spectators, live.ws_url(rooms[1], "password=correct%20horse"))
+    await inside.send('{"type": "ping"}')
+    assert (await recv_until(inside, "pong"))["type"] == "pong"
