@@ -40,6 +40,7 @@ from bot.store.jobs import RUNNING_STATUSES, CreateJob, FailLeftoverJobs, Update
 
 logger = logging.getLogger(__name__)
 
+# The child's side of the protocol (bot/training/job.py), repeated here: importing that package imports torch.
 EVENT_PREFIX = b"TMS-EVENT "
 EXIT_STOPPED = 130
 SCENARIO_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

@@ -6,26 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 
 import httpx
 import pytest
 import websockets
 
 from tests.conftest import TIMEOUT
+from tests.e2e.test_deploy import free_port
 from tests.reliability.checker import Ack, check
 from tests.reliability.harness import RecordingSpectator, ServerProcess, stored
 
 pytestmark = pytest.mark.slow
 
 BATCH = 10
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def push(clients: list[httpx.AsyncClient], turn: int, session_id: str, key: str, batch: int) -> Ack:
