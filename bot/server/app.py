@@ -7,6 +7,7 @@ the request state: no module-level state, so a process can hold as many independ
 from __future__ import annotations
 
 import asyncio
+import copy
 import gc
 import logging
 import math
@@ -279,10 +280,21 @@ class TrainingMetricsServer:
             "ws_max_size": WS_MAX_MESSAGE_BYTES,
             **overrides,
         }
+        options.setdefault("log_config", _log_config(options["log_level"]))
         return uvicorn.Config(self.app, **options)
 
     def run(self) -> None:
         _Server(self.uvicorn_config(), self.settings.shutdown_timeout).run()
+
+
+def _log_config(level: str | int) -> dict[str, Any]:
+    """uvicorn's logging, and the server's own loggers (`bot.*`: migrations, the broker's state, the
+    training daemon's `[RLv3]` lines) printed the same way at the same level. They still propagate, so an
+    application that configures logging itself gets them too."""
+    config: dict[str, Any] = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    name = level.upper() if isinstance(level, str) else level
+    config["loggers"]["bot"] = {"handlers": ["default"], "level": "DEBUG" if name == "TRACE" else name}
+    return config
 
 
 class _Server(uvicorn.Server):

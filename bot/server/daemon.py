@@ -4,8 +4,9 @@ Off unless the settings turn it on (`TMS_TRAINING_DAEMON=1`): a server does not 
 by itself. Once on, it follows its configuration in the database (`enabled`, `interval_minutes`,
 `episodes_per_run`, `scenario`), changeable through `PUT /api/training/daemon/config` without a restart:
 the loop reads it again at least every 10 iterations (a second each), before each run, and at once after
-a change. Time is cut into windows of `interval_minutes`; each window has one scheduled run, claimed in
-the database (bot/store/daemon.py), so with several instances exactly one of them runs it.
+a change. A scheduled run is due `interval_minutes` after the previous scheduled run started (the first at
+once); it claims "the run after that one" in the database (bot/store/daemon.py), so with several
+instances exactly one of them runs it.
 
 A run is a training job (bot/server/jobs.py) of `episodes_per_run` episodes. It publishes
 `rl_v3.training.started` {run_id, episodes, timestamp} and `rl_v3.training.completed` {run_id, success,
@@ -19,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import secrets
 import time
 from typing import Any
@@ -32,7 +32,16 @@ from bot.server.services import TrainingService
 from bot.server.tasks import cancel_and_wait
 from bot.store import SessionExistsError
 from bot.store.batch import Batch
-from bot.store.daemon import ClaimRun, FinishRun, PutConfig, last_error, read_config, recent_runs, run_counts
+from bot.store.daemon import (
+    ClaimRun,
+    FinishRun,
+    PutConfig,
+    last_error,
+    last_scheduled,
+    read_config,
+    recent_runs,
+    run_counts,
+)
 
 logger = logging.getLogger("bot.training.daemon")
 
@@ -195,31 +204,43 @@ class TrainingDaemon:
             self.config = config
             self.iterations += 1
             if config["enabled"] and not (self._run_task and not self._run_task.done()):
-                interval = config["interval_minutes"] * 60
-                slot = f"{interval:g}:{math.floor(time.time() / interval)}"
-                config = await self.service.store.read(read_config)  # before each run: it may have just changed
-                if config["enabled"] and config["interval_minutes"] * 60 == interval:
-                    try:
-                        await self.run_once("schedule", slot)
-                    except RunInProgressError:
-                        pass
-                    except Exception:
-                        logger.exception("a scheduled training run failed")
+                slot = await self._due_slot(config)
+                if slot is not None:
+                    config = await self.service.store.read(read_config)  # before each run: it may have just changed
+                    if config["enabled"]:
+                        try:
+                            await self.run_once("schedule", slot)
+                        except RunInProgressError:
+                            pass
+                        except Exception:
+                            logger.exception("a scheduled training run failed")
             self.state = "idle" if config["enabled"] else "disabled"
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), TICK)
 
+    async def _next_run(self, config: dict[str, Any]) -> tuple[float, str]:
+        """(when the next scheduled run is due, the slot it claims): interval_minutes after the previous
+        scheduled run started, or at once when there was none. The slot names the run it follows, so that
+        every instance claims the same one and exactly one of them gets it."""
+        last = await self.service.store.read(last_scheduled)
+        if last is None:
+            return time.time(), "first"
+        return last["started_at"] + config["interval_minutes"] * 60, f"after:{last['run_id']}"
+
+    async def _due_slot(self, config: dict[str, Any]) -> str | None:
+        due, slot = await self._next_run(config)
+        return slot if time.time() >= due else None
+
     async def status(self) -> dict[str, Any]:
         config = await self.service.store.read(read_config)
-        interval = config["interval_minutes"] * 60
-        next_window = (math.floor(time.time() / interval) + 1) * interval
+        next_run, _ = await self._next_run(config)
         return {
             "active": self.active,
             "state": self.state if self.active else "off",
             "config": config,
             "current_run": self.current,
             "iterations": self.iterations,
-            "next_run_at": next_window if self.active and config["enabled"] else None,
+            "next_run_at": next_run if self.active and config["enabled"] else None,
             "events_session": EVENTS_SESSION,
         }
 

@@ -126,3 +126,10 @@ def run_counts(conn: Connection) -> dict[str, int]:
 def last_error(conn: Connection) -> str | None:
     query = select(daemon_runs.c.error).where(daemon_runs.c.status == "failed").order_by(daemon_runs.c.pk.desc())
     return conn.execute(query.limit(1)).scalar()
+
+
+def last_scheduled(conn: Connection) -> dict[str, Any] | None:
+    """The latest scheduled run (its slot names the one it followed), or None before the first."""
+    query = select(daemon_runs).where(daemon_runs.c.trigger == "schedule").order_by(daemon_runs.c.pk.desc())
+    row = conn.execute(query.limit(1)).first()
+    return run_dict(row) if row is not None else None

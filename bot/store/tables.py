@@ -177,8 +177,8 @@ training_jobs = Table(
 )
 
 # The training daemon (bot/server/daemon.py): its configuration (one row, id 1; absent: the defaults) and
-# its runs. A scheduled run claims its slot (the interval's window) by inserting it: with several
-# instances on one database, the unique slot lets exactly one of them run it.
+# its runs. A scheduled run claims its slot ("after:<the previous scheduled run>", or "first") by inserting
+# it: with several instances on one database, the unique slot lets exactly one of them run it.
 daemon_config = Table(
     "daemon_config",
     metadata,
@@ -195,7 +195,7 @@ daemon_runs = Table(
     metadata,
     Column("pk", Integer, primary_key=True, autoincrement=True),
     Column("run_id", String(64), nullable=False, unique=True),
-    Column("slot", String(64), unique=True),  # scheduled runs only: "interval seconds:window number"
+    Column("slot", String(128), unique=True),  # scheduled runs only: "first" or "after:<run id>"
     Column("trigger", String(16), nullable=False),  # schedule or manual
     Column("status", String(16), nullable=False),  # running, succeeded, failed
     Column("scenario", String(64), nullable=False),

@@ -30,7 +30,7 @@ def upgrade() -> None:
         "daemon_runs",
         sa.Column("pk", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("run_id", sa.String(length=64), nullable=False),
-        sa.Column("slot", sa.String(length=64), nullable=True),
+        sa.Column("slot", sa.String(length=128), nullable=True),
         sa.Column("trigger", sa.String(length=16), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("scenario", sa.String(length=64), nullable=False),
