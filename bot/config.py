@@ -104,6 +104,8 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["FULL", "NORMAL"] = Field("FULL", validation_alias=_env("sqlite_synchronous"))
     # Frames queued per spectator before its oldest are dropped (and it is told, with a `lag` message).
     max_backlog: int = Field(1000, gt=0, validation_alias=_env("max_backlog"))
+    # ... and bytes of them (counted as characters of their JSON text), so big frames are bounded too.
+    max_backlog_bytes: int = Field(4 * 1024 * 1024, gt=0, validation_alias=_env("max_backlog_bytes"))
     # A spectator that keeps dropping frames for this long is closed with code 4008.
     slow_spectator_timeout: float = Field(10.0, gt=0, validation_alias=_env("slow_spectator_timeout"))
     # A log line per HTTP request. Off unless asked for (or debug): at hundreds of pushes a second it costs
@@ -326,6 +328,7 @@ class PerformanceConfig(BaseModel):
     stale_timeout_seconds: float = 60.0
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
     max_backlog: int = 1000
+    max_backlog_bytes: int = 4 * 1024 * 1024
     slow_spectator_timeout: float = 10.0
     ws_send_buffer: int = 262_144
     ws_connect_rate: int = 0

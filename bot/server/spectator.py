@@ -2,12 +2,14 @@
 flush() writes a burst straight out while that task is idle (the fast path of direct.py).
 
 Overflow policy "drop oldest": history stays in the store, so a live chart loses least by skipping
-the oldest frames. Drops are counted and reported to the spectator in a `lag` message before the
+the oldest frames. The queue is bounded in frames and in bytes (as characters of their JSON text), so
+neither many small frames nor a few huge ones let one spectator hold more than its budget.
+Drops are counted and reported to the spectator in a `lag` message before the
 next frame it gets. A spectator that keeps dropping for `slow_timeout` seconds is evicted.
 
 The bound is applied after each burst (all the frames of one commit arrive together, before any
 sender task can run): the queue keeps max(maxsize, the burst) frames, up to BURST_FACTOR * maxsize,
-so that a big batch does not make a spectator that keeps up lose frames.
+and as many bytes, so that a big batch does not make a spectator that keeps up lose frames.
 """
 
 from __future__ import annotations
@@ -46,8 +48,11 @@ class SpectatorQueue:
     # is measurably less time in the fan-out loop.
     __slots__ = (
         "maxsize",
+        "max_bytes",
         "types",
         "items",
+        "size",
+        "burst_size",
         "dropped",
         "dropped_first",
         "dropped_last",
@@ -56,10 +61,13 @@ class SpectatorQueue:
         "burst",
     )
 
-    def __init__(self, maxsize: int, types: Iterable[str]) -> None:
+    def __init__(self, maxsize: int, types: Iterable[str], max_bytes: int = 2**62) -> None:
         self.maxsize = maxsize
+        self.max_bytes = max_bytes
         self.types = set(types)
         self.items: deque[tuple[int, str]] = deque()
+        self.size = 0  # characters of the queued frames
+        self.burst_size = 0
         self.dropped = 0
         self.dropped_first = 0
         self.dropped_last = 0
@@ -72,17 +80,22 @@ class SpectatorQueue:
         if seq != CONTROL and message_type not in self.types:
             return False
         self.items.append((seq, frame))
+        self.size += len(frame)
         self.burst += 1
+        self.burst_size += len(frame)
         return True
 
     def settle(self, now: float) -> None:
         """End of a burst: drop the oldest frames beyond the bound, counting them."""
         burst, self.burst = self.burst, 0
-        if len(self.items) <= self.maxsize:
+        burst_size, self.burst_size = self.burst_size, 0
+        if len(self.items) <= self.maxsize and self.size <= self.max_bytes:
             return
         limit = max(self.maxsize, min(burst, self.maxsize * BURST_FACTOR))
-        while len(self.items) > limit:
-            old_seq, _ = self.items.popleft()
+        size_limit = max(self.max_bytes, min(burst_size, self.max_bytes * BURST_FACTOR))
+        while len(self.items) > limit or (self.size > size_limit and len(self.items) > 1):
+            old_seq, old_frame = self.items.popleft()
+            self.size -= len(old_frame)
             if old_seq != CONTROL:
                 self.dropped += 1
                 self.total_dropped += 1
@@ -95,6 +108,7 @@ class SpectatorQueue:
         if not self.items:
             return None
         item = self.items.popleft()
+        self.size -= len(item[1])
         if not self.items:
             self.dropping_since = None  # caught up
         return item
@@ -137,12 +151,13 @@ class Spectator:
         maxsize: int,
         types: Iterable[str],
         incarnation: tuple[str, str] = ("", ""),
+        max_bytes: int = 2**62,
     ) -> None:
         self.id = f"spectator-{secrets.token_hex(6)}"
         self.session_id = session_id
         self.incarnation = incarnation  # (created_at, epoch) of the session as it was when this one connected
         self.user_name = user_name
-        self.queue = SpectatorQueue(maxsize, types)
+        self.queue = SpectatorQueue(maxsize, types, max_bytes)
         self.wake = asyncio.Event()
         self.close_request: tuple[int, str] | None = None
         self.cut_off: Callable[[], object] | None = None  # set by the endpoint: ends a connection that hangs
@@ -170,6 +185,7 @@ class Spectator:
             return
         self.delivered_through = max(through, max(seq for seq, _ in items))
         items.clear()
+        queue.size = 0
         queue.dropping_since = None
 
     def settle(self, now: float, slow_timeout: float, wire: WireFrames) -> None:

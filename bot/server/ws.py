@@ -137,7 +137,7 @@ async def spectate(websocket: WebSocket, session_id: str) -> None:
             why = "this room needs a password: add ?password=" if not password else "wrong room password"
             return await refuse(websocket, session_id, 4403, "forbidden", why)
     incarnation = (session["created_at"], session["epoch"])
-    spectator = Spectator(session_id, user_name, settings.max_backlog, types, incarnation)
+    spectator = Spectator(session_id, user_name, settings.max_backlog, types, incarnation, settings.max_backlog_bytes)
     spectator.direct = DirectWriter.attach(websocket.scope, service.stats)
     try:
         hub.add(spectator, limit=session["max_spectators"])

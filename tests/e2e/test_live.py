@@ -389,12 +389,18 @@ def stalled_socket(port: int) -> socket.socket:
     return sock
 
 
+@pytest.mark.parametrize(
+    "bound",
+    [{"max_backlog": 1000}, {"max_backlog": 1_000_000, "max_backlog_bytes": 20_000}],
+    ids=["frames", "bytes"],
+)
 async def test_stalled_spectator_is_told_and_closed_without_delaying_others(
-    server_factory: Any, settings: Settings, spectators: Any
+    server_factory: Any, settings: Settings, spectators: Any, bound: dict[str, int]
 ) -> None:
     """A spectator that stops reading loses frames (it gets `lag`) and is closed with 4008; the rest see all.
-    The server caps each spectator's kernel send buffer (here 8 KB), so the stalled one backs up soon."""
-    live = await server_factory(settings.model_copy(update={"ws_send_buffer": 8192}))
+    The server caps each spectator's kernel send buffer (here 8 KB), so the stalled one backs up soon; its
+    queue is bounded in frames, and in bytes when many frames would fit."""
+    live = await server_factory(settings.model_copy(update={"ws_send_buffer": 8192, **bound}))
     async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
         session_id = await create_session(client, "busy")
         fast = await connect_and_sync(spectators, live.ws_url(session_id))

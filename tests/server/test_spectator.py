@@ -35,6 +35,24 @@ def test_a_big_burst_is_kept_whole_up_to_the_burst_factor() -> None:
     assert len(queue.items) == 3 * BURST_FACTOR and queue.dropped > 0
 
 
+def test_the_queue_is_bounded_in_bytes_too() -> None:
+    """Few frames but big ones: the oldest are dropped until the queued bytes fit the budget (one burst may
+    take BURST_FACTOR times it); popping gives the bytes back."""
+    queue = SpectatorQueue(1000, TYPES, max_bytes=100)
+    burst(queue, range(1, 3))  # 2 x 7 characters
+    for seq in range(3, 13):
+        queue.offer(seq, "training_metrics", "x" * 40)
+        queue.settle(0.0)
+    assert queue.size <= 100 and [seq for seq, _ in queue.items] == [11, 12]
+    lag = queue.take_lag(delivered_through=0)
+    assert lag is not None and (lag.dropped, lag.first_seq, lag.last_seq) == (10, 1, 10)
+    queue.pop()
+    assert queue.size == 40
+    big = SpectatorQueue(1000, TYPES, max_bytes=100)
+    burst(big, range(1, 21))  # one commit of 20 x 7 characters: over the budget, under BURST_FACTOR times it
+    assert len(big.items) == 20 and big.dropped == 0
+
+
 def test_drops_already_replayed_are_not_reported() -> None:
     """Frames dropped while the replay from the store covered them are no lag."""
     queue = SpectatorQueue(2, TYPES)
