@@ -128,6 +128,16 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(10000, gt=0, validation_alias=_env("max_batch_size"))
     # A request body past this many bytes is refused with 413 before it is read whole.
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, validation_alias=_env("max_body_bytes"))
+    # What one HTTP connection may hold (bot/server/http_guard.py): the request target (414 past it), the
+    # whole head (431), how long the head and then the body may take to arrive (408), how long an idle
+    # keep-alive connection stays open, and how many connections of any kind the process holds (503 past
+    # it; None: the soft limit of open files less 256).
+    max_url_bytes: int = Field(8192, ge=256, validation_alias=_env("max_url_bytes"))
+    max_header_bytes: int = Field(65_536, ge=1024, validation_alias=_env("max_header_bytes"))
+    http_header_timeout: float = Field(10.0, gt=0, validation_alias=_env("http_header_timeout"))
+    http_body_timeout: float = Field(60.0, gt=0, validation_alias=_env("http_body_timeout"))
+    http_idle_timeout: float = Field(5.0, gt=0, validation_alias=_env("http_idle_timeout"))
+    max_connections: int | None = Field(None, ge=1, validation_alias=_env("max_connections"))
     # Worker processes that validate and encode big ingest bodies off the server's GIL; None: one if
     # the machine has two cores or more, else none (0 reads every body in the server process).
     ingest_processes: int | None = Field(None, ge=0, le=64, validation_alias=_env("ingest_processes"))
@@ -337,6 +347,12 @@ class PerformanceConfig(BaseModel):
     ws_per_message_deflate: bool = False
     max_batch_size: int = 10000
     max_body_bytes: int = 32 * 1024 * 1024
+    max_url_bytes: int = 8192
+    max_header_bytes: int = 65_536
+    http_header_timeout: float = 10.0
+    http_body_timeout: float = 60.0
+    http_idle_timeout: float = 5.0
+    max_connections: int | None = None
     ingest_processes: int | None = None
     gap_wait_seconds: float = 0.05
     shutdown_timeout: float = 5.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import gc
 import logging
 import math
@@ -35,6 +36,7 @@ from bot.server.batches import BatchReader, default_processes
 from bot.server.broker import broker_from_url
 from bot.server.daemon import TrainingDaemon
 from bot.server.direct import RawSendMiddleware
+from bot.server.http_guard import ConnectionLimits, GuardedHttpProtocol, default_max_connections
 from bot.server.hub import Hub
 from bot.server.jobs import JobSupervisor
 from bot.server.pages import mount_pages
@@ -250,6 +252,16 @@ def _document_bodies(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def connection_limits(settings: Settings) -> ConnectionLimits:
+    return ConnectionLimits(
+        max_connections=settings.max_connections or default_max_connections(),
+        max_url_bytes=settings.max_url_bytes,
+        max_header_bytes=settings.max_header_bytes,
+        header_timeout=settings.http_header_timeout,
+        body_timeout=settings.http_body_timeout,
+    )
+
+
 class TrainingMetricsServer:
     """The server of the original design: `TrainingMetricsServer(ServerConfig(...)).run()`."""
 
@@ -278,6 +290,8 @@ class TrainingMetricsServer:
             "timeout_graceful_shutdown": max(1, math.ceil(s.shutdown_timeout)),
             # Spectators send small control messages: a bigger one is refused (1009), never buffered.
             "ws_max_size": WS_MAX_MESSAGE_BYTES,
+            "http": functools.partial(GuardedHttpProtocol, limits=connection_limits(s)),
+            "timeout_keep_alive": s.http_idle_timeout,
             **overrides,
         }
         options.setdefault("log_config", _log_config(options["log_level"]))

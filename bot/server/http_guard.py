@@ -1,0 +1,162 @@
+"""HTTP connections that cannot hold the server: bounded request heads, read deadlines, a connection cap.
+
+uvicorn's httptools protocol bounds none of these. A 60 MB header is gathered whole by the parser (and
+blocked the event loop for seconds), a WebSocket upgrade with a 100 KB path got no answer, a client that
+sends a header byte every few seconds (slowloris) or nothing at all kept its socket for ever, and 21,000
+idle connections took every file descriptor, so that new clients were dropped unanswered.
+
+Here each refusal is a short JSON answer with `Connection: close`:
+- 414 when the request line's target passes `max_url_bytes`, 431 when the head passes `max_header_bytes`
+  (counted as it arrives, before the parser has gathered it);
+- 408 when the head has not arrived within `http_header_timeout` of the connection (or of the first byte
+  of the next request), or the body within `http_body_timeout` of the head;
+- 503 with Retry-After when the process already holds `max_connections` connections (HTTP and WebSocket):
+  the connection is answered after its head is read, and closed, so the excess never piles up.
+Idle keep-alive connections are closed by uvicorn after `http_idle_timeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+LINGER_SECONDS = 2.0
+FD_MARGIN = 256  # descriptors kept for the database, the ingest workers, logs and the listening sockets
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    max_connections: int
+    max_url_bytes: int
+    max_header_bytes: int
+    header_timeout: float
+    body_timeout: float
+
+
+def default_max_connections() -> int:
+    """What the process can hold open: its soft limit of open files, less a margin for everything else."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(64, (soft if soft != resource.RLIM_INFINITY else 65_536) - FD_MARGIN)
+
+
+class _Refused(Exception):
+    """Raised in a parser callback to stop parsing; uvicorn then calls send_400_response."""
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = limits
+        self.head_bytes = 0
+        self.reading_head = False
+        self.over_capacity = False
+        self.refusal: tuple[int, str, dict[str, str]] | None = None
+        self.deadline: asyncio.TimerHandle | None = None
+        self.refusal_sent = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.over_capacity = len(self.connections) > self.limits.max_connections
+        self._arm(self.limits.header_timeout, "the request head did not arrive in time (http_header_timeout)")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.refusal is not None:
+            return
+        super().data_received(data)
+        if self.reading_head and self.refusal is None:
+            self.head_bytes += len(data)
+            if self.head_bytes > self.limits.max_header_bytes + self.limits.max_url_bytes:
+                self._refuse(431, self._head_too_large())
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.head_bytes = 0
+        self.reading_head = True
+        if self.deadline is None:
+            self._arm(self.limits.header_timeout, "the request head did not arrive in time (http_header_timeout)")
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        if len(self.url) > self.limits.max_url_bytes:
+            self.refusal = (414, f"the URL is over {self.limits.max_url_bytes} bytes (max_url_bytes)", {})
+            raise _Refused
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_bytes += len(name) + len(value) + 4
+        if self.head_bytes > self.limits.max_header_bytes:
+            self.refusal = (
+                431,
+                f"the request head is over {self.limits.max_header_bytes} bytes (max_header_bytes)",
+                {},
+            )
+            raise _Refused
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self.reading_head = False
+        self._disarm()
+        if self.over_capacity:
+            why = f"the server holds its maximum of {self.limits.max_connections} connections (max_connections)"
+            self.refusal = (503, why, {"Retry-After": "1"})
+            raise _Refused
+        super().on_headers_complete()
+        if not (self.parser.should_upgrade() and self._should_upgrade()):
+            self._arm(self.limits.body_timeout, "the request body did not arrive in time (http_body_timeout)")
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def _head_too_large(self) -> str:
+        return f"the request head is over {self.limits.max_header_bytes} bytes (max_header_bytes)"
+
+    def send_400_response(self, msg: str) -> None:
+        if self.refusal is None:
+            return super().send_400_response(msg)
+        status, detail, headers = self.refusal
+        self._answer(status, detail, headers)
+
+    def _refuse(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        self.refusal = (status, detail, headers or {})
+        self._answer(status, detail, headers or {})
+
+    def _answer(self, status: int, detail: str, headers: dict[str, str]) -> None:
+        """A short JSON answer, then close; none once the application has started its own response."""
+        self._disarm()
+        if self.transport.is_closing() or self.refusal_sent:
+            return
+        self.refusal_sent = True
+        if self.cycle is None or not self.cycle.response_started:
+            body = orjson.dumps({"detail": detail})
+            head = [STATUS_LINE[status], b"content-type: application/json\r\nconnection: close\r\n"]
+            head += [f"{name}: {value}\r\n".encode() for name, value in headers.items()]
+            head.append(b"content-length: %d\r\n\r\n" % len(body))
+            self.transport.write(b"".join(head) + body)
+            if self.cycle is not None:
+                self.cycle.response_started = self.cycle.response_complete = True  # the application's is dropped
+        # A lingering close: closing with unread input sends a reset, which can destroy the answer before the
+        # client reads it. Half-close, discard what still comes (data_received), and close at the client's
+        # end of input or after LINGER_SECONDS.
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.deadline = self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        else:
+            self.transport.close()
+
+    def _arm(self, seconds: float, detail: str) -> None:
+        self._disarm()
+        self.deadline = self.loop.call_later(seconds, self._refuse, 408, detail)
+
+    def _disarm(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None

@@ -1,0 +1,116 @@
+"""What one HTTP connection may hold (bot/server/http_guard.py), tried with raw sockets against a real server:
+each refusal is a short JSON answer and a close, nothing is stored, and other clients carry on."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import websockets
+
+from bot.config import Settings
+from tests.conftest import TIMEOUT, LiveServer, create_session
+
+
+async def exchange(live: LiveServer, request: bytes, then_wait: bool = True) -> tuple[int, dict[str, str], bytes]:
+    """Send raw bytes, read the answer until the server closes: (status, headers, body)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        async with asyncio.timeout(TIMEOUT):
+            raw = await reader.read(-1) if then_wait else await reader.read(65_536)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode().split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+async def still_serving(live: LiveServer, session_id: str) -> None:
+    """Other clients are unaffected, and the refused request stored nothing."""
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+        assert (await client.get("/health")).status_code == 200
+        history = (await client.get(f"/api/training/sessions/{session_id}/history")).json()
+        assert history["messages"] == []
+
+
+async def test_a_long_url_is_414_over_http_and_on_a_websocket_upgrade(
+    live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    session_id = await create_session(client, "urls")
+    path = f"/api/training/sessions/{session_id}/metrics?" + "x" * 100_000
+    status, headers, body = await exchange(live, f"POST {path} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+    assert status == 414 and headers["connection"] == "close"
+    assert "max_url_bytes" in orjson.loads(body)["detail"] and len(body) < 200
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(live.ws_url(session_id, "user_name=" + "u" * 100_000), open_timeout=TIMEOUT)
+    assert refused.value.response.status_code == 414
+    await still_serving(live, session_id)
+
+
+@pytest.mark.parametrize("shape", ["one huge header", "many headers"])
+async def test_a_big_request_head_is_431_before_it_is_gathered(
+    live: LiveServer, client: httpx.AsyncClient, shape: str
+) -> None:
+    session_id = await create_session(client, "heads")
+    extra = (
+        f"X-Big: {'v' * 5_000_000}\r\n"
+        if shape == "one huge header"
+        else "".join(f"X-H{i}: {'v' * 100}\r\n" for i in range(2000))
+    )
+    body = b'{"episode": 1}'
+    request = (
+        f"POST /api/training/sessions/{session_id}/metrics HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}\r\n"
+    ).encode() + body
+    status, _, answer = await exchange(live, request)
+    assert status == 431 and "max_header_bytes" in orjson.loads(answer)["detail"]
+    await still_serving(live, session_id)
+
+
+async def test_a_head_or_a_body_that_is_too_slow_is_408_and_an_idle_connection_is_closed(
+    server_factory: Any, settings: Settings
+) -> None:
+    """Slowloris (a head that never ends), a body that never ends, and a connection that says nothing."""
+    update = {"http_header_timeout": 0.5, "http_body_timeout": 0.5}
+    live = await server_factory(settings.model_copy(update=update))
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+        session_id = await create_session(client, "slow")
+    status, _, body = await exchange(live, b"GET /health HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+    assert status == 408 and "http_header_timeout" in orjson.loads(body)["detail"]
+    partial = (
+        f"POST /api/training/sessions/{session_id}/metrics HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+        'Content-Length: 100\r\n\r\n{"episode": 1'
+    ).encode()
+    status, _, body = await exchange(live, partial)
+    assert status == 408 and "http_body_timeout" in orjson.loads(body)["detail"]
+    reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
+    async with asyncio.timeout(TIMEOUT):
+        assert (await reader.read(-1)).startswith(b"HTTP/1.1 408")  # it said nothing: closed all the same
+    writer.close()
+    await still_serving(live, session_id)
+
+
+async def test_past_max_connections_a_new_connection_gets_503_and_retry_after(
+    server_factory: Any, settings: Settings
+) -> None:
+    live = await server_factory(settings.model_copy(update={"max_connections": 3}))
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+        session_id = await create_session(client, "full")
+    held = [await asyncio.open_connection("127.0.0.1", live.port) for _ in range(3)]
+    await asyncio.sleep(0.2)  # the server has accepted them
+    status, headers, body = await exchange(live, b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert status == 503 and headers["retry-after"] == "1"
+    assert "max_connections" in orjson.loads(body)["detail"]
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(live.ws_url(session_id), open_timeout=TIMEOUT)
+    assert refused.value.response.status_code == 503
+    for _, writer in held:
+        writer.close()
+    await asyncio.sleep(0.2)
+    await still_serving(live, session_id)
