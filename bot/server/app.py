@@ -57,6 +57,7 @@ from bot.store import (
 logger = logging.getLogger(__name__)
 
 ECHO_LIMIT = 200  # characters of a refused input echoed in a 422, at most
+MAX_LISTED_ERRORS = 100
 WS_MAX_MESSAGE_BYTES = 65_536  # a spectator's message (ping, subscribe) past this closes with 1009
 BODY_MODELS = (
     TrainingMetricsData,
@@ -207,7 +208,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def validation_body(raw_errors: Sequence[Any]) -> bytes:
-    """A 422 body: each error's `loc`, `msg` and the input it refused, never failing on that input."""
+    """A 422 body: each error's `loc`, `msg` and the input it refused, never failing on that input; at most
+    MAX_LISTED_ERRORS of them (a batch of 10,000 bad points would otherwise answer with megabytes)."""
     errors = [
         {
             "type": e.get("type"),
@@ -215,9 +217,11 @@ def validation_body(raw_errors: Sequence[Any]) -> bytes:
             "msg": _echo(e.get("msg")),
             "input": _echo(e.get("input")),
         }
-        for e in raw_errors
+        for e in raw_errors[:MAX_LISTED_ERRORS]
     ]
     summary = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
+    if len(raw_errors) > MAX_LISTED_ERRORS:
+        summary = f"{len(raw_errors)} errors, the first {MAX_LISTED_ERRORS} listed; {summary}"
     return orjson.dumps({"detail": errors, "message": summary})
 
 

@@ -9,6 +9,7 @@ import httpx
 import orjson
 import pytest
 
+from bot.server.api.bodies import count_items
 from tests.conftest import create_session
 
 BASE = "/api/training/sessions"
@@ -337,6 +338,29 @@ async def test_oversized_batch_is_refused(client: httpx.AsyncClient, live: Any) 
     response = await client.post(f"{BASE}/{session_id}/metrics", json=too_many)
     assert response.status_code == 422 and "split the batch" in response.text
     assert await last_seq(client, session_id) == 0
+
+
+async def test_a_body_of_a_million_tiny_items_is_counted_and_refused_before_validation(
+    client: httpx.AsyncClient,
+) -> None:
+    """A million `{}` fit in 3 MB: refused as too many items (counted on the bytes before validation), with a
+    short answer; a list of many invalid points gets its errors capped, not thousands of them."""
+    session_id = await create_session(client)
+    response = await client.post(f"{BASE}/{session_id}/metrics", content=b"[" + b",".join([b"{}"] * 1_000_000) + b"]")
+    assert response.status_code == 422 and len(response.content) < 1000
+    assert response.json()["detail"][0]["type"] == "too_long" and "1000000 items" in response.text
+    invalid = [{"episode": "not a number"}] * 5000
+    response = await client.post(f"{BASE}/{session_id}/metrics", json=invalid)
+    assert response.status_code == 422 and len(response.json()["detail"]) <= 100
+    assert "5000 errors" in response.json()["message"]
+    assert await last_seq(client, session_id) == 0
+
+
+def test_count_items_reads_only_the_structure() -> None:
+    """Commas and brackets inside strings, escapes and nesting do not change the count."""
+    for value in ([{"a": 'x,y]\\"}{'}, {"b": [1, 2, {"c": [3]}]}, 5], [], [1], [{}] * 7, ["a,b", {"k\\": '"'}]):
+        assert count_items(orjson.dumps(value)) == len(value)
+    assert count_items(b" [ ] ") == 0 and count_items(b"[ 1 , [2, 3] ]") == 2
 
 
 async def test_series_is_downsampled_per_metric(client: httpx.AsyncClient) -> None:

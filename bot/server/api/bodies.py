@@ -5,12 +5,15 @@ Big ingest bodies are validated off the event loop (bot/server/batches.py), so i
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from bot.schemas import MAX_DEPTH
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -34,11 +37,53 @@ class ItemAdapters(Generic[T]):
         return cls(TypeAdapter(model), TypeAdapter(list[model]))  # type: ignore[valid-type]
 
 
+# A list whose commas allow more than this many times max_items items is counted before it is validated.
+PRECOUNT_FACTOR = 4
+_NOT_STRUCTURE = bytes(range(256)).translate(None, b'"[]{},')
+_STRINGS = re.compile(rb'"[^"]*"')
+_EMPTIED_GROUPS = re.compile(rb"[\[{],*[\]}]")
+
+
+def count_items(raw: bytes) -> int:
+    """The number of items of a JSON list, without building them: strings are cut out, then the nested
+    groups, innermost first, and the commas left separate the items. Bytes-level work (about 1 ms per
+    1,000 points), so a million tiny points are refused before pydantic builds a million dicts."""
+    if b"\\" in raw:  # escapes: pairs of backslashes first, then escaped quotes, so no quote is misread
+        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    skeleton = _STRINGS.sub(b"", raw.translate(None, _NOT_STRUCTURE))
+    inner = skeleton[1:-1]
+    for _ in range(MAX_DEPTH + 2):
+        emptied = _EMPTIED_GROUPS.sub(b"", inner)
+        if len(emptied) == len(inner):
+            break
+        inner = emptied
+    return inner.count(b",") + 1 if raw.strip()[1:-1].strip() else 0
+
+
+def too_many(count: int, max_items: int) -> RequestValidationError:
+    return RequestValidationError(
+        [
+            {
+                "type": "too_long",
+                "loc": ("body",),
+                "input": count,
+                "msg": f"{count} items in one request; at most {max_items} (split the batch)",
+            }
+        ]
+    )
+
+
 def parse_items(raw: bytes, adapters: ItemAdapters[T], max_items: int) -> list[T]:
     """One object or a list of them, validated straight from the bytes (no dicts in between, which costs
-    a third more); a list is validated whole, all-or-nothing. Python's NaN and Infinity literals are accepted."""
+    a third more); a list is validated whole, all-or-nothing. Python's NaN and Infinity literals are accepted.
+
+    The number of items is checked before validation when the commas show there may be far too many
+    (see PRECOUNT_FACTOR): up to that, validating and then refusing costs at most a few maximum batches."""
+    is_list = raw.lstrip()[:1] == b"["
+    if is_list and raw.count(b",") >= PRECOUNT_FACTOR * max_items and (count := count_items(raw)) > max_items:
+        raise too_many(count, max_items)
     try:
-        items = adapters.many.validate_json(raw) if raw.lstrip()[:1] == b"[" else [adapters.one.validate_json(raw)]
+        items = adapters.many.validate_json(raw) if is_list else [adapters.one.validate_json(raw)]
     except ValidationError as exc:
         raise RequestValidationError(validation_errors(exc)) from exc
     if not items:
@@ -46,16 +91,7 @@ def parse_items(raw: bytes, adapters: ItemAdapters[T], max_items: int) -> list[T
             [{"type": "too_short", "loc": ("body",), "msg": "the list is empty; send at least one item", "input": []}]
         )
     if len(items) > max_items:
-        raise RequestValidationError(
-            [
-                {
-                    "type": "too_long",
-                    "loc": ("body",),
-                    "input": len(items),
-                    "msg": f"{len(items)} items in one request; at most {max_items} (split the batch)",
-                }
-            ]
-        )
+        raise too_many(len(items), max_items)
     return items
 
 
