@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import limits
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
@@ -97,7 +98,13 @@ class Settings(BaseSettings):
     cleanup_interval_seconds: float = Field(300.0, gt=0, validation_alias=_env("cleanup_interval_seconds"))
     # Sessions that ended longer ago than this are deleted by the cleanup task; None keeps them forever.
     session_retention_seconds: float | None = Field(None, gt=0, validation_alias=_env("session_retention_seconds"))
+    # Per-client rate limits (bot/server/rate_limits.py), in the `limits` library's notation ("100/second",
+    # "20/minute"): ingest requests, spectator connections, spectator messages, room password attempts.
     enable_rate_limiting: bool = Field(False, validation_alias=_env("enable_rate_limiting"))
+    rate_limit_ingest: str = Field("100/second", validation_alias=_env("rate_limit_ingest"))
+    rate_limit_ws_connect: str = Field("30/second", validation_alias=_env("rate_limit_ws_connect"))
+    rate_limit_ws_message: str = Field("50/second", validation_alias=_env("rate_limit_ws_message"))
+    rate_limit_room_password: str = Field("20/minute", validation_alias=_env("rate_limit_room_password"))
     # A running session whose engine sent nothing (no data, no heartbeat) for this long becomes `stale`.
     stale_timeout_seconds: float = Field(60.0, gt=0, validation_alias=_env("stale_timeout_seconds"))
     # FULL survives a power loss; NORMAL (in WAL mode) survives a crash of the process only.
@@ -164,6 +171,15 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_level(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("rate_limit_ingest", "rate_limit_ws_connect", "rate_limit_ws_message", "rate_limit_room_password")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        try:
+            limits.parse(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate limit; write it as '100/second' or '20/minute'") from None
+        return value
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -334,6 +350,10 @@ class PerformanceConfig(BaseModel):
     metrics_history_size: int = 10000
     cleanup_interval_seconds: float = 300.0
     enable_rate_limiting: bool = False
+    rate_limit_ingest: str = "100/second"
+    rate_limit_ws_connect: str = "30/second"
+    rate_limit_ws_message: str = "50/second"
+    rate_limit_room_password: str = "20/minute"
     session_retention_seconds: float | None = None
     stale_timeout_seconds: float = 60.0
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"

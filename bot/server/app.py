@@ -29,7 +29,7 @@ from bot import __version__
 from bot.config import ServerConfiguration, Settings, as_settings
 from bot.schemas import BotDecisionData, PerformanceGraphData, SessionCreate, SessionUpdate, TrainingMetricsData
 from bot.server import api, ws
-from bot.server.admission import ConnectRate, RoomPasswordGuard
+from bot.server.admission import ConnectRate
 from bot.server.api.bodies import BodyTooLargeError
 from bot.server.api.training import DaemonConfigUpdate, StartTraining, StopTraining
 from bot.server.batches import BatchReader, default_processes
@@ -41,6 +41,7 @@ from bot.server.hub import Hub
 from bot.server.jobs import JobSupervisor
 from bot.server.pages import mount_pages
 from bot.server.publisher import Publisher
+from bot.server.rate_limits import RateLimitedError, RateLimits, RoomPasswordGuard, counter_storage
 from bot.server.services import TrainingService
 from bot.server.shared_reads import JoinReads
 from bot.server.socketio_events import SocketIOEvents
@@ -77,8 +78,6 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        if settings.enable_rate_limiting:
-            logger.warning("enable_rate_limiting is set but rate limiting is not implemented yet; ignoring it")
         opened = Store(
             settings.database_url, sqlite_synchronous=settings.sqlite_synchronous, auto_migrate=settings.auto_migrate
         )
@@ -103,6 +102,10 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
                 jobs = JobSupervisor(service, settings)
                 jobs.listeners.append(socket_io.publish)
                 daemon = TrainingDaemon(service, jobs, active=settings.training_daemon)
+                counters = counter_storage(settings.redis_url)
+                rate_limits = RateLimits(
+                    settings.enable_rate_limiting, rate_limit_rules(settings), counters, settings.broker_timeout
+                )
                 async with hub, batches, socket_io:
                     await jobs.recover()
                     await daemon.start()
@@ -117,7 +120,8 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
                             "settings": settings,
                             "batches": batches,
                             "connect_rate": ConnectRate(settings.ws_connect_rate),
-                            "room_passwords": RoomPasswordGuard(),
+                            "rate_limits": rate_limits,
+                            "room_passwords": RoomPasswordGuard(counters, settings.broker_timeout),
                             "joins": JoinReads(service, ws.SNAPSHOT_GRAPH_POINTS, ws.REPLAY_PAGE),
                             "jobs": jobs,
                             "daemon": daemon,
@@ -198,6 +202,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def too_large(request: Request, exc: BodyTooLargeError) -> JSONResponse:
         return JSONResponse({"detail": str(exc), "max_body_bytes": exc.limit}, status_code=413)
 
+    @app.exception_handler(RateLimitedError)
+    async def rate_limited(request: Request, exc: RateLimitedError) -> JSONResponse:
+        body = {"detail": str(exc), "limit": exc.limit, "retry_after": exc.retry_after}
+        return JSONResponse(body, status_code=429, headers={"Retry-After": str(math.ceil(exc.retry_after))})
+
     @app.exception_handler(StoreRejectedError)
     async def rejected(request: Request, exc: StoreRejectedError) -> JSONResponse:
         return JSONResponse({"detail": str(exc), "message": str(exc)}, status_code=422)
@@ -254,6 +263,15 @@ def _document_bodies(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def rate_limit_rules(settings: Settings) -> dict[str, str]:
+    return {
+        "ingest": settings.rate_limit_ingest,
+        "ws_connect": settings.rate_limit_ws_connect,
+        "ws_message": settings.rate_limit_ws_message,
+        "room_password": settings.rate_limit_room_password,
+    }
 
 
 def connection_limits(settings: Settings) -> ConnectionLimits:

@@ -6,7 +6,8 @@ store after `since` → live. One sender task per spectator is the only writer t
 handler reads client messages (`ping`, `subscribe`, `unsubscribe`) and answers through the same queue.
 
 Close codes: 4400 bad query parameter, 4403 room password missing or wrong, 4404 unknown session,
-4429 session full, or too many wrong passwords for the room lately (a retry delay in the reason),
+4429 session full, or too many wrong passwords for the room lately, or this client over a rate limit
+(connections, messages, password attempts; `retry_after` in the `error` before the close),
 1013 server full or too many connections at once (a retry delay in the reason), 4008 too slow,
 4410 session deleted, 1008 too many invalid messages, 1001 server shutting down,
 1011 server error (logged with the spectator's and the session's id).
@@ -27,9 +28,9 @@ from starlette.websockets import WebSocketDisconnect
 from bot.config import Settings
 from bot.frames import close_reason, control_frame, error_frame
 from bot.schemas import INT64_MAX, MESSAGE_TYPES
-from bot.server.admission import RoomPasswordGuard
 from bot.server.direct import DirectWriter, WireFrames, cap_send_buffer, transport_of
 from bot.server.hub import Hub, HubFullError
+from bot.server.rate_limits import RateLimits, RoomPasswordGuard, client_key
 from bot.server.services import TrainingService
 from bot.server.shared_reads import JoinReads
 from bot.server.spectator import CONTROL, Spectator
@@ -48,6 +49,7 @@ MAX_PING_DATA = 256  # bytes of a ping's `data` echoed in its pong: a client can
 SNAPSHOT_GRAPH_POINTS = 1000
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_RATE_LIMITED = 4429
 
 
 class BadParameterError(ValueError):
@@ -114,6 +116,11 @@ async def spectate(websocket: WebSocket, session_id: str) -> None:
     if (retry_after := websocket.state.connect_rate.admit()) is not None:
         why = f"too many connections at once: try again later, retry in {retry_after:g} s"
         return await _refuse_busy(websocket, session_id, why, retry_after)
+    limits: RateLimits = websocket.state.rate_limits
+    who = client_key(websocket.headers, websocket.client.host if websocket.client else None)
+    if (wait := await limits.check("ws_connect", who)) is not None:
+        why = f"too many connections from this client: retry in {wait:g} s"
+        return await refuse(websocket, session_id, CLOSE_RATE_LIMITED, "rate_limited", why, retry_after=wait)
     cap_send_buffer(websocket.scope, settings.ws_send_buffer)
     try:
         since, epoch, types, user_name = parse_query(websocket.query_params)
@@ -128,12 +135,15 @@ async def spectate(websocket: WebSocket, session_id: str) -> None:
     if stored_hash is not None:
         password = websocket.query_params.get("password")
         guard: RoomPasswordGuard = websocket.state.room_passwords
-        if password and (wait := guard.wait(session_id)) is not None:
+        if password and (wait := await limits.check("room_password", who)) is not None:
+            why = f"too many room password attempts from this client: retry in {wait:g} s"
+            return await refuse(websocket, session_id, CLOSE_RATE_LIMITED, "rate_limited", why, retry_after=wait)
+        if password and (wait := await guard.wait(session_id)) is not None:
             why = f"too many wrong passwords for this room: retry in {wait:g} s"
-            return await refuse(websocket, session_id, 4429, "too_many_attempts", why, retry_after=wait)
+            return await refuse(websocket, session_id, CLOSE_RATE_LIMITED, "too_many_attempts", why, retry_after=wait)
         if not password or not await service.check_room_password(password, stored_hash):
             if password:
-                guard.failed(session_id)
+                await guard.failed(session_id)
             why = "this room needs a password: add ?password=" if not password else "wrong room password"
             return await refuse(websocket, session_id, 4403, "forbidden", why)
     incarnation = (session["created_at"], session["epoch"])
@@ -162,7 +172,7 @@ async def _serve(
 ) -> None:
     since = await _greet(websocket, spectator, service, hub, since, epoch)
     sender = asyncio.create_task(_send(websocket, spectator, service, replay=since is not None))
-    receiver = asyncio.create_task(_receive(websocket, spectator, hub.slow_timeout))
+    receiver = asyncio.create_task(_receive(websocket, spectator, hub.slow_timeout, websocket.state.rate_limits))
     transport = transport_of(websocket.scope)
 
     def cut_off() -> None:
@@ -285,16 +295,25 @@ async def _send(websocket: WebSocket, spectator: Spectator, service: TrainingSer
     lag = queue.take_lag(spectator.delivered_through)
     if lag is not None:
         await websocket.send_text(control_frame("lag", sid, lag.as_data()))
+    for seq, frame in queue.items:  # replies still queued (the `error` that says why it closes among them)
+        if seq == CONTROL:
+            await websocket.send_text(frame)
     code, reason = spectator.close_request
     await websocket.close(code, close_reason(reason))
     spectator.close_request = None
 
 
-async def _receive(websocket: WebSocket, spectator: Spectator, slow_timeout: float) -> None:
+async def _receive(websocket: WebSocket, spectator: Spectator, slow_timeout: float, limits: RateLimits) -> None:
     invalid = 0
+    who = client_key(websocket.headers, websocket.client.host if websocket.client else None)
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
+            return
+        if limits.enabled and (wait := await limits.check("ws_message", who)) is not None:
+            why = f"too many messages from this client: retry in {wait:g} s"
+            spectator.offer(CONTROL, "reply", error_frame(spectator.session_id, "rate_limited", why, retry_after=wait))
+            spectator.request_close(CLOSE_RATE_LIMITED, why)
             return
         raw = message.get("text") if message.get("text") is not None else message.get("bytes")
         reply, ok = handle_client_message(spectator, raw)

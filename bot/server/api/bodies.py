@@ -154,6 +154,7 @@ ERRORS: dict[int, dict[str, Any]] = {
             "application/json": {"schema": {"properties": {"detail": {"type": "array"}, "message": {"type": "string"}}}}
         },
     },
+    429: error_response("this client is over a rate limit; retry after Retry-After seconds", retry_after="number"),
     503: error_response("the database could not commit; nothing was stored, retry after Retry-After seconds"),
 }
 

@@ -13,9 +13,10 @@ from bot.schemas import BotDecisionData, PerformanceGraphData, TrainingMetricsDa
 from bot.server.api.bodies import body_schema, errors, read_body
 from bot.server.api.deps import BatchesDep, ServiceDep
 from bot.server.batches import INLINE_BYTES
+from bot.server.rate_limits import RateLimits, client_key
 
 router = APIRouter(
-    prefix="/api/training/sessions/{session_id}", tags=["ingest"], responses=errors(404, 409, 413, 422, 503)
+    prefix="/api/training/sessions/{session_id}", tags=["ingest"], responses=errors(404, 409, 413, 422, 429, 503)
 )
 
 IdempotencyKey = Annotated[
@@ -37,6 +38,8 @@ async def _ingest(
     batches: BatchesDep,
     key: str | None,
 ) -> dict[str, Any]:
+    limits: RateLimits = request.state.rate_limits
+    await limits.enforce("ingest", client_key(request.headers, request.client.host if request.client else None))
     raw = await read_body(request)
     batch = await batches.read(message_type, raw)
     body_hash = await _digest(raw) if key is not None else ""

@@ -1,0 +1,128 @@
+"""Rate limits on what one client can ask of the server, counted by the `limits` library.
+
+With `enable_rate_limiting` (off by default), each client gets its own budget per rule: ingest requests,
+spectator connections, spectator messages and room password attempts. A client is its credential when the
+request carries one (a hash of the Authorization header, so one trainer's limit follows it whatever address
+it comes from) and else its address. Past a rule, HTTP answers 429 with Retry-After and the WebSocket
+closes with 4429 and `retry_after`, before any other work, so a client over its limit costs next to nothing.
+
+The counters live in memory on one instance, in Redis when `REDIS_URL` is set, so a limit holds across
+instances. A counter store that fails or is slow lets the request through (after `broker_timeout`): a
+limit exists to protect the server, and refusing everyone while Redis is away would be the outage itself.
+
+The per-room back-off on wrong room passwords is always on (RoomPasswordGuard).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Mapping
+
+from limits import RateLimitItem, RateLimitItemPerMinute, parse
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+logger = logging.getLogger(__name__)
+
+RULES = ("ingest", "ws_connect", "ws_message", "room_password")
+WARN_EVERY_SECONDS = 30.0
+
+
+def counter_storage(redis_url: str | None) -> Storage:
+    if redis_url is None:
+        return MemoryStorage()
+    return RedisStorage(f"async+{redis_url}", implementation="redispy", key_prefix="tms-limits")
+
+
+def client_key(headers: Mapping[str, str], address: str | None) -> str:
+    """Who is asking: a digest of the credential when there is one (never the secret itself), else the address."""
+    credential = headers.get("authorization")
+    if credential:
+        return "credential:" + hashlib.sha256(credential.encode()).hexdigest()[:32]
+    return f"address:{address or 'unknown'}"
+
+
+class RateLimitedError(Exception):
+    """HTTP 429 with Retry-After: this client is over one of its rate limits."""
+
+    def __init__(self, rule: str, limit: str, retry_after: float) -> None:
+        super().__init__(f"rate limit {rule} ({limit}) reached: retry in {retry_after:g} s")
+        self.rule = rule
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+class RateLimits:
+    def __init__(self, enabled: bool, rules: Mapping[str, str], storage: Storage, timeout: float) -> None:
+        self.enabled = enabled
+        self.items: dict[str, RateLimitItem] = {name: parse(rules[name]) for name in RULES}
+        self.limiter = MovingWindowRateLimiter(storage)
+        self.timeout = timeout
+        self.hits = 0  # requests refused by a limit, for /status
+        self._warned_at = -math.inf
+
+    async def check(self, rule: str, who: str) -> float | None:
+        """Count one request of `who` under `rule`: None if it may go on, else the seconds to wait."""
+        if not self.enabled:
+            return None
+        item = self.items[rule]
+        try:
+            async with asyncio.timeout(self.timeout):
+                if await self.limiter.hit(item, rule, who):
+                    return None
+                stats = await self.limiter.get_window_stats(item, rule, who)
+        except Exception as exc:  # the counters' store is away: let the request through (see above)
+            self._warn(exc)
+            return None
+        self.hits += 1
+        return round(max(0.1, stats.reset_time - time.time()), 1)
+
+    async def enforce(self, rule: str, who: str) -> None:
+        """check(), raising RateLimitedError (429) past the limit."""
+        if (wait := await self.check(rule, who)) is not None:
+            raise RateLimitedError(rule, str(self.items[rule]), wait)
+
+    def _warn(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= WARN_EVERY_SECONDS:
+            self._warned_at = now
+            logger.warning("rate limits not counted (letting requests through): %s: %s", type(exc).__name__, exc)
+
+
+ROOM_FAILURES = 5  # wrong passwords per room per minute before the room's attempts wait
+
+
+class RoomPasswordGuard:
+    """A back-off per room: each check is a 16 MiB scrypt (about 40 ms of a core), so guessing is both an
+    attack on the room and on the server's CPU. Past ROOM_FAILURES wrong passwords for one room within a
+    minute, that room's attempts are refused without a check (4429, with the seconds until one is allowed
+    again) until the oldest failure leaves the window, whoever the guesser is. Shares the rate limits'
+    store: with Redis, the back-off holds across instances."""
+
+    def __init__(self, storage: Storage, timeout: float, failures_per_minute: int = ROOM_FAILURES) -> None:
+        self._limiter = MovingWindowRateLimiter(storage)
+        self._item = RateLimitItemPerMinute(failures_per_minute)
+        self._timeout = timeout
+
+    async def wait(self, room: str) -> float | None:
+        """None: a password for `room` may be checked now. Else the seconds until one may."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                if await self._limiter.test(self._item, "room", room):
+                    return None
+                stats = await self._limiter.get_window_stats(self._item, "room", room)
+        except Exception:
+            logger.warning("room password back-off not read; checking the password", exc_info=True)
+            return None
+        return round(max(0.1, stats.reset_time - time.time()), 1)
+
+    async def failed(self, room: str) -> None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._limiter.hit(self._item, "room", room)
+        except Exception:
+            logger.warning("room password failure not counted", exc_info=True)
