@@ -133,6 +133,10 @@ class Settings(BaseSettings):
     # Deflate compresses each frame once per spectator, which defeats encode-once: off unless asked for.
     ws_per_message_deflate: bool = Field(False, validation_alias=_env("ws_per_message_deflate"))
     max_batch_size: int = Field(10000, gt=0, validation_alias=_env("max_batch_size"))
+    # What one session may hold in breadth (bot/store/bounds.py): distinct metric series, and graphs (each in
+    # every spectator's snapshot). A batch that would pass either is refused whole (422).
+    max_series_per_session: int = Field(1000, gt=0, validation_alias=_env("max_series_per_session"))
+    max_graphs_per_session: int = Field(100, gt=0, validation_alias=_env("max_graphs_per_session"))
     # A request body past this many bytes is refused with 413 before it is read whole.
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, validation_alias=_env("max_body_bytes"))
     # What one HTTP connection may hold (bot/server/http_guard.py): the request target (414 past it), the
@@ -366,6 +370,8 @@ class PerformanceConfig(BaseModel):
     ws_ping_timeout: float = 20.0
     ws_per_message_deflate: bool = False
     max_batch_size: int = 10000
+    max_series_per_session: int = 1000
+    max_graphs_per_session: int = 100
     max_body_bytes: int = 32 * 1024 * 1024
     max_url_bytes: int = 8192
     max_header_bytes: int = 65_536

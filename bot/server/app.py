@@ -54,6 +54,7 @@ from bot.store import (
     StoreRejectedError,
     StoreUnavailableError,
 )
+from bot.store.bounds import SessionBounds
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +87,8 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
                 settings.redis_url, timeout=settings.broker_timeout, probe_interval=settings.broker_probe_interval
             )
             async with broker, Publisher(broker, settings.broker_timeout) as publisher:
-                service = TrainingService(store, broker, publisher)
+                bounds = SessionBounds(settings.max_series_per_session, settings.max_graphs_per_session)
+                service = TrainingService(store, broker, publisher, bounds)
                 hub = Hub(
                     broker,
                     read_after=service.read_after,

@@ -20,6 +20,7 @@ from bot.server.hub import channel_for
 from bot.server.publisher import Publisher
 from bot.store import SessionNotFoundError, Store
 from bot.store.batch import Batch
+from bot.store.bounds import SessionBounds
 from bot.store.downsample import min_max
 from bot.store.reads import (
     MessageFilter,
@@ -71,8 +72,9 @@ class SessionState:
 
 
 class TrainingService:
-    def __init__(self, store: Store, broker: Broker, publisher: Publisher) -> None:
+    def __init__(self, store: Store, broker: Broker, publisher: Publisher, bounds: SessionBounds | None = None) -> None:
         self.store = store
+        self.bounds = bounds or SessionBounds()
         self.broker = broker
         self.publisher = publisher
         self.stats = Stats()
@@ -144,7 +146,9 @@ class TrainingService:
         self, session_id: str, batch: Batch, idempotency_key: str | None, body_hash: str = ""
     ) -> IngestResult:
         """Store a batch; with a key, a retry of the same body is applied once, another body is refused."""
-        result: IngestResult = await self.store.write(Ingest(session_id, batch, idempotency_key, body_hash))
+        result: IngestResult = await self.store.write(
+            Ingest(session_id, batch, idempotency_key, body_hash, self.bounds)
+        )
         if not result.duplicate:
             self.stats.messages_in += result.count
         return result
@@ -201,6 +205,11 @@ def _history_page(
     return {**session, "page_last_seq": last}, len(frames), body
 
 
+# A snapshot's graphs carry at most this many points over all their series (about 3 MB): with the bounds on
+# graphs per session and series per graph, a join costs a bounded read and a bounded frame.
+SNAPSHOT_GRAPH_POINTS_TOTAL = 50_000
+
+
 def _state(conn: Connection, session_id: str, graph_points: int | None) -> SessionState:
     row = get_session(conn, session_id)
     if row is None:
@@ -208,7 +217,8 @@ def _state(conn: Connection, session_id: str, graph_points: int | None) -> Sessi
     latest = orjson.loads(row.latest_metrics) if row.latest_metrics else None
     decision = latest_data(conn, row.pk, "bot_decision")
     latest_decision = orjson.loads(decision) if decision else None
-    return SessionState(session_dict(row), latest, latest_decision, read_graphs(conn, row.pk, graph_points))
+    total = None if graph_points is None else SNAPSHOT_GRAPH_POINTS_TOTAL
+    return SessionState(session_dict(row), latest, latest_decision, read_graphs(conn, row.pk, graph_points, total))
 
 
 def _plain(value: float) -> float | str:

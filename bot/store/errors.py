@@ -42,3 +42,7 @@ class StoreUnavailableError(StoreError):
 
 class StoreRejectedError(StoreError):
     """A value passed validation but the database refused it; retrying the same request cannot succeed."""
+
+
+class SessionLimitError(StoreRejectedError):
+    """The batch would take a session past one of its bounds (bot/store/bounds.py); nothing was written."""

@@ -143,16 +143,22 @@ def latest_data(conn: Connection, session_pk: int, message_type: str) -> str | N
     ).scalar()
 
 
-def read_graphs(conn: Connection, session_pk: int, newest: int | None = None) -> list[orjson.Fragment]:
-    """Each graph as it stands (the newest max_points per series, or fewer: `newest`), as JSON built here
-    on the reader thread: a graph of a hundred thousand points is never parsed or serialised on the loop."""
+def read_graphs(
+    conn: Connection, session_pk: int, newest: int | None = None, total: int | None = None
+) -> list[orjson.Fragment]:
+    """Each graph as it stands (the newest max_points per series, or fewer: `newest`, and `total` points at
+    most over all the series, shared evenly), as JSON built here on the reader thread: a graph of a hundred
+    thousand points is never parsed or serialised on the loop."""
     rows = conn.execute(
         select(graphs.c.graph_id, graphs.c.meta).where(graphs.c.session_pk == session_pk).order_by(graphs.c.graph_id)
     ).all()
+    metas = [(graph_id, orjson.loads(meta_text)) for graph_id, meta_text in rows]
+    if total is not None:
+        share = max(1, total // max(1, sum(len(meta["metrics"]) for _, meta in metas)))
+        newest = share if newest is None else min(newest, share)
     p = graph_points.c
     built = []
-    for graph_id, meta_text in rows:
-        meta = orjson.loads(meta_text)
+    for graph_id, meta in metas:
         data_points = {}
         keep = meta["max_points"] if newest is None else min(newest, meta["max_points"])
         for metric in meta["metrics"]:

@@ -24,10 +24,12 @@ from sqlalchemy.exc import DataError
 from bot.frames import FrameRun, control_frame, data_frames, iso
 from bot.schemas import ENDED_STATUSES, GraphPoint, PerformanceGraphData, SessionCreate, SessionUpdate
 from bot.store.batch import Batch
+from bot.store.bounds import SessionBounds
 from bot.store.driver import driver_sql
 from bot.store.errors import (
     IdempotencyConflictError,
     SessionExistsError,
+    SessionLimitError,
     SessionNotFoundError,
     StoreRejectedError,
     StoreUnavailableError,
@@ -100,7 +102,7 @@ def _commit_once(engine: Engine, jobs: Sequence[Job], now: float) -> list[Applie
         for index, job in enumerate(jobs):
             try:
                 outcomes.append(job.apply(conn, now))
-            except (SessionNotFoundError, SessionExistsError, IdempotencyConflictError) as exc:
+            except (SessionNotFoundError, SessionExistsError, IdempotencyConflictError, SessionLimitError) as exc:
                 outcomes.append(exc)
             except Exception as exc:
                 raise _JobFailedError(index) from exc
@@ -160,7 +162,7 @@ class CreateSession(Job):
 
 
 def _session(conn: Connection, session_id: str) -> Any:
-    row = driver_sql(conn, "SELECT pk, status FROM sessions WHERE session_id = ?", (session_id,)).first()
+    row = driver_sql(conn, "SELECT pk, status, epoch FROM sessions WHERE session_id = ?", (session_id,)).first()
     if row is None:
         raise SessionNotFoundError(session_id)
     return row
@@ -297,6 +299,7 @@ class Ingest(Job):
     batch: Batch
     idempotency_key: str | None = None
     body_hash: str = ""  # of the request body as sent: a retry sends the same bytes
+    bounds: SessionBounds | None = None
 
     def apply(self, conn: Connection, now: float) -> Applied:
         session = _session(conn, self.session_id)
@@ -313,6 +316,11 @@ class Ingest(Job):
                     raise IdempotencyConflictError(self.idempotency_key, batch.message_type)
                 count = done.last_seq - done.first_seq + 1
                 return Applied(IngestResult(self.session_id, done.first_seq, done.last_seq, count, duplicate=True))
+        if self.bounds is not None:  # before anything is written: a refusal leaves the shared transaction clean
+            if batch.columns:
+                self.bounds.check_series(conn, pk, session.epoch, batch.columns)
+            if batch.graphs:
+                self.bounds.check_graphs(conn, pk, session.epoch, (graph.graph_id for graph in batch.graphs))
         woken = _wake_if_stale(conn, session, self.session_id, now)
         sets = "last_seq = last_seq + ?, message_count = message_count + ?, updated_at = ?"
         params: list[Any] = [n, n, now]
