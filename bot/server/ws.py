@@ -326,6 +326,14 @@ async def _receive(websocket: WebSocket, spectator: Spectator, slow_timeout: flo
         spectator.settle(asyncio.get_running_loop().time(), slow_timeout, WireFrames())
 
 
+def _json_size(value: Any) -> int:
+    """Its size as JSON; a value orjson cannot write (nested past 255 levels) counts as too big."""
+    try:
+        return len(orjson.dumps(value))
+    except TypeError:
+        return MAX_PING_DATA + 1
+
+
 def handle_client_message(spectator: Spectator, raw: str | bytes | None) -> tuple[str, bool]:
     """Answer one client message: (reply, valid). Never raises on bad input; the connection stays up."""
     sid = spectator.session_id
@@ -338,7 +346,7 @@ def handle_client_message(spectator: Spectator, raw: str | bytes | None) -> tupl
     kind = message["type"]
     if kind == "ping":
         echo = message.get("data")
-        if echo is not None and len(orjson.dumps(echo)) > MAX_PING_DATA:
+        if echo is not None and _json_size(echo) > MAX_PING_DATA:
             return error_frame(
                 sid, "ping_too_big", f"a ping's data is echoed back: at most {MAX_PING_DATA} bytes"
             ), False
