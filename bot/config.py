@@ -138,7 +138,9 @@ class Settings(BaseSettings):
     max_series_per_session: int = Field(1000, gt=0, validation_alias=_env("max_series_per_session"))
     max_graphs_per_session: int = Field(100, gt=0, validation_alias=_env("max_graphs_per_session"))
     # A request body past this many bytes is refused with 413 before it is read whole.
-    max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, validation_alias=_env("max_body_bytes"))
+    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, validation_alias=_env("max_body_bytes"))
+    # Bytes of request bodies received at once, over all requests; past it, 503 with Retry-After.
+    max_body_bytes_in_flight: int = Field(64 * 1024 * 1024, gt=0, validation_alias=_env("max_body_bytes_in_flight"))
     # What one HTTP connection may hold (bot/server/http_guard.py): the request target (414 past it), the
     # whole head (431), how long the head and then the body may take to arrive (408), how long an idle
     # keep-alive connection stays open, and how many connections of any kind the process holds (503 past
@@ -372,7 +374,8 @@ class PerformanceConfig(BaseModel):
     max_batch_size: int = 10000
     max_series_per_session: int = 1000
     max_graphs_per_session: int = 100
-    max_body_bytes: int = 32 * 1024 * 1024
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_body_bytes_in_flight: int = 64 * 1024 * 1024
     max_url_bytes: int = 8192
     max_header_bytes: int = 65_536
     http_header_timeout: float = 10.0

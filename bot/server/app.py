@@ -12,6 +12,7 @@ import functools
 import gc
 import logging
 import math
+import reprlib
 import socket
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -30,7 +31,7 @@ from bot.config import ServerConfiguration, Settings, as_settings
 from bot.schemas import BotDecisionData, PerformanceGraphData, SessionCreate, SessionUpdate, TrainingMetricsData
 from bot.server import api, ws
 from bot.server.admission import ConnectRate
-from bot.server.api.bodies import BodyTooLargeError
+from bot.server.api.bodies import BodiesBusyError, BodyBudget, BodyTooLargeError
 from bot.server.api.training import DaemonConfigUpdate, StartTraining, StopTraining
 from bot.server.batches import BatchReader, default_processes
 from bot.server.broker import broker_from_url
@@ -123,6 +124,7 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
                             "batches": batches,
                             "connect_rate": ConnectRate(settings.ws_connect_rate),
                             "rate_limits": rate_limits,
+                            "body_budget": BodyBudget(settings.max_body_bytes_in_flight),
                             "room_passwords": RoomPasswordGuard(counters, settings.broker_timeout),
                             "joins": JoinReads(service, ws.SNAPSHOT_GRAPH_POINTS, ws.REPLAY_PAGE),
                             "jobs": jobs,
@@ -200,6 +202,10 @@ def _add_error_handlers(app: FastAPI) -> None:
         detail = f"storage unavailable, nothing was stored; retry: {exc}"
         return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
 
+    @app.exception_handler(BodiesBusyError)
+    async def bodies_busy(request: Request, exc: BodiesBusyError) -> JSONResponse:
+        return JSONResponse({"detail": f"{exc}; retry"}, status_code=503, headers={"Retry-After": "1"})
+
     @app.exception_handler(BodyTooLargeError)
     async def too_large(request: Request, exc: BodyTooLargeError) -> JSONResponse:
         return JSONResponse({"detail": str(exc), "max_body_bytes": exc.limit}, status_code=413)
@@ -239,15 +245,27 @@ def validation_body(raw_errors: Sequence[Any]) -> bytes:
 def _echo(value: Any) -> Any:
     """The refused input, as JSON can carry it and at most ECHO_LIMIT characters of it: NaN, huge integers,
     lone surrogates and deep nesting are what was refused, so they must not break the reply, and a refused
-    body of megabytes must not come back whole; those come back as a short repr."""
+    body of megabytes must not come back whole; those come back as a short repr, built in bounded time
+    (reprlib stops at a few items of each container and a prefix of each string)."""
+    short = _SHORT.repr(value)
+    if "..." in short or len(short) > ECHO_LIMIT:  # reprlib cut it: the value is big
+        short = short[:ECHO_LIMIT]
+        return short if short.endswith("...") else short + "..."
     try:
         size = len(orjson.dumps(value))
     except (TypeError, RecursionError):
-        size = None
-    if size is not None and size <= ECHO_LIMIT:
-        return value
-    text = repr(value)
-    return text if len(text) <= ECHO_LIMIT else text[:ECHO_LIMIT] + "..."
+        return short
+    return value if size <= ECHO_LIMIT else short
+
+
+def _short_repr() -> reprlib.Repr:
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = ECHO_LIMIT
+    short.maxlevel, short.maxlist, short.maxdict, short.maxlong = 4, 8, 8, 60
+    return short
+
+
+_SHORT = _short_repr()
 
 
 def _document_bodies(app: FastAPI) -> None:

@@ -33,7 +33,7 @@ from bot.server.hub import Hub, HubFullError
 from bot.server.rate_limits import RateLimits, RoomPasswordGuard, client_key
 from bot.server.services import TrainingService
 from bot.server.shared_reads import JoinReads
-from bot.server.spectator import CONTROL, Spectator
+from bot.server.spectator import CLOSE_SLOW, CONTROL, Spectator
 from bot.store import SessionNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ router = APIRouter()
 REPLAY_PAGE = 1000
 REPLAY_PASSES = 8
 MAX_INVALID_MESSAGES = 100
+REPLY_WAIT_STEP = 0.05  # seconds between looks at the queue of a client that does not read its replies
 MAX_PING_DATA = 256  # bytes of a ping's `data` echoed in its pong: a client cannot make us hold more
 # A snapshot's graphs carry this many newest points per series (a chart's width; GET .../graphs has them
 # all): a join then costs the same whatever the graphs hold, and the spectators already there never wait.
@@ -324,6 +325,21 @@ async def _receive(websocket: WebSocket, spectator: Spectator, slow_timeout: flo
                 return
         spectator.offer(CONTROL, "reply", reply)
         spectator.settle(asyncio.get_running_loop().time(), slow_timeout, WireFrames())
+        if len(spectator.queue.items) >= spectator.queue.maxsize:
+            await _wait_for_room(spectator, slow_timeout)
+
+
+async def _wait_for_room(spectator: Spectator, slow_timeout: float) -> None:
+    """A client that sends faster than it reads the replies is read no further until they have gone out:
+    its messages back up in its own buffers, not the server's. If it does not catch up within the slow
+    timeout, it is closed like a slow spectator (4008)."""
+    queue, waited = spectator.queue, 0.0
+    while len(queue.items) > queue.maxsize // 2 and spectator.close_request is None:
+        if waited >= slow_timeout:
+            spectator.request_close(CLOSE_SLOW, "too slow: it sends messages and does not read the replies")
+            return
+        await asyncio.sleep(REPLY_WAIT_STEP)
+        waited += REPLY_WAIT_STEP
 
 
 def _json_size(value: Any) -> int:

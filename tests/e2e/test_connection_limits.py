@@ -114,3 +114,30 @@ async def test_past_max_connections_a_new_connection_gets_503_and_retry_after(
         writer.close()
     await asyncio.sleep(0.2)
     await still_serving(live, session_id)
+
+
+async def test_bodies_received_at_once_are_bounded_in_bytes(server_factory: Any, settings: Settings) -> None:
+    """Slow uploads cannot together hold more than max_body_bytes_in_flight: past it a new body gets 503 with
+    Retry-After, and once they are done, the same body goes through."""
+    update = {"max_body_bytes": 80_000, "max_body_bytes_in_flight": 100_000}
+    live = await server_factory(settings.model_copy(update=update))
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+        session_id = await create_session(client, "uploads")
+        path = f"/api/training/sessions/{session_id}/metrics"
+        body = orjson.dumps([{"episode": i, "algorithm": "x" * 50} for i in range(900)])  # about 60 KB
+        reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        writer.write(head.encode() + body[:-10])  # all but its end: it holds its bytes
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        refused = await client.post(path, content=body)
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        assert "max_body_bytes_in_flight" in refused.json()["detail"]
+        writer.write(body[-10:])
+        async with asyncio.timeout(TIMEOUT):
+            assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+        writer.close()
+        assert (await client.post(path, content=body)).status_code == 200
+        assert (await client.get(f"/api/training/sessions/{session_id}")).json()["last_seq"] == 1800

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from pathlib import Path
 from typing import Any
@@ -427,3 +428,27 @@ async def test_stalled_spectator_is_told_and_closed_without_delaying_others(
     assert "lag" in seen
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4008
     assert "too slow" in closed.value.rcvd.reason
+
+
+async def test_a_spectator_that_sends_and_never_reads_its_replies_is_closed(
+    server_factory: Any, settings: Settings, spectators: Any
+) -> None:
+    """Pings as fast as it can, never reading a pong: the server stops reading it once its replies back up,
+    so they pile up in neither the server's memory nor its CPU, and closes it after the slow timeout."""
+    live = await server_factory(settings.model_copy(update={"ws_send_buffer": 8192}))
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+        session_id = await create_session(client, "pinger")
+        other = await connect_and_sync(spectators, live.ws_url(session_id))
+        pinger = await spectators(live.ws_url(session_id), sock=stalled_socket(live.port), max_queue=1)
+        pinger.transport.pause_reading()
+        ping = orjson.dumps({"type": "ping", "data": "x" * 200}).decode()
+        with contextlib.suppress(TimeoutError, websockets.ConnectionClosed):
+            async with asyncio.timeout(3.0):  # its sends block once the server stops reading it
+                for _ in range(20_000):
+                    await pinger.send(ping)
+        async with asyncio.timeout(3 * TIMEOUT):
+            while (await client.get(f"/api/training/sessions/{session_id}")).json()["spectators"] != 1:
+                await asyncio.sleep(0.1)
+        await client.post(f"/api/training/sessions/{session_id}/metrics", json={"episode": 1})
+        assert (await recv_data(other, 1))[0]["data"]["episode"] == 1
+        pinger.transport.abort()

@@ -103,26 +103,61 @@ class BodyTooLargeError(Exception):
         self.limit = limit
 
 
+class BodiesBusyError(Exception):
+    """HTTP 503 with Retry-After: the bodies being read at once hold `max_body_bytes_in_flight` already."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the server is reading {limit} bytes of other request bodies (max_body_bytes_in_flight)")
+
+
+class BodyBudget:
+    """Bytes of request bodies being received at once, bounded: fifty slow uploads of the largest body each
+    would otherwise hold fifty times max_body_bytes while they trickle in."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, size: int) -> None:
+        if self.used + size > self.limit:
+            raise BodiesBusyError(self.limit)
+        self.used += size
+
+    def give_back(self, size: int) -> None:
+        self.used -= size
+
+
 async def read_body(request: Request) -> bytes:
-    """The body, refused with 413 as soon as it is known to be too large (declared or streamed)."""
+    """The body, refused with 413 as soon as it is known to be too large (declared or streamed), or with 503
+    while other bodies being received hold the in-flight budget."""
     limit: int = request.state.settings.max_body_bytes
+    budget: BodyBudget = request.state.body_budget
     declared = request.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise BodyTooLargeError(limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLargeError(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLargeError(limit)
+            budget.take(len(chunk))
+            chunks.append(chunk)
+    finally:
+        budget.give_back(sum(map(len, chunks)))
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def read_model(request: Request, model: type[M]) -> M:
+    return parse_model(await read_body(request), model)
+
+
+def parse_model(raw: bytes, model: type[M]) -> M:
     """Validated straight from the bytes: integers keep every digit (a JSON parser that turns a huge one
     into a float would store another value), and nesting is bounded by the parser."""
     try:
-        return model.model_validate_json(await read_body(request))
+        return model.model_validate_json(raw)
     except ValidationError as exc:
         raise RequestValidationError(validation_errors(exc)) from exc
 

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
-from bot.server.api.bodies import body_schema, error_response, errors, read_model
+from bot.server.api.bodies import body_schema, error_response, errors, parse_model, read_body, read_model
 from bot.server.daemon import DaemonOffError, RunInProgressError, TrainingDaemon
 from bot.server.jobs import JobRefusedError, JobSupervisor, ScenarioNotFoundError
 from bot.store.jobs import RUNNING_STATUSES
@@ -76,8 +76,8 @@ async def start_training(request: Request) -> dict[str, Any]:
 async def stop_training(request: Request) -> JSONResponse:
     """Stop a running job (the only one when no `job_id` is given): it saves a checkpoint and ends. Answered
     once it has ended, or after 1.8 s with `"status": "stopping"` if its checkpoint takes longer."""
-    raw = await request.body()
-    body = await read_model(request, StopTraining) if raw.strip() else StopTraining()
+    raw = await read_body(request)
+    body = parse_model(raw, StopTraining) if raw.strip() else StopTraining()
     try:
         job, ended = await _jobs(request).stop(body.job_id)
     except JobRefusedError as exc:
