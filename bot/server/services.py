@@ -205,9 +205,9 @@ def _history_page(
     return {**session, "page_last_seq": last}, len(frames), body
 
 
-# A snapshot's graphs carry at most this many points over all their series (about 3 MB): with the bounds on
+# A snapshot's graphs carry at most this many points over all their series (about 1.2 MB): with the bounds on
 # graphs per session and series per graph, a join costs a bounded read and a bounded frame.
-SNAPSHOT_GRAPH_POINTS_TOTAL = 50_000
+SNAPSHOT_GRAPH_POINTS_TOTAL = 20_000
 
 
 def _state(conn: Connection, session_id: str, graph_points: int | None) -> SessionState:

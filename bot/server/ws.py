@@ -332,11 +332,14 @@ async def _receive(websocket: WebSocket, spectator: Spectator, slow_timeout: flo
 async def _wait_for_room(spectator: Spectator, slow_timeout: float) -> None:
     """A client that sends faster than it reads the replies is read no further until they have gone out:
     its messages back up in its own buffers, not the server's. If it does not catch up within the slow
-    timeout, it is closed like a slow spectator (4008)."""
+    timeout, its connection is aborted at once: a close could not get out to a peer that does not read,
+    and while the close handshake waited, the protocol would go on reading and discarding its flood."""
     queue, waited = spectator.queue, 0.0
     while len(queue.items) > queue.maxsize // 2 and spectator.close_request is None:
         if waited >= slow_timeout:
             spectator.request_close(CLOSE_SLOW, "too slow: it sends messages and does not read the replies")
+            if spectator.cut_off is not None:
+                spectator.cut_off()
             return
         await asyncio.sleep(REPLY_WAIT_STEP)
         waited += REPLY_WAIT_STEP

@@ -5,15 +5,12 @@ Big ingest bodies are validated off the event loop (bot/server/batches.py), so i
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, TypeAdapter, ValidationError
-
-from bot.schemas import MAX_DEPTH
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -38,36 +35,47 @@ class ItemAdapters(Generic[T]):
 
 
 # A list whose commas allow more than this many times max_items items is counted before it is validated.
-PRECOUNT_FACTOR = 4
+PRECOUNT_FACTOR = 10
 _NOT_STRUCTURE = bytes(range(256)).translate(None, b'"[]{},')
-_STRINGS = re.compile(rb'"[^"]*"')
-_EMPTIED_GROUPS = re.compile(rb"[\[{],*[\]}]")
+_QUOTE, _COMMA = ord('"'), ord(",")
+_OPENERS, _CLOSERS = frozenset(b"[{"), frozenset(b"]}")
 
 
-def count_items(raw: bytes) -> int:
-    """The number of items of a JSON list, without building them: strings are cut out, then the nested
-    groups, innermost first, and the commas left separate the items. Bytes-level work (about 1 ms per
-    1,000 points), so a million tiny points are refused before pydantic builds a million dicts."""
+def count_items(raw: bytes, stop_after: int | None = None) -> int:
+    """The number of items of a JSON list (or `stop_after`, once that many are seen), without building them:
+    one pass over its structure (quotes, brackets, commas), counting the commas at the top level. Constant
+    memory, so a million tiny points are refused before pydantic builds a million dicts."""
     if b"\\" in raw:  # escapes: pairs of backslashes first, then escaped quotes, so no quote is misread
         raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
-    skeleton = _STRINGS.sub(b"", raw.translate(None, _NOT_STRUCTURE))
-    inner = skeleton[1:-1]
-    for _ in range(MAX_DEPTH + 2):
-        emptied = _EMPTIED_GROUPS.sub(b"", inner)
-        if len(emptied) == len(inner):
-            break
-        inner = emptied
-    return inner.count(b",") + 1 if raw.strip()[1:-1].strip() else 0
+    if not raw.strip()[1:-1].strip():
+        return 0
+    items, depth, in_string = 1, 0, False
+    for byte in raw.translate(None, _NOT_STRUCTURE):
+        if byte == _QUOTE:
+            in_string = not in_string
+        elif in_string:
+            continue
+        elif byte == _COMMA:
+            if depth == 1:
+                items += 1
+                if stop_after is not None and items >= stop_after:
+                    return items
+        elif byte in _OPENERS:
+            depth += 1
+        elif byte in _CLOSERS:
+            depth -= 1
+    return items
 
 
-def too_many(count: int, max_items: int) -> RequestValidationError:
+def too_many(count: int, max_items: int, exact: bool = True) -> RequestValidationError:
+    items = f"{count} items" if exact else f"more than {max_items} items"
     return RequestValidationError(
         [
             {
                 "type": "too_long",
                 "loc": ("body",),
                 "input": count,
-                "msg": f"{count} items in one request; at most {max_items} (split the batch)",
+                "msg": f"{items} in one request; at most {max_items} (split the batch)",
             }
         ]
     )
@@ -80,8 +88,9 @@ def parse_items(raw: bytes, adapters: ItemAdapters[T], max_items: int) -> list[T
     The number of items is checked before validation when the commas show there may be far too many
     (see PRECOUNT_FACTOR): up to that, validating and then refusing costs at most a few maximum batches."""
     is_list = raw.lstrip()[:1] == b"["
-    if is_list and raw.count(b",") >= PRECOUNT_FACTOR * max_items and (count := count_items(raw)) > max_items:
-        raise too_many(count, max_items)
+    if is_list and raw.count(b",") >= PRECOUNT_FACTOR * max_items:
+        if (count := count_items(raw, stop_after=max_items + 1)) > max_items:
+            raise too_many(count, max_items, exact=False)
     try:
         items = adapters.many.validate_json(raw) if is_list else [adapters.one.validate_json(raw)]
     except ValidationError as exc:
