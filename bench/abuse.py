@@ -3,7 +3,7 @@ count and time). For each: the server's peak RSS (its ingest worker included) ag
 p99 latency of /health polled during the attack, and the p99 acknowledgement of a legitimate trainer pushing
 10-point batches meanwhile, against the same trainer with no attack in the same run.
 
-    python bench/abuse.py [--quick] [--rate-limits]
+    python bench/abuse.py [--quick] [--rate-limits] [NAME...]   (NAME: the start of an attack's name)
 
 Targets: peak RSS <= 2x at rest plus the documented bounds, /health p99 <= 100 ms, legitimate ack p99 <= 2x
 the baseline.
@@ -32,6 +32,7 @@ from bench.common import Server, percentile, server_process
 
 QUICK = "--quick" in sys.argv
 RATE_LIMITS = "--rate-limits" in sys.argv  # the same attacks with enable_rate_limiting on
+ONLY = [arg for arg in sys.argv[1:] if not arg.startswith("--")]  # names of attacks to run (their start)
 ATTACK_SECONDS = 4.0 if QUICK else 12.0  # past the slow-spectator timeout (10 s)
 
 
@@ -373,7 +374,7 @@ async def main() -> None:
             "  outcome"
         )
         wide = await wide_session(server)
-        for name, attack in ATTACKS:
+        for name, attack in [(n, a) for n, a in ATTACKS if not ONLY or any(n.startswith(o) for o in ONLY)]:
             watch = Watch(server, session_id)
             target = wide if attack is snapshots else session_id
             outcome = await watch.during(lambda attack=attack, target=target: attack(server, target))

@@ -26,6 +26,7 @@ CONTROL = 0  # the seq of frames that are not part of the stored stream
 BURST_FACTOR = 10
 CLOSE_SLOW = 4008
 CLOSE_GRACE_SECONDS = 5.0
+ABUSE_GRACE_SECONDS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,10 +201,12 @@ class Spectator:
             if queue.items:
                 self.wake.set()
 
-    def request_close(self, code: int, reason: str) -> None:
+    def request_close(self, code: int, reason: str, grace: float = CLOSE_GRACE_SECONDS) -> None:
+        """Close with `code`; a connection still open `grace` seconds later is cut off. An abusive client
+        gets a short grace: while the close handshake waits for its reply, its flood is still read."""
         if self.close_request is None:
             self.close_request = (code, reason)
             self.wake.set()
             if self.cut_off is not None:
                 # A timer, not a task per spectator: the close normally goes out long before it fires.
-                asyncio.get_running_loop().call_later(CLOSE_GRACE_SECONDS, self.cut_off)
+                asyncio.get_running_loop().call_later(grace, self.cut_off)

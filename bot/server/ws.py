@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from typing import Annotated, Any
 
@@ -33,7 +34,7 @@ from bot.server.hub import Hub, HubFullError
 from bot.server.rate_limits import RateLimits, RoomPasswordGuard, client_key
 from bot.server.services import TrainingService
 from bot.server.shared_reads import JoinReads
-from bot.server.spectator import CLOSE_SLOW, CONTROL, Spectator
+from bot.server.spectator import ABUSE_GRACE_SECONDS, CLOSE_SLOW, CONTROL, Spectator
 from bot.store import SessionNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ router = APIRouter()
 REPLAY_PAGE = 1000
 REPLAY_PASSES = 8
 MAX_INVALID_MESSAGES = 100
+YIELD_EVERY = 32  # client messages handled before the receiver lets the other tasks run
 REPLY_WAIT_STEP = 0.05  # seconds between looks at the queue of a client that does not read its replies
 MAX_PING_DATA = 256  # bytes of a ping's `data` echoed in its pong: a client cannot make us hold more
 # A snapshot's graphs carry this many newest points per series (a chart's width; GET .../graphs has them
@@ -51,6 +53,8 @@ SNAPSHOT_GRAPH_POINTS = 1000
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_RATE_LIMITED = 4429
+CLOSE_POLICY = 1008
+ABUSIVE_CLOSES = frozenset({CLOSE_RATE_LIMITED, CLOSE_POLICY})  # closes whose client gets no further reading
 
 
 class BadParameterError(ValueError):
@@ -301,27 +305,35 @@ async def _send(websocket: WebSocket, spectator: Spectator, service: TrainingSer
             await websocket.send_text(frame)
     code, reason = spectator.close_request
     await websocket.close(code, close_reason(reason))
+    if code in ABUSIVE_CLOSES and (transport := transport_of(websocket.scope)) is not None:
+        # uvicorn reads on, for the peer's close reply; a client flooding us would be parsed frame by frame
+        # until it is cut off. It gets no more reading: its close and its `error` are on their way.
+        transport.pause_reading()
     spectator.close_request = None
 
 
 async def _receive(websocket: WebSocket, spectator: Spectator, slow_timeout: float, limits: RateLimits) -> None:
     invalid = 0
     who = client_key(websocket.headers, websocket.client.host if websocket.client else None)
-    while True:
+    for received in itertools.count(1):
+        if received % YIELD_EVERY == 0:
+            await asyncio.sleep(0)  # uvicorn hands over queued messages without a pause: let others run
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
             return
         if limits.enabled and (wait := await limits.check("ws_message", who)) is not None:
             why = f"too many messages from this client: retry in {wait:g} s"
             spectator.offer(CONTROL, "reply", error_frame(spectator.session_id, "rate_limited", why, retry_after=wait))
-            spectator.request_close(CLOSE_RATE_LIMITED, why)
+            spectator.request_close(CLOSE_RATE_LIMITED, why, ABUSE_GRACE_SECONDS)
             return
         raw = message.get("text") if message.get("text") is not None else message.get("bytes")
         reply, ok = handle_client_message(spectator, raw)
         if not ok:
             invalid += 1
             if invalid > MAX_INVALID_MESSAGES:
-                spectator.request_close(1008, f"more than {MAX_INVALID_MESSAGES} invalid messages")
+                spectator.request_close(
+                    CLOSE_POLICY, f"more than {MAX_INVALID_MESSAGES} invalid messages", ABUSE_GRACE_SECONDS
+                )
                 return
         spectator.offer(CONTROL, "reply", reply)
         spectator.settle(asyncio.get_running_loop().time(), slow_timeout, WireFrames())
