@@ -211,20 +211,23 @@ async def million_points(server: Server, session_id: str) -> str:
 
 
 async def slow_uploads(server: Server, session_id: str) -> str:
-    """Fifty uploads declaring 30 MB each, trickling 64 KB every 0.1 s."""
+    """Fifty uploads declaring 15 MB each (under max_body_bytes), trickling 60 KB every 0.1 s."""
     port = int(server.url.rsplit(":", 1)[1])
     path = f"/api/training/sessions/{session_id}/metrics"
 
     async def one() -> bytes:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(f"POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 30000000\r\n\r\n[".encode())
+        writer.write(f"POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 15000000\r\n\r\n[".encode())
         deadline = time.monotonic() + ATTACK_SECONDS
         try:
             while time.monotonic() < deadline and not reader.at_eof():
                 writer.write(b'{"episode": 1},' * 4000)
                 await writer.drain()
                 await asyncio.sleep(0.1)
-            return b"still uploading" if not reader.at_eof() else (await reader.read(100)).split(b"\r\n")[0]
+            with contextlib.suppress(TimeoutError):
+                answer = await asyncio.wait_for(reader.read(100), 0.5)
+                return answer.split(b"\r\n")[0] or b"closed"
+            return b"still uploading"
         except ConnectionError:
             return b"closed"
         finally:
