@@ -185,17 +185,18 @@ async def unread_pings(server: Server, session_id: str) -> str:
 async def big_bodies(server: Server, session_id: str) -> str:
     path = f"/api/training/sessions/{session_id}/metrics"
     declared = raw(
-        server, f"POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 200000000\r\n\r\n".encode() + b"[" * 65536
+        server, f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 200000000\r\n\r\n".encode() + b"[" * 65536
     )
     chunked = raw(
         server,
-        f"POST {path} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
         + b"".join(b"100000\r\n" + b" " * 0x100000 + b"\r\n" for _ in range(40)),
     )
     action = b'{"selected_action": "' + b"a" * 30_000_000 + b'"}'
     field = raw(
         server,
-        f"POST {path[:-7]}bot_decision HTTP/1.1\r\nHost: a\r\nContent-Length: {len(action)}\r\n\r\n".encode() + action,
+        f"POST {path[:-7]}bot_decision HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(action)}\r\n\r\n".encode()
+        + action,
     )
     return statuses(list(await asyncio.gather(declared, chunked, field)))
 
@@ -204,7 +205,9 @@ async def million_points(server: Server, session_id: str) -> str:
     body = b"[" + b",".join([b"{}"] * 1_000_000) + b"]"
     path = f"/api/training/sessions/{session_id}/metrics"
     lines = [
-        await raw(server, f"POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        await raw(
+            server, f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+        )
         for _ in range(3)
     ]
     return statuses(lines)
@@ -217,7 +220,7 @@ async def slow_uploads(server: Server, session_id: str) -> str:
 
     async def one() -> bytes:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(f"POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 15000000\r\n\r\n[".encode())
+        writer.write(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 15000000\r\n\r\n[".encode())
         deadline = time.monotonic() + ATTACK_SECONDS
         try:
             while time.monotonic() < deadline and not reader.at_eof():
@@ -242,7 +245,7 @@ async def slowloris(server: Server, session_id: str, count: int = 300) -> str:
 
     async def one() -> bytes:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /health HTTP/1.1\r\nHost: a\r\n")
+        writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         try:
             for _ in range(int(ATTACK_SECONDS * 2) + 24):  # past the 10 s head timeout
                 if reader.at_eof():
@@ -279,7 +282,7 @@ async def idle_connections(server: Server, session_id: str, count: int = 3000 if
 
 
 async def big_heads(server: Server, session_id: str) -> str:
-    huge = raw(server, b"GET /health HTTP/1.1\r\nHost: a\r\nX-Big: " + b"v" * 60_000_000 + b"\r\n\r\n")
+    huge = raw(server, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"v" * 60_000_000 + b"\r\n\r\n")
     path = raw(server, upgrade(f"/ws/{session_id}?user_name=" + "u" * 100_000))
     many = raw(server, b"GET /health HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(100_000)) + b"\r\n")
     return statuses(list(await asyncio.gather(huge, path, many)))

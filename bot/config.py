@@ -59,7 +59,12 @@ ENV_NAMES = {
 
 # Config-file sections of the original design: section -> {key in file: field name}.
 FILE_SECTIONS: dict[str, dict[str, str]] = {
-    "security": {"enable_auth": "enable_auth", "jwt_secret_key": "jwt_secret_key", "cors_origins": "cors_origins"},
+    "security": {
+        "enable_auth": "enable_auth",
+        "jwt_secret_key": "jwt_secret_key",
+        "cors_origins": "cors_origins",
+        "allowed_hosts": "allowed_hosts",
+    },
     "integration": {
         "game_server_url": "game_server_url",
         "enable_spectator_integration": "enable_spectator_integration",
@@ -88,6 +93,8 @@ class Settings(BaseSettings):
     jwt_secret_key: str | None = Field(None, validation_alias=_env("jwt_secret_key"))
     enable_auth: bool = Field(False, validation_alias=_env("enable_auth"))
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=_env("cors_origins"))
+    # Host header values answered (DNS rebinding); empty: the loopback names and the bound address; "*": any.
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=_env("allowed_hosts"))
     game_server_url: str | None = Field(None, validation_alias=_env("game_server_url"))
     enable_spectator_integration: bool = Field(True, validation_alias=_env("enable_spectator_integration"))
     max_connections_per_session: int = Field(50, gt=0, validation_alias=_env("max_connections_per_session"))
@@ -187,7 +194,7 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a rate limit; write it as '100/second' or '20/minute'") from None
         return value
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -339,6 +346,7 @@ class SecurityConfig(BaseModel):
     enable_auth: bool = False
     jwt_secret_key: str | None = None
     cors_origins: list[str] = Field(default_factory=list)
+    allowed_hosts: list[str] = Field(default_factory=list)
 
 
 class IntegrationConfig(BaseModel):

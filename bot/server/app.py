@@ -25,6 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from bot import __version__
 from bot.config import ServerConfiguration, Settings, as_settings
@@ -32,9 +33,11 @@ from bot.schemas import BotDecisionData, PerformanceGraphData, SessionCreate, Se
 from bot.server import api, ws
 from bot.server.admission import ConnectRate
 from bot.server.api.bodies import BodiesBusyError, BodyBudget, BodyTooLargeError
+from bot.server.api.rooms import VerifiedPasswords
 from bot.server.api.training import DaemonConfigUpdate, StartTraining, StopTraining
 from bot.server.batches import BatchReader, default_processes
 from bot.server.broker import broker_from_url
+from bot.server.browsers import BrowserGuard, allowed_hosts
 from bot.server.daemon import TrainingDaemon
 from bot.server.direct import RawSendMiddleware
 from bot.server.http_guard import ConnectionLimits, GuardedHttpProtocol, default_max_connections
@@ -42,7 +45,7 @@ from bot.server.hub import Hub
 from bot.server.jobs import JobSupervisor
 from bot.server.pages import mount_pages
 from bot.server.publisher import Publisher
-from bot.server.rate_limits import RateLimitedError, RateLimits, RoomPasswordGuard, counter_storage
+from bot.server.rate_limits import Counters, RateLimitedError, RateLimits, RoomPasswordGuard
 from bot.server.services import TrainingService
 from bot.server.shared_reads import JoinReads
 from bot.server.socketio_events import SocketIOEvents
@@ -105,9 +108,9 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
                 jobs = JobSupervisor(service, settings)
                 jobs.listeners.append(socket_io.publish)
                 daemon = TrainingDaemon(service, jobs, active=settings.training_daemon)
-                counters = counter_storage(settings.redis_url)
+                counters = Counters(settings.redis_url)
                 rate_limits = RateLimits(
-                    settings.enable_rate_limiting, rate_limit_rules(settings), counters, settings.broker_timeout
+                    settings.enable_rate_limiting, rate_limit_rules(settings), counters.storage, settings.broker_timeout
                 )
                 async with hub, batches, socket_io:
                     await jobs.recover()
@@ -125,7 +128,8 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
                             "connect_rate": ConnectRate(settings.ws_connect_rate),
                             "rate_limits": rate_limits,
                             "body_budget": BodyBudget(settings.max_body_bytes_in_flight),
-                            "room_passwords": RoomPasswordGuard(counters, settings.broker_timeout),
+                            "verified_passwords": VerifiedPasswords(),
+                            "room_passwords": RoomPasswordGuard(counters.storage, settings.broker_timeout),
                             "joins": JoinReads(service, ws.SNAPSHOT_GRAPH_POINTS, ws.REPLAY_PAGE),
                             "jobs": jobs,
                             "daemon": daemon,
@@ -134,6 +138,7 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
                         await daemon.stop(settings.shutdown_timeout)
                         await jobs.shutdown(settings.shutdown_timeout)
                         await cancel_and_wait(housekeeping)
+                        await counters.aclose()
 
     app = FastAPI(
         title="Training Metrics Server",
@@ -150,6 +155,8 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
             allow_methods=["*"],
             allow_headers=["*"],
         )
+    app.add_middleware(BrowserGuard, allowed_origins=settings.cors_origins)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings.allowed_hosts, settings.host))
     app.include_router(api.router)
     app.include_router(ws.router)
     app.mount("/socket.io", socket_io.app)

@@ -21,6 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from limits import RateLimitItem, RateLimitItemPerMinute, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
@@ -32,10 +33,25 @@ RULES = ("ingest", "ws_connect", "ws_message", "room_password")
 WARN_EVERY_SECONDS = 30.0
 
 
-def counter_storage(redis_url: str | None) -> Storage:
-    if redis_url is None:
-        return MemoryStorage()
-    return RedisStorage(f"async+{redis_url}", implementation="redispy", key_prefix="tms-limits")
+class Counters:
+    """Where the limits' counters live: this process's memory, or Redis (a connection pool of our own, so
+    that it is closed with the server)."""
+
+    def __init__(self, redis_url: str | None) -> None:
+        self.pool: Any = None
+        self.storage: Storage = MemoryStorage()
+        if redis_url is not None:
+            import redis.asyncio  # the `redis` extra; only when Redis is configured
+
+            self.pool = redis.asyncio.ConnectionPool.from_url(redis_url)
+            uri = f"async+{redis_url}"
+            self.storage = RedisStorage(
+                uri, implementation="redispy", key_prefix="tms-limits", connection_pool=self.pool
+            )
+
+    async def aclose(self) -> None:
+        if self.pool is not None:
+            await self.pool.aclose()
 
 
 def client_key(headers: Mapping[str, str], address: str | None) -> str:

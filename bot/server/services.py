@@ -103,11 +103,20 @@ class TrainingService:
         return result
 
     async def find_spectated(self, key: str) -> dict[str, Any]:
-        """The session a spectator asked for: by session id, or else by room code."""
-        row = await self.store.read(get_session, key) or await self.store.read(get_session_by_room, key)
+        """The session a spectator asked for: by room code, or else by session id (a room's code wins: no
+        session can take a room's spectators by naming itself after its code)."""
+        row = await self.store.read(get_session_by_room, key) or await self.store.read(get_session, key)
         if row is None:
             raise SessionNotFoundError(key)
         return {**session_dict(row), "room_password_hash": row.room_password_hash}
+
+    async def room_password_hash(self, session_id: str) -> str | None:
+        """The room password hash of a session (None: not a protected room); 404 for no such session."""
+        row = await self.store.read(get_session, session_id)
+        if row is None:
+            raise SessionNotFoundError(session_id)
+        stored: str | None = row.room_password_hash
+        return stored
 
     async def check_room_password(self, password: str, stored_hash: str) -> bool:
         return await asyncio.to_thread(check_password, password, stored_hash)

@@ -22,8 +22,8 @@ class SessionNotFoundError(StoreError):
 
 
 class SessionExistsError(StoreError):
-    def __init__(self, session_id: str) -> None:
-        super().__init__(f"session {session_id!r} already exists; choose another training_id or delete it first")
+    def __init__(self, session_id: str, why: str = "already exists") -> None:
+        super().__init__(f"session id {session_id!r} {why}; choose another training_id (or delete that session)")
         self.session_id = session_id
 
 

@@ -18,7 +18,7 @@ from itertools import repeat
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, Table, delete, insert, select, update
+from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, update
 from sqlalchemy.exc import DataError
 
 from bot.frames import FrameRun, control_frame, data_frames, iso
@@ -129,10 +129,18 @@ class CreateSession(Job):
         exists = conn.execute(select(sessions.c.pk).where(sessions.c.session_id == self.session_id)).first()
         if exists is not None:
             raise SessionExistsError(self.session_id)
+        # Session ids and room codes share `/ws/{key}`: an id may not be any room's code (or a session with a
+        # victim's code for its id would take its spectators), and a new code is no session's id.
+        if conn.execute(select(sessions.c.pk).where(sessions.c.room_code == self.session_id.upper())).first():
+            raise SessionExistsError(self.session_id, "is a room's code")
         room_values: dict[str, Any] = {}
         if self.spec.room is not None:
             code = new_room_code()
-            while conn.execute(select(sessions.c.pk).where(sessions.c.room_code == code)).first() is not None:
+            while conn.execute(
+                select(sessions.c.pk).where(
+                    (sessions.c.room_code == code) | (func.upper(sessions.c.session_id) == code)
+                )
+            ).first():
                 code = new_room_code()
             room_values = {
                 "room_code": code,

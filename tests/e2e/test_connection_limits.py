@@ -44,7 +44,7 @@ async def test_a_long_url_is_414_over_http_and_on_a_websocket_upgrade(
 ) -> None:
     session_id = await create_session(client, "urls")
     path = f"/api/training/sessions/{session_id}/metrics?" + "x" * 100_000
-    status, headers, body = await exchange(live, f"POST {path} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+    status, headers, body = await exchange(live, f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     assert status == 414 and headers["connection"] == "close"
     assert "max_url_bytes" in orjson.loads(body)["detail"] and len(body) < 200
     with pytest.raises(websockets.InvalidStatus) as refused:
@@ -65,7 +65,7 @@ async def test_a_big_request_head_is_431_before_it_is_gathered(
     )
     body = b'{"episode": 1}'
     request = (
-        f"POST /api/training/sessions/{session_id}/metrics HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+        f"POST /api/training/sessions/{session_id}/metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         f"Content-Length: {len(body)}\r\n{extra}\r\n"
     ).encode() + body
     status, _, answer = await exchange(live, request)
@@ -81,10 +81,10 @@ async def test_a_head_or_a_body_that_is_too_slow_is_408_and_an_idle_connection_i
     live = await server_factory(settings.model_copy(update=update))
     async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
         session_id = await create_session(client, "slow")
-    status, _, body = await exchange(live, b"GET /health HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+    status, _, body = await exchange(live, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
     assert status == 408 and "http_header_timeout" in orjson.loads(body)["detail"]
     partial = (
-        f"POST /api/training/sessions/{session_id}/metrics HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"
+        f"POST /api/training/sessions/{session_id}/metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         'Content-Length: 100\r\n\r\n{"episode": 1'
     ).encode()
     status, _, body = await exchange(live, partial)
@@ -104,7 +104,7 @@ async def test_past_max_connections_a_new_connection_gets_503_and_retry_after(
         session_id = await create_session(client, "full")
     held = [await asyncio.open_connection("127.0.0.1", live.port) for _ in range(3)]
     await asyncio.sleep(0.2)  # the server has accepted them
-    status, headers, body = await exchange(live, b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+    status, headers, body = await exchange(live, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert status == 503 and headers["retry-after"] == "1"
     assert "max_connections" in orjson.loads(body)["detail"]
     with pytest.raises(websockets.InvalidStatus) as refused:
@@ -126,9 +126,7 @@ async def test_bodies_received_at_once_are_bounded_in_bytes(server_factory: Any,
         path = f"/api/training/sessions/{session_id}/metrics"
         body = orjson.dumps([{"episode": i, "algorithm": "x" * 50} for i in range(900)])  # about 60 KB
         reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        )
+        head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n\r\n"
         writer.write(head.encode() + body[:-10])  # all but its end: it holds its bytes
         await writer.drain()
         await asyncio.sleep(0.3)

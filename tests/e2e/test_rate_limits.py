@@ -127,7 +127,8 @@ async def test_with_redis_a_limit_holds_across_instances(
     first, second = await server_factory(shared), await server_factory(shared)
     headers = {"Authorization": f"Bearer trainer-{id(first)}"}  # a credential of this test's own
     async with httpx.AsyncClient(timeout=TIMEOUT, headers=headers) as client:
-        session_id = await create_session(httpx.AsyncClient(base_url=first.url, timeout=TIMEOUT), "across")
+        async with httpx.AsyncClient(base_url=first.url, timeout=TIMEOUT) as creator:
+            session_id = await create_session(creator, "across")
         statuses = []
         for episode in range(6):
             live: LiveServer = (first, second)[episode % 2]

@@ -76,3 +76,35 @@ async def test_password_guessing_backs_off_per_room_and_short_passwords_are_refu
     await connect_and_sync(spectators, live.ws_url(rooms[1], "password=correct%20horse"))
     await inside.send('{"type": "ping"}')
     assert (await recv_until(inside, "pong"))["type"] == "pong"
+
+
+async def test_a_protected_rooms_data_needs_its_password_over_rest_too(
+    live: LiveServer, client: httpx.AsyncClient, spectators: Any
+) -> None:
+    """Details, history, series and graphs of a protected room: 401 with no password, 403 with a wrong one,
+    read with the right one in X-Room-Password. The list does not show its code; no session can take the
+    code for its id and with it the room's spectators."""
+    created = (
+        await client.post("/api/training/sessions", json={"training_id": "vault", "room": {"password_protected": True}})
+    ).json()
+    code, password = created["room_code"], created["room_password"]
+    await client.post("/api/training/sessions", json={"training_id": "open", "room": {}})
+    await client.post("/api/training/sessions/vault/metrics", json=[{"episode": 1, "current_reward": 2.0}])
+    await client.post("/api/training/sessions/vault/graph_update", json={"graph_id": "g", "data_points": {"x": []}})
+    reads = ["", "/history", "/series?metric=current_reward", "/graphs"]
+    for path in reads:
+        url = f"/api/training/sessions/vault{path}"
+        assert (await client.get(url)).status_code == 401, path
+        assert (await client.get(url, headers={"X-Room-Password": "wrong password"})).status_code == 403, path
+        answer = await client.get(url, headers={"X-Room-Password": password})
+        assert answer.status_code == 200 and "current_reward" in answer.text or path in ("", "/graphs"), path
+    listed = {s["session_id"]: s for s in (await client.get("/api/training/sessions")).json()["sessions"]}
+    assert listed["vault"]["room_code"] is None and listed["vault"]["password_protected"]
+    assert listed["open"]["room_code"] is not None
+
+    for impostor in (code, code.lower()):
+        response = await client.post("/api/training/sessions", json={"training_id": impostor})
+        assert response.status_code == 409 and "room's code" in response.json()["detail"]
+    ws = await connect_and_sync(spectators, live.ws_url(code, f"password={password}"))
+    await client.post("/api/training/sessions/vault/metrics", json={"episode": 2})
+    assert (await recv_data(ws, 1))[0]["session_id"] == "vault"

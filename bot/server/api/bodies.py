@@ -187,6 +187,8 @@ def error_response(description: str, **fields: str) -> dict[str, Any]:
 # The error answers, for the OpenAPI document: each route lists the ones it can give.
 ERRORS: dict[int, dict[str, Any]] = {
     400: error_response("the request cannot be done now; `detail` says why"),
+    401: error_response("credentials are needed: for a protected room, its password in X-Room-Password"),
+    403: error_response("the credentials do not give access to this"),
     404: error_response("no session has this id", session_id="string"),
     409: error_response(
         "the session id is taken, or the Idempotency-Key was used for another body", session_id="string"

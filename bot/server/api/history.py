@@ -18,12 +18,18 @@ from bot.schemas import MESSAGE_TYPES
 from bot.server.api.bodies import errors
 from bot.server.api.deps import ServiceDep
 from bot.server.api.params import Cursor, Episode, Seq, Since, Until
+from bot.server.api.rooms import RoomAccess
 from bot.store.reads import MessageFilter
 
 MAX_METRICS = 16  # per /series request: each is a read, and a chart shows a handful
 MAX_POINTS = 10_000  # per metric: ten times a wide chart's pixels
 
-router = APIRouter(prefix="/api/training/sessions/{session_id}", tags=["history"], responses=errors(404, 422))
+router = APIRouter(
+    prefix="/api/training/sessions/{session_id}",
+    tags=["history"],
+    responses=errors(401, 403, 404, 422, 429),
+    dependencies=[RoomAccess],
+)
 
 
 def _bad(name: str, value: str, msg: str) -> RequestValidationError:

@@ -11,6 +11,7 @@ from bot.schemas import SessionCreate, SessionStatus, SessionUpdate
 from bot.server.api.bodies import body_schema, errors, read_model
 from bot.server.api.deps import HubDep, ServiceDep
 from bot.server.api.params import Offset
+from bot.server.api.rooms import RoomAccess
 from bot.store.reads import ACTIVE_STATUSES
 
 router = APIRouter(prefix="/api/training/sessions", tags=["sessions"])
@@ -61,10 +62,16 @@ async def list_sessions(
             break
         statuses.extend(ACTIVE_STATUSES if s == "active" else [s])  # type: ignore[union-attr]
     sessions, total = await service.list_sessions(statuses, limit, offset)
-    return {"sessions": [_with_spectators(s, hub) for s in sessions], "total": total, "limit": limit, "offset": offset}
+    listed = [_with_spectators(_without_protected_code(s), hub) for s in sessions]
+    return {"sessions": listed, "total": total, "limit": limit, "offset": offset}
 
 
-@router.get("/{session_id}", responses=errors(404))
+def _without_protected_code(session: dict[str, Any]) -> dict[str, Any]:
+    """The list is for everyone: a protected room's code is for those it was given to."""
+    return {**session, "room_code": None} if session.get("password_protected") else session
+
+
+@router.get("/{session_id}", responses=errors(401, 403, 404, 429), dependencies=[RoomAccess])
 async def get_session(session_id: str, service: ServiceDep, hub: HubDep) -> dict[str, Any]:
     return _with_spectators(await service.get_session(session_id), hub)
 

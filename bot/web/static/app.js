@@ -13,10 +13,10 @@ function clearProblem() {
   if (el) el.classList.remove("shown");
 }
 
-async function api(path) {
+async function api(path, headers = {}) {
   let response;
   try {
-    response = await fetch(path, { headers: { Accept: "application/json" } });
+    response = await fetch(path, { headers: { Accept: "application/json", ...headers } });
   } catch (error) {
     showProblem("Cannot reach the server. Retrying…");
     throw error;

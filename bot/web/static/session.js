@@ -29,7 +29,9 @@ function addChart(title, metrics) {
 async function backfill(entry) {
   const params = new URLSearchParams({ points: 1000 }); // a chart is about 1,000 px wide
   entry.metrics.forEach((m) => params.append("metric", m));
-  const body = await TMS.api(`/api/training/sessions/${encodeURIComponent(sessionId)}/series?${params}`);
+  // A protected room's history needs its password too, as its live stream does.
+  const headers = spectator?.password ? { "X-Room-Password": spectator.password } : {};
+  const body = await TMS.api(`/api/training/sessions/${encodeURIComponent(sessionId)}/series?${params}`, headers);
   // x is the episode, unless some point has none or episodes go backwards (an engine restarted its
   // count): then the seq, which always increases.
   const byEpisode = entry.metrics.every((m) => body.series[m].episode.every((e, i, all) => e !== null && (i === 0 || e >= all[i - 1])));

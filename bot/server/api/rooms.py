@@ -1,0 +1,66 @@
+"""A password-protected room's data over REST: its password, in `X-Room-Password`, grants read access to
+that one session (details, history, series, graphs), as it does on the WebSocket; nothing else does.
+
+A right password is remembered (a digest of it, with the room's stored hash) so that a page reading a
+room's charts pays for one 16 MiB scrypt, not one per request; wrong ones count toward the room's back-off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, Request
+
+from bot.server.rate_limits import RoomPasswordGuard
+from bot.server.services import TrainingService
+
+REMEMBERED_PASSWORDS = 10_000
+
+
+class VerifiedPasswords:
+    def __init__(self) -> None:
+        self._known: set[tuple[str, str]] = set()
+
+    def known(self, stored_hash: str, password: str) -> bool:
+        return (stored_hash, _digest(password)) in self._known
+
+    def remember(self, stored_hash: str, password: str) -> None:
+        if len(self._known) >= REMEMBERED_PASSWORDS:
+            self._known.clear()
+        self._known.add((stored_hash, _digest(password)))
+
+
+def _digest(password: str) -> str:
+    return hashlib.sha256(password.encode("utf-8", "replace")).hexdigest()
+
+
+RoomPassword = Annotated[
+    str | None,
+    Header(alias="X-Room-Password", max_length=128, description="a protected room's password"),
+]
+
+
+async def room_access(session_id: str, request: Request, password: RoomPassword = None) -> None:
+    """Raises 401 (no password), 403 (a wrong one) or 429 (the room's back-off) for a protected room."""
+    service: TrainingService = request.state.service
+    stored_hash = await service.room_password_hash(session_id)
+    if stored_hash is None:
+        return
+    if not password:
+        raise HTTPException(401, "this session is a password-protected room: send its password in X-Room-Password")
+    verified: VerifiedPasswords = request.state.verified_passwords
+    if verified.known(stored_hash, password):
+        return
+    guard: RoomPasswordGuard = request.state.room_passwords
+    if (wait := await guard.wait(session_id)) is not None:
+        raise HTTPException(
+            429, f"too many wrong passwords for this room: retry in {wait:g} s", {"Retry-After": str(int(wait) + 1)}
+        )
+    if not await service.check_room_password(password, stored_hash):
+        await guard.failed(session_id)
+        raise HTTPException(403, "wrong room password")
+    verified.remember(stored_hash, password)
+
+
+RoomAccess = Depends(room_access)

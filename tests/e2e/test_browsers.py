@@ -1,0 +1,72 @@
+"""What a page on another site could make a browser do to the server, refused (bot/server/browsers.py): a
+cross-site form POST, a WebSocket from a foreign origin, a rebinding Host. Nothing is stored; the server's
+own clients are unaffected."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from bot.config import Settings
+from tests.conftest import TIMEOUT, LiveServer, create_session
+
+BASE = "/api/training/sessions"
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"])
+async def test_a_cross_site_form_post_is_415_and_stores_nothing(
+    live: LiveServer, client: httpx.AsyncClient, content_type: str
+) -> None:
+    session_id = await create_session(client, "forms")
+    body = b'[{"episode": 1}]'
+    refused = await client.post(f"{BASE}/{session_id}/metrics", content=body, headers={"Content-Type": content_type})
+    assert refused.status_code == 415 and "application/json" in refused.json()["detail"]
+    created = await client.post(BASE, content=b'{"training_id": "forged"}', headers={"Content-Type": content_type})
+    assert created.status_code == 415
+    for content_type_ok in ("application/json", "application/json; charset=utf-8", None):
+        headers = {"Content-Type": content_type_ok} if content_type_ok else {}
+        assert (await client.post(f"{BASE}/{session_id}/metrics", content=body, headers=headers)).status_code == 200
+    assert (await client.get(f"{BASE}/{session_id}")).json()["last_seq"] == 3
+    assert (await client.get(f"{BASE}/forged")).status_code == 404
+
+
+async def test_a_websocket_from_a_foreign_origin_is_refused(server_factory: Any, settings: Settings) -> None:
+    live = await server_factory(settings.model_copy(update={"cors_origins": ["https://dashboard.example"]}))
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+        session_id = await create_session(client, "origins")
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(live.ws_url(session_id), origin="https://evil.example", open_timeout=TIMEOUT)
+    assert refused.value.response.status_code == 403
+    for origin in (None, f"http://127.0.0.1:{live.port}", "https://dashboard.example"):
+        async with websockets.connect(live.ws_url(session_id), origin=origin, open_timeout=TIMEOUT) as ws:
+            assert "connection_status" in await ws.recv()
+
+
+async def test_a_rebinding_host_is_refused(live: LiveServer, client: httpx.AsyncClient) -> None:
+    session_id = await create_session(client, "rebinding")
+    evil = {"Host": f"attacker.example:{live.port}"}
+    assert (await client.get("/health", headers=evil)).status_code == 400
+    pushed = await client.post(f"{BASE}/{session_id}/metrics", json={"episode": 1}, headers=evil)
+    assert pushed.status_code == 400
+    reader, writer = await asyncio.open_connection("127.0.0.1", live.port)  # the client library sets its own Host
+    writer.write(
+        f"GET /ws/{session_id} HTTP/1.1\r\nHost: attacker.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    async with asyncio.timeout(TIMEOUT):
+        assert (await reader.readline()).startswith(b"HTTP/1.1 400")
+    writer.close()
+    for host in (f"localhost:{live.port}", f"127.0.0.1:{live.port}"):
+        assert (await client.get("/health", headers={"Host": host})).status_code == 200
+    assert (await client.get(f"{BASE}/{session_id}")).json()["last_seq"] == 0
+
+
+async def test_allowed_hosts_can_be_set(server_factory: Any, settings: Settings) -> None:
+    live = await server_factory(settings.model_copy(update={"allowed_hosts": ["metrics.lab", "127.0.0.1"]}))
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+        assert (await client.get("/health", headers={"Host": "metrics.lab"})).status_code == 200
+        assert (await client.get("/health", headers={"Host": "localhost"})).status_code == 400
