@@ -37,12 +37,13 @@ from bot.server.api.rooms import VerifiedPasswords
 from bot.server.api.training import DaemonConfigUpdate, StartTraining, StopTraining
 from bot.server.batches import BatchReader, default_processes
 from bot.server.broker import broker_from_url
-from bot.server.browsers import BrowserGuard, allowed_hosts
+from bot.server.browsers import LOOPBACK_HOSTS, BrowserGuard, allowed_hosts
 from bot.server.daemon import TrainingDaemon
 from bot.server.direct import RawSendMiddleware
 from bot.server.http_guard import ConnectionLimits, GuardedHttpProtocol, default_max_connections
 from bot.server.hub import Hub
 from bot.server.jobs import JobSupervisor
+from bot.server.metrics import MetricsMiddleware, ServerMetrics
 from bot.server.pages import mount_pages
 from bot.server.publisher import Publisher
 from bot.server.rate_limits import Counters, RateLimitedError, RateLimits, RoomPasswordGuard
@@ -80,9 +81,17 @@ BODY_MODELS = (
 def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
     settings = as_settings(config)
     socket_io = SocketIOEvents(settings.cors_origins)
+    metrics = ServerMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        if settings.host not in LOOPBACK_HOSTS and not settings.enable_auth:
+            logger.warning(
+                "listening on %s with no authentication: anyone who can reach this port can read, write and "
+                "delete every session; bind 127.0.0.1 (the default) or put the server behind a proxy that "
+                "authenticates",
+                settings.host or "every interface",
+            )
         opened = Store(
             settings.database_url, sqlite_synchronous=settings.sqlite_synchronous, auto_migrate=settings.auto_migrate
         )
@@ -119,21 +128,24 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
                         asyncio.create_task(_cleanup_loop(service, settings), name="tms-cleanup"),
                         asyncio.create_task(_stale_loop(service, settings), name="tms-stale"),
                     ]
+                    store.on_commit_timed = metrics.commit_seconds.observe
+                    metrics.state = {
+                        "service": service,
+                        "hub": hub,
+                        "settings": settings,
+                        "batches": batches,
+                        "connect_rate": ConnectRate(settings.ws_connect_rate),
+                        "rate_limits": rate_limits,
+                        "body_budget": BodyBudget(settings.max_body_bytes_in_flight),
+                        "verified_passwords": VerifiedPasswords(),
+                        "metrics": metrics,
+                        "room_passwords": RoomPasswordGuard(counters.storage, settings.broker_timeout),
+                        "joins": JoinReads(service, ws.SNAPSHOT_GRAPH_POINTS, ws.REPLAY_PAGE),
+                        "jobs": jobs,
+                        "daemon": daemon,
+                    }
                     try:
-                        yield {
-                            "service": service,
-                            "hub": hub,
-                            "settings": settings,
-                            "batches": batches,
-                            "connect_rate": ConnectRate(settings.ws_connect_rate),
-                            "rate_limits": rate_limits,
-                            "body_budget": BodyBudget(settings.max_body_bytes_in_flight),
-                            "verified_passwords": VerifiedPasswords(),
-                            "room_passwords": RoomPasswordGuard(counters.storage, settings.broker_timeout),
-                            "joins": JoinReads(service, ws.SNAPSHOT_GRAPH_POINTS, ws.REPLAY_PAGE),
-                            "jobs": jobs,
-                            "daemon": daemon,
-                        }
+                        yield metrics.state
                     finally:
                         await daemon.stop(settings.shutdown_timeout)
                         await jobs.shutdown(settings.shutdown_timeout)
@@ -148,6 +160,7 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
         debug=settings.debug,
     )
     app.add_middleware(RawSendMiddleware)  # for the fan-out fast path (bot/server/direct.py)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -352,11 +365,14 @@ class TrainingMetricsServer:
 
 def _log_config(level: str | int) -> dict[str, Any]:
     """uvicorn's logging, and the server's own loggers (`bot.*`: migrations, the broker's state, the
-    training daemon's `[RLv3]` lines) printed the same way at the same level. They still propagate, so an
-    application that configures logging itself gets them too."""
+    training daemon's `[RLv3]` lines) printed the same way at the same level, with secrets masked
+    (bot/server/logs.py). They still propagate, so an application that configures logging itself gets them too."""
     config: dict[str, Any] = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     name = level.upper() if isinstance(level, str) else level
     config["loggers"]["bot"] = {"handlers": ["default"], "level": "DEBUG" if name == "TRACE" else name}
+    config.setdefault("filters", {})["secrets"] = {"()": "bot.server.logs.RedactSecrets"}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("secrets")
     return config
 
 

@@ -95,6 +95,7 @@ class Hub:
         self.repair_interval = repair_interval
         self.announce_limit = announce_limit
         self.total = 0
+        self.dropped_by_gone = 0  # frames dropped for spectators that have left
         self._watching: dict[str, _Watched] = {}  # spectator id -> its incarnation's state, retired or not
         self._gone = asyncio.Event()  # set whenever a spectator leaves (shutdown waits on it)
         self._tasks: list[asyncio.Task[None]] = []
@@ -144,6 +145,11 @@ class Hub:
 
     def counts(self) -> dict[str, int]:
         return {session_id: len(w.spectators) for session_id, w in self._sessions.items()}
+
+    def frames_dropped(self) -> int:
+        """Frames dropped for slow spectators since start: those gone, and those still here."""
+        here = sum(s.queue.total_dropped for w in self._sessions.values() for s in w.spectators.values())
+        return self.dropped_by_gone + here
 
     def deepest_queue(self) -> int:
         """The most frames any spectator has waiting: memory stays within max_backlog * BURST_FACTOR."""
@@ -198,6 +204,7 @@ class Hub:
         if watched is None or watched.spectators.pop(spectator.id, None) is None:
             return
         self.total -= 1
+        self.dropped_by_gone += spectator.queue.total_dropped
         self._gone.set()
         session_id = spectator.session_id
         current = self._sessions.get(session_id) is watched

@@ -58,6 +58,7 @@ class Store:
         self._task: asyncio.Task[None] | None = None
         self.on_commit: OnCommit | None = None
         self.commits = 0
+        self.on_commit_timed: Callable[[float], None] | None = None  # seconds of each group commit (for /metrics)
 
     async def __aenter__(self) -> Self:
         loop = asyncio.get_running_loop()
@@ -120,6 +121,7 @@ class Store:
 
     async def _commit(self, loop: asyncio.AbstractEventLoop, group: list[_Pending]) -> None:
         jobs = [pending.job for pending in group]
+        started = time.perf_counter()
         try:
             outcomes = await loop.run_in_executor(self._writer_pool, commit_group, self.writer, jobs, time.time())
         except Exception as exc:
@@ -129,6 +131,8 @@ class Store:
                     pending.future.set_exception(StoreUnavailableError(f"commit failed: {exc}"))
             return
         self.commits += 1
+        if self.on_commit_timed is not None:
+            self.on_commit_timed(time.perf_counter() - started)
         published = [frame for outcome in outcomes if isinstance(outcome, Applied) for frame in outcome.published]
         if published and self.on_commit is not None:
             try:

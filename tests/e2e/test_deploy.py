@@ -226,3 +226,43 @@ def test_the_compose_file_runs_two_instances_migrated_once_behind_a_loopback_pro
     assert all(f"{name}:8000" in caddyfile for name in servers) and "health_uri /health" in caddyfile
     dockerfile = (root / "Dockerfile").read_text()
     assert "\nUSER 10001" in dockerfile and "FROM python:3.11-slim" in dockerfile
+
+
+@pytest.mark.slow  # a `bot serve` process of its own
+async def test_no_room_password_reaches_the_log(tmp_path: Path) -> None:
+    """A browser's WebSocket can only carry a room password in its URL: `bot serve` (access log on) prints
+    the connection with the password masked, right or wrong."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update({"TRAINING_METRICS_PORT": str(port), "TMS_ACCESS_LOG": "1"})
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bot", "serve"], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as client:
+                await wait_until_serving(client)
+                room = {"training_id": "secret-room", "room": {"password": "hunter2-hunter2"}}
+                code = (await client.post("/api/training/sessions", json=room)).json()["room_code"]
+            for password in ("hunter2-hunter2", "wrong-guess-1"):
+                url = f"ws://127.0.0.1:{port}/ws/{code}?password={password}&user_name=ann"
+                async with websockets.connect(url, open_timeout=TIMEOUT) as ws:
+                    await ws.recv()
+        finally:
+            process.terminate()
+            process.wait(TIMEOUT)
+    printed = log.read_text()
+    assert "password=***" in printed and "hunter2" not in printed and "wrong-guess" not in printed
+
+
+async def test_a_server_on_every_interface_without_auth_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bot.server import create_app
+
+    settings = Settings(host="0.0.0.0", database_url=f"sqlite:///{tmp_path / 'm.db'}", ingest_processes=0)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):  # started, never bound: no traffic beyond this process
+        pass
+    assert any("with no authentication" in r.getMessage() for r in caplog.records)

@@ -1,16 +1,18 @@
-"""Liveness (/health) and a summary of what the server is doing (/status)."""
+"""Liveness (/health), a summary of what the server is doing (/status), and the same for Prometheus (/metrics)."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Connection, func, select, text
 
 from bot import __version__
 from bot.server.api.deps import HubDep, ServiceDep
+from bot.server.metrics import ServerMetrics
 from bot.store.reads import ACTIVE_STATUSES
 from bot.store.tables import sessions
 
@@ -63,3 +65,18 @@ async def status(service: ServiceDep, hub: HubDep) -> dict[str, Any]:
             "messages_given_up": service.publisher.given_up,
         },
     }
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request, service: ServiceDep) -> Response:
+    """Prometheus text format: requests by route, ingest, fan-out, drops, spectators, commits, health."""
+    collected: ServerMetrics = request.state.metrics
+    try:
+        total, active = await service.store.read(_session_counts)
+    except Exception:
+        collected.database_up.set(0)
+    else:
+        collected.database_up.set(1)
+        collected.sessions.labels("all").set(total)
+        collected.sessions.labels("active").set(active)
+    return Response(generate_latest(collected.registry), media_type=CONTENT_TYPE_LATEST)
