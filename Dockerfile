@@ -1,4 +1,7 @@
 # The server alone: SQLite by default; set DATABASE_URL and REDIS_URL for PostgreSQL and Redis.
+# It listens on every interface of the container, so authentication is on: make the first key with
+#   docker exec <container> bot keys create --scope admin
+# (or publish the port on 127.0.0.1 only and set TMS_ENABLE_AUTH=0, as docker-compose.yml does).
 # Slim and non-root. A database made by an older version is refused until `bot db upgrade` runs
 # (docker-compose.yml runs it once, before the servers), or with TMS_AUTO_MIGRATE=1.
 FROM python:3.11-slim
@@ -7,6 +10,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     TRAINING_METRICS_HOST=0.0.0.0 \
+    TMS_ENABLE_AUTH=1 \
     TRAINING_METRICS_PORT=8000
 
 WORKDIR /app

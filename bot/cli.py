@@ -26,6 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("action", choices=["current", "upgrade"], help="show the schema revision, or migrate to the newest")
     db.add_argument("--config", help="JSON config file (see config/default.json)")
     db.add_argument("--database-url", help="default: DATABASE_URL, the config file, else the default SQLite file")
+    keys = commands.add_parser("keys", help="API keys for security.enable_auth: create, list, revoke")
+    keys.add_argument("action", choices=["create", "list", "revoke"])
+    keys.add_argument("key_id", nargs="?", help="the key to revoke (its id, from `bot keys list`)")
+    keys.add_argument("--scope", action="append", choices=["read", "write", "admin"], help="repeat for several")
+    keys.add_argument("--session", help="limit the key to this session id")
+    keys.add_argument("--name", help="a note to recognise the key by")
+    keys.add_argument("--config", help="JSON config file (see config/default.json)")
+    keys.add_argument("--database-url", help="default: DATABASE_URL, the config file, else the default SQLite file")
     sync = commands.add_parser("sync", help="upload spooled batches that an SDK client could not deliver")
     sync.add_argument("path", nargs="?", help="the spool directory (default TMS_SPOOL_DIR or ~/.cache/...)")
     sync.add_argument(
@@ -71,7 +79,9 @@ def sync(args: argparse.Namespace) -> int:
     urls = [args.url] if args.url else spool.urls()
     remaining = 0
     for url in urls:
-        with httpx.Client(base_url=url, timeout=10.0) as http:
+        key = os.environ.get("TMS_API_KEY")  # a server with auth on: a write key
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        with httpx.Client(base_url=url, timeout=10.0, headers=headers) as http:
             report = upload_spool(http, spool, url)
         remaining += report.remaining
         busy = " (another process is uploading them)" if report.busy else ""
@@ -86,6 +96,49 @@ def sync(args: argparse.Namespace) -> int:
         print(f"bot sync: {dead} batch(es) the servers refused are kept in {spool.path} (table dead_letters)")
     spool.close()
     return 0 if remaining == 0 else 1
+
+
+def api_keys(args: argparse.Namespace) -> int:
+    """`bot keys create --scope write [--session ID]` prints a new key once (only its hash is kept);
+    `bot keys list` shows every key's id, scopes and session; `bot keys revoke KEY_ID` ends one."""
+    from bot.store.engine import create_engines
+    from bot.store.keys import create_key, list_keys, revoke_key
+    from bot.store.schema import prepare_schema
+
+    if args.action == "create" and not args.scope:
+        print("bot keys create: give at least one --scope (read, write or admin)", file=sys.stderr)
+        return 2
+    if args.action == "revoke" and not args.key_id:
+        print("bot keys revoke: name the key id (bot keys list shows them)", file=sys.stderr)
+        return 2
+    overrides: dict[str, Any] = {"database_url": args.database_url} if args.database_url else {}
+    if args.config:
+        overrides["config_file"] = args.config
+    try:
+        writer, reader = create_engines(load_settings(**overrides).database_url)
+        prepare_schema(writer)
+    except Exception as exc:
+        print(f"bot keys: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with writer.begin() as conn:
+            if args.action == "create":
+                key_id, key = create_key(conn, args.scope, args.session, args.name)
+                print(f"key id {key_id}; the key (shown once, keep it secret):\n{key}")
+            elif args.action == "list":
+                for row in list_keys(conn):
+                    state = "revoked" if row["revoked_at"] else "active"
+                    session = row["session_id"] or "*"
+                    print(f"{row['key_id']}  {row['scopes']:<16} {session:<24} {state}  {row['name'] or ''}")
+            elif not revoke_key(conn, args.key_id):
+                print(f"bot keys: no active key {args.key_id!r}", file=sys.stderr)
+                return 1
+            else:
+                print(f"revoked {args.key_id}")
+    finally:
+        writer.dispose()
+        reader.dispose()
+    return 0
 
 
 def database(args: argparse.Namespace) -> int:
@@ -148,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         return sync(args)
     if args.command == "db":
         return database(args)
+    if args.command == "keys":
+        return api_keys(args)
     if args.command in ("train", "demo"):
         try:
             from bot.training import cli as training

@@ -64,6 +64,8 @@ FILE_SECTIONS: dict[str, dict[str, str]] = {
         "jwt_secret_key": "jwt_secret_key",
         "cors_origins": "cors_origins",
         "allowed_hosts": "allowed_hosts",
+        "jwt_audience": "jwt_audience",
+        "jwt_issuer": "jwt_issuer",
     },
     "integration": {
         "game_server_url": "game_server_url",
@@ -91,6 +93,8 @@ class Settings(BaseSettings):
     # Unset: the in-memory broker (one instance). redis://host:port/db lets instances share one live stream.
     redis_url: str | None = Field(None, validation_alias=_env("redis_url"))
     jwt_secret_key: str | None = Field(None, validation_alias=_env("jwt_secret_key"))
+    jwt_audience: str = Field("training-metrics-server", validation_alias=_env("jwt_audience"))
+    jwt_issuer: str | None = Field(None, validation_alias=_env("jwt_issuer"))
     enable_auth: bool = Field(False, validation_alias=_env("enable_auth"))
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=_env("cors_origins"))
     # Host header values answered (DNS rebinding); empty: the loopback names and the bound address; "*": any.
@@ -291,16 +295,19 @@ def _redis_section(path: Path, section: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+MIN_JWT_SECRET_BYTES = 32  # RFC 7518: an HS256 key is at least as long as the hash
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build Settings, turning a validation error into a ConfigError that names each bad key."""
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(describe_errors(exc)) from exc
-    if settings.enable_auth:
+    if settings.jwt_secret_key is not None and len(settings.jwt_secret_key.encode()) < MIN_JWT_SECRET_BYTES:
         raise ConfigError(
-            "enable_auth=true is not supported yet: this server has no authentication; "
-            "set security.enable_auth to false and keep it on a trusted network"
+            f"JWT_SECRET_KEY (security.jwt_secret_key) must be at least {MIN_JWT_SECRET_BYTES} bytes for HS256; "
+            "make one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
         )
     return settings
 
@@ -345,6 +352,8 @@ class SecurityConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enable_auth: bool = False
     jwt_secret_key: str | None = None
+    jwt_audience: str = "training-metrics-server"
+    jwt_issuer: str | None = None
     cors_origins: list[str] = Field(default_factory=list)
     allowed_hosts: list[str] = Field(default_factory=list)
 

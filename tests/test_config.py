@@ -74,7 +74,7 @@ def test_environment_beats_file_beats_defaults(tmp_path: Path, monkeypatch: pyte
         ({}, {"performance": {"max_connections_per_session": 0}}, "performance.max_connections_per_session"),
         ({}, {"performance": {"max_conections": 3}}, "performance.max_conections"),
         ({}, {"colour": "blue"}, "colour"),
-        ({}, {"security": {"enable_auth": True}}, "enable_auth"),
+        ({}, {"security": {"jwt_secret_key": "short"}}, "JWT_SECRET_KEY"),
         ({}, "[1, 2]", "JSON object"),
     ],
 )

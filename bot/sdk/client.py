@@ -12,6 +12,7 @@ Nothing about the network ever raises here: undelivered points go to the disk sp
 from __future__ import annotations
 
 import logging
+import os
 import re
 import secrets
 import sys
@@ -69,7 +70,7 @@ class MetricsClient:
         """
         Args:
             url: the server's base URL.
-            api_key: sent as a Bearer token when set.
+            api_key: sent as a Bearer token when set (default: the TMS_API_KEY environment variable).
             flush_timeout: the longest leaving a run or closing the client waits for delivery.
             batch_size: points per request at most.
             flush_interval: how often the background sender wakes up to send what was logged.
@@ -81,6 +82,7 @@ class MetricsClient:
                 answer (for data: `first_seq`, `last_seq`, `duplicate`); for audits and tests.
             transport: an httpx transport, for tests or custom networking.
         """
+        api_key = api_key or os.environ.get("TMS_API_KEY")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.url = url
         self.flush_timeout = flush_timeout

@@ -35,6 +35,7 @@ from bot.server.admission import ConnectRate
 from bot.server.api.bodies import BodiesBusyError, BodyBudget, BodyTooLargeError
 from bot.server.api.rooms import VerifiedPasswords
 from bot.server.api.training import DaemonConfigUpdate, StartTraining, StopTraining
+from bot.server.auth import Authenticator
 from bot.server.batches import BatchReader, default_processes
 from bot.server.broker import broker_from_url
 from bot.server.browsers import LOOPBACK_HOSTS, BrowserGuard, allowed_hosts
@@ -51,6 +52,7 @@ from bot.server.services import TrainingService
 from bot.server.shared_reads import JoinReads
 from bot.server.socketio_events import SocketIOEvents
 from bot.server.tasks import cancel_and_wait
+from bot.server.ws_access import CredentialWatch
 from bot.store import (
     IdempotencyConflictError,
     SessionExistsError,
@@ -121,7 +123,8 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
                 rate_limits = RateLimits(
                     settings.enable_rate_limiting, rate_limit_rules(settings), counters.storage, settings.broker_timeout
                 )
-                async with hub, batches, socket_io:
+                credential_watch = CredentialWatch(store)
+                async with hub, batches, socket_io, credential_watch:
                     await jobs.recover()
                     await daemon.start()
                     housekeeping = [
@@ -138,6 +141,8 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
                         "rate_limits": rate_limits,
                         "body_budget": BodyBudget(settings.max_body_bytes_in_flight),
                         "verified_passwords": VerifiedPasswords(),
+                        "auth": Authenticator(settings, store),
+                        "credential_watch": credential_watch,
                         "metrics": metrics,
                         "room_passwords": RoomPasswordGuard(counters.storage, settings.broker_timeout),
                         "joins": JoinReads(service, ws.SNAPSHOT_GRAPH_POINTS, ws.REPLAY_PAGE),

@@ -49,7 +49,7 @@ class _StateCollector:
         state = self.metrics.state
         if "service" not in state:
             return
-        service, hub, limits = state["service"], state["hub"], state["rate_limits"]
+        service, hub, limits, auth = state["service"], state["hub"], state["rate_limits"], state["auth"]
         stats = service.stats
         yield CounterMetricFamily("tms_points_ingested", "Points (messages) stored", value=stats.messages_in)
         yield CounterMetricFamily("tms_messages_fanned_out", "Frames sent to spectators", value=stats.messages_out)
@@ -57,6 +57,7 @@ class _StateCollector:
             "tms_spectator_frames_dropped", "Frames dropped for slow spectators", value=hub.frames_dropped()
         )
         yield CounterMetricFamily("tms_rate_limit_hits", "Requests refused by a rate limit", value=limits.hits)
+        yield CounterMetricFamily("tms_auth_failures", "Requests with missing or bad credentials", value=auth.failures)
         yield GaugeMetricFamily("tms_spectators", "Spectators connected to this instance", value=hub.total)
         yield GaugeMetricFamily(
             "tms_sessions_watched", "Sessions with a spectator on this instance", value=len(hub.counts())

@@ -5,7 +5,8 @@ from now on is missed) → welcome (`connection_status`), optional `reset`, `sna
 store after `since` → live. One sender task per spectator is the only writer to the socket; the
 handler reads client messages (`ping`, `subscribe`, `unsubscribe`) and answers through the same queue.
 
-Close codes: 4400 bad query parameter, 4403 room password missing or wrong, 4404 unknown session,
+Who may watch: ws_access.py. Close codes: 4400 bad query parameter, 4401 no or bad credentials (or a
+token that expired, a key revoked), 4403 not allowed, room password missing or wrong, 4404 unknown session,
 4429 session full, or too many wrong passwords for the room lately, or this client over a rate limit
 (connections, messages, password attempts; `retry_after` in the `error` before the close),
 1013 server full or too many connections at once (a retry delay in the reason), 4008 too slow,
@@ -31,10 +32,11 @@ from bot.frames import close_reason, control_frame, error_frame
 from bot.schemas import INT64_MAX, MESSAGE_TYPES
 from bot.server.direct import DirectWriter, WireFrames, cap_send_buffer, transport_of
 from bot.server.hub import Hub, HubFullError
-from bot.server.rate_limits import RateLimits, RoomPasswordGuard, client_key
+from bot.server.rate_limits import RateLimits, client_key
 from bot.server.services import TrainingService
 from bot.server.shared_reads import JoinReads
 from bot.server.spectator import ABUSE_GRACE_SECONDS, CLOSE_SLOW, CONTROL, Spectator
+from bot.server.ws_access import CredentialWatch, Refusal, admit
 from bot.store import SessionNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -113,7 +115,7 @@ async def _refuse_busy(websocket: WebSocket, session_id: str, why: str, retry_af
 
 @router.websocket("/ws/{session_id}")
 async def spectate(websocket: WebSocket, session_id: str) -> None:
-    """`session_id` may also be a room code; a protected room needs `password=`."""
+    """`session_id` may also be a room code; a protected room needs its password (ws_access.py)."""
     service: TrainingService = websocket.state.service
     hub: Hub = websocket.state.hub
     settings: Settings = websocket.state.settings
@@ -136,21 +138,10 @@ async def spectate(websocket: WebSocket, session_id: str) -> None:
     except SessionNotFoundError as exc:
         return await refuse(websocket, session_id, 4404, "session_not_found", str(exc))
     session_id = session["session_id"]
-    stored_hash = session["room_password_hash"]
-    if stored_hash is not None:
-        password = websocket.query_params.get("password")
-        guard: RoomPasswordGuard = websocket.state.room_passwords
-        if password and (wait := await limits.check("room_password", who)) is not None:
-            why = f"too many room password attempts from this client: retry in {wait:g} s"
-            return await refuse(websocket, session_id, CLOSE_RATE_LIMITED, "rate_limited", why, retry_after=wait)
-        if password and (wait := await guard.wait(session_id)) is not None:
-            why = f"too many wrong passwords for this room: retry in {wait:g} s"
-            return await refuse(websocket, session_id, CLOSE_RATE_LIMITED, "too_many_attempts", why, retry_after=wait)
-        if not password or not await service.check_room_password(password, stored_hash):
-            if password:
-                await guard.failed(session_id)
-            why = "this room needs a password: add ?password=" if not password else "wrong room password"
-            return await refuse(websocket, session_id, 4403, "forbidden", why)
+    try:
+        principal = await admit(websocket, session, who)
+    except Refusal as exc:
+        return await refuse(websocket, session_id, exc.code, exc.error, exc.reason, **exc.details)
     incarnation = (session["created_at"], session["epoch"])
     spectator = Spectator(session_id, user_name, settings.max_backlog, types, incarnation, settings.max_backlog_bytes)
     spectator.direct = DirectWriter.attach(websocket.scope, service.stats)
@@ -158,6 +149,8 @@ async def spectate(websocket: WebSocket, session_id: str) -> None:
         hub.add(spectator, limit=session["max_spectators"])
     except HubFullError as exc:
         return await refuse(websocket, session_id, exc.code, exc.error, exc.reason)
+    credentials: CredentialWatch = websocket.state.credential_watch
+    credentials.add(spectator, principal)
     try:
         await hub.watch(spectator)
         await _serve(websocket, spectator, service, hub, since, epoch)
@@ -169,6 +162,7 @@ async def spectate(websocket: WebSocket, session_id: str) -> None:
         why = f"server error ({type(exc).__name__}); reconnect with since= to resume"
         await refuse(websocket, session_id, CLOSE_INTERNAL_ERROR, "internal_error", why)
     finally:
+        credentials.discard(spectator)
         await hub.remove(spectator)
 
 

@@ -208,3 +208,18 @@ daemon_runs = Table(
     Column("final_reward", Double),
     Column("error", Text),
 )
+
+# API keys (bot/server/auth.py): only a SHA-256 of each key is kept, and keys are looked up by it. `key_id` is
+# the public handle (`bot keys list`, `bot keys revoke`); `scopes` are space-separated (read, write, admin);
+# `session_id` limits a key to one session.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("name", String(128)),
+    Column("scopes", String(64), nullable=False),
+    Column("session_id", String(128)),
+    Column("created_at", Double, nullable=False),
+    Column("revoked_at", Double),
+)

@@ -220,12 +220,15 @@ def test_the_compose_file_runs_two_instances_migrated_once_behind_a_loopback_pro
         assert services[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
         assert services[name]["environment"]["REDIS_URL"].startswith("redis://")
         assert "TMS_AUTO_MIGRATE" not in services[name]["environment"]
+        # the proxy's health checks name each instance: a Host the instance must answer
+        assert name in services[name]["environment"]["TMS_ALLOWED_HOSTS"].split(",")
     published = {name: spec["ports"] for name, spec in services.items() if "ports" in spec}
     assert list(published) == ["proxy"] and all(port.startswith("127.0.0.1:") for port in published["proxy"])
     caddyfile = (root / "deploy" / "Caddyfile").read_text()
     assert all(f"{name}:8000" in caddyfile for name in servers) and "health_uri /health" in caddyfile
     dockerfile = (root / "Dockerfile").read_text()
     assert "\nUSER 10001" in dockerfile and "FROM python:3.11-slim" in dockerfile
+    assert "TMS_ENABLE_AUTH=1" in dockerfile  # it listens on every interface of the container
 
 
 @pytest.mark.slow  # a `bot serve` process of its own

@@ -11,6 +11,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Connection, func, select, text
 
 from bot import __version__
+from bot.server.api.access import Admin, Reader
+from bot.server.api.bodies import errors
 from bot.server.api.deps import HubDep, ServiceDep
 from bot.server.metrics import ServerMetrics
 from bot.store.reads import ACTIVE_STATUSES
@@ -45,7 +47,7 @@ async def health(service: ServiceDep) -> JSONResponse:
     return JSONResponse({"status": "ok" if broker == "ok" else "degraded", "database": "ok", "broker": broker})
 
 
-@router.get("/status")
+@router.get("/status", dependencies=[Reader], responses=errors(401, 403))
 async def status(service: ServiceDep, hub: HubDep) -> dict[str, Any]:
     total, active = await service.store.read(_session_counts)
     stats = service.stats
@@ -67,7 +69,7 @@ async def status(service: ServiceDep, hub: HubDep) -> dict[str, Any]:
     }
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, dependencies=[Admin], responses=errors(401, 403))
 async def metrics(request: Request, service: ServiceDep) -> Response:
     """Prometheus text format: requests by route, ingest, fan-out, drops, spectators, commits, health."""
     collected: ServerMetrics = request.state.metrics

@@ -15,10 +15,10 @@ from fastapi import APIRouter, Query, Response
 from fastapi.exceptions import RequestValidationError
 
 from bot.schemas import MESSAGE_TYPES
+from bot.server.api.access import ReadsSession
 from bot.server.api.bodies import errors
 from bot.server.api.deps import ServiceDep
 from bot.server.api.params import Cursor, Episode, Seq, Since, Until
-from bot.server.api.rooms import RoomAccess
 from bot.store.reads import MessageFilter
 
 MAX_METRICS = 16  # per /series request: each is a read, and a chart shows a handful
@@ -28,7 +28,7 @@ router = APIRouter(
     prefix="/api/training/sessions/{session_id}",
     tags=["history"],
     responses=errors(401, 403, 404, 422, 429),
-    dependencies=[RoomAccess],
+    dependencies=[ReadsSession],
 )
 
 

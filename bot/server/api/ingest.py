@@ -10,13 +10,17 @@ from fastapi import APIRouter, Header, Request
 from pydantic import BaseModel
 
 from bot.schemas import BotDecisionData, PerformanceGraphData, TrainingMetricsData
+from bot.server.api.access import Writer
 from bot.server.api.bodies import body_schema, errors, read_body
 from bot.server.api.deps import BatchesDep, ServiceDep
 from bot.server.batches import INLINE_BYTES
 from bot.server.rate_limits import RateLimits, client_key
 
 router = APIRouter(
-    prefix="/api/training/sessions/{session_id}", tags=["ingest"], responses=errors(404, 409, 413, 422, 429, 503)
+    prefix="/api/training/sessions/{session_id}",
+    tags=["ingest"],
+    responses=errors(401, 403, 404, 409, 413, 422, 429, 503),
+    dependencies=[Writer],
 )
 
 IdempotencyKey = Annotated[

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Header, HTTPException, Request
 
 from bot.server.rate_limits import RoomPasswordGuard
 from bot.server.services import TrainingService
@@ -41,26 +41,27 @@ RoomPassword = Annotated[
 ]
 
 
-async def room_access(session_id: str, request: Request, password: RoomPassword = None) -> None:
-    """Raises 401 (no password), 403 (a wrong one) or 429 (the room's back-off) for a protected room."""
+async def room_password_grants(request: Request, session_id: str, password: str | None, needed: bool) -> bool:
+    """True when `session_id` is a protected room and `password` is its password. For a session that is no
+    protected room: `not needed` (with auth off, anyone reads it). Raises 401 (a protected room, no
+    password), 403 (a wrong one) or 429 (the room's back-off)."""
     service: TrainingService = request.state.service
     stored_hash = await service.room_password_hash(session_id)
     if stored_hash is None:
-        return
+        return not needed
     if not password:
+        if needed:
+            return False
         raise HTTPException(401, "this session is a password-protected room: send its password in X-Room-Password")
     verified: VerifiedPasswords = request.state.verified_passwords
     if verified.known(stored_hash, password):
-        return
+        return True
     guard: RoomPasswordGuard = request.state.room_passwords
     if (wait := await guard.wait(session_id)) is not None:
-        raise HTTPException(
-            429, f"too many wrong passwords for this room: retry in {wait:g} s", {"Retry-After": str(int(wait) + 1)}
-        )
+        why = f"too many wrong passwords for this room: retry in {wait:g} s"
+        raise HTTPException(429, why, {"Retry-After": str(int(wait) + 1)})
     if not await service.check_room_password(password, stored_hash):
         await guard.failed(session_id)
         raise HTTPException(403, "wrong room password")
     verified.remember(stored_hash, password)
-
-
-RoomAccess = Depends(room_access)
+    return True

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 
 from bot.schemas import SessionCreate, SessionStatus, SessionUpdate
+from bot.server.api.access import Admin, Reader, ReadsSession, Writer
 from bot.server.api.bodies import body_schema, errors, read_model
 from bot.server.api.deps import HubDep, ServiceDep
 from bot.server.api.params import Offset
-from bot.server.api.rooms import RoomAccess
+from bot.server.auth import Principal
 from bot.store.reads import ACTIVE_STATUSES
 
-router = APIRouter(prefix="/api/training/sessions", tags=["sessions"])
+router = APIRouter(prefix="/api/training/sessions", tags=["sessions"], responses=errors(401, 403))
 
 VALID_STATUS_FILTERS = [s.value for s in SessionStatus] + ["active", "all"]
 
@@ -26,13 +27,17 @@ def _with_spectators(session: dict[str, Any], hub: HubDep) -> dict[str, Any]:
 @router.post(
     "", status_code=201, openapi_extra=body_schema(SessionCreate, many=False), responses=errors(409, 413, 422, 503)
 )
-async def create_session(request: Request, service: ServiceDep, hub: HubDep) -> dict[str, Any]:
+async def create_session(
+    request: Request, service: ServiceDep, hub: HubDep, principal: Principal = Writer
+) -> dict[str, Any]:
     """Create a session; `training_id`, when given, becomes its id (409 if taken)."""
     spec = await read_model(request, SessionCreate)
+    if principal.session_id is not None and spec.training_id != principal.session_id:
+        raise HTTPException(403, f"this credential may only create session {principal.session_id!r}")
     return _with_spectators(await service.create_session(spec), hub)
 
 
-@router.get("", responses=errors(422))
+@router.get("", responses=errors(422), dependencies=[Reader])
 async def list_sessions(
     service: ServiceDep,
     hub: HubDep,
@@ -71,26 +76,31 @@ def _without_protected_code(session: dict[str, Any]) -> dict[str, Any]:
     return {**session, "room_code": None} if session.get("password_protected") else session
 
 
-@router.get("/{session_id}", responses=errors(401, 403, 404, 429), dependencies=[RoomAccess])
+@router.get("/{session_id}", responses=errors(404, 429), dependencies=[ReadsSession])
 async def get_session(session_id: str, service: ServiceDep, hub: HubDep) -> dict[str, Any]:
     return _with_spectators(await service.get_session(session_id), hub)
 
 
-@router.put("/{session_id}", openapi_extra=body_schema(SessionUpdate, many=False), responses=errors(404, 413, 422, 503))
+@router.put(
+    "/{session_id}",
+    openapi_extra=body_schema(SessionUpdate, many=False),
+    responses=errors(404, 413, 422, 503),
+    dependencies=[Writer],
+)
 async def update_session(session_id: str, request: Request, service: ServiceDep, hub: HubDep) -> dict[str, Any]:
     """Change status and/or metadata; a status change reaches spectators as `training_status`."""
     update = await read_model(request, SessionUpdate)
     return _with_spectators(await service.update_session(session_id, update), hub)
 
 
-@router.delete("/{session_id}", responses=errors(404, 503))
+@router.delete("/{session_id}", responses=errors(404, 503), dependencies=[Admin])
 async def delete_session(session_id: str, service: ServiceDep) -> dict[str, Any]:
     """Remove the session and all its data; its spectators are closed with code 4410."""
     await service.delete_session(session_id)
     return {"session_id": session_id, "deleted": True}
 
 
-@router.post("/{session_id}/heartbeat", responses=errors(404, 503))
+@router.post("/{session_id}/heartbeat", responses=errors(404, 503), dependencies=[Writer])
 async def heartbeat(session_id: str, service: ServiceDep) -> dict[str, Any]:
     """The engine is alive. A session silent for `stale_timeout_seconds` turns `stale`; this wakes it."""
     await service.heartbeat(session_id)

@@ -13,12 +13,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
+from bot.server.api.access import Admin, Reader
 from bot.server.api.bodies import body_schema, error_response, errors, parse_model, read_body, read_model
 from bot.server.daemon import DaemonOffError, RunInProgressError, TrainingDaemon
 from bot.server.jobs import JobRefusedError, JobSupervisor, ScenarioNotFoundError
 from bot.store.jobs import RUNNING_STATUSES
 
-router = APIRouter(prefix="/api/training", tags=["training"])
+router = APIRouter(prefix="/api/training", tags=["training"], responses=errors(401, 403))
 
 
 class StartTraining(BaseModel):
@@ -47,6 +48,7 @@ def _jobs(request: Request) -> JobSupervisor:
 
 @router.post(
     "/start",
+    dependencies=[Admin],
     status_code=202,
     openapi_extra=body_schema(StartTraining, many=False),
     responses={**errors(400, 422), 404: error_response("no scenario has this name")},
@@ -72,7 +74,7 @@ async def start_training(request: Request) -> dict[str, Any]:
     return {"message": "Training started successfully", "data": data}
 
 
-@router.post("/stop", responses=errors(400, 422))
+@router.post("/stop", responses=errors(400, 422), dependencies=[Admin])
 async def stop_training(request: Request) -> JSONResponse:
     """Stop a running job (the only one when no `job_id` is given): it saves a checkpoint and ends. Answered
     once it has ended, or after 1.8 s with `"status": "stopping"` if its checkpoint takes longer."""
@@ -93,7 +95,7 @@ async def stop_training(request: Request) -> JSONResponse:
     return JSONResponse({"message": message, "data": data})
 
 
-@router.get("/status")
+@router.get("/status", dependencies=[Reader])
 async def training_status(request: Request) -> dict[str, Any]:
     """The latest job, in the original design's shape (`is_training` false and nulls when there is none)."""
     latest = await _jobs(request).jobs(1)
@@ -123,13 +125,13 @@ async def training_status(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/jobs")
+@router.get("/jobs", dependencies=[Reader])
 async def list_training_jobs(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     """The newest first."""
     return {"jobs": await _jobs(request).jobs(limit)}
 
 
-@router.get("/jobs/{job_id}", responses={404: error_response("no training job has this id")})
+@router.get("/jobs/{job_id}", responses={404: error_response("no training job has this id")}, dependencies=[Reader])
 async def get_training_job(request: Request, job_id: str) -> dict[str, Any]:
     job = await _jobs(request).job(job_id)
     if job is None:
@@ -153,14 +155,19 @@ def _daemon(request: Request) -> TrainingDaemon:
     return daemon
 
 
-@router.get("/daemon/config")
+@router.get("/daemon/config", dependencies=[Reader])
 async def get_daemon_config(request: Request) -> dict[str, Any]:
     status = await _daemon(request).status()
     config: dict[str, Any] = status["config"]
     return config
 
 
-@router.put("/daemon/config", openapi_extra=body_schema(DaemonConfigUpdate, many=False), responses=errors(422))
+@router.put(
+    "/daemon/config",
+    openapi_extra=body_schema(DaemonConfigUpdate, many=False),
+    responses=errors(422),
+    dependencies=[Admin],
+)
 async def put_daemon_config(request: Request) -> dict[str, Any]:
     """Change the daemon's configuration; the running daemon follows it at once, without a restart."""
     update = await read_model(request, DaemonConfigUpdate)
@@ -176,13 +183,14 @@ async def put_daemon_config(request: Request) -> dict[str, Any]:
     return await _daemon(request).put_config(changes)
 
 
-@router.get("/daemon/status")
+@router.get("/daemon/status", dependencies=[Reader])
 async def daemon_status(request: Request) -> dict[str, Any]:
     return await _daemon(request).status()
 
 
 @router.post(
     "/daemon/run",
+    dependencies=[Admin],
     status_code=202,
     responses={**errors(400), 409: error_response("a daemon run is in progress")},
 )
@@ -197,11 +205,11 @@ async def daemon_run(request: Request) -> dict[str, Any]:
     return {"message": "Training run started", "data": {"run_id": run_id}}
 
 
-@router.get("/summary")
+@router.get("/summary", dependencies=[Reader])
 async def training_summary(request: Request) -> dict[str, Any]:
     """The daemon's configuration and state, its run counts, success rate, last error and 10 latest runs."""
     return await _daemon(request).summary()
 
 
-summary_router = APIRouter(tags=["training"])
+summary_router = APIRouter(tags=["training"], dependencies=[Reader], responses=errors(401, 403))
 summary_router.add_api_route("/api/v1/rl-v3/dashboard/training-summary", training_summary, methods=["GET"])

@@ -1,0 +1,64 @@
+"""Access checks for the routes, as FastAPI dependencies (bot/server/auth.py says who is who).
+
+`Requires("write")` on a route: a credential with that scope (and, if it is limited to one session, the
+route's `session_id`); with auth off, anyone. Reading a session (`ReadsSession`) is allowed as well to
+someone with the room password of a protected room, for that room (bot/server/api/rooms.py), and a
+protected room needs its password even with auth off.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request
+
+from bot.server.api.rooms import RoomPassword, room_password_grants
+from bot.server.auth import Authenticator, AuthError, Principal
+
+
+def http_error(exc: AuthError) -> HTTPException:
+    headers = {"WWW-Authenticate": 'Bearer realm="training-metrics-server"'} if exc.status == 401 else None
+    return HTTPException(exc.status, exc.reason, headers)
+
+
+async def principal_of(request: Request) -> Principal:
+    auth: Authenticator = request.state.auth
+    try:
+        return await auth.principal(request.headers.get("authorization"))
+    except AuthError as exc:
+        raise http_error(exc) from None
+
+
+def requires(scope: str) -> Any:  # a fastapi.params.Depends
+    async def check(request: Request) -> Principal:
+        principal = await principal_of(request)
+        try:
+            principal.require(scope, request.path_params.get("session_id"))
+        except AuthError as exc:
+            raise http_error(exc) from None
+        return principal
+
+    return Depends(check)
+
+
+async def reads_session(session_id: str, request: Request, password: RoomPassword = None) -> None:
+    """A credential with `read` (for this session), or this protected room's password; a protected room
+    needs its password even with auth off, unless a credential says otherwise."""
+    auth: Authenticator = request.state.auth
+    if auth.enabled and request.headers.get("authorization"):
+        principal = await principal_of(request)
+        try:
+            principal.require("read", session_id)
+        except AuthError as exc:
+            raise http_error(exc) from None
+        return
+    if await room_password_grants(request, session_id, password, needed=auth.enabled):
+        return
+    raise http_error(AuthError(401, "credentials needed: Authorization: Bearer <API key or token>"))
+
+
+Reader = requires("read")
+Writer = requires("write")
+Admin = requires("admin")
+ReadsSession = Depends(reads_session)
+PrincipalDep = Annotated[Principal, Depends(principal_of)]

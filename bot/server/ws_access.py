@@ -1,0 +1,148 @@
+"""Who may watch a session over the WebSocket, decided before the spectator is registered.
+
+Credentials come in the `Authorization` header (any client but a browser), or in the first message,
+`{"type": "auth", "token": "..."}` or `{"type": "auth", "password": "..."}`, so that a browser never puts
+a secret in a URL: with auth on and nothing in the handshake, the server waits AUTH_WAIT_SECONDS for it (as it
+does with `?auth=message`). A room's password may also come as `?password=` (it is masked in the logs).
+
+Close codes: 4401 no or bad credentials (or a token that expired, a key revoked, while watching), 4403 the
+credential does not allow this session or the room password is wrong, 4429 too many attempts.
+A spectator's credential is looked at again every few seconds (CredentialWatch), on every instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import orjson
+from fastapi import WebSocket
+
+from bot.server.auth import KEY_CACHE_SECONDS, Authenticator, AuthError, Principal
+from bot.server.rate_limits import RateLimits, RoomPasswordGuard
+from bot.server.services import TrainingService
+from bot.server.spectator import Spectator
+from bot.store import Store
+from bot.store.keys import revoked_among
+
+logger = logging.getLogger(__name__)
+
+AUTH_WAIT_SECONDS = 5.0
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_TOO_MANY = 4429
+
+
+class Refusal(Exception):
+    def __init__(self, code: int, error: str, reason: str, **details: Any) -> None:
+        super().__init__(reason)
+        self.code, self.error, self.reason, self.details = code, error, reason, details
+
+
+async def admit(websocket: WebSocket, session: dict[str, Any], who: str) -> Principal | None:
+    """The spectator's credential (None where none is needed), or Refusal."""
+    auth: Authenticator = websocket.state.auth
+    authorization = websocket.headers.get("authorization")
+    password = websocket.query_params.get("password")
+    wants_message = websocket.query_params.get("auth") == "message"
+    if authorization is None and password is None and (auth.enabled or wants_message):
+        authorization, password = await _first_message(websocket)
+    session_id = session["session_id"]
+    if auth.enabled and authorization:
+        try:
+            principal = await auth.principal(authorization)
+            principal.require("read", session_id)
+        except AuthError as exc:
+            code, error = (CLOSE_UNAUTHORIZED, "unauthorized") if exc.status == 401 else (CLOSE_FORBIDDEN, "forbidden")
+            raise Refusal(code, error, exc.reason) from None
+        return principal
+    if session["room_password_hash"] is not None:
+        await _check_room_password(websocket, session_id, session["room_password_hash"], password, who)
+        return None
+    if auth.enabled:
+        raise Refusal(
+            CLOSE_UNAUTHORIZED, "unauthorized", "credentials needed: an Authorization header or an auth message"
+        )
+    return None
+
+
+async def _first_message(websocket: WebSocket) -> tuple[str | None, str | None]:
+    try:
+        raw = await asyncio.wait_for(websocket.receive_text(), AUTH_WAIT_SECONDS)
+        message = orjson.loads(raw)
+    except (TimeoutError, KeyError, orjson.JSONDecodeError):
+        message = None
+    if not isinstance(message, dict) or message.get("type") != "auth":
+        raise Refusal(CLOSE_UNAUTHORIZED, "unauthorized", 'send {"type": "auth", "token": ...} (or "password") first')
+    token, password = message.get("token"), message.get("password")
+    return (f"Bearer {token}" if isinstance(token, str) else None), (password if isinstance(password, str) else None)
+
+
+async def _check_room_password(
+    websocket: WebSocket, session_id: str, stored_hash: str, password: str | None, who: str
+) -> None:
+    service: TrainingService = websocket.state.service
+    limits: RateLimits = websocket.state.rate_limits
+    guard: RoomPasswordGuard = websocket.state.room_passwords
+    if password and (wait := await limits.check("room_password", who)) is not None:
+        why = f"too many room password attempts from this client: retry in {wait:g} s"
+        raise Refusal(CLOSE_TOO_MANY, "rate_limited", why, retry_after=wait)
+    if password and (wait := await guard.wait(session_id)) is not None:
+        why = f"too many wrong passwords for this room: retry in {wait:g} s"
+        raise Refusal(CLOSE_TOO_MANY, "too_many_attempts", why, retry_after=wait)
+    if not password or not await service.check_room_password(password, stored_hash):
+        if password:
+            await guard.failed(session_id)
+        why = "this room needs a password: add ?password=" if not password else "wrong room password"
+        raise Refusal(CLOSE_FORBIDDEN, "forbidden", why)
+
+
+class CredentialWatch:
+    """Spectators let in by an expiring token or a revocable key: every KEY_CACHE_SECONDS, those whose
+    token expired or whose key was revoked (in the shared store: on any instance) are closed with 4401."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.watched: dict[Spectator, Principal] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, spectator: Spectator, principal: Principal | None) -> None:
+        if principal is not None and (principal.expires_at is not None or principal.key_id is not None):
+            self.watched[spectator] = principal
+
+    def discard(self, spectator: Spectator) -> None:
+        self.watched.pop(spectator, None)
+
+    async def __aenter__(self) -> CredentialWatch:
+        self._task = asyncio.create_task(self._run(), name="tms-credential-watch")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(KEY_CACHE_SECONDS)
+            try:
+                await self.check()
+            except Exception:
+                logger.exception("checking spectators' credentials failed; trying again")
+
+    async def check(self) -> None:
+        now = time.time()
+        for spectator, principal in list(self.watched.items()):
+            if principal.expires_at is not None and principal.expires_at <= now:
+                spectator.request_close(CLOSE_UNAUTHORIZED, "token expired: connect again with a new one")
+        keys = sorted({p.key_id for p in self.watched.values() if p.key_id is not None})
+        if not keys:
+            return
+        revoked = await self.store.read(revoked_among, keys)
+        for spectator, principal in list(self.watched.items()):
+            if principal.key_id in revoked:
+                spectator.request_close(CLOSE_UNAUTHORIZED, "API key revoked")
