@@ -124,6 +124,7 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
                     settings.enable_rate_limiting, rate_limit_rules(settings), counters.storage, settings.broker_timeout
                 )
                 credential_watch = CredentialWatch(store)
+                authenticator = socket_io.authenticator = Authenticator(settings, store)
                 async with hub, batches, socket_io, credential_watch:
                     await jobs.recover()
                     await daemon.start()
@@ -141,7 +142,7 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
                         "rate_limits": rate_limits,
                         "body_budget": BodyBudget(settings.max_body_bytes_in_flight),
                         "verified_passwords": VerifiedPasswords(),
-                        "auth": Authenticator(settings, store),
+                        "auth": authenticator,
                         "credential_watch": credential_watch,
                         "metrics": metrics,
                         "room_passwords": RoomPasswordGuard(counters.storage, settings.broker_timeout),

@@ -17,6 +17,7 @@ from typing import Any, Self
 import socketio
 
 from bot import __version__
+from bot.server.auth import Authenticator, AuthError
 from bot.server.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class SocketIOEvents:
         self.app = socketio.ASGIApp(self.server, socketio_path=None)  # mounted at /socket.io by the FastAPI app
         self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(MAX_QUEUED)
         self._task: asyncio.Task[None] | None = None
+        self.authenticator: Authenticator | None = None  # set once the store is open (app.py)
         self.server.on("connect", self._connect)
         self.server.on("subscribe_training", self._subscribe)
         self.server.on("unsubscribe_training", self._unsubscribe)
@@ -62,6 +64,15 @@ class SocketIOEvents:
                 logger.exception("emitting %s over Socket.IO failed", event)
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        """With auth on, a client needs `read`: `auth={"token": ...}` (an API key or a JWT), or an
+        Authorization header; refused otherwise, with the reason."""
+        if self.authenticator is not None and self.authenticator.enabled:
+            token = auth.get("token") if isinstance(auth, dict) else None
+            authorization = f"Bearer {token}" if isinstance(token, str) else environ.get("HTTP_AUTHORIZATION")
+            try:
+                (await self.authenticator.principal(authorization)).require("read")
+            except AuthError as exc:
+                raise socketio.exceptions.ConnectionRefusedError(exc.reason) from None
         welcome = {"message": "Connected to the Training Metrics Server", "sid": sid, "server_version": __version__}
         await self.server.emit("connection_established", {**welcome, "timestamp": time.time()}, to=sid)
 

@@ -232,3 +232,21 @@ async def test_a_room_password_opens_that_room_and_nothing_else(secured: LiveSer
     async with websockets.connect(secured.ws_url(code)) as ws:  # the password in the first message
         await ws.send(orjson.dumps({"type": "auth", "password": "open sesame"}).decode())
         assert orjson.loads(await ws.recv())["type"] == "connection_status"
+
+
+async def test_socketio_clients_need_a_read_credential(secured: LiveServer, settings: Settings) -> None:
+    import socketio
+
+    (reader,) = keys(settings.database_url, (["read"], None))
+    refused = socketio.AsyncClient()
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await refused.connect(secured.url, socketio_path="/socket.io", wait_timeout=TIMEOUT)
+    client = socketio.AsyncClient()
+    welcomed = asyncio.Event()
+    client.on("connection_established", lambda data: welcomed.set())
+    await client.connect(secured.url, socketio_path="/socket.io", auth={"token": reader}, wait_timeout=TIMEOUT)
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            await welcomed.wait()
+    finally:
+        await client.disconnect()
