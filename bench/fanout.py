@@ -11,6 +11,7 @@ ratio, server CPU µs per delivery, and push-to-spectator latency p50/p99.
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -98,7 +99,9 @@ def baseline(spectators: int, frames: int, rate: float | None = None) -> dict[st
 
 def push(url: str, session_id: str, points: int, rate: float | None) -> None:
     batch = 1 if rate else 100
-    with httpx.Client(base_url=url, timeout=60) as http:
+    key = os.environ.get("TMS_API_KEY")  # a server with auth on (bench/auth.py)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    with httpx.Client(base_url=url, timeout=60, headers=headers) as http:
         start = time.perf_counter()
         for first in range(0, points, batch):
             body = [
@@ -117,7 +120,10 @@ def push(url: str, session_id: str, points: int, rate: float | None) -> None:
 
 
 def ours(server: Server, spectators: int, points: int, rate: float | None = None) -> dict[str, float]:
-    session_id = httpx.post(f"{server.url}/api/training/sessions", json={"name": "fanout"}).json()["session_id"]
+    key = os.environ.get("TMS_API_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    created = httpx.post(f"{server.url}/api/training/sessions", json={"name": "fanout"}, headers=headers)
+    session_id = created.json()["session_id"]
     ws_url = server.url.replace("http://", "ws://") + f"/ws/{session_id}?types=training_metrics"
     with spectator_processes(ws_url, spectators, points, 300) as processes:
         cpu = server.cpu_seconds()

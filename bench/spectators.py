@@ -12,6 +12,7 @@ pusher put in each point's custom data, same clock: same machine).
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import sys
 import time
@@ -43,7 +44,10 @@ class Spectator(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio's classes
-        self.protocol.send_request(self.protocol.connect())
+        request = self.protocol.connect()
+        if key := os.environ.get("TMS_API_KEY"):  # a server with auth on (bench/auth.py)
+            request.headers["Authorization"] = f"Bearer {key}"
+        self.protocol.send_request(request)
         self.flush()
 
     def flush(self) -> None:
