@@ -22,6 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 8000, env TRAINING_METRICS_PORT)")
     serve.add_argument("--config", help="JSON config file (see config/default.json)")
     serve.add_argument("--database-url", help="e.g. sqlite:///data/training_metrics.db or postgresql://user@host/db")
+    serve.add_argument("--log-format", choices=["text", "json"], help="json: one object per line (env TMS_LOG_FORMAT)")
+    serve.add_argument(
+        "--log-level", choices=["critical", "error", "warning", "info", "debug", "trace"], help="env TMS_LOG_LEVEL"
+    )
     db = commands.add_parser("db", help="the database's schema: `bot db current`, `bot db upgrade`")
     db.add_argument("action", choices=["current", "upgrade"], help="show the schema revision, or migrate to the newest")
     db.add_argument("--config", help="JSON config file (see config/default.json)")
@@ -179,7 +183,7 @@ def serve(args: argparse.Namespace) -> int:
     from bot.server import TrainingMetricsServer  # the server's imports are paid only by `serve`
 
     overrides: dict[str, Any] = {}
-    for name in ("host", "port", "database_url"):
+    for name in ("host", "port", "database_url", "log_format", "log_level"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.config:

@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     debug: bool = Field(False, validation_alias=_env("debug"))
     # The server's log level; unset: debug when `debug`, else info.
     log_level: LogLevel | None = Field(None, validation_alias=_env("log_level"))
+    # text: uvicorn's lines; json: one JSON object per line (time, level, logger, message, and session_id,
+    # job_id, run_id where the event has one), for a log collector.
+    log_format: Literal["text", "json"] = Field("text", validation_alias=_env("log_format"))
     database_url: str = Field("sqlite:///data/training_metrics.db", validation_alias=_env("database_url"))
     # Unset: the in-memory broker (one instance). redis://host:port/db lets instances share one live stream.
     redis_url: str | None = Field(None, validation_alias=_env("redis_url"))
@@ -422,6 +425,7 @@ class ServerConfiguration(BaseModel):
     port: int = 8000
     debug: bool = False
     log_level: LogLevel | None = None
+    log_format: Literal["text", "json"] = "text"
     access_log: bool = False
     data_storage_path: Path = Path("data/training_metrics")
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)

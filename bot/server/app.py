@@ -362,14 +362,14 @@ class TrainingMetricsServer:
             "timeout_keep_alive": s.http_idle_timeout,
             **overrides,
         }
-        options.setdefault("log_config", _log_config(options["log_level"]))
+        options.setdefault("log_config", _log_config(options["log_level"], s.log_format))
         return uvicorn.Config(self.app, **options)
 
     def run(self) -> None:
         _Server(self.uvicorn_config(), self.settings.shutdown_timeout).run()
 
 
-def _log_config(level: str | int) -> dict[str, Any]:
+def _log_config(level: str | int, log_format: str = "text") -> dict[str, Any]:
     """uvicorn's logging, and the server's own loggers (`bot.*`: migrations, the broker's state, the
     training daemon's `[RLv3]` lines) printed the same way at the same level, with secrets masked
     (bot/server/logs.py). They still propagate, so an application that configures logging itself gets them too."""
@@ -379,6 +379,10 @@ def _log_config(level: str | int) -> dict[str, Any]:
     config.setdefault("filters", {})["secrets"] = {"()": "bot.server.logs.RedactSecrets"}
     for handler in config["handlers"].values():
         handler.setdefault("filters", []).append("secrets")
+    if log_format == "json":
+        for formatter in config["formatters"].values():
+            formatter.clear()
+            formatter["()"] = "bot.server.logs.JsonFormatter"
     return config
 
 

@@ -269,4 +269,4 @@ class TrainingDaemon:
 
 def _log(run_id: str, episode: int | None, episodes: int, message: str) -> None:
     where = f"[episode={episode}/{episodes}]" if episode is not None else ""
-    logger.info("[RLv3][TRAINING][RUN_ID=%s]%s %s", run_id, where, message)
+    logger.info("[RLv3][TRAINING][RUN_ID=%s]%s %s", run_id, where, message, extra={"run_id": run_id})

@@ -263,7 +263,7 @@ class JobSupervisor:
             code = await running.process.wait()
             await self._ended(running, code)
         except Exception:
-            logger.exception("supervising training job %s failed", job_id)
+            logger.exception("supervising training job %s failed", job_id, extra={"job_id": job_id})
             with contextlib.suppress(ProcessLookupError):
                 running.process.kill()
             await self._ended(running, await running.process.wait(), supervisor_failed=True)
@@ -298,7 +298,7 @@ class JobSupervisor:
         else:
             error = _describe_exit(code, running.log)
             job = await self.service.store.write(UpdateJob(job_id, status="failed", exit_code=code, error=error))
-            logger.warning("training job %s failed: %s", job_id, error)
+            logger.warning("training job %s failed: %s", job_id, error, extra={"job_id": job_id})
             await self._event(job, "training_error", {"error": error, "exit_code": code})
 
     async def _event(self, job: dict[str, Any], kind: str, payload: dict[str, Any]) -> None:

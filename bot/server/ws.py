@@ -158,7 +158,8 @@ async def spectate(websocket: WebSocket, session_id: str) -> None:
         pass
     except Exception as exc:
         # A broker or store failure, or a bug: said in the log with who it hit, and to the spectator.
-        logger.exception("spectator %s of session %r failed", spectator.id, session_id)
+        context = {"session_id": session_id, "spectator_id": spectator.id}
+        logger.exception("spectator %s of session %r failed", spectator.id, session_id, extra=context)
         why = f"server error ({type(exc).__name__}); reconnect with since= to resume"
         await refuse(websocket, session_id, CLOSE_INTERNAL_ERROR, "internal_error", why)
     finally:

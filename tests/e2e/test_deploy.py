@@ -269,3 +269,33 @@ async def test_a_server_on_every_interface_without_auth_says_so(
     async with app.router.lifespan_context(app):  # started, never bound: no traffic beyond this process
         pass
     assert any("with no authentication" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.slow  # a `bot serve` process of its own
+async def test_json_logs_are_one_object_per_line(tmp_path: Path) -> None:
+    """`bot serve --log-format json`: every line parses, access lines carry method, path and status."""
+    import orjson
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update({"TRAINING_METRICS_PORT": str(port), "TMS_ACCESS_LOG": "1"})
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bot", "serve", "--log-format", "json", "--log-level", "info"],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as client:
+                await wait_until_serving(client)
+                await create_session(client, "logged")
+        finally:
+            process.terminate()
+            process.wait(TIMEOUT)
+    lines = [orjson.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    created = [line for line in lines if line.get("path") == "/api/training/sessions" and line["method"] == "POST"]
+    assert created and created[0]["status"] == 201
