@@ -45,19 +45,18 @@ def admin_key(database: Path) -> str:
         reader.dispose()
 
 
+async def push(http: httpx.AsyncClient, session_id: str, body: bytes) -> None:
+    headers = {"Content-Type": "application/json"}
+    (await http.post(f"/api/training/sessions/{session_id}/metrics", content=body, headers=headers)).raise_for_status()
+
+
 async def single_points(url: str, headers: dict[str, str], clients: int = 4, requests: int = 500) -> float:
     async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as http:
         session_id = (await http.post("/api/training/sessions", json={"name": "single"})).json()["session_id"]
 
         async def client(offset: int) -> None:
             for i in range(requests):
-                body = orjson.dumps({"episode": offset + i, "current_reward": 1.0})
-                response = await http.post(
-                    f"/api/training/sessions/{session_id}/metrics",
-                    content=body,
-                    headers={"Content-Type": "application/json"},
-                )
-                response.raise_for_status()
+                await push(http, session_id, orjson.dumps({"episode": offset + i, "current_reward": 1.0}))
 
         start = time.perf_counter()
         await asyncio.gather(*(client(c * requests) for c in range(clients)))
@@ -74,12 +73,7 @@ async def batches(url: str, headers: dict[str, str], engines: int = 4, count: in
 
         async def engine(session_id: str) -> None:
             for _ in range(count):
-                response = await http.post(
-                    f"/api/training/sessions/{session_id}/metrics",
-                    content=body,
-                    headers={"Content-Type": "application/json"},
-                )
-                response.raise_for_status()
+                await push(http, session_id, body)
 
         start = time.perf_counter()
         await asyncio.gather(*(engine(i) for i in ids))

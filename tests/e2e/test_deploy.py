@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -231,30 +233,36 @@ def test_the_compose_file_runs_two_instances_migrated_once_behind_a_loopback_pro
     assert "TMS_ENABLE_AUTH=1" in dockerfile  # it listens on every interface of the container
 
 
-@pytest.mark.slow  # a `bot serve` process of its own
-async def test_no_room_password_reaches_the_log(tmp_path: Path) -> None:
-    """A browser's WebSocket can only carry a room password in its URL: `bot serve` (access log on) prints
-    the connection with the password masked, right or wrong."""
+@contextlib.asynccontextmanager
+async def logged_server(tmp_path: Path, *options: str) -> AsyncIterator[tuple[httpx.AsyncClient, Path]]:
+    """`bot serve` (access log on) in its own process, its output in a file: (a client of it, the file)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update({"TRAINING_METRICS_PORT": str(port), "TMS_ACCESS_LOG": "1"})
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bot", "serve"], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
+        command = [sys.executable, "-m", "bot", "serve", *options]
+        process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as client:
                 await wait_until_serving(client)
-                room = {"training_id": "secret-room", "room": {"password": "hunter2-hunter2"}}
-                code = (await client.post("/api/training/sessions", json=room)).json()["room_code"]
-            for password in ("hunter2-hunter2", "wrong-guess-1"):
-                url = f"ws://127.0.0.1:{port}/ws/{code}?password={password}&user_name=ann"
-                async with websockets.connect(url, open_timeout=TIMEOUT) as ws:
-                    await ws.recv()
+                yield client, log
         finally:
             process.terminate()
             process.wait(TIMEOUT)
+
+
+@pytest.mark.slow  # a `bot serve` process of its own
+async def test_no_room_password_reaches_the_log(tmp_path: Path) -> None:
+    """A browser's WebSocket can only carry a room password in its URL: `bot serve` (access log on) prints
+    the connection with the password masked, right or wrong."""
+    async with logged_server(tmp_path) as (client, log):
+        room = {"training_id": "secret-room", "room": {"password": "hunter2-hunter2"}}
+        code = (await client.post("/api/training/sessions", json=room)).json()["room_code"]
+        for password in ("hunter2-hunter2", "wrong-guess-1"):
+            url = f"{client.base_url}".replace("http://", "ws://").rstrip("/") + f"/ws/{code}?password={password}"
+            async with websockets.connect(url, open_timeout=TIMEOUT) as ws:
+                await ws.recv()
     printed = log.read_text()
     assert "password=***" in printed and "hunter2" not in printed and "wrong-guess" not in printed
 
@@ -276,25 +284,8 @@ async def test_json_logs_are_one_object_per_line(tmp_path: Path) -> None:
     """`bot serve --log-format json`: every line parses, access lines carry method, path and status."""
     import orjson
 
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update({"TRAINING_METRICS_PORT": str(port), "TMS_ACCESS_LOG": "1"})
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bot", "serve", "--log-format", "json", "--log-level", "info"],
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as client:
-                await wait_until_serving(client)
-                await create_session(client, "logged")
-        finally:
-            process.terminate()
-            process.wait(TIMEOUT)
+    async with logged_server(tmp_path, "--log-format", "json", "--log-level", "info") as (client, log):
+        await create_session(client, "logged")
     lines = [orjson.loads(line) for line in log.read_text().splitlines() if line.strip()]
     assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
     created = [line for line in lines if line.get("path") == "/api/training/sessions" and line["method"] == "POST"]
