@@ -14,6 +14,7 @@ from fastapi import Depends, HTTPException, Request
 
 from bot.server.api.rooms import RoomPassword, room_password_grants
 from bot.server.auth import Authenticator, AuthError, Principal
+from bot.store import SessionNotFoundError
 
 
 def http_error(exc: AuthError) -> HTTPException:
@@ -52,9 +53,17 @@ async def reads_session(session_id: str, request: Request, password: RoomPasswor
         except AuthError as exc:
             raise http_error(exc) from None
         return
-    if await room_password_grants(request, session_id, password, needed=auth.enabled):
-        return
-    raise http_error(AuthError(401, "credentials needed: Authorization: Bearer <API key or token>"))
+    missing = http_error(AuthError(401, "credentials needed: Authorization: Bearer <API key or token>"))
+    if auth.enabled and not password:
+        raise missing  # before any lookup: without credentials, not even whether the session exists
+    try:
+        if await room_password_grants(request, session_id, password, needed=auth.enabled):
+            return
+    except SessionNotFoundError:
+        if auth.enabled:
+            raise missing from None
+        raise
+    raise missing
 
 
 Reader = requires("read")
