@@ -2,6 +2,7 @@
 # It listens on every interface of the container, so authentication is on: make the first key with
 #   docker exec <container> bot keys create --scope admin
 # (or publish the port on 127.0.0.1 only and set TMS_ENABLE_AUTH=0, as docker-compose.yml does).
+# Reached by another name than localhost, list it: TMS_ALLOWED_HOSTS=metrics.example.org (DNS rebinding guard).
 # Slim and non-root. A database made by an older version is refused until `bot db upgrade` runs
 # (docker-compose.yml runs it once, before the servers), or with TMS_AUTO_MIGRATE=1.
 FROM python:3.11-slim
