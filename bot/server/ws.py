@@ -377,6 +377,8 @@ def handle_client_message(spectator: Spectator, raw: str | bytes | None) -> tupl
                 sid, "ping_too_big", f"a ping's data is echoed back: at most {MAX_PING_DATA} bytes"
             ), False
         return control_frame("pong", sid, {"echo": echo}), True
+    if kind == "auth":  # credentials come first (ws_access.py); once in, or with auth off, there is nothing to do
+        return control_frame("auth", sid, {"status": "not needed: already admitted"}), True
     if kind in ("subscribe", "unsubscribe"):
         try:
             types = parse_types(message.get("types"))
@@ -387,5 +389,5 @@ def handle_client_message(spectator: Spectator, raw: str | bytes | None) -> tupl
         else:
             spectator.queue.types -= types
         return control_frame("subscriptions", sid, {"types": sorted(spectator.queue.types)}), True
-    message_text = f"unknown message type {kind!r}; expected ping, subscribe or unsubscribe"
+    message_text = f"unknown message type {kind!r}; expected ping, subscribe, unsubscribe or auth"
     return error_frame(sid, "unknown_message_type", message_text), False

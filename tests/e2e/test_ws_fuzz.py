@@ -24,7 +24,7 @@ from bot.schemas import MESSAGE_TYPES
 from tests.conftest import TIMEOUT, LiveServer, connect_and_sync, create_session, recv_data
 
 TEXT, BINARY, CLOSE, PING, CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0x0
-REPLIES = {"error", "pong", "subscriptions", "connection_status", "snapshot"}
+REPLIES = {"error", "pong", "subscriptions", "connection_status", "snapshot", "auth"}
 
 
 class RawSpectator:

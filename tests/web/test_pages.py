@@ -141,3 +141,30 @@ async def test_list_and_compare_pages(
     legend = await page.eval_on_selector_all(".u-legend .u-series", "rows => rows.map(r => r.textContent.trim())")
     assert len(legend) == 3 and any(first in row for row in legend) and any(second in row for row in legend)
     await page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
+
+
+async def test_with_auth_on_the_page_asks_for_a_key_once(server_factory: Any, settings: Any, browser: Any) -> None:
+    """A server with access control: the session page asks for an API key (never in a URL), then shows the
+    session live; the key is kept for the tab, so a reload asks no more."""
+    from tests.e2e.test_auth import SECRET, keys
+
+    live = await server_factory(settings.model_copy(update={"enable_auth": True, "jwt_secret_key": SECRET}))
+    admin, reader = keys(settings.database_url, (["admin"], None), (["read"], None))
+    async with httpx.AsyncClient(base_url=live.url, headers={"Authorization": f"Bearer {admin}"}) as client:
+        await create_session(client, "locked")
+        await push(client, "locked", range(5))
+    asked: list[str] = []
+
+    async def answer(dialog: Any) -> None:
+        asked.append(dialog.message)
+        await dialog.accept(reader)
+
+    page = await browser.new_page()
+    page.on("dialog", answer)
+    await page.goto(f"{live.url}/sessions/locked")
+    await page.wait_for_selector("#connection.connected")
+    assert await page.text_content("#title") == "locked" and len(asked) == 1 and "API key" in asked[0]
+    assert reader not in page.url
+    await page.reload()
+    await page.wait_for_selector("#connection.connected")
+    assert len(asked) == 1

@@ -13,15 +13,29 @@ function clearProblem() {
   if (el) el.classList.remove("shown");
 }
 
+// With access control on (TMS_ENABLE_AUTH), a page asks once for an API key (read scope) and keeps it for
+// this tab only (sessionStorage, never a URL): a Bearer header on API reads, the first WebSocket message.
+const KEY_STORE = "tms-api-key";
+const apiKey = () => sessionStorage.getItem(KEY_STORE);
+function askForKey(why) {
+  const key = (window.prompt(`${why}\nAn API key with the read scope:`) || "").trim();
+  if (key) sessionStorage.setItem(KEY_STORE, key);
+  return Boolean(key);
+}
+
 async function api(path, headers = {}) {
   let response;
+  const auth = apiKey() ? { Authorization: `Bearer ${apiKey()}` } : {};
   try {
-    response = await fetch(path, { headers: { Accept: "application/json", ...headers } });
+    response = await fetch(path, { headers: { Accept: "application/json", ...auth, ...headers } });
   } catch (error) {
     showProblem("Cannot reach the server. Retrying…");
     throw error;
   }
   clearProblem();
+  if (response.status === 401 && !headers["X-Room-Password"] && askForKey("This server needs an API key.")) {
+    return api(path, headers);
+  }
   if (!response.ok) throw new Error(`${response.status} ${await response.text()}`);
   return response.json();
 }
@@ -49,6 +63,9 @@ class Spectator {
   open() {
     this.onState("connecting");
     const ws = (this.ws = new WebSocket(this.url()));
+    // Always a first `auth` message (without a token when there is no key): a server with access control
+    // answers at once (4401) rather than waiting for one; one without takes it as a no-op.
+    ws.onopen = () => { if (!this.password) ws.send(JSON.stringify({ type: "auth", ...(apiKey() ? { token: apiKey() } : {}) })); };
     ws.onmessage = (event) => {
       const message = JSON.parse(event.data);
       if (message.type === "connection_status" && message.data.event === "connected") {
@@ -63,6 +80,10 @@ class Spectator {
     ws.onclose = (event) => {
       if (this.closed) return;
       this.onState("disconnected", event);
+      if (event.code === 4401) { // a key is needed, or the one given expired or was revoked
+        if (askForKey(event.reason || "This server needs an API key.")) setTimeout(() => this.open(), 0);
+        return;
+      }
       if ([4403, 4404, 4410, 4400].includes(event.code)) return; // retrying cannot help
       if (event.code === 1006) showProblem("Cannot reach the server. Reconnecting…");
       // Jittered, so that the spectators of a server that went away do not all come back at once; a 1013
