@@ -153,7 +153,7 @@ async def spectate(websocket: WebSocket, session_id: str) -> None:
     credentials.add(spectator, principal)
     try:
         await hub.watch(spectator)
-        await _serve(websocket, spectator, service, hub, since, epoch)
+        await _serve(websocket, spectator, service, hub, since, epoch, who)
     except (WebSocketDisconnect, SessionNotFoundError):
         pass
     except Exception as exc:
@@ -168,11 +168,17 @@ async def spectate(websocket: WebSocket, session_id: str) -> None:
 
 
 async def _serve(
-    websocket: WebSocket, spectator: Spectator, service: TrainingService, hub: Hub, since: int | None, epoch: str | None
+    websocket: WebSocket,
+    spectator: Spectator,
+    service: TrainingService,
+    hub: Hub,
+    since: int | None,
+    epoch: str | None,
+    who: str,
 ) -> None:
     since = await _greet(websocket, spectator, service, hub, since, epoch)
     sender = asyncio.create_task(_send(websocket, spectator, service, replay=since is not None))
-    receiver = asyncio.create_task(_receive(websocket, spectator, hub.slow_timeout, websocket.state.rate_limits))
+    receiver = asyncio.create_task(_receive(websocket, spectator, hub.slow_timeout, websocket.state.rate_limits, who))
     transport = transport_of(websocket.scope)
 
     def cut_off() -> None:
@@ -307,9 +313,11 @@ async def _send(websocket: WebSocket, spectator: Spectator, service: TrainingSer
     spectator.close_request = None
 
 
-async def _receive(websocket: WebSocket, spectator: Spectator, slow_timeout: float, limits: RateLimits) -> None:
+async def _receive(
+    websocket: WebSocket, spectator: Spectator, slow_timeout: float, limits: RateLimits, who: str
+) -> None:
+    """Client messages, answered through the queue; `who` is the client as the rate limits count it."""
     invalid = 0
-    who = client_key(websocket.headers, websocket.client.host if websocket.client else None)
     for received in itertools.count(1):
         if received % YIELD_EVERY == 0:
             await asyncio.sleep(0)  # uvicorn hands over queued messages without a pause: let others run
