@@ -9,6 +9,7 @@ has no literal for them. Fields with a range (win_rate, epsilon, probabilities) 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, get_args
@@ -19,12 +20,16 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
     Strict,
     StringConstraints,
     field_validator,
     model_validator,
     with_config,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
 from typing_extensions import TypedDict
 
 __all__ = [
@@ -74,11 +79,80 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0, strict=True)]
 NonFinite = Literal["NaN", "Infinity", "-Infinity"]
 Number = Annotated[float, Strict()] | Annotated[NonFinite, AfterValidator(float)]
 
+
+EXACT_FLOAT_INTEGERS = 2**53  # past it a float cannot say which integer was meant (JSON parsers read 2**63+1 as one)
+
+
+def _whole(value: float) -> int:
+    if not value.is_integer() or abs(value) > EXACT_FLOAT_INTEGERS:
+        raise ValueError("not a whole number that a float holds exactly")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Whole:
+    """An integer from `ge` to `le` that may also come as a whole float: JSON has one kind of number and JSON
+    Schema calls 3.0 an integer, so `3.0` is 3 (clients that hold every number as a float are not refused).
+    Strict otherwise: `true` and "3" are not integers. Only a float pays for a Python call; a float past 2**53
+    is refused (write such an integer as an integer)."""
+
+    ge: int
+    le: int
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        bounded = core_schema.int_schema(ge=self.ge, le=self.le, strict=True)
+        as_int = core_schema.no_info_plain_validator_function(_whole)
+        whole_float = core_schema.chain_schema([core_schema.float_schema(strict=True), as_int, bounded])
+        return core_schema.union_schema(
+            [bounded, whole_float],
+            custom_error_type="whole_number",
+            custom_error_message=f"Input should be a whole number from {self.ge} to {self.le}",
+        )
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {"type": "integer", "minimum": self.ge, "maximum": self.le}
+
+
+MAX_EPOCH_SECONDS = 10**10  # year 2286; pydantic reads a number past 2e10 as milliseconds, so stop well short
+
+
+class _Timestamp:
+    """A point's time: an RFC 3339 string, or seconds since the epoch as a number (what the SDK sends), within
+    ±MAX_EPOCH_SECONDS so that a number is never taken for milliseconds. Checked in Rust: no Python call."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        seconds = core_schema.float_schema(ge=-MAX_EPOCH_SECONDS, le=MAX_EPOCH_SECONDS, strict=True)
+        return core_schema.union_schema(
+            [
+                core_schema.datetime_schema(strict=True),  # a datetime (from JSON: a string)
+                core_schema.chain_schema([core_schema.str_schema(strict=True), core_schema.datetime_schema()]),
+                core_schema.chain_schema([seconds, core_schema.datetime_schema()]),
+            ],
+            custom_error_type="timestamp",
+            custom_error_message=f"Input should be an RFC 3339 date-time or epoch seconds within ±{MAX_EPOCH_SECONDS}",
+        )
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        seconds = {"type": "number", "minimum": -MAX_EPOCH_SECONDS, "maximum": MAX_EPOCH_SECONDS}
+        return {"anyOf": [{"type": "string", "format": "date-time"}, seconds], "description": "default: now"}
+
+
+Timestamp = Annotated[datetime, _Timestamp]
+
+
 # What the store can hold: integers are 64-bit signed in SQLite and PostgreSQL; JSON is nested at most
 # MAX_DEPTH deep (orjson writes 255 levels, and nobody's metadata needs more than a few); strings are
 # valid Unicode (a lone surrogate cannot be stored as UTF-8). A value past these must be refused here,
 # with a 422 naming it, not by the database, where it would fail a commit shared with other requests.
 INT64_MAX = 2**63 - 1
+Count = Annotated[int, Whole(0, INT64_MAX)]
+Int64 = Annotated[int, Whole(-INT64_MAX - 1, INT64_MAX)]
 MAX_DEPTH = 64
 # What one message may carry: every spectator receives it, and a snapshot carries the latest again.
 MAX_METADATA_BYTES = 65_536
@@ -130,7 +204,25 @@ def storable_problem(value: Any, depth: int = 0) -> tuple[tuple[str | int, ...],
     return None
 
 
+def _big_ints_as_floats(value: Any, depth: int = 0) -> Any:
+    """An integer past 64 bits becomes the float JavaScript (and orjson) would read: JSON has one kind of
+    number, so `1e30` and `1000000000000000000000000000000` are the same value, and both are kept."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -INT64_MAX - 1 <= value <= INT64_MAX:
+        try:
+            return float(value)
+        except OverflowError:
+            raise ValueError(f"integer of {len(str(value))} digits is past what a float holds") from None
+    if depth > MAX_DEPTH:  # refused by storable_problem
+        return value
+    if isinstance(value, dict):
+        return {key: _big_ints_as_floats(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_big_ints_as_floats(item, depth + 1) for item in value]
+    return value
+
+
 def _storable_json(value: dict[str, Any]) -> dict[str, Any]:
+    value = _big_ints_as_floats(value)
     problem = storable_problem(value)
     if problem is not None:
         path, why = problem
@@ -142,6 +234,22 @@ def _storable_json(value: dict[str, Any]) -> dict[str, Any]:
 
 
 JsonObject = Annotated[dict[str, Any], AfterValidator(_storable_json)]
+
+# What JsonObject holds, for the OpenAPI document (app.py puts it in as components/schemas/JsonValue).
+# Recursive, so written here by hand: pydantic would need the recursive type to validate with, and
+# validating metadata as dict[str, Any] and checking it in one pass is what keeps it cheap.
+JSON_VALUE_SCHEMA: dict[str, Any] = {
+    "description": f"any JSON, at most {MAX_DEPTH} deep and {MAX_METADATA_BYTES} bytes; an integer past 64 bits is "
+    "kept as a float",
+    "anyOf": [
+        {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}},
+        {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
+        {"type": "string"},
+        {"type": "number"},
+        {"type": "boolean"},
+        {"type": "null"},
+    ],
+}
 
 
 class SessionStatus(StrEnum):
@@ -171,25 +279,30 @@ def _does_not_shadow(custom: dict[str, Any]) -> dict[str, Any]:
 
 
 class TrainingMetricsData(WireModel):
-    timestamp: datetime = Field(default_factory=utc_now)
-    episode: int | None = Field(None, ge=0, le=INT64_MAX, strict=True)
-    total_episodes: int | None = Field(None, ge=0, le=INT64_MAX, strict=True)
+    timestamp: Timestamp = Field(default_factory=utc_now)
+    episode: Count | None = None
+    total_episodes: Count | None = None
     current_reward: Number | None = None
     average_reward: Number | None = None
     best_reward: Number | None = None
-    episode_length: int | None = Field(None, ge=0, le=INT64_MAX, strict=True)
+    episode_length: Count | None = None
     win_rate: float | None = Field(None, ge=0.0, le=100.0, strict=True, description="percent, 0-100")
     loss_value: Number | None = None
     learning_rate: float | None = Field(None, ge=0.0, strict=True)
     epsilon: float | None = Field(None, ge=0.0, le=1.0, strict=True)
-    model_generation: int | None = Field(None, ge=0, le=INT64_MAX, strict=True)
+    model_generation: Count | None = None
     algorithm: Text64 | None = None
     training_time_elapsed: float | None = Field(None, ge=0.0, strict=True)
     actions_per_second: float | None = Field(None, ge=0.0, strict=True)
     frames_per_second: float | None = Field(None, ge=0.0, strict=True)
     memory_usage_mb: float | None = Field(None, ge=0.0, strict=True)
     custom: Annotated[dict[MetricName, Number], AfterValidator(_does_not_shadow)] = Field(
-        default_factory=dict, max_length=MAX_CUSTOM_METRICS, description="any other scalar, by name"
+        default_factory=dict,
+        max_length=MAX_CUSTOM_METRICS,
+        description="any other scalar, by name (not a built-in field's)",
+        json_schema_extra=lambda schema: schema.update(
+            additionalProperties=False, propertyNames={"not": {"enum": list(SERIES_FIELDS)}}
+        ),
     )
 
 
@@ -217,10 +330,12 @@ TrainingMetricsDict = as_typed_dict(TrainingMetricsData)
 
 
 class BotDecisionData(WireModel):
-    timestamp: datetime = Field(default_factory=utc_now)
-    episode: int | None = Field(None, ge=0, le=INT64_MAX, strict=True)
-    step: int | None = Field(None, ge=0, le=INT64_MAX, strict=True)
-    action_probabilities: Annotated[dict[Text128, Probability], Field(max_length=MAX_ACTIONS)] | None = None
+    timestamp: Timestamp = Field(default_factory=utc_now)
+    episode: Count | None = None
+    step: Count | None = None
+    action_probabilities: Annotated[dict[Text128, Probability], Field(max_length=MAX_ACTIONS)] | None = Field(
+        None, description="summing to 1 (within 1e-3)"
+    )
     state_values: (
         Number
         | Annotated[list[Number], Field(max_length=MAX_ACTIONS)]
@@ -228,7 +343,7 @@ class BotDecisionData(WireModel):
         | None
     ) = None
     q_values: Annotated[list[Number], Field(max_length=MAX_ACTIONS)] | None = None
-    selected_action: Text256 | Annotated[int, Field(ge=-INT64_MAX - 1, le=INT64_MAX, strict=True)] | None = None
+    selected_action: Text256 | Int64 | None = None
     confidence_score: Probability | None = None
 
     @field_validator("action_probabilities")
@@ -242,7 +357,7 @@ class BotDecisionData(WireModel):
 
 
 class GraphPoint(WireModel):
-    timestamp: datetime = Field(default_factory=utc_now)
+    timestamp: Timestamp = Field(default_factory=utc_now)
     value: Number
 
 
@@ -252,10 +367,13 @@ class PerformanceGraphData(WireModel):
     y_label: Text128 | None = None
     metrics: list[MetricName] = Field(default_factory=list, max_length=MAX_GRAPH_SERIES)
     data_points: dict[MetricName, Annotated[list[GraphPoint], Field(max_length=100_000)]] = Field(
-        default_factory=dict, max_length=MAX_GRAPH_SERIES
+        default_factory=dict,
+        max_length=MAX_GRAPH_SERIES,
+        description="points by metric; each must be in `metrics` when `metrics` is given",
+        json_schema_extra={"additionalProperties": False},
     )
-    max_points: int = Field(
-        1000, gt=0, le=100_000, strict=True, description="the server keeps the newest max_points per series"
+    max_points: Annotated[int, Whole(1, 100_000)] = Field(
+        1000, description="the server keeps the newest max_points per series"
     )
 
     @model_validator(mode="after")
@@ -272,7 +390,7 @@ class PerformanceGraphData(WireModel):
 class RoomSpec(WireModel):
     """A spectator room for the session: joined by its code, optionally with a password."""
 
-    max_spectators: int = Field(50, gt=0, le=100_000, strict=True)
+    max_spectators: Annotated[int, Whole(1, 100_000)] = 50
     password_protected: bool = Field(False, strict=True)
     password: Password | None = Field(None, description="generated when protected and absent")
 
@@ -281,13 +399,23 @@ class SessionCreate(WireModel):
     training_id: SessionId | None = Field(None, description="becomes the session id; generated when absent")
     name: Text256 | None = None
     algorithm: Text64 | None = None
-    model_generation: int | None = Field(None, ge=0, le=INT64_MAX, strict=True)
-    total_episodes: int | None = Field(None, ge=0, le=INT64_MAX, strict=True)
+    model_generation: Count | None = None
+    total_episodes: Count | None = None
     metadata: JsonObject = Field(default_factory=dict)
     room: RoomSpec | None = None
 
 
 class SessionUpdate(WireModel):
+    # What the validator below requires, said in the schema too: a status or metadata, not null.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["status"], "properties": {"status": {"enum": [s.value for s in SessionStatus]}}},
+                {"required": ["metadata"], "properties": {"metadata": {"type": "object"}}},
+            ]
+        }
+    )
+
     status: SessionStatus | None = None
     metadata: JsonObject | None = Field(None, description="replaces the session's metadata")
     message: Text1024 | None = Field(None, description="a reason, sent to spectators with the status")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from typing import Any, get_args
+from typing import Annotated, Any, get_args, get_origin
 
 from bot.schemas import MAX_CUSTOM_METRICS, SERIES_FIELDS, TrainingMetricsData
 
@@ -21,12 +21,18 @@ NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:/-]{0,127}$")
 
 def _bounds(model: Any, name: str) -> tuple[type, float | None, float | None]:
     field = model.model_fields[name]
+    rules = list(field.metadata)
+    types = []
+    for option in (field.annotation, *get_args(field.annotation)):
+        if get_origin(option) is Annotated:  # `Count | None`: the rules are on the inner Annotated
+            option, *inner = get_args(option)
+            rules += inner
+        types.append(option)
     low = high = None
-    for rule in field.metadata:
+    for rule in rules:
         low = getattr(rule, "ge", low)
         high = getattr(rule, "le", high)
-    kind = int if int in (field.annotation, *get_args(field.annotation)) else float
-    return kind, low, high
+    return (int if int in types else float), low, high
 
 
 # name -> (type, min, max), derived from the wire model so the two never disagree.

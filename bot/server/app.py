@@ -26,10 +26,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.routing import compile_path
 
 from bot import __version__
 from bot.config import ServerConfiguration, Settings, as_settings
-from bot.schemas import BotDecisionData, PerformanceGraphData, SessionCreate, SessionUpdate, TrainingMetricsData
+from bot.schemas import (
+    JSON_VALUE_SCHEMA,
+    BotDecisionData,
+    PerformanceGraphData,
+    SessionCreate,
+    SessionUpdate,
+    TrainingMetricsData,
+)
 from bot.server import api, ws
 from bot.server.admission import ConnectRate
 from bot.server.api.bodies import BodiesBusyError, BodyBudget, BodyTooLargeError
@@ -43,7 +51,7 @@ from bot.server.daemon import TrainingDaemon
 from bot.server.direct import RawSendMiddleware
 from bot.server.http_guard import ConnectionLimits, GuardedHttpProtocol, default_max_connections
 from bot.server.hub import Hub
-from bot.server.jobs import JobSupervisor
+from bot.server.jobs import JobSupervisor, scenario_names, scenarios_dir
 from bot.server.metrics import MetricsMiddleware, ServerMetrics
 from bot.server.pages import mount_pages
 from bot.server.publisher import Publisher
@@ -181,7 +189,7 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
     app.mount("/socket.io", socket_io.app)
     mount_pages(app)
     _add_error_handlers(app)
-    _document_bodies(app)
+    _document_bodies(app, settings)
     return app
 
 
@@ -245,9 +253,25 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def rejected(request: Request, exc: StoreRejectedError) -> JSONResponse:
         return JSONResponse({"detail": str(exc), "message": str(exc)}, status_code=422)
 
+    @app.exception_handler(405)
+    async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
+        """Starlette's `Allow` names only the first route on the path, and FastAPI makes a route per method."""
+        documented = allowed_methods(app, request.url.path)
+        headers = getattr(exc, "headers", None) or {}
+        allow = ", ".join(documented) if documented else headers.get("Allow", "")
+        return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": allow})
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
         return Response(validation_body(exc.errors()), status_code=422, media_type="application/json")
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str] | None:
+    """The methods the OpenAPI document gives this path, or None for a path it does not document."""
+    for template, operations in app.openapi()["paths"].items():
+        if compile_path(template)[0].match(path):
+            return sorted(method.upper() for method in operations)
+    return None
 
 
 def validation_body(raw_errors: Sequence[Any]) -> bytes:
@@ -294,8 +318,10 @@ def _short_repr() -> reprlib.Repr:
 _SHORT = _short_repr()
 
 
-def _document_bodies(app: FastAPI) -> None:
-    """Bodies are parsed by hand (orjson, one TypeAdapter call); publish their schemas in OpenAPI anyway."""
+def _document_bodies(app: FastAPI, settings: Settings) -> None:
+    """Bodies are parsed by hand (orjson, one TypeAdapter call); publish their schemas in OpenAPI anyway, with
+    what pydantic cannot write: metadata as recursive JSON, a scenario's name as one of this server's scenario
+    files (read when the document is first asked for), and the credentials when auth is on."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -305,10 +331,29 @@ def _document_bodies(app: FastAPI) -> None:
                 model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(model_schema.pop("$defs", {}))
                 components[model.__name__] = model_schema
+            components["JsonValue"] = JSON_VALUE_SCHEMA
+            json_object = {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}}
+            components["SessionCreate"]["properties"]["metadata"].update(json_object)
+            components["SessionUpdate"]["properties"]["metadata"]["anyOf"][0] = json_object
+            scenarios = {"type": "string", "enum": scenario_names(scenarios_dir(settings))}
+            components["StartTraining"]["properties"]["scenario_name"] = scenarios
+            components["DaemonConfigUpdate"]["properties"]["scenario"] = {"anyOf": [scenarios, {"type": "null"}]}
+            if settings.enable_auth:
+                _document_credentials(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _document_credentials(schema: dict[str, Any]) -> None:
+    """With auth on, every operation but /health takes a Bearer credential (bot/server/auth.py)."""
+    bearer = {"type": "http", "scheme": "bearer", "description": "an API key (`bot keys create`) or a JWT"}
+    schema["components"]["securitySchemes"] = {"bearer": bearer}
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            if path != "/health":
+                operation["security"] = [{"bearer": []}]
 
 
 def rate_limit_rules(settings: Settings) -> dict[str, str]:

@@ -51,6 +51,15 @@ SHIPPED_SCENARIOS = Path(__file__).resolve().parents[1] / "training" / "scenario
 Listener = Callable[[str, dict[str, Any]], None]
 
 
+def scenarios_dir(settings: Settings) -> Path:
+    return Path(settings.scenarios_dir) if settings.scenarios_dir else SHIPPED_SCENARIOS
+
+
+def scenario_names(scenarios: Path) -> list[str]:
+    """The scenarios a job or the daemon can run: the YAML files of the directory, by name."""
+    return sorted(p.stem for p in scenarios.glob("*.yaml") if SCENARIO_NAME.match(p.stem))
+
+
 class JobRefusedError(Exception):
     """The request is understood but cannot be done now (400): the limit, the same scenario, no such job."""
 
@@ -78,7 +87,7 @@ class JobSupervisor:
         self.settings = settings
         self.max_jobs = settings.max_concurrent_jobs or os.cpu_count() or 1
         self.models = Path(settings.models_dir)
-        self.scenarios = Path(settings.scenarios_dir) if settings.scenarios_dir else SHIPPED_SCENARIOS
+        self.scenarios = scenarios_dir(settings)
         # This server's name in the jobs' rows: a restart fails only the jobs this very server was running.
         self.identity = f"{socket.gethostname()}:{settings.port}"
         self.running: dict[str, _Running] = {}
@@ -115,8 +124,8 @@ class JobSupervisor:
     def scenario_file(self, name: str) -> Path:
         path = self.scenarios / f"{name}.yaml"
         if not SCENARIO_NAME.match(name) or not path.is_file():
-            known = sorted(p.stem for p in self.scenarios.glob("*.yaml"))
-            raise ScenarioNotFoundError(f"unknown scenario {name!r}; expected one of {', '.join(known) or 'none'}")
+            known = ", ".join(scenario_names(self.scenarios)) or "none"
+            raise ScenarioNotFoundError(f"unknown scenario {name!r}; expected one of {known}")
         return path
 
     async def start(self, scenario: str, params: dict[str, Any], allow_concurrent: bool = False) -> dict[str, Any]:

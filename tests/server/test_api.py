@@ -242,7 +242,7 @@ def nested(depth: int) -> bytes:
     ("body", "field"),
     [
         (b'{"training_id": "big", "total_episodes": 9223372036854775808}', "total_episodes"),
-        (b'{"training_id": "big", "metadata": {"seed": 18446744073709551616}}', "metadata"),
+        (b'{"training_id": "big", "metadata": {"seed": 1' + b"0" * 400 + b"}}", "metadata"),  # past a float
         (b'{"training_id": "lone", "name": "\\ud800"}', "body"),  # the JSON parser refuses lone surrogates
         (b'{"training_id": "lone", "name": "\\ud800", "metadata": {"x": NaN}}', "body"),
         (b'{"training_id": "lone", "metadata": {"\\ud800": 1}}', "body"),
@@ -253,11 +253,22 @@ def nested(depth: int) -> bytes:
     ids=["int", "metadata-int", "surrogate", "surrogate-nan", "surrogate-key", "depth-100", "size-70k", "depth-5000"],
 )
 async def test_session_values_the_store_cannot_hold_are_422(client: httpx.AsyncClient, body: bytes, field: str) -> None:
-    """Integers past 64 bits, lone surrogates and deep nesting get a 422 naming the field; no session is made."""
+    """Integers past what the store holds, lone surrogates and deep nesting get a 422 naming the field; no
+    session is made."""
     response = await client.post(BASE, content=body)
     assert response.status_code == 422, response.text
     assert field in response.json()["message"]
     assert (await client.get(BASE, params={"status": "all"})).json()["total"] == 0
+
+
+async def test_metadata_integers_past_64_bits_are_kept_as_floats(client: httpx.AsyncClient) -> None:
+    """JSON has one kind of number: what a JavaScript client would read is stored, not a 422 (JSON Schema agrees)."""
+    body = b'{"training_id": "big", "metadata": {"seed": 18446744073709551616, "n": [-9223372036854775809, 7]}}'
+    response = await client.post(BASE, content=body)
+    assert response.status_code == 201, response.text
+    stored = (await client.get(f"{BASE}/big")).json()["metadata"]
+    assert stored == {"seed": 1.8446744073709552e19, "n": [-9.223372036854776e18, 7]}
+    assert isinstance(stored["n"][1], int)
 
 
 @pytest.mark.parametrize(
@@ -389,3 +400,50 @@ async def test_series_is_downsampled_per_metric(client: httpx.AsyncClient) -> No
     ).json()
     assert ranged["series"]["current_reward"]["episode"] == list(range(10, 20))
     assert (await client.get(f"{BASE}/{session_id}/series", params={"metric": "x", "points": 1})).status_code == 422
+
+
+async def test_405_allows_every_method_of_the_path(client: httpx.AsyncClient) -> None:
+    """FastAPI makes a route per method, and Starlette's `Allow` named only the first one's."""
+    for path, allowed in [
+        (BASE, "GET, POST"),
+        (f"{BASE}/x", "DELETE, GET, PUT"),
+        ("/api/training/daemon/config", "GET, PUT"),
+    ]:
+        response = await client.request("PATCH", path)
+        assert (response.status_code, response.headers["allow"]) == (405, allowed), path
+
+
+async def test_a_whole_float_is_an_integer(client: httpx.AsyncClient) -> None:
+    """JSON Schema calls 3.0 an integer: it is taken as 3; 3.5, `true`, "3" and floats past 2**53 are not."""
+    session_id = await create_session(client)
+    ok = await client.post(f"{BASE}/{session_id}/metrics", json={"episode": 3.0, "total_episodes": 10.0})
+    assert ok.status_code == 200, ok.text
+    page = (await client.get(f"{BASE}/{session_id}/history")).json()
+    assert page["messages"][0]["data"]["episode"] == 3
+    for value in [3.5, True, "3", 2.0**60, -1.0]:
+        refused = await client.post(f"{BASE}/{session_id}/metrics", json={"episode": value})
+        assert refused.status_code == 422 and "episode" in refused.json()["message"], value
+    assert await last_seq(client, session_id) == 1
+
+
+@pytest.mark.parametrize("timestamp", [2e10, -2e10, True, "yesterday"])
+async def test_a_timestamp_is_rfc3339_or_epoch_seconds_in_range(client: httpx.AsyncClient, timestamp: Any) -> None:
+    """A number past 1e10 would be read as milliseconds by pydantic: refused, as the schema says."""
+    session_id = await create_session(client)
+    response = await client.post(f"{BASE}/{session_id}/metrics", json={"episode": 1, "timestamp": timestamp})
+    assert response.status_code == 422 and "timestamp" in response.json()["message"], response.text
+
+
+async def test_word_lists_take_exactly_what_their_pattern_says(client: httpx.AsyncClient) -> None:
+    """`status` and `type` are documented with a pattern (so a client knows the words) and held to it."""
+    session_id = await create_session(client)
+    document = (await client.get("/openapi.json")).json()
+    listing = next(p for p in document["paths"][BASE]["get"]["parameters"] if p["name"] == "status")
+    assert "running" in listing["schema"]["pattern"]
+    assert (await client.get(BASE, params={"status": "running, created"})).json()["total"] == 1
+    for bad in ["running,,created", "running,", "", "sleeping"]:
+        response = await client.get(BASE, params={"status": bad})
+        assert response.status_code == 422 and "status" in response.json()["message"], bad
+    history = f"{BASE}/{session_id}/history"
+    assert (await client.get(history, params={"type": "training_metrics,bot_decision"})).status_code == 200
+    assert (await client.get(history, params={"type": ""})).status_code == 422

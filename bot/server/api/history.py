@@ -12,13 +12,12 @@ from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Query, Response
-from fastapi.exceptions import RequestValidationError
 
 from bot.schemas import MESSAGE_TYPES
 from bot.server.api.access import ReadsSession
 from bot.server.api.bodies import errors
 from bot.server.api.deps import ServiceDep
-from bot.server.api.params import Cursor, Episode, Seq, Since, Until
+from bot.server.api.params import Cursor, Episode, Seq, Since, Until, bad_query, parse_word_list, word_list
 from bot.store.reads import MessageFilter
 
 MAX_METRICS = 16  # per /series request: each is a read, and a chart shows a handful
@@ -32,10 +31,6 @@ router = APIRouter(
 )
 
 
-def _bad(name: str, value: str, msg: str) -> RequestValidationError:
-    return RequestValidationError([{"type": "value_error", "loc": ("query", name), "msg": msg, "input": value}])
-
-
 def parse_time(name: str, value: str | None) -> float | None:
     """Seconds since the epoch, or an ISO 8601 date-time (UTC when it has no offset)."""
     if value is None:
@@ -46,35 +41,20 @@ def parse_time(name: str, value: str | None) -> float | None:
         pass
     else:
         if not math.isfinite(seconds):
-            raise _bad(name, value, f"{name} must be a finite number of seconds or ISO 8601, got {value!r}")
+            raise bad_query(name, value, f"{name} must be a finite number of seconds or ISO 8601, got {value!r}")
         return seconds
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise _bad(name, value, f"{name} must be seconds since the epoch or ISO 8601, got {value!r}") from None
+        raise bad_query(name, value, f"{name} must be seconds since the epoch or ISO 8601, got {value!r}") from None
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
-
-
-def parse_types(value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    types = [t.strip() for t in value.split(",") if t.strip()]
-    unknown = [t for t in types if t not in MESSAGE_TYPES]
-    if unknown or not types:
-        raise _bad(
-            "type",
-            value,
-            f"unknown message type {unknown[0] if unknown else value!r}; "
-            f"expected one or more of {', '.join(MESSAGE_TYPES)}",
-        )
-    return types
 
 
 @router.get("/history", response_class=Response)
 async def history(
     session_id: str,
     service: ServiceDep,
-    type: Annotated[str | None, Query(description="comma-separated message types")] = None,
+    type: Annotated[str | None, word_list(MESSAGE_TYPES, "comma-separated message types")] = None,
     start_episode: Episode = None,
     end_episode: Episode = None,
     since: Since = None,
@@ -85,7 +65,7 @@ async def history(
     """Messages in seq order; `next_cursor` is null on the last page and stays valid as data arrives."""
     where = MessageFilter(
         after_seq=cursor or 0,
-        types=parse_types(type),
+        types=parse_word_list("type", type, MESSAGE_TYPES),
         start_episode=start_episode,
         end_episode=end_episode,
         since=parse_time("since", since),

@@ -5,19 +5,18 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.exceptions import RequestValidationError
 
 from bot.schemas import SessionCreate, SessionStatus, SessionUpdate
 from bot.server.api.access import Admin, Reader, ReadsSession, Writer
 from bot.server.api.bodies import body_schema, errors, read_model
 from bot.server.api.deps import HubDep, ServiceDep
-from bot.server.api.params import Offset
+from bot.server.api.params import Offset, parse_word_list, word_list
 from bot.server.auth import Principal
 from bot.store.reads import ACTIVE_STATUSES
 
 router = APIRouter(prefix="/api/training/sessions", tags=["sessions"], responses=errors(401, 403))
 
-VALID_STATUS_FILTERS = [s.value for s in SessionStatus] + ["active", "all"]
+STATUS_FILTERS = [s.value for s in SessionStatus] + ["active", "all"]
 
 
 def _with_spectators(session: dict[str, Any], hub: HubDep) -> dict[str, Any]:
@@ -41,25 +40,15 @@ async def create_session(
 async def list_sessions(
     service: ServiceDep,
     hub: HubDep,
-    status: Annotated[str, Query(description="comma-separated statuses, 'active' (default) or 'all'")] = "active",
+    status: Annotated[
+        str,
+        word_list(STATUS_FILTERS, "comma-separated statuses, 'active' (default: created, running, paused) or 'all'"),
+    ] = "active",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Offset = 0,
 ) -> dict[str, Any]:
     """Newest first. Active means created, running or paused."""
-    wanted = [s.strip() for s in status.split(",") if s.strip()]
-    unknown = [s for s in wanted if s not in VALID_STATUS_FILTERS]
-    if unknown or not wanted:
-        raise RequestValidationError(
-            [
-                {
-                    "type": "enum",
-                    "loc": ("query", "status"),
-                    "input": status,
-                    "msg": f"unknown status {unknown[0] if unknown else status!r}; "
-                    f"expected {', '.join(VALID_STATUS_FILTERS)}",
-                }
-            ]
-        )
+    wanted = parse_word_list("status", status, STATUS_FILTERS) or []
     statuses: list[str] | None = []
     for s in wanted:
         if s == "all":

@@ -11,8 +11,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from bot.schemas import Whole
 from bot.server.api.access import Admin, Reader
 from bot.server.api.bodies import body_schema, error_response, errors, parse_model, read_body, read_model
 from bot.server.daemon import DaemonOffError, RunInProgressError, TrainingDaemon
@@ -28,10 +29,10 @@ class StartTraining(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     scenario_name: Annotated[str, Field(min_length=1, max_length=64)]
-    num_episodes: Annotated[StrictInt, Field(ge=1, le=10_000_000)] = 1000
-    save_interval: Annotated[StrictInt, Field(ge=1, le=10_000_000)] = 100
-    eval_episodes: Annotated[StrictInt, Field(ge=1, le=10_000)] = 10
-    seed: Annotated[StrictInt, Field(ge=0, le=2**32 - 1)] | None = None
+    num_episodes: Annotated[int, Whole(1, 10_000_000)] = 1000
+    save_interval: Annotated[int, Whole(1, 10_000_000)] = 100
+    eval_episodes: Annotated[int, Whole(1, 10_000)] = 10
+    seed: Annotated[int, Whole(0, 2**32 - 1)] | None = None
     allow_concurrent: StrictBool = False
 
 
@@ -145,8 +146,8 @@ class DaemonConfigUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: StrictBool | None = None
-    interval_minutes: Annotated[float, Field(ge=0.01, le=525_600, allow_inf_nan=False)] | None = None
-    episodes_per_run: Annotated[StrictInt, Field(ge=1, le=1_000_000)] | None = None
+    interval_minutes: Annotated[float, Field(ge=0.01, le=525_600, allow_inf_nan=False, strict=True)] | None = None
+    episodes_per_run: Annotated[int, Whole(1, 1_000_000)] | None = None
     scenario: Annotated[str, Field(min_length=1, max_length=64)] | None = None
 
 
