@@ -108,6 +108,96 @@ async def test_session_page_shows_history_live_points_decision_and_spectators(
     await page.wait_for_function("() => window.sessionPage.charts.get('Reward').chart.points() === 300")
 
 
+async def test_graph_update_graphs_are_drawn_backfilled_and_live(
+    live: LiveServer, client: httpx.AsyncClient, browser: Any
+) -> None:
+    """The README's `log_graph` example: each graph gets its own chart, titled and labelled, with its series,
+    from the join's snapshot and then live; a chart with no data (here Win rate and Loss) is not shown."""
+    session_id = await create_session(client, "graphs")
+    base = f"/api/training/sessions/{session_id}"
+    await client.post(f"{base}/metrics", json=[{"episode": e, "current_reward": 20_000.0 + e} for e in range(20)])
+    graph = {
+        "graph_id": "perf",
+        "title": "Step time",
+        "y_label": "ms",
+        "data_points": {"forward": [{"value": 3.0}] * 30},
+    }
+    assert (await client.post(f"{base}/graph_update", json=graph)).status_code == 200
+    page = await browser.new_page(viewport={"width": 1200, "height": 900})
+    await page.goto(f"{live.url}/sessions/{session_id}")
+    await page.wait_for_function("() => window.sessionPage.charts.get('graph:perf')?.chart.points() === 30")
+    assert await page.text_content(".chart[data-chart='graph:perf'] .u-title") == "Step time"
+    assert await page.evaluate("() => window.sessionPage.charts.get('graph:perf').chart.plot.axes[1].label") == "ms"
+    more = {"graph_id": "perf", "data_points": {"forward": [{"value": 4.0}] * 5, "backward": [{"value": 6.0}] * 5}}
+    assert (await client.post(f"{base}/graph_update", json=more)).status_code == 200
+    await page.wait_for_function("() => window.sessionPage.charts.get('graph:perf').chart.points() === 35")
+    legend = await page.eval_on_selector_all(
+        ".chart[data-chart='graph:perf'] .u-legend .u-series", "rows => rows.map(r => r.textContent)"
+    )
+    assert any("forward" in row for row in legend) and any("backward" in row for row in legend)
+    shown = await page.evaluate("() => [...window.sessionPage.charts.keys()].sort()")
+    assert shown == ["Reward", "graph:perf"]
+    # The y labels fit: the axis is at least as wide as its widest tick label ("20,015" must not read "0,015").
+    fits = await page.evaluate(
+        """() => { const u = window.sessionPage.charts.get('Reward').chart.plot, axis = u.axes[1];
+        u.ctx.font = axis.font[0];
+        const widest = Math.max(...axis._values.map(v => u.ctx.measureText(v).width / devicePixelRatio));
+        return [axis._size, widest]; }"""
+    )
+    assert fits[0] > fits[1] > 0, fits
+
+
+async def test_smoothing_log_scale_x_axis_and_zoom_are_kept_in_the_url(
+    live: LiveServer, client: httpx.AsyncClient, browser: Any
+) -> None:
+    """Smoothing draws a debiased moving average over the faint raw line; log scale and the x axis change
+    the chart; a drag zooms every chart; and a reload (the URL) shows the same view."""
+    session_id = await create_session(client, "view")
+    await push(client, session_id, range(100))
+    page = await browser.new_page(viewport={"width": 1200, "height": 900})
+    await page.goto(f"{live.url}/sessions/{session_id}")
+    await page.wait_for_function("() => window.sessionPage.charts.get('Reward')?.chart.points() === 100")
+    columns = "() => window.sessionPage.charts.get('Reward').chart.plot.data.length"
+    assert await page.evaluate(columns) == 3  # x, current_reward, average_reward: no smoothing yet
+
+    await page.fill("#smoothing", "0.9")
+    await page.dispatch_event("#smoothing", "input")
+    await page.wait_for_function(f"() => ({columns})() === 5")
+    raw, smoothed = await page.evaluate(
+        "() => { const d = window.sessionPage.charts.get('Reward').chart.plot.data; return [d[1], d[2]]; }"
+    )
+    assert raw[:3] == [0.0, 1.0, 2.0] and smoothed[0] == raw[0]  # debiased: the first point is not pulled to 0
+    assert smoothed[2] == pytest.approx((0.9 * 0.1 * 1.0 + 0.1 * 2.0) / (1 - 0.9**3))
+
+    await page.select_option("#y-scale", "log")
+    await page.wait_for_function("() => window.sessionPage.charts.get('Loss').chart.plot.scales.y.distr === 3")
+    await page.select_option("#x-axis", "episode")
+    box = await page.query_selector(".chart[data-chart='Loss'] .u-over")
+    assert box is not None
+    area = await box.bounding_box()
+    assert area is not None
+    y = area["y"] + area["height"] / 2
+    await page.mouse.move(area["x"] + area["width"] * 0.25, y)
+    await page.mouse.down()
+    await page.mouse.move(area["x"] + area["width"] * 0.75, y, steps=5)
+    await page.mouse.up()
+    await page.wait_for_function("() => new URLSearchParams(location.search).has('zoom')")
+    zoom = await page.evaluate("() => new URLSearchParams(location.search).get('zoom').split(',').map(Number)")
+    assert 20 < zoom[0] < zoom[1] < 80
+
+    await page.reload()
+    await page.wait_for_function("() => window.sessionPage.charts.get('Reward')?.chart.points() === 100")
+    assert await page.input_value("#x-axis") == "episode" and await page.input_value("#y-scale") == "log"
+    assert await page.input_value("#smoothing") == "0.9"
+    scale = await page.evaluate(
+        "() => { const x = window.sessionPage.charts.get('Reward').chart.plot.scales.x; return [x.min, x.max]; }"
+    )
+    assert scale == pytest.approx(zoom)
+    await page.click("#reset-zoom")
+    await page.wait_for_function("() => !new URLSearchParams(location.search).has('zoom')")
+    assert await page.evaluate("() => window.sessionPage.charts.get('Reward').chart.plot.scales.x.max") == 99
+
+
 async def test_room_page_asks_for_the_password(live: LiveServer, client: httpx.AsyncClient, browser: Any) -> None:
     """Opening a protected room by its code shows a password form; the right password joins."""
     created = (

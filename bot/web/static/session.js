@@ -1,14 +1,16 @@
-// One session, live: charts backfilled from downsampled history, then extended by the WebSocket stream.
+// One session, live: charts backfilled from downsampled history, then extended by the WebSocket stream; the
+// session's graph_update graphs too. Only charts with data are shown. Controls: charts.js.
 "use strict";
 const key = decodeURIComponent(location.pathname.split("/").pop());
 const GROUPS = [["Reward", ["current_reward", "average_reward"]], ["Loss", ["loss_value"]], ["Epsilon", ["epsilon"]], ["Win rate (%)", ["win_rate"]]];
 const BUILT_IN = new Set(GROUPS.flatMap(([, metrics]) => metrics));
-const charts = new Map(); // title -> { chart, metrics }
-let sessionId = null, totalEpisodes = null, spectator = null;
+const charts = new Map(); // title (or "graph:<id>") -> { chart, metrics, box }
+let sessionId = null, totalEpisodes = null, spectator = null, origin = 0;
 let backfilled = false, backfillSeq = 0;
 const early = []; // live messages that arrived before the backfill
 
 const $ = (id) => document.getElementById(id);
+const seconds = (iso) => Date.parse(iso) / 1000;
 
 function setStatus(status) { const el = $("status"); el.textContent = status; el.className = `pill ${status}`; }
 function setEpisode(episode) {
@@ -17,69 +19,91 @@ function setEpisode(episode) {
   if (totalEpisodes) { const bar = $("progress"); bar.hidden = false; bar.max = totalEpisodes; bar.value = episode; }
 }
 
-function addChart(title, metrics) {
+function addChart(name, title, metrics, yLabel = "") {
   const box = document.createElement("div");
-  box.className = "panel chart"; box.dataset.chart = title;
+  box.className = "panel chart"; box.dataset.chart = name;
   $("charts").append(box);
-  const entry = { chart: new TMS.LiveChart(box, title, metrics), metrics, box };
-  charts.set(title, entry);
+  // The chart's series come with their first points: a metric of the group with no data is not drawn.
+  const entry = { chart: new TMS.RunChart(box, title, [], { yLabel, origin }), metrics, box };
+  charts.set(name, entry);
   return entry;
 }
 
-async function backfill(entry) {
+const roomHeaders = () => (spectator?.password ? { "X-Room-Password": spectator.password } : {});
+
+async function readSeries(metrics) {
   const params = new URLSearchParams({ points: 1000 }); // a chart is about 1,000 px wide
-  entry.metrics.forEach((m) => params.append("metric", m));
+  metrics.forEach((m) => params.append("metric", m));
   // A protected room's history needs its password too, as its live stream does.
-  const headers = spectator?.password ? { "X-Room-Password": spectator.password } : {};
-  const body = await TMS.api(`/api/training/sessions/${encodeURIComponent(sessionId)}/series?${params}`, headers);
-  // x is the episode, unless some point has none or episodes go backwards (an engine restarted its
-  // count): then the seq, which always increases.
-  const byEpisode = entry.metrics.every((m) => body.series[m].episode.every((e, i, all) => e !== null && (i === 0 || e >= all[i - 1])));
-  entry.x = byEpisode ? "episode" : "seq";
-  const tables = entry.metrics.map((m) => {
+  return TMS.api(`/api/training/sessions/${encodeURIComponent(sessionId)}/series?${params}`, roomHeaders());
+}
+
+function fill(entry, body) {
+  for (const m of entry.metrics) {
     const s = body.series[m];
-    return [byEpisode ? s.episode : s.seq, s.value.map(TMS.plain)];
-  });
-  entry.chart.load(tables.length === 1 ? tables[0] : uPlot.join(tables));
-  return body;
+    if (s?.value.length) entry.chart.load(m, { seq: s.seq, episode: s.episode, time: s.timestamp, value: s.value });
+  }
+}
+
+async function showMetric(name, metrics) {
+  const entry = addChart(name, name, metrics);
+  fill(entry, await readSeries(metrics));
 }
 
 function picker(available) {
   const custom = available.filter((m) => !BUILT_IN.has(m));
-  $("picker").replaceChildren(...[...GROUPS.map(([title]) => title), ...custom].map((name) => {
+  const shown = GROUPS.filter(([, metrics]) => metrics.some((m) => available.includes(m))).map(([title]) => title);
+  $("picker").replaceChildren(...[...shown, ...custom].map((name) => {
     const label = document.createElement("label");
     const box = Object.assign(document.createElement("input"), { type: "checkbox", checked: charts.has(name), value: name });
     box.onchange = async () => {
-      if (box.checked) await backfill(addChart(name, GROUPS.find(([t]) => t === name)?.[1] ?? [name]));
-      else { charts.get(name)?.box.remove(); charts.delete(name); }
+      if (box.checked) await showMetric(name, GROUPS.find(([t]) => t === name)?.[1] ?? [name]);
+      else { charts.get(name)?.chart.destroy(); charts.delete(name); }
     };
     label.append(box, ` ${name}`);
     return label;
   }));
 }
 
+function showGraph(graph) {
+  const name = `graph:${graph.graph_id}`;
+  const entry = charts.get(name) ?? addChart(name, graph.title || graph.graph_id, [], graph.y_label || "");
+  for (const [metric, points] of Object.entries(graph.data_points || {})) {
+    for (const p of points) entry.chart.append(metric, null, null, seconds(p.timestamp), p.value);
+  }
+}
+
 async function start(snapshot) {
   sessionId = snapshot.session.session_id;
   totalEpisodes = snapshot.session.total_episodes;
+  origin = seconds(snapshot.session.created_at);
   $("title").textContent = snapshot.session.name || sessionId;
   document.title = `${snapshot.session.name || sessionId} · Training Metrics Server`;
   setStatus(snapshot.session.status);
   setEpisode(snapshot.session.current_episode);
   if (snapshot.latest_decision) onDecision(snapshot.latest_decision);
   if (backfilled) return;
-  GROUPS.forEach(([title, metrics]) => addChart(title, metrics));
-  const results = await Promise.all([...charts.values()].map(backfill));
-  backfillSeq = results[0].last_seq;
-  picker(results[0].available);
+  const body = await readSeries([...BUILT_IN]);
+  for (const [title, metrics] of GROUPS) {
+    if (metrics.some((m) => body.series[m]?.value.length)) fill(addChart(title, title, metrics), body);
+  }
+  (snapshot.graphs || []).forEach(showGraph);
+  backfillSeq = body.last_seq;
+  picker(body.available);
   backfilled = true;
   early.splice(0).forEach(handle);
 }
 
 function onMetrics(message) {
-  const data = message.data;
-  for (const { chart, metrics, x } of charts.values()) {
-    const values = metrics.map((m) => data[m] ?? data.custom?.[m] ?? null);
-    if (values.some((v) => v !== null)) chart.append(x === "seq" ? message.seq : data.episode ?? message.seq, values);
+  const data = message.data, time = seconds(message.timestamp);
+  for (const [title, metrics] of GROUPS) {
+    if (!charts.has(title) && metrics.some((m) => data[m] !== undefined && data[m] !== null)) addChart(title, title, metrics);
+  }
+  for (const { chart, metrics } of charts.values()) {
+    for (const m of metrics) {
+      const value = data[m] ?? data.custom?.[m];
+      if (value !== undefined && value !== null) chart.append(m, message.seq, data.episode, time, value);
+    }
   }
   setEpisode(data.episode);
 }
@@ -107,9 +131,10 @@ function handle(message) {
     case "snapshot": start(message.data).catch((e) => TMS.showProblem(`Could not load history: ${e.message}`)); break;
     case "connection_status": $("spectators").textContent = message.data.spectator_count; break;
     case "training_metrics": onMetrics(message); break;
+    case "graph_update": showGraph(message.data); break;
     case "bot_decision": onDecision(message.data); break;
     case "training_status": setStatus(message.data.status); break;
-    case "reset": backfilled = false; for (const { box } of charts.values()) box.remove(); charts.clear(); break;
+    case "reset": backfilled = false; for (const { chart } of charts.values()) chart.destroy(); charts.clear(); break;
     case "lag": TMS.showProblem(`Fell behind: ${message.data.dropped} live messages skipped; refresh to reload them.`); break;
   }
 }
@@ -133,5 +158,6 @@ $("password-form").onsubmit = (event) => {
   $("password-form").classList.remove("shown"); TMS.clearProblem();
   spectator.close(); connect($("password").value);
 };
+TMS.viewControls($("view"));
 connect(null);
 window.sessionPage = { charts }; // for tests and the curious

@@ -1,0 +1,191 @@
+// Charts read the way TensorBoard and W&B users expect: smoothing (TensorBoard's debiased exponential moving
+// average) over the raw line kept faint, linear or log y, a choice of x (step, episode, wall time, relative
+// time), drag to zoom (every chart follows; a button resets), the value of every series at the cursor in
+// the legend, and y labels sized to their longest tick so that "20,000" never reads "0,000". The view lives
+// in the URL, so a link shows the same view. Each series keeps a bounded, decimated copy of its points.
+"use strict";
+
+const X_AXES = { step: "step", episode: "episode", wall: "wall time", relative: "relative time (s)" };
+const MAX_KEPT = 4000; // points per series: past it every other point is dropped, and then one in 2, 4, … kept
+
+// The page's view, shared by its charts.
+const view = { smoothing: 0, log: false, x: "step", zoom: null };
+const viewListeners = new Set();
+
+function readView() {
+  const params = new URLSearchParams(location.search);
+  const smoothing = Number(params.get("smoothing"));
+  view.smoothing = Number.isFinite(smoothing) ? Math.min(0.99, Math.max(0, smoothing)) : 0;
+  view.log = params.get("y") === "log";
+  view.x = X_AXES[params.get("x")] ? params.get("x") : "step";
+  const zoom = (params.get("zoom") || "").split(",").map(Number);
+  view.zoom = zoom.length === 2 && zoom.every(Number.isFinite) && zoom[0] < zoom[1] ? zoom : null;
+}
+
+function setView(changes) {
+  if (changes.x && changes.x !== view.x) changes.zoom = null; // a range of steps means nothing in seconds
+  Object.assign(view, changes);
+  const params = new URLSearchParams(location.search);
+  const put = (name, value, fallback) => (value === fallback ? params.delete(name) : params.set(name, value));
+  put("smoothing", String(view.smoothing), "0");
+  put("y", view.log ? "log" : "linear", "linear");
+  put("x", view.x, "step");
+  put("zoom", view.zoom ? view.zoom.map((v) => +v.toPrecision(12)).join(",") : "", "");
+  history.replaceState(null, "", `${location.pathname}${params.size ? `?${params}` : ""}`);
+  viewListeners.forEach((listener) => listener());
+}
+
+// TensorBoard's smoothing: an exponential moving average, debiased so that the first points are not
+// pulled toward zero. Gaps (NaN, or not positive on a log scale) stay gaps and do not reset it.
+function smooth(values, weight) {
+  if (!weight) return values;
+  const out = new Array(values.length);
+  let last = 0, count = 0;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (v === null) { out[i] = null; continue; }
+    last = last * weight + (1 - weight) * v;
+    count += 1;
+    out[i] = last / (1 - weight ** count);
+  }
+  return out;
+}
+
+// One metric's points: seq (or index), episode, time (epoch seconds), value; bounded by decimation.
+class Series {
+  constructor() { this.clear(); }
+  clear() { this.seq = []; this.episode = []; this.time = []; this.value = []; this.stride = 1; this.seen = 0; }
+  load({ seq, episode, time, value }) {
+    this.clear();
+    for (let i = 0; i < value.length; i++) this.push(seq[i], episode[i], time[i], value[i]);
+  }
+  push(seq, episode, time, value) {
+    if (this.seen++ % this.stride) return;
+    this.seq.push(seq ?? this.seq.length); this.episode.push(episode ?? null); this.time.push(time ?? null);
+    this.value.push(TMS.plain(value));
+    if (this.value.length > MAX_KEPT) {
+      for (const name of ["seq", "episode", "time", "value"]) this[name] = this[name].filter((_, i) => i % 2 === 0);
+      this.stride *= 2;
+    }
+  }
+  xs(axis, origin) {
+    if (axis === "episode") return this.episode;
+    if (axis === "wall") return this.time;
+    if (axis === "relative") return this.time.map((t) => (t === null ? null : t - origin));
+    return this.seq;
+  }
+}
+
+const cssColour = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+
+// A y axis as wide as its longest tick label (uPlot's default width is fixed, and cuts long labels).
+function fitAxis(self, values, axisIndex, cycle) {
+  const axis = self.axes[axisIndex];
+  if (cycle > 1) return axis._size;
+  let size = axis.ticks.size + axis.gap;
+  const longest = (values ?? []).reduce((a, v) => (String(v).length > a.length ? String(v) : a), "");
+  if (longest) { self.ctx.font = axis.font[0]; size += self.ctx.measureText(longest).width / devicePixelRatio; }
+  return Math.ceil(size) + 4;
+}
+
+class RunChart {
+  // `origin`: epoch seconds that relative time counts from (the session's creation).
+  constructor(container, title, names, { yLabel = "", origin = 0 } = {}) {
+    this.container = container; this.title = title; this.yLabel = yLabel; this.origin = origin;
+    this.series = new Map(names.map((name) => [name, new Series()]));
+    this.pending = false; this.plot = null; this.applyingZoom = false;
+    this.onView = () => this.rebuild();
+    viewListeners.add(this.onView);
+    this.resize = new ResizeObserver(() => this.plot?.setSize(this.size()));
+    this.resize.observe(container);
+    this.rebuild();
+  }
+  size() { return { width: Math.max(260, this.container.clientWidth - 8), height: 240 }; }
+  has(name) { return this.series.has(name); }
+  add(name) { if (!this.series.has(name)) { this.series.set(name, new Series()); this.rebuild(); } return this.series.get(name); }
+  load(name, columns) { this.add(name).load(columns); this.redraw(); }
+  append(name, seq, episode, time, value) { this.add(name).push(seq, episode, time, value); this.redraw(); }
+  points() { return Math.max(0, ...[...this.series.values()].map((s) => s.value.length)); }
+  destroy() { viewListeners.delete(this.onView); this.resize.disconnect(); this.plot?.destroy(); this.container.remove(); }
+
+  // uPlot's columns: x, then for each metric its raw values and, when smoothing, its smoothed ones.
+  data() {
+    const tables = [...this.series.values()].map((s) => {
+      const xs = s.xs(view.x, this.origin);
+      const keep = [];
+      for (let i = 0; i < xs.length; i++) if (xs[i] !== null) keep.push(i);
+      keep.sort((a, b) => xs[a] - xs[b]); // episodes may go backwards when an engine restarts its count
+      const raw = keep.map((i) => (view.log && !(s.value[i] > 0) ? null : s.value[i]));
+      return view.smoothing ? [keep.map((i) => xs[i]), raw, smooth(raw, view.smoothing)] : [keep.map((i) => xs[i]), raw];
+    });
+    if (!tables.length) return [[]];
+    return tables.length === 1 ? tables[0] : uPlot.join(tables);
+  }
+
+  rebuild() {
+    this.plot?.destroy();
+    const text = cssColour("--muted") || "#8b98a5", grid = cssColour("--grid") || "#2d3742";
+    const smoothing = view.smoothing > 0;
+    const series = [{ label: X_AXES[view.x] }];
+    [...this.series.keys()].forEach((name, i) => {
+      const colour = TMS.COLOURS[i % TMS.COLOURS.length];
+      series.push({ label: smoothing ? `${name} (raw)` : name, stroke: smoothing ? `${colour}40` : colour, width: 1.25, spanGaps: false });
+      if (smoothing) series.push({ label: name, stroke: colour, width: 1.75, spanGaps: true });
+    });
+    const time = view.x === "wall";
+    this.plot = new uPlot({
+      title: this.title, ...this.size(),
+      scales: { x: { time }, y: view.log ? { distr: 3 } : {} },
+      axes: [
+        { stroke: text, grid: { stroke: grid }, label: X_AXES[view.x] },
+        { stroke: text, grid: { stroke: grid }, label: this.yLabel, size: fitAxis },
+      ],
+      cursor: { sync: { key: "tms" }, drag: { x: true, y: false } },
+      series,
+      hooks: { setSelect: [(u) => this.zoomed(u)] },
+    }, this.data(), this.container);
+    this.applyZoom();
+  }
+
+  zoomed(u) {
+    if (u.select.width < 2) return;
+    const min = u.posToVal(u.select.left, "x"), max = u.posToVal(u.select.left + u.select.width, "x");
+    setView({ zoom: [min, max] });
+  }
+  applyZoom() { if (view.zoom) this.plot.setScale("x", { min: view.zoom[0], max: view.zoom[1] }); }
+
+  redraw() {
+    if (this.pending) return;
+    this.pending = true;
+    requestAnimationFrame(() => {
+      this.pending = false;
+      this.plot.setData(this.data(), !view.zoom);
+      this.applyZoom();
+    });
+  }
+}
+
+// The controls above the charts: smoothing, y scale, x axis, reset zoom; they change the shared view.
+function viewControls(container, axes = Object.keys(X_AXES)) {
+  container.innerHTML = `
+    <label>Smoothing <input id="smoothing" type="range" min="0" max="0.99" step="0.01"> <output id="smoothing-value"></output></label>
+    <label>Y <select id="y-scale"><option value="linear">linear</option><option value="log">log</option></select></label>
+    <label>X <select id="x-axis">${axes.map((x) => `<option value="${x}">${X_AXES[x]}</option>`).join("")}</select></label>
+    <button id="reset-zoom" type="button">Reset zoom</button>`;
+  const show = () => {
+    container.querySelector("#smoothing").value = view.smoothing;
+    container.querySelector("#smoothing-value").textContent = view.smoothing.toFixed(2);
+    container.querySelector("#y-scale").value = view.log ? "log" : "linear";
+    container.querySelector("#x-axis").value = view.x;
+    container.querySelector("#reset-zoom").disabled = !view.zoom;
+  };
+  container.querySelector("#smoothing").oninput = (e) => setView({ smoothing: Number(e.target.value) });
+  container.querySelector("#y-scale").onchange = (e) => setView({ log: e.target.value === "log" });
+  container.querySelector("#x-axis").onchange = (e) => setView({ x: e.target.value });
+  container.querySelector("#reset-zoom").onclick = () => setView({ zoom: null });
+  viewListeners.add(show);
+  show();
+}
+
+readView();
+Object.assign(window.TMS, { RunChart, view, setView, smooth, viewControls, X_AXES });
