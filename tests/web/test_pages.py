@@ -214,6 +214,37 @@ async def test_room_page_asks_for_the_password(live: LiveServer, client: httpx.A
     assert await page.text_content("#title") == "guarded"
 
 
+async def test_list_tabs_search_sort_and_compare_selected(
+    live: LiveServer, client: httpx.AsyncClient, browser: Any
+) -> None:
+    """Running, ended and all as tabs with live counts (an ended run no longer vanishes by default), search by
+    name, sort by episode, and "compare selected" opening /compare for the ticked runs; no sideways scroll
+    at a phone's width."""
+    running, ended, other = [await create_session(client, name) for name in ["cartpole-a", "cartpole-b", "pong"]]
+    await client.put(f"/api/training/sessions/{running}", json={"status": "running"})
+    await client.put(f"/api/training/sessions/{ended}", json={"status": "completed"})
+    await push(client, ended, range(30))
+    await push(client, other, range(10))
+    page = await browser.new_page(viewport={"width": 375, "height": 800})
+    await page.goto(live.url)
+    rows = "() => [...document.querySelectorAll('#sessions tr[data-session]')].map(r => r.dataset.session)"
+    await page.wait_for_function(f"() => ({rows})().length === 3")
+    assert await page.text_content("#count-running") == "2" and await page.text_content("#count-ended") == "1"
+    await page.click("[data-tab=ended]")
+    await page.wait_for_function(f"() => ({rows})().join() === '{ended}'")
+    await page.click("[data-tab=all]")
+    await page.fill("#search", "cartpole")
+    await page.wait_for_function(f"() => ({rows})().length === 2")
+    await page.select_option("#sort", "episode")
+    assert await page.evaluate(rows) == [ended, running]
+    assert "q=cartpole" in page.url and "sort=episode" in page.url
+    assert await page.evaluate("() => document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    for session_id in (ended, running):
+        await page.check(f"tr[data-session='{session_id}'] input")
+    await page.click("#compare")
+    await page.wait_for_url(f"**/compare?sessions={ended},{running}")
+
+
 async def test_list_and_compare_pages(
     live: LiveServer, client: httpx.AsyncClient, browser: Any, tmp_path: Path
 ) -> None:

@@ -1,6 +1,29 @@
-// The session list: refreshed every two seconds.
+// The session list: running, ended or all as tabs (with live counts), search by name, sort, compare selected.
+// Refreshed every two seconds; the tab, search and sort are kept in the URL.
 "use strict";
+const TABS = { running: "active,stale", ended: "completed,failed,stopped", all: "all" };
+const SORTS = {
+  created: (a, b) => Date.parse(b.created_at) - Date.parse(a.created_at),
+  activity: (a, b) => Date.parse(b.updated_at) - Date.parse(a.updated_at),
+  episode: (a, b) => (b.current_episode ?? -1) - (a.current_episode ?? -1),
+};
+const params = new URLSearchParams(location.search);
+const state = {
+  tab: TABS[params.get("tab")] ? params.get("tab") : "all",
+  search: params.get("q") || "",
+  sort: SORTS[params.get("sort")] ? params.get("sort") : "created",
+};
 const selected = new Set();
+let sessions = [];
+const $ = (id) => document.getElementById(id);
+
+function remember() {
+  const query = new URLSearchParams();
+  if (state.tab !== "all") query.set("tab", state.tab);
+  if (state.search) query.set("q", state.search);
+  if (state.sort !== "created") query.set("sort", state.sort);
+  history.replaceState(null, "", `/${query.size ? `?${query}` : ""}`);
+}
 
 function row(s) {
   const progress = s.total_episodes
@@ -8,29 +31,57 @@ function row(s) {
     : (s.current_episode ?? "–");
   const tr = document.createElement("tr");
   tr.dataset.session = s.session_id;
-  tr.innerHTML = `<td><input type="checkbox" ${selected.has(s.session_id) ? "checked" : ""}></td>
+  tr.innerHTML = `<td><input type="checkbox" aria-label="select" ${selected.has(s.session_id) ? "checked" : ""}></td>
     <td><a href="/sessions/${encodeURIComponent(s.session_id)}"></a></td>
     <td><span class="pill ${s.status}">${s.status}</span></td><td class="algorithm"></td>
-    <td>${progress}</td><td class="spectators">${s.spectators}</td><td class="muted">${new Date(s.updated_at).toLocaleTimeString()}</td>`;
+    <td>${progress}</td><td class="spectators">${s.spectators}</td><td class="muted">${new Date(s.updated_at).toLocaleString()}</td>`;
   tr.querySelector("a").textContent = s.name || s.session_id;
   tr.querySelector(".algorithm").textContent = s.algorithm || "";
   tr.querySelector("input").onchange = (e) => {
     e.target.checked ? selected.add(s.session_id) : selected.delete(s.session_id);
-    document.getElementById("compare").disabled = selected.size < 1;
+    showSelection();
   };
   return tr;
 }
 
+function showSelection() {
+  $("compare").disabled = selected.size < 2 || selected.size > 10;
+  $("compare").textContent = `Compare selected (${selected.size})`;
+}
+
+function render() {
+  const needle = state.search.trim().toLowerCase();
+  const shown = sessions
+    .filter((s) => !needle || (s.name || "").toLowerCase().includes(needle) || s.session_id.toLowerCase().includes(needle))
+    .sort(SORTS[state.sort]);
+  const empty = Object.assign(document.createElement("tr"), { innerHTML: '<td colspan="7" class="muted"></td>' });
+  empty.firstChild.textContent = sessions.length ? "No session matches." : "No sessions here yet.";
+  $("sessions").replaceChildren(...(shown.length ? shown.map(row) : [empty]));
+  document.querySelectorAll("[data-tab]").forEach((tab) => tab.setAttribute("aria-selected", String(tab.dataset.tab === state.tab)));
+  $("search").value = state.search;
+  $("sort").value = state.sort;
+}
+
 async function refresh() {
-  const status = document.getElementById("show-all").checked ? "all" : "active";
   try {
-    const { sessions } = await TMS.api(`/api/training/sessions?status=${status}&limit=200`);
-    const body = document.getElementById("sessions");
-    body.replaceChildren(...(sessions.length ? sessions.map(row) : [Object.assign(document.createElement("tr"), { innerHTML: '<td colspan="7" class="muted">No sessions yet.</td>' })]));
+    const [listed, ...counts] = await Promise.all([
+      TMS.api(`/api/training/sessions?status=${TABS[state.tab]}&limit=500`),
+      ...Object.values(TABS).map((status) => TMS.api(`/api/training/sessions?status=${status}&limit=1`)),
+    ]);
+    sessions = listed.sessions;
+    Object.keys(TABS).forEach((tab, i) => { $(`count-${tab}`).textContent = counts[i].total; });
+    render();
   } catch (error) { /* the banner says it */ }
 }
 
-document.getElementById("show-all").onchange = refresh;
-document.getElementById("compare").onclick = () => { location.href = `/compare?sessions=${[...selected].map(encodeURIComponent).join(",")}`; };
+document.querySelectorAll("[data-tab]").forEach((tab) => {
+  tab.onclick = () => { state.tab = tab.dataset.tab; remember(); render(); refresh(); };
+});
+$("search").oninput = (e) => { state.search = e.target.value; remember(); render(); };
+$("sort").onchange = (e) => { state.sort = e.target.value; remember(); render(); };
+$("compare").onclick = () => { location.href = `/compare?sessions=${[...selected].map(encodeURIComponent).join(",")}`; };
+showSelection();
+render();
 refresh();
 setInterval(refresh, 2000);
+window.listPage = { sessions: () => sessions, state };
