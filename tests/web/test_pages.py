@@ -198,6 +198,29 @@ async def test_smoothing_log_scale_x_axis_and_zoom_are_kept_in_the_url(
     assert await page.evaluate("() => window.sessionPage.charts.get('Reward').chart.plot.scales.x.max") == 99
 
 
+async def test_run_panel_shows_configuration_and_status_history(
+    live: LiveServer, client: httpx.AsyncClient, browser: Any
+) -> None:
+    """The run's configuration (its metadata, nested keys dotted), algorithm and episodes, and every status
+    change, from history and then live."""
+    metadata = {"lr": 0.001, "optimizer": {"name": "adam", "betas": [0.9, 0.999]}}
+    session_id = await create_session(client, "config", algorithm="PPO", total_episodes=100, metadata=metadata)
+    await client.put(f"/api/training/sessions/{session_id}", json={"status": "running"})
+    page = await browser.new_page()
+    await page.goto(f"{live.url}/sessions/{session_id}")
+    await page.wait_for_selector("#statuses li[data-status=running]", state="attached")
+    config = await page.eval_on_selector_all(
+        "#config tr", "rows => rows.map(r => [r.cells[0].textContent, r.cells[1].textContent])"
+    )
+    assert config == [["lr", "0.001"], ["optimizer.name", "adam"], ["optimizer.betas", "[0.9,0.999]"]]
+    assert "PPO" in (await page.text_content("#facts") or "")
+    await client.put(f"/api/training/sessions/{session_id}", json={"status": "completed", "message": "solved"})
+    await page.wait_for_selector("#statuses li[data-status=completed]", state="attached")
+    statuses = await page.eval_on_selector_all("#statuses li", "items => items.map(i => i.dataset.status)")
+    assert statuses == ["running", "completed"]
+    assert "solved" in (await page.text_content("#statuses li[data-status=completed]") or "")
+
+
 async def test_room_page_asks_for_the_password(live: LiveServer, client: httpx.AsyncClient, browser: Any) -> None:
     """Opening a protected room by its code shows a password form; the right password joins."""
     created = (

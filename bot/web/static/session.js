@@ -73,6 +73,50 @@ function showGraph(graph) {
   }
 }
 
+// Nested metadata is shown flat, with dotted keys: {"optimizer": {"lr": 0.001}} is optimizer.lr = 0.001.
+function flatten(value, prefix = "", out = []) {
+  if (value && typeof value === "object" && !Array.isArray(value) && Object.keys(value).length) {
+    for (const [k, v] of Object.entries(value)) flatten(v, prefix ? `${prefix}.${k}` : k, out);
+  } else if (prefix) out.push([prefix, typeof value === "string" ? value : JSON.stringify(value)]);
+  return out;
+}
+
+function showRun(session) {
+  const facts = [["algorithm", session.algorithm], ["generation", session.model_generation],
+    ["episodes", session.total_episodes], ["created", new Date(session.created_at).toLocaleString()],
+    ["ended", session.ended_at && new Date(session.ended_at).toLocaleString()]];
+  $("facts").replaceChildren(...facts.filter(([, v]) => v !== null && v !== undefined).flatMap(([k, v]) => {
+    const dt = document.createElement("dt"), dd = document.createElement("dd");
+    dt.textContent = k; dd.textContent = v;
+    return [dt, dd];
+  }));
+  const rows = flatten(session.metadata || {});
+  $("config").replaceChildren(...rows.map(([k, v]) => {
+    const tr = document.createElement("tr");
+    tr.append(Object.assign(document.createElement("th"), { textContent: k }), Object.assign(document.createElement("td"), { textContent: v }));
+    return tr;
+  }));
+  $("config-box").hidden = !rows.length;
+}
+
+const statusSeqs = new Set(); // a change read from history may also arrive live
+
+function addStatus(seq, status, timestamp, message) {
+  if (statusSeqs.has(seq)) return;
+  statusSeqs.add(seq);
+  const li = document.createElement("li");
+  li.textContent = `${new Date(timestamp).toLocaleString()} · ${status}${message ? ` · ${message}` : ""}`;
+  li.dataset.status = status; li.dataset.seq = seq;
+  const later = [...$("statuses").children].find((other) => Number(other.dataset.seq) > seq);
+  $("statuses").insertBefore(li, later ?? null);
+}
+
+async function loadStatuses() {
+  const path = `/api/training/sessions/${encodeURIComponent(sessionId)}/history?type=training_status&limit=1000`;
+  const page = await TMS.api(path, roomHeaders());
+  page.messages.forEach((m) => addStatus(m.seq, m.data.status, m.timestamp, m.data.message));
+}
+
 async function start(snapshot) {
   sessionId = snapshot.session.session_id;
   totalEpisodes = snapshot.session.total_episodes;
@@ -82,7 +126,9 @@ async function start(snapshot) {
   setStatus(snapshot.session.status);
   setEpisode(snapshot.session.current_episode);
   if (snapshot.latest_decision) onDecision(snapshot.latest_decision);
+  showRun(snapshot.session);
   if (backfilled) return;
+  loadStatuses().catch(() => {});
   const body = await readSeries([...BUILT_IN]);
   for (const [title, metrics] of GROUPS) {
     if (metrics.some((m) => body.series[m]?.value.length)) fill(addChart(title, title, metrics), body);
@@ -133,7 +179,7 @@ function handle(message) {
     case "training_metrics": onMetrics(message); break;
     case "graph_update": showGraph(message.data); break;
     case "bot_decision": onDecision(message.data); break;
-    case "training_status": setStatus(message.data.status); break;
+    case "training_status": setStatus(message.data.status); addStatus(message.seq, message.data.status, message.timestamp, message.data.message); break;
     case "reset": backfilled = false; for (const { chart } of charts.values()) chart.destroy(); charts.clear(); break;
     case "lag": TMS.showProblem(`Fell behind: ${message.data.dropped} live messages skipped; refresh to reload them.`); break;
   }
