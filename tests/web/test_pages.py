@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,6 +31,13 @@ pytestmark = [
         "(.ci/run installs it; no browser is ever downloaded)",
     ),
 ]
+
+
+async def snap(page: Any, tmp_path: Path, name: str) -> None:
+    """A screenshot; with TMS_SCREENSHOTS=docs it also replaces the README's (docs/<name>.png)."""
+    await page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
+    if os.environ.get("TMS_SCREENSHOTS"):
+        await page.screenshot(path=str(Path(os.environ["TMS_SCREENSHOTS"]) / f"{name}.png"), full_page=True)
 
 
 @pytest.fixture
@@ -95,7 +103,13 @@ async def test_session_page_shows_history_live_points_decision_and_spectators(
     assert kl is not None
     await kl.check()
     await page.wait_for_function("() => window.sessionPage.charts.get('kl')?.chart.points() === 260")
-    await page.screenshot(path=str(tmp_path / "session.png"), full_page=True)
+    times = {"graph_id": "times", "title": "Step time", "y_label": "ms"}
+    times["data_points"] = {"forward": [{"value": 3.0 + i % 7} for i in range(60)]}
+    await client.post(f"/api/training/sessions/{session_id}/graph_update", json=times)
+    await page.wait_for_function("() => window.sessionPage.charts.get('graph:times')?.chart.points() === 60")
+    await page.fill("#smoothing", "0.6")
+    await page.dispatch_event("#smoothing", "input")
+    await snap(page, tmp_path, "session-page")
 
     await live.stop()
     await page.wait_for_selector("#banner.shown")
@@ -148,7 +162,7 @@ async def test_graph_update_graphs_are_drawn_backfilled_and_live(
 
 
 async def test_smoothing_log_scale_x_axis_and_zoom_are_kept_in_the_url(
-    live: LiveServer, client: httpx.AsyncClient, browser: Any
+    live: LiveServer, client: httpx.AsyncClient, browser: Any, tmp_path: Path
 ) -> None:
     """Smoothing draws a debiased moving average over the faint raw line; log scale and the x axis change
     the chart; a drag zooms every chart; and a reload (the URL) shows the same view."""
@@ -238,7 +252,7 @@ async def test_room_page_asks_for_the_password(live: LiveServer, client: httpx.A
 
 
 async def test_list_tabs_search_sort_and_compare_selected(
-    live: LiveServer, client: httpx.AsyncClient, browser: Any
+    live: LiveServer, client: httpx.AsyncClient, browser: Any, tmp_path: Path
 ) -> None:
     """Running, ended and all as tabs with live counts (an ended run no longer vanishes by default), search by
     name, sort by episode, and "compare selected" opening /compare for the ticked runs; no sideways scroll
@@ -264,6 +278,7 @@ async def test_list_tabs_search_sort_and_compare_selected(
     assert await page.evaluate("() => document.documentElement.scrollWidth <= document.documentElement.clientWidth")
     for session_id in (ended, running):
         await page.check(f"tr[data-session='{session_id}'] input")
+    await snap(page, tmp_path, "list-page")
     await page.click("#compare")
     await page.wait_for_url(f"**/compare?sessions={ended},{running}")
 
@@ -284,7 +299,7 @@ async def test_list_and_compare_pages(
     await page.wait_for_function("() => window.comparePage.runs()[1].xs.length === 90")
     legend = await page.eval_on_selector_all(".u-legend .u-series", "rows => rows.map(r => r.textContent.trim())")
     assert len(legend) == 3 and any(first in row for row in legend) and any(second in row for row in legend)
-    await page.screenshot(path=str(tmp_path / "compare.png"), full_page=True)
+    await snap(page, tmp_path, "compare-page")
 
 
 async def test_with_auth_on_the_page_asks_for_a_key_once(server_factory: Any, settings: Any, browser: Any) -> None:
