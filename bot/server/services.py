@@ -175,6 +175,12 @@ class TrainingService:
         of big reads, since joining 100,000 frames would hold the event loop for tens of milliseconds."""
         return await self.store.read_heavy(_history_page, session_id, where, limit)
 
+    async def export_page(
+        self, session_id: str, where: MessageFilter, limit: int
+    ) -> tuple[dict[str, Any], list[str], list[tuple[int, str, str]]]:
+        """(session, its metric names, a page of stored frames): what an export streams, a page at a time."""
+        return await self.store.read_heavy(_export_page, session_id, where, limit)
+
     async def state(self, session_id: str, graph_points: int | None = None) -> SessionState:
         """The session as a spectator first sees it; graphs with at most `graph_points` per series."""
         return await self.store.read(_state, session_id, graph_points)
@@ -212,6 +218,15 @@ def _history_page(
     last = frames[-1][0] if frames else 0
     body = ("[" + ",".join(frame for _, _, frame in frames) + "]").encode()
     return {**session, "page_last_seq": last}, len(frames), body
+
+
+def _export_page(
+    conn: Connection, session_id: str, where: MessageFilter, limit: int
+) -> tuple[dict[str, Any], list[str], list[tuple[int, str, str]]]:
+    row = get_session(conn, session_id)
+    if row is None:
+        raise SessionNotFoundError(session_id)
+    return session_dict(row), session_metrics(conn, row.pk), read_frames(conn, row.pk, session_id, where, limit)
 
 
 # A snapshot's graphs carry at most this many points over all their series (about 1.2 MB): with the bounds on

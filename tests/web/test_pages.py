@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tests.conftest import LiveServer, create_session
@@ -233,6 +234,32 @@ async def test_run_panel_shows_configuration_and_status_history(
     statuses = await page.eval_on_selector_all("#statuses li", "items => items.map(i => i.dataset.status)")
     assert statuses == ["running", "completed"]
     assert "solved" in (await page.text_content("#statuses li[data-status=completed]") or "")
+
+
+async def test_export_from_the_page_returns_every_point(
+    live: LiveServer, client: httpx.AsyncClient, browser: Any
+) -> None:
+    """The run panel's CSV (every metric) and JSON (the whole history) and a chart's own export: downloads
+    served by the API, holding every point, not the chart's downsampled copy."""
+    session_id = await create_session(client, "export")
+    await push(client, session_id, range(3000))
+    page = await browser.new_page()
+    await page.goto(f"{live.url}/sessions/{session_id}")
+    await page.wait_for_function("() => window.sessionPage.charts.get('Reward')?.chart.points() > 0")
+    async with page.expect_download() as csv_download:
+        await page.click("#export-csv")
+    lines = Path(await (await csv_download.value).path()).read_text().splitlines()
+    assert lines[0] == "seq,timestamp,episode,average_reward,current_reward,epsilon,kl,loss_value,win_rate"
+    assert len(lines) == 3001 and lines[-1].startswith("3000,")
+    async with page.expect_download() as json_download:
+        await page.click("#export-json")
+    messages = orjson.loads(Path(await (await json_download.value).path()).read_bytes())
+    assert [m["seq"] for m in messages] == list(range(1, 3001))
+    async with page.expect_download() as chart_download:
+        await page.click(".chart[data-chart='Loss'] .save")
+    download = await chart_download.value
+    assert download.suggested_filename == f"{session_id}.csv"
+    assert Path(await download.path()).read_text().splitlines()[0] == "seq,timestamp,episode,loss_value"
 
 
 async def test_room_page_asks_for_the_password(live: LiveServer, client: httpx.AsyncClient, browser: Any) -> None:

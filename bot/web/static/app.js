@@ -40,6 +40,20 @@ async function api(path, headers = {}) {
   return response.json();
 }
 
+// A download of an API export. A plain link lets the browser stream it to disk; with a key or a room password
+// (headers, which a link cannot carry) it is fetched, then saved.
+async function download(path, headers = {}) {
+  const auth = apiKey() ? { Authorization: `Bearer ${apiKey()}` } : {};
+  const link = Object.assign(document.createElement("a"), { download: "" });
+  if (!Object.keys({ ...auth, ...headers }).length) { link.href = path; link.click(); return; }
+  const response = await fetch(path, { headers: { ...auth, ...headers } });
+  if (!response.ok) { showProblem(`Export failed: ${response.status} ${await response.text()}`); return; }
+  link.download = /filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") || "")?.[1] || "export";
+  link.href = URL.createObjectURL(await response.blob());
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 60000);
+}
+
 // Non-finite values travel as strings ("NaN", "Infinity"); a chart draws them as gaps.
 const plain = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
 
@@ -131,4 +145,4 @@ class LiveChart {
   }
 }
 
-window.TMS = { api, Spectator, LiveChart, plain, showProblem, clearProblem, COLOURS };
+window.TMS = { api, download, Spectator, LiveChart, plain, showProblem, clearProblem, COLOURS };

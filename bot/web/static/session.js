@@ -19,9 +19,21 @@ function setEpisode(episode) {
   if (totalEpisodes) { const bar = $("progress"); bar.hidden = false; bar.max = totalEpisodes; bar.value = episode; }
 }
 
+const exportPath = (query) => `/api/training/sessions/${encodeURIComponent(sessionId)}/export?${query}`;
+const exportTo = (query) => TMS.download(exportPath(query), roomHeaders()).catch((e) => TMS.showProblem(e.message));
+
 function addChart(name, title, metrics, yLabel = "") {
   const box = document.createElement("div");
   box.className = "panel chart"; box.dataset.chart = name;
+  // This chart's points: its metrics as CSV, or a graph's updates as JSON.
+  const save = Object.assign(document.createElement("button"), { type: "button", className: "save", textContent: "Export", title: "download this chart's data" });
+  save.onclick = () => {
+    const graph = name.startsWith("graph:");
+    const query = new URLSearchParams(graph ? { type: "graph_update" } : { format: "csv" });
+    if (!graph) [...entry.chart.series.keys()].forEach((m) => query.append("metric", m));
+    exportTo(query);
+  };
+  box.append(save);
   $("charts").append(box);
   // The chart's series come with their first points: a metric of the group with no data is not drawn.
   const entry = { chart: new TMS.RunChart(box, title, [], { yLabel, origin }), metrics, box };
@@ -205,5 +217,7 @@ $("password-form").onsubmit = (event) => {
   spectator.close(); connect($("password").value);
 };
 TMS.viewControls($("view"));
+$("export-csv").onclick = () => exportTo("format=csv");
+$("export-json").onclick = () => exportTo("format=json");
 connect(null);
 window.sessionPage = { charts }; // for tests and the curious

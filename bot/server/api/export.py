@@ -1,0 +1,142 @@
+"""Export a session's history as CSV or JSON, streamed a page at a time: a million points never sit in
+the server's memory, and the first bytes leave before the last page is read.
+
+- `format=json`: every stored message (or those of `type`), exactly as spectators received them, as one
+  JSON array.
+- `format=csv`: one row per `training_metrics` message: `seq`, `timestamp`, `episode`, then a column per
+  metric (every metric of the session, or those named by `metric`).
+- `format=json` with `metric`: those rows as JSON objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import dataclasses
+import io
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from bot.schemas import MESSAGE_TYPES
+from bot.server.api.access import ReadsSession
+from bot.server.api.bodies import errors
+from bot.server.api.deps import ServiceDep
+from bot.server.api.history import parse_time
+from bot.server.api.params import Episode, Since, Until, bad_query, parse_word_list, word_list
+from bot.server.services import TrainingService
+from bot.store.reads import MessageFilter
+
+EXPORT_PAGE = 5000  # messages per read: a few MB of frames at most
+MAX_COLUMNS = 1000  # metrics named at once (a session has at most max_series_per_session)
+
+router = APIRouter(prefix="/api/training/sessions/{session_id}", tags=["history"])
+
+Frames = list[tuple[int, str, str]]
+
+
+@router.get(
+    "/export",
+    responses={
+        **errors(401, 403, 404, 422, 429),
+        200: {"content": {"text/csv": {}, "application/json": {}}, "description": "the history, streamed"},
+    },
+    dependencies=[ReadsSession],
+    response_class=StreamingResponse,
+)
+async def export(
+    session_id: str,
+    service: ServiceDep,
+    format: Literal["csv", "json"] = "json",
+    metric: Annotated[list[str], Query(max_length=MAX_COLUMNS, description="columns (default: every metric)")] = [],  # noqa: B006
+    type: Annotated[str | None, word_list(MESSAGE_TYPES, "JSON of messages: comma-separated types")] = None,
+    start_episode: Episode = None,
+    end_episode: Episode = None,
+    since: Since = None,
+    until: Until = None,
+) -> StreamingResponse:
+    """The session's history as a download (`Content-Disposition: attachment`), streamed page by page."""
+    rows = format == "csv" or bool(metric)
+    where = MessageFilter(
+        types=["training_metrics"] if rows else parse_word_list("type", type, MESSAGE_TYPES),
+        start_episode=start_episode,
+        end_episode=end_episode,
+        since=parse_time("since", since),
+        until=parse_time("until", until),
+    )
+    # The first page is read here, so that an unknown session is a 404, not a broken download.
+    _, available, first = await service.export_page(session_id, where, EXPORT_PAGE)
+    unknown = [m for m in metric if m not in available]
+    if unknown:
+        msg = f"unknown metric {unknown[0]!r}; the session has {', '.join(available) or 'none'}"
+        raise bad_query("metric", unknown[0], msg)
+    columns = list(dict.fromkeys(metric)) or available
+    pages = _pages(service, session_id, where, first)
+    if format == "csv":
+        body, media = _csv(pages, columns), "text/csv; charset=utf-8"
+    elif rows:
+        body, media = _json(pages, lambda frames: _row_objects(frames, columns)), "application/json"
+    else:
+        body, media = _json(pages, lambda frames: ",".join(frame for _, _, frame in frames)), "application/json"
+    filename = f"{session_id}.{format}"
+    return StreamingResponse(
+        body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    )
+
+
+async def _pages(
+    service: TrainingService, session_id: str, where: MessageFilter, first: Frames
+) -> AsyncIterator[Frames]:
+    frames = first
+    while frames:
+        yield frames
+        if len(frames) < EXPORT_PAGE:
+            return
+        where = dataclasses.replace(where, after_seq=frames[-1][0])
+        _, _, frames = await service.export_page(session_id, where, EXPORT_PAGE)
+
+
+async def _json(pages: AsyncIterator[Frames], encode: Callable[[Frames], str]) -> AsyncIterator[bytes]:
+    yield b"["
+    separator = b""
+    async for frames in pages:
+        text = await asyncio.to_thread(encode, frames)  # parsing a page is milliseconds: not on the loop
+        if text:
+            yield separator + text.encode()
+            separator = b","
+    yield b"]"
+
+
+async def _csv(pages: AsyncIterator[Frames], columns: list[str]) -> AsyncIterator[bytes]:
+    yield _csv_text([["seq", "timestamp", "episode", *columns]]).encode()
+    async for frames in pages:
+        yield (await asyncio.to_thread(_csv_page, frames, columns)).encode()
+
+
+def _csv_page(frames: Frames, columns: list[str]) -> str:
+    return _csv_text(_rows(frames, columns))
+
+
+def _csv_text(rows: list[list[Any]]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    return out.getvalue()
+
+
+def _rows(frames: Frames, columns: list[str]) -> list[list[Any]]:
+    """seq, the point's timestamp, episode and each column's value ("" where the point has none)."""
+    rows = []
+    for seq, _, frame in frames:
+        data = orjson.loads(frame)["data"]
+        custom = data.get("custom") or {}
+        values = [data.get(name, custom.get(name)) for name in columns]
+        rows.append([seq, data.get("timestamp"), data.get("episode"), *values])
+    return rows
+
+
+def _row_objects(frames: Frames, columns: list[str]) -> str:
+    names = ["seq", "timestamp", "episode", *columns]
+    return ",".join(orjson.dumps(dict(zip(names, row, strict=True))).decode() for row in _rows(frames, columns))

@@ -1,0 +1,86 @@
+"""Exporting a session's history as CSV and JSON: every point, over several pages, streamed."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import httpx
+import orjson
+import pytest
+
+from bot.server.api import export
+from tests.conftest import create_session
+
+BASE = "/api/training/sessions"
+
+
+@pytest.fixture(autouse=True)
+def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages of 100, so that 1,050 points cross eleven of them (the server runs in this process)."""
+    monkeypatch.setattr(export, "EXPORT_PAGE", 100)
+
+
+async def run_with_history(client: httpx.AsyncClient) -> str:
+    session_id = await create_session(client, "exported")
+    points = [
+        {
+            "episode": e,
+            "current_reward": float(e),
+            "loss_value": "NaN" if e == 7 else 1 / (e + 1),
+            "custom": {"kl": 0.5},
+        }
+        for e in range(1050)
+    ]
+    assert (await client.post(f"{BASE}/{session_id}/metrics", json=points)).status_code == 200
+    await client.put(f"{BASE}/{session_id}", json={"status": "completed"})
+    decision = {"selected_action": 1, "action_probabilities": {"0": 0.25, "1": 0.75}}
+    assert (await client.post(f"{BASE}/{session_id}/bot_decision", json=decision)).status_code == 200
+    return session_id
+
+
+async def test_csv_has_a_row_per_point_and_a_column_per_metric(client: httpx.AsyncClient) -> None:
+    session_id = await run_with_history(client)
+    response = await client.get(f"{BASE}/{session_id}/export", params={"format": "csv"})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+    assert response.headers["content-disposition"] == f'attachment; filename="{session_id}.csv"'
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert list(rows[0]) == ["seq", "timestamp", "episode", "current_reward", "kl", "loss_value"]
+    assert len(rows) == 1050 and [int(r["seq"]) for r in rows] == list(range(1, 1051))
+    assert rows[7]["loss_value"] == "NaN" and rows[1049]["current_reward"] == "1049.0" and rows[3]["kl"] == "0.5"
+
+
+async def test_json_is_every_message_as_spectators_got_it(client: httpx.AsyncClient) -> None:
+    session_id = await run_with_history(client)
+    messages = (await client.get(f"{BASE}/{session_id}/export")).json()
+    assert [m["seq"] for m in messages] == list(range(1, 1053))
+    assert [m["type"] for m in messages[-2:]] == ["training_status", "bot_decision"]
+    history = (await client.get(f"{BASE}/{session_id}/history", params={"limit": 5})).json()["messages"]
+    assert messages[:5] == history
+    decisions = (await client.get(f"{BASE}/{session_id}/export", params={"type": "bot_decision"})).json()
+    assert [m["data"]["selected_action"] for m in decisions] == [1]
+
+
+async def test_one_series_as_json_rows_within_an_episode_range(client: httpx.AsyncClient) -> None:
+    session_id = await run_with_history(client)
+    params = {"metric": "current_reward", "start_episode": 1000}
+    rows = (await client.get(f"{BASE}/{session_id}/export", params=params)).json()
+    assert len(rows) == 50 and set(rows[0]) == {"seq", "timestamp", "episode", "current_reward"}
+    assert rows[-1]["current_reward"] == 1049.0
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status", "needle"),
+    [
+        ("exported", {"metric": "nope"}, 422, "unknown metric 'nope'"),
+        ("exported", {"format": "xml"}, 422, "format"),
+        ("exported", {"type": "everything"}, 422, "type"),
+        ("missing", {}, 404, "missing"),
+    ],
+)
+async def test_bad_export_requests_are_refused(
+    client: httpx.AsyncClient, path: str, params: dict[str, str], status: int, needle: str
+) -> None:
+    await create_session(client, "exported")
+    response = await client.get(f"{BASE}/{path}/export", params=params)
+    assert response.status_code == status and needle in orjson.dumps(response.json()).decode()
