@@ -36,6 +36,7 @@ from bot.store.reads import (
 )
 from bot.store.rollups import downsample_blocks, read_rollups, series_end
 from bot.store.rooms import check_password, hash_password, new_password
+from bot.store.summary import read_summary
 from bot.store.tables import sessions
 from bot.store.writes import (
     CreateSession,
@@ -181,6 +182,10 @@ class TrainingService:
         """(session, its metric names, a page of stored frames): what an export streams, a page at a time."""
         return await self.store.read_heavy(_export_page, session_id, where, limit)
 
+    async def summary(self, session_id: str) -> dict[str, Any]:
+        """Per metric: count, last, min, max and the mean of the newest 100 points (bot/store/summary.py)."""
+        return await self.store.read_heavy(_summary, session_id)
+
     async def state(self, session_id: str, graph_points: int | None = None) -> SessionState:
         """The session as a spectator first sees it; graphs with at most `graph_points` per series."""
         return await self.store.read(_state, session_id, graph_points)
@@ -227,6 +232,13 @@ def _export_page(
     if row is None:
         raise SessionNotFoundError(session_id)
     return session_dict(row), session_metrics(conn, row.pk), read_frames(conn, row.pk, session_id, where, limit)
+
+
+def _summary(conn: Connection, session_id: str) -> dict[str, Any]:
+    row = get_session(conn, session_id)
+    if row is None:
+        raise SessionNotFoundError(session_id)
+    return {"session_id": session_id, "last_seq": row.last_seq, "metrics": read_summary(conn, row.pk)}
 
 
 # A snapshot's graphs carry at most this many points over all their series (about 1.2 MB): with the bounds on

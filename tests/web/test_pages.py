@@ -229,6 +229,17 @@ async def test_run_panel_shows_configuration_and_status_history(
     )
     assert config == [["lr", "0.001"], ["optimizer.name", "adam"], ["optimizer.betas", "[0.9,0.999]"]]
     assert "PPO" in (await page.text_content("#facts") or "")
+    await client.post(
+        f"/api/training/sessions/{session_id}/metrics",
+        json=[{"episode": e, "current_reward": float(e), "loss_value": 10.0 - e} for e in range(150)],
+    )
+    await page.reload()
+    await page.wait_for_selector("#summary tr[data-metric=loss_value]")
+    summary = await page.eval_on_selector_all(
+        "#summary tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+    )
+    # best is the highest reward and the lowest loss; the mean is of episodes 50-149
+    assert summary == [["current_reward", "149", "149", "99.5", "150"], ["loss_value", "-139", "-139", "-89.5", "150"]]
     await client.put(f"/api/training/sessions/{session_id}", json={"status": "completed", "message": "solved"})
     await page.wait_for_selector("#statuses li[data-status=completed]", state="attached")
     statuses = await page.eval_on_selector_all("#statuses li", "items => items.map(i => i.dataset.status)")

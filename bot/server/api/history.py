@@ -126,3 +126,10 @@ async def graphs(session_id: str, service: ServiceDep) -> Response:
     """The session's performance graphs as they stand: the newest max_points per series."""
     state = await service.state(session_id)
     return Response(orjson.dumps({"session_id": session_id, "graphs": state.graphs}), media_type="application/json")
+
+
+@router.get("/summary")
+async def summary(session_id: str, service: ServiceDep) -> Response:
+    """Per metric: `count` and `nan_count`, `last` (with its `last_seq`, `last_episode`), `min`, `max`, and
+    `recent_mean` of the newest `recent_count` (at most 100) non-NaN points; exact, from the rollups."""
+    return Response(orjson.dumps(await service.summary(session_id)), media_type="application/json")

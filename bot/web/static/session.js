@@ -129,6 +129,25 @@ async function loadStatuses() {
   page.messages.forEach((m) => addStatus(m.seq, m.data.status, m.timestamp, m.data.message));
 }
 
+// A metric is better low when its name says so (loss, error, regret, perplexity), else better high.
+const LOWER_IS_BETTER = /loss|error|regret|perplexity/i;
+const format = (v) => (v === null || v === undefined ? "–" : Number(v).toPrecision(5).replace(/\.?0+$/, ""));
+
+async function loadSummary() {
+  const path = `/api/training/sessions/${encodeURIComponent(sessionId)}/summary`;
+  const { metrics } = await TMS.api(path, roomHeaders());
+  $("summary").replaceChildren(...Object.entries(metrics).map(([name, m]) => {
+    const tr = document.createElement("tr");
+    tr.dataset.metric = name;
+    const best = LOWER_IS_BETTER.test(name) ? m.min : m.max;
+    [name, format(m.last), format(best), format(m.recent_mean), m.count].forEach((text) => {
+      tr.append(Object.assign(document.createElement("td"), { textContent: text }));
+    });
+    return tr;
+  }));
+  $("summary-table").hidden = !Object.keys(metrics).length;
+}
+
 async function start(snapshot) {
   sessionId = snapshot.session.session_id;
   totalEpisodes = snapshot.session.total_episodes;
@@ -141,6 +160,7 @@ async function start(snapshot) {
   showRun(snapshot.session);
   if (backfilled) return;
   loadStatuses().catch(() => {});
+  loadSummary().catch(() => {});
   const body = await readSeries([...BUILT_IN]);
   for (const [title, metrics] of GROUPS) {
     if (metrics.some((m) => body.series[m]?.value.length)) fill(addChart(title, title, metrics), body);
@@ -217,6 +237,8 @@ $("password-form").onsubmit = (event) => {
   spectator.close(); connect($("password").value);
 };
 TMS.viewControls($("view"));
+// The summary follows the run: a bounded read every 5 s while the page is in view.
+setInterval(() => { if (sessionId && backfilled && !document.hidden) loadSummary().catch(() => {}); }, 5000);
 $("export-csv").onclick = () => exportTo("format=csv");
 $("export-json").onclick = () => exportTo("format=json");
 connect(null);

@@ -1,0 +1,40 @@
+"""A session's summary: exact count, last, minimum, maximum and mean of the newest 100 points per metric."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.conftest import create_session
+
+BASE = "/api/training/sessions"
+
+
+async def test_summary_is_exact_for_dense_sparse_and_nan_metrics(client: httpx.AsyncClient) -> None:
+    session_id = await create_session(client, "summed")
+    rewards = [float((e * 37) % 101) for e in range(1000)]
+    points = []
+    for e, reward in enumerate(rewards):
+        point = {"episode": e, "current_reward": reward, "loss_value": "NaN" if e == 999 else 1 / (e + 1)}
+        if e % 50 == 0:
+            point["custom"] = {"eval": float(e)}
+        points.append(point)
+    for start in range(0, 1000, 250):  # several commits, several rollup blocks
+        assert (await client.post(f"{BASE}/{session_id}/metrics", json=points[start : start + 250])).status_code == 200
+    summary = (await client.get(f"{BASE}/{session_id}/summary")).json()["metrics"]
+    reward = summary["current_reward"]
+    assert (reward["count"], reward["min"], reward["max"], reward["last"]) == (1000, 0.0, 100.0, rewards[-1])
+    assert reward["last_episode"] == 999 and reward["recent_count"] == 100
+    assert reward["recent_mean"] == pytest.approx(sum(rewards[-100:]) / 100)
+    loss = summary["loss_value"]
+    assert loss["nan_count"] == 1 and loss["last"] == pytest.approx(1 / 999) and loss["min"] == pytest.approx(1 / 999)
+    assert loss["recent_mean"] == pytest.approx(sum(1 / (e + 1) for e in range(899, 999)) / 100)
+    sparse = summary["eval"]
+    assert (sparse["count"], sparse["last"], sparse["recent_count"]) == (20, 950.0, 20)
+    assert sparse["recent_mean"] == pytest.approx(sum(range(0, 1000, 50)) / 20)
+
+
+async def test_summary_of_an_empty_and_of_an_unknown_session(client: httpx.AsyncClient) -> None:
+    session_id = await create_session(client, "empty")
+    assert (await client.get(f"{BASE}/{session_id}/summary")).json()["metrics"] == {}
+    assert (await client.get(f"{BASE}/nobody/summary")).status_code == 404
