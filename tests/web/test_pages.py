@@ -321,22 +321,30 @@ async def test_list_tabs_search_sort_and_compare_selected(
     await page.wait_for_url(f"**/compare?sessions={ended},{running}")
 
 
-async def test_list_and_compare_pages(
+async def test_compare_overlays_runs_with_the_view_controls_and_marks_config_differences(
     live: LiveServer, client: httpx.AsyncClient, browser: Any, tmp_path: Path
 ) -> None:
-    """The list shows sessions; the compare page overlays one metric of each, one legend entry per session."""
-    first, second = await create_session(client, "run-a"), await create_session(client, "run-b")
+    """Two runs of one metric on one chart, live, with smoothing (the URL keeps it); their configurations
+    side by side, the values that differ marked, and a switch to show only those."""
+    first = await create_session(client, "run-a", name="A", algorithm="DQN", metadata={"lr": 0.001, "gamma": 0.99})
+    second = await create_session(client, "run-b", name="B", algorithm="DQN", metadata={"lr": 0.01, "gamma": 0.99})
     await push(client, first, range(50))
     await push(client, second, range(80))
-    page = await browser.new_page(viewport={"width": 390, "height": 844})  # a phone
-    await page.goto(live.url)
-    await page.wait_for_selector(f"tr[data-session='{second}']")
-    await page.goto(f"{live.url}/compare?sessions={first},{second}&metric=current_reward")
-    await page.wait_for_function("() => window.comparePage.runs().length === 2")
+    page = await browser.new_page(viewport={"width": 1200, "height": 900})
+    await page.goto(f"{live.url}/compare?sessions={first},{second}&metric=current_reward&smoothing=0.5")
+    points = "(id) => window.comparePage.chart()?.series.get(id)?.value.length"
+    await page.wait_for_function(f"() => ({points})('{first}') === 50 && ({points})('{second}') === 80")
     await push(client, second, range(80, 90))
-    await page.wait_for_function("() => window.comparePage.runs()[1].xs.length === 90")
-    legend = await page.eval_on_selector_all(".u-legend .u-series", "rows => rows.map(r => r.textContent.trim())")
-    assert len(legend) == 3 and any(first in row for row in legend) and any(second in row for row in legend)
+    await page.wait_for_function(f"() => ({points})('{second}') === 90")
+    assert await page.evaluate("() => window.comparePage.chart().plot.data.length") == 5  # x, 2 × (raw, smoothed)
+    assert await page.input_value("#smoothing") == "0.5"
+    differing = await page.eval_on_selector_all("#config tr.differs", "rows => rows.map(r => r.dataset.key)")
+    assert "metadata.lr" in differing and "name" in differing and "metadata.gamma" not in differing
+    await page.check("#only-differences")
+    shown = await page.eval_on_selector_all("#config tr[data-key]", "rows => rows.map(r => r.dataset.key)")
+    assert "metadata.gamma" not in shown and "algorithm" not in shown and "metadata.lr" in shown
+    await page.select_option("#metric", "loss_value")
+    await page.wait_for_function(f"() => ({points})('{first}') === 50 && location.search.includes('loss_value')")
     await snap(page, tmp_path, "compare-page")
 
 

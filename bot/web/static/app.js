@@ -54,6 +54,14 @@ async function download(path, headers = {}) {
   setTimeout(() => URL.revokeObjectURL(link.href), 60000);
 }
 
+// Nested metadata is shown flat, with dotted keys: {"optimizer": {"lr": 0.001}} is optimizer.lr = 0.001.
+function flatten(value, prefix = "", out = []) {
+  if (value && typeof value === "object" && !Array.isArray(value) && Object.keys(value).length) {
+    for (const [k, v] of Object.entries(value)) flatten(v, prefix ? `${prefix}.${k}` : k, out);
+  } else if (prefix) out.push([prefix, typeof value === "string" ? value : JSON.stringify(value)]);
+  return out;
+}
+
 // Non-finite values travel as strings ("NaN", "Infinity"); a chart draws them as gaps.
 const plain = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
 
@@ -145,4 +153,4 @@ class LiveChart {
   }
 }
 
-window.TMS = { api, download, Spectator, LiveChart, plain, showProblem, clearProblem, COLOURS };
+window.TMS = { api, download, flatten, Spectator, LiveChart, plain, showProblem, clearProblem, COLOURS };

@@ -71,6 +71,7 @@ class Series {
   xs(axis, origin) {
     if (axis === "episode") return this.episode;
     if (axis === "wall") return this.time;
+    origin = this.origin ?? origin; // a compared run counts from its own start
     if (axis === "relative") return this.time.map((t) => (t === null ? null : t - origin));
     return this.seq;
   }
@@ -102,7 +103,10 @@ class RunChart {
   }
   size() { return { width: Math.max(260, this.container.clientWidth - 8), height: 240 }; }
   has(name) { return this.series.has(name); }
-  add(name) { if (!this.series.has(name)) { this.series.set(name, new Series()); this.rebuild(); } return this.series.get(name); }
+  add(name, origin) {
+    if (!this.series.has(name)) { this.series.set(name, Object.assign(new Series(), { origin })); this.rebuild(); }
+    return this.series.get(name);
+  }
   load(name, columns) { this.add(name).load(columns); this.redraw(); }
   append(name, seq, episode, time, value) { this.add(name).push(seq, episode, time, value); this.redraw(); }
   points() { return Math.max(0, ...[...this.series.values()].map((s) => s.value.length)); }

@@ -85,14 +85,6 @@ function showGraph(graph) {
   }
 }
 
-// Nested metadata is shown flat, with dotted keys: {"optimizer": {"lr": 0.001}} is optimizer.lr = 0.001.
-function flatten(value, prefix = "", out = []) {
-  if (value && typeof value === "object" && !Array.isArray(value) && Object.keys(value).length) {
-    for (const [k, v] of Object.entries(value)) flatten(v, prefix ? `${prefix}.${k}` : k, out);
-  } else if (prefix) out.push([prefix, typeof value === "string" ? value : JSON.stringify(value)]);
-  return out;
-}
-
 function showRun(session) {
   const facts = [["algorithm", session.algorithm], ["generation", session.model_generation],
     ["episodes", session.total_episodes], ["created", new Date(session.created_at).toLocaleString()],
@@ -102,7 +94,7 @@ function showRun(session) {
     dt.textContent = k; dd.textContent = v;
     return [dt, dd];
   }));
-  const rows = flatten(session.metadata || {});
+  const rows = TMS.flatten(session.metadata || {});
   $("config").replaceChildren(...rows.map(([k, v]) => {
     const tr = document.createElement("tr");
     tr.append(Object.assign(document.createElement("th"), { textContent: k }), Object.assign(document.createElement("td"), { textContent: v }));
