@@ -21,6 +21,7 @@ from bot.server.publisher import Publisher
 from bot.store import SessionNotFoundError, Store
 from bot.store.batch import Batch
 from bot.store.bounds import SessionBounds
+from bot.store.decisions import read_decisions
 from bot.store.downsample import min_max
 from bot.store.reads import (
     MessageFilter,
@@ -182,6 +183,10 @@ class TrainingService:
         """(session, its metric names, a page of stored frames): what an export streams, a page at a time."""
         return await self.store.read_heavy(_export_page, session_id, where, limit)
 
+    async def decisions(self, session_id: str, buckets: int) -> dict[str, Any]:
+        """The chosen actions and mean confidence over time, in `buckets` (bot/store/decisions.py)."""
+        return await self.store.read_heavy(_decisions, session_id, buckets)
+
     async def summary(self, session_id: str) -> dict[str, Any]:
         """Per metric: count, last, min, max and the mean of the newest 100 points (bot/store/summary.py)."""
         return await self.store.read_heavy(_summary, session_id)
@@ -232,6 +237,13 @@ def _export_page(
     if row is None:
         raise SessionNotFoundError(session_id)
     return session_dict(row), session_metrics(conn, row.pk), read_frames(conn, row.pk, session_id, where, limit)
+
+
+def _decisions(conn: Connection, session_id: str, buckets: int) -> dict[str, Any]:
+    row = get_session(conn, session_id)
+    if row is None:
+        raise SessionNotFoundError(session_id)
+    return {"session_id": session_id, "last_seq": row.last_seq, **read_decisions(conn, row.pk, buckets)}
 
 
 def _summary(conn: Connection, session_id: str) -> dict[str, Any]:

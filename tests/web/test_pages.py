@@ -247,6 +247,31 @@ async def test_run_panel_shows_configuration_and_status_history(
     assert "solved" in (await page.text_content("#statuses li[data-status=completed]") or "")
 
 
+async def test_decisions_over_time_show_the_policy_change(
+    live: LiveServer, client: httpx.AsyncClient, browser: Any
+) -> None:
+    """Besides the latest decision's bars: the share of each chosen action and the mean confidence over the
+    whole history, following the run as decisions arrive."""
+    session_id = await create_session(client, "policy")
+    decisions = [{"selected_action": "left", "confidence_score": 0.4}] * 100
+    decisions += [{"selected_action": "right", "confidence_score": 0.8}] * 100
+    assert (await client.post(f"/api/training/sessions/{session_id}/bot_decision", json=decisions)).status_code == 200
+    page = await browser.new_page()
+    await page.goto(f"{live.url}/sessions/{session_id}")
+    await page.wait_for_function("() => window.sessionPage.policy() !== null")
+    labels, first, last = await page.evaluate(
+        """() => { const u = window.sessionPage.policy(), d = u.data;
+        return [u.series.slice(1).map(s => s.label), d.map(c => c[0]), d.map(c => c[c.length - 1])]; }"""
+    )
+    assert labels == ["chose left (%)", "chose right (%)", "mean confidence (%)"]
+    assert first[1:] == [100, 0, 40] and last[1:] == [0, 100, 80]
+    more = [{"selected_action": "fire", "confidence_score": 1.0}] * 300
+    assert (await client.post(f"/api/training/sessions/{session_id}/bot_decision", json=more)).status_code == 200
+    await page.wait_for_function(
+        "() => window.sessionPage.policy().series.some(s => s.label === 'chose fire (%)')", timeout=20_000
+    )
+
+
 async def test_export_from_the_page_returns_every_point(
     live: LiveServer, client: httpx.AsyncClient, browser: Any
 ) -> None:

@@ -133,3 +133,14 @@ async def summary(session_id: str, service: ServiceDep) -> Response:
     """Per metric: `count` and `nan_count`, `last` (with its `last_seq`, `last_episode`), `min`, `max`, and
     `recent_mean` of the newest `recent_count` (at most 100) non-NaN points; exact, from the rollups."""
     return Response(orjson.dumps(await service.summary(session_id)), media_type="application/json")
+
+
+@router.get("/decisions")
+async def decisions(
+    session_id: str,
+    service: ServiceDep,
+    buckets: Annotated[int, Query(ge=1, le=1000, description="rows of the answer, each a range of seqs")] = 200,
+) -> Response:
+    """The policy over time: for each bucket of seqs, how many decisions, how often each action was chosen
+    (the 10 most chosen by name, the rest as "other") and the mean `confidence_score`."""
+    return Response(orjson.dumps(await service.decisions(session_id, buckets)), media_type="application/json")

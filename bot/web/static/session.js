@@ -140,6 +140,35 @@ async function loadSummary() {
   $("summary-table").hidden = !Object.keys(metrics).length;
 }
 
+// The policy over time (from all of history, in 200 buckets): the share of each chosen action and the mean
+// confidence, so that a spectator sees the policy change.
+let policy = null;
+
+async function loadPolicy() {
+  const body = await TMS.api(`/api/training/sessions/${encodeURIComponent(sessionId)}/decisions?buckets=200`, roomHeaders());
+  $("policy-panel").hidden = !body.total;
+  if (!body.total) return;
+  const share = (action) => body.buckets.map((b) => (b.decisions ? (100 * (b.chosen[action] || 0)) / b.decisions : null));
+  const columns = [body.buckets.map((b) => b.last_seq), ...body.actions.map(share),
+    body.buckets.map((b) => (b.mean_confidence === null ? null : 100 * b.mean_confidence))];
+  const labels = [...body.actions.map((a) => `chose ${a} (%)`), "mean confidence (%)"];
+  if (policy && policy.series.length === labels.length + 1 && labels.every((l, i) => policy.series[i + 1].label === l)) {
+    policy.setData(columns);
+    return;
+  }
+  policy?.destroy();
+  const box = $("policy"), text = getComputedStyle(document.documentElement).getPropertyValue("--muted").trim();
+  const grid = getComputedStyle(document.documentElement).getPropertyValue("--grid").trim();
+  policy = new uPlot({
+    width: Math.max(260, box.clientWidth - 8), height: 220,
+    scales: { x: { time: false }, y: { range: [0, 100] } },
+    axes: [{ stroke: text, grid: { stroke: grid }, label: "step" }, { stroke: text, grid: { stroke: grid }, label: "%" }],
+    series: [{ label: "step" }, ...labels.map((label, i) => ({
+      label, width: 1.5, stroke: i === labels.length - 1 ? text : TMS.COLOURS[i % TMS.COLOURS.length], dash: i === labels.length - 1 ? [5, 4] : undefined,
+    }))],
+  }, columns, box);
+}
+
 async function start(snapshot) {
   sessionId = snapshot.session.session_id;
   totalEpisodes = snapshot.session.total_episodes;
@@ -153,6 +182,7 @@ async function start(snapshot) {
   if (backfilled) return;
   loadStatuses().catch(() => {});
   loadSummary().catch(() => {});
+  loadPolicy().catch(() => {});
   const body = await readSeries([...BUILT_IN]);
   for (const [title, metrics] of GROUPS) {
     if (metrics.some((m) => body.series[m]?.value.length)) fill(addChart(title, title, metrics), body);
@@ -229,9 +259,11 @@ $("password-form").onsubmit = (event) => {
   spectator.close(); connect($("password").value);
 };
 TMS.viewControls($("view"));
-// The summary follows the run: a bounded read every 5 s while the page is in view.
-setInterval(() => { if (sessionId && backfilled && !document.hidden) loadSummary().catch(() => {}); }, 5000);
+// The summary and the policy follow the run: bounded reads every 5 s while the page is in view.
+setInterval(() => {
+  if (sessionId && backfilled && !document.hidden) { loadSummary().catch(() => {}); loadPolicy().catch(() => {}); }
+}, 5000);
 $("export-csv").onclick = () => exportTo("format=csv");
 $("export-json").onclick = () => exportTo("format=json");
 connect(null);
-window.sessionPage = { charts }; // for tests and the curious
+window.sessionPage = { charts, policy: () => policy }; // for tests and the curious
