@@ -279,10 +279,19 @@ def _series(conn: Connection, session_id: str, metrics: list[str], where: Messag
         raise SessionNotFoundError(session_id)
     series: dict[str, tuple[list[Any], int, int]] = {}
     if where == MessageFilter():
+        # A whole series: from its rollups when long; when short, its points are read from its first block
+        # on; a metric with no blocks has no points, and costs no read (the page asks for every built-in).
+        first_block_seq = None
         for metric in metrics:
-            from_rollups = _from_rollups(conn, row.pk, metric, points)
+            blocks = read_rollups(conn, row.pk, metric)
+            from_rollups = _from_rollups(blocks, points) if blocks else ([], 0, 0)
             if from_rollups is not None:
                 series[metric] = from_rollups
+            else:
+                start = blocks[0].block * blocks[0].block_size
+                first_block_seq = start if first_block_seq is None else min(first_block_seq, start)
+        if first_block_seq is not None:
+            where = MessageFilter(after_seq=max(0, first_block_seq - 1))
     rest = [metric for metric in metrics if metric not in series]
     for metric, (rows, nan_count) in read_series(conn, row.pk, rest, where).items() if rest else ():
         series[metric] = (min_max(rows, points), len(rows), nan_count)
@@ -306,12 +315,11 @@ def _columns(kept: list[Any], total: int, nan_count: int) -> dict[str, Any]:
     }
 
 
-def _from_rollups(conn: Connection, session_pk: int, metric: str, points: int) -> tuple[list[Any], int, int] | None:
+def _from_rollups(blocks: list[Any], points: int) -> tuple[list[Any], int, int] | None:
     """(points, how many non-NaN points there are, how many NaN) of a whole series, from its per-block
     rollups, when there are enough blocks to keep a chart's detail (a block for every two points or
     fewer); None when the series is short enough to read whole (at most about 32,000 points)."""
     buckets = max(1, (points - 2) // 2)
-    blocks = read_rollups(conn, session_pk, metric)
     total = sum(block.count - block.nan_count for block in blocks)
     if total <= points or 2 * len(blocks) < buckets:
         return None

@@ -17,6 +17,7 @@ function clearProblem() {
 // this tab only (sessionStorage, never a URL): a Bearer header on API reads, the first WebSocket message.
 const KEY_STORE = "tms-api-key";
 const apiKey = () => sessionStorage.getItem(KEY_STORE);
+const authHeaders = () => (apiKey() ? { Authorization: `Bearer ${apiKey()}` } : {});
 function askForKey(why) {
   const key = (window.prompt(`${why}\nAn API key with the read scope:`) || "").trim();
   if (key) sessionStorage.setItem(KEY_STORE, key);
@@ -153,4 +154,4 @@ class LiveChart {
   }
 }
 
-window.TMS = { api, download, flatten, Spectator, LiveChart, plain, showProblem, clearProblem, COLOURS };
+window.TMS = { api, authHeaders, download, flatten, Spectator, LiveChart, plain, showProblem, clearProblem, COLOURS };

@@ -146,7 +146,11 @@ class RunChart {
       ],
       cursor: { sync: { key: "tms" }, drag: { x: true, y: false } },
       series,
-      hooks: { setSelect: [(u) => this.zoomed(u)] },
+      hooks: {
+        setSelect: [(u) => this.zoomed(u)],
+        // When the page first showed data, in ms since navigation (bench/page.py reads it).
+        draw: [(u) => { if (u.data[0].length && TMS.firstDrawAt === undefined) TMS.firstDrawAt = performance.now(); }],
+      },
     }, this.data(), this.container);
     this.applyZoom();
   }

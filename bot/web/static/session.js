@@ -43,12 +43,20 @@ function addChart(name, title, metrics, yLabel = "") {
 
 const roomHeaders = () => (spectator?.password ? { "X-Room-Password": spectator.password } : {});
 
-async function readSeries(metrics) {
-  const params = new URLSearchParams({ points: 1000 }); // a chart is about 1,000 px wide
+function seriesPath(id, metrics, extra = {}) {
+  const params = new URLSearchParams({ points: 1000, ...extra }); // a chart is about 1,000 px wide
   metrics.forEach((m) => params.append("metric", m));
-  // A protected room's history needs its password too, as its live stream does.
-  return TMS.api(`/api/training/sessions/${encodeURIComponent(sessionId)}/series?${params}`, roomHeaders());
+  return `/api/training/sessions/${encodeURIComponent(id)}/series?${params}`;
 }
+
+// A protected room's history needs its password too, as its live stream does.
+const readSeries = (metrics, extra) => TMS.api(seriesPath(sessionId, metrics, extra), roomHeaders());
+
+// The first chart's history is asked for at once, while the WebSocket connects, when the page's key is a
+// session id (a room code, or a server that wants credentials, answers no and the page asks after the join).
+const prefetched = fetch(seriesPath(key, [...BUILT_IN]), { headers: TMS.authHeaders() })
+  .then((response) => (response.ok ? response.json() : null))
+  .catch(() => null);
 
 function fill(entry, body) {
   for (const m of entry.metrics) {
@@ -180,18 +188,36 @@ async function start(snapshot) {
   if (snapshot.latest_decision) onDecision(snapshot.latest_decision);
   showRun(snapshot.session);
   if (backfilled) return;
-  loadStatuses().catch(() => {});
-  loadSummary().catch(() => {});
-  loadPolicy().catch(() => {});
-  const body = await readSeries([...BUILT_IN]);
+  let body = await prefetched;
+  if (body?.session_id !== sessionId || body.epoch !== snapshot.session.epoch) body = await readSeries([...BUILT_IN]);
   for (const [title, metrics] of GROUPS) {
     if (metrics.some((m) => body.series[m]?.value.length)) fill(addChart(title, title, metrics), body);
   }
   (snapshot.graphs || []).forEach(showGraph);
   backfillSeq = body.last_seq;
+  if (backfillSeq < snapshot.session.last_seq) await catchUp();
   picker(body.available);
   backfilled = true;
   early.splice(0).forEach(handle);
+  // Then what is not needed for the first chart (reads that would have queued before it).
+  loadStatuses().catch(() => {});
+  loadSummary().catch(() => {});
+  loadPolicy().catch(() => {});
+}
+
+// Points stored between the prefetched history and the join: read as they are (a range is not downsampled
+// below 10,000 points) and appended, so that nothing is missed.
+async function catchUp() {
+  const more = await readSeries([...BUILT_IN], { after_seq: backfillSeq, points: 10000 });
+  for (const [title, metrics] of GROUPS) {
+    if (!metrics.some((m) => more.series[m]?.value.length)) continue;
+    const { chart } = charts.get(title) ?? addChart(title, title, metrics);
+    for (const m of metrics) {
+      const s = more.series[m];
+      s?.value.forEach((v, i) => chart.append(m, s.seq[i], s.episode[i], s.timestamp[i], v));
+    }
+  }
+  backfillSeq = more.last_seq;
 }
 
 function onMetrics(message) {
