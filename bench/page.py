@@ -42,7 +42,10 @@ FRAME_WATCH = """
 window.frames_ = { max: 0, over50: 0, count: 0, last: null, watch: false };
 (function tick(now) {
   const f = window.frames_;
-  if (f.watch && f.last !== null) { const gap = now - f.last; f.max = Math.max(f.max, gap); if (gap > 50) f.over50++; f.count++; }
+  if (f.watch && f.last !== null) {
+    const gap = now - f.last;
+    f.max = Math.max(f.max, gap); if (gap > 50) f.over50++; f.count++;
+  }
   f.last = now;
   requestAnimationFrame(tick);
 })(performance.now());
@@ -109,9 +112,8 @@ async def live(browser: Any, seconds: float) -> None:
                     Math.max(...[...window.sessionPage.charts.values()].map(e => e.chart.points()))]"""
                 )
             )
-            print(
-                f"  t={time.monotonic() - start:5.0f} s  JS heap {samples[-1][0]:6.1f} MB  points kept per series {samples[-1][1]:6,}"
-            )
+            heap, kept = samples[-1]
+            print(f"  t={time.monotonic() - start:5.0f} s  JS heap {heap:6.1f} MB  points kept per series {kept:6,}")
         sent = await task
         frames = await page.evaluate("() => window.frames_")
         print(
