@@ -298,6 +298,45 @@ async def test_export_from_the_page_returns_every_point(
     assert Path(await download.path()).read_text().splitlines()[0] == "seq,timestamp,episode,loss_value"
 
 
+async def test_phone_width_and_both_themes(live: LiveServer, client: httpx.AsyncClient, browser: Any) -> None:
+    """At 375 px nothing scrolls sideways, on the session page and the list; the dark theme follows the system."""
+    session_id = await create_session(client, "phone", metadata={"a_rather_long_configuration_key": "x" * 80})
+    await push(client, session_id, range(30))
+    for scheme, background in [("light", "rgb(245, 247, 250)"), ("dark", "rgb(15, 20, 25)")]:
+        page = await browser.new_page(viewport={"width": 375, "height": 800}, color_scheme=scheme)
+        await page.goto(f"{live.url}/sessions/{session_id}")
+        await page.wait_for_function("() => window.sessionPage.charts.get('Reward')?.chart.points() === 30")
+        width = "() => document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+        wide = """() => [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right >
+            document.documentElement.clientWidth + 0.5).map(e => e.tagName + '.' + e.className + '#' + e.id)"""
+        assert await page.evaluate(width), await page.evaluate(wide)
+        assert await page.evaluate("() => getComputedStyle(document.body).backgroundColor") == background
+        await page.goto(live.url)
+        await page.wait_for_selector(f"tr[data-session='{session_id}']")
+        assert await page.evaluate(width)
+        await page.close()
+
+
+async def test_a_fast_live_run_keeps_a_bounded_series_per_chart(
+    live: LiveServer, client: httpx.AsyncClient, browser: Any
+) -> None:
+    """Points arriving faster than a chart has pixels, smoothing on: each series keeps a bounded, decimated
+    copy (the page's memory stays bounded), with the newest point always drawn."""
+    session_id = await create_session(client, "fast")
+    await push(client, session_id, range(1))
+    page = await browser.new_page()
+    await page.goto(f"{live.url}/sessions/{session_id}?smoothing=0.6")
+    await page.wait_for_function("() => window.sessionPage.charts.get('Reward')?.chart.points() === 1")
+    for start in range(1, 12_001, 1000):
+        await push(client, session_id, range(start, start + 1000))
+    newest = (
+        "() => { const d = window.sessionPage.charts.get('Reward').chart.plot.data; return d[0][d[0].length - 1]; }"
+    )
+    await page.wait_for_function(f"() => ({newest})() >= 12000")
+    kept = await page.evaluate("() => window.sessionPage.charts.get('Reward').chart.points()")
+    assert 2000 <= kept <= 4000
+
+
 async def test_room_page_asks_for_the_password(live: LiveServer, client: httpx.AsyncClient, browser: Any) -> None:
     """Opening a protected room by its code shows a password form; the right password joins."""
     created = (
