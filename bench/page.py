@@ -26,17 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import server_process
 from bench.history import fill
+from tests.web.test_pages import CHROMIUM, FLAGS as BROWSER_FLAGS
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--enable-precise-memory-info",
-]
+# The browser tests' Chromium and flags, and precise heap figures.
+FLAGS = [*BROWSER_FLAGS, "--enable-precise-memory-info"]
 # Watches every frame from the first script on: the longest gap between two frames and how many passed 50 ms.
 FRAME_WATCH = """
 window.frames_ = { max: 0, over50: 0, count: 0, last: null, watch: false };
