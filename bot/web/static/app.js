@@ -119,39 +119,7 @@ class Spectator {
   close() { this.closed = true; if (this.ws) this.ws.close(); }
 }
 
-// A uPlot line chart that accepts appended points and redraws at most once per frame.
+// Series colours, in order (charts.js).
 const COLOURS = ["#4aa3ff", "#3fb950", "#f0883e", "#d2a8ff", "#ff6b6b", "#e3b341", "#39c5cf", "#f778ba"];
-const MAX_POINTS = 200000;
 
-class LiveChart {
-  constructor(container, title, labels, xLabel = "episode") {
-    this.container = container; this.labels = labels; this.data = [[], ...labels.map(() => [])];
-    this.pending = false;
-    const width = Math.max(280, container.clientWidth - 8);
-    this.plot = new uPlot({
-      title, width, height: 240,
-      scales: { x: { time: false } },
-      axes: [{ stroke: "#8b98a5", grid: { stroke: "#2d3742" }, label: xLabel }, { stroke: "#8b98a5", grid: { stroke: "#2d3742" } }],
-      series: [{ label: xLabel }, ...labels.map((label, i) => ({ label, stroke: COLOURS[i % COLOURS.length], width: 1.5, spanGaps: false }))],
-    }, this.data, container);
-    new ResizeObserver(() => this.plot.setSize({ width: Math.max(280, container.clientWidth - 8), height: 240 })).observe(container);
-  }
-  // Replace everything (backfill): columns = [xs, ys1, ys2, ...]
-  load(columns) { this.data = columns; this.redraw(); }
-  append(x, values) {
-    const xs = this.data[0];
-    if (xs.length && x < xs[xs.length - 1]) return; // a chart's x only moves forward
-    xs.push(x);
-    values.forEach((v, i) => this.data[i + 1].push(plain(v)));
-    if (xs.length > MAX_POINTS) this.data = this.data.map((column) => column.slice(column.length - MAX_POINTS / 2));
-    this.redraw();
-  }
-  points() { return this.data[0].length; }
-  redraw() {
-    if (this.pending) return;
-    this.pending = true;
-    requestAnimationFrame(() => { this.pending = false; this.plot.setData(this.data); });
-  }
-}
-
-window.TMS = { api, authHeaders, download, flatten, Spectator, LiveChart, plain, showProblem, clearProblem, COLOURS };
+window.TMS = { api, authHeaders, download, flatten, Spectator, plain, showProblem, clearProblem, COLOURS };
