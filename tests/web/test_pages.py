@@ -208,6 +208,13 @@ async def test_smoothing_log_scale_x_axis_and_zoom_are_kept_in_the_url(
         "() => { const x = window.sessionPage.charts.get('Reward').chart.plot.scales.x; return [x.min, x.max]; }"
     )
     assert scale == pytest.approx(zoom)
+    await page.dblclick(".chart[data-chart='Loss'] .u-over")  # uPlot's own reset clears the kept zoom too
+    await page.wait_for_function("() => !new URLSearchParams(location.search).has('zoom')")
+    await page.mouse.move(area["x"] + area["width"] * 0.25, y)
+    await page.mouse.down()
+    await page.mouse.move(area["x"] + area["width"] * 0.75, y, steps=5)
+    await page.mouse.up()
+    await page.wait_for_function("() => new URLSearchParams(location.search).has('zoom')")
     await page.click("#reset-zoom")
     await page.wait_for_function("() => !new URLSearchParams(location.search).has('zoom')")
     assert await page.evaluate("() => window.sessionPage.charts.get('Reward').chart.plot.scales.x.max") == 99

@@ -94,15 +94,15 @@ class RunChart {
   constructor(container, title, names, { yLabel = "", origin = 0 } = {}) {
     this.container = container; this.title = title; this.yLabel = yLabel; this.origin = origin;
     this.series = new Map(names.map((name) => [name, new Series()]));
-    this.pending = false; this.plot = null; this.applyingZoom = false;
+    this.pending = false; this.plot = null;
     this.onView = () => this.rebuild();
     viewListeners.add(this.onView);
     this.resize = new ResizeObserver(() => this.plot?.setSize(this.size()));
     this.resize.observe(container);
+    container.addEventListener("dblclick", () => { if (view.zoom) setView({ zoom: null }); }); // uPlot's reset
     this.rebuild();
   }
   size() { return { width: Math.max(260, this.container.clientWidth - 8), height: 240 }; }
-  has(name) { return this.series.has(name); }
   add(name, origin) {
     if (!this.series.has(name)) { this.series.set(name, Object.assign(new Series(), { origin })); this.rebuild(); }
     return this.series.get(name);
