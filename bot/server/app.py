@@ -40,7 +40,7 @@ from bot.schemas import (
 )
 from bot.server import api, ws
 from bot.server.admission import ConnectRate
-from bot.server.api.bodies import BodiesBusyError, BodyBudget, BodyTooLargeError
+from bot.server.api.bodies import ERRORS, BodiesBusyError, BodyBudget, BodyTooLargeError
 from bot.server.api.rooms import VerifiedPasswords
 from bot.server.api.training import DaemonConfigUpdate, StartTraining, StopTraining
 from bot.server.auth import Authenticator
@@ -318,10 +318,14 @@ def _short_repr() -> reprlib.Repr:
 _SHORT = _short_repr()
 
 
+GUARD_ERRORS = (414, 431)  # the connection guard's answers to a request it refuses before routing
+
+
 def _document_bodies(app: FastAPI, settings: Settings) -> None:
     """Bodies are parsed by hand (orjson, one TypeAdapter call); publish their schemas in OpenAPI anyway, with
     what pydantic cannot write: metadata as recursive JSON, a scenario's name as one of this server's scenario
-    files (read when the document is first asked for), and the credentials when auth is on."""
+    files (read when the document is first asked for), the guard's 414 and 431 on every operation, and the
+    credentials when auth is on."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -331,6 +335,9 @@ def _document_bodies(app: FastAPI, settings: Settings) -> None:
                 model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(model_schema.pop("$defs", {}))
                 components[model.__name__] = model_schema
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    operation["responses"].update({str(code): ERRORS[code] for code in GUARD_ERRORS})
             components["JsonValue"] = JSON_VALUE_SCHEMA
             json_object = {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}}
             components["SessionCreate"]["properties"]["metadata"].update(json_object)

@@ -72,7 +72,7 @@ async def test_one_series_as_json_rows_within_an_episode_range(client: httpx.Asy
 @pytest.mark.parametrize(
     ("path", "params", "status", "needle"),
     [
-        ("exported", {"metric": "nope"}, 422, "unknown metric 'nope'"),
+        ("exported", {"metric": "nope"}, 404, "no metric 'nope'"),
         ("exported", {"format": "xml"}, 422, "format"),
         ("exported", {"type": "everything"}, 422, "type"),
         ("missing", {}, 404, "missing"),

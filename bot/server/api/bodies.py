@@ -194,6 +194,9 @@ ERRORS: dict[int, dict[str, Any]] = {
         "the session id is taken, or the Idempotency-Key was used for another body", session_id="string"
     ),
     413: error_response("the body is over max_body_bytes"),
+    # Answered by the connection guard (bot/server/http_guard.py) before any route, so possible on every one.
+    414: error_response("the URL is over max_url_bytes"),
+    431: error_response("the request's headers are over max_header_bytes"),
     422: {
         "description": "a value is invalid; `detail` lists each with its `loc`, `message` sums them up",
         "content": {

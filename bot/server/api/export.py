@@ -18,20 +18,20 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import StreamingResponse
 
-from bot.schemas import MESSAGE_TYPES
+from bot.schemas import MESSAGE_TYPES, MetricName
 from bot.server.api.access import ReadsSession
 from bot.server.api.bodies import errors
 from bot.server.api.deps import ServiceDep
 from bot.server.api.history import parse_time
-from bot.server.api.params import Episode, Since, Until, bad_query, parse_word_list, word_list
+from bot.server.api.params import Episode, Since, Until, parse_word_list, word_list
 from bot.server.services import TrainingService
 from bot.store.reads import MessageFilter
 
 EXPORT_PAGE = 5000  # messages per read: a few MB of frames at most
-MAX_COLUMNS = 1000  # metrics named at once (a session has at most max_series_per_session)
+MAX_COLUMNS = 16  # metrics named at once, as for /series (none named: every metric of the session)
 
 router = APIRouter(prefix="/api/training/sessions/{session_id}", tags=["history"])
 
@@ -51,7 +51,9 @@ async def export(
     session_id: str,
     service: ServiceDep,
     format: Literal["csv", "json"] = "json",
-    metric: Annotated[list[str], Query(max_length=MAX_COLUMNS, description="columns (default: every metric)")] = [],  # noqa: B006
+    metric: Annotated[
+        list[MetricName], Query(max_length=MAX_COLUMNS, description="columns (default: every metric)")
+    ] = [],  # noqa: B006
     type: Annotated[str | None, word_list(MESSAGE_TYPES, "JSON of messages: comma-separated types")] = None,
     start_episode: Episode = None,
     end_episode: Episode = None,
@@ -70,9 +72,9 @@ async def export(
     # The first page is read here, so that an unknown session is a 404, not a broken download.
     _, available, first = await service.export_page(session_id, where, EXPORT_PAGE)
     unknown = [m for m in metric if m not in available]
-    if unknown:
-        msg = f"unknown metric {unknown[0]!r}; the session has {', '.join(available) or 'none'}"
-        raise bad_query("metric", unknown[0], msg)
+    if unknown:  # a series that does not exist, as a 404 (a column of nothing would hide a typo)
+        detail = f"the session has no metric {unknown[0]!r}; it has {', '.join(available) or 'none'}"
+        raise HTTPException(404, detail)
     columns = list(dict.fromkeys(metric)) or available
     pages = _pages(service, session_id, where, first)
     if format == "csv":
