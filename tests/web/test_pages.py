@@ -146,10 +146,10 @@ async def test_graph_update_graphs_are_drawn_backfilled_and_live(
     more = {"graph_id": "perf", "data_points": {"forward": [{"value": 4.0}] * 5, "backward": [{"value": 6.0}] * 5}}
     assert (await client.post(f"{base}/graph_update", json=more)).status_code == 200
     await page.wait_for_function("() => window.sessionPage.charts.get('graph:perf').chart.points() === 35")
-    legend = await page.eval_on_selector_all(
-        ".chart[data-chart='graph:perf'] .u-legend .u-series", "rows => rows.map(r => r.textContent)"
-    )
-    assert any("forward" in row for row in legend) and any("backward" in row for row in legend)
+    rows = "document.querySelectorAll(\".chart[data-chart='graph:perf'] .u-legend .u-series\")"
+    legend = f"() => [...{rows}].map(r => r.textContent)"
+    await page.wait_for_function(f"() => ({legend})().some(row => row.includes('backward'))")  # drawn at the next frame
+    assert any("forward" in row for row in await page.evaluate(legend))
     shown = await page.evaluate("() => [...window.sessionPage.charts.keys()].sort()")
     assert shown == ["Reward", "graph:perf"]
     # The y labels fit: the axis is at least as wide as its widest tick label ("20,015" must not read "0,015").

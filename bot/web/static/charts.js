@@ -104,7 +104,11 @@ class RunChart {
   }
   size() { return { width: Math.max(260, this.container.clientWidth - 8), height: 240 }; }
   add(name, origin) {
-    if (!this.series.has(name)) { this.series.set(name, Object.assign(new Series(), { origin })); this.rebuild(); }
+    if (!this.series.has(name)) {
+      this.series.set(name, Object.assign(new Series(), { origin }));
+      this.stale = true; // rebuilt once, at the next frame, however many series arrive before it
+      this.redraw();
+    }
     return this.series.get(name);
   }
   load(name, columns) { this.add(name).load(columns); this.redraw(); }
@@ -127,6 +131,7 @@ class RunChart {
   }
 
   rebuild() {
+    this.stale = false;
     this.plot?.destroy();
     const text = cssColour("--muted") || "#8b98a5", grid = cssColour("--grid") || "#2d3742";
     const smoothing = view.smoothing > 0;
@@ -167,6 +172,7 @@ class RunChart {
     this.pending = true;
     requestAnimationFrame(() => {
       this.pending = false;
+      if (this.stale) { this.rebuild(); return; }
       this.plot.setData(this.data(), !view.zoom);
       this.applyZoom();
     });
