@@ -9,6 +9,7 @@ import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
@@ -18,6 +19,7 @@ from bot.schemas import SessionCreate, SessionUpdate
 from bot.server.broker import Broker
 from bot.server.hub import channel_for
 from bot.server.publisher import Publisher
+from bot.server.recent_reads import RecentReads
 from bot.store import SessionNotFoundError, Store
 from bot.store.batch import Batch
 from bot.store.bounds import SessionBounds
@@ -80,6 +82,7 @@ class TrainingService:
         self.broker = broker
         self.publisher = publisher
         self.stats = Stats()
+        self.recent = RecentReads()  # the run panel's reads, shared by every page of a session for 2 s
         store.on_commit = self._publish
 
     def _publish(self, published: list[Published]) -> None:
@@ -184,12 +187,16 @@ class TrainingService:
         return await self.store.read_heavy(_export_page, session_id, where, limit)
 
     async def decisions(self, session_id: str, buckets: int) -> dict[str, Any]:
-        """The chosen actions and mean confidence over time, in `buckets` (bot/store/decisions.py)."""
-        return await self.store.read_heavy(_decisions, session_id, buckets)
+        """The chosen actions and mean confidence over time, in `buckets` (bot/store/decisions.py); shared
+        for 2 s by every reader of the session."""
+        read = partial(self.store.read_heavy, _decisions, session_id, buckets)
+        return await self.recent.get(("decisions", session_id, buckets), read)  # type: ignore[no-any-return]
 
     async def summary(self, session_id: str) -> dict[str, Any]:
-        """Per metric: count, last, min, max and the mean of the newest 100 points (bot/store/summary.py)."""
-        return await self.store.read_heavy(_summary, session_id)
+        """Per metric: count, last, min, max and the mean of the newest 100 points (bot/store/summary.py);
+        shared for 2 s by every reader of the session."""
+        read = partial(self.store.read_heavy, _summary, session_id)
+        return await self.recent.get(("summary", session_id), read)  # type: ignore[no-any-return]
 
     async def state(self, session_id: str, graph_points: int | None = None) -> SessionState:
         """The session as a spectator first sees it; graphs with at most `graph_points` per series."""
