@@ -71,6 +71,9 @@ def train_arguments(train: argparse.ArgumentParser) -> None:
     train.add_argument("--eval-episodes", type=int, help="greedy episodes per evaluation")
     train.add_argument("--env", help="any Gymnasium id (default: the config's, else CartPole-v1)")
     train.add_argument("--server", help="push into a new session on this server and say where to watch it")
+    train.add_argument(
+        "--threads", type=int, default=1, help="torch's threads (default 1: faster for small networks on shared cores)"
+    )
 
 
 def sync(args: argparse.Namespace) -> int:

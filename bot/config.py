@@ -177,6 +177,11 @@ class Settings(BaseSettings):
     max_concurrent_jobs: int | None = Field(None, ge=1, le=256, validation_alias=_env("max_concurrent_jobs"))
     models_dir: Path = Field(Path("models"), validation_alias=_env("models_dir"))
     scenarios_dir: Path | None = Field(None, validation_alias=_env("scenarios_dir"))
+    # Each instance renews a lease on its jobs and daemon runs in the database every third of this; any
+    # instance fails those of an owner whose lease ran out (its server died with them).
+    job_lease_seconds: float = Field(30.0, gt=0, le=3600, validation_alias=_env("job_lease_seconds"))
+    # torch's threads in each job (1: measured fastest for these small networks when cores are shared).
+    training_threads: int = Field(1, ge=1, le=256, validation_alias=_env("training_threads"))
     # A database at an older schema revision is migrated at start-up instead of refused (`bot db upgrade`).
     auto_migrate: bool = Field(False, validation_alias=_env("auto_migrate"))
     # A publish to Redis that takes longer than this is given up (spectators get those frames from the store)
@@ -411,6 +416,8 @@ class PerformanceConfig(BaseModel):
     max_concurrent_jobs: int | None = None
     models_dir: Path = Path("models")
     scenarios_dir: Path | None = None
+    job_lease_seconds: float = 30.0
+    training_threads: int = 1
 
 
 FILE_SECTIONS["performance"] = {name: name for name in PerformanceConfig.model_fields}

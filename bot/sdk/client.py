@@ -151,6 +151,16 @@ class MetricsClient:
         """Points (and status changes) the server has acknowledged."""
         return self._sender.delivered
 
+    @property
+    def rejected(self) -> int:
+        """Batches the server refused (logged, and kept in the spool's dead letters); never retried."""
+        return self._sender.rejected
+
+    @property
+    def last_rejection(self) -> str | None:
+        """The server's reason for the latest refused batch."""
+        return self._sender.last_rejection
+
     def _put(self, op: tuple[Any, ...]) -> None:
         if self._closed:
             raise SessionClosedError("this MetricsClient is closed")

@@ -71,6 +71,7 @@ class Sender:
         self._deadline: float | None = None  # set by close(): no request may run past it
         self.delivered = 0
         self.rejected = 0
+        self.last_rejection: str | None = None  # the server's reason for the latest refused batch
         self.server_up = True
         self._thread = threading.Thread(target=self._run, name="tms-sdk-sender", daemon=True)
         self._thread.start()
@@ -163,6 +164,7 @@ class Sender:
             self.outbox.popleft()
             if result.outcome is Outcome.REJECTED:
                 self.rejected += 1
+                self.last_rejection = result.reason
                 logger.error(
                     "metrics server rejected a %s batch for %r: %s",
                     record.get("type", record["kind"]),

@@ -69,6 +69,7 @@ class TrainingDaemon:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._run_task: asyncio.Task[dict[str, Any]] | None = None
+        jobs.on_orphaned_runs.append(self._orphaned)
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -169,6 +170,22 @@ class TrainingDaemon:
         self.current = None
         self.state = "idle" if self._task is not None and not self._task.done() else "stopped"
         return run
+
+    async def _orphaned(self, runs: list[dict[str, Any]], reason: str) -> None:
+        """Runs whose server died with them (any instance finds them: bot/server/jobs.py): failed, and said so."""
+        for run in runs:
+            completed = {
+                "run_id": run["run_id"],
+                "success": False,
+                "episodes": run["episodes"],
+                "duration_seconds": round(time.time() - run["started_at"], 3),
+                "avg_reward": None,
+                "final_reward": None,
+                "timestamp": time.time(),
+                "error": reason,
+            }
+            await self._publish("rl_v3.training.completed", completed)
+            _log(run["run_id"], None, run["episodes"], f"failed: {reason}")
 
     def _progress_logger(self, run_id: str) -> Any:
         def log(kind: str, data: dict[str, Any]) -> None:

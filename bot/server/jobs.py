@@ -7,9 +7,18 @@ to its spectators like every message, of the types `training_started`, `training
 episode), `training_completed`, `training_stopped` and `training_error`; listeners (Socket.IO) get them too.
 
 The process's end decides the job's: exit 0 after `completed` is completed; the end of a stop that was
-asked for (SIGINT: the child saves a checkpoint) is stopped; anything else (a crash, SIGKILL) is failed,
-with the exit status and the end of the child's stderr. A server that shuts down stops its jobs the same
-way; one that starts marks the jobs it was running when it went away as failed.
+asked for (SIGINT: the child saves a checkpoint) is stopped; anything else (a crash, SIGKILL, a push the
+server refused) is failed, with the exit status and the end of the child's stderr, and so is its session.
+The final event is sent once the job is over: its row written, its slot free for a new start.
+
+With auth on, each job gets a credential of its own (an API key: `write`, its session only), revoked when
+the job ends; the child never sees a server secret (its environment is the server's less every secret,
+database and broker setting). A server that shuts down stops its jobs as a stop request would.
+
+Ownership is a lease: each instance renews its row in `server_instances` every third of
+`job_lease_seconds`, and any instance fails the jobs and daemon runs of an owner whose lease ran out (it
+died with its processes), with a `training_error` and its session `failed`. A server that starts on the
+host and port of a predecessor fails that one's jobs at once.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,10 +42,21 @@ from typing import Any
 import orjson
 
 from bot.config import Settings
-from bot.schemas import SessionCreate
+from bot.schemas import ENDED_STATUSES, SessionCreate, SessionUpdate
 from bot.server.services import TrainingService
+from bot.server.tasks import cancel_and_wait
 from bot.store.batch import Batch
-from bot.store.jobs import RUNNING_STATUSES, CreateJob, FailLeftoverJobs, UpdateJob, get_job, list_jobs
+from bot.store.jobs import (
+    RUNNING_STATUSES,
+    CreateJob,
+    FailOrphans,
+    IssueJobKey,
+    RenewLease,
+    RevokeJobKey,
+    UpdateJob,
+    get_job,
+    list_jobs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +68,22 @@ STOP_ANSWER_WITHIN = 1.8  # seconds a stop waits for the child's checkpoint and 
 ROW_UPDATE_INTERVAL = 1.0  # a running job's row takes its latest progress at most this often
 SHIPPED_SCENARIOS = Path(__file__).resolve().parents[1] / "training" / "scenarios"
 
+# Environment variables a job's process never inherits: secrets, and what only the server talks to.
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|API_KEY|CREDENTIAL|DATABASE_URL|REDIS_URL", re.IGNORECASE)
+ORPHANED = "the server supervising the job went away (its lease ran out)"
+PREDECESSOR_GONE = "the server stopped while the job was running"
+
 Listener = Callable[[str, dict[str, Any]], None]
+OrphanedRuns = Callable[[list[dict[str, Any]], str], Awaitable[None]]
+
+
+def child_environment(api_key: str | None) -> dict[str, str]:
+    """The server's environment for a job's process, less every secret; its own credential when auth is on."""
+    env = {name: value for name, value in os.environ.items() if not SECRET_NAME.search(name)}
+    env["PYTHONUNBUFFERED"] = "1"
+    if api_key is not None:
+        env["TMS_API_KEY"] = api_key
+    return env
 
 
 def scenarios_dir(settings: Settings) -> Path:
@@ -88,26 +123,62 @@ class JobSupervisor:
         self.max_jobs = settings.max_concurrent_jobs or os.cpu_count() or 1
         self.models = Path(settings.models_dir)
         self.scenarios = scenarios_dir(settings)
-        # This server's name in the jobs' rows: a restart fails only the jobs this very server was running.
-        self.identity = f"{socket.gethostname()}:{settings.port}"
+        # This instance's name in the jobs' rows and its lease: the host and port, and a token of this process.
+        place = f"{socket.gethostname()}:{settings.port}"
+        self.identity = f"{place}/{secrets.token_hex(4)}"
+        # A server on a fixed port replaces any earlier one there: that one's jobs are gone, lease or not.
+        self._predecessors = f"{place}%" if settings.port else None
         self.running: dict[str, _Running] = {}
         self._starting: dict[str, str] = {}  # job id -> scenario, between the checks and the process
         self.listeners: list[Listener] = []
+        self.on_orphaned_runs: list[OrphanedRuns] = []  # the daemon's runs failed with their dead owner
         self._tasks: set[asyncio.Task[None]] = set()
+        self._lease: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
     async def recover(self) -> None:
-        """Jobs this server was running when it went away are failed: their processes went with it."""
-        reason = "the server stopped while the job was running"
-        for job in await self.service.store.write(FailLeftoverJobs(self.identity, reason)):
+        """Take this instance's lease, fail the jobs and runs of owners that hold none, and keep renewing it."""
+        await self.service.store.write(RenewLease(self.identity))
+        await self._fail_orphans(self._predecessors)
+        self._lease = asyncio.create_task(self._keep_lease(), name="tms-job-lease")
+
+    async def _keep_lease(self) -> None:
+        interval = self.settings.job_lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.service.store.write(RenewLease(self.identity))
+                await self._fail_orphans(None)
+            except Exception:
+                logger.exception("renewing the training jobs' lease failed; trying again in %.1f s", interval)
+
+    async def _fail_orphans(self, predecessors: str | None) -> None:
+        reason = PREDECESSOR_GONE if predecessors else ORPHANED
+        orphans = FailOrphans(self.identity, self.settings.job_lease_seconds, reason, predecessors)
+        jobs, runs = await self.service.store.write(orphans)
+        for job in jobs:
             logger.warning(
-                "training job %s (%s) was left running by a crash: failed", job["job_id"], job["scenario_name"]
-            )
+                "training job %s (%s) lost its server: failed", job["job_id"], job["scenario_name"],
+                extra={"job_id": job["job_id"]},
+            )  # fmt: skip
+            await self._fail_session(job["session_id"], reason)
             await self._event(job, "training_error", {"error": reason, "exit_code": None})
+        if runs:
+            for hook in self.on_orphaned_runs:
+                await hook(runs, reason)
+
+    async def _fail_session(self, session_id: str, reason: str) -> None:
+        """A failed job's session says so too (unless the child ended it itself, or it was deleted)."""
+        with contextlib.suppress(Exception):
+            session = await self.service.get_session(session_id)
+            if session["status"] not in ENDED_STATUSES:
+                update = SessionUpdate.model_validate({"status": "failed", "message": reason[:1024]})
+                await self.service.update_session(session_id, update)
 
     async def shutdown(self, grace: float) -> None:
         """Stop every running job as a stop request would; kill what has not ended within `grace`."""
+        await cancel_and_wait([self._lease])
         for running in list(self.running.values()):
             self._interrupt(running)
         waiting = [running.done.wait() for running in self.running.values()]
@@ -167,8 +238,12 @@ class JobSupervisor:
         log = self.models / "logs" / f"{job_id}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         try:
-            process = await self._spawn(job, scenario_file, log)
+            api_key = None
+            if self.settings.enable_auth:
+                api_key = await self.service.store.write(IssueJobKey(job_id, session_id))
+            process = await self._spawn(job, scenario_file, log, api_key)
         except OSError as exc:
+            await self.service.store.write(RevokeJobKey(job_id))
             job = await self.service.store.write(UpdateJob(job_id, status="failed", error=str(exc)))
             await self._event(job, "training_error", {"error": str(exc), "exit_code": None})
             raise JobRefusedError(f"the training process could not be started: {exc}") from exc
@@ -230,7 +305,9 @@ class JobSupervisor:
 
     # -- the child ----------------------------------------------------------------------------------
 
-    async def _spawn(self, job: dict[str, Any], scenario_file: Path, log: Path) -> asyncio.subprocess.Process:
+    async def _spawn(
+        self, job: dict[str, Any], scenario_file: Path, log: Path, api_key: str | None
+    ) -> asyncio.subprocess.Process:
         params = job["params"]
         host = self.settings.host if self.settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
         command = [
@@ -243,6 +320,8 @@ class JobSupervisor:
             "--server", f"http://{host}:{self.settings.port}",
             "--session", job["session_id"],
             "--models-dir", str(self.models),
+            "--job-id", job["job_id"],
+            "--threads", str(self.settings.training_threads),
             "--parent-pid", str(os.getpid()),
         ]  # fmt: skip
         if params.get("seed") is not None:
@@ -253,7 +332,7 @@ class JobSupervisor:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=stderr,
                 start_new_session=True,  # a Ctrl-C at the server's terminal reaches the server, which stops jobs
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env=child_environment(api_key),
             )
 
     def _interrupt(self, running: _Running) -> None:
@@ -277,8 +356,12 @@ class JobSupervisor:
                 running.process.kill()
             await self._ended(running, await running.process.wait(), supervisor_failed=True)
         finally:
-            self.running.pop(job_id, None)
-            running.done.set()
+            self._release(running)
+
+    def _release(self, running: _Running) -> None:
+        """The job is over: its slot is free for a new start, and its waiters wake."""
+        self.running.pop(running.job["job_id"], None)
+        running.done.set()
 
     async def _child_event(self, running: _Running, event: dict[str, Any]) -> None:
         kind = event.pop("event")
@@ -294,21 +377,28 @@ class JobSupervisor:
             running.reported.set()
 
     async def _ended(self, running: _Running, code: int, supervisor_failed: bool = False) -> None:
+        """The row, the credential and the session first, then the slot; the final event last, so a client that
+        sees it finds the job over (a new start of its scenario is accepted at once)."""
         job_id, outcome = running.job["job_id"], running.outcome or {}
+        if self.settings.enable_auth:
+            await self.service.store.write(RevokeJobKey(job_id))
         if running.progress is not None:
             await self.service.store.write(UpdateJob(job_id, progress=running.progress))
         if code == 0 and outcome.get("event") == "completed" and not supervisor_failed:
             job = await self.service.store.write(UpdateJob(job_id, status="completed", exit_code=code))
-            await self._event(job, "training_completed", _without(outcome, "event"))
+            kind, payload = "training_completed", _without(outcome, "event")
         elif running.stop_requested and (code in (EXIT_STOPPED, -signal.SIGINT) or outcome.get("event") == "stopped"):
             # -SIGINT: stopped while Python was still starting, before it could catch the signal
             job = await self.service.store.write(UpdateJob(job_id, status="stopped", exit_code=code))
-            await self._event(job, "training_stopped", {"checkpoint": outcome.get("checkpoint")})
+            kind, payload = "training_stopped", {"checkpoint": outcome.get("checkpoint")}
         else:
-            error = _describe_exit(code, running.log)
+            error = await asyncio.to_thread(_describe_exit, code, running.log)
             job = await self.service.store.write(UpdateJob(job_id, status="failed", exit_code=code, error=error))
             logger.warning("training job %s failed: %s", job_id, error, extra={"job_id": job_id})
-            await self._event(job, "training_error", {"error": error, "exit_code": code})
+            await self._fail_session(job["session_id"], error)
+            kind, payload = "training_error", {"error": error, "exit_code": code}
+        self._release(running)
+        await self._event(job, kind, payload)
 
     async def _event(self, job: dict[str, Any], kind: str, payload: dict[str, Any]) -> None:
         """A job event: stored in the job's session (its spectators and history see it) and told to listeners."""

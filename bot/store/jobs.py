@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, insert, or_, select, update
 
-from bot.store.tables import training_jobs
+from bot.store.keys import create_key, revoke_named
+from bot.store.tables import daemon_runs, server_instances, training_jobs
 from bot.store.writes import Applied, Job
 
 RUNNING_STATUSES = ("running", "stopping")
@@ -89,22 +90,81 @@ class UpdateJob(Job):
         return Applied(job_dict(row))
 
 
-@dataclass
-class FailLeftoverJobs(Job):
-    """Jobs this host's server was running when it went away: their process is gone with it."""
+def job_key_name(job_id: str) -> str:
+    return f"job:{job_id}"
 
-    host: str
-    reason: str
+
+@dataclass
+class IssueJobKey(Job):
+    """The job's own credential: `write`, limited to its session, revoked when the job ends."""
+
+    job_id: str
+    session_id: str
 
     def apply(self, conn: Connection, now: float) -> Applied:
-        c = training_jobs.c
+        return Applied(create_key(conn, ["write"], self.session_id, job_key_name(self.job_id))[1])
+
+
+@dataclass
+class RevokeJobKey(Job):
+    job_id: str
+
+    def apply(self, conn: Connection, now: float) -> Applied:
+        return Applied(revoke_named(conn, job_key_name(self.job_id)))
+
+
+@dataclass
+class RenewLease(Job):
+    """This instance is alive: its jobs and daemon runs are its own for `lease seconds` more."""
+
+    instance_id: str
+
+    def apply(self, conn: Connection, now: float) -> Applied:
+        mine = server_instances.c.instance_id == self.instance_id
+        if not conn.execute(update(server_instances).where(mine).values(heartbeat_at=now)).rowcount:
+            values = {"instance_id": self.instance_id, "started_at": now, "heartbeat_at": now}
+            conn.execute(insert(server_instances).values(values))
+        return Applied(None)
+
+
+@dataclass
+class FailOrphans(Job):
+    """Jobs and daemon runs whose owner holds no live lease (or, `predecessors`, owners that ran on this very
+    host and port before this instance took it over) are failed, their keys revoked: their processes went with
+    their server. Returns (the failed jobs, the failed daemon runs' ids); the lease rows of owners long gone
+    are dropped."""
+
+    instance_id: str
+    lease_seconds: float
+    reason: str
+    predecessors: str | None = None  # a LIKE pattern of the owners this instance replaces
+
+    def apply(self, conn: Connection, now: float) -> Applied:
+        live = select(server_instances.c.instance_id).where(
+            server_instances.c.heartbeat_at >= now - self.lease_seconds,
+            *([server_instances.c.instance_id.not_like(self.predecessors)] if self.predecessors else []),
+        )
+        jobs_c, runs_c = training_jobs.c, daemon_runs.c
+        owner_alive = or_(jobs_c.host == self.instance_id, jobs_c.host.in_(live))
         rows = conn.execute(
             update(training_jobs)
-            .where(c.host == self.host, c.status.in_(RUNNING_STATUSES))
+            .where(jobs_c.status.in_(RUNNING_STATUSES), ~owner_alive)
             .values(status="failed", error=self.reason, ended_at=now)
             .returning(*training_jobs.c)
         ).all()
-        return Applied([job_dict(row) for row in rows])
+        jobs = [job_dict(row) for row in rows]
+        for job in jobs:
+            revoke_named(conn, job_key_name(job["job_id"]))
+        run_alive = or_(runs_c.instance == self.instance_id, runs_c.instance.in_(live))
+        runs = conn.execute(
+            update(daemon_runs)
+            .where(runs_c.status == "running", ~run_alive)
+            .values(status="failed", error=self.reason, ended_at=now)
+            .returning(runs_c.run_id, runs_c.episodes, runs_c.started_at)
+        )
+        failed_runs = [dict(row._mapping) for row in runs]
+        conn.execute(server_instances.delete().where(server_instances.c.heartbeat_at < now - 100 * self.lease_seconds))
+        return Applied((jobs, failed_runs))
 
 
 def get_job(conn: Connection, job_id: str) -> dict[str, Any] | None:

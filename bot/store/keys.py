@@ -54,6 +54,13 @@ def revoke_key(conn: Connection, key_id: str) -> bool:
     return bool(done.rowcount)
 
 
+def revoke_named(conn: Connection, name: str) -> bool:
+    """Revoke every live key of this name (a training job's own: bot/store/jobs.py)."""
+    c = api_keys.c
+    done = conn.execute(update(api_keys).where(c.name == name, c.revoked_at.is_(None)).values(revoked_at=time.time()))
+    return bool(done.rowcount)
+
+
 def revoked_among(conn: Connection, key_ids: list[str]) -> set[str]:
     """Which of these keys are revoked (or gone): spectators holding them are closed."""
     c = api_keys.c

@@ -167,7 +167,7 @@ training_jobs = Table(
     Column("total_episodes", BigInteger, nullable=False),
     Column("episodes_completed", BigInteger, nullable=False, default=0),
     Column("latest_progress", Text),  # the last training_progress payload, as JSON
-    Column("host", String(256), nullable=False),  # the machine whose server supervises the process
+    Column("host", String(256), nullable=False),  # the server instance that supervises the process (its lease)
     Column("pid", Integer),
     Column("exit_code", Integer),
     Column("error", Text),
@@ -207,6 +207,17 @@ daemon_runs = Table(
     Column("avg_reward", Double),
     Column("final_reward", Double),
     Column("error", Text),
+)
+
+# Server instances that supervise training jobs (bot/server/jobs.py): each renews its lease (`heartbeat_at`)
+# every few seconds. A job or daemon run whose owner (`training_jobs.host`, `daemon_runs.instance`) holds no
+# live lease lost its process with its server: any instance then ends it as failed.
+server_instances = Table(
+    "server_instances",
+    metadata,
+    Column("instance_id", String(256), primary_key=True),
+    Column("started_at", Double, nullable=False),
+    Column("heartbeat_at", Double, nullable=False),
 )
 
 # API keys (bot/server/auth.py): only a SHA-256 of each key is kept, and keys are looked up by it. `key_id` is

@@ -23,6 +23,7 @@ import gymnasium as gym
 from bot.training.agent import DQNAgent
 from bot.training.config import TrainingConfig, TrainingConfigError
 from bot.training.envs import register
+from bot.training.threads import DEFAULT_THREADS, limit_threads
 from bot.training.trainer import Trainer
 
 SHIPPED = Path(__file__).resolve().parent / "configs"  # tuned settings by name: `-c cartpole` (config/ links them)
@@ -37,11 +38,15 @@ def train_command(args: argparse.Namespace) -> int:
         config = _config(args)
         env = _environment(config.env_id)
         checkpoint = _checkpoint(args)
+        threads = getattr(args, "threads", DEFAULT_THREADS)
+        if threads < 1:
+            raise UsageError(f"--threads must be at least 1, got {threads}")
         if args.wandb and importlib.util.find_spec("wandb") is None:
             raise UsageError("--wandb needs the `wandb` package: pip install wandb")
     except (UsageError, TrainingConfigError) as exc:
         print(f"bot train: {exc}", file=sys.stderr)
         return 2
+    limit_threads(threads)
     with _session(args.server, config) as run:
         trainer = _trainer(config, env, Path(args.output), run)
         if checkpoint is not None:

@@ -5,9 +5,15 @@ and tells its supervisor what happens on stdout, one `TMS-EVENT {json}` line per
 episode, then `completed` or `stopped`); every other line is free. SIGINT (the supervisor's stop) saves a
 checkpoint and exits with code 130; any other end but 0 is a failure the supervisor reports.
 
-Files, as the original design lays them out under the models directory: `{scenario}_final.pt` and
-`{scenario}_history.json`, and `checkpoints/{scenario}/checkpoint_episode_N/`, `checkpoint_best/`,
-`checkpoint_final/` (each a `model.pt` and its `model.json`).
+Each job writes into a folder of its own, `jobs/{job_id}/` under the models directory, so two jobs of one
+scenario never overwrite each other: `{scenario}_final.pt`, `{scenario}_history.json` and
+`checkpoints/{scenario}/checkpoint_episode_N/`, `checkpoint_best/`, `checkpoint_final/` (each a `model.pt` and
+its `model.json`). When a job finishes (completed or stopped) the original design's layout at the top of the
+models directory is pointed at it, each name replaced atomically: it shows the latest finished job.
+
+It pushes with the credential the server gave it (TMS_API_KEY: `write`, its own session only). A push the
+server refuses (a revoked key, say) ends the job at once with exit status 3 and the reason on stderr: a job
+whose data was not stored never reports `completed`.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any
 EVENT_PREFIX = "TMS-EVENT "
 PR_SET_PDEATHSIG = 1
 EXIT_STOPPED = 130
+EXIT_REFUSED = 3
 RECENT = 10  # progress averages are over the last 10 episodes, as in the original design
 
 
@@ -51,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", required=True)
     parser.add_argument("--session", required=True)
     parser.add_argument("--models-dir", required=True)
+    parser.add_argument("--job-id", required=True, help="the job's own folder is jobs/JOB_ID in the models dir")
+    parser.add_argument("--threads", type=int, default=1, help="torch's threads (1: small networks, shared cores)")
     parser.add_argument("--parent-pid", type=int, help="stop (with a checkpoint) when this process ends")
     args = parser.parse_args(argv)
     try:
@@ -60,6 +69,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # stopped before training began (while importing torch, say)
         emit("stopped", episodes_completed=0, checkpoint=None)
         return EXIT_STOPPED
+    except PushRefusedError as exc:
+        print(f"the server refused the job's data: {exc}", file=sys.stderr, flush=True)
+        return EXIT_REFUSED
+
+
+class PushRefusedError(Exception):
+    """The server refused a batch of this job's data (logged and dead-lettered by the SDK)."""
+
+
+def _refusals(client: Any) -> Any:
+    """A trainer listener that ends the run at the first refused push: training on would store nothing."""
+
+    def check(_figures: dict[str, Any]) -> None:
+        if client.rejected:
+            raise PushRefusedError(client.last_rejection or "a batch was refused")
+
+    return check
 
 
 def _stop_with_parent(parent: int) -> None:
@@ -77,6 +103,7 @@ def _train(args: argparse.Namespace) -> int:
     from bot.training.agent import DQNAgent
     from bot.training.cli import _environment
     from bot.training.config import TrainingConfig
+    from bot.training.threads import limit_threads
     from bot.training.trainer import Trainer
 
     scenario = TrainingConfig.from_yaml(args.scenario_file)
@@ -89,34 +116,68 @@ def _train(args: argparse.Namespace) -> int:
         seed=args.seed,
         early_stopping=False,
     )
+    limit_threads(args.threads)
     models = Path(args.models_dir)
+    folder = models / "jobs" / args.job_id
     env = _environment(config.env_id)
-    layout = CheckpointLayout(models, args.scenario)
+    layout = CheckpointLayout(folder, args.scenario)
+    trainer: Trainer | None = None
     with MetricsClient(args.server, flush_interval=0.5) as client:
-        with client.session(training_id=args.session) as run:
-            agent = DQNAgent(env.observation_space.shape[0], int(env.action_space.n), config, seed=config.seed)
-            trainer = Trainer(agent, env, config, models / "runs" / args.session, run, layout.path)
-            trainer.listeners.append(Progress(config.max_episodes).record)
-            try:
+        try:
+            with client.session(training_id=args.session) as run:
+                agent = DQNAgent(env.observation_space.shape[0], int(env.action_space.n), config, seed=config.seed)
+                trainer = Trainer(agent, env, config, folder / "run", run, layout.path)
+                trainer.listeners += [Progress(config.max_episodes).record, _refusals(client)]
                 statistics = trainer.train()
-            except KeyboardInterrupt:
-                completed = len(trainer.history["reward"])  # the interrupted episode does not count
-                checkpoint = layout.keep_stop(completed)
-                _write_history(models, args.scenario, trainer, "stopped")
-                emit("stopped", episodes_completed=completed, checkpoint=checkpoint and str(checkpoint))
-                return EXIT_STOPPED
+        except KeyboardInterrupt:
+            if trainer is None:
+                raise
+            completed = len(trainer.history["reward"])  # the interrupted episode does not count
+            checkpoint = layout.keep_stop(completed)
+            _write_history(folder, args.scenario, trainer, "stopped")
+            publish_latest(models, folder, args.scenario)
+            emit("stopped", episodes_completed=completed, checkpoint=checkpoint and str(checkpoint))
+            return EXIT_STOPPED
+        client.flush()
+        if client.rejected:  # the last batches, or the session's own status
+            raise PushRefusedError(client.last_rejection or "a batch was refused")
     final = layout.finish()
-    shutil.copyfile(final / "model.pt", models / f"{args.scenario}_final.pt")
-    _write_history(models, args.scenario, trainer, statistics["outcome"])
+    model_path = folder / f"{args.scenario}_final.pt"
+    shutil.copyfile(final / "model.pt", model_path)
+    _write_history(folder, args.scenario, trainer, statistics["outcome"])
+    publish_latest(models, folder, args.scenario)
     emit(
         "completed",
         episodes_completed=trainer.episode,
         final_avg_reward=statistics["final_average_reward"],
         best_eval=statistics["best_eval"],
         duration=statistics["elapsed_seconds"],
-        model_path=str(models / f"{args.scenario}_final.pt"),
+        model_path=str(model_path),
+        job_dir=str(folder),
     )
     return 0
+
+
+def publish_latest(models: Path, folder: Path, scenario: str) -> None:
+    """Point the original design's layout (`{scenario}_final.pt`, `{scenario}_history.json`,
+    `checkpoints/{scenario}/`) at this job's folder. Each name is replaced atomically (a copy renamed over the
+    file; a symbolic link renamed over the folder's), so a reader sees one finished job or another, never a
+    mix, and two jobs finishing at once leave the later one's."""
+    for name in (f"{scenario}_final.pt", f"{scenario}_history.json"):
+        if (folder / name).is_file():
+            staged = models / f".{name}.{folder.name}"
+            shutil.copyfile(folder / name, staged)
+            os.replace(staged, models / name)
+    target = folder / "checkpoints" / scenario
+    if target.is_dir():
+        link = models / "checkpoints" / scenario
+        link.parent.mkdir(parents=True, exist_ok=True)
+        staged = link.parent / f".{scenario}.{folder.name}"
+        staged.unlink(missing_ok=True)
+        staged.symlink_to(os.path.relpath(target, link.parent), target_is_directory=True)
+        if link.is_dir() and not link.is_symlink():  # a folder an older version wrote
+            shutil.rmtree(link)
+        os.replace(staged, link)
 
 
 class CheckpointLayout:
@@ -178,13 +239,13 @@ class Progress:
         )
 
 
-def _write_history(models: Path, scenario: str, trainer: Any, outcome: str) -> None:
+def _write_history(folder: Path, scenario: str, trainer: Any, outcome: str) -> None:
     clean = {
         key: [None if isinstance(v, float) and not math.isfinite(v) else v for v in values]
         for key, values in trainer.history.items()
     }
     document = {"scenario": scenario, "history": clean, "statistics": trainer.statistics(outcome)}
-    (models / f"{scenario}_history.json").write_text(json.dumps(document))
+    (folder / f"{scenario}_history.json").write_text(json.dumps(document))
 
 
 if __name__ == "__main__":

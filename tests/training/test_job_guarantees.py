@@ -1,0 +1,240 @@
+"""Training jobs keep the server's promises (#24): with auth on a job pushes with a credential of its own and
+stores its data; a job whose pushes are refused fails; two jobs of one scenario keep their own models; a job
+and a daemon run whose server died are failed by another instance (leases); `training_completed` means the job
+is over. Real servers, real child processes, real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import socketio
+
+from bot.config import Settings
+from bot.store.engine import create_engines
+from bot.store.keys import list_keys
+from tests.conftest import TIMEOUT, LiveServer
+from tests.e2e.test_auth import SECRET, keys
+from tests.e2e.test_deploy import free_port
+from tests.reliability.harness import ServerProcess
+from tests.training.test_jobs import JOB_TIMEOUT, alive, ended, start
+
+pytestmark = pytest.mark.slow  # each job starts Python, torch and gymnasium afresh
+
+
+def store_keys(database_url: str) -> list[dict[str, Any]]:
+    writer, reader = create_engines(database_url)
+    try:
+        with reader.connect() as conn:
+            return list_keys(conn)
+    finally:
+        writer.dispose()
+        reader.dispose()
+
+
+def revoke_job_keys(database_url: str) -> int:
+    """Revoke every job's credential behind the server's back, as `bot keys revoke` would."""
+    from bot.store.keys import revoke_key
+
+    writer, reader = create_engines(database_url)
+    try:
+        with writer.begin() as conn:
+            return sum(revoke_key(conn, k["key_id"]) for k in list_keys(conn) if (k["name"] or "").startswith("job:"))
+    finally:
+        writer.dispose()
+        reader.dispose()
+
+
+def environment_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {name.decode(): value.decode(errors="replace") for name, value in pairs}
+
+
+async def first_progress(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
+    async with asyncio.timeout(JOB_TIMEOUT):
+        while True:
+            row: dict[str, Any] = (await client.get(f"/api/training/jobs/{job_id}")).json()
+            if row["episodes_completed"] >= 1:
+                return row
+            await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+def auth_settings(settings: Settings, tmp_path: Path) -> Settings:
+    update = {
+        "models_dir": tmp_path / "models",
+        "max_concurrent_jobs": 2,
+        "enable_auth": True,
+        "jwt_secret_key": SECRET,
+    }
+    return settings.model_copy(update=update)
+
+
+async def test_with_auth_on_a_job_stores_its_data_with_a_credential_of_its_own(
+    server_factory: Any, auth_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child gets a `write` key limited to its session (never the server's JWT secret), pushes every
+    episode with it, and the key is revoked when the job ends."""
+    monkeypatch.setenv("JWT_SECRET_KEY", SECRET)  # as a server started with it in its environment
+    live: LiveServer = await server_factory(auth_settings)
+    (admin,) = keys(auth_settings.database_url, (["admin"], None))
+    headers = {"Authorization": f"Bearer {admin}"}
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT, headers=headers) as client:
+        job = await start(client, num_episodes=300, save_interval=100)
+        row = await first_progress(client, job["job_id"])
+        environment = environment_of(row["pid"])
+        assert "JWT_SECRET_KEY" not in environment and "TMS_JWT_SECRET_KEY" not in environment
+        assert environment["TMS_API_KEY"] != admin
+        (credential,) = [k for k in store_keys(auth_settings.database_url) if k["name"] == f"job:{job['job_id']}"]
+        assert (credential["scopes"], credential["session_id"], credential["revoked_at"]) == (
+            "write",
+            job["session_id"],
+            None,
+        )
+        await client.post("/api/training/stop", json={"job_id": job["job_id"]})
+        row = await ended(client, job["job_id"])
+        assert row["status"] == "stopped", row
+        session = (await client.get(f"/api/training/sessions/{job['session_id']}")).json()
+        history = (await client.get(f"/api/training/sessions/{job['session_id']}/history?limit=1000")).json()
+    kinds = [m["type"] for m in history["messages"]]
+    assert kinds.count("training_metrics") >= 1 and "training_status" in kinds
+    assert session["status"] in ("stopped", "failed", "completed") and session["status"] != "created"
+    (credential,) = [k for k in store_keys(auth_settings.database_url) if k["name"] == f"job:{job['job_id']}"]
+    assert credential["revoked_at"] is not None
+
+
+async def test_a_job_whose_pushes_are_refused_fails_naming_why(server_factory: Any, auth_settings: Settings) -> None:
+    live: LiveServer = await server_factory(auth_settings)
+    (admin,) = keys(auth_settings.database_url, (["admin"], None))
+    async with httpx.AsyncClient(
+        base_url=live.url, timeout=TIMEOUT, headers={"Authorization": f"Bearer {admin}"}
+    ) as client:
+        job = await start(client)
+        await first_progress(client, job["job_id"])
+        assert revoke_job_keys(auth_settings.database_url) == 1
+        row = await ended(client, job["job_id"])
+        assert row["status"] == "failed" and row["exit_code"] == 3, row
+        assert "refused" in row["error"] and "401" in row["error"], row["error"]
+        session = (await client.get(f"/api/training/sessions/{job['session_id']}")).json()
+    assert session["status"] == "failed"
+
+
+async def test_two_jobs_of_one_scenario_keep_their_own_models(server_factory: Any, tmp_path: Path) -> None:
+    """Each job writes into its own folder; the original design's names show the one that finished last."""
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'metrics.db'}",
+        models_dir=tmp_path / "models",
+        max_concurrent_jobs=2,
+        ingest_processes=0,
+    )
+    live: LiveServer = await server_factory(settings)
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+        first = await start(client, num_episodes=3, save_interval=1, seed=1)
+        second = await start(client, num_episodes=3, save_interval=1, seed=2, allow_concurrent=True)
+        rows = [await ended(client, job["job_id"]) for job in (first, second)]
+        completed = {
+            job["job_id"]: (await client.get(f"/api/training/jobs/{job['job_id']}")).json() for job in (first, second)
+        }
+        history = {
+            job["job_id"]: (await client.get(f"/api/training/sessions/{job['session_id']}/history")).json()
+            for job in (first, second)
+        }
+    assert [row["status"] for row in rows] == ["completed", "completed"]
+    model_paths = {}
+    for job_id, messages in history.items():
+        (done,) = [m["data"] for m in messages["messages"] if m["type"] == "training_completed"]
+        model_paths[job_id] = Path(done["model_path"])
+        assert model_paths[job_id].is_file() and job_id in str(model_paths[job_id])
+    assert len(set(model_paths.values())) == 2
+    last = max(completed.values(), key=lambda row: row["end_time"])["job_id"]
+    models = settings.models_dir
+    assert (models / "mock_cache_final.pt").read_bytes() == model_paths[last].read_bytes()
+    latest = (models / "checkpoints" / "mock_cache").resolve()
+    assert latest == (models / "jobs" / last / "checkpoints" / "mock_cache").resolve()
+    for job_id in model_paths:
+        assert (models / "jobs" / job_id / "checkpoints" / "mock_cache" / "checkpoint_episode_2" / "model.pt").is_file()
+
+
+async def test_a_dead_servers_job_and_daemon_run_are_failed_by_another_instance(tmp_path: Path) -> None:
+    """kill -9 the server on one port; one started on another port (sharing the database) finds the job and
+    the daemon run whose lease ran out: failed, with a training_error, and the job's session failed."""
+    env = {"TMS_MODELS_DIR": str(tmp_path / "models"), "TMS_JOB_LEASE_SECONDS": "1.5", "TMS_TRAINING_DAEMON": "1"}
+    first = ServerProcess(tmp_path / "metrics.db", free_port(), env=env)
+    second = ServerProcess(tmp_path / "metrics.db", free_port(), env=env)
+    await asyncio.to_thread(first.start)
+    pids: list[int] = []
+    try:
+        async with httpx.AsyncClient(base_url=first.url, timeout=TIMEOUT) as client:
+            job = await start(client, "cartpole")  # beside the daemon's first scheduled run (mock_cache)
+            await first_progress(client, job["job_id"])
+            async with asyncio.timeout(JOB_TIMEOUT):
+                while len(running := (await client.get("/api/training/jobs")).json()["jobs"]) < 2:
+                    await asyncio.sleep(0.1)
+            (run_id,) = [r["run_id"] for r in (await client.get("/api/training/summary")).json()["recent_runs"]]
+            pids = [j["pid"] for j in running]
+        await asyncio.to_thread(first.kill9)
+        await asyncio.to_thread(second.start)
+        async with httpx.AsyncClient(base_url=second.url, timeout=TIMEOUT) as client:
+            row = await ended(client, job["job_id"])
+            async with asyncio.timeout(JOB_TIMEOUT):
+                while True:
+                    summary = (await client.get("/api/training/summary")).json()
+                    (run,) = [r for r in summary["recent_runs"] if r["run_id"] == run_id]
+                    if run["status"] != "running":
+                        break
+                    await asyncio.sleep(0.1)
+            session = (await client.get(f"/api/training/sessions/{job['session_id']}")).json()
+            history = (await client.get(f"/api/training/sessions/{job['session_id']}/history")).json()
+            status = (await client.get("/api/training/status")).json()
+            stop = await client.post("/api/training/stop")
+    finally:
+        second.stop()
+        first.stop()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert row["status"] == "failed" and "went away" in row["error"], row
+    assert run["status"] == "failed" and "went away" in run["error"], run
+    assert session["status"] == "failed"
+    assert history["messages"][-1]["type"] == "training_error"
+    assert status["is_training"] is False and stop.status_code == 400
+
+
+async def test_training_completed_means_the_job_is_over(server_factory: Any, tmp_path: Path) -> None:
+    """A Socket.IO client that starts the same scenario the moment it hears `training_completed` is accepted."""
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'metrics.db'}", models_dir=tmp_path / "models", ingest_processes=0
+    )
+    live: LiveServer = await server_factory(settings)
+    answers: list[tuple[int, Any]] = []
+    heard = asyncio.Event()
+    sio = socketio.AsyncClient()
+
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+
+        async def on_completed(data: dict[str, Any]) -> None:
+            status = (await client.get("/api/training/status")).json()
+            again = await client.post("/api/training/start", json={"scenario_name": "mock_cache", "num_episodes": 1})
+            answers.append((again.status_code, status["is_training"]))
+            heard.set()
+
+        sio.on("training_completed", on_completed)
+        await sio.connect(live.url, wait_timeout=TIMEOUT)
+        await sio.call("subscribe_training", {}, timeout=TIMEOUT)
+        job = await start(client, num_episodes=2, save_interval=1)
+        async with asyncio.timeout(JOB_TIMEOUT):
+            await heard.wait()
+        await sio.disconnect()
+        jobs = (await client.get("/api/training/jobs")).json()["jobs"]
+        for other in jobs:
+            if other["job_id"] != job["job_id"]:
+                await ended(client, other["job_id"])
+    assert answers == [(202, False)]
+    assert not any(alive(j["pid"]) for j in jobs if j["pid"])
