@@ -18,7 +18,9 @@ database and broker setting). A server that shuts down stops its jobs as a stop 
 Ownership is a lease: each instance renews its row in `server_instances` every third of
 `job_lease_seconds`, and any instance fails the jobs and daemon runs of an owner whose lease ran out (it
 died with its processes), with a `training_error` and its session `failed`. A server that starts on the
-host and port of a predecessor fails that one's jobs at once.
+host and port of a predecessor fails that one's jobs at once. A stop asked of any instance reaches the
+job's owner through the job's row (`stop_requested_at`), so it works behind a load balancer, with or
+without Redis; status and job lists read the rows, which every instance shares.
 """
 
 from __future__ import annotations
@@ -52,10 +54,12 @@ from bot.store.jobs import (
     FailOrphans,
     IssueJobKey,
     RenewLease,
+    RequestStop,
     RevokeJobKey,
     UpdateJob,
     get_job,
     list_jobs,
+    stop_requests,
 )
 
 logger = logging.getLogger(__name__)
@@ -66,12 +70,12 @@ EXIT_STOPPED = 130
 SCENARIO_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 STOP_ANSWER_WITHIN = 1.8  # seconds a stop waits for the child's checkpoint and exit before it answers
 ROW_UPDATE_INTERVAL = 1.0  # a running job's row takes its latest progress at most this often
+STOP_WATCH_INTERVAL = 0.25  # how often an instance with running jobs looks for stops asked of another
 SHIPPED_SCENARIOS = Path(__file__).resolve().parents[1] / "training" / "scenarios"
 
 # Environment variables a job's process never inherits: secrets, and what only the server talks to.
 SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|API_KEY|CREDENTIAL|DATABASE_URL|REDIS_URL", re.IGNORECASE)
-ORPHANED = "the server supervising the job went away (its lease ran out)"
-PREDECESSOR_GONE = "the server stopped while the job was running"
+ORPHANED = "its server stopped or went away while the job was running (its lease was not renewed)"
 
 Listener = Callable[[str, dict[str, Any]], None]
 OrphanedRuns = Callable[[list[dict[str, Any]], str], Awaitable[None]]
@@ -127,13 +131,14 @@ class JobSupervisor:
         place = f"{socket.gethostname()}:{settings.port}"
         self.identity = f"{place}/{secrets.token_hex(4)}"
         # A server on a fixed port replaces any earlier one there: that one's jobs are gone, lease or not.
-        self._predecessors = f"{place}%" if settings.port else None
+        self._predecessors = f"{place}/%" if settings.port else None
         self.running: dict[str, _Running] = {}
         self._starting: dict[str, str] = {}  # job id -> scenario, between the checks and the process
         self.listeners: list[Listener] = []
         self.on_orphaned_runs: list[OrphanedRuns] = []  # the daemon's runs failed with their dead owner
         self._tasks: set[asyncio.Task[None]] = set()
         self._lease: asyncio.Task[None] | None = None
+        self._stops: asyncio.Task[None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -142,6 +147,20 @@ class JobSupervisor:
         await self.service.store.write(RenewLease(self.identity))
         await self._fail_orphans(self._predecessors)
         self._lease = asyncio.create_task(self._keep_lease(), name="tms-job-lease")
+        self._stops = asyncio.create_task(self._watch_stops(), name="tms-job-stops")
+
+    async def _watch_stops(self) -> None:
+        """Stops asked of another instance for this one's jobs (bot/store/jobs.py RequestStop)."""
+        while True:
+            await asyncio.sleep(STOP_WATCH_INTERVAL)
+            if not self.running:
+                continue
+            try:
+                for job_id in await self.service.store.read(stop_requests, self.identity):
+                    if job_id in self.running:
+                        self._interrupt(self.running[job_id])
+            except Exception:
+                logger.exception("looking for training job stops failed; trying again")
 
     async def _keep_lease(self) -> None:
         interval = self.settings.job_lease_seconds / 3
@@ -154,9 +173,10 @@ class JobSupervisor:
                 logger.exception("renewing the training jobs' lease failed; trying again in %.1f s", interval)
 
     async def _fail_orphans(self, predecessors: str | None) -> None:
-        reason = PREDECESSOR_GONE if predecessors else ORPHANED
-        orphans = FailOrphans(self.identity, self.settings.job_lease_seconds, reason, predecessors)
-        jobs, runs = await self.service.store.write(orphans)
+        reason = ORPHANED
+        jobs, runs = await self.service.store.write(
+            FailOrphans(self.identity, self.settings.job_lease_seconds, reason, predecessors)
+        )
         for job in jobs:
             logger.warning(
                 "training job %s (%s) lost its server: failed", job["job_id"], job["scenario_name"],
@@ -178,7 +198,7 @@ class JobSupervisor:
 
     async def shutdown(self, grace: float) -> None:
         """Stop every running job as a stop request would; kill what has not ended within `grace`."""
-        await cancel_and_wait([self._lease])
+        await cancel_and_wait([self._lease, self._stops])
         for running in list(self.running.values()):
             self._interrupt(running)
         waiting = [running.done.wait() for running in self.running.values()]
@@ -256,19 +276,21 @@ class JobSupervisor:
         return job
 
     async def stop(self, job_id: str | None) -> tuple[dict[str, Any], bool]:
-        """Ask a running job (the only one, without `job_id`) to stop: it saves a checkpoint and ends. Returns
-        the job and whether it ended within STOP_ANSWER_WITHIN seconds."""
+        """Ask a running job (the only one, on any instance, without `job_id`) to stop: it saves a checkpoint
+        and ends. Returns the job and whether it ended within STOP_ANSWER_WITHIN seconds."""
         if job_id is None:
-            if len(self.running) != 1:
+            rows = await self.service.store.read(list_jobs, 100, RUNNING_STATUSES)
+            running_ids = sorted({row["job_id"] for row in rows} | set(self.running))
+            if len(running_ids) != 1:
                 raise JobRefusedError(
                     "no training job is running"
-                    if not self.running
-                    else f"{len(self.running)} jobs are running: say which with job_id ({', '.join(self.running)})"
+                    if not running_ids
+                    else f"{len(running_ids)} jobs are running: say which with job_id ({', '.join(running_ids)})"
                 )
-            job_id = next(iter(self.running))
+            job_id = running_ids[0]
         running = self.running.get(job_id)
         if running is None:
-            raise JobRefusedError(f"no running training job {job_id!r} on this server")
+            return await self._stop_elsewhere(job_id)
         self._interrupt(running)
         # The answer waits for the child's `stopped` (its checkpoint is saved; the SDK may still be flushing
         # its last points) or its end, whichever comes first.
@@ -284,6 +306,19 @@ class JobSupervisor:
         if running.outcome is None:
             return job, False
         return {**job, "status": "stopped", "episodes_completed": running.outcome["episodes_completed"]}, True
+
+    async def _stop_elsewhere(self, job_id: str) -> tuple[dict[str, Any], bool]:
+        """A job another instance supervises: asked through its row, answered once the row says it ended."""
+        job = await self.service.store.write(RequestStop(job_id))
+        if job is None:
+            raise JobRefusedError(f"no running training job {job_id!r}")
+        deadline = time.monotonic() + STOP_ANSWER_WITHIN + STOP_WATCH_INTERVAL
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            job = await self.service.store.read(get_job, job_id)
+            if job["status"] not in RUNNING_STATUSES:
+                return job, True
+        return {**job, "status": "stopping"}, False
 
     async def wait(self, job_id: str) -> dict[str, Any]:
         """The job's row once it has ended."""

@@ -167,6 +167,30 @@ class FailOrphans(Job):
         return Applied((jobs, failed_runs))
 
 
+@dataclass
+class RequestStop(Job):
+    """Ask the instance that supervises a running job to stop it (it looks every STOP_WATCH_INTERVAL)."""
+
+    job_id: str
+
+    def apply(self, conn: Connection, now: float) -> Applied:
+        c = training_jobs.c
+        row = conn.execute(
+            update(training_jobs)
+            .where(c.job_id == self.job_id, c.status.in_(RUNNING_STATUSES))
+            .values(stop_requested_at=now)
+            .returning(*training_jobs.c)
+        ).first()
+        return Applied(job_dict(row) if row is not None else None)
+
+
+def stop_requests(conn: Connection, instance_id: str) -> list[str]:
+    """The running jobs of this instance that another instance was asked to stop."""
+    c = training_jobs.c
+    mine = (c.host == instance_id) & c.status.in_(RUNNING_STATUSES)
+    return list(conn.execute(select(c.job_id).where(mine, c.stop_requested_at.is_not(None))).scalars())
+
+
 def get_job(conn: Connection, job_id: str) -> dict[str, Any] | None:
     row = conn.execute(select(training_jobs).where(training_jobs.c.job_id == job_id)).first()
     return job_dict(row) if row is not None else None

@@ -173,6 +173,7 @@ training_jobs = Table(
     Column("error", Text),
     Column("created_at", Double, nullable=False),
     Column("ended_at", Double),
+    Column("stop_requested_at", Double),  # a stop asked of another instance, for the owner to carry out
     Index("ix_training_jobs_status", "status", "created_at"),
 )
 

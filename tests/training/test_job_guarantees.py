@@ -23,7 +23,7 @@ from tests.conftest import TIMEOUT, LiveServer
 from tests.e2e.test_auth import SECRET, keys
 from tests.e2e.test_deploy import free_port
 from tests.reliability.harness import ServerProcess
-from tests.training.test_jobs import JOB_TIMEOUT, alive, ended, start
+from tests.training.test_jobs import JOB_TIMEOUT, EventWatcher, alive, ended, start
 
 pytestmark = pytest.mark.slow  # each job starts Python, torch and gymnasium afresh
 
@@ -238,3 +238,56 @@ async def test_training_completed_means_the_job_is_over(server_factory: Any, tmp
                 await ended(client, other["job_id"])
     assert answers == [(202, False)]
     assert not any(alive(j["pid"]) for j in jobs if j["pid"])
+
+
+async def test_a_job_started_on_one_instance_is_watched_and_stopped_on_another(
+    tmp_path: Path, postgres_url: str, redis_url: str
+) -> None:
+    """Two `bot serve` processes on one PostgreSQL and one Redis: start on A; B's raw WebSocket spectator and
+    Socket.IO client see the job's events; B's status and job list agree with A's; a bare stop on B stops it."""
+    env = {"TMS_MODELS_DIR": str(tmp_path / "models")}
+    a, b = (ServerProcess(postgres_url, free_port(), env=env, redis_url=redis_url) for _ in range(2))
+    for instance in (a, b):
+        await asyncio.to_thread(instance.start)
+    sio = socketio.AsyncClient()
+    heard: list[str] = []
+    for event in ("training_started", "training_progress", "training_stopped"):
+        sio.on(event, lambda data, event=event: heard.append(event))
+    try:
+        await sio.connect(b.url, wait_timeout=TIMEOUT)
+        await sio.call("subscribe_training", {}, timeout=TIMEOUT)
+        async with (
+            httpx.AsyncClient(base_url=a.url, timeout=TIMEOUT) as on_a,
+            httpx.AsyncClient(base_url=b.url, timeout=TIMEOUT) as on_b,
+        ):
+            job = await start(on_a)
+            live_b = LiveServerAt(b.port)
+            async with EventWatcher(live_b, job["session_id"]) as watcher:  # type: ignore[arg-type]
+                await watcher.until("training_progress")
+                status_a, status_b = [(await c.get("/api/training/status")).json() for c in (on_a, on_b)]
+                assert status_b["job_id"] == status_a["job_id"] == job["job_id"] and status_b["is_training"]
+                stop = await on_b.post("/api/training/stop")
+                assert stop.status_code == 200, stop.text
+                stopped = await watcher.until("training_stopped")
+            row_a, row_b = [await ended(c, job["job_id"]) for c in (on_a, on_b)]
+            jobs_b = (await on_b.get("/api/training/jobs")).json()["jobs"]
+        async with asyncio.timeout(TIMEOUT):
+            while "training_stopped" not in heard:
+                await asyncio.sleep(0.05)
+    finally:
+        await sio.disconnect()
+        for instance in (a, b):
+            instance.stop()
+    assert stopped["data"]["job_id"] == job["job_id"]
+    assert row_a["status"] == row_b["status"] == "stopped" and [j["job_id"] for j in jobs_b] == [job["job_id"]]
+    assert heard[0] == "training_started" and "training_progress" in heard
+
+
+class LiveServerAt:
+    """Enough of LiveServer for EventWatcher: a server process's WebSocket URLs."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def ws_url(self, session_id: str, query: str = "") -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/{session_id}" + (f"?{query}" if query else "")

@@ -1,4 +1,5 @@
-"""Server instances' leases: a dead owner's training jobs and daemon runs are found by any instance.
+"""Server instances' leases: a dead owner's training jobs and daemon runs are found by any instance; a stop
+asked of another instance reaches the job's owner through its row.
 
 Revision ID: 0006
 Revises: 0005
@@ -23,7 +24,10 @@ def upgrade() -> None:
         sa.Column("heartbeat_at", sa.Double(), nullable=False),
         sa.PrimaryKeyConstraint("instance_id"),
     )
+    op.add_column("training_jobs", sa.Column("stop_requested_at", sa.Double(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("training_jobs") as batch:
+        batch.drop_column("stop_requested_at")
     op.drop_table("server_instances")
