@@ -182,6 +182,15 @@ class Settings(BaseSettings):
     job_lease_seconds: float = Field(30.0, gt=0, le=3600, validation_alias=_env("job_lease_seconds"))
     # torch's threads in each job (1: measured fastest for these small networks when cores are shared).
     training_threads: int = Field(1, ge=1, le=256, validation_alias=_env("training_threads"))
+    # Where jobs run: "process" (children of this server, the default) or "ray" (a Ray cluster at ray_address,
+    # None: Ray's own default, RAY_ADDRESS or a local cluster; the ray extra), with each job's resources, the
+    # Python the cluster runs jobs with, and the URL jobs push to (None: this server's own address).
+    job_backend: Literal["process", "ray"] = Field("process", validation_alias=_env("job_backend"))
+    ray_address: str | None = Field(None, validation_alias=_env("ray_address"))
+    ray_num_cpus: float = Field(1.0, ge=0, validation_alias=_env("ray_num_cpus"))
+    ray_num_gpus: float = Field(0.0, ge=0, validation_alias=_env("ray_num_gpus"))
+    ray_python: str = Field("python", min_length=1, validation_alias=_env("ray_python"))
+    job_server_url: str | None = Field(None, validation_alias=_env("job_server_url"))
     # A database at an older schema revision is migrated at start-up instead of refused (`bot db upgrade`).
     auto_migrate: bool = Field(False, validation_alias=_env("auto_migrate"))
     # A publish to Redis that takes longer than this is given up (spectators get those frames from the store)
@@ -418,6 +427,12 @@ class PerformanceConfig(BaseModel):
     scenarios_dir: Path | None = None
     job_lease_seconds: float = 30.0
     training_threads: int = 1
+    job_backend: Literal["process", "ray"] = "process"
+    ray_address: str | None = None
+    ray_num_cpus: float = 1.0
+    ray_num_gpus: float = 0.0
+    ray_python: str = "python"
+    job_server_url: str | None = None
 
 
 FILE_SECTIONS["performance"] = {name: name for name in PerformanceConfig.model_fields}

@@ -1,6 +1,7 @@
-"""Training jobs: the reference trainer in child processes, started, stopped and watched through the API.
+"""Training jobs: the reference trainer in processes of their own, started, stopped and watched through the API.
 
-Each job is `python -m bot.training.job` (the server never imports torch) pushing into a session of its own
+Each job is `python -m bot.training.job` (the server never imports torch), run by a backend (a child process
+of this server, or a Ray job: bot/server/job_backends.py), pushing into a session of its own
 through the SDK, like any engine. Its supervisor here reads the `TMS-EVENT` lines the child prints and
 turns them into the job's row (bot/store/jobs.py) and into messages of the job's session, stored and sent
 to its spectators like every message, of the types `training_started`, `training_progress` (every
@@ -34,7 +35,6 @@ import re
 import secrets
 import signal
 import socket
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -45,6 +45,7 @@ import orjson
 
 from bot.config import Settings
 from bot.schemas import ENDED_STATUSES, SessionCreate, SessionUpdate
+from bot.server.job_backends import EXIT_STOPPED, JobBackend, JobRun, job_backend
 from bot.server.services import TrainingService
 from bot.server.tasks import cancel_and_wait
 from bot.store.batch import Batch
@@ -66,28 +67,16 @@ logger = logging.getLogger(__name__)
 
 # The child's side of the protocol (bot/training/job.py), repeated here: importing that package imports torch.
 EVENT_PREFIX = b"TMS-EVENT "
-EXIT_STOPPED = 130
 SCENARIO_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 STOP_ANSWER_WITHIN = 1.8  # seconds a stop waits for the child's checkpoint and exit before it answers
 ROW_UPDATE_INTERVAL = 1.0  # a running job's row takes its latest progress at most this often
 STOP_WATCH_INTERVAL = 0.25  # how often an instance with running jobs looks for stops asked of another
 SHIPPED_SCENARIOS = Path(__file__).resolve().parents[1] / "training" / "scenarios"
 
-# Environment variables a job's process never inherits: secrets, and what only the server talks to.
-SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|API_KEY|CREDENTIAL|DATABASE_URL|REDIS_URL", re.IGNORECASE)
 ORPHANED = "its server stopped or went away while the job was running (its lease was not renewed)"
 
 Listener = Callable[[str, dict[str, Any]], None]
 OrphanedRuns = Callable[[list[dict[str, Any]], str], Awaitable[None]]
-
-
-def child_environment(api_key: str | None) -> dict[str, str]:
-    """The server's environment for a job's process, less every secret; its own credential when auth is on."""
-    env = {name: value for name, value in os.environ.items() if not SECRET_NAME.search(name)}
-    env["PYTHONUNBUFFERED"] = "1"
-    if api_key is not None:
-        env["TMS_API_KEY"] = api_key
-    return env
 
 
 def scenarios_dir(settings: Settings) -> Path:
@@ -110,7 +99,7 @@ class ScenarioNotFoundError(LookupError):
 @dataclass
 class _Running:
     job: dict[str, Any]
-    process: asyncio.subprocess.Process
+    process: JobRun
     log: Path
     stop_requested: bool = False
     progress: dict[str, Any] | None = None
@@ -126,6 +115,7 @@ class JobSupervisor:
         self.settings = settings
         self.max_jobs = settings.max_concurrent_jobs or os.cpu_count() or 1
         self.models = Path(settings.models_dir)
+        self.backend: JobBackend = job_backend(settings)
         self.scenarios = scenarios_dir(settings)
         # This instance's name in the jobs' rows and its lease: the host and port, and a token of this process.
         place = f"{socket.gethostname()}:{settings.port}"
@@ -182,6 +172,7 @@ class JobSupervisor:
                 "training job %s (%s) lost its server: failed", job["job_id"], job["scenario_name"],
                 extra={"job_id": job["job_id"]},
             )  # fmt: skip
+            await self.backend.abandon(job["job_id"])
             await self._fail_session(job["session_id"], reason)
             await self._event(job, "training_error", {"error": reason, "exit_code": None})
         if runs:
@@ -205,7 +196,7 @@ class JobSupervisor:
         if waiting:
             _, pending = await asyncio.wait([asyncio.ensure_future(w) for w in waiting], timeout=grace)
             for running in list(self.running.values()):
-                if running.process.returncode is None:
+                if running.process.running:
                     running.process.kill()
             if pending:
                 await asyncio.wait(pending, timeout=5)
@@ -221,7 +212,7 @@ class JobSupervisor:
 
     async def start(self, scenario: str, params: dict[str, Any], allow_concurrent: bool = False) -> dict[str, Any]:
         scenario_file = self.scenario_file(scenario)
-        if importlib.util.find_spec("torch") is None:
+        if self.backend.name == "process" and importlib.util.find_spec("torch") is None:
             raise JobRefusedError("training jobs need the train extra on the server's machine: pip install .[train]")
         scenarios = {**{job_id: r.job["scenario_name"] for job_id, r in self.running.items()}, **self._starting}
         if len(scenarios) >= self.max_jobs:
@@ -334,61 +325,54 @@ class JobSupervisor:
             return self._view(self.running[job_id])
         return await self.service.store.read(get_job, job_id)
 
+    async def logs(self, job_id: str) -> str | None:
+        """The end of a job's output, from wherever it runs (None: no such job, or no output yet)."""
+        if await self.job(job_id) is None:
+            return None
+        return await self.backend.logs(job_id, self.models / "logs" / f"{job_id}.log")
+
     async def jobs(self, limit: int) -> list[dict[str, Any]]:
         rows = await self.service.store.read(list_jobs, limit)
         return [self._view(self.running[row["job_id"]]) if row["job_id"] in self.running else row for row in rows]
 
     # -- the child ----------------------------------------------------------------------------------
 
-    async def _spawn(
-        self, job: dict[str, Any], scenario_file: Path, log: Path, api_key: str | None
-    ) -> asyncio.subprocess.Process:
+    async def _spawn(self, job: dict[str, Any], scenario_file: Path, log: Path, api_key: str | None) -> JobRun:
         params = job["params"]
         host = self.settings.host if self.settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-        command = [
-            sys.executable, "-m", "bot.training.job",
+        server = self.settings.job_server_url or f"http://{host}:{self.settings.port}"
+        args = [
             "--scenario", job["scenario_name"],
             "--scenario-file", str(scenario_file),
             "--episodes", str(params["num_episodes"]),
             "--save-interval", str(params["save_interval"]),
             "--eval-episodes", str(params["eval_episodes"]),
-            "--server", f"http://{host}:{self.settings.port}",
+            "--server", server,
             "--session", job["session_id"],
             "--models-dir", str(self.models),
             "--job-id", job["job_id"],
             "--threads", str(self.settings.training_threads),
-            "--parent-pid", str(os.getpid()),
         ]  # fmt: skip
         if params.get("seed") is not None:
-            command += ["--seed", str(params["seed"])]
-        with log.open("ab") as stderr:
-            return await asyncio.create_subprocess_exec(
-                *command,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=stderr,
-                start_new_session=True,  # a Ctrl-C at the server's terminal reaches the server, which stops jobs
-                env=child_environment(api_key),
-            )
+            args += ["--seed", str(params["seed"])]
+        return await self.backend.start(job["job_id"], args, api_key, log)
 
     def _interrupt(self, running: _Running) -> None:
-        if running.process.returncode is None and not running.stop_requested:
+        if running.process.running and not running.stop_requested:
             running.stop_requested = True
-            with contextlib.suppress(ProcessLookupError):
-                running.process.send_signal(signal.SIGINT)
+            running.process.interrupt()
 
     async def _supervise(self, running: _Running) -> None:
         job_id = running.job["job_id"]
         try:
-            assert running.process.stdout is not None
-            async for line in running.process.stdout:
+            async for line in running.process.lines():
                 if line.startswith(EVENT_PREFIX):
                     await self._child_event(running, orjson.loads(line[len(EVENT_PREFIX) :]))
             code = await running.process.wait()
             await self._ended(running, code)
         except Exception:
             logger.exception("supervising training job %s failed", job_id, extra={"job_id": job_id})
-            with contextlib.suppress(ProcessLookupError):
-                running.process.kill()
+            running.process.kill()
             await self._ended(running, await running.process.wait(), supervisor_failed=True)
         finally:
             self._release(running)
@@ -427,7 +411,7 @@ class JobSupervisor:
             job = await self.service.store.write(UpdateJob(job_id, status="stopped", exit_code=code))
             kind, payload = "training_stopped", {"checkpoint": outcome.get("checkpoint")}
         else:
-            error = await asyncio.to_thread(_describe_exit, code, running.log)
+            error = await running.process.describe_exit(code)
             job = await self.service.store.write(UpdateJob(job_id, status="failed", exit_code=code, error=error))
             logger.warning("training job %s failed: %s", job_id, error, extra={"job_id": job_id})
             await self._fail_session(job["session_id"], error)
@@ -469,19 +453,3 @@ class JobSupervisor:
 
 def _without(values: dict[str, Any], key: str) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k != key}
-
-
-def _describe_exit(code: int, log: Path) -> str:
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        why = f"the training process was killed by {name} (exit status {code})"
-    else:
-        why = f"the training process exited with status {code}"
-    with contextlib.suppress(OSError):
-        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
-        if lines and code > 0:
-            why += f": {lines[-1][:500]}"
-    return why

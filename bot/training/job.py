@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch's threads (1: small networks, shared cores)")
     parser.add_argument("--parent-pid", type=int, help="stop (with a checkpoint) when this process ends")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupted)  # a Ray job's stop, or a plain `kill`: saved like a Ctrl-C
     try:
         if args.parent_pid is not None:
             _stop_with_parent(args.parent_pid)
@@ -72,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     except PushRefusedError as exc:
         print(f"the server refused the job's data: {exc}", file=sys.stderr, flush=True)
         return EXIT_REFUSED
+
+
+def _interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 class PushRefusedError(Exception):

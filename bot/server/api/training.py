@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from bot.schemas import Whole
@@ -138,6 +138,21 @@ async def get_training_job(request: Request, job_id: str) -> dict[str, Any]:
     if job is None:
         raise HTTPException(404, f"no training job {job_id!r}")
     return job
+
+
+@router.get(
+    "/jobs/{job_id}/logs",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {}}}, 404: error_response("no training job has this id")},
+    dependencies=[Reader],
+)
+async def get_training_job_logs(request: Request, job_id: str) -> PlainTextResponse:
+    """The end of the job's output (its last 64 KiB), from wherever it runs: the server's log file of a child
+    process, or Ray's logs of a Ray job."""
+    logs = await _jobs(request).logs(job_id)
+    if logs is None:
+        raise HTTPException(404, f"no training job {job_id!r}, or it has written nothing yet")
+    return PlainTextResponse(logs)
 
 
 class DaemonConfigUpdate(BaseModel):
