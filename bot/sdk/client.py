@@ -4,9 +4,11 @@
     with client.session(name="cartpole-dqn", algorithm="DQN", total_episodes=1000) as run:
         run.log_metrics(episode=e, current_reward=r, epsilon=eps, my_stat=x)
 
-A log call validates cheaply and enqueues; a background thread delivers. Leaving the block flushes
-(at most `flush_timeout`), then marks the session completed, or failed if an exception escaped.
-Nothing about the network ever raises here: undelivered points go to the disk spool.
+A log call validates cheaply and enqueues; a background thread delivers. Leaving the block marks the
+session completed, or failed if an exception escaped, and delivers for at most `flush_timeout`; what is
+not delivered by then is in the disk spool when the block ends. The interpreter's exit that follows keeps
+to the same `flush_timeout`: the whole exit takes at most that. Nothing about the network ever raises
+here.
 """
 
 from __future__ import annotations
@@ -99,8 +101,8 @@ class MetricsClient:
             on_delivered=on_delivered,
         )
         self._closed = False
-        # Exit never hangs and never loses data: at interpreter exit (finalize runs then too), flush
-        # for at most flush_timeout and spool the rest.
+        # Exit never hangs and never loses data: at interpreter exit (finalize runs then too), deliver
+        # until flush_timeout (or what is left of a run's exit just before) and spool the rest.
         self._finalizer = weakref.finalize(self, _close_at_exit, self._sender, self._http, flush_timeout)
 
     def session(
@@ -114,6 +116,7 @@ class MetricsClient:
         metadata: dict[str, Any] | None = None,
     ) -> Run:
         """A run: a new session, or the existing `training_id` resumed (created if the server lacks it)."""
+        self._sender.exit_deadline = None  # a new run: a close is no longer part of the last run's exit
         session_id = training_id or _new_id(name)
         if not SESSION_ID.match(session_id):
             raise InvalidValueError(f"training_id {session_id!r}: use letters, digits and _ . : - (at most 128)")
@@ -141,7 +144,8 @@ class MetricsClient:
         return FlushResult(done and spooled == 0, self._sender.pending(), spooled)
 
     def close(self) -> None:
-        """Flush for at most flush_timeout, spool what is left, release the connection."""
+        """Deliver for at most flush_timeout (right after a run's exit, within that exit's flush_timeout),
+        spool what is left, release the connection."""
         if not self._closed:
             self._closed = True
             self._finalizer()
@@ -161,6 +165,10 @@ class MetricsClient:
         """The server's reason for the latest refused batch."""
         return self._sender.last_rejection
 
+    def _settle(self) -> None:
+        """A run's exit: deliver for at most flush_timeout; what is left is in the spool on return."""
+        self._sender.settle(time.monotonic() + self.flush_timeout)
+
     def _put(self, op: tuple[Any, ...]) -> None:
         if self._closed:
             raise SessionClosedError("this MetricsClient is closed")
@@ -175,12 +183,14 @@ class MetricsClient:
 
 def _close_at_exit(sender: Sender, http: httpx.Client, flush_timeout: float) -> None:
     """Everything within flush_timeout: deliver what can be, spool the rest (the sender does), close."""
-    spooled = sender.close(deadline=time.monotonic() + flush_timeout)
-    http.close()
+    spooled = sender.close(flush_timeout)
+    if not sender.running:  # else it may be inside a request still: the connection goes with the process
+        http.close()
     if spooled:
         logger.warning(
-            "metrics: %d batch(es) not delivered were kept in %s; `bot sync` uploads them",
+            "metrics: %d batch(es) for %s wait in %s; `bot sync` (or the next run) uploads them",
             spooled,
+            sender.url,
             sender.spool.path,
         )
 
@@ -302,7 +312,7 @@ class Run:
         else:
             self.set_status("stopped", exc_type.__name__)
         self._ended = True
-        self.client.flush()
+        self.client._settle()
 
 
 def _vector(name: str, values: Any) -> list[Any]:

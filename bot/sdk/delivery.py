@@ -119,6 +119,10 @@ class SyncReport:
     remaining: int = 0
     busy: bool = False  # another process was uploading this server's records: left to it
     retry_after: float | None = None
+    stopped: bool = False  # `should_stop` said so between two records: the rest waits, nothing failed
+
+
+Timeout = float | Callable[[], float | None] | None
 
 
 def upload_spool(
@@ -126,10 +130,15 @@ def upload_spool(
     spool: Spool,
     url: str,
     on_delivered: OnDelivered | None = None,
-    timeout: float | None = None,
+    timeout: Timeout = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> SyncReport:
     """Deliver the records spooled for the server at `url` (which `http` talks to), oldest first; stop at
-    the first RETRY and keep what is left. Records for other servers are never touched."""
+    the first RETRY and keep what is left. Records for other servers are never touched.
+
+    `timeout` is seconds per request, or a function asked before each (a deadline drawing nearer);
+    `should_stop` is asked between two records: a sender that is closing, or has newer records to put
+    in the spool first, does not wait for the whole spool to go (it may hold hours of another run)."""
     report = SyncReport()
     if not spool.pending(url):
         return report
@@ -138,7 +147,10 @@ def upload_spool(
     try:
         while rows := spool.oldest(url, 100):
             for row_id, record in rows:
-                result = deliver(http, record, timeout)
+                if should_stop is not None and should_stop():
+                    report.remaining, report.stopped = spool.pending(url), True
+                    return report
+                result = deliver(http, record, timeout() if callable(timeout) else timeout)
                 if result.outcome is Outcome.RETRY:
                     report.remaining, report.retry_after = spool.pending(url), result.retry_after
                     return report

@@ -6,6 +6,11 @@ message type, at most `batch_size` items, each with its own idempotency key), an
 one kept-alive connection. When the server is away it retries with exponential backoff and jitter,
 and once more than `max_pending` points wait in memory it spills them to the disk spool, which is
 uploaded first when the server is back.
+
+An exit (leaving a run's block, closing the client) settles within one deadline: it delivers until then,
+and what is still in memory is written to the spool before it. While older records wait in the spool
+(they go first: a server's records keep their order), the new ones join them there at once, so an upload
+of another run's hours of data can delay the new run's, never lose it.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from itertools import count
 from typing import Any
 
@@ -24,7 +30,7 @@ import httpx
 from .delivery import OnDelivered, Outcome, deliver, upload_spool
 from .spool import Spool
 
-SPILL_MARGIN = 0.25  # of a close's time, kept for writing what is left to the spool
+SPILL_MARGIN = 0.25  # of an exit's time, kept for writing what is left to the spool
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +74,9 @@ class Sender:
         self._retry_at = 0.0
         self._server_wait = 0.0  # monotonic time before which the server asked us not to send (Retry-After)
         self._backoff = 0.0
-        self._deadline: float | None = None  # set by close(): no request may run past it
+        self._deadline: float | None = None  # set while an exit settles: no request may run past it
+        self.exit_deadline: float | None = None  # the last settle's: a close right after keeps to it
+        self.left_in_spool = 0  # this server's records in the spool when the thread stopped
         self.delivered = 0
         self.rejected = 0
         self.last_rejection: str | None = None  # the server's reason for the latest refused batch
@@ -92,26 +100,62 @@ class Sender:
         deadline = None if timeout is None else time.monotonic() + timeout
         self._retry_at = self._server_wait  # a flush tries now, not after our own backoff
         self._wake.set()
+        return self._wait(lambda: not self.pending(), deadline)
+
+    def settle(self, deadline: float) -> bool:
+        """An exit: deliver everything for this server, what was logged and what waits in the spool, until
+        `deadline` (a monotonic time); what is still in memory by then is in the spool when this returns, so
+        nothing is lost whatever the process does next. True when everything was delivered."""
+        try:
+            return self._settle(deadline)
+        finally:
+            self._deadline = None
+
+    def close(self, flush_timeout: float) -> int:
+        """Settle, then stop: the sender thread, the only writer of the spool, writes what is left there.
+        Right after a run's exit, with nothing logged since, it keeps to that exit's deadline: leaving the
+        block and then the interpreter takes flush_timeout in all, not twice. Returns how many records for
+        this server wait in the spool."""
+        deadline = time.monotonic() + flush_timeout
+        if self.exit_deadline is not None and not self.pending():
+            deadline = min(deadline, self.exit_deadline)
+        self._settle(deadline)
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self.running:
+            if self.pending():
+                logger.warning("metrics sender did not stop in time; records still in memory are lost at exit")
+            return self.spool.written
+        return self.left_in_spool
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def _settle(self, deadline: float) -> bool:
+        self.exit_deadline = deadline
+        self._deadline = deadline - SPILL_MARGIN  # requests from now on end before it
+        self._retry_at = self._server_wait  # try now, not after our own backoff
+        self._wake.set()
+        if self._wait(self._settled, self._deadline):
+            return True
+        self._wake.set()  # the sending time is over: the thread writes what is in memory to the spool
+        self._wait(lambda: not self.pending(), deadline)
+        return False
+
+    def _settled(self) -> bool:
+        return not self.pending() and not self.spool.pending(self.url)
+
+    def _wait(self, done: Callable[[], bool], deadline: float | None) -> bool:
+        """Until `done()`, or False at `deadline` (a monotonic time; None: no end)."""
         with self._idle:
-            while self.pending():
+            while not done():
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
                 self._idle.wait(0.05 if remaining is None else min(remaining, 0.05))
         return True
-
-    def close(self, deadline: float) -> int:
-        """Deliver what it can until `deadline` (a monotonic time), then stop: the sender thread, the only
-        writer of the spool, writes what is left there. Returns how many records were spooled."""
-        self._deadline = deadline - SPILL_MARGIN  # requests from now on end before it
-        self.flush(max(0.0, self._deadline - time.monotonic()))
-        before = self.spool.written
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(max(0.0, deadline - time.monotonic()))
-        if self._thread.is_alive():
-            logger.warning("metrics sender did not stop in time; records still in memory are lost at exit")
-        return self.spool.written - before
 
     # -- the thread ---------------------------------------------------------------------------------
 
@@ -128,29 +172,54 @@ class Sender:
                 self._idle.notify_all()
         # Stopping: this thread is the only writer of the spool, so what is left is written here, never by
         # the thread that called close() while a request of ours may still be in flight.
-        self._form_records()
-        leftover = list(self.outbox)
-        self.outbox.clear()
-        self.spool.append(leftover, self.url)
+        self._spill()
+        self.left_in_spool = self.spool.pending(self.url)
         self.spool.close()
         with self._idle:
             self._idle.notify_all()
 
     def _request_timeout(self) -> float | None:
-        """No request outlives a close's deadline."""
-        return None if self._deadline is None else max(0.05, self._deadline - time.monotonic())
+        """No request outlives an exit's deadline (None: the client's own timeout)."""
+        deadline = self._deadline  # read once: settle() clears it from another thread
+        return None if deadline is None else max(0.05, deadline - time.monotonic())
+
+    def _past_deadline(self) -> bool:
+        deadline = self._deadline
+        return deadline is not None and time.monotonic() >= deadline
+
+    def _upload_should_stop(self) -> bool:
+        """Asked between two spooled records. An upload may hold hours of another run: it gives way to a
+        stop, to the end of an exit's sending time, to an exit's new records (they join the spool first),
+        and to memory past its bound (spilled behind it)."""
+        if self._stop.is_set() or self._past_deadline():
+            return True
+        if self._deadline is not None:
+            return bool(self.ops or self.outbox)
+        return len(self.ops) > self.max_pending
 
     def _cycle(self) -> None:
         self._form_records()
+        settling = self._deadline is not None
+        if self._past_deadline():
+            self._spill()  # the exit's sending time is over: what is left goes to the spool now
+            return
+        if settling and self.outbox and self.spool.pending(self.url):
+            self._spill()  # an exit behind older spooled records: the new ones are kept first, behind them
         if time.monotonic() < self._retry_at:
             self._spill_if_over_bound()
             return
         if self.spool.pending(self.url):  # what we (or an earlier run) spilled for this server goes first
-            report = upload_spool(self.http, self.spool, self.url, self.on_delivered, self._request_timeout())
+            self._spill_if_over_bound()
+            report = upload_spool(
+                self.http, self.spool, self.url, self.on_delivered, self._request_timeout, self._upload_should_stop
+            )
+            if report.stopped:
+                self._wake.set()  # the next cycle at once: it handles what stopped the upload
+                return
             if report.remaining:
                 self._fail("server unavailable while uploading the spool", report.retry_after)
                 return
-        while self.outbox and not self._stop.is_set():
+        while self.outbox and not self._stop.is_set() and not self._past_deadline():
             record = self.outbox[0]
             self._busy = True
             try:
@@ -182,12 +251,16 @@ class Sender:
     def _heartbeat(self) -> None:
         """Tell the server the engine is alive, so an idle but healthy run is not marked stale."""
         now = time.monotonic()
-        if now - self._last_heartbeat < self.heartbeat_interval or self.outbox:
+        if now - self._last_heartbeat < self.heartbeat_interval or self.outbox or self._stop.is_set():
             return
         self._last_heartbeat = now
+        timeout = self._request_timeout()
         for session_id in list(self.open_runs):
             try:
-                self.http.post(f"/api/training/sessions/{session_id}/heartbeat")
+                self.http.post(
+                    f"/api/training/sessions/{session_id}/heartbeat",
+                    timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
+                )
             except httpx.HTTPError as exc:
                 logger.debug("heartbeat for %r failed: %s", session_id, exc)
 
@@ -205,6 +278,13 @@ class Sender:
         now = time.monotonic()
         self._server_wait = now + retry_after if retry_after is not None else 0.0
         self._retry_at = max(now + self._backoff * (0.5 + random.random() / 2), self._server_wait)
+
+    def _spill(self) -> None:
+        """Everything in memory to the spool, in one transaction, in the order it was logged."""
+        self._form_records()
+        records = list(self.outbox)
+        self.outbox.clear()
+        self.spool.append(records, self.url)
 
     def _spill_if_over_bound(self) -> None:
         self._form_records()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -290,3 +291,49 @@ async def test_json_logs_are_one_object_per_line(tmp_path: Path) -> None:
     assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
     created = [line for line in lines if line.get("path") == "/api/training/sessions" and line["method"] == "POST"]
     assert created and created[0]["status"] == 201
+
+
+@pytest.mark.slow  # a `bot serve` process of its own
+async def test_pages_survive_the_package_being_uninstalled_under_the_server(tmp_path: Path) -> None:
+    """The README's quick start in one environment: `pip install . && bot serve`, then `pip install -r
+    requirements-dev.txt` reinstalls the package editable, deleting the copy the server runs from. The pages
+    and their static files still answer 200 with the same bytes (and 304 to a browser's cached copy)."""
+    installed = tmp_path / "site-packages"
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(Path(__file__).resolve().parents[2] / "bot", installed / "bot", ignore=ignore)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update({"TRAINING_METRICS_PORT": str(port), "PYTHONPATH": str(installed)})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "serve"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    paths = ["/", "/sessions/quick-start", "/compare", "/static/charts.js", "/static/app.css"]
+    paths.append("/static/vendor/uPlot.iife.min.js")
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as client:
+            await wait_until_serving(client)
+            await create_session(client, "quick-start")
+            # a body past INLINE_BYTES is read by the ingest worker: by the time pip is done, it has started
+            body = [{"episode": e, "algorithm": "x" * 60} for e in range(500)]
+            pushed = await client.post("/api/training/sessions/quick-start/metrics", json=body)
+            assert pushed.status_code == 200, pushed.text
+            before = {path: await client.get(path) for path in paths}
+            assert all(response.status_code == 200 for response in before.values())
+            assert b"uPlot" in before["/static/vendor/uPlot.iife.min.js"].content
+
+            shutil.rmtree(installed / "bot")  # pip uninstalls the copy the server was started from
+
+            for path, first in before.items():
+                again = await client.get(path)
+                assert again.status_code == 200, (path, again.text)
+                assert again.content == first.content, path
+                assert again.headers["content-type"] == first.headers["content-type"], path
+                cached = await client.get(path, headers={"If-None-Match": first.headers["etag"]})
+                assert cached.status_code == 304 and cached.content == b"", path
+            assert (await client.get("/static/nothing.js")).status_code == 404
+            pushed = await client.post("/api/training/sessions/quick-start/metrics", json=body)
+            assert pushed.status_code == 200, pushed.text  # ingest, too, goes on
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=TIMEOUT)
+    assert b"Traceback" not in stderr, stderr.decode()

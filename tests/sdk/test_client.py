@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -127,6 +128,86 @@ async def test_exit_with_server_down_spools_and_bot_sync_delivers(
         session = (await http.get("/api/training/sessions/offline-run")).json()
     assert session["algorithm"] == "PPO" and session["status"] == "completed"
     assert Spool(tmp_path).pending() == 0
+
+
+def spooled(spool_dir: Path, url: str, session_id: str) -> tuple[list[int], list[str]]:
+    """The episodes and the statuses of one session waiting in the spool for `url`, in spool order."""
+    spool = Spool(spool_dir)
+    records = [record for _, record in spool.oldest(url, 1_000_000) if record["session_id"] == session_id]
+    spool.close()
+    episodes = [item["episode"] for record in records if record["kind"] == "data" for item in record["items"]]
+    return episodes, [record["update"]["status"] for record in records if record["kind"] == "status"]
+
+
+def exit_script(url: str, session_id: str, points: int, after: str = "") -> str:
+    """A training script as users write one: a run in a `with` block, then `after`, then the interpreter's
+    exit. The spool is the one TMS_SPOOL_DIR names."""
+    return textwrap.dedent(f"""
+        import os, signal
+        from bot.sdk import MetricsClient
+        client = MetricsClient({url!r}, flush_timeout=0.5)
+        with client.session(training_id={session_id!r}) as run:
+            for episode in range({points}):
+                run.log_metrics(episode=episode, current_reward=0.5)
+        print("left the block", flush=True)
+        {after}
+    """)
+
+
+@pytest.mark.slow  # 300 batches to upload, twice
+async def test_an_exit_behind_an_older_spool_loses_nothing_of_the_new_run(live: LiveServer, tmp_path: Path) -> None:
+    """A script runs while 300 older batches (another run's) wait in the spool for its server, and are
+    uploaded first: at its exit, every point of the new run and its `completed` are delivered or spooled,
+    none lost (the upload gives way to the exit: the new records join the spool at once, and the rest waits);
+    `bot sync` then leaves every point on the server, once and in order."""
+    older = [
+        {
+            "kind": "data",
+            "session_id": "older-run",
+            "type": "training_metrics",
+            "key": f"older-{batch}",
+            "items": [{"episode": batch * 200 + i, "current_reward": 1.0} for i in range(200)],
+            "session": {"name": "older"},
+        }
+        for batch in range(300)
+    ]
+    Spool(tmp_path).append(older, live.url)
+    env = {**os.environ, "TMS_SPOOL_DIR": str(tmp_path)}
+    command = [sys.executable, "-c", exit_script(live.url, "new-run", 3000)]
+    result = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr
+
+    in_spool, statuses = spooled(tmp_path, live.url, "new-run")
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as http:
+        session = await http.get("/api/training/sessions/new-run")
+    delivered = episodes(await history(live.url, "new-run")) if session.status_code == 200 else []
+    assert set(delivered) | set(in_spool) == set(range(3000))
+    assert "completed" in statuses or session.json()["status"] == "completed"
+
+    sync = [sys.executable, "-m", "bot", "sync", str(tmp_path)]
+    done = await asyncio.to_thread(subprocess.run, sync, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert episodes(await history(live.url, "new-run")) == list(range(3000))
+    assert episodes(await history(live.url, "older-run")) == list(range(60000))
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as http:
+        assert (await http.get("/api/training/sessions/new-run")).json()["status"] == "completed"
+
+
+@pytest.mark.parametrize("then", ["exit", "kill -9"])
+def test_leaving_the_block_with_the_server_down_spools_the_run(tmp_path: Path, then: str) -> None:
+    """With the server down (a closed port), the run is in the spool when its `with` block ends: every
+    point, and `completed`. A kill -9 right after loses nothing, and the interpreter's exit does not wait
+    for the server a second time (the process ends; bench/sdk_exit.py prints how long it takes)."""
+    with __import__("socket").socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    after = "os.kill(os.getpid(), signal.SIGKILL)" if then == "kill -9" else ""
+    env = {**os.environ, "TMS_SPOOL_DIR": str(tmp_path)}
+    command = [sys.executable, "-c", exit_script(url, "down-run", 2500, after)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == (-signal.SIGKILL if then == "kill -9" else 0), result.stderr
+    assert "left the block" in result.stdout
+    assert spooled(tmp_path, url, "down-run") == (list(range(2500)), ["running", "completed"])
 
 
 async def test_decisions_take_lists_arrays_and_tensors(live: LiveServer, tmp_path: Path) -> None:
