@@ -131,6 +131,19 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     redis.stop()
 
 
+@pytest.fixture(scope="session")
+def ray_address() -> Iterator[str]:
+    """A Ray head of this run's own (tests/ray_head.py), started once for every test that asks."""
+    if shutil.which("ray") is None:
+        if REQUIRE_SERVICES:
+            pytest.fail("Ray is not installed and TMS_REQUIRE_SERVICES=1: pip install .[ray]")
+        pytest.skip("Ray is not installed (pip install .[ray])")
+    from tests.ray_head import ray_head
+
+    with ray_head() as address:
+        yield address
+
+
 # Folders whose tests run on PostgreSQL as well as SQLite (the PostgreSQL runs are marked slow: CI runs
 # them, the everyday run does not). A test that asks for `db_path` works on the SQLite file itself.
 BOTH_BACKENDS = ("server", "e2e", "reliability")

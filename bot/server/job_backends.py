@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import shlex
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import Settings
+
+logger = logging.getLogger(__name__)
 
 JOB_MODULE = ["-m", "bot.training.job"]
 EXIT_STOPPED = 130  # the job's exit status after a stop (bot/training/job.py)
@@ -37,6 +40,16 @@ def child_environment(api_key: str | None) -> dict[str, str]:
     if api_key is not None:
         env["TMS_API_KEY"] = api_key
     return env
+
+
+def exit_reason(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"the training process was killed by {name} (exit status {code})"
+    return f"the training process exited with status {code}"
 
 
 def last_line(text: str) -> str:
@@ -76,6 +89,7 @@ class JobRun(ABC):
 
 class JobBackend(ABC):
     name: str
+    stop_answer_within: float  # seconds a stop waits for the job's checkpoint and exit before it answers
 
     @abstractmethod
     async def start(self, job_id: str, args: list[str], api_key: str | None, log: Path) -> JobRun:
@@ -118,14 +132,8 @@ class ProcessRun(JobRun):
         return self.process.returncode is None
 
     async def describe_exit(self, code: int) -> str:
-        if code < 0:
-            try:
-                name = signal.Signals(-code).name
-            except ValueError:
-                name = f"signal {-code}"
-            return f"the training process was killed by {name} (exit status {code})"
-        why = f"the training process exited with status {code}"
-        line = last_line(await asyncio.to_thread(_tail, self.log))
+        why = exit_reason(code)
+        line = last_line(await asyncio.to_thread(_tail, self.log)) if code > 0 else ""
         return f"{why}: {line}" if line else why
 
 
@@ -133,6 +141,7 @@ class ProcessBackend(JobBackend):
     """Jobs as child processes of this server: a job never outlives it (see bot/training/job.py)."""
 
     name = "process"
+    stop_answer_within = 1.8
 
     async def start(self, job_id: str, args: list[str], api_key: str | None, log: Path) -> JobRun:
         command = [sys.executable, *JOB_MODULE, *args, "--parent-pid", str(os.getpid())]
@@ -183,7 +192,8 @@ class RayRun(JobRun):
                 *complete, pending = pending.split("\n")
                 for line in complete:
                     yield line.encode() + b"\n"
-        except Exception:  # the dashboard's log stream broke: the job's status still tells how it ended
+        except Exception as exc:  # the dashboard's log stream broke: the job's status still tells how it ended
+            logger.warning("reading the logs of Ray job %s failed: %r", self.job_id, exc, extra={"job_id": self.job_id})
             return
         if pending:
             yield pending.encode()
@@ -200,8 +210,9 @@ class RayRun(JobRun):
             return 0
         if self.status == "STOPPED":
             return EXIT_STOPPED if self.stop_asked else -signal.SIGKILL
-        code = info.driver_exit_code
-        return int(code) if code is not None else 1
+        code = int(info.driver_exit_code) if info.driver_exit_code is not None else 1
+        # Ray runs the job through a shell, which reports a death by signal N as 128 + N.
+        return -(code - 128) if 128 < code < 160 and code != EXIT_STOPPED else code
 
     def interrupt(self) -> None:
         """Ray's stop sends SIGTERM (the job saves its checkpoint and exits), and SIGKILL after
@@ -220,11 +231,11 @@ class RayRun(JobRun):
     async def describe_exit(self, code: int) -> str:
         client = await self.backend.client()
         info = await asyncio.to_thread(client.get_job_info, self.job_id)
-        why = f"the Ray job {self.job_id} ended {self.status} (exit status {code})"
-        if info.message:
-            why += f": {info.message[:300]}"
-        line = last_line(await self.backend.logs(self.job_id, Path()) or "")
-        return f"{why}: {line}" if line else why
+        why = f"{exit_reason(code)}; the Ray job {self.job_id} ended {self.status}"
+        if code > 0:
+            line = last_line(await self.backend.logs(self.job_id, Path()) or "") or last_line(info.message or "")
+            why += f": {line}" if line else ""
+        return why
 
 
 class RayBackend(JobBackend):
@@ -232,6 +243,7 @@ class RayBackend(JobBackend):
     instance can stop, read or end it. The cluster's Python must have this package with the train extra."""
 
     name = "ray"
+    stop_answer_within = 8.0  # Ray's stop, the job's SIGTERM, and its log stream's latency (about 1-3 s)
 
     def __init__(self, settings: Settings) -> None:
         self.address = settings.ray_address

@@ -68,7 +68,6 @@ logger = logging.getLogger(__name__)
 # The child's side of the protocol (bot/training/job.py), repeated here: importing that package imports torch.
 EVENT_PREFIX = b"TMS-EVENT "
 SCENARIO_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-STOP_ANSWER_WITHIN = 1.8  # seconds a stop waits for the child's checkpoint and exit before it answers
 ROW_UPDATE_INTERVAL = 1.0  # a running job's row takes its latest progress at most this often
 STOP_WATCH_INTERVAL = 0.25  # how often an instance with running jobs looks for stops asked of another
 SHIPPED_SCENARIOS = Path(__file__).resolve().parents[1] / "training" / "scenarios"
@@ -268,7 +267,7 @@ class JobSupervisor:
 
     async def stop(self, job_id: str | None) -> tuple[dict[str, Any], bool]:
         """Ask a running job (the only one, on any instance, without `job_id`) to stop: it saves a checkpoint
-        and ends. Returns the job and whether it ended within STOP_ANSWER_WITHIN seconds."""
+        and ends. Returns the job and whether it ended within the backend's stop_answer_within seconds."""
         if job_id is None:
             rows = await self.service.store.read(list_jobs, 100, RUNNING_STATUSES)
             running_ids = sorted({row["job_id"] for row in rows} | set(self.running))
@@ -286,7 +285,7 @@ class JobSupervisor:
         # The answer waits for the child's `stopped` (its checkpoint is saved; the SDK may still be flushing
         # its last points) or its end, whichever comes first.
         waits = [asyncio.ensure_future(event.wait()) for event in (running.done, running.reported)]
-        await asyncio.wait(waits, timeout=STOP_ANSWER_WITHIN, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waits, timeout=self.backend.stop_answer_within, return_when=asyncio.FIRST_COMPLETED)
         for wait in waits:
             wait.cancel()
         if running.done.is_set():
@@ -303,7 +302,7 @@ class JobSupervisor:
         job = await self.service.store.write(RequestStop(job_id))
         if job is None:
             raise JobRefusedError(f"no running training job {job_id!r}")
-        deadline = time.monotonic() + STOP_ANSWER_WITHIN + STOP_WATCH_INTERVAL
+        deadline = time.monotonic() + self.backend.stop_answer_within + STOP_WATCH_INTERVAL
         while time.monotonic() < deadline:
             await asyncio.sleep(0.05)
             job = await self.service.store.read(get_job, job_id)

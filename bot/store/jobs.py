@@ -81,6 +81,8 @@ class UpdateJob(Job):
         for name in ("pid", "exit_code", "error"):
             if getattr(self, name) is not None:
                 values[name] = getattr(self, name)
+        if not values:  # nothing to change (a Ray job has no pid here)
+            return Applied(get_job(conn, self.job_id))
         row = conn.execute(
             update(training_jobs)
             .where(training_jobs.c.job_id == self.job_id)

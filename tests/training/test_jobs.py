@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,18 @@ JOB_TIMEOUT = TIMEOUT * 6  # a child process imports torch before its first epis
 EVENTS = ("training_started", "training_progress", "training_completed", "training_stopped", "training_error")
 
 
-@pytest.fixture
-def job_settings(settings: Settings, tmp_path: Path) -> Settings:
-    return settings.model_copy(update={"models_dir": tmp_path / "models", "max_concurrent_jobs": 2})
+@pytest.fixture(params=["process", "ray"])
+def job_settings(request: pytest.FixtureRequest, settings: Settings, tmp_path: Path) -> Settings:
+    """Each job test runs on both backends: child processes, and a local Ray head of the run's own."""
+    update: dict[str, Any] = {"models_dir": tmp_path / "models", "max_concurrent_jobs": 2}
+    if request.param == "ray":
+        ray_python = sys.executable  # the cluster runs jobs with this environment's Python
+        update |= {
+            "job_backend": "ray",
+            "ray_address": request.getfixturevalue("ray_address"),
+            "ray_python": ray_python,
+        }
+    return settings.model_copy(update=update)
 
 
 @pytest.fixture
@@ -84,12 +94,25 @@ async def ended(client: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
             await asyncio.sleep(0.1)
 
 
-def alive(pid: int) -> bool:
+def alive(pid: int | None) -> bool:
+    """Whether a job's process lives (a Ray job has no pid here: Ray's status says it ended)."""
+    if pid is None:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     return True
+
+
+def pid_of(job_id: str) -> int:
+    """The process of a job that runs elsewhere (a Ray job on this machine's head), by its command line."""
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if b"bot.training.job" in argv and job_id.encode() in argv:
+                return int(entry.name)
+    raise AssertionError(f"no process of job {job_id}")
 
 
 class SocketIOWatcher:
@@ -183,7 +206,7 @@ async def test_a_killed_job_is_failed_with_its_exit_status(jobs_server: LiveServ
         job = await start(client)
         async with EventWatcher(jobs_server, job["session_id"]) as watcher:
             await watcher.until("training_progress")
-            pid = (await client.get(f"/api/training/jobs/{job['job_id']}")).json()["pid"]
+            pid = (await client.get(f"/api/training/jobs/{job['job_id']}")).json()["pid"] or pid_of(job["job_id"])
             os.kill(pid, signal.SIGKILL)
             error = await watcher.until("training_error")
         assert error["data"]["exit_code"] == -9 and "SIGKILL" in error["data"]["error"]

@@ -1,0 +1,84 @@
+"""A local Ray head of the test run's own (`ray start --head --block`), for the jobs' Ray backend.
+
+Its ports are free ones, its temporary directory its own, and everything stays on 127.0.0.1 (Ray otherwise
+advertises the machine's outward address; RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps it on loopback). At the
+end only its own processes are stopped: those of the session `ray start` was started in, by id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+START_WITHIN = 90.0  # seconds: a head starts in about 5-10 s on a quiet machine
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def session_members(session_id: int) -> list[int]:
+    """The processes of a session (setsid) by id: a Ray head's raylet, GCS, dashboard and workers."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[3]) == session_id:
+                    members.append(int(entry.name))
+    return members
+
+
+@contextlib.contextmanager
+def ray_head() -> Iterator[str]:
+    """Start a head; yield its Job Submission address (http://127.0.0.1:PORT); stop it and its processes."""
+    temp = tempfile.mkdtemp(prefix="tms-ray-")  # short: Ray's socket paths live below it
+    dashboard = _free_port()
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+    command = ["ray", "start", "--head", "--block", "--temp-dir", temp, "--disable-usage-stats"]
+    command += ["--port", str(_free_port()), "--ray-client-server-port", str(_free_port())]
+    command += ["--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--include-dashboard", "true"]
+    command += ["--num-cpus", "2", "--min-worker-port", "0", "--max-worker-port", "0"]
+    log = open(Path(temp) / "head.log", "wb")
+    head = subprocess.Popen(command, env=env, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        _wait_for(address, head, Path(temp) / "head.log")
+        yield address
+    finally:
+        head.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            head.wait(15)
+        for pid in session_members(head.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            head.wait(5)
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _wait_for(address: str, head: subprocess.Popen[bytes], log: Path) -> None:
+    from ray.job_submission import JobSubmissionClient
+
+    deadline = time.monotonic() + START_WITHIN
+    while time.monotonic() < deadline:
+        if head.poll() is not None:
+            raise RuntimeError(f"ray start exited with {head.returncode}: {log.read_text(errors='replace')[-2000:]}")
+        try:
+            JobSubmissionClient(address).list_jobs()
+            return
+        except Exception:
+            time.sleep(0.5)
+    raise RuntimeError(f"the Ray head did not answer within {START_WITHIN} s")
