@@ -13,7 +13,8 @@ looked at first (Doorman): past `socketio_max_clients` sessions it is answered 5
 (an Authorization header, or `?token=`) is checked then, 401/403 without a session. A credential that comes
 in the Socket.IO CONNECT (`auth={"token": ...}`) can only be checked once the session exists; a session
 that has not connected within CONNECT_WAIT_SECONDS is closed. A client's events are handled one at a time,
-in order, so it cannot pile up handlers; its messages are at most MAX_MESSAGE_BYTES.
+in order, so it cannot pile up handlers; its messages are at most MAX_MESSAGE_BYTES. One that is refused
+more than MAX_REFUSALS times (guessing job ids, say) gets `error` and is disconnected.
 
 Credentials are looked at again every KEY_CACHE_SECONDS, as the raw WebSocket's are (ws_access.py): a
 client whose token expired or whose key was revoked gets `unauthorized` (`{"message": why}`) and is
@@ -49,6 +50,7 @@ MAX_QUEUED = 10_000  # events waiting to be emitted; past this the oldest are dr
 CONNECT_WAIT_SECONDS = 5.0  # an Engine.IO session must complete its Socket.IO connect within this
 MAX_MESSAGE_BYTES = 65_536  # a client's message, as for the raw WebSocket's spectators
 MAX_JOB_ID_CHARS = 128
+MAX_REFUSALS = 100  # error answers a client gets before it is taken as abusive and disconnected
 RETRY_AFTER_SECONDS = 5
 
 FindJob = Callable[[str], Awaitable[dict[str, Any] | None]]
@@ -69,6 +71,7 @@ class _Client:
     eio_sid: str
     everything: bool = True  # in its base room: every job it may see
     jobs: set[str] = field(default_factory=set)  # the jobs it narrowed to
+    refusals: int = 0  # error answers so far
 
     @property
     def base_room(self) -> str:
@@ -175,7 +178,7 @@ class SocketIOEvents:
             return {"status": "subscribed", "job_id": None}
         refusal = await self._refusal(client, job_id)
         if refusal is not None:
-            return {"status": "error", "message": refusal}
+            return await self._refused(sid, client, refusal)
         if client.everything:
             await self.server.leave_room(sid, client.base_room)
             client.everything = False
@@ -215,11 +218,19 @@ class SocketIOEvents:
                 await self.server.leave_room(sid, client.base_room)
                 client.everything = False
         elif not isinstance(job_id, str):
-            return {"status": "error", "message": f"job_id must be a string, got {type(job_id).__name__}"}
+            return await self._refused(sid, client, f"job_id must be a string, got {type(job_id).__name__}")
         elif job_id in client.jobs:
             await self.server.leave_room(sid, job_room(job_id))
             client.jobs.discard(job_id)
         return {"status": "unsubscribed", "job_id": job_id}
+
+    async def _refused(self, sid: str, client: _Client, message: str) -> dict[str, Any]:
+        """The error answer; past MAX_REFUSALS of them the client is abusive (it guesses job ids, say): it gets
+        `error` and is disconnected, as a raw WebSocket spectator is after its 100th invalid message."""
+        client.refusals += 1
+        if client.refusals > MAX_REFUSALS:
+            await self._close(sid, "error", f"more than {MAX_REFUSALS} refused requests: disconnected")
+        return {"status": "error", "message": message}
 
     async def _leave_jobs(self, sid: str, client: _Client) -> None:
         for job_id in client.jobs:
@@ -268,20 +279,24 @@ class SocketIOEvents:
         }
         for sid, principal in watched.items():
             if principal.expires_at is not None and principal.expires_at <= now:
-                await self._close(sid, "token expired: connect again with a new one")
+                await self._close(sid, "unauthorized", "token expired: connect again with a new one")
         keys = sorted({p.key_id for p in watched.values() if p.key_id is not None})
         if not keys or self._store is None:
             return
         revoked = await self._store.read(revoked_among, keys)
         for sid, principal in watched.items():
             if principal.key_id in revoked:
-                await self._close(sid, "API key revoked")
+                await self._close(sid, "unauthorized", "API key revoked")
 
-    async def _close(self, sid: str, reason: str) -> None:
-        if self.clients.pop(sid, None) is None:
+    async def _close(self, sid: str, event: str, reason: str) -> None:
+        """Tell the client why (`unauthorized` or `error`, `{"message": ...}`), disconnect it, and close its
+        Engine.IO session too: a client that ignores the disconnect sends nothing more that is read."""
+        client = self.clients.pop(sid, None)
+        if client is None:
             return
-        await self.server.emit("unauthorized", {"message": reason}, to=sid)
+        await self.server.emit(event, {"message": reason}, to=sid)
         await self.server.disconnect(sid)
+        await self._drop_session(client.eio_sid)
 
 
 def _handshake_credential(environ: dict[str, Any]) -> str | None:

@@ -59,7 +59,7 @@ class Client:
         self.sio = socketio.AsyncClient(reconnection=False)
         self.events: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self.disconnected = asyncio.Event()
-        for event in ("training_progress", "unauthorized"):
+        for event in ("training_progress", "unauthorized", "error"):
             self.sio.on(event, self._keep(event))
         self.sio.on("disconnect", lambda *reason: self.disconnected.set())
 
@@ -185,6 +185,17 @@ async def test_engineio_sessions_are_capped_before_they_are_made(
             while (answer := await http.get(HANDSHAKE)).status_code == 503:
                 await asyncio.sleep(0.05)
         assert answer.status_code == 200 and answer.text.startswith("0{"), answer.text  # an Engine.IO open packet
+
+
+async def test_a_client_guessing_job_ids_is_disconnected(live: LiveServer, clients: Any) -> None:
+    client = await clients(live)
+    for guess in range(100):
+        answer = await client.call("subscribe_training", {"job_id": f"job-{guess:012x}"})
+        assert answer["status"] == "error", answer
+    await client.sio.emit("subscribe_training", {"job_id": "job-ffffffffffff"})
+    assert await client.next() == ("error", {"message": "more than 100 refused requests: disconnected"})
+    async with asyncio.timeout(TIMEOUT):
+        await client.disconnected.wait()
 
 
 @pytest.mark.slow
