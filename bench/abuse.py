@@ -1,7 +1,8 @@
-"""The attacks of issue #16 replayed against a real `bot serve` on its defaults (loopback only, each bounded in
-count and time). For each: the server's peak RSS (its ingest worker included) against its RSS at rest, the
-p99 latency of /health polled during the attack, and the p99 acknowledgement of a legitimate trainer pushing
-10-point batches meanwhile, against the same trainer with no attack in the same run.
+"""The attacks of issues #16 and #24 (Socket.IO) replayed against a real `bot serve` on its defaults (loopback
+only, each bounded in count and time). For each: the server's RSS before, at its peak and right after (its ingest
+worker included) against its RSS at rest, the p99 latency of /health polled during the attack, and the p99
+acknowledgement of a legitimate trainer pushing 10-point batches meanwhile, against the same trainer with no
+attack in the same run.
 
     python bench/abuse.py [--quick] [--rate-limits] [NAME...]   (NAME: the start of an attack's name)
 
@@ -87,7 +88,7 @@ class Watch:
 
     def __init__(self, server: Server, session_id: str) -> None:
         self.server, self.session_id = server, session_id
-        self.before_kb = self.peak_kb = 0
+        self.before_kb = self.peak_kb = self.after_kb = 0
         self.health_ms: list[float] = []
         self.ack_ms: list[float] = []
         self.failures = 0
@@ -117,6 +118,7 @@ class Watch:
             probe.join()
             self._sampling = False
             sampler.join()
+            self.after_kb = self.server.rss_kb() + self.server.workers_rss_kb()  # what the attack left behind
 
 
 async def raw(server: Server, data: bytes, read: bool = True, hold: float = 0.0) -> bytes:
@@ -344,6 +346,77 @@ async def password_guessing(server: Server, session_id: str) -> str:
     return f"{sum(codes.values())} guesses ({tried}); the server used {cores:.2f} cores"
 
 
+async def socketio_subscriptions(server: Server, session_id: str, count: int = 500_000) -> str:
+    """One Socket.IO client sending `subscribe_training` for a new job id as fast as it can (issue #24), and
+    connecting again whenever it is disconnected."""
+    import socketio
+
+    answers: dict[str, int] = {}
+
+    def answered(answer: Any = None) -> None:
+        status = answer.get("status", "?") if isinstance(answer, dict) else repr(answer)
+        answers[status] = answers.get(status, 0) + 1
+
+    sent = connects = 0
+    deadline = time.monotonic() + ATTACK_SECONDS
+    cpu_before = server.cpu_seconds() + server.workers_cpu_seconds()
+    while sent < count and time.monotonic() < deadline:
+        client = socketio.AsyncClient(reconnection=False)
+        try:
+            await client.connect(server.url, transports=["websocket"], wait_timeout=10)
+            connects += 1
+            while sent < count and time.monotonic() < deadline:
+                await client.emit("subscribe_training", {"job_id": f"job-{sent:012x}"}, callback=answered)
+                sent += 1
+                if sent % 100 == 0:
+                    await asyncio.sleep(0)  # let the client's writer and reader run
+        except (socketio.exceptions.BadNamespaceError, socketio.exceptions.ConnectionError):
+            await asyncio.sleep(0.01)
+        finally:
+            await client.disconnect()
+    cores = (server.cpu_seconds() + server.workers_cpu_seconds() - cpu_before) / ATTACK_SECONDS
+    told = ", ".join(f"{n:,} x {status}" for status, n in sorted(answers.items()))
+    return (
+        f"{sent:,} subscriptions sent over {connects:,} connections; answered: {told or 'none'}; "
+        f"the server used {cores:.2f} cores"
+    )
+
+
+async def socketio_handshakes(server: Server, session_id: str, count: int = 20_000) -> str:
+    """Engine.IO handshakes (each a session on the server until it is refused or reaped) over 50 keep-alive
+    connections, one request after another on each (httpx's pool, not the server, was the limit)."""
+    port = int(server.url.rsplit(":", 1)[1])
+    codes: dict[int, int] = {}
+    request = b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    deadline = time.monotonic() + ATTACK_SECONDS
+    cpu_before = server.cpu_seconds() + server.workers_cpu_seconds()
+
+    async def one_connection(share: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for _ in range(share):
+                if time.monotonic() > deadline:
+                    return
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                code = int(head.split(b" ", 2)[1])
+                codes[code] = codes.get(code, 0) + 1
+                if b"transfer-encoding: chunked" in head.lower():
+                    await reader.readuntil(b"\r\n0\r\n\r\n")
+                else:
+                    length = head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0]
+                    await reader.readexactly(int(length))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            codes[-1] = codes.get(-1, 0) + 1
+        finally:
+            writer.transport.abort()
+
+    await asyncio.gather(*(one_connection(count // 50) for _ in range(50)))
+    cores = (server.cpu_seconds() + server.workers_cpu_seconds() - cpu_before) / ATTACK_SECONDS
+    told = ", ".join(f"{n:,} x {code}" for code, n in sorted(codes.items()))
+    return f"{sum(codes.values()):,} Engine.IO handshakes: {told}; the server used {cores:.2f} cores"
+
+
 ATTACKS: list[tuple[str, Callable[[Server, str], Awaitable[str]]]] = [
     ("unread pings", unread_pings),
     ("big bodies (200 MB, chunked 40 MB, 30 MB action)", big_bodies),
@@ -354,6 +427,8 @@ ATTACKS: list[tuple[str, Callable[[Server, str], Awaitable[str]]]] = [
     ("60 MB header, 100 KB WebSocket path, 100,000 headers", big_heads),
     ("50 spectators of a session of 400,000 graph points", snapshots),
     ("room password guessing, 16 clients", password_guessing),
+    ("Socket.IO subscriptions from one client", socketio_subscriptions),
+    ("Socket.IO Engine.IO handshakes", socketio_handshakes),
 ]
 
 
@@ -376,7 +451,8 @@ async def main() -> None:
         print(f"no attack: /health p99 {percentile(calm.health_ms, 0.99):.1f} ms, legitimate ack p99 {base_ack:.1f} ms")
         print()
         print(
-            f"{'attack':54} {'RSS before->peak':>16} {'x rest':>6} {'health p99':>10} {'ack p99':>8} {'x base':>6}"
+            f"{'attack':54} {'RSS before->peak->after':>22} {'x rest':>6} {'health p99':>10} {'ack p99':>8} "
+            f"{'x base':>6}"
             "  outcome"
         )
         wide = await wide_session(server)
@@ -386,7 +462,7 @@ async def main() -> None:
             outcome = await watch.during(lambda attack=attack, target=target: attack(server, target))
             ack = percentile(watch.ack_ms, 0.99)
             print(
-                f"{name:54} {watch.before_kb / 1024:5.0f}->{watch.peak_kb / 1024:4.0f}MB "
+                f"{name:54} {watch.before_kb / 1024:5.0f}->{watch.peak_kb / 1024:4.0f}->{watch.after_kb / 1024:4.0f}MB "
                 f"{watch.peak_kb / at_rest:6.2f} "
                 f"{percentile(watch.health_ms, 0.99):8.1f}ms {ack:6.1f}ms {ack / base_ack:6.2f}  {outcome}"
                 + (f"; {watch.failures} legitimate requests failed" if watch.failures else ""),

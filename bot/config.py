@@ -199,6 +199,12 @@ class Settings(BaseSettings):
     # Each instance sends itself a probe through Redis this often; a subscription that has not brought one
     # back within two intervals is reported in /health and rebuilt.
     broker_probe_interval: float = Field(1.0, gt=0, validation_alias=_env("broker_probe_interval"))
+    # Socket.IO (/socket.io): Engine.IO sessions this instance holds at once (a handshake past it is answered
+    # 503 before a session is made), and jobs one client may follow by `subscribe_training` with a job_id.
+    socketio_max_clients: int = Field(1000, gt=0, validation_alias=_env("socketio_max_clients"))
+    socketio_max_subscriptions_per_client: int = Field(
+        100, gt=0, validation_alias=_env("socketio_max_subscriptions_per_client")
+    )
     config_file: Path | None = Field(None, validation_alias=_env("config_file"))
 
     @field_validator("log_level", mode="before")
@@ -433,6 +439,8 @@ class PerformanceConfig(BaseModel):
     ray_num_gpus: float = 0.0
     ray_python: str = "python"
     job_server_url: str | None = None
+    socketio_max_clients: int = 1000
+    socketio_max_subscriptions_per_client: int = 100
 
 
 FILE_SECTIONS["performance"] = {name: name for name in PerformanceConfig.model_fields}

@@ -90,7 +90,7 @@ BODY_MODELS = (
 
 def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
     settings = as_settings(config)
-    socket_io = SocketIOEvents(settings.cors_origins)
+    socket_io = SocketIOEvents(settings)
     metrics = ServerMetrics()
 
     @asynccontextmanager
@@ -132,7 +132,8 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
                     settings.enable_rate_limiting, rate_limit_rules(settings), counters.storage, settings.broker_timeout
                 )
                 credential_watch = CredentialWatch(store)
-                authenticator = socket_io.authenticator = Authenticator(settings, store)
+                authenticator = Authenticator(settings, store)
+                socket_io.bind(authenticator, store, jobs.job)
                 async with hub, batches, socket_io, credential_watch:
                     await jobs.recover()
                     await daemon.start()
