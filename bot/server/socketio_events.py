@@ -16,6 +16,9 @@ that has not connected within CONNECT_WAIT_SECONDS is closed. A client's events 
 in order, so it cannot pile up handlers; its messages are at most MAX_MESSAGE_BYTES. One that is refused
 more than MAX_REFUSALS times (guessing job ids, say) gets `error` and is disconnected.
 
+With REDIS_URL set, instances share their emits through Redis (python-socketio's AsyncRedisManager), so a
+client of any instance hears the jobs of every instance.
+
 Credentials are looked at again every KEY_CACHE_SECONDS, as the raw WebSocket's are (ws_access.py): a
 client whose token expired or whose key was revoked gets `unauthorized` (`{"message": why}`) and is
 disconnected. Events are queued and emitted by one task, in order; the job supervisor never waits for a
@@ -52,6 +55,7 @@ MAX_MESSAGE_BYTES = 65_536  # a client's message, as for the raw WebSocket's spe
 MAX_JOB_ID_CHARS = 128
 MAX_REFUSALS = 100  # error answers a client gets before it is taken as abusive and disconnected
 RETRY_AFTER_SECONDS = 5
+REDIS_CHANNEL = "tms-socketio"
 
 FindJob = Callable[[str], Awaitable[dict[str, Any] | None]]
 
@@ -85,11 +89,15 @@ class SocketIOEvents:
         self.max_subscriptions = settings.socketio_max_subscriptions_per_client
         # Same origin only unless origins are configured (never a wildcard). One event of a client at a time
         # (async_handlers=False): a client that floods waits for its own answers, and holds no pile of tasks.
+        # With Redis, several instances share their emits (python-socketio's Redis manager): a client of one
+        # instance hears the jobs another instance runs.
+        manager = socketio.AsyncRedisManager(settings.redis_url, channel=REDIS_CHANNEL) if settings.redis_url else None
         self.server = socketio.AsyncServer(
             async_mode="asgi",
             cors_allowed_origins=settings.cors_origins or None,
             async_handlers=False,
             max_http_buffer_size=MAX_MESSAGE_BYTES,
+            client_manager=manager,
         )
         # Mounted at /socket.io by the FastAPI app, behind the handshake's check.
         self.app = Doorman(socketio.ASGIApp(self.server, socketio_path=None), self)
