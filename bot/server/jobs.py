@@ -348,7 +348,7 @@ class JobSupervisor:
             "--eval-episodes", str(params["eval_episodes"]),
             "--server", server,
             "--session", job["session_id"],
-            "--models-dir", str(self.models),
+            "--models-dir", str(self.models.resolve()),  # a Ray job runs in a folder of its own
             "--job-id", job["job_id"],
             "--threads", str(self.settings.training_threads),
         ]  # fmt: skip
