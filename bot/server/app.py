@@ -6,7 +6,6 @@ the request state: no module-level state, so a process can hold as many independ
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import functools
 import gc
@@ -14,9 +13,8 @@ import logging
 import math
 import reprlib
 import socket
-import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import orjson
@@ -39,37 +37,26 @@ from bot.schemas import (
     TrainingMetricsData,
 )
 from bot.server import api, ws
-from bot.server.admission import ConnectRate
-from bot.server.api.bodies import ERRORS, BodiesBusyError, BodyBudget, BodyTooLargeError
-from bot.server.api.rooms import VerifiedPasswords
+from bot.server.api.bodies import ERRORS, BodiesBusyError, BodyTooLargeError
 from bot.server.api.training import DaemonConfigUpdate, StartTraining, StopTraining
-from bot.server.auth import Authenticator
-from bot.server.batches import BatchReader, default_processes
-from bot.server.broker import broker_from_url
 from bot.server.browsers import LOOPBACK_HOSTS, BrowserGuard, allowed_hosts
-from bot.server.daemon import TrainingDaemon
 from bot.server.direct import RawSendMiddleware
 from bot.server.http_guard import ConnectionLimits, GuardedHttpProtocol, default_max_connections
 from bot.server.hub import Hub
-from bot.server.jobs import JobSupervisor, scenario_names, scenarios_dir
+from bot.server.jobs import scenario_names, scenarios_dir
 from bot.server.metrics import MetricsMiddleware, ServerMetrics
 from bot.server.pages import mount_pages
-from bot.server.publisher import Publisher
-from bot.server.rate_limits import Counters, RateLimitedError, RateLimits, RoomPasswordGuard
-from bot.server.services import TrainingService
-from bot.server.shared_reads import JoinReads
+from bot.server.parts import open_parts
+from bot.server.rate_limits import RateLimitedError
 from bot.server.socketio_events import SocketIOEvents
-from bot.server.tasks import cancel_and_wait
-from bot.server.ws_access import CredentialWatch
+from bot.server.supervisor import Supervisor
 from bot.store import (
     IdempotencyConflictError,
     SessionExistsError,
     SessionNotFoundError,
-    Store,
     StoreRejectedError,
     StoreUnavailableError,
 )
-from bot.store.bounds import SessionBounds
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +77,8 @@ BODY_MODELS = (
 
 def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
     settings = as_settings(config)
-    socket_io = SocketIOEvents(settings)
+    supervisor = Supervisor()  # every long-lived loop of this app (bot/server/supervisor.py)
+    socket_io = SocketIOEvents(settings, supervisor)
     metrics = ServerMetrics()
 
     @asynccontextmanager
@@ -102,70 +90,10 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
                 "authenticates",
                 settings.host or "every interface",
             )
-        opened = Store(
-            settings.database_url, sqlite_synchronous=settings.sqlite_synchronous, auto_migrate=settings.auto_migrate
-        )
-        async with opened as store:
-            broker = broker_from_url(
-                settings.redis_url, timeout=settings.broker_timeout, probe_interval=settings.broker_probe_interval
-            )
-            async with broker, Publisher(broker, settings.broker_timeout) as publisher:
-                bounds = SessionBounds(settings.max_series_per_session, settings.max_graphs_per_session)
-                service = TrainingService(store, broker, publisher, bounds)
-                hub = Hub(
-                    broker,
-                    read_after=service.read_after,
-                    last_seqs=service.last_seqs,
-                    max_per_session=settings.max_connections_per_session,
-                    max_total=settings.max_total_connections,
-                    slow_timeout=settings.slow_spectator_timeout,
-                    gap_wait=settings.gap_wait_seconds,
-                    pending_limit=settings.metrics_history_size,
-                )
-                processes = settings.ingest_processes
-                batches = BatchReader(default_processes() if processes is None else processes, settings.max_batch_size)
-                jobs = JobSupervisor(service, settings)
-                jobs.listeners.append(socket_io.publish)
-                daemon = TrainingDaemon(service, jobs, active=settings.training_daemon)
-                counters = Counters(settings.redis_url)
-                rate_limits = RateLimits(
-                    settings.enable_rate_limiting, rate_limit_rules(settings), counters.storage, settings.broker_timeout
-                )
-                credential_watch = CredentialWatch(store)
-                authenticator = Authenticator(settings, store)
-                socket_io.bind(authenticator, store, jobs.job)
-                async with hub, batches, socket_io, credential_watch:
-                    await jobs.recover()
-                    await daemon.start()
-                    housekeeping = [
-                        asyncio.create_task(_cleanup_loop(service, settings), name="tms-cleanup"),
-                        asyncio.create_task(_stale_loop(service, settings), name="tms-stale"),
-                    ]
-                    store.on_commit_timed = metrics.commit_seconds.observe
-                    metrics.state = {
-                        "service": service,
-                        "hub": hub,
-                        "settings": settings,
-                        "batches": batches,
-                        "connect_rate": ConnectRate(settings.ws_connect_rate),
-                        "rate_limits": rate_limits,
-                        "body_budget": BodyBudget(settings.max_body_bytes_in_flight),
-                        "verified_passwords": VerifiedPasswords(),
-                        "auth": authenticator,
-                        "credential_watch": credential_watch,
-                        "metrics": metrics,
-                        "room_passwords": RoomPasswordGuard(counters.storage, settings.broker_timeout),
-                        "joins": JoinReads(service, ws.SNAPSHOT_GRAPH_POINTS, ws.REPLAY_PAGE),
-                        "jobs": jobs,
-                        "daemon": daemon,
-                    }
-                    try:
-                        yield metrics.state
-                    finally:
-                        await daemon.stop(settings.shutdown_timeout)
-                        await jobs.shutdown(settings.shutdown_timeout)
-                        await cancel_and_wait(housekeeping)
-                        await counters.aclose()
+        async with AsyncExitStack() as stack:
+            state = await open_parts(stack, settings, supervisor, socket_io, metrics)
+            metrics.state = state.as_dict()
+            yield metrics.state
 
     app = FastAPI(
         title="Training Metrics Server",
@@ -192,31 +120,6 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
     _add_error_handlers(app)
     _document_bodies(app, settings)
     return app
-
-
-async def _cleanup_loop(service: TrainingService, settings: Settings) -> None:
-    """Retention: every cleanup interval, delete sessions that ended longer ago than the retention."""
-    while True:
-        await asyncio.sleep(settings.cleanup_interval_seconds)
-        if settings.session_retention_seconds is None:
-            continue
-        try:
-            deleted = await service.delete_ended_before(time.time() - settings.session_retention_seconds)
-            if deleted:
-                logger.info("retention: deleted %d ended sessions", deleted)
-        except Exception:
-            logger.exception("retention cleanup failed; trying again next interval")
-
-
-async def _stale_loop(service: TrainingService, settings: Settings) -> None:
-    """Liveness: a killed engine never leaves its session `running` forever."""
-    interval = min(5.0, settings.stale_timeout_seconds / 4)
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await service.mark_stale(settings.stale_timeout_seconds)
-        except Exception:
-            logger.exception("marking stale sessions failed; trying again next interval")
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -362,15 +265,6 @@ def _document_credentials(schema: dict[str, Any]) -> None:
         for operation in operations.values():
             if path != "/health":
                 operation["security"] = [{"bearer": []}]
-
-
-def rate_limit_rules(settings: Settings) -> dict[str, str]:
-    return {
-        "ingest": settings.rate_limit_ingest,
-        "ws_connect": settings.rate_limit_ws_connect,
-        "ws_message": settings.rate_limit_ws_message,
-        "room_password": settings.rate_limit_room_password,
-    }
 
 
 def connection_limits(settings: Settings) -> ConnectionLimits:

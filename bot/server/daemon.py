@@ -29,7 +29,7 @@ import orjson
 from bot.schemas import SessionCreate
 from bot.server.jobs import JobRefusedError, JobSupervisor, ScenarioNotFoundError
 from bot.server.services import TrainingService
-from bot.server.tasks import cancel_and_wait
+from bot.server.supervisor import Supervisor
 from bot.store import SessionExistsError
 from bot.store.batch import Batch
 from bot.store.daemon import (
@@ -59,7 +59,10 @@ class DaemonOffError(Exception):
 
 
 class TrainingDaemon:
-    def __init__(self, service: TrainingService, jobs: JobSupervisor, *, active: bool) -> None:
+    def __init__(
+        self, service: TrainingService, jobs: JobSupervisor, *, active: bool, supervisor: Supervisor | None = None
+    ) -> None:
+        self.supervisor = supervisor or Supervisor()
         self.service, self.jobs = service, jobs
         self.active = active  # the settings' switch: off, the loop never starts
         self.state = "stopped"
@@ -76,11 +79,12 @@ class TrainingDaemon:
     async def start(self) -> None:
         if self.active and (self._task is None or self._task.done()):
             self.state = "idle"
-            self._task = asyncio.create_task(self._loop(), name="tms-training-daemon")
+            self._task = self.supervisor.spawn("daemon", self._loop)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop the loop; a run in progress is stopped gracefully (its job saves a checkpoint)."""
-        await cancel_and_wait([self._task])
+        if self._task is not None:
+            await self.supervisor.stop([self._task])
         self._task = None
         if self._run_task is not None and not self._run_task.done() and self.current and self.current["job_id"]:
             with contextlib.suppress(JobRefusedError):
@@ -251,9 +255,12 @@ class TrainingDaemon:
     async def status(self) -> dict[str, Any]:
         config = await self.service.store.read(read_config)
         next_run, _ = await self._next_run(config)
+        failing = self.supervisor.failing().get("daemon")
+        state = "failing" if failing is not None else self.state
         return {
             "active": self.active,
-            "state": self.state if self.active else "off",
+            "state": state if self.active else "off",
+            "last_loop_error": failing,
             "config": config,
             "current_run": self.current,
             "iterations": self.iterations,

@@ -28,7 +28,7 @@ from bot.frames import control_frame
 from bot.server.broker import Broker, BrokerUnavailableError
 from bot.server.direct import WireFrames
 from bot.server.spectator import CONTROL, Spectator
-from bot.server.tasks import cancel_and_wait
+from bot.server.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ class Hub:
         pending_limit: int = 10000,
         repair_interval: float = 1.0,
         announce_limit: int = ANNOUNCE_LIMIT,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self._broker = broker
         self._read_after = read_after
@@ -99,11 +100,12 @@ class Hub:
         self._watching: dict[str, _Watched] = {}  # spectator id -> its incarnation's state, retired or not
         self._gone = asyncio.Event()  # set whenever a spectator leaves (shutdown waits on it)
         self._tasks: list[asyncio.Task[None]] = []
+        self.supervisor = supervisor or Supervisor()
 
     async def __aenter__(self) -> Self:
         self._tasks = [
-            asyncio.create_task(self._consume(), name="tms-hub-consume"),
-            asyncio.create_task(self._watchdog(), name="tms-hub-watchdog"),
+            self.supervisor.spawn("hub.consume", self._consume),
+            self.supervisor.spawn("hub.watchdog", self._watchdog),
         ]
         return self
 
@@ -112,7 +114,7 @@ class Hub:
         for watched in self._sessions.values():
             if watched.repair is not None:
                 watched.repair.cancel()
-        await cancel_and_wait(self._tasks)
+        await self.supervisor.stop(self._tasks)
 
     def close_all(self) -> None:
         """Ask every spectator to go with 1001 (server shutting down); one that cannot be told in time is

@@ -47,7 +47,7 @@ from bot.config import Settings
 from bot.schemas import ENDED_STATUSES, SessionCreate, SessionUpdate
 from bot.server.job_backends import EXIT_STOPPED, JobBackend, JobRun, job_backend
 from bot.server.services import TrainingService
-from bot.server.tasks import cancel_and_wait
+from bot.server.supervisor import Supervisor
 from bot.store.batch import Batch
 from bot.store.jobs import (
     RUNNING_STATUSES,
@@ -109,7 +109,8 @@ class _Running:
 
 
 class JobSupervisor:
-    def __init__(self, service: TrainingService, settings: Settings) -> None:
+    def __init__(self, service: TrainingService, settings: Settings, supervisor: Supervisor | None = None) -> None:
+        self.supervisor = supervisor or Supervisor()
         self.service = service
         self.settings = settings
         self.max_jobs = settings.max_concurrent_jobs or os.cpu_count() or 1
@@ -126,8 +127,7 @@ class JobSupervisor:
         self.listeners: list[Listener] = []
         self.on_orphaned_runs: list[OrphanedRuns] = []  # the daemon's runs failed with their dead owner
         self._tasks: set[asyncio.Task[None]] = set()
-        self._lease: asyncio.Task[None] | None = None
-        self._stops: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -135,8 +135,10 @@ class JobSupervisor:
         """Take this instance's lease, fail the jobs and runs of owners that hold none, and keep renewing it."""
         await self.service.store.write(RenewLease(self.identity))
         await self._fail_orphans(self._predecessors)
-        self._lease = asyncio.create_task(self._keep_lease(), name="tms-job-lease")
-        self._stops = asyncio.create_task(self._watch_stops(), name="tms-job-stops")
+        self._loops = [
+            self.supervisor.spawn("jobs.lease", self._keep_lease),
+            self.supervisor.spawn("jobs.stops", self._watch_stops),
+        ]
 
     async def _watch_stops(self) -> None:
         """Stops asked of another instance for this one's jobs (bot/store/jobs.py RequestStop)."""
@@ -188,7 +190,7 @@ class JobSupervisor:
 
     async def shutdown(self, grace: float) -> None:
         """Stop every running job as a stop request would; kill what has not ended within `grace`."""
-        await cancel_and_wait([self._lease, self._stops])
+        await self.supervisor.stop(self._loops)
         for running in list(self.running.values()):
             self._interrupt(running)
         waiting = [running.done.wait() for running in self.running.values()]

@@ -18,7 +18,7 @@ from typing import Self
 
 from bot.server.broker import Broker, BrokerUnavailableError
 from bot.server.broker.base import Frame
-from bot.server.tasks import cancel_and_wait
+from bot.server.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,10 @@ MAX_PENDING = 10_000
 
 
 class Publisher:
-    def __init__(self, broker: Broker, timeout: float, max_pending: int = MAX_PENDING) -> None:
+    def __init__(
+        self, broker: Broker, timeout: float, max_pending: int = MAX_PENDING, supervisor: Supervisor | None = None
+    ) -> None:
+        self.supervisor = supervisor or Supervisor()
         self._broker = broker
         self._timeout = timeout
         self._pending: deque[tuple[str, Sequence[Frame]]] = deque(maxlen=max_pending)
@@ -37,11 +40,12 @@ class Publisher:
         self.given_up = 0  # broker messages not published (their frames reach spectators from the store)
 
     async def __aenter__(self) -> Self:
-        self._task = asyncio.create_task(self._run(), name="tms-publisher")
+        self._task = self.supervisor.spawn("publisher", self._run)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await cancel_and_wait([self._task])
+        if self._task is not None:
+            await self.supervisor.stop([self._task])
 
     def submit(self, messages: Sequence[tuple[str, Sequence[Frame]]]) -> None:
         """Queue one commit's broker messages; never waits."""

@@ -42,7 +42,7 @@ from starlette.types import Message, Receive, Scope, Send
 from bot import __version__
 from bot.config import Settings
 from bot.server.auth import ANYONE, KEY_CACHE_SECONDS, Authenticator, AuthError, Principal
-from bot.server.tasks import cancel_and_wait
+from bot.server.supervisor import Supervisor
 from bot.store import Store
 from bot.store.keys import revoked_among
 
@@ -84,7 +84,8 @@ class _Client:
 
 
 class SocketIOEvents:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, supervisor: Supervisor | None = None) -> None:
+        self.supervisor = supervisor or Supervisor()
         self.max_clients = settings.socketio_max_clients
         self.max_subscriptions = settings.socketio_max_subscriptions_per_client
         # Same origin only unless origins are configured (never a wildcard). One event of a client at a time
@@ -119,13 +120,13 @@ class SocketIOEvents:
 
     async def __aenter__(self) -> Self:
         self._tasks = [
-            asyncio.create_task(self._emit_loop(), name="tms-socketio"),
-            asyncio.create_task(self._watch_loop(), name="tms-socketio-watch"),
+            self.supervisor.spawn("socketio.emit", self._emit_loop),
+            self.supervisor.spawn("socketio.watch", self._watch_loop),
         ]
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await cancel_and_wait(self._tasks)
+        await self.supervisor.stop(self._tasks)
 
     def sessions(self) -> int:
         """Engine.IO sessions held now (connected or not yet)."""

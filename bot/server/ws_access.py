@@ -13,7 +13,6 @@ A spectator's credential is looked at again every few seconds (CredentialWatch),
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
@@ -25,6 +24,7 @@ from bot.server.auth import KEY_CACHE_SECONDS, Authenticator, AuthError, Princip
 from bot.server.rate_limits import RateLimits, RoomPasswordGuard
 from bot.server.services import TrainingService
 from bot.server.spectator import Spectator
+from bot.server.supervisor import Supervisor
 from bot.store import Store
 from bot.store.keys import revoked_among
 
@@ -104,8 +104,9 @@ class CredentialWatch:
     """Spectators let in by an expiring token or a revocable key: every KEY_CACHE_SECONDS, those whose
     token expired or whose key was revoked (in the shared store: on any instance) are closed with 4401."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, supervisor: Supervisor | None = None) -> None:
         self.store = store
+        self.supervisor = supervisor or Supervisor()
         self.watched: dict[Spectator, Principal] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -117,14 +118,12 @@ class CredentialWatch:
         self.watched.pop(spectator, None)
 
     async def __aenter__(self) -> CredentialWatch:
-        self._task = asyncio.create_task(self._run(), name="tms-credential-watch")
+        self._task = self.supervisor.spawn("credential_watch", self._run)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self.supervisor.stop([self._task])
 
     async def _run(self) -> None:
         while True:

@@ -133,7 +133,7 @@ async def test_graph_keeps_newest_max_points(client: httpx.AsyncClient) -> None:
 
 async def test_health_and_status(client: httpx.AsyncClient) -> None:
     """/health answers when the database does; /status counts sessions and messages."""
-    assert (await client.get("/health")).json() == {"status": "ok", "database": "ok", "broker": "ok"}
+    assert (await client.get("/health")).json() == {"status": "ok", "database": "ok", "broker": "ok", "loops": {}}
     session_id = await create_session(client)
     await client.post(f"{BASE}/{session_id}/metrics", json=[{"episode": 1}, {"episode": 2}])
     status = (await client.get("/status")).json()

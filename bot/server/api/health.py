@@ -15,6 +15,7 @@ from bot.server.api.access import Admin, Reader
 from bot.server.api.bodies import errors
 from bot.server.api.deps import HubDep, ServiceDep
 from bot.server.metrics import ServerMetrics
+from bot.server.supervisor import Supervisor
 from bot.store.reads import ACTIVE_STATUSES
 from bot.store.tables import sessions
 
@@ -34,17 +35,23 @@ def _session_counts(conn: Connection) -> tuple[int, int]:
 
 
 @router.get("/health")
-async def health(service: ServiceDep) -> JSONResponse:
-    """200 when the database answers: `ok`, or `degraded` (with the reason in `broker`) while live frames
-    cannot go through the broker (spectators then get them from the store, a second or so late); 503 when
-    the database does not answer."""
+async def health(request: Request, service: ServiceDep) -> JSONResponse:
+    """200 when the database answers: `ok`, or `degraded` while live frames cannot go through the broker
+    (the reason in `broker`; spectators then get them from the store, a second or so late) or while a
+    background loop that failed waits to be restarted (`loops`: its name and error); 503 when the database
+    does not answer."""
     broker = service.broker_problem() or "ok"
+    supervisor: Supervisor = request.state.supervisor
+    loops = supervisor.failing()
     try:
         await service.store.read(_ping)
     except Exception as exc:
-        body = {"status": "unavailable", "database": f"error: {exc}", "broker": broker}
+        body = {"status": "unavailable", "database": f"error: {exc}", "broker": broker, "loops": loops}
         return JSONResponse(body, status_code=503)
-    return JSONResponse({"status": "ok" if broker == "ok" else "degraded", "database": "ok", "broker": broker})
+    degraded = broker != "ok" or bool(loops)
+    return JSONResponse(
+        {"status": "degraded" if degraded else "ok", "database": "ok", "broker": broker, "loops": loops}
+    )
 
 
 @router.get("/status", dependencies=[Reader], responses=errors(401, 403))

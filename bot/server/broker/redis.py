@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Self
 
 from bot.server.broker.base import BrokerUnavailableError, Frame
-from bot.server.tasks import cancel_and_wait
+from bot.server.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,10 @@ class RedisBroker:
     read what it missed meanwhile from the store.
     """
 
-    def __init__(self, url: str, *, timeout: float = 0.5, probe_interval: float = 1.0) -> None:
+    def __init__(
+        self, url: str, *, timeout: float = 0.5, probe_interval: float = 1.0, supervisor: Supervisor | None = None
+    ) -> None:
+        self.supervisor = supervisor or Supervisor()
         import redis.asyncio as redis  # imported here: the redis extra is optional
 
         self._redis_errors = (redis.RedisError, OSError)
@@ -69,11 +72,12 @@ class RedisBroker:
         except (TimeoutError, *self._redis_errors) as exc:
             await self._client.aclose()
             raise BrokerUnavailableError(f"{self.name} cannot be reached: {exc or 'no answer'}") from exc
-        self._prober = asyncio.create_task(self._probe_loop(), name="tms-broker-probe")
+        self._prober = self.supervisor.spawn("broker.probe", self._probe_loop)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        await cancel_and_wait([self._prober])
+        if self._prober is not None:
+            await self.supervisor.stop([self._prober])
         with contextlib.suppress(Exception):
             await self._pubsub.aclose()
         await self._client.aclose()
