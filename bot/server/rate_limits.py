@@ -1,10 +1,12 @@
 """Rate limits on what one client can ask of the server, counted by the `limits` library.
 
 With `enable_rate_limiting` (off by default), each client gets its own budget per rule: ingest requests,
-spectator connections, spectator messages and room password attempts. A client is its credential when the
-request carries one (a hash of the Authorization header, so one trainer's limit follows it whatever address
-it comes from) and else its address. Past a rule, HTTP answers 429 with Retry-After and the WebSocket
-closes with 4429 and `retry_after`, before any other work, so a client over its limit costs next to nothing.
+spectator connections, spectator messages and room password attempts. A client is its credential once the
+credential is verified (with auth on: a key's id or a token's subject, so one trainer's limit follows it
+whatever address it comes from), and else its address. Never an unverified header: a client that made up a
+new `Authorization` per request would get a new budget each time (issue #25.6); with auth off no header is a
+credential at all. Past a rule, HTTP answers 429 with Retry-After and the WebSocket closes with 4429 and
+`retry_after`, before any other work, so a client over its limit costs next to nothing.
 
 The counters live in memory on one instance, in Redis when `REDIS_URL` is set, so a limit holds across
 instances. A counter store that fails or is slow lets the request through (after `broker_timeout`): a
@@ -26,6 +28,8 @@ from typing import Any
 from limits import RateLimitItem, RateLimitItemPerMinute, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
+
+from bot.server.auth import ANYONE, Principal
 
 logger = logging.getLogger(__name__)
 
@@ -54,11 +58,11 @@ class Counters:
             await self.pool.aclose()
 
 
-def client_key(headers: Mapping[str, str], address: str | None) -> str:
-    """Who is asking: a digest of the credential when there is one (never the secret itself), else the address."""
-    credential = headers.get("authorization")
-    if credential:
-        return "credential:" + hashlib.sha256(credential.encode()).hexdigest()[:32]
+def client_key(principal: Principal | None, address: str | None) -> str:
+    """Who is asking: the verified credential (`principal`, from Authenticator; None or ANYONE when there is
+    none, or auth is off) as a digest of its subject, else the address."""
+    if principal is not None and principal is not ANYONE:
+        return "credential:" + hashlib.sha256(principal.subject.encode()).hexdigest()[:32]
     return f"address:{address or 'unknown'}"
 
 

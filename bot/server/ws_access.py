@@ -42,23 +42,50 @@ class Refusal(Exception):
         self.code, self.error, self.reason, self.details = code, error, reason, details
 
 
-async def admit(websocket: WebSocket, session: dict[str, Any], who: str) -> Principal | None:
-    """The spectator's credential (None where none is needed), or Refusal."""
-    auth: Authenticator = websocket.state.auth
-    authorization = websocket.headers.get("authorization")
-    password = websocket.query_params.get("password")
-    wants_message = websocket.query_params.get("auth") == "message"
-    if authorization is None and password is None and (auth.enabled or wants_message):
-        authorization, password = await _first_message(websocket)
-    session_id = session["session_id"]
-    if auth.enabled and authorization:
+class Credentials:
+    """What a spectator presents: an Authorization header or a room password in the handshake, or either in
+    its first message. The header is verified as soon as the handshake is in (`verify`), so that the rate
+    limits can count the connection against the credential, never against a header nobody checked."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.auth: Authenticator = websocket.state.auth
+        self.authorization = websocket.headers.get("authorization")
+        self.password = websocket.query_params.get("password")
+        self.wants_message = websocket.query_params.get("auth") == "message"
+        self.principal: Principal | None = None  # verified; None: none (yet), or auth is off
+        self.refusal: Refusal | None = None  # what was wrong with the credential presented
+
+    async def verify(self) -> None:
+        """The credential presented so far, checked (auth on only: with auth off no header means anything)."""
+        if not (self.auth.enabled and self.authorization):
+            return
         try:
-            principal = await auth.principal(authorization)
-            principal.require("read", session_id)
+            self.principal = await self.auth.principal(self.authorization)
         except AuthError as exc:
-            code, error = (CLOSE_UNAUTHORIZED, "unauthorized") if exc.status == 401 else (CLOSE_FORBIDDEN, "forbidden")
-            raise Refusal(code, error, exc.reason) from None
-        return principal
+            self.refusal = Refusal(CLOSE_UNAUTHORIZED, "unauthorized", exc.reason)
+
+
+async def admit(websocket: WebSocket, session: dict[str, Any], credentials: Credentials, who: str) -> Principal | None:
+    """The spectator's credential (None where none is needed), or Refusal. `who`: the client as the rate
+    limits count it (its address: a room password is no credential)."""
+    auth = credentials.auth
+    if (
+        credentials.authorization is None
+        and credentials.password is None
+        and (auth.enabled or credentials.wants_message)
+    ):
+        credentials.authorization, credentials.password = await _first_message(websocket)
+        await credentials.verify()
+    session_id = session["session_id"]
+    if credentials.refusal is not None:
+        raise credentials.refusal
+    if credentials.principal is not None:
+        try:
+            credentials.principal.require("read", session_id)
+        except AuthError as exc:
+            raise Refusal(CLOSE_FORBIDDEN, "forbidden", exc.reason) from None
+        return credentials.principal
+    password = credentials.password
     if session["room_password_hash"] is not None:
         await _check_room_password(websocket, session_id, session["room_password_hash"], password, who)
         return None
