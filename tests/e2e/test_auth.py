@@ -8,7 +8,12 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import os
+import secrets
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,6 +27,7 @@ from bot.store.engine import create_engines
 from bot.store.keys import create_key, revoke_key
 from bot.store.schema import prepare_schema
 from tests.conftest import TIMEOUT, LiveServer, recv_data
+from tests.e2e.test_deploy import free_port, wait_until_serving
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256-0123456789"
 AUDIENCE = "training-metrics-server"
@@ -250,3 +256,46 @@ async def test_socketio_clients_need_a_read_credential(secured: LiveServer, sett
             await welcomed.wait()
     finally:
         await client.disconnect()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+@pytest.mark.slow  # a `bot serve` of its own, and 90 MB of made-up keys sent to it
+async def test_made_up_api_keys_cost_the_server_no_memory(tmp_path: Path) -> None:
+    """Issue #25.7: every key tried was kept in memory, a made-up one too (9,990 made-up 60 KB keys took the
+    server from 112 MB to 715 MB, kept). 3,000 of 30 KB now leave its memory where it was; a real key still
+    opens the door."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update({"TRAINING_METRICS_PORT": str(port), "TMS_ENABLE_AUTH": "1"})
+    command = [sys.executable, "-m", "bot", "serve"]
+    log = (tmp_path / "serve.log").open("wb")
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as client:
+            await wait_until_serving(client)
+
+            async def guess(count: int) -> None:
+                for _ in range(count):
+                    made_up = "tms_" + secrets.token_urlsafe(22_500)  # 30 KB, well under max_header_bytes
+                    assert (await client.get(BASE, headers=bearer(made_up))).status_code == 401
+
+            await asyncio.gather(*(guess(50) for _ in range(4)))  # the allocator settles
+            before = rss_mb(process.pid)
+            await asyncio.gather(*(guess(750) for _ in range(4)))
+            grown = rss_mb(process.pid) - before
+            (admin,) = keys(f"sqlite:///{tmp_path / 'data' / 'training_metrics.db'}", (["admin"], None))
+            assert (await client.get(BASE, headers=bearer(admin))).status_code == 200
+    except Exception:
+        print((tmp_path / "serve.log").read_text()[-3000:])
+        raise
+    finally:
+        process.terminate()
+        process.wait(TIMEOUT)
+        log.close()
+    assert grown < 30, f"3,000 made-up keys grew the server by {grown:.0f} MB"
