@@ -21,9 +21,9 @@ from typing import Any
 import orjson
 from fastapi import WebSocket
 
+from bot.server.api.rooms import VerifiedPasswords, WrongPasswordError, try_room_password
 from bot.server.auth import KEY_CACHE_SECONDS, Authenticator, AuthError, Principal
-from bot.server.rate_limits import RateLimits, RoomPasswordGuard
-from bot.server.services import TrainingService
+from bot.server.rate_limits import RateLimits
 from bot.server.spectator import Spectator
 from bot.store import Store
 from bot.store.keys import revoked_among
@@ -111,20 +111,20 @@ async def _first_message(websocket: WebSocket) -> tuple[str | None, str | None]:
 async def _check_room_password(
     websocket: WebSocket, session_id: str, stored_hash: str, password: str | None, who: str
 ) -> None:
-    service: TrainingService = websocket.state.service
+    if not password:
+        raise Refusal(CLOSE_FORBIDDEN, "forbidden", "this room needs a password: add ?password=")
     limits: RateLimits = websocket.state.rate_limits
-    guard: RoomPasswordGuard = websocket.state.room_passwords
-    if password and (wait := await limits.check("room_password", who)) is not None:
+    verified: VerifiedPasswords = websocket.state.verified_passwords
+    if not verified.known(stored_hash, password) and (wait := await limits.check("room_password", who)) is not None:
         why = f"too many room password attempts from this client: retry in {wait:g} s"
         raise Refusal(CLOSE_TOO_MANY, "rate_limited", why, retry_after=wait)
-    if password and (wait := await guard.wait(session_id)) is not None:
-        why = f"too many wrong passwords for this room: retry in {wait:g} s"
+    try:
+        wait = await try_room_password(websocket.state, session_id, stored_hash, password, who)
+    except WrongPasswordError as exc:
+        raise Refusal(CLOSE_FORBIDDEN, "forbidden", str(exc)) from None
+    if wait is not None:
+        why = f"too many wrong passwords for this room from this client: retry in {wait:g} s"
         raise Refusal(CLOSE_TOO_MANY, "too_many_attempts", why, retry_after=wait)
-    if not password or not await service.check_room_password(password, stored_hash):
-        if password:
-            await guard.failed(session_id)
-        why = "this room needs a password: add ?password=" if not password else "wrong room password"
-        raise Refusal(CLOSE_FORBIDDEN, "forbidden", why)
 
 
 class CredentialWatch:
