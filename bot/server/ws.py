@@ -136,14 +136,17 @@ async def spectate(websocket: WebSocket, session_id: str) -> None:
     except BadParameterError as exc:
         return await refuse(websocket, session_id, 4400, "invalid_parameter", str(exc))
     try:
-        session = await websocket.state.joins.find_spectated(session_id)
-    except SessionNotFoundError as exc:
-        return await refuse(websocket, session_id, 4404, "session_not_found", str(exc))
-    session_id = session["session_id"]
-    try:
+        await presented.complete(websocket)  # before any lookup (ws_access.py)
+        try:
+            session = await websocket.state.joins.find_spectated(session_id)
+        except SessionNotFoundError as exc:
+            raise presented.unknown_session(exc) from None
+        session_id = session["session_id"]
         principal = await admit(websocket, session, presented, client_key(None, address))
     except Refusal as exc:
         return await refuse(websocket, session_id, exc.code, exc.error, exc.reason, **exc.details)
+    except WebSocketDisconnect:
+        return  # it left while its credentials were waited for: nothing went wrong here
     who = client_key(principal, address)  # its messages count against the credential it was let in with
     incarnation = (session["created_at"], session["epoch"])
     spectator = Spectator(session_id, user_name, settings.max_backlog, types, incarnation, settings.max_backlog_bytes)

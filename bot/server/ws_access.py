@@ -5,8 +5,13 @@ Credentials come in the `Authorization` header (any client but a browser), or in
 a secret in a URL: with auth on and nothing in the handshake, the server waits AUTH_WAIT_SECONDS for it (as it
 does with `?auth=message`). A room's password may also come as `?password=` (it is masked in the logs).
 
+Credentials are checked before the session is looked up: with auth on, a client without good ones gets the
+same 4401 whether the session exists or not (a room password alone included: a session that is no
+protected room, or none at all, answers alike). A client that leaves while it is waited for just leaves.
+
 Close codes: 4401 no or bad credentials (or a token that expired, a key revoked, while watching), 4403 the
-credential does not allow this session or the room password is wrong, 4429 too many attempts.
+credential does not allow this session or the room password is wrong, 4404 no such session (to a verified
+credential, or with auth off), 4429 too many attempts.
 A spectator's credential is looked at again every few seconds (CredentialWatch), on every instance.
 """
 
@@ -25,7 +30,7 @@ from bot.server.api.rooms import VerifiedPasswords, WrongPasswordError, try_room
 from bot.server.auth import KEY_CACHE_SECONDS, Authenticator, AuthError, Principal
 from bot.server.rate_limits import RateLimits
 from bot.server.spectator import Spectator
-from bot.store import Store
+from bot.store import SessionNotFoundError, Store
 from bot.store.keys import revoked_among
 
 logger = logging.getLogger(__name__)
@@ -33,6 +38,7 @@ logger = logging.getLogger(__name__)
 AUTH_WAIT_SECONDS = 5.0
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_MANY = 4429
 
 
@@ -42,10 +48,14 @@ class Refusal(Exception):
         self.code, self.error, self.reason, self.details = code, error, reason, details
 
 
+CREDENTIALS_NEEDED = "credentials needed: an Authorization header or an auth message"
+
+
 class Credentials:
     """What a spectator presents: an Authorization header or a room password in the handshake, or either in
     its first message. The header is verified as soon as the handshake is in (`verify`), so that the rate
-    limits can count the connection against the credential, never against a header nobody checked."""
+    limits can count the connection against the credential, never against a header nobody checked; the
+    rest (`complete`) before any lookup, so that no one without credentials learns which sessions exist."""
 
     def __init__(self, websocket: WebSocket) -> None:
         self.auth: Authenticator = websocket.state.auth
@@ -64,35 +74,41 @@ class Credentials:
         except AuthError as exc:
             self.refusal = Refusal(CLOSE_UNAUTHORIZED, "unauthorized", exc.reason)
 
+    async def complete(self, websocket: WebSocket) -> None:
+        """The first message's credential when the handshake had none (auth on, or `?auth=message`),
+        verified. With auth on, a bad credential, or neither a credential nor a room password, is Refusal
+        (4401) here, before the session is looked up. WebSocketDisconnect if the client leaves meanwhile."""
+        if self.authorization is None and self.password is None and (self.auth.enabled or self.wants_message):
+            self.authorization, self.password = await _first_message(websocket)
+            await self.verify()
+        if self.refusal is not None:
+            raise self.refusal
+        if self.auth.enabled and self.principal is None and not self.password:
+            raise Refusal(CLOSE_UNAUTHORIZED, "unauthorized", CREDENTIALS_NEEDED)
+
+    def unknown_session(self, exc: SessionNotFoundError) -> Refusal:
+        """The refusal for a session that does not exist: 4404 for a verified credential (or with auth off);
+        with auth on and a room password alone, the one a session that is no protected room gets (admit)."""
+        if self.auth.enabled and self.principal is None:
+            return Refusal(CLOSE_UNAUTHORIZED, "unauthorized", CREDENTIALS_NEEDED)
+        return Refusal(CLOSE_NOT_FOUND, "session_not_found", str(exc))
+
 
 async def admit(websocket: WebSocket, session: dict[str, Any], credentials: Credentials, who: str) -> Principal | None:
-    """The spectator's credential (None where none is needed), or Refusal. `who`: the client as the rate
-    limits count it (its address: a room password is no credential)."""
-    auth = credentials.auth
-    if (
-        credentials.authorization is None
-        and credentials.password is None
-        and (auth.enabled or credentials.wants_message)
-    ):
-        credentials.authorization, credentials.password = await _first_message(websocket)
-        await credentials.verify()
+    """After Credentials.complete() and the lookup: the spectator's credential (None where none is needed),
+    or Refusal. `who`: the client as the rate limits count it (its address: a room password is no credential)."""
     session_id = session["session_id"]
-    if credentials.refusal is not None:
-        raise credentials.refusal
     if credentials.principal is not None:
         try:
             credentials.principal.require("read", session_id)
         except AuthError as exc:
             raise Refusal(CLOSE_FORBIDDEN, "forbidden", exc.reason) from None
         return credentials.principal
-    password = credentials.password
     if session["room_password_hash"] is not None:
-        await _check_room_password(websocket, session_id, session["room_password_hash"], password, who)
+        await _check_room_password(websocket, session_id, session["room_password_hash"], credentials.password, who)
         return None
-    if auth.enabled:
-        raise Refusal(
-            CLOSE_UNAUTHORIZED, "unauthorized", "credentials needed: an Authorization header or an auth message"
-        )
+    if credentials.auth.enabled:
+        raise Refusal(CLOSE_UNAUTHORIZED, "unauthorized", CREDENTIALS_NEEDED)
     return None
 
 

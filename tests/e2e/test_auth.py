@@ -8,6 +8,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 import subprocess
@@ -159,6 +160,64 @@ async def test_the_websocket_takes_credentials_in_a_header_or_its_first_message(
         "a token for another session": ("forbidden", 4403),
         "a write-only token": ("forbidden", 4403),
     }
+
+
+async def test_without_credentials_the_websocket_says_nothing_of_which_sessions_exist(
+    secured: LiveServer, settings: Settings
+) -> None:
+    """Issue #25.10: a missing session was 4404 at once and an existing one 4401 after the auth wait, so anyone
+    could list sessions. Credentials are checked before any lookup: without good ones, the same refusal
+    whether the session exists or not (a room password alone included); with them, 4404 as before."""
+    admin, reader = keys(settings.database_url, (["admin"], None), (["read"], None))
+    async with httpx.AsyncClient(base_url=secured.url, timeout=TIMEOUT, headers=bearer(admin)) as client:
+        await client.post(BASE, json={"training_id": "exists"})
+
+    async def refusal(session_id: str, headers: dict[str, str] | None, first: dict[str, Any] | None) -> Any:
+        async with websockets.connect(secured.ws_url(session_id), additional_headers=headers) as ws:
+            if first is not None:
+                await ws.send(orjson.dumps(first).decode())
+            error = orjson.loads(await ws.recv())["data"]
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.recv()
+        return error["code"], error["message"], closed.value.rcvd.code if closed.value.rcvd else None
+
+    attempts = {
+        "a bad first message": (None, {"type": "ping"}),
+        "a made-up key": (bearer("made-up"), None),
+        "a room password alone": (None, {"type": "auth", "password": "a guess at a room"}),
+    }
+    for name, (headers, first) in attempts.items():
+        answers = {session_id: await refusal(session_id, headers, first) for session_id in ("exists", "missing")}
+        assert answers["exists"] == answers["missing"] and answers["missing"][2] == 4401, (name, answers)
+    found = await refusal("missing", bearer(reader), None)
+    assert found[0] == "session_not_found" and found[2] == 4404
+
+
+async def test_a_client_that_leaves_during_the_auth_wait_is_no_server_error(
+    secured: LiveServer, settings: Settings
+) -> None:
+    """It used to log `Exception in ASGI application` with a traceback: nothing is wrong with the server."""
+    (admin,) = keys(settings.database_url, (["admin"], None))
+    async with httpx.AsyncClient(base_url=secured.url, timeout=TIMEOUT, headers=bearer(admin)) as client:
+        await client.post(BASE, json={"training_id": "watched"})
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    loggers = [logging.getLogger(name) for name in ("uvicorn.error", "bot")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        for _ in range(3):
+            ws = await websockets.connect(secured.ws_url("watched"), open_timeout=TIMEOUT)
+            await ws.close()
+        token_ws = await websockets.connect(secured.ws_url("watched"), open_timeout=TIMEOUT)
+        await token_ws.send(orjson.dumps({"type": "ping"}).decode())  # a full exchange after the three left
+        assert orjson.loads(await token_ws.recv())["data"]["code"] == "unauthorized"
+        await token_ws.close()
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == []
 
 
 async def test_an_expired_token_closes_its_spectator(secured: LiveServer, settings: Settings) -> None:
