@@ -37,7 +37,7 @@ from bot.schemas import (
     TrainingMetricsData,
 )
 from bot.server import api, ws
-from bot.server.api.bodies import ERRORS, BodiesBusyError, BodyTooLargeError
+from bot.server.api.bodies import ERRORS, BodiesBusyError, BodyTooLargeError, error_response
 from bot.server.api.training import DaemonConfigUpdate, StartTraining, StopTraining
 from bot.server.browsers import LOOPBACK_HOSTS, BrowserGuard, allowed_hosts
 from bot.server.direct import RawSendMiddleware
@@ -223,13 +223,15 @@ _SHORT = _short_repr()
 
 
 GUARD_ERRORS = (414, 431)  # the connection guard's answers to a request it refuses before routing
+STATE_CHANGING = ("post", "put", "patch", "delete")  # and the browser guard's, to one that changes state
+FOREIGN_ORIGIN = error_response("the credentials do not give access to this, or the request's Origin is not allowed")
 
 
 def _document_bodies(app: FastAPI, settings: Settings) -> None:
     """Bodies are parsed by hand (orjson, one TypeAdapter call); publish their schemas in OpenAPI anyway, with
     what pydantic cannot write: metadata as recursive JSON, a scenario's name as one of this server's scenario
-    files (read when the document is first asked for), the guard's 414 and 431 on every operation, and the
-    credentials when auth is on."""
+    files (read when the document is first asked for), the guard's 414 and 431 on every operation, the browser
+    guard's 403 and 415 on every one that changes state, and the credentials when auth is on."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -240,8 +242,11 @@ def _document_bodies(app: FastAPI, settings: Settings) -> None:
                 components.update(model_schema.pop("$defs", {}))
                 components[model.__name__] = model_schema
             for operations in schema["paths"].values():
-                for operation in operations.values():
+                for method, operation in operations.items():
                     operation["responses"].update({str(code): ERRORS[code] for code in GUARD_ERRORS})
+                    if method in STATE_CHANGING:
+                        operation["responses"]["403"] = FOREIGN_ORIGIN
+                        operation["responses"]["415"] = ERRORS[415]
             components["JsonValue"] = JSON_VALUE_SCHEMA
             json_object = {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}}
             components["SessionCreate"]["properties"]["metadata"].update(json_object)

@@ -4,7 +4,10 @@ Credentials travel as `Authorization: Bearer <key or token>` (on a spectator's W
 message, so a browser never puts one in a URL):
 - API keys (`bot keys create`): random, shown once, stored as a SHA-256 and looked up by it. A key seen
   recently is taken from memory for KEY_CACHE_SECONDS, so a revoked key stops working within that on every
-  instance (connected spectators are re-checked as often: see ws.py).
+  instance (connected spectators are re-checked as often: see ws.py). Memory holds the SHA-256 of known keys
+  only, at most KEY_CACHE_BYTES of them (KeyCache): an unknown key is never kept, so made-up keys, however
+  many and however long, cost a lookup and no memory (issue #25.7: 9,990 made-up 60 KB keys were kept,
+  600 MB). A key longer than any `bot keys create` makes is refused without a lookup.
 - JWTs signed with JWT_SECRET_KEY (PyJWT): HS256 always, whatever the token's header says; `exp` and `sub`
   required, `aud` checked (and `iss` when configured); `scope` space-separated as in OAuth; `session`, when
   present, limits the token to that session.
@@ -18,6 +21,7 @@ it pushes to); only `admin` deletes one.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,11 +29,13 @@ import jwt
 
 from bot.config import Settings
 from bot.store import Store
-from bot.store.keys import find_key
+from bot.store.keys import find_key_by_hash, key_hash
 
 SCOPES = ("read", "write", "admin")
 KEY_CACHE_SECONDS = 2.0
-KEY_CACHE_SIZE = 10_000
+KEY_CACHE_BYTES = 1 << 20  # about 2,000 keys; a deployment has tens
+KEY_ENTRY_BYTES = 400  # what an entry costs beyond its strings: the dict slot, the tuple, the Principal
+MAX_KEY_LENGTH = 256  # `bot keys create` makes 47 characters: a longer key is no key of ours
 
 
 class AuthError(Exception):
@@ -64,6 +70,41 @@ class Principal:
 ANYONE = Principal("anonymous", frozenset(SCOPES))
 
 
+class KeyCache:
+    """Known API keys by the SHA-256 of the key (never the key itself) for KEY_CACHE_SECONDS, at most
+    `max_bytes` of them: past that, the least recently used go first."""
+
+    def __init__(self, max_bytes: int = KEY_CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[str, tuple[float, Principal, int]] = OrderedDict()
+
+    def get(self, digest: str, now: float) -> Principal | None:
+        """The principal of a key seen less than KEY_CACHE_SECONDS ago, else None (look it up)."""
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        if now - entry[0] > KEY_CACHE_SECONDS:
+            self._drop(digest)
+            return None
+        self._entries.move_to_end(digest)
+        return entry[1]
+
+    def put(self, digest: str, principal: Principal, now: float) -> None:
+        self._drop(digest)
+        size = KEY_ENTRY_BYTES + len(digest) + len(principal.subject) + len(principal.session_id or "")
+        size += sum(len(scope) for scope in principal.scopes)
+        self._entries[digest] = (now, principal, size)
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, digest: str) -> None:
+        entry = self._entries.pop(digest, None)
+        if entry is not None:
+            self.bytes -= entry[2]
+
+
 class Authenticator:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.enabled = settings.enable_auth
@@ -72,7 +113,7 @@ class Authenticator:
         self.issuer = settings.jwt_issuer
         self.store = store
         self.failures = 0  # for /metrics
-        self._keys: dict[str, tuple[float, Principal | None]] = {}
+        self.key_cache = KeyCache()
 
     async def principal(self, authorization: str | None) -> Principal:
         """Who the Authorization header (or a WebSocket's first message) says; raises AuthError(401)."""
@@ -110,16 +151,15 @@ class Authenticator:
         return Principal(str(claims["sub"]), frozenset(scopes.split()), session, float(claims["exp"]))
 
     async def _key(self, key: str) -> Principal:
-        now = time.monotonic()
-        cached = self._keys.get(key)
-        if cached is None or now - cached[0] > KEY_CACHE_SECONDS:
-            row = await self.store.read(find_key, key)
-            found = None
-            if row is not None:
-                found = Principal(f"key:{row.key_id}", frozenset(row.scopes.split()), row.session_id, None, row.key_id)
-            if len(self._keys) >= KEY_CACHE_SIZE:
-                self._keys.clear()
-            cached = self._keys[key] = (now, found)
-        if cached[1] is None:
+        if len(key) > MAX_KEY_LENGTH:
             raise AuthError(401, "unknown or revoked API key")
-        return cached[1]
+        digest = key_hash(key)
+        now = time.monotonic()
+        found = self.key_cache.get(digest, now)
+        if found is None:
+            row = await self.store.read(find_key_by_hash, digest)
+            if row is None:
+                raise AuthError(401, "unknown or revoked API key")  # not kept: made-up keys cost no memory
+            found = Principal(f"key:{row.key_id}", frozenset(row.scopes.split()), row.session_id, None, row.key_id)
+            self.key_cache.put(digest, found, now)
+        return found

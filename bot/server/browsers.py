@@ -1,14 +1,23 @@
 """What a web page on another site could make a visitor's browser do to this server, refused.
 
-- A cross-site form can POST `text/plain` without a CORS preflight; the server read any body as JSON, so a
-  page could push data or create sessions. JSON endpoints now refuse a declared content type that is not
-  JSON (415). A request with no Content-Type at all comes from no form and is taken as JSON.
-- CORS does not cover the WebSocket handshake: any page could open `/ws/...`. A handshake whose `Origin`
-  is neither this server itself nor one of the allowed origins (`cors_origins`) is refused (403). One
-  without `Origin` comes from no browser and is let through.
+- A page on any site can send a POST without a CORS preflight: a form (`text/plain`, urlencoded,
+  multipart), `fetch(..., {mode: "no-cors"})` or `navigator.sendBeacon()`, and the last two can send a body
+  with no Content-Type at all (an untyped Blob). The server reads bodies as JSON, so such a page could create
+  sessions, push metrics and start training jobs on a server with auth off (the default). A request that
+  changes state (POST, PUT, PATCH, DELETE) and carries a body (Content-Length above 0, or chunked) is
+  refused with 415 unless it declares a JSON content type, which no page can send to another site without
+  a preflight; a declared non-JSON type is refused even with no body. A request with no body at all
+  (`curl -X POST .../api/training/stop`) is taken: a page can send one, but it carries nothing.
+- A state-changing request, and a WebSocket handshake (which CORS does not cover either), whose `Origin` is
+  neither this server itself nor one of the allowed origins (`cors_origins`) is refused (403) before it
+  reaches a route: browsers send `Origin` on every cross-site POST (`null` from a sandboxed or file page).
+  One without `Origin` comes from no browser and is let through.
 - DNS rebinding points a name the attacker owns at 127.0.0.1, and the page is then same-origin with the
   server. The Host header is checked against the allowed hosts (Starlette's TrustedHostMiddleware, set up
   in app.py); loopback names are allowed by default.
+
+Socket.IO (`/socket.io/`) frames its long-polling bodies as text/plain and checks origins itself (the same
+cors_origins, bot/server/socketio_events.py); only the Origin rule applies to it here.
 """
 
 from __future__ import annotations
@@ -19,7 +28,8 @@ import orjson
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+STATE_CHANGING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+OWN_FRAMING_PREFIX = "/socket.io/"  # Engine.IO's polling bodies are text/plain by its protocol
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
 WILDCARD_BINDS = ("0.0.0.0", "::", "")
 
@@ -44,10 +54,14 @@ class BrowserGuard:
         self.allowed_origins = {origin.rstrip("/").lower() for origin in allowed_origins}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in BODY_METHODS and scope["path"].startswith("/api/"):
-            content_type = Headers(scope=scope).get("content-type")
-            if content_type is not None and not is_json(content_type):
-                return await _refuse_http(send, 415, f"Content-Type {content_type[:80]!r}: send application/json")
+        if scope["type"] == "http" and scope["method"] in STATE_CHANGING_METHODS:
+            headers = Headers(scope=scope)
+            origin = headers.get("origin")
+            if origin is not None and not self._origin_allowed(origin, headers.get("host", "")):
+                why = f"Origin {origin[:80]!r} may not change anything here: only this server's pages and CORS_ORIGINS"
+                return await _refuse_http(send, 403, why)
+            if not scope["path"].startswith(OWN_FRAMING_PREFIX) and (untyped := _not_json(headers)) is not None:
+                return await _refuse_http(send, 415, untyped)
         elif scope["type"] == "websocket":
             headers = Headers(scope=scope)
             origin = headers.get("origin")
@@ -61,6 +75,23 @@ class BrowserGuard:
         if "*" in self.allowed_origins or origin in self.allowed_origins:
             return True
         return urlsplit(origin).netloc == host.lower()  # the server's own page
+
+
+def _not_json(headers: Headers) -> str | None:
+    """Why a state-changing request's body is refused (415), or None: a declared type must be JSON, and a
+    body (declared by its length or sent chunked) must declare one."""
+    content_type = headers.get("content-type")
+    if content_type is not None:
+        return None if is_json(content_type) else f"Content-Type {content_type[:80]!r}: send application/json"
+    if _has_body(headers):
+        return "a body with no Content-Type: send it as application/json"
+    return None
+
+
+def _has_body(headers: Headers) -> bool:
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        return True
+    return headers.get("content-length", "0").strip().lstrip("0") != ""  # anything but a plain 0 is a body
 
 
 async def _refuse_http(send: Send, status: int, detail: str) -> None:

@@ -1,16 +1,18 @@
 """Rate limits on what one client can ask of the server, counted by the `limits` library.
 
 With `enable_rate_limiting` (off by default), each client gets its own budget per rule: ingest requests,
-spectator connections, spectator messages and room password attempts. A client is its credential when the
-request carries one (a hash of the Authorization header, so one trainer's limit follows it whatever address
-it comes from) and else its address. Past a rule, HTTP answers 429 with Retry-After and the WebSocket
-closes with 4429 and `retry_after`, before any other work, so a client over its limit costs next to nothing.
+spectator connections, spectator messages and room password attempts. A client is its credential once the
+credential is verified (with auth on: a key's id or a token's subject, so one trainer's limit follows it
+whatever address it comes from), and else its address. Never an unverified header: a client that made up a
+new `Authorization` per request would get a new budget each time (issue #25.6); with auth off no header is a
+credential at all. Past a rule, HTTP answers 429 with Retry-After and the WebSocket closes with 4429 and
+`retry_after`, before any other work, so a client over its limit costs next to nothing.
 
 The counters live in memory on one instance, in Redis when `REDIS_URL` is set, so a limit holds across
 instances. A counter store that fails or is slow lets the request through (after `broker_timeout`): a
 limit exists to protect the server, and refusing everyone while Redis is away would be the outage itself.
 
-The per-room back-off on wrong room passwords is always on (RoomPasswordGuard).
+The back-off on wrong room passwords, per room and client, is always on (RoomPasswordGuard).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from typing import Any
 from limits import RateLimitItem, RateLimitItemPerMinute, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
+
+from bot.server.auth import ANYONE, Principal
 
 logger = logging.getLogger(__name__)
 
@@ -54,11 +58,11 @@ class Counters:
             await self.pool.aclose()
 
 
-def client_key(headers: Mapping[str, str], address: str | None) -> str:
-    """Who is asking: a digest of the credential when there is one (never the secret itself), else the address."""
-    credential = headers.get("authorization")
-    if credential:
-        return "credential:" + hashlib.sha256(credential.encode()).hexdigest()[:32]
+def client_key(principal: Principal | None, address: str | None) -> str:
+    """Who is asking: the verified credential (`principal`, from Authenticator; None or ANYONE when there is
+    none, or auth is off) as a digest of its subject, else the address."""
+    if principal is not None and principal is not ANYONE:
+        return "credential:" + hashlib.sha256(principal.subject.encode()).hexdigest()[:32]
     return f"address:{address or 'unknown'}"
 
 
@@ -109,36 +113,51 @@ class RateLimits:
             logger.warning("rate limits not counted (letting requests through): %s: %s", type(exc).__name__, exc)
 
 
-ROOM_FAILURES = 5  # wrong passwords per room per minute before the room's attempts wait
+ROOM_FAILURES = 5  # wrong passwords for one room from one client per minute, before that client waits
+ROOM_CEILING = 100  # wrong passwords for one room per minute from all clients together: the last resort
 
 
 class RoomPasswordGuard:
-    """A back-off per room: each check is a 16 MiB scrypt (about 40 ms of a core), so guessing is both an
-    attack on the room and on the server's CPU. Past ROOM_FAILURES wrong passwords for one room within a
-    minute, that room's attempts are refused without a check (4429, with the seconds until one is allowed
-    again) until the oldest failure leaves the window, whoever the guesser is. Shares the rate limits'
-    store: with Redis, the back-off holds across instances."""
+    """A back-off on wrong room passwords: each check is a 16 MiB scrypt (about 40 ms of a core), so guessing
+    is both an attack on the room and on the server's CPU. Past ROOM_FAILURES wrong passwords for one room
+    from one client (its address: a room password is no credential) within a minute, that client's attempts
+    at that room are refused without a check (4429, with the seconds until one is allowed again) until the
+    oldest failure leaves the window. It slows the guesser, not the room: one wrong guess every 0.5 s used to
+    lock the room for everyone, refusing 22 of 23 right passwords (issue #25.8). Past ROOM_CEILING wrong
+    passwords for the room from everyone within a minute (guessing from many addresses), every new
+    password for it waits; a password that was right before never does (rooms.py remembers it).
+    Shares the rate limits' store: with Redis, the back-off holds across instances."""
 
-    def __init__(self, storage: Storage, timeout: float, failures_per_minute: int = ROOM_FAILURES) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        timeout: float,
+        failures_per_minute: int = ROOM_FAILURES,
+        room_ceiling_per_minute: int = ROOM_CEILING,
+    ) -> None:
         self._limiter = MovingWindowRateLimiter(storage)
-        self._item = RateLimitItemPerMinute(failures_per_minute)
+        self._client = RateLimitItemPerMinute(failures_per_minute)
+        self._room = RateLimitItemPerMinute(room_ceiling_per_minute)
         self._timeout = timeout
 
-    async def wait(self, room: str) -> float | None:
-        """None: a password for `room` may be checked now. Else the seconds until one may."""
+    async def wait(self, room: str, who: str) -> float | None:
+        """None: `who`'s password for `room` may be checked now. Else the seconds until one may."""
+        waits = []
         try:
             async with asyncio.timeout(self._timeout):
-                if await self._limiter.test(self._item, "room", room):
-                    return None
-                stats = await self._limiter.get_window_stats(self._item, "room", room)
+                for item, identifiers in ((self._client, ("room", room, who)), (self._room, ("room-all", room))):
+                    if not await self._limiter.test(item, *identifiers):
+                        stats = await self._limiter.get_window_stats(item, *identifiers)
+                        waits.append(round(max(0.1, stats.reset_time - time.time()), 1))
         except Exception:
             logger.warning("room password back-off not read; checking the password", exc_info=True)
             return None
-        return round(max(0.1, stats.reset_time - time.time()), 1)
+        return max(waits) if waits else None
 
-    async def failed(self, room: str) -> None:
+    async def failed(self, room: str, who: str) -> None:
         try:
             async with asyncio.timeout(self._timeout):
-                await self._limiter.hit(self._item, "room", room)
+                await self._limiter.hit(self._client, "room", room, who)
+                await self._limiter.hit(self._room, "room-all", room)
         except Exception:
             logger.warning("room password failure not counted", exc_info=True)

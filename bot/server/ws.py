@@ -36,7 +36,7 @@ from bot.server.rate_limits import RateLimits, client_key
 from bot.server.services import TrainingService
 from bot.server.shared_reads import JoinReads
 from bot.server.spectator import ABUSE_GRACE_SECONDS, CLOSE_SLOW, CONTROL, Spectator
-from bot.server.ws_access import CredentialWatch, Refusal, admit
+from bot.server.ws_access import Credentials, CredentialWatch, Refusal, admit
 from bot.store import SessionNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -124,8 +124,10 @@ async def spectate(websocket: WebSocket, session_id: str) -> None:
         why = f"too many connections at once: try again later, retry in {retry_after:g} s"
         return await _refuse_busy(websocket, session_id, why, retry_after)
     limits: RateLimits = websocket.state.rate_limits
-    who = client_key(websocket.headers, websocket.client.host if websocket.client else None)
-    if (wait := await limits.check("ws_connect", who)) is not None:
+    address = websocket.client.host if websocket.client else None
+    presented = Credentials(websocket)
+    await presented.verify()  # a connection counts against a verified credential, else the address
+    if (wait := await limits.check("ws_connect", client_key(presented.principal, address))) is not None:
         why = f"too many connections from this client: retry in {wait:g} s"
         return await refuse(websocket, session_id, CLOSE_RATE_LIMITED, "rate_limited", why, retry_after=wait)
     cap_send_buffer(websocket.scope, settings.ws_send_buffer)
@@ -134,14 +136,18 @@ async def spectate(websocket: WebSocket, session_id: str) -> None:
     except BadParameterError as exc:
         return await refuse(websocket, session_id, 4400, "invalid_parameter", str(exc))
     try:
-        session = await websocket.state.joins.find_spectated(session_id)
-    except SessionNotFoundError as exc:
-        return await refuse(websocket, session_id, 4404, "session_not_found", str(exc))
-    session_id = session["session_id"]
-    try:
-        principal = await admit(websocket, session, who)
+        await presented.complete(websocket)  # before any lookup (ws_access.py)
+        try:
+            session = await websocket.state.joins.find_spectated(session_id)
+        except SessionNotFoundError as exc:
+            raise presented.unknown_session(exc) from None
+        session_id = session["session_id"]
+        principal = await admit(websocket, session, presented, client_key(None, address))
     except Refusal as exc:
         return await refuse(websocket, session_id, exc.code, exc.error, exc.reason, **exc.details)
+    except WebSocketDisconnect:
+        return  # it left while its credentials were waited for: nothing went wrong here
+    who = client_key(principal, address)  # its messages count against the credential it was let in with
     incarnation = (session["created_at"], session["epoch"])
     spectator = Spectator(session_id, user_name, settings.max_backlog, types, incarnation, settings.max_backlog_bytes)
     spectator.direct = DirectWriter.attach(websocket.scope, service.stats)

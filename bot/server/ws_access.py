@@ -5,8 +5,13 @@ Credentials come in the `Authorization` header (any client but a browser), or in
 a secret in a URL: with auth on and nothing in the handshake, the server waits AUTH_WAIT_SECONDS for it (as it
 does with `?auth=message`). A room's password may also come as `?password=` (it is masked in the logs).
 
+Credentials are checked before the session is looked up: with auth on, a client without good ones gets the
+same 4401 whether the session exists or not (a room password alone included: a session that is no
+protected room, or none at all, answers alike). A client that leaves while it is waited for just leaves.
+
 Close codes: 4401 no or bad credentials (or a token that expired, a key revoked, while watching), 4403 the
-credential does not allow this session or the room password is wrong, 4429 too many attempts.
+credential does not allow this session or the room password is wrong, 4404 no such session (to a verified
+credential, or with auth off), 4429 too many attempts.
 A spectator's credential is looked at again every few seconds (CredentialWatch), on every instance.
 """
 
@@ -20,12 +25,12 @@ from typing import Any
 import orjson
 from fastapi import WebSocket
 
+from bot.server.api.rooms import VerifiedPasswords, WrongPasswordError, try_room_password
 from bot.server.auth import KEY_CACHE_SECONDS, Authenticator, AuthError, Principal
-from bot.server.rate_limits import RateLimits, RoomPasswordGuard
-from bot.server.services import TrainingService
+from bot.server.rate_limits import RateLimits
 from bot.server.spectator import Spectator
 from bot.server.supervisor import Supervisor
-from bot.store import Store
+from bot.store import SessionNotFoundError, Store
 from bot.store.keys import revoked_among
 
 logger = logging.getLogger(__name__)
@@ -33,6 +38,7 @@ logger = logging.getLogger(__name__)
 AUTH_WAIT_SECONDS = 5.0
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_MANY = 4429
 
 
@@ -42,30 +48,67 @@ class Refusal(Exception):
         self.code, self.error, self.reason, self.details = code, error, reason, details
 
 
-async def admit(websocket: WebSocket, session: dict[str, Any], who: str) -> Principal | None:
-    """The spectator's credential (None where none is needed), or Refusal."""
-    auth: Authenticator = websocket.state.auth
-    authorization = websocket.headers.get("authorization")
-    password = websocket.query_params.get("password")
-    wants_message = websocket.query_params.get("auth") == "message"
-    if authorization is None and password is None and (auth.enabled or wants_message):
-        authorization, password = await _first_message(websocket)
-    session_id = session["session_id"]
-    if auth.enabled and authorization:
+CREDENTIALS_NEEDED = "credentials needed: an Authorization header or an auth message"
+
+
+class Credentials:
+    """What a spectator presents: an Authorization header or a room password in the handshake, or either in
+    its first message. The header is verified as soon as the handshake is in (`verify`), so that the rate
+    limits can count the connection against the credential, never against a header nobody checked; the
+    rest (`complete`) before any lookup, so that no one without credentials learns which sessions exist."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.auth: Authenticator = websocket.state.auth
+        self.authorization = websocket.headers.get("authorization")
+        self.password = websocket.query_params.get("password")
+        self.wants_message = websocket.query_params.get("auth") == "message"
+        self.principal: Principal | None = None  # verified; None: none (yet), or auth is off
+        self.refusal: Refusal | None = None  # what was wrong with the credential presented
+
+    async def verify(self) -> None:
+        """The credential presented so far, checked (auth on only: with auth off no header means anything)."""
+        if not (self.auth.enabled and self.authorization):
+            return
         try:
-            principal = await auth.principal(authorization)
-            principal.require("read", session_id)
+            self.principal = await self.auth.principal(self.authorization)
         except AuthError as exc:
-            code, error = (CLOSE_UNAUTHORIZED, "unauthorized") if exc.status == 401 else (CLOSE_FORBIDDEN, "forbidden")
-            raise Refusal(code, error, exc.reason) from None
-        return principal
+            self.refusal = Refusal(CLOSE_UNAUTHORIZED, "unauthorized", exc.reason)
+
+    async def complete(self, websocket: WebSocket) -> None:
+        """The first message's credential when the handshake had none (auth on, or `?auth=message`),
+        verified. With auth on, a bad credential, or neither a credential nor a room password, is Refusal
+        (4401) here, before the session is looked up. WebSocketDisconnect if the client leaves meanwhile."""
+        if self.authorization is None and self.password is None and (self.auth.enabled or self.wants_message):
+            self.authorization, self.password = await _first_message(websocket)
+            await self.verify()
+        if self.refusal is not None:
+            raise self.refusal
+        if self.auth.enabled and self.principal is None and not self.password:
+            raise Refusal(CLOSE_UNAUTHORIZED, "unauthorized", CREDENTIALS_NEEDED)
+
+    def unknown_session(self, exc: SessionNotFoundError) -> Refusal:
+        """The refusal for a session that does not exist: 4404 for a verified credential (or with auth off);
+        with auth on and a room password alone, the one a session that is no protected room gets (admit)."""
+        if self.auth.enabled and self.principal is None:
+            return Refusal(CLOSE_UNAUTHORIZED, "unauthorized", CREDENTIALS_NEEDED)
+        return Refusal(CLOSE_NOT_FOUND, "session_not_found", str(exc))
+
+
+async def admit(websocket: WebSocket, session: dict[str, Any], credentials: Credentials, who: str) -> Principal | None:
+    """After Credentials.complete() and the lookup: the spectator's credential (None where none is needed),
+    or Refusal. `who`: the client as the rate limits count it (its address: a room password is no credential)."""
+    session_id = session["session_id"]
+    if credentials.principal is not None:
+        try:
+            credentials.principal.require("read", session_id)
+        except AuthError as exc:
+            raise Refusal(CLOSE_FORBIDDEN, "forbidden", exc.reason) from None
+        return credentials.principal
     if session["room_password_hash"] is not None:
-        await _check_room_password(websocket, session_id, session["room_password_hash"], password, who)
+        await _check_room_password(websocket, session_id, session["room_password_hash"], credentials.password, who)
         return None
-    if auth.enabled:
-        raise Refusal(
-            CLOSE_UNAUTHORIZED, "unauthorized", "credentials needed: an Authorization header or an auth message"
-        )
+    if credentials.auth.enabled:
+        raise Refusal(CLOSE_UNAUTHORIZED, "unauthorized", CREDENTIALS_NEEDED)
     return None
 
 
@@ -84,20 +127,20 @@ async def _first_message(websocket: WebSocket) -> tuple[str | None, str | None]:
 async def _check_room_password(
     websocket: WebSocket, session_id: str, stored_hash: str, password: str | None, who: str
 ) -> None:
-    service: TrainingService = websocket.state.service
+    if not password:
+        raise Refusal(CLOSE_FORBIDDEN, "forbidden", "this room needs a password: add ?password=")
     limits: RateLimits = websocket.state.rate_limits
-    guard: RoomPasswordGuard = websocket.state.room_passwords
-    if password and (wait := await limits.check("room_password", who)) is not None:
+    verified: VerifiedPasswords = websocket.state.verified_passwords
+    if not verified.known(stored_hash, password) and (wait := await limits.check("room_password", who)) is not None:
         why = f"too many room password attempts from this client: retry in {wait:g} s"
         raise Refusal(CLOSE_TOO_MANY, "rate_limited", why, retry_after=wait)
-    if password and (wait := await guard.wait(session_id)) is not None:
-        why = f"too many wrong passwords for this room: retry in {wait:g} s"
+    try:
+        wait = await try_room_password(websocket.state, session_id, stored_hash, password, who)
+    except WrongPasswordError as exc:
+        raise Refusal(CLOSE_FORBIDDEN, "forbidden", str(exc)) from None
+    if wait is not None:
+        why = f"too many wrong passwords for this room from this client: retry in {wait:g} s"
         raise Refusal(CLOSE_TOO_MANY, "too_many_attempts", why, retry_after=wait)
-    if not password or not await service.check_room_password(password, stored_hash):
-        if password:
-            await guard.failed(session_id)
-        why = "this room needs a password: add ?password=" if not password else "wrong room password"
-        raise Refusal(CLOSE_FORBIDDEN, "forbidden", why)
 
 
 class CredentialWatch:

@@ -37,8 +37,13 @@ def create_key(conn: Connection, scopes: list[str], session_id: str | None, name
 
 def find_key(conn: Connection, key: str) -> Any:
     """The key's row if it exists and is not revoked, else None."""
+    return find_key_by_hash(conn, key_hash(key))
+
+
+def find_key_by_hash(conn: Connection, digest: str) -> Any:
+    """find_key() by the key's SHA-256 (key_hash), for a caller that must not hold on to the key itself."""
     c = api_keys.c
-    return conn.execute(select(api_keys).where(c.key_hash == key_hash(key), c.revoked_at.is_(None))).first()
+    return conn.execute(select(api_keys).where(c.key_hash == digest, c.revoked_at.is_(None))).first()
 
 
 def list_keys(conn: Connection) -> list[dict[str, Any]]:

@@ -8,7 +8,13 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import logging
+import os
+import secrets
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,6 +28,7 @@ from bot.store.engine import create_engines
 from bot.store.keys import create_key, revoke_key
 from bot.store.schema import prepare_schema
 from tests.conftest import TIMEOUT, LiveServer, recv_data
+from tests.e2e.test_deploy import free_port, wait_until_serving
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256-0123456789"
 AUDIENCE = "training-metrics-server"
@@ -155,6 +162,64 @@ async def test_the_websocket_takes_credentials_in_a_header_or_its_first_message(
     }
 
 
+async def test_without_credentials_the_websocket_says_nothing_of_which_sessions_exist(
+    secured: LiveServer, settings: Settings
+) -> None:
+    """Issue #25.10: a missing session was 4404 at once and an existing one 4401 after the auth wait, so anyone
+    could list sessions. Credentials are checked before any lookup: without good ones, the same refusal
+    whether the session exists or not (a room password alone included); with them, 4404 as before."""
+    admin, reader = keys(settings.database_url, (["admin"], None), (["read"], None))
+    async with httpx.AsyncClient(base_url=secured.url, timeout=TIMEOUT, headers=bearer(admin)) as client:
+        await client.post(BASE, json={"training_id": "exists"})
+
+    async def refusal(session_id: str, headers: dict[str, str] | None, first: dict[str, Any] | None) -> Any:
+        async with websockets.connect(secured.ws_url(session_id), additional_headers=headers) as ws:
+            if first is not None:
+                await ws.send(orjson.dumps(first).decode())
+            error = orjson.loads(await ws.recv())["data"]
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.recv()
+        return error["code"], error["message"], closed.value.rcvd.code if closed.value.rcvd else None
+
+    attempts = {
+        "a bad first message": (None, {"type": "ping"}),
+        "a made-up key": (bearer("made-up"), None),
+        "a room password alone": (None, {"type": "auth", "password": "a guess at a room"}),
+    }
+    for name, (headers, first) in attempts.items():
+        answers = {session_id: await refusal(session_id, headers, first) for session_id in ("exists", "missing")}
+        assert answers["exists"] == answers["missing"] and answers["missing"][2] == 4401, (name, answers)
+    found = await refusal("missing", bearer(reader), None)
+    assert found[0] == "session_not_found" and found[2] == 4404
+
+
+async def test_a_client_that_leaves_during_the_auth_wait_is_no_server_error(
+    secured: LiveServer, settings: Settings
+) -> None:
+    """It used to log `Exception in ASGI application` with a traceback: nothing is wrong with the server."""
+    (admin,) = keys(settings.database_url, (["admin"], None))
+    async with httpx.AsyncClient(base_url=secured.url, timeout=TIMEOUT, headers=bearer(admin)) as client:
+        await client.post(BASE, json={"training_id": "watched"})
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    loggers = [logging.getLogger(name) for name in ("uvicorn.error", "bot")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        for _ in range(3):
+            ws = await websockets.connect(secured.ws_url("watched"), open_timeout=TIMEOUT)
+            await ws.close()
+        token_ws = await websockets.connect(secured.ws_url("watched"), open_timeout=TIMEOUT)
+        await token_ws.send(orjson.dumps({"type": "ping"}).decode())  # a full exchange after the three left
+        assert orjson.loads(await token_ws.recv())["data"]["code"] == "unauthorized"
+        await token_ws.close()
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == []
+
+
 async def test_an_expired_token_closes_its_spectator(secured: LiveServer, settings: Settings) -> None:
     (admin,) = keys(settings.database_url, (["admin"], None))
     async with httpx.AsyncClient(base_url=secured.url, timeout=TIMEOUT, headers=bearer(admin)) as client:
@@ -250,3 +315,46 @@ async def test_socketio_clients_need_a_read_credential(secured: LiveServer, sett
             await welcomed.wait()
     finally:
         await client.disconnect()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+@pytest.mark.slow  # a `bot serve` of its own, and 90 MB of made-up keys sent to it
+async def test_made_up_api_keys_cost_the_server_no_memory(tmp_path: Path) -> None:
+    """Issue #25.7: every key tried was kept in memory, a made-up one too (9,990 made-up 60 KB keys took the
+    server from 112 MB to 715 MB, kept). 3,000 of 30 KB now leave its memory where it was; a real key still
+    opens the door."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update({"TRAINING_METRICS_PORT": str(port), "TMS_ENABLE_AUTH": "1"})
+    command = [sys.executable, "-m", "bot", "serve"]
+    log = (tmp_path / "serve.log").open("wb")
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as client:
+            await wait_until_serving(client)
+
+            async def guess(count: int) -> None:
+                for _ in range(count):
+                    made_up = "tms_" + secrets.token_urlsafe(22_500)  # 30 KB, well under max_header_bytes
+                    assert (await client.get(BASE, headers=bearer(made_up))).status_code == 401
+
+            await asyncio.gather(*(guess(50) for _ in range(4)))  # the allocator settles
+            before = rss_mb(process.pid)
+            await asyncio.gather(*(guess(750) for _ in range(4)))
+            grown = rss_mb(process.pid) - before
+            (admin,) = keys(f"sqlite:///{tmp_path / 'data' / 'training_metrics.db'}", (["admin"], None))
+            assert (await client.get(BASE, headers=bearer(admin))).status_code == 200
+    except Exception:
+        print((tmp_path / "serve.log").read_text()[-3000:])
+        raise
+    finally:
+        process.terminate()
+        process.wait(TIMEOUT)
+        log.close()
+    assert grown < 30, f"3,000 made-up keys grew the server by {grown:.0f} MB"

@@ -14,6 +14,8 @@ import websockets
 from bot.config import Settings
 from tests.conftest import TIMEOUT, LiveServer, create_session
 
+JSON = {"Content-Type": "application/json"}  # a body without it is refused (bot/server/browsers.py)
+
 
 async def exchange(live: LiveServer, request: bytes, then_wait: bool = True) -> tuple[int, dict[str, str], bytes]:
     """Send raw bytes, read the answer until the server closes: (status, headers, body)."""
@@ -66,7 +68,7 @@ async def test_a_big_request_head_is_431_before_it_is_gathered(
     body = b'{"episode": 1}'
     request = (
         f"POST /api/training/sessions/{session_id}/metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        f"Content-Length: {len(body)}\r\n{extra}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
     ).encode() + body
     status, _, answer = await exchange(live, request)
     assert status == 431 and "max_header_bytes" in orjson.loads(answer)["detail"]
@@ -85,7 +87,7 @@ async def test_a_head_or_a_body_that_is_too_slow_is_408_and_an_idle_connection_i
     assert status == 408 and "http_header_timeout" in orjson.loads(body)["detail"]
     partial = (
         f"POST /api/training/sessions/{session_id}/metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        'Content-Length: 100\r\n\r\n{"episode": 1'
+        'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"episode": 1'
     ).encode()
     status, _, body = await exchange(live, partial)
     assert status == 408 and "http_body_timeout" in orjson.loads(body)["detail"]
@@ -126,16 +128,17 @@ async def test_bodies_received_at_once_are_bounded_in_bytes(server_factory: Any,
         path = f"/api/training/sessions/{session_id}/metrics"
         body = orjson.dumps([{"episode": i, "algorithm": "x" * 50} for i in range(900)])  # about 60 KB
         reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
-        head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n\r\n"
+        head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        head += f"Content-Length: {len(body)}\r\n\r\n"
         writer.write(head.encode() + body[:-10])  # all but its end: it holds its bytes
         await writer.drain()
         await asyncio.sleep(0.3)
-        refused = await client.post(path, content=body)
+        refused = await client.post(path, content=body, headers=JSON)
         assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
         assert "max_body_bytes_in_flight" in refused.json()["detail"]
         writer.write(body[-10:])
         async with asyncio.timeout(TIMEOUT):
             assert (await reader.readline()).startswith(b"HTTP/1.1 200")
         writer.close()
-        assert (await client.post(path, content=body)).status_code == 200
+        assert (await client.post(path, content=body, headers=JSON)).status_code == 200
         assert (await client.get(f"/api/training/sessions/{session_id}")).json()["last_seq"] == 1800

@@ -368,7 +368,11 @@ async def test_a_cut_off_spectator_frees_its_slot_and_its_connection_without_new
         stalled.transport.pause_reading()
         body = orjson.dumps([{"episode": i, "algorithm": "x" * 60} for i in range(1000)])
         for _ in range(3):  # quickly past its buffers and its queue; then nothing more is pushed
-            response = await client.post(f"/api/training/sessions/{session_id}/metrics", content=body)
+            response = await client.post(
+                f"/api/training/sessions/{session_id}/metrics",
+                content=body,
+                headers={"Content-Type": "application/json"},
+            )
             assert response.status_code == 200
         async with asyncio.timeout(3 * TIMEOUT):
             while (await client.get(f"/api/training/sessions/{session_id}")).json()["spectators"] != 0:

@@ -13,6 +13,7 @@ from bot.server.api.bodies import count_items
 from tests.conftest import create_session
 
 BASE = "/api/training/sessions"
+JSON = {"Content-Type": "application/json"}  # a body without it is refused (bot/server/browsers.py)
 
 
 async def last_seq(client: httpx.AsyncClient, session_id: str) -> int:
@@ -85,7 +86,7 @@ async def test_non_finite_values_travel_as_strings(client: httpx.AsyncClient) ->
     """A diverging loss (NaN, ±Infinity) is stored and read back as the strings NaN, Infinity, -Infinity."""
     session_id = await create_session(client)
     raw = b'[{"episode": 1, "loss_value": NaN}, {"episode": 2, "loss_value": "Infinity", "current_reward": -Infinity}]'
-    response = await client.post(f"{BASE}/{session_id}/metrics", content=raw)
+    response = await client.post(f"{BASE}/{session_id}/metrics", content=raw, headers=JSON)
     assert response.status_code == 200, response.text
     messages = (await client.get(f"{BASE}/{session_id}/history")).json()["messages"]
     assert messages[0]["data"]["loss_value"] == "NaN"
@@ -171,18 +172,18 @@ async def test_a_body_over_the_limit_is_413_and_stores_nothing(server_factory: A
     async with httpx.AsyncClient(base_url=live.url, timeout=30) as http:
         session_id = await create_session(http)
         body = orjson.dumps([{"episode": i, "algorithm": "x" * 50} for i in range(500)])
-        declared = await http.post(f"{BASE}/{session_id}/metrics", content=body)
+        declared = await http.post(f"{BASE}/{session_id}/metrics", content=body, headers=JSON)
 
         async def chunks() -> Any:
             for start in range(0, len(body), 1000):
                 yield body[start : start + 1000]
 
-        streamed = await http.post(f"{BASE}/{session_id}/metrics", content=chunks())
+        streamed = await http.post(f"{BASE}/{session_id}/metrics", content=chunks(), headers=JSON)
         for response in (declared, streamed):
             assert response.status_code == 413, response.text
             assert response.json()["max_body_bytes"] == 10_000
         assert await last_seq(http, session_id) == 0
-        assert (await http.post(BASE, content=b'{"name": "' + b"n" * 20_000 + b'"}')).status_code == 413
+        assert (await http.post(BASE, content=b'{"name": "' + b"n" * 20_000 + b'"}', headers=JSON)).status_code == 413
 
 
 BAD_INGEST: list[tuple[str, Any, str]] = [
@@ -255,7 +256,7 @@ def nested(depth: int) -> bytes:
 async def test_session_values_the_store_cannot_hold_are_422(client: httpx.AsyncClient, body: bytes, field: str) -> None:
     """Integers past what the store holds, lone surrogates and deep nesting get a 422 naming the field; no
     session is made."""
-    response = await client.post(BASE, content=body)
+    response = await client.post(BASE, content=body, headers=JSON)
     assert response.status_code == 422, response.text
     assert field in response.json()["message"]
     assert (await client.get(BASE, params={"status": "all"})).json()["total"] == 0
@@ -264,7 +265,7 @@ async def test_session_values_the_store_cannot_hold_are_422(client: httpx.AsyncC
 async def test_metadata_integers_past_64_bits_are_kept_as_floats(client: httpx.AsyncClient) -> None:
     """JSON has one kind of number: what a JavaScript client would read is stored, not a 422 (JSON Schema agrees)."""
     body = b'{"training_id": "big", "metadata": {"seed": 18446744073709551616, "n": [-9223372036854775809, 7]}}'
-    response = await client.post(BASE, content=body)
+    response = await client.post(BASE, content=body, headers=JSON)
     assert response.status_code == 201, response.text
     stored = (await client.get(f"{BASE}/big")).json()["metadata"]
     assert stored == {"seed": 1.8446744073709552e19, "n": [-9.223372036854776e18, 7]}
@@ -274,7 +275,7 @@ async def test_metadata_integers_past_64_bits_are_kept_as_floats(client: httpx.A
 @pytest.mark.parametrize(
     ("method", "path", "kwargs", "status", "needle"),
     [
-        ("post", "/x/metrics", {"content": b"{oops"}, 422, "JSON"),
+        ("post", "/x/metrics", {"content": b"{oops", "headers": JSON}, 422, "JSON"),
         (
             "post",
             "/x/metrics",
@@ -357,7 +358,9 @@ async def test_a_body_of_a_million_tiny_items_is_counted_and_refused_before_vali
     """A million `{}` fit in 3 MB: refused as too many items (counted on the bytes before validation), with a
     short answer; a list of many invalid points gets its errors capped, not thousands of them."""
     session_id = await create_session(client)
-    response = await client.post(f"{BASE}/{session_id}/metrics", content=b"[" + b",".join([b"{}"] * 1_000_000) + b"]")
+    response = await client.post(
+        f"{BASE}/{session_id}/metrics", content=b"[" + b",".join([b"{}"] * 1_000_000) + b"]", headers=JSON
+    )
     assert response.status_code == 422 and len(response.content) < 1000
     assert response.json()["detail"][0]["type"] == "too_long" and "more than 10000 items" in response.text
     invalid = [{"episode": "not a number"}] * 5000
@@ -381,7 +384,7 @@ async def test_series_is_downsampled_per_metric(client: httpx.AsyncClient) -> No
         {"episode": i, "current_reward": 100.0 if i == 1234 else float(i % 7), "loss_value": 1.0} for i in range(3000)
     ]
     body[10]["loss_value"] = float("nan")
-    response = await client.post(f"{BASE}/{session_id}/metrics", content=__import__("json").dumps(body))
+    response = await client.post(f"{BASE}/{session_id}/metrics", content=__import__("json").dumps(body), headers=JSON)
     assert response.status_code == 200
     series = (
         await client.get(

@@ -13,6 +13,7 @@ from bot.schemas import BotDecisionData, PerformanceGraphData, TrainingMetricsDa
 from bot.server.api.access import Writer
 from bot.server.api.bodies import body_schema, errors, read_body
 from bot.server.api.deps import BatchesDep, ServiceDep
+from bot.server.auth import Principal
 from bot.server.batches import INLINE_BYTES
 from bot.server.rate_limits import RateLimits, client_key
 
@@ -23,6 +24,8 @@ router = APIRouter(
     dependencies=[Writer],
 )
 
+# The router's Writer check, as a parameter: FastAPI runs it once per request and hands over what it verified.
+WriterPrincipal = Annotated[Principal, Writer]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -41,9 +44,12 @@ async def _ingest(
     service: ServiceDep,
     batches: BatchesDep,
     key: str | None,
+    principal: Principal,
 ) -> dict[str, Any]:
+    """`principal`: the credential the router's Writer check verified (ANYONE with auth off): the rate limit's
+    client, never the raw Authorization header."""
     limits: RateLimits = request.state.rate_limits
-    await limits.enforce("ingest", client_key(request.headers, request.client.host if request.client else None))
+    await limits.enforce("ingest", client_key(principal, request.client.host if request.client else None))
     raw = await read_body(request)
     batch = await batches.read(message_type, raw)
     body_hash = await _digest(raw) if key is not None else ""
@@ -71,23 +77,38 @@ def _doc(model: type[BaseModel]) -> dict[str, Any]:
 
 @router.post("/metrics", openapi_extra=_doc(TrainingMetricsData))
 async def post_metrics(
-    session_id: str, request: Request, service: ServiceDep, batches: BatchesDep, key: IdempotencyKey = None
+    session_id: str,
+    request: Request,
+    service: ServiceDep,
+    batches: BatchesDep,
+    principal: WriterPrincipal,
+    key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     """One TrainingMetricsData or a list (all-or-nothing)."""
-    return await _ingest("training_metrics", session_id, request, service, batches, key)
+    return await _ingest("training_metrics", session_id, request, service, batches, key, principal)
 
 
 @router.post("/bot_decision", openapi_extra=_doc(BotDecisionData))
 async def post_bot_decision(
-    session_id: str, request: Request, service: ServiceDep, batches: BatchesDep, key: IdempotencyKey = None
+    session_id: str,
+    request: Request,
+    service: ServiceDep,
+    batches: BatchesDep,
+    principal: WriterPrincipal,
+    key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     """One BotDecisionData or a list (all-or-nothing)."""
-    return await _ingest("bot_decision", session_id, request, service, batches, key)
+    return await _ingest("bot_decision", session_id, request, service, batches, key, principal)
 
 
 @router.post("/graph_update", openapi_extra=_doc(PerformanceGraphData))
 async def post_graph_update(
-    session_id: str, request: Request, service: ServiceDep, batches: BatchesDep, key: IdempotencyKey = None
+    session_id: str,
+    request: Request,
+    service: ServiceDep,
+    batches: BatchesDep,
+    principal: WriterPrincipal,
+    key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     """One PerformanceGraphData or a list; the server keeps the newest max_points per series."""
-    return await _ingest("graph_update", session_id, request, service, batches, key)
+    return await _ingest("graph_update", session_id, request, service, batches, key, principal)

@@ -2,17 +2,19 @@
 that one session (details, history, series, graphs), as it does on the WebSocket; nothing else does.
 
 A right password is remembered (a digest of it, with the room's stored hash) so that a page reading a
-room's charts pays for one 16 MiB scrypt, not one per request; wrong ones count toward the room's back-off.
+room's charts pays for one 16 MiB scrypt, not one per request, and so that no back-off ever refuses it;
+wrong ones count toward the guessing client's back-off for that room (RoomPasswordGuard). The WebSocket
+checks a room's password the same way (try_room_password).
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Header, HTTPException, Request
 
-from bot.server.rate_limits import RoomPasswordGuard
+from bot.server.rate_limits import RoomPasswordGuard, client_key
 from bot.server.services import TrainingService
 
 REMEMBERED_PASSWORDS = 10_000
@@ -44,7 +46,7 @@ RoomPassword = Annotated[
 async def room_password_grants(request: Request, session_id: str, password: str | None, needed: bool) -> bool:
     """True when `session_id` is a protected room and `password` is its password. For a session that is no
     protected room: `not needed` (with auth off, anyone reads it). Raises 401 (a protected room, no
-    password), 403 (a wrong one) or 429 (the room's back-off)."""
+    password), 403 (a wrong one) or 429 (this client's back-off for the room)."""
     service: TrainingService = request.state.service
     stored_hash = await service.room_password_hash(session_id)
     if stored_hash is None:
@@ -53,15 +55,34 @@ async def room_password_grants(request: Request, session_id: str, password: str 
         if needed:
             return False
         raise HTTPException(401, "this session is a password-protected room: send its password in X-Room-Password")
-    verified: VerifiedPasswords = request.state.verified_passwords
-    if verified.known(stored_hash, password):
-        return True
-    guard: RoomPasswordGuard = request.state.room_passwords
-    if (wait := await guard.wait(session_id)) is not None:
+    who = client_key(None, request.client.host if request.client else None)
+    try:
+        wait = await try_room_password(request.state, session_id, stored_hash, password, who)
+    except WrongPasswordError as exc:
+        raise HTTPException(403, str(exc)) from None
+    if wait is not None:
         why = f"too many wrong passwords for this room: retry in {wait:g} s"
         raise HTTPException(429, why, {"Retry-After": str(int(wait) + 1)})
-    if not await service.check_room_password(password, stored_hash):
-        await guard.failed(session_id)
-        raise HTTPException(403, "wrong room password")
-    verified.remember(stored_hash, password)
     return True
+
+
+class WrongPasswordError(Exception):
+    pass
+
+
+async def try_room_password(state: Any, room: str, stored_hash: str, password: str, who: str) -> float | None:
+    """None if `password` opens `room`, the seconds `who` must wait before its password is checked, or
+    WrongPasswordError. A password that was right before is taken without a check and whatever the back-off
+    (a digest comparison): the back-off slows guessers, never the room's spectators."""
+    verified: VerifiedPasswords = state.verified_passwords
+    if verified.known(stored_hash, password):
+        return None
+    guard: RoomPasswordGuard = state.room_passwords
+    if (wait := await guard.wait(room, who)) is not None:
+        return wait
+    service: TrainingService = state.service
+    if not await service.check_room_password(password, stored_hash):
+        await guard.failed(room, who)
+        raise WrongPasswordError("wrong room password")
+    verified.remember(stored_hash, password)
+    return None

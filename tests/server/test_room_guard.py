@@ -1,0 +1,21 @@
+"""The back-off on wrong room passwords (bot/server/rate_limits.py): per room and client, with a per-room
+ceiling as the last resort against guessing from many addresses."""
+
+from __future__ import annotations
+
+from limits.aio.storage import MemoryStorage
+
+from bot.server.rate_limits import RoomPasswordGuard
+
+
+async def test_a_guesser_waits_alone_until_the_room_ceiling() -> None:
+    guard = RoomPasswordGuard(MemoryStorage(), timeout=1.0, failures_per_minute=2, room_ceiling_per_minute=3)
+    for _ in range(2):
+        assert await guard.wait("room", "address:10.0.0.1") is None
+        await guard.failed("room", "address:10.0.0.1")
+    assert (wait := await guard.wait("room", "address:10.0.0.1")) is not None and 0 < wait <= 60
+    assert await guard.wait("room", "address:10.0.0.2") is None  # another client: checked
+    assert await guard.wait("other-room", "address:10.0.0.1") is None  # another room: checked
+    await guard.failed("room", "address:10.0.0.2")  # the room's third failure this minute: its ceiling
+    assert await guard.wait("room", "address:10.0.0.3") is not None
+    assert await guard.wait("other-room", "address:10.0.0.3") is None
