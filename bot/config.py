@@ -174,7 +174,8 @@ class Settings(BaseSettings):
     # models and checkpoints go, and where the scenarios are (None: the shipped ones, config/scenarios/).
     # The training daemon (scheduled runs, configured at run time through the API): off unless turned on.
     training_daemon: bool = Field(False, validation_alias=_env("training_daemon"))
-    max_concurrent_jobs: int | None = Field(None, ge=1, le=256, validation_alias=_env("max_concurrent_jobs"))
+    # One job at a time by default, as the original design runs training (a bare POST /stop stops it).
+    max_concurrent_jobs: int | None = Field(1, ge=1, le=256, validation_alias=_env("max_concurrent_jobs"))
     models_dir: Path = Field(Path("models"), validation_alias=_env("models_dir"))
     scenarios_dir: Path | None = Field(None, validation_alias=_env("scenarios_dir"))
     # Each instance renews a lease on its jobs and daemon runs in the database every third of this; any
@@ -428,7 +429,7 @@ class PerformanceConfig(BaseModel):
     broker_timeout: float = 0.5
     broker_probe_interval: float = 1.0
     training_daemon: bool = False
-    max_concurrent_jobs: int | None = None
+    max_concurrent_jobs: int | None = 1
     models_dir: Path = Path("models")
     scenarios_dir: Path | None = None
     job_lease_seconds: float = 30.0

@@ -175,7 +175,7 @@ class JobSupervisor:
             )  # fmt: skip
             await self.backend.abandon(job["job_id"])
             await self._fail_session(job["session_id"], reason)
-            await self._event(job, "training_error", {"error": reason, "exit_code": None})
+            await self._event(job, "training_error", error_event(reason, None))
         if runs:
             for hook in self.on_orphaned_runs:
                 await hook(runs, reason)
@@ -257,11 +257,12 @@ class JobSupervisor:
         except OSError as exc:
             await self.service.store.write(RevokeJobKey(job_id))
             job = await self.service.store.write(UpdateJob(job_id, status="failed", error=str(exc)))
-            await self._event(job, "training_error", {"error": str(exc), "exit_code": None})
+            await self._event(job, "training_error", error_event(str(exc), None))
             raise JobRefusedError(f"the training process could not be started: {exc}") from exc
         job = await self.service.store.write(UpdateJob(job_id, pid=process.pid))
         running = self.running[job_id] = _Running(job, process, log)
-        await self._event(job, "training_started", {"start_time": job["start_time"]})
+        started = {"start_time": job["start_time"], "num_episodes": job["total_episodes"]}
+        await self._event(job, "training_started", started)
         task = asyncio.create_task(self._supervise(running), name=f"tms-job-{job_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -406,7 +407,8 @@ class JobSupervisor:
             await self.service.store.write(UpdateJob(job_id, progress=running.progress))
         if code == 0 and outcome.get("event") == "completed" and not supervisor_failed:
             job = await self.service.store.write(UpdateJob(job_id, status="completed", exit_code=code))
-            kind, payload = "training_completed", _without(outcome, "event")
+            final = _without(outcome, "event")
+            kind, payload = "training_completed", {**final, "final_metrics": final}
         elif running.stop_requested and (code in (EXIT_STOPPED, -signal.SIGINT) or outcome.get("event") == "stopped"):
             # -SIGINT: stopped while Python was still starting, before it could catch the signal
             job = await self.service.store.write(UpdateJob(job_id, status="stopped", exit_code=code))
@@ -416,7 +418,7 @@ class JobSupervisor:
             job = await self.service.store.write(UpdateJob(job_id, status="failed", exit_code=code, error=error))
             logger.warning("training job %s failed: %s", job_id, error, extra={"job_id": job_id})
             await self._fail_session(job["session_id"], error)
-            kind, payload = "training_error", {"error": error, "exit_code": code}
+            kind, payload = "training_error", error_event(error, code)
         self._release(running)
         await self._event(job, kind, payload)
 
@@ -450,6 +452,11 @@ class JobSupervisor:
         if running.stop_requested and job["status"] in RUNNING_STATUSES:
             job["status"] = "stopping"
         return job
+
+
+def error_event(error: str, exit_code: int | None) -> dict[str, Any]:
+    """`training_error` as the original design has it (`message`, `details`), and as before (`error`, `exit_code`)."""
+    return {"message": error, "details": {"exit_code": exit_code}, "error": error, "exit_code": exit_code}
 
 
 def _without(values: dict[str, Any], key: str) -> dict[str, Any]:

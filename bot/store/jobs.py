@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, insert, or_, select, update
 
+from bot.frames import iso
 from bot.store.keys import create_key, revoke_named
 from bot.store.tables import daemon_runs, server_instances, training_jobs
 from bot.store.writes import Applied, Job
@@ -28,8 +29,11 @@ def job_dict(row: Any) -> dict[str, Any]:
         "pid": row.pid,
         "exit_code": row.exit_code,
         "error": row.error,
-        "start_time": row.created_at,
-        "end_time": row.ended_at,
+        # The original design's times are ISO 8601; the same as epoch seconds in *_timestamp.
+        "start_time": iso(row.created_at),
+        "end_time": iso(row.ended_at) if row.ended_at is not None else None,
+        "start_timestamp": row.created_at,
+        "end_timestamp": row.ended_at,
     }
 
 

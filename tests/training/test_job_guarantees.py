@@ -166,6 +166,7 @@ async def test_a_dead_servers_job_and_daemon_run_are_failed_by_another_instance(
     """kill -9 the server on one port; one started on another port (sharing the database) finds the job and
     the daemon run whose lease ran out: failed, with a training_error, and the job's session failed."""
     env = {"TMS_MODELS_DIR": str(tmp_path / "models"), "TMS_JOB_LEASE_SECONDS": "1.5", "TMS_TRAINING_DAEMON": "1"}
+    env["TMS_MAX_CONCURRENT_JOBS"] = "2"
     first = ServerProcess(tmp_path / "metrics.db", free_port(), env=env)
     second = ServerProcess(tmp_path / "metrics.db", free_port(), env=env)
     await asyncio.to_thread(first.start)
@@ -291,3 +292,18 @@ class LiveServerAt:
 
     def ws_url(self, session_id: str, query: str = "") -> str:
         return f"ws://127.0.0.1:{self.port}/ws/{session_id}" + (f"?{query}" if query else "")
+
+
+async def test_one_job_at_a_time_by_default(server_factory: Any, tmp_path: Path) -> None:
+    """As the original design runs training (#26.4): a second start is refused, a bare stop stops the one."""
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'metrics.db'}", models_dir=tmp_path / "models", ingest_processes=0
+    )
+    live: LiveServer = await server_factory(settings)
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+        job = await start(client)
+        second = await client.post("/api/training/start", json={"scenario_name": "cartpole"})
+        assert second.status_code == 400 and "max_concurrent_jobs" in second.json()["detail"]
+        stop = await client.post("/api/training/stop")
+        assert stop.status_code == 200 and stop.json()["data"]["job_id"] == job["job_id"]
+        await ended(client, job["job_id"])

@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -164,9 +165,15 @@ async def test_a_job_runs_to_the_end_watched_live(jobs_server: LiveServer, job_s
         assert [p["episode"] for p in progress] == [1, 2, 3, 4, 5, 6]
         assert {"avg_reward", "avg_duration", "elapsed_time", "total_episodes"} <= set(progress[0])
         assert completed["data"]["episodes_completed"] == 6 and completed["data"]["job_id"] == job["job_id"]
+        # the original design's keys and types (#26.3)
+        started = watcher.events[0]["data"]
+        assert started["num_episodes"] == 6 and datetime.fromisoformat(started["start_time"]) and job["start_time"]
+        final = completed["data"]["final_metrics"]
+        assert final["episodes_completed"] == 6 and final["model_path"] == completed["data"]["model_path"]
         status = (await client.get("/api/training/status")).json()
         assert (status["is_training"], status["current_episode"], status["total_episodes"]) == (False, 6, 6)
         assert status["latest_progress"]["episode"] == 6 and status["scenario_name"] == "mock_cache"
+        assert status["start_time"] == job["start_time"] and datetime.fromisoformat(status["start_time"])
         listed = (await client.get("/api/training/jobs")).json()["jobs"]
         assert [(j["job_id"], j["status"], j["exit_code"]) for j in listed] == [(job["job_id"], "completed", 0)]
         history = (await client.get(f"/api/training/sessions/{job['session_id']}/history")).json()
@@ -210,6 +217,7 @@ async def test_a_killed_job_is_failed_with_its_exit_status(jobs_server: LiveServ
             os.kill(pid, signal.SIGKILL)
             error = await watcher.until("training_error")
         assert error["data"]["exit_code"] == -9 and "SIGKILL" in error["data"]["error"]
+        assert error["data"]["message"] == error["data"]["error"] and error["data"]["details"] == {"exit_code": -9}
         row = (await client.get(f"/api/training/jobs/{job['job_id']}")).json()
         assert (row["status"], row["exit_code"]) == ("failed", -9)
         assert (await client.get("/api/training/status")).json()["is_training"] is False
