@@ -7,6 +7,7 @@ Nothing here is global: `Settings(...)` builds a fresh, independent object every
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -328,12 +329,23 @@ def load_settings(**overrides: Any) -> Settings:
         settings = Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(describe_errors(exc)) from exc
-    if settings.jwt_secret_key is not None and len(settings.jwt_secret_key.encode()) < MIN_JWT_SECRET_BYTES:
-        raise ConfigError(
-            f"JWT_SECRET_KEY (security.jwt_secret_key) must be at least {MIN_JWT_SECRET_BYTES} bytes for HS256; "
-            "make one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
-        )
+    check_jwt_secret(settings)
     return settings
+
+
+def check_jwt_secret(settings: Settings) -> None:
+    """A JWT secret shorter than HS256 needs: refused when auth is on (tokens would be guessable), a warning
+    when it is off (no token is checked; the original design's examples set a short one)."""
+    secret = settings.jwt_secret_key
+    if secret is None or len(secret.encode()) >= MIN_JWT_SECRET_BYTES:
+        return
+    why = (
+        f"JWT_SECRET_KEY (security.jwt_secret_key) is {len(secret.encode())} bytes; HS256 needs at least "
+        f"{MIN_JWT_SECRET_BYTES}. Make one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+    )
+    if settings.enable_auth:
+        raise ConfigError(f"{why} (refused because auth is on: a short secret makes tokens guessable)")
+    logging.getLogger("bot.server.app").warning("%s; auth is off, so no token is checked with it", why)
 
 
 def describe_errors(exc: ValidationError) -> str:

@@ -74,7 +74,7 @@ def test_environment_beats_file_beats_defaults(tmp_path: Path, monkeypatch: pyte
         ({}, {"performance": {"max_connections_per_session": 0}}, "performance.max_connections_per_session"),
         ({}, {"performance": {"max_conections": 3}}, "performance.max_conections"),
         ({}, {"colour": "blue"}, "colour"),
-        ({}, {"security": {"jwt_secret_key": "short"}}, "JWT_SECRET_KEY"),
+        ({}, {"security": {"jwt_secret_key": "short", "enable_auth": True}}, "JWT_SECRET_KEY"),
         ({}, "[1, 2]", "JSON object"),
     ],
 )
@@ -91,6 +91,21 @@ def test_bad_values_stop_start_up_naming_the_key(
     )
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
         load_settings(**kwargs)
+
+
+def test_the_design_s_short_secrets_start_a_server_with_auth_off(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`JWT_SECRET_KEY=your-secret-key` and `jwt_secret_key="production-secret-key"`, as the original design's
+    examples set them: with auth off a warning naming the key (#26.14); with auth on, refused naming why."""
+    monkeypatch.setenv("JWT_SECRET_KEY", "your-secret-key")
+    assert load_settings().jwt_secret_key == "your-secret-key"
+    assert any("JWT_SECRET_KEY" in r.getMessage() and "auth is off" in r.getMessage() for r in caplog.records)
+    configured = ServerConfiguration.model_validate({"security": {"jwt_secret_key": "production-secret-key"}})
+    assert as_settings(configured).jwt_secret_key == "production-secret-key"
+    monkeypatch.setenv("TMS_ENABLE_AUTH", "1")
+    with pytest.raises(ConfigError, match="refused because auth is on"):
+        load_settings()
 
 
 def test_unreadable_file_is_named(tmp_path: Path) -> None:
