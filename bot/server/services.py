@@ -62,7 +62,6 @@ class Stats:
     messages_in: int = 0
     messages_out: int = 0
     direct_out: int = 0  # of messages_out, those the fan-out fast path wrote (bot/server/direct.py)
-    requests_rejected: int = 0
 
 
 @dataclass(frozen=True, slots=True)

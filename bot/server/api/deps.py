@@ -9,7 +9,6 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from bot.config import Settings
 from bot.server.batches import BatchReader
 from bot.server.hub import Hub
 from bot.server.services import TrainingService
@@ -30,12 +29,6 @@ async def _batches(request: Request) -> BatchReader:
     return batches
 
 
-async def _settings(request: Request) -> Settings:
-    settings: Settings = request.state.settings
-    return settings
-
-
 ServiceDep = Annotated[TrainingService, Depends(_service)]
 HubDep = Annotated[Hub, Depends(_hub)]
-SettingsDep = Annotated[Settings, Depends(_settings)]
 BatchesDep = Annotated[BatchReader, Depends(_batches)]

@@ -59,7 +59,6 @@ class RedisBroker:
         self._prober: asyncio.Task[None] | None = None
         pool = self._client.connection_pool.connection_kwargs
         self.name = f"redis at {pool.get('host', '?')}:{pool.get('port', '?')}"
-        self.rebuilds = 0
 
     def _new_pubsub(self) -> Any:
         return self._client.pubsub(ignore_subscribe_messages=True)
@@ -186,4 +185,3 @@ class RedisBroker:
         except (TimeoutError, *self._redis_errors) as exc:
             self._problem = f"{self.name}: subscription could not be rebuilt: {exc or 'no answer'}"
             return
-        self.rebuilds += 1
