@@ -14,8 +14,9 @@ message, so a browser never puts one in a URL):
 
 Scopes: `read` (history, spectating), `write` (create a session, push into it, change its status),
 `admin` (everything: delete sessions, training jobs, the daemon, /metrics). A credential limited to one
-session may touch no other. Decision: `write` may create a session (a trainer's SDK creates the session
-it pushes to); only `admin` deletes one.
+session may touch no other: lists show it its own session and jobs only, and the routes about the whole
+server (the daemon, starting and stopping jobs) refuse it. Decision: `write` may create a session (a
+trainer's SDK creates the session it pushes to); only `admin` deletes one.
 """
 
 from __future__ import annotations
@@ -65,6 +66,13 @@ class Principal:
             raise AuthError(403, f"this credential lacks the {scope!r} scope")
         if self.session_id is not None and session_id is not None and session_id != self.session_id:
             raise AuthError(403, f"this credential is limited to session {self.session_id!r}")
+
+    def require_whole_server(self) -> None:
+        """For routes about no one session (the daemon, starting and stopping jobs): a credential limited to a
+        session may not use them, whatever its scopes."""
+        if self.session_id is not None:
+            why = f"this credential is limited to session {self.session_id!r}; this route is about the whole server"
+            raise AuthError(403, why)
 
 
 ANYONE = Principal("anonymous", frozenset(SCOPES))

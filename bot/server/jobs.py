@@ -333,8 +333,9 @@ class JobSupervisor:
             return None
         return await self.backend.logs(job_id, self.models / "logs" / f"{job_id}.log")
 
-    async def jobs(self, limit: int) -> list[dict[str, Any]]:
-        rows = await self.service.store.read(list_jobs, limit)
+    async def jobs(self, limit: int, session_id: str | None = None) -> list[dict[str, Any]]:
+        """The newest first; `session_id`, when given: that session's jobs only."""
+        rows = await self.service.store.read(list_jobs, limit, None, session_id)
         return [self._view(self.running[row["job_id"]]) if row["job_id"] in self.running else row for row in rows]
 
     # -- the child ----------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from bot.store.reads import (
     get_session_by_room,
     latest_data,
     list_sessions,
+    protected_rooms,
     read_frames,
     read_graphs,
     read_series,
@@ -131,9 +132,19 @@ class TrainingService:
             raise SessionNotFoundError(session_id)
         return session_dict(row)
 
-    async def list_sessions(self, statuses: Sequence[str] | None, limit: int, offset: int) -> tuple[list[Any], int]:
-        rows, total = await self.store.read(list_sessions, statuses, limit, offset)
+    async def list_sessions(
+        self, statuses: Sequence[str] | None, limit: int, offset: int, session_id: str | None = None
+    ) -> tuple[list[Any], int]:
+        """`session_id`: that one session only (a credential limited to it sees no other)."""
+        rows, total = await self.store.read(list_sessions, statuses, limit, offset, session_id)
         return [session_dict(row) for row in rows], total
+
+    async def protected_rooms(self, session_ids: Sequence[str]) -> set[str]:
+        """Which of these sessions are password-protected rooms."""
+        if not session_ids:
+            return set()
+        found: set[str] = await self.store.read(protected_rooms, session_ids)
+        return found
 
     async def update_session(self, session_id: str, update: SessionUpdate) -> dict[str, Any]:
         result: dict[str, Any] = await self.store.write(UpdateSession(session_id, update))

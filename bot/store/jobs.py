@@ -202,9 +202,13 @@ def get_job(conn: Connection, job_id: str) -> dict[str, Any] | None:
     return job_dict(row) if row is not None else None
 
 
-def list_jobs(conn: Connection, limit: int, statuses: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
-    """The newest first."""
+def list_jobs(
+    conn: Connection, limit: int, statuses: tuple[str, ...] | None = None, session_id: str | None = None
+) -> list[dict[str, Any]]:
+    """The newest first; `session_id`, when given, keeps the jobs of that session only."""
     query = select(training_jobs).order_by(training_jobs.c.pk.desc()).limit(limit)
     if statuses:
         query = query.where(training_jobs.c.status.in_(statuses))
+    if session_id is not None:
+        query = query.where(training_jobs.c.session_id == session_id)
     return [job_dict(row) for row in conn.execute(query)]

@@ -47,16 +47,32 @@ def get_session_by_room(conn: Connection, room_code: str) -> Row[Any] | None:
 
 
 def list_sessions(
-    conn: Connection, statuses: Sequence[str] | None, limit: int, offset: int
+    conn: Connection, statuses: Sequence[str] | None, limit: int, offset: int, session_id: str | None = None
 ) -> tuple[list[Row[Any]], int]:
-    """Newest first; `statuses` None means all."""
+    """Newest first; `statuses` None means all; `session_id`, when given, keeps that session only (what a
+    credential limited to it may see)."""
     query = select(sessions)
     count = select(func.count()).select_from(sessions)
     if statuses is not None:
         query = query.where(sessions.c.status.in_(statuses))
         count = count.where(sessions.c.status.in_(statuses))
+    if session_id is not None:
+        query = query.where(sessions.c.session_id == session_id)
+        count = count.where(sessions.c.session_id == session_id)
     rows = conn.execute(query.order_by(sessions.c.created_at.desc(), sessions.c.pk.desc()).limit(limit).offset(offset))
     return list(rows), int(conn.execute(count).scalar_one())
+
+
+def protected_rooms(conn: Connection, session_ids: Sequence[str]) -> set[str]:
+    """Which of these sessions are password-protected rooms (read in chunks: a bound variable per id)."""
+    found: set[str] = set()
+    ids = list(session_ids)
+    for start in range(0, len(ids), 500):
+        query = select(sessions.c.session_id).where(
+            sessions.c.session_id.in_(ids[start : start + 500]), sessions.c.room_password_hash.is_not(None)
+        )
+        found.update(conn.execute(query).scalars())
+    return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """The whole API with auth on, read off its own OpenAPI document: every operation but /health refuses a
 missing credential, and schemathesis (its CLI, against the live server, every default check) finds nothing,
-with an admin, a read and a write key and with none."""
+with an admin, a read and a write key, a read key limited to one session, and with none."""
 
 from __future__ import annotations
 
@@ -47,9 +47,13 @@ async def test_every_operation_refuses_a_missing_credential(secured: LiveServer)
 
 @pytest.mark.slow  # some two thousand generated requests per credential
 @pytest.mark.skipif(shutil.which("schemathesis") is None, reason="schemathesis is a dev dependency")
-@pytest.mark.parametrize("scopes", [["admin"], ["read"], ["write"], []], ids=["admin", "read", "write", "none"])
+@pytest.mark.parametrize(
+    ("scopes", "session"),
+    [(["admin"], None), (["read"], None), (["write"], None), ([], None), (["read"], "fuzzed")],
+    ids=["admin", "read", "write", "none", "read-one-session"],
+)
 async def test_schemathesis_finds_nothing_with_every_default_check(
-    secured: LiveServer, db_path: Path, scopes: list[str]
+    secured: LiveServer, db_path: Path, scopes: list[str], session: str | None
 ) -> None:
     """All of schemathesis' default checks (no server error; statuses, content types, headers and bodies as
     documented; schema-valid requests taken and schema-violating ones refused; `Allow` on 405; no operation
@@ -60,7 +64,7 @@ async def test_schemathesis_finds_nothing_with_every_default_check(
         "--exclude-path-regex", NOT_FUZZED,
     ]  # fmt: skip
     if scopes:
-        (key,) = keys(f"sqlite:///{db_path}", (scopes, None))
+        (key,) = keys(f"sqlite:///{db_path}", (scopes, session))
         command += ["--header", f"Authorization: Bearer {key}"]
     environment = {**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS)}
     result = await asyncio.to_thread(

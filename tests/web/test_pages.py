@@ -391,6 +391,37 @@ async def test_list_tabs_search_sort_and_compare_selected(
     await page.wait_for_url(f"**/compare?sessions={ended},{running}")
 
 
+async def test_list_shows_a_protected_room_without_its_details(
+    live: LiveServer, client: httpx.AsyncClient, browser: Any
+) -> None:
+    """A protected room is listed (the list gives only its name, status and times): its row says it is
+    protected, with no progress or spectator count, beside a whole open row, and the page throws nothing."""
+    room = {"training_id": "vault", "name": "vault run", "total_episodes": 50, "room": {"password_protected": True}}
+    assert (await client.post("/api/training/sessions", json=room)).status_code == 201
+    await create_session(client, "open", name="open run", total_episodes=50)
+    for session_id in ("vault", "open"):
+        await push(client, session_id, range(10))
+    page = await browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    await page.goto(live.url)
+    await page.wait_for_selector("tr[data-session='vault'][data-protected]")
+    await page.wait_for_selector("tr[data-session='open'] progress")
+    cells = "tr => [...tr.cells].slice(1, 6).map(c => c.textContent.trim())"
+    assert await page.eval_on_selector("tr[data-session='vault']", cells) == [
+        "vault run",
+        "created",
+        "",
+        "🔒 protected",
+        "–",
+    ]
+    assert (await page.eval_on_selector("tr[data-session='open']", cells))[3] == "9/50"
+    await page.select_option("#sort", "episode")
+    await page.fill("#search", "run")
+    await page.wait_for_function("() => document.querySelectorAll('#sessions tr[data-session]').length === 2")
+    assert errors == []
+
+
 async def test_compare_overlays_runs_with_the_view_controls_and_marks_config_differences(
     live: LiveServer, client: httpx.AsyncClient, browser: Any, tmp_path: Path
 ) -> None:

@@ -4,6 +4,10 @@
 route's `session_id`); with auth off, anyone. Reading a session (`ReadsSession`) is allowed as well to
 someone with the room password of a protected room, for that room (bot/server/api/rooms.py), and a
 protected room needs its password even with auth off.
+
+Lists take the Principal and show only what it may see (sessions.py, training.py, health.py). `ServerReader`
+and `ServerAdmin` guard routes about the whole server rather than one session (the daemon, starting and
+stopping jobs): a session-limited credential gets 403 there, naming its session.
 """
 
 from __future__ import annotations
@@ -30,11 +34,15 @@ async def principal_of(request: Request) -> Principal:
         raise http_error(exc) from None
 
 
-def requires(scope: str) -> Any:  # a fastapi.params.Depends
+def requires(scope: str, *, whole_server: bool = False) -> Any:  # a fastapi.params.Depends
+    """`whole_server`: a route about no one session, refused to a credential limited to one."""
+
     async def check(request: Request) -> Principal:
         principal = await principal_of(request)
         try:
             principal.require(scope, request.path_params.get("session_id"))
+            if whole_server:
+                principal.require_whole_server()
         except AuthError as exc:
             raise http_error(exc) from None
         return principal
@@ -69,5 +77,7 @@ async def reads_session(session_id: str, request: Request, password: RoomPasswor
 Reader = requires("read")
 Writer = requires("write")
 Admin = requires("admin")
+ServerReader = requires("read", whole_server=True)
+ServerAdmin = requires("admin", whole_server=True)
 ReadsSession = Depends(reads_session)
 PrincipalDep = Annotated[Principal, Depends(principal_of)]

@@ -14,6 +14,7 @@ from bot import __version__
 from bot.server.api.access import Admin, Reader
 from bot.server.api.bodies import errors
 from bot.server.api.deps import HubDep, ServiceDep
+from bot.server.auth import Principal
 from bot.server.metrics import ServerMetrics
 from bot.server.supervisor import Supervisor
 from bot.store.reads import ACTIVE_STATUSES
@@ -54,15 +55,23 @@ async def health(request: Request, service: ServiceDep) -> JSONResponse:
     )
 
 
-@router.get("/status", dependencies=[Reader], responses=errors(401, 403))
-async def status(service: ServiceDep, hub: HubDep) -> dict[str, Any]:
+@router.get("/status", responses=errors(401, 403))
+async def status(service: ServiceDep, hub: HubDep, principal: Principal = Reader) -> dict[str, Any]:
+    """What the server is doing. Figures that name no session are the server's; `spectators.per_session`
+    names sessions, so it lists only those this credential may see (a session-limited one: its own), and never
+    a password-protected room (whose audience, as its details, is for those with its password)."""
     total, active = await service.store.read(_session_counts)
     stats = service.stats
+    per_session = hub.counts()
+    if principal.session_id is not None:
+        per_session = {k: n for k, n in per_session.items() if k == principal.session_id}
+    protected = await service.protected_rooms(list(per_session))
+    per_session = {k: n for k, n in per_session.items() if k not in protected}
     return {
         "version": __version__,
         "uptime_seconds": round(time.time() - stats.started_at, 3),
         "sessions": {"total": total, "active": active},
-        "spectators": {"total": hub.total, "per_session": hub.counts(), "deepest_queue": hub.deepest_queue()},
+        "spectators": {"total": hub.total, "per_session": per_session, "deepest_queue": hub.deepest_queue()},
         "messages_in": stats.messages_in,
         "messages_out": stats.messages_out,
         "messages_out_fast_path": stats.direct_out,

@@ -36,7 +36,7 @@ async def create_session(
     return _with_spectators(await service.create_session(spec), hub)
 
 
-@router.get("", responses=errors(422), dependencies=[Reader])
+@router.get("", responses=errors(422))
 async def list_sessions(
     service: ServiceDep,
     hub: HubDep,
@@ -46,8 +46,14 @@ async def list_sessions(
     ] = "active",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Offset = 0,
+    principal: Principal = Reader,
 ) -> dict[str, Any]:
-    """Newest first. Active means created, running or paused."""
+    """Newest first. Active means created, running or paused. A credential limited to one session lists
+    that session only. A password-protected room is listed with its `session_id`, `name`, `status`,
+    `created_at`, `updated_at`, `ended_at` and `password_protected`; every other field (`metadata`,
+    `algorithm`, `model_generation`, `total_episodes`, `current_episode`, `last_seq`, `message_count`,
+    `epoch`, `room_code`, `max_spectators`, `spectators`) is null: its details need its password
+    (`X-Room-Password` on `GET /api/training/sessions/{session_id}`), and a list takes none."""
     wanted = parse_word_list("status", status, STATUS_FILTERS) or []
     statuses: list[str] | None = []
     for s in wanted:
@@ -55,14 +61,23 @@ async def list_sessions(
             statuses = None
             break
         statuses.extend(ACTIVE_STATUSES if s == "active" else [s])  # type: ignore[union-attr]
-    sessions, total = await service.list_sessions(statuses, limit, offset)
-    listed = [_with_spectators(_without_protected_code(s), hub) for s in sessions]
+    sessions, total = await service.list_sessions(statuses, limit, offset, principal.session_id)
+    listed = [_as_listed(_with_spectators(s, hub)) for s in sessions]
     return {"sessions": listed, "total": total, "limit": limit, "offset": offset}
 
 
-def _without_protected_code(session: dict[str, Any]) -> dict[str, Any]:
-    """The list is for everyone: a protected room's code is for those it was given to."""
-    return {**session, "room_code": None} if session.get("password_protected") else session
+LISTED_OF_PROTECTED = frozenset(
+    ("session_id", "name", "status", "created_at", "updated_at", "ended_at", "password_protected")
+)
+
+
+def _as_listed(session: dict[str, Any]) -> dict[str, Any]:
+    """A protected room's entry keeps only what says which room it is; the rest is null. A list takes no
+    password (and is the same for every credential), so it never shows what the room's password guards: its
+    configuration, progress, code and audience. Kept by name, so a field added later is hidden by default."""
+    if not session.get("password_protected"):
+        return session
+    return {key: value if key in LISTED_OF_PROTECTED else None for key, value in session.items()}
 
 
 @router.get("/{session_id}", responses=errors(404, 429), dependencies=[ReadsSession])

@@ -2,6 +2,10 @@
 
 The original design's paths and answers: `POST /api/training/start` (202), `POST /api/training/stop`,
 `GET /api/training/status`; and `GET /api/training/jobs`, `GET /api/training/jobs/{job_id}`.
+
+A credential limited to one session sees the jobs of that session only (a job of another is a 403 naming its
+session, as on Socket.IO); the daemon's routes and starting or stopping a job are about the whole server, so
+they refuse it (403) rather than answer with figures filtered down to nothing.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from bot.schemas import Whole
-from bot.server.api.access import Admin, Reader
+from bot.server.api.access import Reader, ServerAdmin, ServerReader
 from bot.server.api.bodies import body_schema, error_response, errors, parse_model, read_body, read_model
+from bot.server.auth import AuthError, Principal
 from bot.server.daemon import DaemonOffError, RunInProgressError, TrainingDaemon
 from bot.server.jobs import JobRefusedError, JobSupervisor, ScenarioNotFoundError
 from bot.store.jobs import RUNNING_STATUSES
@@ -49,7 +54,7 @@ def _jobs(request: Request) -> JobSupervisor:
 
 @router.post(
     "/start",
-    dependencies=[Admin],
+    dependencies=[ServerAdmin],
     status_code=202,
     openapi_extra=body_schema(StartTraining, many=False),
     responses={**errors(400, 422), 404: error_response("no scenario has this name")},
@@ -75,7 +80,7 @@ async def start_training(request: Request) -> dict[str, Any]:
     return {"message": "Training started successfully", "data": data}
 
 
-@router.post("/stop", responses=errors(400, 422), dependencies=[Admin])
+@router.post("/stop", responses=errors(400, 422), dependencies=[ServerAdmin])
 async def stop_training(request: Request) -> JSONResponse:
     """Stop a running job (the only one when no `job_id` is given): it saves a checkpoint and ends. Answered
     once it has ended, or after 1.8 s (8 s on Ray) with `"status": "stopping"` if its checkpoint takes longer."""
@@ -96,10 +101,11 @@ async def stop_training(request: Request) -> JSONResponse:
     return JSONResponse({"message": message, "data": data})
 
 
-@router.get("/status", dependencies=[Reader])
-async def training_status(request: Request) -> dict[str, Any]:
-    """The latest job, in the original design's shape (`is_training` false and nulls when there is none)."""
-    latest = await _jobs(request).jobs(1)
+@router.get("/status")
+async def training_status(request: Request, principal: Principal = Reader) -> dict[str, Any]:
+    """The latest job this credential may see (a session-limited one: its session's), in the original design's
+    shape (`is_training` false and nulls when there is none)."""
+    latest = await _jobs(request).jobs(1, principal.session_id)
     if not latest:
         return {
             "is_training": False,
@@ -126,29 +132,40 @@ async def training_status(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/jobs", dependencies=[Reader])
-async def list_training_jobs(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
-    """The newest first."""
-    return {"jobs": await _jobs(request).jobs(limit)}
+@router.get("/jobs")
+async def list_training_jobs(
+    request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100, principal: Principal = Reader
+) -> dict[str, Any]:
+    """The newest first; a credential limited to one session lists the jobs of that session only."""
+    return {"jobs": await _jobs(request).jobs(limit, principal.session_id)}
 
 
-@router.get("/jobs/{job_id}", responses={404: error_response("no training job has this id")}, dependencies=[Reader])
-async def get_training_job(request: Request, job_id: str) -> dict[str, Any]:
+async def _visible_job(request: Request, job_id: str, principal: Principal) -> dict[str, Any]:
+    """The job, if there is one and this credential may read its session (404, 403 otherwise)."""
     job = await _jobs(request).job(job_id)
     if job is None:
         raise HTTPException(404, f"no training job {job_id!r}")
+    try:
+        principal.require("read", job["session_id"])
+    except AuthError as exc:
+        raise HTTPException(exc.status, exc.reason) from None
     return job
+
+
+@router.get("/jobs/{job_id}", responses={404: error_response("no training job has this id")})
+async def get_training_job(request: Request, job_id: str, principal: Principal = Reader) -> dict[str, Any]:
+    return await _visible_job(request, job_id, principal)
 
 
 @router.get(
     "/jobs/{job_id}/logs",
     response_class=PlainTextResponse,
     responses={200: {"content": {"text/plain": {}}}, 404: error_response("no training job has this id")},
-    dependencies=[Reader],
 )
-async def get_training_job_logs(request: Request, job_id: str) -> PlainTextResponse:
+async def get_training_job_logs(request: Request, job_id: str, principal: Principal = Reader) -> PlainTextResponse:
     """The end of the job's output (its last 64 KiB), from wherever it runs: the server's log file of a child
     process, or Ray's logs of a Ray job."""
+    await _visible_job(request, job_id, principal)
     logs = await _jobs(request).logs(job_id)
     if logs is None:
         raise HTTPException(404, f"no training job {job_id!r}, or it has written nothing yet")
@@ -171,7 +188,7 @@ def _daemon(request: Request) -> TrainingDaemon:
     return daemon
 
 
-@router.get("/daemon/config", dependencies=[Reader])
+@router.get("/daemon/config", dependencies=[ServerReader])
 async def get_daemon_config(request: Request) -> dict[str, Any]:
     status = await _daemon(request).status()
     config: dict[str, Any] = status["config"]
@@ -182,7 +199,7 @@ async def get_daemon_config(request: Request) -> dict[str, Any]:
     "/daemon/config",
     openapi_extra=body_schema(DaemonConfigUpdate, many=False),
     responses=errors(422),
-    dependencies=[Admin],
+    dependencies=[ServerAdmin],
 )
 async def put_daemon_config(request: Request) -> dict[str, Any]:
     """Change the daemon's configuration; the running daemon follows it at once, without a restart."""
@@ -199,14 +216,14 @@ async def put_daemon_config(request: Request) -> dict[str, Any]:
     return await _daemon(request).put_config(changes)
 
 
-@router.get("/daemon/status", dependencies=[Reader])
+@router.get("/daemon/status", dependencies=[ServerReader])
 async def daemon_status(request: Request) -> dict[str, Any]:
     return await _daemon(request).status()
 
 
 @router.post(
     "/daemon/run",
-    dependencies=[Admin],
+    dependencies=[ServerAdmin],
     status_code=202,
     responses={**errors(400), 409: error_response("a daemon run is in progress")},
 )
@@ -221,11 +238,11 @@ async def daemon_run(request: Request) -> dict[str, Any]:
     return {"message": "Training run started", "data": {"run_id": run_id}}
 
 
-@router.get("/summary", dependencies=[Reader])
+@router.get("/summary", dependencies=[ServerReader])
 async def training_summary(request: Request) -> dict[str, Any]:
     """The daemon's configuration and state, its run counts, success rate, last error and 10 latest runs."""
     return await _daemon(request).summary()
 
 
-summary_router = APIRouter(tags=["training"], dependencies=[Reader], responses=errors(401, 403))
+summary_router = APIRouter(tags=["training"], dependencies=[ServerReader], responses=errors(401, 403))
 summary_router.add_api_route("/api/v1/rl-v3/dashboard/training-summary", training_summary, methods=["GET"])

@@ -25,16 +25,20 @@ function remember() {
   history.replaceState(null, "", `/${query.size ? `?${query}` : ""}`);
 }
 
+// A password-protected room is listed with its name, status and times only (the rest is null): its row says so.
 function row(s) {
-  const progress = s.total_episodes
-    ? `<progress max="${s.total_episodes}" value="${s.current_episode ?? 0}"></progress> ${s.current_episode ?? 0}/${s.total_episodes}`
-    : (s.current_episode ?? "–");
+  const progress = s.password_protected
+    ? '<span class="muted" title="a password-protected room: open it to give its password">🔒 protected</span>'
+    : s.total_episodes
+      ? `<progress max="${s.total_episodes}" value="${s.current_episode ?? 0}"></progress> ${s.current_episode ?? 0}/${s.total_episodes}`
+      : (s.current_episode ?? "–");
   const tr = document.createElement("tr");
   tr.dataset.session = s.session_id;
+  if (s.password_protected) tr.dataset.protected = "";
   tr.innerHTML = `<td><input type="checkbox" aria-label="select" ${selected.has(s.session_id) ? "checked" : ""}></td>
     <td><a href="/sessions/${encodeURIComponent(s.session_id)}"></a></td>
     <td><span class="pill ${s.status}">${s.status}</span></td><td class="algorithm"></td>
-    <td>${progress}</td><td class="spectators">${s.spectators}</td><td class="muted">${new Date(s.updated_at).toLocaleString()}</td>`;
+    <td>${progress}</td><td class="spectators">${s.spectators ?? "–"}</td><td class="muted">${new Date(s.updated_at).toLocaleString()}</td>`;
   tr.querySelector("a").textContent = s.name || s.session_id;
   tr.querySelector(".algorithm").textContent = s.algorithm || "";
   tr.querySelector("input").onchange = (e) => {
