@@ -6,13 +6,14 @@ Nothing here is global: `Settings(...)` builds a fresh, independent object every
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import limits
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -384,76 +385,39 @@ class RedisConfig(BaseModel):
     db: int = 0
 
 
-class SecurityConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    enable_auth: bool = False
-    jwt_secret_key: str | None = None
-    jwt_audience: str = "training-metrics-server"
-    jwt_issuer: str | None = None
-    cors_origins: list[str] = Field(default_factory=list)
-    allowed_hosts: list[str] = Field(default_factory=list)
+# Settings kept at the top of the original design's nested configuration, or in its database/redis sections.
+TOP_LEVEL = ("host", "port", "debug", "log_level", "log_format", "access_log", "data_storage_path")
+NOT_IN_SECTIONS = {*TOP_LEVEL, "database_url", "redis_url", "auto_migrate", "config_file"}
 
 
-class IntegrationConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    game_server_url: str | None = None
-    enable_spectator_integration: bool = True
+def _section(name: str, names: list[str]) -> type[BaseModel]:
+    """A section of the nested configuration, made from Settings' own fields (type, default, bounds), so
+    the two cannot drift: a new setting appears here by itself."""
+    fields: dict[str, Any] = {}
+    for field in names:
+        info = copy.copy(Settings.model_fields[field])
+        info.validation_alias = info.alias = None
+        fields[field] = (info.annotation, info)
+    return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
 
 
-class PerformanceConfig(BaseModel):
+class SecurityConfig(_section("SecurityConfig", list(FILE_SECTIONS["security"].values()))):  # type: ignore[misc]
+    """Authentication, tokens, browsers' origins and hosts (the original design's `security` section)."""
+
+
+class IntegrationConfig(_section("IntegrationConfig", list(FILE_SECTIONS["integration"].values()))):  # type: ignore[misc]
+    """The original design's `integration` section."""
+
+
+PERFORMANCE_FIELDS = [
+    name
+    for name in Settings.model_fields
+    if name not in NOT_IN_SECTIONS and all(name not in keys.values() for keys in FILE_SECTIONS.values())
+]
+
+
+class PerformanceConfig(_section("PerformanceConfig", PERFORMANCE_FIELDS)):  # type: ignore[misc]
     """Every tuning knob, under the original design's `performance` section (in the config file too)."""
-
-    model_config = ConfigDict(extra="forbid")
-    max_connections_per_session: int = 50
-    max_total_connections: int = 10000
-    metrics_history_size: int = 10000
-    cleanup_interval_seconds: float = 300.0
-    enable_rate_limiting: bool = False
-    rate_limit_ingest: str = "100/second"
-    rate_limit_ws_connect: str = "30/second"
-    rate_limit_ws_message: str = "50/second"
-    rate_limit_room_password: str = "20/minute"
-    session_retention_seconds: float | None = None
-    stale_timeout_seconds: float = 60.0
-    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"
-    max_backlog: int = 1000
-    max_backlog_bytes: int = 4 * 1024 * 1024
-    slow_spectator_timeout: float = 10.0
-    ws_send_buffer: int = 262_144
-    ws_connect_rate: int = 0
-    ws_ping_interval: float = 20.0
-    ws_ping_timeout: float = 20.0
-    ws_per_message_deflate: bool = False
-    max_batch_size: int = 10000
-    max_series_per_session: int = 1000
-    max_graphs_per_session: int = 100
-    max_body_bytes: int = 16 * 1024 * 1024
-    max_body_bytes_in_flight: int = 64 * 1024 * 1024
-    max_url_bytes: int = 8192
-    max_header_bytes: int = 65_536
-    http_header_timeout: float = 10.0
-    http_body_timeout: float = 60.0
-    http_idle_timeout: float = 5.0
-    max_connections: int | None = None
-    ingest_processes: int | None = None
-    gap_wait_seconds: float = 0.05
-    shutdown_timeout: float = 5.0
-    broker_timeout: float = 0.5
-    broker_probe_interval: float = 1.0
-    training_daemon: bool = False
-    max_concurrent_jobs: int | None = 1
-    models_dir: Path = Path("models")
-    scenarios_dir: Path | None = None
-    job_lease_seconds: float = 30.0
-    training_threads: int = 1
-    job_backend: Literal["process", "ray"] = "process"
-    ray_address: str | None = None
-    ray_num_cpus: float = 1.0
-    ray_num_gpus: float = 0.0
-    ray_python: str = "python"
-    job_server_url: str | None = None
-    socketio_max_clients: int = 1000
-    socketio_max_subscriptions_per_client: int = 100
 
 
 FILE_SECTIONS["performance"] = {name: name for name in PerformanceConfig.model_fields}
