@@ -21,7 +21,7 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 if TYPE_CHECKING:
-    from bot.server.services import Stats
+    from bot.server.stats import Stats
 
 RAW_SEND = "tms.raw_send"
 BUFFER_LIMIT = 16_384  # bytes waiting in a transport beyond which frames take the spectator's queue

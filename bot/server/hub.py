@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Self
 
 from bot.frames import control_frame
-from bot.server.broker import Broker, BrokerUnavailableError
+from bot.server.broker import CHANNEL_PREFIX, Broker, BrokerUnavailableError, channel_for
 from bot.server.direct import WireFrames
 from bot.server.spectator import CONTROL, Spectator
 from bot.server.supervisor import Supervisor
@@ -35,16 +35,11 @@ logger = logging.getLogger(__name__)
 ReadAfter = Callable[[str, int, int], Awaitable[list[tuple[int, str, str]]]]
 LastSeqs = Callable[[list[str]], Awaitable[dict[str, int]]]
 
-CHANNEL_PREFIX = "tms:session:"
 REPAIR_PAGE = 1000
 ANNOUNCE_LIMIT = 100  # spectators of one session up to which each join and leave is announced
 
 CLOSE_SESSION_DELETED = 4410
 CLOSE_GOING_AWAY = 1001
-
-
-def channel_for(session_id: str) -> str:
-    return CHANNEL_PREFIX + session_id
 
 
 class HubFullError(Exception):

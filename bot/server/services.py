@@ -4,44 +4,40 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import orjson
-from sqlalchemy import Connection, select
-
 from bot.schemas import SessionCreate, SessionUpdate
-from bot.server.broker import Broker
-from bot.server.hub import channel_for
+from bot.server.broker import Broker, channel_for
 from bot.server.publisher import Publisher
 from bot.server.recent_reads import RecentReads
+from bot.server.stats import Stats
 from bot.store import SessionNotFoundError, Store
 from bot.store.batch import Batch
 from bot.store.bounds import SessionBounds
-from bot.store.decisions import read_decisions
-from bot.store.downsample import min_max
+from bot.store.queries import (
+    SessionState,
+    read_export_page,
+    read_history,
+    read_history_page,
+    read_last_seqs,
+    read_session_decisions,
+    read_session_series,
+    read_session_summary,
+    read_state,
+)
 from bot.store.reads import (
     MessageFilter,
     get_session,
     get_session_by_room,
-    latest_data,
     list_sessions,
     protected_rooms,
-    read_frames,
-    read_graphs,
-    read_series,
     session_dict,
-    session_metrics,
 )
-from bot.store.rollups import downsample_blocks, read_rollups, series_end
 from bot.store.rooms import check_password, hash_password, new_password
-from bot.store.summary import read_summary
-from bot.store.tables import sessions
 from bot.store.writes import (
     CreateSession,
     DeleteEndedSessions,
@@ -55,24 +51,6 @@ from bot.store.writes import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Stats:
-    started_at: float = field(default_factory=time.time)
-    messages_in: int = 0
-    messages_out: int = 0
-    direct_out: int = 0  # of messages_out, those the fan-out fast path wrote (bot/server/direct.py)
-
-
-@dataclass(frozen=True, slots=True)
-class SessionState:
-    """What a spectator needs at connect: the session, its epoch and last seq, latest metrics, graphs."""
-
-    session: dict[str, Any]
-    latest_metrics: Any
-    latest_decision: Any
-    graphs: list[Any]
 
 
 class TrainingService:
@@ -181,40 +159,40 @@ class TrainingService:
         self, session_id: str, where: MessageFilter, limit: int
     ) -> tuple[dict[str, Any], list[tuple[int, str, str]]]:
         """A page of stored frames, on the store's bounded pool of big reads."""
-        return await self.store.read_heavy(_history, session_id, where, limit)
+        return await self.store.read_heavy(read_history, session_id, where, limit)
 
     async def history_page(
         self, session_id: str, where: MessageFilter, limit: int
     ) -> tuple[dict[str, Any], int, bytes]:
         """(session, how many messages, the page's `messages` JSON array): assembled on a thread of the pool
         of big reads, since joining 100,000 frames would hold the event loop for tens of milliseconds."""
-        return await self.store.read_heavy(_history_page, session_id, where, limit)
+        return await self.store.read_heavy(read_history_page, session_id, where, limit)
 
     async def export_page(
         self, session_id: str, where: MessageFilter, limit: int
     ) -> tuple[dict[str, Any], list[str], list[tuple[int, str, str]]]:
         """(session, its metric names, a page of stored frames): what an export streams, a page at a time."""
-        return await self.store.read_heavy(_export_page, session_id, where, limit)
+        return await self.store.read_heavy(read_export_page, session_id, where, limit)
 
     async def decisions(self, session_id: str, buckets: int) -> dict[str, Any]:
         """The chosen actions and mean confidence over time, in `buckets` (bot/store/decisions.py); shared
         for 2 s by every reader of the session."""
-        read = partial(self.store.read_heavy, _decisions, session_id, buckets)
+        read = partial(self.store.read_heavy, read_session_decisions, session_id, buckets)
         return await self.recent.get(("decisions", session_id, buckets), read)  # type: ignore[no-any-return]
 
     async def summary(self, session_id: str) -> dict[str, Any]:
         """Per metric: count, last, min, max and the mean of the newest 100 points (bot/store/summary.py);
         shared for 2 s by every reader of the session."""
-        read = partial(self.store.read_heavy, _summary, session_id)
+        read = partial(self.store.read_heavy, read_session_summary, session_id)
         return await self.recent.get(("summary", session_id), read)  # type: ignore[no-any-return]
 
     async def state(self, session_id: str, graph_points: int | None = None) -> SessionState:
         """The session as a spectator first sees it; graphs with at most `graph_points` per series."""
-        return await self.store.read(_state, session_id, graph_points)
+        return await self.store.read(read_state, session_id, graph_points)
 
     async def series(self, session_id: str, metrics: list[str], where: MessageFilter, points: int) -> dict[str, Any]:
         """Per-metric history for charts, downsampled (min/max per bucket) on the pool of big reads."""
-        return await self.store.read_heavy(_series, session_id, metrics, where, points)
+        return await self.store.read_heavy(read_session_series, session_id, metrics, where, points)
 
     async def read_after(
         self, session_id: str, after_seq: int, limit: int, types: list[str] | None = None
@@ -222,134 +200,11 @@ class TrainingService:
         """Stored frames after `after_seq` (of `types`, or all): the hub's gap repair and a spectator's replay,
         not queued behind big reads (a reconnect storm is thousands of these at once)."""
         where = MessageFilter(after_seq=after_seq, types=types)
-        _, frames = await self.store.read(_history, session_id, where, limit)
+        _, frames = await self.store.read(read_history, session_id, where, limit)
         return frames
 
     async def last_seqs(self, session_ids: list[str]) -> dict[str, int]:
-        return await self.store.read(_last_seqs, session_ids)
-
-
-def _history(
-    conn: Connection, session_id: str, where: MessageFilter, limit: int
-) -> tuple[dict[str, Any], list[tuple[int, str, str]]]:
-    row = get_session(conn, session_id)
-    if row is None:
-        raise SessionNotFoundError(session_id)
-    return session_dict(row), read_frames(conn, row.pk, session_id, where, limit)
-
-
-def _history_page(
-    conn: Connection, session_id: str, where: MessageFilter, limit: int
-) -> tuple[dict[str, Any], int, bytes]:
-    session, frames = _history(conn, session_id, where, limit)
-    last = frames[-1][0] if frames else 0
-    body = ("[" + ",".join(frame for _, _, frame in frames) + "]").encode()
-    return {**session, "page_last_seq": last}, len(frames), body
-
-
-def _export_page(
-    conn: Connection, session_id: str, where: MessageFilter, limit: int
-) -> tuple[dict[str, Any], list[str], list[tuple[int, str, str]]]:
-    row = get_session(conn, session_id)
-    if row is None:
-        raise SessionNotFoundError(session_id)
-    return session_dict(row), session_metrics(conn, row.pk), read_frames(conn, row.pk, session_id, where, limit)
-
-
-def _decisions(conn: Connection, session_id: str, buckets: int) -> dict[str, Any]:
-    row = get_session(conn, session_id)
-    if row is None:
-        raise SessionNotFoundError(session_id)
-    return {"session_id": session_id, "last_seq": row.last_seq, **read_decisions(conn, row.pk, buckets)}
-
-
-def _summary(conn: Connection, session_id: str) -> dict[str, Any]:
-    row = get_session(conn, session_id)
-    if row is None:
-        raise SessionNotFoundError(session_id)
-    return {"session_id": session_id, "last_seq": row.last_seq, "metrics": read_summary(conn, row.pk)}
-
-
-# A snapshot's graphs carry at most this many points over all their series (about 1.2 MB): with the bounds on
-# graphs per session and series per graph, a join costs a bounded read and a bounded frame.
-SNAPSHOT_GRAPH_POINTS_TOTAL = 20_000
-
-
-def _state(conn: Connection, session_id: str, graph_points: int | None) -> SessionState:
-    row = get_session(conn, session_id)
-    if row is None:
-        raise SessionNotFoundError(session_id)
-    latest = orjson.loads(row.latest_metrics) if row.latest_metrics else None
-    decision = latest_data(conn, row.pk, "bot_decision")
-    latest_decision = orjson.loads(decision) if decision else None
-    total = None if graph_points is None else SNAPSHOT_GRAPH_POINTS_TOTAL
-    return SessionState(session_dict(row), latest, latest_decision, read_graphs(conn, row.pk, graph_points, total))
-
-
-def _plain(value: float) -> float | str:
-    return value if math.isfinite(value) else ("Infinity" if value > 0 else "-Infinity")
-
-
-def _series(conn: Connection, session_id: str, metrics: list[str], where: MessageFilter, points: int) -> dict[str, Any]:
-    row = get_session(conn, session_id)
-    if row is None:
-        raise SessionNotFoundError(session_id)
-    series: dict[str, tuple[list[Any], int, int]] = {}
-    if where == MessageFilter():
-        # A whole series: from its rollups when long; when short, its points are read from its first block
-        # on; a metric with no blocks has no points, and costs no read (the page asks for every built-in).
-        first_block_seq = None
-        for metric in metrics:
-            blocks = read_rollups(conn, row.pk, metric)
-            from_rollups = _from_rollups(blocks, points) if blocks else ([], 0, 0)
-            if from_rollups is not None:
-                series[metric] = from_rollups
-            else:
-                start = blocks[0].block * blocks[0].block_size
-                first_block_seq = start if first_block_seq is None else min(first_block_seq, start)
-        if first_block_seq is not None:
-            where = MessageFilter(after_seq=max(0, first_block_seq - 1))
-    rest = [metric for metric in metrics if metric not in series]
-    for metric, (rows, nan_count) in read_series(conn, row.pk, rest, where).items() if rest else ():
-        series[metric] = (min_max(rows, points), len(rows), nan_count)
-    return {
-        "session_id": session_id,
-        "epoch": row.epoch,
-        "last_seq": row.last_seq,
-        "available": session_metrics(conn, row.pk),
-        "series": {metric: _columns(*series[metric]) for metric in dict.fromkeys(metrics)},
-    }
-
-
-def _columns(kept: list[Any], total: int, nan_count: int) -> dict[str, Any]:
-    return {
-        "total": total,
-        "nan_count": nan_count,
-        "seq": [r[0] for r in kept],
-        "episode": [r[1] for r in kept],
-        "timestamp": [r[2] for r in kept],
-        "value": [_plain(r[3]) for r in kept],
-    }
-
-
-def _from_rollups(blocks: list[Any], points: int) -> tuple[list[Any], int, int] | None:
-    """(points, how many non-NaN points there are, how many NaN) of a whole series, from its per-block
-    rollups, when there are enough blocks to keep a chart's detail (a block for every two points or
-    fewer); None when the series is short enough to read whole (at most about 32,000 points)."""
-    buckets = max(1, (points - 2) // 2)
-    total = sum(block.count - block.nan_count for block in blocks)
-    if total <= points or 2 * len(blocks) < buckets:
-        return None
-    first, last = series_end(blocks, last=False), series_end(blocks, last=True)
-    chosen = {p[0]: p for p in [first, *downsample_blocks(blocks, buckets), last] if p is not None}
-    return [chosen[seq] for seq in sorted(chosen)], total, sum(block.nan_count for block in blocks)
-
-
-def _last_seqs(conn: Connection, session_ids: list[str]) -> dict[str, int]:
-    rows = conn.execute(
-        select(sessions.c.session_id, sessions.c.last_seq).where(sessions.c.session_id.in_(session_ids))
-    )
-    return {session_id: int(last_seq) for session_id, last_seq in rows}
+        return await self.store.read(read_last_seqs, session_ids)
 
 
 __all__ = ["SessionState", "Stats", "TrainingService"]

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from bot.config import Settings
-from bot.server import services
+from bot.store import queries
 from tests.conftest import TIMEOUT, create_session, recv_until
 
 BASE = "/api/training/sessions"
@@ -47,7 +47,7 @@ async def test_a_snapshot_carries_a_bounded_number_of_graph_points(
 ) -> None:
     """The points in a joining spectator's snapshot are bounded over all graphs, shared evenly across series
     (newest first); GET .../graphs still has them all."""
-    monkeypatch.setattr(services, "SNAPSHOT_GRAPH_POINTS_TOTAL", 6)
+    monkeypatch.setattr(queries, "SNAPSHOT_GRAPH_POINTS_TOTAL", 6)
     live = await server_factory(settings)
     async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
         session_id = await create_session(client, "wide-graphs")

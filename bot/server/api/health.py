@@ -8,7 +8,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import Connection, func, select, text
 
 from bot import __version__
 from bot.server.api.access import Admin, Reader
@@ -17,22 +16,9 @@ from bot.server.api.deps import HubDep, ServiceDep
 from bot.server.auth import Principal
 from bot.server.metrics import ServerMetrics
 from bot.server.supervisor import Supervisor
-from bot.store.reads import ACTIVE_STATUSES
-from bot.store.tables import sessions
+from bot.store.queries import ping, session_counts
 
 router = APIRouter(tags=["health"])
-
-
-def _ping(conn: Connection) -> None:
-    conn.execute(text("SELECT 1"))
-
-
-def _session_counts(conn: Connection) -> tuple[int, int]:
-    total = conn.execute(select(func.count()).select_from(sessions)).scalar_one()
-    active = conn.execute(
-        select(func.count()).select_from(sessions).where(sessions.c.status.in_(ACTIVE_STATUSES))
-    ).scalar_one()
-    return int(total), int(active)
 
 
 @router.get("/health")
@@ -45,7 +31,7 @@ async def health(request: Request, service: ServiceDep) -> JSONResponse:
     supervisor: Supervisor = request.state.supervisor
     loops = supervisor.failing()
     try:
-        await service.store.read(_ping)
+        await service.store.read(ping)
     except Exception as exc:
         body = {"status": "unavailable", "database": f"error: {exc}", "broker": broker, "loops": loops}
         return JSONResponse(body, status_code=503)
@@ -60,7 +46,7 @@ async def status(service: ServiceDep, hub: HubDep, principal: Principal = Reader
     """What the server is doing. Figures that name no session are the server's; `spectators.per_session`
     names sessions, so it lists only those this credential may see (a session-limited one: its own), and never
     a password-protected room (whose audience, as its details, is for those with its password)."""
-    total, active = await service.store.read(_session_counts)
+    total, active = await service.store.read(session_counts)
     stats = service.stats
     per_session = hub.counts()
     if principal.session_id is not None:
@@ -90,7 +76,7 @@ async def metrics(request: Request, service: ServiceDep) -> Response:
     """Prometheus text format: requests by route, ingest, fan-out, drops, spectators, commits, health."""
     collected: ServerMetrics = request.state.metrics
     try:
-        total, active = await service.store.read(_session_counts)
+        total, active = await service.store.read(session_counts)
     except Exception:
         collected.database_up.set(0)
     else:

@@ -12,6 +12,13 @@ from typing import Protocol, Self
 # (seq, type, frame): a frame as stored and sent, with what the hub orders and filters it by.
 Frame = tuple[int, str, str]
 
+CHANNEL_PREFIX = "tms:session:"
+
+
+def channel_for(session_id: str) -> str:
+    """The channel a session's frames travel on (services publish there, hubs subscribe)."""
+    return CHANNEL_PREFIX + session_id
+
 
 class Broker(Protocol):
     name: str  # for logs and /health: "memory", or "redis at host:port"

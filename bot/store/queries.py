@@ -1,0 +1,178 @@
+"""Reads that answer one use case each (history pages, exports, series, a spectator's snapshot, summaries):
+built from the store's query functions, run on the store's reader threads by bot/server/services.py."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, func, select, text
+
+from bot.store.decisions import read_decisions
+from bot.store.downsample import min_max
+from bot.store.errors import SessionNotFoundError
+from bot.store.reads import (
+    ACTIVE_STATUSES,
+    MessageFilter,
+    get_session,
+    latest_data,
+    read_frames,
+    read_graphs,
+    read_series,
+    session_dict,
+    session_metrics,
+)
+from bot.store.rollups import downsample_blocks, read_rollups, series_end
+from bot.store.summary import read_summary
+from bot.store.tables import sessions
+
+
+@dataclass(frozen=True, slots=True)
+class SessionState:
+    """What a spectator needs at connect: the session, its epoch and last seq, latest metrics, graphs."""
+
+    session: dict[str, Any]
+    latest_metrics: Any
+    latest_decision: Any
+    graphs: list[Any]
+
+
+def read_history(
+    conn: Connection, session_id: str, where: MessageFilter, limit: int
+) -> tuple[dict[str, Any], list[tuple[int, str, str]]]:
+    row = get_session(conn, session_id)
+    if row is None:
+        raise SessionNotFoundError(session_id)
+    return session_dict(row), read_frames(conn, row.pk, session_id, where, limit)
+
+
+def read_history_page(
+    conn: Connection, session_id: str, where: MessageFilter, limit: int
+) -> tuple[dict[str, Any], int, bytes]:
+    session, frames = read_history(conn, session_id, where, limit)
+    last = frames[-1][0] if frames else 0
+    body = ("[" + ",".join(frame for _, _, frame in frames) + "]").encode()
+    return {**session, "page_last_seq": last}, len(frames), body
+
+
+def read_export_page(
+    conn: Connection, session_id: str, where: MessageFilter, limit: int
+) -> tuple[dict[str, Any], list[str], list[tuple[int, str, str]]]:
+    row = get_session(conn, session_id)
+    if row is None:
+        raise SessionNotFoundError(session_id)
+    return session_dict(row), session_metrics(conn, row.pk), read_frames(conn, row.pk, session_id, where, limit)
+
+
+def read_session_decisions(conn: Connection, session_id: str, buckets: int) -> dict[str, Any]:
+    row = get_session(conn, session_id)
+    if row is None:
+        raise SessionNotFoundError(session_id)
+    return {"session_id": session_id, "last_seq": row.last_seq, **read_decisions(conn, row.pk, buckets)}
+
+
+def read_session_summary(conn: Connection, session_id: str) -> dict[str, Any]:
+    row = get_session(conn, session_id)
+    if row is None:
+        raise SessionNotFoundError(session_id)
+    return {"session_id": session_id, "last_seq": row.last_seq, "metrics": read_summary(conn, row.pk)}
+
+
+# A snapshot's graphs carry at most this many points over all their series (about 1.2 MB): with the bounds on
+# graphs per session and series per graph, a join costs a bounded read and a bounded frame.
+SNAPSHOT_GRAPH_POINTS_TOTAL = 20_000
+
+
+def read_state(conn: Connection, session_id: str, graph_points: int | None) -> SessionState:
+    row = get_session(conn, session_id)
+    if row is None:
+        raise SessionNotFoundError(session_id)
+    latest = orjson.loads(row.latest_metrics) if row.latest_metrics else None
+    decision = latest_data(conn, row.pk, "bot_decision")
+    latest_decision = orjson.loads(decision) if decision else None
+    total = None if graph_points is None else SNAPSHOT_GRAPH_POINTS_TOTAL
+    return SessionState(session_dict(row), latest, latest_decision, read_graphs(conn, row.pk, graph_points, total))
+
+
+def _plain(value: float) -> float | str:
+    return value if math.isfinite(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+def read_session_series(
+    conn: Connection, session_id: str, metrics: list[str], where: MessageFilter, points: int
+) -> dict[str, Any]:
+    row = get_session(conn, session_id)
+    if row is None:
+        raise SessionNotFoundError(session_id)
+    series: dict[str, tuple[list[Any], int, int]] = {}
+    if where == MessageFilter():
+        # A whole series: from its rollups when long; when short, its points are read from its first block
+        # on; a metric with no blocks has no points, and costs no read (the page asks for every built-in).
+        first_block_seq = None
+        for metric in metrics:
+            blocks = read_rollups(conn, row.pk, metric)
+            from_rollups = _from_rollups(blocks, points) if blocks else ([], 0, 0)
+            if from_rollups is not None:
+                series[metric] = from_rollups
+            else:
+                start = blocks[0].block * blocks[0].block_size
+                first_block_seq = start if first_block_seq is None else min(first_block_seq, start)
+        if first_block_seq is not None:
+            where = MessageFilter(after_seq=max(0, first_block_seq - 1))
+    rest = [metric for metric in metrics if metric not in series]
+    for metric, (rows, nan_count) in read_series(conn, row.pk, rest, where).items() if rest else ():
+        series[metric] = (min_max(rows, points), len(rows), nan_count)
+    return {
+        "session_id": session_id,
+        "epoch": row.epoch,
+        "last_seq": row.last_seq,
+        "available": session_metrics(conn, row.pk),
+        "series": {metric: _columns(*series[metric]) for metric in dict.fromkeys(metrics)},
+    }
+
+
+def _columns(kept: list[Any], total: int, nan_count: int) -> dict[str, Any]:
+    return {
+        "total": total,
+        "nan_count": nan_count,
+        "seq": [r[0] for r in kept],
+        "episode": [r[1] for r in kept],
+        "timestamp": [r[2] for r in kept],
+        "value": [_plain(r[3]) for r in kept],
+    }
+
+
+def _from_rollups(blocks: list[Any], points: int) -> tuple[list[Any], int, int] | None:
+    """(points, how many non-NaN points there are, how many NaN) of a whole series, from its per-block
+    rollups, when there are enough blocks to keep a chart's detail (a block for every two points or
+    fewer); None when the series is short enough to read whole (at most about 32,000 points)."""
+    buckets = max(1, (points - 2) // 2)
+    total = sum(block.count - block.nan_count for block in blocks)
+    if total <= points or 2 * len(blocks) < buckets:
+        return None
+    first, last = series_end(blocks, last=False), series_end(blocks, last=True)
+    chosen = {p[0]: p for p in [first, *downsample_blocks(blocks, buckets), last] if p is not None}
+    return [chosen[seq] for seq in sorted(chosen)], total, sum(block.nan_count for block in blocks)
+
+
+def read_last_seqs(conn: Connection, session_ids: list[str]) -> dict[str, int]:
+    rows = conn.execute(
+        select(sessions.c.session_id, sessions.c.last_seq).where(sessions.c.session_id.in_(session_ids))
+    )
+    return {session_id: int(last_seq) for session_id, last_seq in rows}
+
+
+def ping(conn: Connection) -> None:
+    """The database answers (/health)."""
+    conn.execute(text("SELECT 1"))
+
+
+def session_counts(conn: Connection) -> tuple[int, int]:
+    """(every session, the active ones), for /status and /metrics."""
+    total = conn.execute(select(func.count()).select_from(sessions)).scalar_one()
+    active = conn.execute(
+        select(func.count()).select_from(sessions).where(sessions.c.status.in_(ACTIVE_STATUSES))
+    ).scalar_one()
+    return int(total), int(active)
