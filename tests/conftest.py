@@ -25,6 +25,7 @@ import websockets
 
 from bot.config import Settings
 from bot.server import TrainingMetricsServer
+from tests.isolation import run_database, run_redis
 
 # Servers run in the test's own process, beside blocking SDK threads: a short GIL switch interval keeps
 # the two from waiting out each other's 5 ms turns (a convoy no real deployment has).
@@ -56,25 +57,52 @@ def service_or_skip(name: str, url: str, default_port: int) -> None:
     pytest.skip(f"{name} at {url} is unreachable")
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A PostgreSQL URL whose tables live in a schema of this test's own, dropped afterwards."""
+@pytest.fixture(scope="session", autouse=True)
+def run_spool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The SDK's spool of this run's own (tests/isolation.py), inherited by every process the tests start."""
+    spool = tmp_path_factory.mktemp("spool")
+    before = os.environ.get("TMS_SPOOL_DIR")
+    os.environ["TMS_SPOOL_DIR"] = str(spool)
+    yield spool
+    if before is None:
+        os.environ.pop("TMS_SPOOL_DIR", None)
+    else:
+        os.environ["TMS_SPOOL_DIR"] = before
+
+
+@pytest.fixture(scope="session")
+def run_postgres_url() -> Iterator[str]:
+    """A PostgreSQL database of this run's own (tests/isolation.py)."""
     service_or_skip("PostgreSQL", POSTGRES_URL, 5432)
+    with run_database(POSTGRES_URL) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def run_redis_url() -> Iterator[str]:
+    """A Redis database claimed for this run (tests/isolation.py)."""
+    service_or_skip("Redis", REDIS_URL, 6379)
+    with run_redis(REDIS_URL) as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url(run_postgres_url: str) -> Iterator[str]:
+    """A PostgreSQL URL whose tables live in a schema of this test's own, dropped afterwards."""
     import psycopg
 
     schema = f"t_{secrets.token_hex(6)}"
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+    with psycopg.connect(run_postgres_url, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
-    separator = "&" if "?" in POSTGRES_URL else "?"
-    yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+    separator = "&" if "?" in run_postgres_url else "?"
+    yield f"{run_postgres_url}{separator}options=-csearch_path%3D{schema}"
+    with psycopg.connect(run_postgres_url, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture
-def redis_url() -> str:
-    service_or_skip("Redis", REDIS_URL, 6379)
-    return REDIS_URL
+def redis_url(run_redis_url: str) -> str:
+    return run_redis_url
 
 
 class PrivateRedis:
