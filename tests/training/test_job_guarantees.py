@@ -175,9 +175,11 @@ async def test_a_dead_servers_job_and_daemon_run_are_failed_by_another_instance(
         async with httpx.AsyncClient(base_url=first.url, timeout=TIMEOUT) as client:
             job = await start(client, "cartpole")  # beside the daemon's first scheduled run (mock_cache)
             await first_progress(client, job["job_id"])
-            async with asyncio.timeout(JOB_TIMEOUT):
-                while len(running := (await client.get("/api/training/jobs")).json()["jobs"]) < 2:
-                    await asyncio.sleep(0.1)
+            deadline = asyncio.get_running_loop().time() + JOB_TIMEOUT
+            while len(running := (await client.get("/api/training/jobs")).json()["jobs"]) < 2:
+                summary = (await client.get("/api/training/summary")).json()
+                assert asyncio.get_running_loop().time() < deadline, f"no daemon job: {running} {summary}"
+                await asyncio.sleep(0.1)
             (run_id,) = [r["run_id"] for r in (await client.get("/api/training/summary")).json()["recent_runs"]]
             pids = [j["pid"] for j in running]
         await asyncio.to_thread(first.kill9)

@@ -29,7 +29,7 @@ JOB_TIMEOUT = TIMEOUT * 6  # a child process imports torch before its first epis
 EVENTS = ("training_started", "training_progress", "training_completed", "training_stopped", "training_error")
 
 
-@pytest.fixture(params=["process", "ray"])
+@pytest.fixture(params=["process", pytest.param("ray", marks=pytest.mark.xdist_group("ray"))])
 def job_settings(request: pytest.FixtureRequest, settings: Settings, tmp_path: Path) -> Settings:
     """Each job test runs on both backends: child processes, and a local Ray head of the run's own."""
     update: dict[str, Any] = {"models_dir": tmp_path / "models", "max_concurrent_jobs": 2}
