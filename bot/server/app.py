@@ -103,7 +103,10 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
                 settings.host or "every interface",
             )
         opened = Store(
-            settings.database_url, sqlite_synchronous=settings.sqlite_synchronous, auto_migrate=settings.auto_migrate
+            settings.database_url,
+            sqlite_synchronous=settings.sqlite_synchronous,
+            auto_migrate=settings.auto_migrate,
+            close_timeout=settings.shutdown_timeout,
         )
         async with opened as store:
             broker = broker_from_url(
