@@ -144,7 +144,8 @@ class Store:
         try:
             outcomes = await loop.run_in_executor(self._writer_pool, commit_group, self.writer, jobs, time.time())
         except Exception as exc:
-            logger.error("group commit of %d jobs failed: %s", len(jobs), exc)
+            # The database's failures are said in a line; anything else is a bug of ours, with its traceback.
+            logger.error("group commit of %d jobs failed: %s", len(jobs), exc, exc_info=not isinstance(exc, DBAPIError))
             for pending in group:
                 if not pending.future.done():
                     pending.future.set_exception(StoreUnavailableError(f"commit failed: {exc}"))

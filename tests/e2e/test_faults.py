@@ -48,6 +48,36 @@ async def test_failed_commit_is_503_and_leaves_no_hole(
     assert [m["seq"] for m in history["messages"]] == [1, 2, 3]
 
 
+async def test_a_server_bug_in_a_write_is_503_and_logged_as_ours_never_422(
+    live: LiveServer,
+    client: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A ValueError from the server's own code while a batch is written is not the client's fault: 503 with
+    Retry-After (the SDK keeps the batch and sends it again), never a 422 it would give up on; the log has it
+    as an error with its traceback. Once the bug is gone the same batch is stored."""
+    session_id = await create_session(client, "bug")
+    url = f"/api/training/sessions/{session_id}/metrics"
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise ValueError("a bug of ours")
+
+    with monkeypatch.context() as patched, caplog.at_level(logging.ERROR, logger="bot.store"):
+        patched.setattr("bot.store.writes.update_rollups", broken)
+        failed = await client.post(
+            url, json=[{"episode": 1, "current_reward": 0.5}], headers={"Idempotency-Key": "again"}
+        )
+    assert failed.status_code == 503, failed.text
+    assert failed.headers["Retry-After"] == "1" and "nothing was stored" in failed.json()["detail"]
+    [record] = [r for r in caplog.records if r.name == "bot.store.writes"]
+    assert record.exc_info is not None and "a bug of ours" in str(record.exc_info[1])
+    stored = (
+        await client.post(url, json=[{"episode": 1, "current_reward": 0.5}], headers={"Idempotency-Key": "again"})
+    ).json()
+    assert (stored["first_seq"], stored["last_seq"]) == (1, 1)
+
+
 async def assert_error_then_1011(ws: Any) -> None:
     error = await recv_json(ws)
     assert error["type"] == "error" and error["data"]["code"] == "internal_error", error
