@@ -345,18 +345,23 @@ async def test_a_fast_live_run_keeps_a_bounded_series_per_chart(
 
 
 async def test_room_page_asks_for_the_password(live: LiveServer, client: httpx.AsyncClient, browser: Any) -> None:
-    """Opening a protected room by its code shows a password form; the right password joins."""
+    """Opening a protected room by its code shows a password form; the right password joins. The password
+    goes in the connection's first message, never in its URL (where proxies and logs would keep it)."""
     created = (
         await client.post(
             "/api/training/sessions", json={"training_id": "guarded", "room": {"password_protected": True}}
         )
     ).json()
     page = await browser.new_page()
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
     await page.goto(f"{live.url}/sessions/{created['room_code']}")
     await page.wait_for_selector("#password-form.shown")
     await page.fill("#password", created["room_password"])
     await page.click("#password-form button")
     await page.wait_for_function("() => document.getElementById('title').textContent === 'guarded'")
+    await page.wait_for_selector("#connection.connected")
+    assert len(sockets) >= 2 and not [url for url in sockets if "password" in url or created["room_password"] in url]
 
 
 async def test_list_tabs_search_sort_and_compare_selected(
