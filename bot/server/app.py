@@ -432,8 +432,9 @@ def _log_config(level: str | int, log_format: str = "text") -> dict[str, Any]:
     name = level.upper() if isinstance(level, str) else level
     config["loggers"]["bot"] = {"handlers": ["default"], "level": "DEBUG" if name == "TRACE" else name}
     config.setdefault("filters", {})["secrets"] = {"()": "bot.server.logs.RedactSecrets"}
+    config["filters"]["client_faults"] = {"()": "bot.server.logs.ClientFaults"}
     for handler in config["handlers"].values():
-        handler.setdefault("filters", []).append("secrets")
+        handler.setdefault("filters", []).extend(["client_faults", "secrets"])
     if log_format == "json":
         for formatter in config["formatters"].values():
             formatter.clear()

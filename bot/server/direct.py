@@ -45,6 +45,15 @@ def transport_of(scope: Scope) -> Any:
     return getattr(getattr(scope.get(RAW_SEND), "__self__", None), "transport", None)
 
 
+def closing(scope: Scope) -> bool:
+    """Whether the connection is on its way out: a close frame went out (ours, or the server's answer to a
+    client's protocol error) or its transport is closing. A send that fails then is the peer's doing."""
+    if getattr(getattr(scope.get(RAW_SEND), "__self__", None), "close_sent", False):
+        return True
+    transport = transport_of(scope)
+    return transport is not None and bool(transport.is_closing())
+
+
 async def drained(scope: Scope) -> None:
     """Wait until the connection's transport holds no more than its high-water mark of what was sent.
 

@@ -41,6 +41,19 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+class ClientFaults(logging.Filter):
+    """uvicorn logs a client's protocol error as an error of its own, with a traceback: a text frame that is
+    not UTF-8 (the client gets 1007). It is the client's fault, as a bad request is: a warning, one line."""
+
+    MESSAGES = frozenset({"Invalid UTF-8 sequence received from client."})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "uvicorn.error" and record.msg in self.MESSAGES and record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+            record.exc_info = record.exc_text = None
+        return True
+
+
 CONTEXT_FIELDS = ("session_id", "job_id", "run_id", "spectator_id")  # passed as `extra=` where an event has them
 
 

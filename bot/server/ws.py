@@ -35,7 +35,7 @@ from starlette.websockets import WebSocketDisconnect
 from bot.config import Settings
 from bot.frames import close_reason, control_frame, error_frame
 from bot.schemas import INT64_MAX, MESSAGE_TYPES
-from bot.server.direct import DirectWriter, WireFrames, cap_send_buffer, drained, transport_of
+from bot.server.direct import DirectWriter, WireFrames, cap_send_buffer, closing, drained, transport_of
 from bot.server.hub import Hub, HubFullError
 from bot.server.rate_limits import RateLimits, client_key
 from bot.server.services import TrainingService
@@ -166,8 +166,11 @@ async def spectate(websocket: WebSocket, session_id: str) -> None:
     except (WebSocketDisconnect, SessionNotFoundError):
         pass
     except Exception as exc:
-        # A broker or store failure, or a bug: said in the log with who it hit, and to the spectator.
         context = {"session_id": session_id, "spectator_id": spectator.id}
+        if closing(websocket.scope):  # the client broke the protocol (or left) under a send: its close is out
+            logger.debug("spectator %s of session %r: %r on a closing connection", spectator.id, session_id, exc)
+            return
+        # A broker or store failure, or a bug: said in the log with who it hit, and to the spectator.
         logger.exception("spectator %s of session %r failed", spectator.id, session_id, extra=context)
         why = f"server error ({type(exc).__name__}); reconnect with since= to resume"
         await refuse(websocket, session_id, CLOSE_INTERNAL_ERROR, "internal_error", why)
@@ -227,6 +230,10 @@ async def _serve(
                 await asyncio.wait_for(websocket.close(code, close_reason(reason)), 1.0)
     for outcome in outcomes:
         if isinstance(outcome, Exception) and not isinstance(outcome, WebSocketDisconnect | OSError):
+            if closing(websocket.scope):
+                # A send after the server answered a client's protocol error with its close (1002, 1007, 1009)
+                # fails with the server's RuntimeError: the client's doing, not ours.
+                return
             raise outcome
 
 
@@ -373,16 +380,18 @@ async def _receive(
         spectator.offer(CONTROL, "reply", reply)
         spectator.settle(asyncio.get_running_loop().time(), slow_timeout, WireFrames())
         if len(spectator.queue.items) >= spectator.queue.maxsize:
-            await _wait_for_room(spectator, slow_timeout)
+            await _wait_for_room(spectator, slow_timeout, lambda: closing(websocket.scope))
 
 
-async def _wait_for_room(spectator: Spectator, slow_timeout: float) -> None:
+async def _wait_for_room(spectator: Spectator, slow_timeout: float, gone: Callable[[], bool]) -> None:
     """A client that sends faster than it reads the replies is read no further until they have gone out:
     its messages back up in its own buffers, not the server's. If it does not catch up within the slow
     timeout, its connection is aborted at once: a close could not get out to a peer that does not read,
     and while the close handshake waited, the protocol would go on reading and discarding its flood."""
     queue, waited = spectator.queue, 0.0
     while len(queue.items) > queue.maxsize // 2 and spectator.close_request is None:
+        if gone():
+            return  # the connection is going (a protocol error): its disconnect is the next message to read
         if waited >= slow_timeout:
             spectator.request_close(CLOSE_SLOW, "too slow: it sends messages and does not read the replies")
             if spectator.cut_off is not None:
