@@ -253,8 +253,10 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=429, headers={"Retry-After": str(math.ceil(exc.retry_after))})
 
     @app.exception_handler(StoreRejectedError)
-    async def rejected(request: Request, exc: StoreRejectedError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc), "message": str(exc)}, status_code=422)
+    async def rejected(request: Request, exc: StoreRejectedError) -> Response:
+        """The shape of every 422: `detail` lists the error (of the whole body), `message` sums it up."""
+        error = {"type": exc.kind, "loc": ("body",), "msg": str(exc), "input": exc.input}
+        return Response(validation_body([error]), status_code=422, media_type="application/json")
 
     @app.exception_handler(405)
     async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
