@@ -53,7 +53,7 @@ from bot.server.http_guard import ConnectionLimits, GuardedHttpProtocol, default
 from bot.server.hub import Hub
 from bot.server.jobs import JobSupervisor, scenario_names, scenarios_dir
 from bot.server.metrics import MetricsMiddleware, ServerMetrics
-from bot.server.pages import mount_pages
+from bot.server.pages import mount_docs, mount_pages
 from bot.server.publisher import Publisher
 from bot.server.rate_limits import Counters, RateLimitedError, RateLimits, RoomPasswordGuard
 from bot.server.services import TrainingService
@@ -175,6 +175,7 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
         description="Live training metrics: push from any engine, watch over WebSocket, query history.",
         lifespan=lifespan,
         debug=settings.debug,
+        docs_url=None,  # served from the package by mount_docs, not from a CDN
     )
     app.add_middleware(RawSendMiddleware)  # for the fan-out fast path (bot/server/direct.py)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
@@ -191,6 +192,7 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
     app.include_router(ws.router)
     app.mount("/socket.io", socket_io.app)
     mount_pages(app)
+    mount_docs(app)
     _add_error_handlers(app)
     _document_bodies(app, settings)
     return app

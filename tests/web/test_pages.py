@@ -448,3 +448,23 @@ async def test_with_auth_on_the_page_asks_for_a_key_once(server_factory: Any, se
     await page.reload()
     await page.wait_for_selector("#connection.connected")
     assert len(asked) == 1
+
+
+async def test_docs_render_with_no_other_site_reachable(live: LiveServer, browser: Any) -> None:
+    """/docs (Swagger UI) renders the API from this server alone: every request to another site is refused."""
+    page = await browser.new_page()
+    elsewhere: list[str] = []
+
+    async def only_this_server(route: Any) -> None:
+        if route.request.url.startswith(live.url):
+            await route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            await route.abort()
+
+    await page.route("**/*", only_this_server)
+    await page.goto(f"{live.url}/docs")
+    await page.wait_for_selector(".swagger-ui .info .title")
+    await page.wait_for_selector('.opblock-summary-path[data-path="/api/training/sessions/{session_id}/metrics"]')
+    assert "Training Metrics Server" in await page.inner_text(".swagger-ui .info .title")
+    assert not elsewhere, elsewhere
