@@ -131,6 +131,9 @@ class Settings(BaseSettings):
     max_backlog_bytes: int = Field(4 * 1024 * 1024, gt=0, validation_alias=_env("max_backlog_bytes"))
     # A spectator that keeps dropping frames for this long is closed with code 4008.
     slow_spectator_timeout: float = Field(10.0, gt=0, validation_alias=_env("slow_spectator_timeout"))
+    # A joining spectator must have taken its welcome, snapshot and replay (`since=`) within this long, or it
+    # is closed with 4008 (and cut off if it cannot take the close): one that never reads holds no slot.
+    ws_join_timeout: float = Field(30.0, gt=0, validation_alias=_env("ws_join_timeout"))
     # A log line per HTTP request. Off unless asked for (or debug): at hundreds of pushes a second it costs
     # a sixth of a push's CPU and buries the log; errors and warnings are logged either way.
     access_log: bool = Field(False, validation_alias=_env("access_log"))

@@ -80,10 +80,14 @@ class TrainingEngineIntegration:
     async def end_training_session(
         self, training_id: str, status: str = "completed", message: str | None = None
     ) -> None:
+        """End the run as leaving its `with` block does: deliver for at most flush_timeout, and what is left is
+        in the spool on return. A close() right after keeps to that same deadline: one flush_timeout in all,
+        not one here (a flush) and another in close(), with the server down."""
         run = self._runs.pop(training_id, None) or self.run(training_id)
         self.client._sender.open_runs.discard(run.session_id)
         run.set_status(status, message)
-        await self.flush()
+        run._ended = True
+        await asyncio.to_thread(self.client._settle)
 
     async def flush(self, timeout: float | None = None) -> FlushResult:
         return await asyncio.to_thread(self.client.flush, timeout)

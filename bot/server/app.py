@@ -45,7 +45,7 @@ from bot.server.http_guard import ConnectionLimits, GuardedHttpProtocol, default
 from bot.server.hub import Hub
 from bot.server.jobs import scenario_names, scenarios_dir
 from bot.server.metrics import MetricsMiddleware, ServerMetrics
-from bot.server.pages import mount_pages
+from bot.server.pages import mount_docs, mount_pages
 from bot.server.parts import open_parts
 from bot.server.rate_limits import RateLimitedError
 from bot.server.socketio_events import SocketIOEvents
@@ -101,6 +101,7 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
         description="Live training metrics: push from any engine, watch over WebSocket, query history.",
         lifespan=lifespan,
         debug=settings.debug,
+        docs_url=None,  # served from the package by mount_docs, not from a CDN
     )
     app.add_middleware(RawSendMiddleware)  # for the fan-out fast path (bot/server/direct.py)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
@@ -117,6 +118,7 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
     app.include_router(ws.router)
     app.mount("/socket.io", socket_io.app)
     mount_pages(app)
+    mount_docs(app)
     _add_error_handlers(app)
     _document_bodies(app, settings)
     return app
@@ -154,8 +156,10 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=429, headers={"Retry-After": str(math.ceil(exc.retry_after))})
 
     @app.exception_handler(StoreRejectedError)
-    async def rejected(request: Request, exc: StoreRejectedError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc), "message": str(exc)}, status_code=422)
+    async def rejected(request: Request, exc: StoreRejectedError) -> Response:
+        """The shape of every 422: `detail` lists the error (of the whole body), `message` sums it up."""
+        error = {"type": exc.kind, "loc": ("body",), "msg": str(exc), "input": exc.input}
+        return Response(validation_body([error]), status_code=422, media_type="application/json")
 
     @app.exception_handler(405)
     async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
@@ -329,8 +333,9 @@ def _log_config(level: str | int, log_format: str = "text") -> dict[str, Any]:
     name = level.upper() if isinstance(level, str) else level
     config["loggers"]["bot"] = {"handlers": ["default"], "level": "DEBUG" if name == "TRACE" else name}
     config.setdefault("filters", {})["secrets"] = {"()": "bot.server.logs.RedactSecrets"}
+    config["filters"]["client_faults"] = {"()": "bot.server.logs.ClientFaults"}
     for handler in config["handlers"].values():
-        handler.setdefault("filters", []).append("secrets")
+        handler.setdefault("filters", []).extend(["client_faults", "secrets"])
     if log_format == "json":
         for formatter in config["formatters"].values():
             formatter.clear()

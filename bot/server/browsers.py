@@ -35,9 +35,11 @@ WILDCARD_BINDS = ("0.0.0.0", "::", "")
 
 
 def allowed_hosts(configured: list[str], bind_host: str) -> list[str]:
-    """The Host names to answer: the configured ones ("*" for any), else loopback and the bound address."""
+    """The Host names to answer: loopback always, with the configured ones ("*" for any), else with the bound
+    address. Loopback names cannot be a DNS-rebinding page's (its Host is the attacker's name), and a health
+    check on the machine itself (the Dockerfile's, on 127.0.0.1) must be answered whatever is configured."""
     if configured:
-        return configured
+        return [*configured, *(host for host in LOOPBACK_HOSTS if host not in configured)]
     return [*LOOPBACK_HOSTS, *([] if bind_host in WILDCARD_BINDS or bind_host in LOOPBACK_HOSTS else [bind_host])]
 
 

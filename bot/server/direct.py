@@ -12,6 +12,7 @@ used for every frame.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,25 @@ class RawSendMiddleware:
 def transport_of(scope: Scope) -> Any:
     """The connection's asyncio transport, where the server exposes it (uvicorn does); else None."""
     return getattr(getattr(scope.get(RAW_SEND), "__self__", None), "transport", None)
+
+
+def closing(scope: Scope) -> bool:
+    """Whether the connection is on its way out: a close frame went out (ours, or the server's answer to a
+    client's protocol error) or its transport is closing. A send that fails then is the peer's doing."""
+    if getattr(getattr(scope.get(RAW_SEND), "__self__", None), "close_sent", False):
+        return True
+    transport = transport_of(scope)
+    return transport is not None and bool(transport.is_closing())
+
+
+async def drained(scope: Scope) -> None:
+    """Wait until the connection's transport holds no more than its high-water mark of what was sent.
+
+    uvicorn's sansio and wsproto protocols hand a frame to the transport and return at once (the next send
+    waits); the legacy websockets protocol waits after each send, so there is nothing left to wait for."""
+    writable = getattr(getattr(scope.get(RAW_SEND), "__self__", None), "writable", None)
+    if isinstance(writable, asyncio.Event):
+        await writable.wait()
 
 
 def cap_send_buffer(scope: Scope, size: int) -> None:

@@ -13,6 +13,11 @@ Order: the hub remembers the last seq it delivered per session. A frame that arr
 waits `gap_wait` seconds for the missing ones and then the gap is read from the store; a frame at or
 below the delivered seq is a duplicate and dropped. A periodic look at each watched session's last
 seq in the store catches frames the broker lost at the tail (crash between commit and publish).
+
+Subscribing: the first spectator of a session subscribes to its channel and reads the session's last seq,
+from which the hub delivers. A subscribe the broker refuses (Redis away) is logged and tried again by the
+watchdog; meanwhile the session's spectators get its new frames from the store by the same periodic look,
+never what was stored before they joined.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from bot.server.broker import CHANNEL_PREFIX, Broker, BrokerUnavailableError, ch
 from bot.server.direct import WireFrames
 from bot.server.spectator import CONTROL, Spectator
 from bot.server.supervisor import Supervisor
+from bot.server.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -57,9 +63,10 @@ class _Watched:
     incarnation: tuple[str, str]  # (created_at, epoch) of the session these spectators watch
     spectators: dict[str, Spectator] = field(default_factory=dict)
     delivered: int = -1  # -1 until the first read of the store's last seq
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
     pending: dict[int, tuple[str, str]] = field(default_factory=dict)
     repair: asyncio.Task[None] | None = None
+    start: asyncio.Task[None] | None = None  # the first spectator's subscribe and read of the last seq
+    subscribed: bool = False  # False while the broker refuses the subscribe: the watchdog tries again
     recount: bool = False  # the count changed while too many watch for one message per join and leave
 
 
@@ -96,6 +103,7 @@ class Hub:
         self._gone = asyncio.Event()  # set whenever a spectator leaves (shutdown waits on it)
         self._tasks: list[asyncio.Task[None]] = []
         self.supervisor = supervisor or Supervisor()
+        self._resubscribe: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
         self._tasks = [
@@ -107,9 +115,11 @@ class Hub:
     async def __aexit__(self, *exc_info: object) -> None:
         self.close_all()
         for watched in self._sessions.values():
-            if watched.repair is not None:
-                watched.repair.cancel()
+            for task in (watched.repair, watched.start):
+                if task is not None:
+                    task.cancel()
         await self.supervisor.stop(self._tasks)
+        await cancel_and_wait([self._resubscribe])
 
     def close_all(self) -> None:
         """Ask every spectator to go with 1001 (server shutting down); one that cannot be told in time is
@@ -180,21 +190,45 @@ class Hub:
         self._announce(spectator, "joined")
 
     async def watch(self, spectator: Spectator) -> None:
-        """Make sure this instance receives the session's frames; the first spectator pays for it."""
+        """Make sure this instance receives the session's frames; the first spectator pays for it, the ones
+        joining meanwhile wait for the same start. Raises what reading the last seq raised (the store is away);
+        the next spectator then tries again."""
         watched = self._watching[spectator.id]
-        if watched.delivered >= 0 or len(watched.spectators) > 1:
-            await watched.ready.wait()
+        if watched.delivered >= 0:
             return
-        session_id = spectator.session_id
-        try:
-            await self._broker.subscribe(channel_for(session_id))
-            # Read after subscribing: anything committed later reaches us through the broker or a repair.
-            watched.delivered = (await self._last_seqs([session_id])).get(session_id, 0)
-        finally:
-            watched.ready.set()  # never leave the next spectators waiting; the watchdog repairs
-            watched.delivered = max(watched.delivered, 0)
+        if watched.start is None or watched.start.done():
+            watched.start = asyncio.create_task(self._start(spectator.session_id, watched), name="tms-hub-start")
+        await asyncio.shield(watched.start)  # a spectator that leaves does not cancel the others' start
+
+    async def _start(self, session_id: str, watched: _Watched) -> None:
+        await self._subscribe(session_id, watched)
+        # Read after subscribing: anything committed later reaches us through the broker or a repair. Never
+        # guessed: delivering from 0 would send every spectator the whole session again, 1,000 frames a turn.
+        watched.delivered = (await self._last_seqs([session_id])).get(session_id, 0)
         self._drain_pending(session_id, watched)
         self._settle(watched)
+
+    async def _subscribe(self, session_id: str, watched: _Watched, retry: bool = False) -> None:
+        """Subscribe to the session's channel. A refusal is logged (a retry's only once it works), not raised:
+        the spectators are served from the store meanwhile, and the watchdog tries again."""
+        try:
+            await self._broker.subscribe(channel_for(session_id))
+        except BrokerUnavailableError as exc:
+            if not retry:
+                logger.warning(
+                    "hub: %s; spectators of session %r get its frames from the store until subscribing again works",
+                    exc,
+                    session_id,
+                    extra={"session_id": session_id},
+                )
+            watched.subscribed = False
+            return
+        if retry:
+            logger.info("hub: subscribed to session %r again", session_id, extra={"session_id": session_id})
+        watched.subscribed = True
+        if session_id not in self._sessions:
+            with contextlib.suppress(BrokerUnavailableError):  # everyone left meanwhile
+                await self._broker.unsubscribe(channel_for(session_id))
 
     async def remove(self, spectator: Spectator) -> None:
         watched = self._watching.pop(spectator.id, None)
@@ -211,8 +245,9 @@ class Hub:
             return
         if current:
             del self._sessions[session_id]
-            if watched.repair is not None:
-                watched.repair.cancel()
+            for task in (watched.repair, watched.start):
+                if task is not None:
+                    task.cancel()
         elif session_id in self._sessions:
             return  # the last of a retired incarnation; the current one still needs the channel
         try:
@@ -220,8 +255,11 @@ class Hub:
             if session_id in self._sessions:  # someone joined while we unsubscribed
                 await self._broker.subscribe(channel_for(session_id))
         except BrokerUnavailableError as exc:
-            # Nothing to tell the spectator that left; one still watching is repaired from the store.
+            # Nothing to tell the spectator that left; one still watching is repaired from the store, and its
+            # subscription is made again by the watchdog.
             logger.warning("hub: %s (spectator %s of session %r left)", exc, spectator.id, session_id)
+            if (rejoined := self._sessions.get(session_id)) is not None:
+                rejoined.subscribed = False
 
     def _retire(self, session_id: str, watched: _Watched) -> None:
         """The incarnation is gone: its spectators are closed, and its state no longer takes frames."""
@@ -351,12 +389,22 @@ class Hub:
         except Exception:
             logger.exception("hub: repair of session %r failed; the watchdog will try again", session_id)
 
+    async def _subscribe_again(self) -> None:
+        for session_id, watched in list(self._sessions.items()):
+            if not watched.subscribed and watched.delivered >= 0 and self._sessions.get(session_id) is watched:
+                await self._subscribe(session_id, watched, retry=True)
+
     async def _watchdog(self) -> None:
         while True:
             await asyncio.sleep(self.repair_interval)
             self._recount()
             for current in list(self._sessions.values()):
                 self._settle(current)  # a spectator that stays behind is closed even when no new data comes
+            refused = any(not w.subscribed and w.delivered >= 0 for w in self._sessions.values())
+            if refused and (self._resubscribe is None or self._resubscribe.done()):
+                # A task of its own: while the broker is away each try takes its timeout, and the repairs below
+                # are then the spectators' only feed.
+                self._resubscribe = asyncio.create_task(self._subscribe_again(), name="tms-hub-resubscribe")
             ready = [sid for sid, w in self._sessions.items() if w.delivered >= 0]
             if not ready:
                 continue

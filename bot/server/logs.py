@@ -8,14 +8,25 @@ import logging
 import re
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote_plus
 
 import orjson
 
-SECRET_IN_QUERY = re.compile(r"\b(password|token|access_token|api_key|key)=[^&\s\"']*", re.IGNORECASE)
+SECRET_NAMES = frozenset({"password", "token", "access_token", "api_key", "key"})
+# A query's `name=value`: the name as sent (percent-encoded or not), the value up to the next `&` or space,
+# whatever it holds (quotes too), as the server reads it.
+QUERY_PAIR = re.compile(r"(?<![\w%.+~-])([\w%.+~-]+)=([^&\s]*)")
+
+
+def _mask(pair: re.Match[str]) -> str:
+    name = pair.group(1)
+    return f"{name}=***" if unquote_plus(name).lower() in SECRET_NAMES else pair.group(0)
 
 
 def redact(text: str) -> str:
-    return SECRET_IN_QUERY.sub(r"\1=***", text)
+    """Masks the value of every query parameter that the server reads as a secret: its name is decoded as
+    the server decodes it (`pass%77ord` is `password`)."""
+    return QUERY_PAIR.sub(_mask, text) if "=" in text else text
 
 
 class RedactSecrets(logging.Filter):
@@ -27,6 +38,19 @@ class RedactSecrets(logging.Filter):
             record.msg = redact(record.msg)
         if isinstance(record.args, tuple):
             record.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in record.args)
+        return True
+
+
+class ClientFaults(logging.Filter):
+    """uvicorn logs a client's protocol error as an error of its own, with a traceback: a text frame that is
+    not UTF-8 (the client gets 1007). It is the client's fault, as a bad request is: a warning, one line."""
+
+    MESSAGES = frozenset({"Invalid UTF-8 sequence received from client."})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "uvicorn.error" and record.msg in self.MESSAGES and record.levelno > logging.WARNING:
+            record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+            record.exc_info = record.exc_text = None
         return True
 
 

@@ -1,6 +1,7 @@
 """The built-in spectator pages: plain HTML, CSS and JavaScript shipped in the package (no CDN, no build).
 
-Every file is read into memory when the app is built (about 140 kB) and served from there. A running
+Every file is read into memory when the app is built (about 2 MB, most of it Swagger UI for `/docs`) and
+served from there. A running
 server then never opens the package's files again, so it keeps serving its pages when the installed copy
 is replaced or removed under it: `pip install -r requirements-dev.txt` after `pip install . && bot serve`
 reinstalls the package editable, which deletes the site-packages copy the server was started from.
@@ -15,7 +16,8 @@ from email.utils import formatdate, parsedate
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
-from fastapi.responses import Response
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse, Response
 
 STATIC = Path(__file__).resolve().parent.parent / "web" / "static"
 PAGES = {"/": "index.html", "/sessions/{key}": "session.html", "/compare": "compare.html"}
@@ -94,3 +96,27 @@ def pages_router(assets: dict[str, Asset]) -> APIRouter:
 def mount_pages(app: FastAPI, directory: Path = STATIC) -> None:
     """Read the static files now, and serve the pages from memory for the life of the app."""
     app.include_router(pages_router(load_assets(directory)))
+
+
+DOCS = "/docs"
+SWAGGER = "/static/vendor/swagger-ui"  # swagger-ui-dist 5 (npm), vendored like uPlot: bundle, css, icon, licence
+
+
+def mount_docs(app: FastAPI) -> None:
+    """`/docs`, Swagger UI from this package's own files: FastAPI's loads them from a CDN, so an offline
+    machine (or one whose browser may not reach the CDN) got a blank page. The app is made with docs_url=None."""
+
+    @app.get(DOCS, include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=f"{DOCS}/oauth2-redirect",
+            swagger_js_url=f"{SWAGGER}-bundle.js",
+            swagger_css_url=f"{SWAGGER}.css",
+            swagger_favicon_url=f"{SWAGGER}-favicon-32x32.png",
+        )
+
+    @app.get(f"{DOCS}/oauth2-redirect", include_in_schema=False)
+    async def oauth2_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()

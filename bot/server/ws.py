@@ -4,12 +4,16 @@ Lifecycle: accept → check the session and the limits → register with the hub
 from now on is missed) → welcome (`connection_status`), optional `reset`, `snapshot` → replay from the
 store after `since` → live. One sender task per spectator is the only writer to the socket; the
 handler reads client messages (`ping`, `subscribe`, `unsubscribe`) and answers through the same queue.
+The join (from taking a slot until welcome, snapshot and replay have left the server's buffers) has a
+deadline, `ws_join_timeout`: a client that never reads is closed like a slow one and cut off when the close
+cannot get out, and from the moment it holds a slot, shutdown and the slow-spectator timer can cut it off too.
 
 Who may watch: ws_access.py. Close codes: 4400 bad query parameter, 4401 no or bad credentials (or a
 token that expired, a key revoked), 4403 not allowed, room password missing or wrong, 4404 unknown session,
 4429 session full, or too many wrong passwords for the room lately, or this client over a rate limit
 (connections, messages, password attempts; `retry_after` in the `error` before the close),
-1013 server full or too many connections at once (a retry delay in the reason), 4008 too slow,
+1013 server full or too many connections at once (a retry delay in the reason), 4008 too slow (or the join
+not taken within `ws_join_timeout`),
 4410 session deleted, 1008 too many invalid messages, 1001 server shutting down,
 1011 server error (logged with the spectator's and the session's id).
 """
@@ -20,6 +24,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import orjson
@@ -30,7 +35,7 @@ from starlette.websockets import WebSocketDisconnect
 from bot.config import Settings
 from bot.frames import close_reason, control_frame, error_frame
 from bot.schemas import INT64_MAX, MESSAGE_TYPES
-from bot.server.direct import DirectWriter, WireFrames, cap_send_buffer, transport_of
+from bot.server.direct import DirectWriter, WireFrames, cap_send_buffer, closing, drained, transport_of
 from bot.server.hub import Hub, HubFullError
 from bot.server.rate_limits import RateLimits, client_key
 from bot.server.services import TrainingService
@@ -155,22 +160,42 @@ async def spectate(websocket: WebSocket, session_id: str) -> None:
         hub.add(spectator, limit=session["max_spectators"])
     except HubFullError as exc:
         return await refuse(websocket, session_id, exc.code, exc.error, exc.reason)
+    if (transport := transport_of(websocket.scope)) is not None:
+        spectator.cut_off = transport.abort  # _serve adds its tasks; until then shutdown and timers can cut it off
+    join_timeout = settings.ws_join_timeout
+    overdue = asyncio.get_running_loop().call_later(join_timeout, _join_overdue, spectator, join_timeout)
     credentials: CredentialWatch = websocket.state.credential_watch
     credentials.add(spectator, principal)
     try:
         await hub.watch(spectator)
-        await _serve(websocket, spectator, service, hub, since, epoch, who)
+        await _serve(websocket, spectator, service, hub, since, epoch, who, overdue.cancel)
     except (WebSocketDisconnect, SessionNotFoundError):
         pass
     except Exception as exc:
-        # A broker or store failure, or a bug: said in the log with who it hit, and to the spectator.
         context = {"session_id": session_id, "spectator_id": spectator.id}
+        if closing(websocket.scope):  # the client broke the protocol (or left) under a send: its close is out
+            logger.debug("spectator %s of session %r: %r on a closing connection", spectator.id, session_id, exc)
+            return
+        # A broker or store failure, or a bug: said in the log with who it hit, and to the spectator.
         logger.exception("spectator %s of session %r failed", spectator.id, session_id, extra=context)
         why = f"server error ({type(exc).__name__}); reconnect with since= to resume"
         await refuse(websocket, session_id, CLOSE_INTERNAL_ERROR, "internal_error", why)
     finally:
+        overdue.cancel()
         credentials.discard(spectator)
         await hub.remove(spectator)
+
+
+def _join_overdue(spectator: Spectator, timeout: float) -> None:
+    """The join deadline ran out: the spectator is closed like a slow one, and cut off when the close cannot get
+    out (it does not read), so a client that never reads its welcome, snapshot or replay holds no slot."""
+    sid = spectator.session_id
+    context = {"session_id": sid, "spectator_id": spectator.id}
+    logger.info(
+        "spectator %s of session %r did not take its join within %g s", spectator.id, sid, timeout, extra=context
+    )
+    why = f"too slow: the join (welcome, snapshot, replay) was not read within {timeout:g} s; resume with since="
+    spectator.request_close(CLOSE_SLOW, why)
 
 
 async def _serve(
@@ -181,9 +206,11 @@ async def _serve(
     since: int | None,
     epoch: str | None,
     who: str,
+    joined: Callable[[], object],
 ) -> None:
+    """`joined` is called once the join is over (the join deadline is then lifted)."""
     since = await _greet(websocket, spectator, service, hub, since, epoch)
-    sender = asyncio.create_task(_send(websocket, spectator, service, replay=since is not None))
+    sender = asyncio.create_task(_send(websocket, spectator, service, since is not None, joined))
     receiver = asyncio.create_task(_receive(websocket, spectator, hub.slow_timeout, websocket.state.rate_limits, who))
     transport = transport_of(websocket.scope)
 
@@ -209,6 +236,10 @@ async def _serve(
                 await asyncio.wait_for(websocket.close(code, close_reason(reason)), 1.0)
     for outcome in outcomes:
         if isinstance(outcome, Exception) and not isinstance(outcome, WebSocketDisconnect | OSError):
+            if closing(websocket.scope):
+                # A send after the server answered a client's protocol error with its close (1002, 1007, 1009)
+                # fails with the server's RuntimeError: the client's doing, not ours.
+                return
             raise outcome
 
 
@@ -272,6 +303,8 @@ async def _replay(websocket: WebSocket, spectator: Spectator, service: TrainingS
             types = sorted(spectator.queue.types)
             frames, more = await joins.replay_page(spectator.session_id, types, spectator.delivered_through)
             for seq, _type, frame in frames:
+                if spectator.close_request is not None:
+                    return  # closed meanwhile (the join deadline, a shutdown): its close goes out next
                 await websocket.send_text(frame)
                 spectator.delivered_through = seq
             service.stats.messages_out += len(frames)
@@ -280,9 +313,15 @@ async def _replay(websocket: WebSocket, spectator: Spectator, service: TrainingS
             return
 
 
-async def _send(websocket: WebSocket, spectator: Spectator, service: TrainingService, replay: bool) -> None:
+async def _send(
+    websocket: WebSocket, spectator: Spectator, service: TrainingService, replay: bool, joined: Callable[[], object]
+) -> None:
     if replay:
         await _replay(websocket, spectator, service)
+    # The join is over once its frames have left the server's buffers: a snapshot is handed over in one write
+    # that returns at once, and a peer that never reads would otherwise be taken for live.
+    await drained(websocket.scope)
+    joined()
     queue, sid = spectator.queue, spectator.session_id
     while spectator.close_request is None:
         item = queue.pop()
@@ -347,16 +386,18 @@ async def _receive(
         spectator.offer(CONTROL, "reply", reply)
         spectator.settle(asyncio.get_running_loop().time(), slow_timeout, WireFrames())
         if len(spectator.queue.items) >= spectator.queue.maxsize:
-            await _wait_for_room(spectator, slow_timeout)
+            await _wait_for_room(spectator, slow_timeout, lambda: closing(websocket.scope))
 
 
-async def _wait_for_room(spectator: Spectator, slow_timeout: float) -> None:
+async def _wait_for_room(spectator: Spectator, slow_timeout: float, gone: Callable[[], bool]) -> None:
     """A client that sends faster than it reads the replies is read no further until they have gone out:
     its messages back up in its own buffers, not the server's. If it does not catch up within the slow
     timeout, its connection is aborted at once: a close could not get out to a peer that does not read,
     and while the close handshake waited, the protocol would go on reading and discarding its flood."""
     queue, waited = spectator.queue, 0.0
     while len(queue.items) > queue.maxsize // 2 and spectator.close_request is None:
+        if gone():
+            return  # the connection is going (a protocol error): its disconnect is the next message to read
         if waited >= slow_timeout:
             spectator.request_close(CLOSE_SLOW, "too slow: it sends messages and does not read the replies")
             if spectator.cut_off is not None:

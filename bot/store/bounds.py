@@ -48,9 +48,11 @@ class SessionBounds:
         new = names - stored
         if len(stored) + len(new) > limit:
             what = "metric series" if kind == "series" else "graphs"
+            first = sorted(new)[0]
             raise SessionLimitError(
                 f"this session has {len(stored)} {what} and the batch adds {len(new)} (first new: "
-                f"{sorted(new)[0]!r}); at most {limit} per session (max_{kind}_per_session)"
+                f"{first!r}); at most {limit} per session (max_{kind}_per_session)",
+                first,
             )
         self._known[key] = stored | new
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, ExceptionContext, make_url
+from sqlalchemy.exc import DataError
 from sqlalchemy.pool import StaticPool
 
 SUPPORTED = "sqlite:///PATH, sqlite:// (in memory) or postgresql://USER@HOST/DB"
@@ -45,10 +46,12 @@ def create_engines(url: str, *, sqlite_synchronous: str = "FULL", readers: int =
         reader = create_engine(
             parsed, pool_size=readers, max_overflow=0, isolation_level="AUTOCOMMIT", pool_reset_on_return=None
         )
+        _driver_refusals(writer)
         return writer, reader
     if is_memory(parsed):
         engine = create_engine(parsed, poolclass=StaticPool, connect_args={"check_same_thread": False})
         _sqlite_pragmas(engine, sqlite_synchronous, begin="BEGIN")
+        _driver_refusals(engine)
         return engine, engine
     if parsed.database:
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -57,7 +60,22 @@ def create_engines(url: str, *, sqlite_synchronous: str = "FULL", readers: int =
     # IMMEDIATE takes the write lock at BEGIN, so the writer's read-then-update cannot be raced.
     _sqlite_pragmas(writer, sqlite_synchronous, begin="BEGIN IMMEDIATE")
     _sqlite_pragmas(reader, sqlite_synchronous, begin="BEGIN")
+    _driver_refusals(writer)
     return writer, reader
+
+
+def _driver_refusals(engine: Engine) -> None:
+    """A value the driver cannot bind is refused with a plain ValueError or OverflowError (sqlite3: an integer
+    past 64 bits, a lone surrogate; psycopg: a lone surrogate), which SQLAlchemy passes on as it is, like a bug
+    of ours. Raised while a statement executes, it is the database's refusal of the value: it becomes the
+    DataError a DBAPI raises for the values it refuses itself, so only those are answered 422 (writes.py)."""
+
+    @event.listens_for(engine, "handle_error")
+    def _value_refused(context: ExceptionContext) -> DataError | None:
+        original = context.original_exception
+        if context.sqlalchemy_exception is None and isinstance(original, ValueError | OverflowError):
+            return DataError(context.statement, context.parameters, original)
+        return None
 
 
 def _sqlite_pragmas(engine: Engine, synchronous: str, *, begin: str) -> None:

@@ -41,8 +41,19 @@ class StoreUnavailableError(StoreError):
 
 
 class StoreRejectedError(StoreError):
-    """A value passed validation but the database refused it; retrying the same request cannot succeed."""
+    """A value passed validation but the database refused it; retrying the same request cannot succeed.
+
+    `kind` and `input` fill the 422's `detail` entry, of the shape every 422 has."""
+
+    kind = "value_refused"
+
+    def __init__(self, message: str, input: object = None) -> None:
+        super().__init__(message)
+        self.input = input
 
 
 class SessionLimitError(StoreRejectedError):
-    """The batch would take a session past one of its bounds (bot/store/bounds.py); nothing was written."""
+    """The batch would take a session past one of its bounds (bot/store/bounds.py); nothing was written.
+    `input` is the first name it would add."""
+
+    kind = "session_limit"

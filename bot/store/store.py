@@ -42,9 +42,16 @@ class Store:
     """Open with `async with Store(url) as store:`; every method is safe to call from the event loop."""
 
     def __init__(
-        self, url: str, *, sqlite_synchronous: str = "FULL", max_group: int = 512, auto_migrate: bool = False
+        self,
+        url: str,
+        *,
+        sqlite_synchronous: str = "FULL",
+        max_group: int = 512,
+        auto_migrate: bool = False,
+        close_timeout: float = 5.0,
     ) -> None:
         self.url = url
+        self.close_timeout = close_timeout  # how long closing waits for reads still running (never on the loop)
         self.auto_migrate = auto_migrate
         self.writer, self.reader = create_engines(url, sqlite_synchronous=sqlite_synchronous)
         self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="tms-writer")
@@ -74,6 +81,18 @@ class Store:
         if self._task is not None:
             self._queue.put_nowait(None)  # finish what is queued, then stop
             await self._task
+        # Reads still running end on their own threads; waiting for them here, on the loop, would stop every
+        # other task until the slowest query returned. They are waited for elsewhere, for close_timeout at most.
+        closing = asyncio.get_running_loop().run_in_executor(None, self._close_pools)
+        try:
+            await asyncio.wait_for(asyncio.shield(closing), self.close_timeout)
+        except TimeoutError:
+            logger.warning(
+                "store: reads still running %g s after closing began; not waiting for them", self.close_timeout
+            )
+
+    def _close_pools(self) -> None:
+        """Blocking: waits for the reads in progress, then closes the connections."""
         self._writer_pool.shutdown(wait=True)
         self._reader_pool.shutdown(wait=True)
         self._heavy_pool.shutdown(wait=True)
@@ -125,7 +144,8 @@ class Store:
         try:
             outcomes = await loop.run_in_executor(self._writer_pool, commit_group, self.writer, jobs, time.time())
         except Exception as exc:
-            logger.error("group commit of %d jobs failed: %s", len(jobs), exc)
+            # The database's failures are said in a line; anything else is a bug of ours, with its traceback.
+            logger.error("group commit of %d jobs failed: %s", len(jobs), exc, exc_info=not isinstance(exc, DBAPIError))
             for pending in group:
                 if not pending.future.done():
                     pending.future.set_exception(StoreUnavailableError(f"commit failed: {exc}"))

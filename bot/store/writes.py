@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, update
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError
 
 from bot.frames import FrameRun, control_frame, data_frames, iso
 from bot.schemas import ENDED_STATUSES, GraphPoint, PerformanceGraphData, SessionCreate, SessionUpdate
@@ -110,13 +110,17 @@ def _commit_once(engine: Engine, jobs: Sequence[Job], now: float) -> list[Applie
 
 
 def _refusal(cause: BaseException | None) -> Exception:
-    """Why a job failed alone: a value the database cannot hold is the request's fault (422, never worth
-    retrying); anything else (a lock, a full disk, a lost connection) may pass, so it stays retryable."""
+    """Why a job failed alone. Only the database's refusal of a value (a DataError, which engine.py makes of
+    the driver's too) is the request's fault: 422, never worth retrying. Anything else is ours or passing (a
+    bug, a lock, a full disk, a lost connection): retryable, 503, and logged with its traceback."""
+    if isinstance(cause, DataError):
+        logger.warning("the database refused a value of a write, which was not stored: %r", cause.orig)
+        return StoreRejectedError(f"the database refused a value of this request: {cause.orig}")
+    logger.error("a write failed alone and was not stored", exc_info=cause)
     original = getattr(cause, "orig", None) or cause
-    logger.error("a write failed alone and was not stored: %r", original)
-    if isinstance(cause, DataError) or isinstance(original, ValueError | TypeError | OverflowError | RecursionError):
-        return StoreRejectedError(f"the database refused a value of this request: {original}")
-    return StoreUnavailableError(f"commit failed: {original}")
+    if isinstance(cause, DBAPIError):
+        return StoreUnavailableError(f"commit failed: {original}")
+    return StoreUnavailableError(f"a server error stopped the commit ({type(original).__name__}); it is in the log")
 
 
 @dataclass

@@ -149,4 +149,15 @@ async def test_allowed_hosts_can_be_set(server_factory: Any, settings: Settings)
     live = await server_factory(settings.model_copy(update={"allowed_hosts": ["metrics.lab", "127.0.0.1"]}))
     async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
         assert (await client.get("/health", headers={"Host": "metrics.lab"})).status_code == 200
-        assert (await client.get("/health", headers={"Host": "localhost"})).status_code == 400
+        assert (await client.get("/health", headers={"Host": "metrics.example.org"})).status_code == 400
+
+
+async def test_loopback_is_always_allowed_beside_the_allowed_hosts(server_factory: Any, settings: Settings) -> None:
+    """TMS_ALLOWED_HOSTS=metrics.example.org, as the Dockerfile advises: its health check on 127.0.0.1 (and
+    anything else on the machine itself, by a loopback name) is still answered; another name is not. A
+    DNS-rebinding page cannot send a loopback Host, so answering one opens nothing."""
+    live = await server_factory(settings.model_copy(update={"allowed_hosts": ["metrics.example.org"]}))
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+        for host in (f"127.0.0.1:{live.port}", "localhost", "[::1]:8000", "metrics.example.org"):
+            assert (await client.get("/health", headers={"Host": host})).status_code == 200, host
+        assert (await client.get("/health", headers={"Host": "attacker.example"})).status_code == 400

@@ -13,7 +13,7 @@ import pytest
 import websockets
 
 from bot.config import Settings
-from tests.conftest import TIMEOUT, LiveServer, PrivateRedis, create_session, recv_json
+from tests.conftest import TIMEOUT, LiveServer, PrivateRedis, connect_and_sync, create_session, recv_data, recv_json
 
 
 def arm_fault(db_path: Path, armed: bool) -> None:
@@ -48,6 +48,36 @@ async def test_failed_commit_is_503_and_leaves_no_hole(
     assert [m["seq"] for m in history["messages"]] == [1, 2, 3]
 
 
+async def test_a_server_bug_in_a_write_is_503_and_logged_as_ours_never_422(
+    live: LiveServer,
+    client: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A ValueError from the server's own code while a batch is written is not the client's fault: 503 with
+    Retry-After (the SDK keeps the batch and sends it again), never a 422 it would give up on; the log has it
+    as an error with its traceback. Once the bug is gone the same batch is stored."""
+    session_id = await create_session(client, "bug")
+    url = f"/api/training/sessions/{session_id}/metrics"
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise ValueError("a bug of ours")
+
+    with monkeypatch.context() as patched, caplog.at_level(logging.ERROR, logger="bot.store"):
+        patched.setattr("bot.store.writes.update_rollups", broken)
+        failed = await client.post(
+            url, json=[{"episode": 1, "current_reward": 0.5}], headers={"Idempotency-Key": "again"}
+        )
+    assert failed.status_code == 503, failed.text
+    assert failed.headers["Retry-After"] == "1" and "nothing was stored" in failed.json()["detail"]
+    [record] = [r for r in caplog.records if r.name == "bot.store.writes"]
+    assert record.exc_info is not None and "a bug of ours" in str(record.exc_info[1])
+    stored = (
+        await client.post(url, json=[{"episode": 1, "current_reward": 0.5}], headers={"Idempotency-Key": "again"})
+    ).json()
+    assert (stored["first_seq"], stored["last_seq"]) == (1, 1)
+
+
 async def assert_error_then_1011(ws: Any) -> None:
     error = await recv_json(ws)
     assert error["type"] == "error" and error["data"]["code"] == "internal_error", error
@@ -72,15 +102,22 @@ async def test_a_store_failure_while_joining_is_an_error_and_1011(
     assert (await client.get("/health")).status_code == 200
 
 
-async def test_a_broker_failure_while_joining_is_an_error_and_1011(
-    server_factory: Any, settings: Settings, private_redis: PrivateRedis, spectators: Any
+async def test_a_broker_failure_while_joining_leaves_the_spectator_fed_from_the_store(
+    server_factory: Any,
+    settings: Settings,
+    private_redis: PrivateRedis,
+    spectators: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Redis gone when a spectator joins: it gets an `error` and close 1011 (not a dropped connection);
-    ingest still answers, because the store, not the broker, is the log."""
-    live = await server_factory(settings.model_copy(update={"redis_url": private_redis.url}))
+    """Redis gone when a spectator joins: it joins all the same and gets what is pushed from the store (the
+    broker is a fast path, not the log), the log says the subscribe failed, and ingest still answers."""
+    live = await server_factory(settings.model_copy(update={"redis_url": private_redis.url, "broker_timeout": 0.2}))
     async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
         session_id = await create_session(client, "no-broker")
         await asyncio.to_thread(private_redis.stop)
-        await assert_error_then_1011(await spectators(live.ws_url(session_id)))
+        with caplog.at_level(logging.WARNING, logger="bot.server.hub"):
+            ws = await connect_and_sync(spectators, live.ws_url(session_id))
+        assert any("subscribe" in r.getMessage() and "no-broker" in r.getMessage() for r in caplog.records)
         response = await client.post(f"/api/training/sessions/{session_id}/metrics", json={"episode": 1})
         assert response.status_code == 200
+        assert [m["data"]["episode"] for m in await recv_data(ws, 1)] == [1]

@@ -56,6 +56,36 @@ async def test_big_batches_go_through_a_worker_process(
     assert seqs == list(range(1, 8001)) and episodes == list(range(8000))
 
 
+async def test_a_worker_that_cannot_be_replaced_leaves_no_request_waiting(
+    server_factory: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The one worker dies with a body in it and one more body waiting for it, and no new worker can start
+    (here: the Python it would run is gone): both bodies are read in the server process, and so is the next."""
+    live = await server_factory(settings.model_copy(update={"ingest_processes": 1}))
+    url = "/api/training/sessions/{}/metrics"
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+        session_id = await create_session(client, "orphaned")
+        [worker] = children_of(os.getpid())
+        monkeypatch.setattr(sys, "executable", "/nonexistent/python")  # its replacement cannot start
+        os.kill(worker, signal.SIGSTOP)  # takes a body and answers nothing
+        try:
+            pending = [
+                asyncio.create_task(client.post(url.format(session_id), json=points(n, 2000))) for n in (0, 2000)
+            ]
+            await asyncio.sleep(0.5)  # one body is in the stopped worker, the other waits for it
+        finally:
+            os.kill(worker, signal.SIGKILL)
+        async with asyncio.timeout(TIMEOUT):
+            responses = await asyncio.gather(*pending)
+        assert [response.status_code for response in responses] == [200, 200], [r.text for r in responses]
+        later = await client.post(url.format(session_id), json=points(4000, 2000))
+        assert later.status_code == 200, later.text
+        assert "could not start an ingest worker" in caplog.text
+        history = (await client.get(f"/api/training/sessions/{session_id}/history", params={"limit": 10_000})).json()
+    assert [message["seq"] for message in history["messages"]] == list(range(1, 6001))
+    assert sorted(message["data"]["episode"] for message in history["messages"]) == list(range(6000))
+
+
 def children_of(pid: int) -> list[int]:
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):

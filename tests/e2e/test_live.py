@@ -456,3 +456,58 @@ async def test_a_spectator_that_sends_and_never_reads_its_replies_is_closed(
         await client.post(f"/api/training/sessions/{session_id}/metrics", json={"episode": 1})
         assert (await recv_data(other, 1))[0]["data"]["episode"] == 1
         pinger.transport.abort()
+
+
+def handshake_only(port: int, path: str) -> socket.socket:
+    """A raw client that sends a WebSocket upgrade and then never reads a byte, with a tiny receive buffer:
+    whatever the server sends after the 101 backs up in the server's buffers at once."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    sock.sendall(request.encode())
+    return sock
+
+
+@pytest.mark.slow  # the join deadline and the close's grace period run out
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads the kernel's TCP table (Linux)")
+@pytest.mark.parametrize("join", ["snapshot", "replay"])
+async def test_a_spectator_that_never_reads_its_join_loses_its_slot_after_the_join_deadline(
+    server_factory: Any, settings: Settings, spectators: Any, join: str
+) -> None:
+    """A client that opens a spectator connection and never reads (not its welcome, snapshot or replay) holds
+    its slot only until the join deadline: then it is closed, and cut off as it cannot take the close. It
+    joins live-only with a big snapshot, or with since=0 over many stored messages, and nothing is pushed
+    afterwards, so no slow-spectator timer could catch it."""
+    update = {"ws_send_buffer": 8192, "max_connections_per_session": 1, "ws_join_timeout": 1.0}
+    live = await server_factory(settings.model_copy(update=update))
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+        session_id = await create_session(client, f"join-{join}")
+        if join == "snapshot":  # 20 series of 1,000 points: a snapshot of about 1 MB
+            series = {f"s{n}": [{"value": float(v)} for v in range(1000)] for n in range(20)}
+            body = {"graph_id": "g", "data_points": series}
+            response = await client.post(f"/api/training/sessions/{session_id}/graph_update", json=body)
+            assert response.status_code == 200, response.text
+            query = ""
+        else:  # 3,000 stored messages of about 200 bytes each, replayed from seq 1
+            await push_wide(client, session_id, batches=60)
+            query = "?since=0"
+        sock = handshake_only(live.port, f"/ws/{session_id}{query}")
+        client_port = sock.getsockname()[1]
+        try:
+            async with asyncio.timeout(3 * TIMEOUT):
+                while (await client.get(f"/api/training/sessions/{session_id}")).json()["spectators"] != 1:
+                    await asyncio.sleep(0.05)  # it holds the session's one slot
+                while (await client.get(f"/api/training/sessions/{session_id}")).json()["spectators"] != 0:
+                    await asyncio.sleep(0.1)
+                while established(live.port, client_port):
+                    await asyncio.sleep(0.1)
+            again = await spectators(live.ws_url(session_id), max_size=None)  # the freed slot
+            assert (await recv_until(again, "snapshot"))["data"]["graphs"] or join == "replay"
+            await client.post(f"/api/training/sessions/{session_id}/metrics", json={"episode": 9999})
+            assert (await recv_data(again, 1))[0]["data"]["episode"] == 9999
+        finally:
+            sock.close()

@@ -32,6 +32,10 @@ async def test_series_and_graphs_per_session_are_bounded(server_factory: Any, se
             assert response.status_code == 200
         refused = await client.post(graph, json={"graph_id": "g3", "data_points": {"x": [{"value": 1.0}]}})
         assert refused.status_code == 422 and "max_graphs_per_session" in refused.text
+        # The same shape as every other 422: `detail` lists the error with its `loc`, `message` sums it up.
+        [error] = refused.json()["detail"]
+        assert error["type"] == "session_limit" and error["loc"] == ["body"] and error["input"] == "g3", error
+        assert "max_graphs_per_session" in error["msg"] and "max_graphs_per_session" in refused.json()["message"]
 
         session = (await client.get(f"{BASE}/{session_id}")).json()
         assert session["last_seq"] == 6  # the refused batches stored nothing and took no seq

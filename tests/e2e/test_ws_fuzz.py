@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import random
+import socket
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -34,8 +35,14 @@ class RawSpectator:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def connect(cls, live: LiveServer, session_id: str) -> RawSpectator:
-        reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
+    async def connect(cls, live: LiveServer, session_id: str, receive_buffer: int = 0) -> RawSpectator:
+        """`receive_buffer`: the socket's kernel receive buffer, small for a client that reads slowly."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if receive_buffer:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        sock.connect(("127.0.0.1", live.port))
+        sock.setblocking(False)
+        reader, writer = await asyncio.open_connection(sock=sock)
         key = base64.b64encode(os.urandom(16)).decode()
         writer.write(
             f"GET /ws/{session_id} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -203,3 +210,55 @@ async def test_abusive_spectators_get_an_error_or_a_close_and_the_rest_carry_on(
     assert errors and errors <= known
     ours = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("bot")]
     assert not ours
+
+
+# ("oversized" is left out: the server closes while its payload still arrives, and the reset that answers
+# those bytes may destroy the close frame before the client reads it.)
+PROTOCOL_ERRORS = {"invalid utf-8": 1007, "declared huge": 1009, "broken framing": 1002, "reserved opcode": 1002}
+
+
+async def read_frame(reader: asyncio.StreamReader) -> bytes:
+    """The next frame's payload (a server's frames are never masked)."""
+    _, second = await reader.readexactly(2)
+    length = second & 0x7F
+    if length == 126:
+        (length,) = struct.unpack("!H", await reader.readexactly(2))
+    elif length == 127:
+        (length,) = struct.unpack("!Q", await reader.readexactly(8))
+    return await reader.readexactly(length)
+
+
+async def break_the_replay(live: LiveServer, session_id: str, style: str) -> int | None:
+    """Join with since=0 on a small receive buffer (the server's buffers are never empty), and once the replay
+    has begun, break the protocol while reading on to the close: its code."""
+    ws = await RawSpectator.connect(live, f"{session_id}?since=0", receive_buffer=4096)
+    async with asyncio.timeout(3 * TIMEOUT):
+        while b'"seq":1,' not in await read_frame(ws.reader):
+            pass
+        for i in range(200):  # its replies wait behind the replay: the server stops reading it for a while
+            ws.send(TEXT, b'{"type":"ping","data":%d}' % i)
+        STYLES[style](ws, random.Random(0))
+        _, code = await ws.replies()
+    return code
+
+
+async def test_a_protocol_error_during_a_replay_is_the_clients_close_code_and_no_server_error(
+    server_factory: Any, settings: Settings, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Spectators that break the protocol while their `since=0` replay is being sent: each is closed with the
+    code of what it did wrong (1007, 1009, 1002), never 1011, and the server logs no error of its own: not
+    ours, nor uvicorn's traceback for the client's invalid UTF-8 (a warning, as the client's fault)."""
+    live = await server_factory(settings.model_copy(update={"max_connections_per_session": 50, "ws_send_buffer": 8192}))
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+        session_id = await create_session(client, "replayed")
+        for batch in range(10):
+            body = [{"episode": batch * 500 + i, "algorithm": "x" * 60} for i in range(500)]
+            assert (await client.post(f"/api/training/sessions/{session_id}/metrics", json=body)).status_code == 200
+        caplog.set_level(logging.ERROR)
+        styles = [style for style in PROTOCOL_ERRORS for _ in range(5)]
+        codes = await asyncio.gather(*(break_the_replay(live, session_id, style) for style in styles))
+    assert codes == [PROTOCOL_ERRORS[style] for style in styles]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    printed = capfd.readouterr().err
+    assert "Traceback" not in printed and "ERROR" not in printed, printed
+    assert "WARNING:  Invalid UTF-8 sequence received from client" in printed

@@ -12,7 +12,7 @@ import pytest
 from bot.integration import MetricsCollector, SpectatorManagerIntegration, TrainingEngineIntegration
 from bot.sdk import MetricsClient
 from tests.conftest import LiveServer, connect_and_sync, recv_data
-from tests.sdk.test_client import history
+from tests.sdk.test_client import history, spooled
 
 
 @pytest.mark.parametrize("target", ["server object", "url"])
@@ -47,6 +47,24 @@ async def test_original_integration_api(live: LiveServer, tmp_path: Path, target
     assert stored[-1]["data"]["win_rate"] == pytest.approx(200 / 3) and stored[-1]["data"]["total_episodes"] == 1000
     statuses = [m["data"]["status"] for m in await history(live.url, "my_training_001", "training_status")]
     assert statuses == ["running", "completed"]
+
+
+async def test_ending_a_session_with_the_server_down_spools_it_within_one_flush_timeout(tmp_path: Path) -> None:
+    """end_training_session ends the run as leaving a `with` block does: with the server down, every point
+    and the final status are in the spool when it returns (a kill -9 right after loses nothing), and the
+    close() that follows keeps to the same deadline instead of waiting for the server a second time."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"  # nothing listens there
+    integration = TrainingEngineIntegration(url, spool_dir=tmp_path, flush_timeout=0.5)
+    await integration.register_training_session(training_id="down")
+    for episode in range(100):
+        await integration.update_training_metrics(training_id="down", episode=episode, current_reward=1.0)
+    await integration.end_training_session("down", status="completed")
+    assert spooled(tmp_path, url, "down") == (list(range(100)), ["running", "completed"])
+    sender = integration.client._sender
+    assert sender.exit_deadline is not None and not sender.pending()  # so close() keeps to that deadline
+    await integration.close()
 
 
 async def test_spectator_manager_integration_creates_a_guarded_room(

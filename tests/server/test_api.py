@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -156,6 +157,20 @@ async def test_openapi_documents_bodies(client: httpx.AsyncClient) -> None:
     assert batch["type"] == "array" and batch["minItems"] == 1
     assert {"201", "409", "413", "422", "503"} <= set(schema["paths"]["/api/training/sessions"]["post"]["responses"])
     assert "404" in schema["paths"]["/api/training/sessions/{session_id}/history"]["get"]["responses"]
+
+
+async def test_docs_load_nothing_from_another_site(client: httpx.AsyncClient) -> None:
+    """/docs (Swagger UI) works offline: every script, style sheet and icon it names is served by this server,
+    from the package, and its redirect page for OAuth2 is there too."""
+    page = await client.get("/docs")
+    assert page.status_code == 200
+    urls = re.findall(r"""(?:src|href)\s*[:=]\s*['"]([^'"]+)['"]""", page.text)
+    assert urls and all(url.startswith("/") and not url.startswith("//") for url in urls), urls
+    for url in urls:
+        asset = await client.get(url)
+        assert asset.status_code == 200 and asset.content, url
+    assert "SwaggerUIBundle" in (await client.get(next(u for u in urls if u.endswith(".js")))).text
+    assert (await client.get("/docs/oauth2-redirect")).status_code == 200
 
 
 async def test_a_refused_value_is_echoed_short(client: httpx.AsyncClient) -> None:

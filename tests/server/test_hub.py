@@ -7,14 +7,15 @@ test; the end-to-end tests run the same hub against a real store.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import orjson
 import pytest
 
-from bot.server.broker import MemoryBroker
+from bot.server.broker import BrokerUnavailableError, MemoryBroker
 from bot.server.hub import Hub, HubFullError, channel_for
-from bot.server.spectator import Spectator
+from bot.server.spectator import CONTROL, Spectator
 
 TYPES = ["training_metrics"]
 
@@ -152,3 +153,64 @@ async def test_past_the_announce_limit_counts_are_sent_once_per_interval(
 def events(spectator: Spectator) -> list[tuple[str, int]]:
     data = [orjson.loads(frame)["data"] for _, frame in spectator.queue.items]
     return [(d["event"], d["spectator_count"]) for d in data]
+
+
+class FlakyBroker(MemoryBroker):
+    """A memory broker whose first `failures` subscribes fail, as Redis's do while it is away."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def subscribe(self, channel: str) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise BrokerUnavailableError(f"redis subscribe to {channel!r} failed: no answer")
+        await super().subscribe(channel)
+
+
+async def test_a_failed_subscribe_is_logged_and_tried_again_and_nothing_is_read_twice(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The first spectators of a session with 3,000 stored frames join while the broker refuses the subscribe:
+    they join all the same, the failure is logged, they get what is committed next from the store (and none of
+    the 3,000 they had in their snapshot), and the hub subscribes again by itself."""
+    caplog.set_level(logging.INFO, logger="bot.server.hub")
+    store = FakeStore()
+    store.commit(3000)
+    async with FlakyBroker(failures=2) as broker:
+        hub = Hub(
+            broker,
+            read_after=store.read_after,
+            last_seqs=store.last_seqs,
+            max_per_session=10,
+            max_total=10,
+            slow_timeout=60,
+            gap_wait=0.01,
+            repair_interval=0.05,
+        )
+        async with hub:
+            first, second = (Spectator("s", None, 5000, TYPES, ("t1", "e1")) for _ in range(2))
+            hub.add(first)  # as the endpoint does: add, then watch, with no pause between
+            watching_first = asyncio.create_task(hub.watch(first))
+            await asyncio.sleep(0)
+            hub.add(second)
+            async with asyncio.timeout(5):
+                await asyncio.gather(watching_first, hub.watch(second))
+            assert "subscribe" in caplog.text and "failed" in caplog.text
+            await publish(broker, store.commit(2))  # not subscribed yet: found in the store
+            assert await received_data(first, 2) == [3001, 3002]
+            assert await received_data(second, 2) == [3001, 3002]
+            async with asyncio.timeout(5):
+                while "subscribed to session 's' again" not in caplog.text:  # the watchdog's second try
+                    await asyncio.sleep(0.01)
+            await publish(broker, [(3003, "training_metrics", "frame-3003")])  # only the broker has it
+            assert await received_data(first, 3) == [3001, 3002, 3003]
+
+
+async def received_data(spectator: Spectator, count: int) -> list[int]:
+    """The seqs of the stored frames queued for the spectator (not the announcements), once `count` are."""
+    async with asyncio.timeout(5):
+        while len(seqs := [seq for seq, _ in spectator.queue.items if seq != CONTROL]) < count:
+            await asyncio.sleep(0.01)
+    return seqs

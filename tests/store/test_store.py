@@ -6,11 +6,12 @@ import asyncio
 import math
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import orjson
 import pytest
+from sqlalchemy import Connection
 
 from bot.schemas import SessionCreate, SessionUpdate, TrainingMetricsData
 from bot.store import SessionExistsError, SessionNotFoundError, Store, StoreError, StoreRejectedError
@@ -248,3 +249,45 @@ async def test_a_scheduled_daemon_slot_is_claimed_by_one_instance(store: Store) 
     assert len(won) == 1 and won[0]["trigger"] == "schedule"
     assert results[-1]["session_id"] == "beside"
     assert await store.write(ClaimRun("run-next", "72:1001", "schedule", "mock_cache", 2, "host-0:1")) is not None
+
+
+def blocked_read(started: threading.Event, release: threading.Event) -> Callable[[Connection], bool]:
+    """A read that holds its reader thread until `release` is set (or TIMEOUT passes); returns whether it was."""
+
+    def read(conn: Connection) -> bool:
+        started.set()
+        return release.wait(TIMEOUT)
+
+    return read
+
+
+async def test_closing_the_store_leaves_the_event_loop_free_while_reads_finish(tmp_path: Path) -> None:
+    """Closing waits for the reads still running on another thread, never on the event loop: here the read
+    can only end when the loop releases it, while the store is closing."""
+    started, release = threading.Event(), threading.Event()
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    await store.__aenter__()
+    reading = asyncio.create_task(store.read(blocked_read(started, release)))
+    async with asyncio.timeout(TIMEOUT):
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+    asyncio.get_running_loop().call_later(0.1, release.set)  # runs only if closing leaves the loop free
+    await store.__aexit__(None, None, None)
+    assert await reading is True
+
+
+async def test_closing_the_store_does_not_wait_past_its_deadline_for_a_stuck_read(tmp_path: Path) -> None:
+    """A read that does not end (a database that stopped answering) does not hold the store's close past
+    `close_timeout`: the close returns while that read is still running."""
+    started, release = threading.Event(), threading.Event()
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}", close_timeout=0.2)
+    await store.__aenter__()
+    reading = asyncio.create_task(store.read(blocked_read(started, release)))
+    async with asyncio.timeout(TIMEOUT):
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        await store.__aexit__(None, None, None)
+    still_running = not reading.done()
+    release.set()
+    assert still_running
+    assert await reading is True

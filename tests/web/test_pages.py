@@ -345,18 +345,23 @@ async def test_a_fast_live_run_keeps_a_bounded_series_per_chart(
 
 
 async def test_room_page_asks_for_the_password(live: LiveServer, client: httpx.AsyncClient, browser: Any) -> None:
-    """Opening a protected room by its code shows a password form; the right password joins."""
+    """Opening a protected room by its code shows a password form; the right password joins. The password
+    goes in the connection's first message, never in its URL (where proxies and logs would keep it)."""
     created = (
         await client.post(
             "/api/training/sessions", json={"training_id": "guarded", "room": {"password_protected": True}}
         )
     ).json()
     page = await browser.new_page()
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
     await page.goto(f"{live.url}/sessions/{created['room_code']}")
     await page.wait_for_selector("#password-form.shown")
     await page.fill("#password", created["room_password"])
     await page.click("#password-form button")
     await page.wait_for_function("() => document.getElementById('title').textContent === 'guarded'")
+    await page.wait_for_selector("#connection.connected")
+    assert len(sockets) >= 2 and not [url for url in sockets if "password" in url or created["room_password"] in url]
 
 
 async def test_list_tabs_search_sort_and_compare_selected(
@@ -474,3 +479,23 @@ async def test_with_auth_on_the_page_asks_for_a_key_once(server_factory: Any, se
     await page.reload()
     await page.wait_for_selector("#connection.connected")
     assert len(asked) == 1
+
+
+async def test_docs_render_with_no_other_site_reachable(live: LiveServer, browser: Any) -> None:
+    """/docs (Swagger UI) renders the API from this server alone: every request to another site is refused."""
+    page = await browser.new_page()
+    elsewhere: list[str] = []
+
+    async def only_this_server(route: Any) -> None:
+        if route.request.url.startswith(live.url):
+            await route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            await route.abort()
+
+    await page.route("**/*", only_this_server)
+    await page.goto(f"{live.url}/docs")
+    await page.wait_for_selector(".swagger-ui .info .title")
+    await page.wait_for_selector('.opblock-summary-path[data-path="/api/training/sessions/{session_id}/metrics"]')
+    assert "Training Metrics Server" in await page.inner_text(".swagger-ui .info .title")
+    assert not elsewhere, elsewhere

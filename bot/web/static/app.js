@@ -79,16 +79,21 @@ class Spectator {
     const params = new URLSearchParams({ user_name: "web" });
     if (this.types) params.set("types", this.types.join(","));
     if (this.lastSeq !== null) { params.set("since", this.lastSeq); params.set("epoch", this.epoch); }
-    if (this.password) params.set("password", this.password);
+    // Credentials come in the first message, never in the URL (proxies and access logs keep URLs).
+    params.set("auth", "message");
     const scheme = location.protocol === "https:" ? "wss" : "ws";
     return `${scheme}://${location.host}/ws/${encodeURIComponent(this.key)}?${params}`;
   }
   open() {
     this.onState("connecting");
     const ws = (this.ws = new WebSocket(this.url()));
-    // Always a first `auth` message (without a token when there is no key): a server with access control
-    // answers at once (4401) rather than waiting for one; one without takes it as a no-op.
-    ws.onopen = () => { if (!this.password) ws.send(JSON.stringify({ type: "auth", ...(apiKey() ? { token: apiKey() } : {}) })); };
+    // Always a first `auth` message (`?auth=message` makes the server wait for it), with the key and the
+    // room password where there are: a server with access control or a protected room answers at once
+    // (4401, 4403) rather than waiting; an open session takes it as a no-op.
+    ws.onopen = () => {
+      const credentials = { ...(apiKey() ? { token: apiKey() } : {}), ...(this.password ? { password: this.password } : {}) };
+      ws.send(JSON.stringify({ type: "auth", ...credentials }));
+    };
     ws.onmessage = (event) => {
       const message = JSON.parse(event.data);
       if (message.type === "connection_status" && message.data.event === "connected") {
