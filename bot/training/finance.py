@@ -18,8 +18,8 @@ the gap to it, so one agent can act toward any goal (the Executor of bot/trainin
 
 **The reward** is what the month's money decisions earned, in months of expenses: investment gains or losses,
 interest on cash, less overdraft interest, sale fees, and a distress penalty for each month that ends in
-overdraft (`distress + distress_per_month * overdraft / expenses`). Income and expenses are not in it: no
-decision changes them, and leaving them out keeps the learning signal clear.
+overdraft (`distress + distress_per_month * min(overdraft / expenses, distress_cap)`). Income and expenses
+are not in it: no decision changes them, and leaving them out keeps the learning signal clear.
 
 Per month, `info` says `adherence`, the month's closeness to the goal: `max(0, 1 - |invested - target| /
 (adherence_band * expenses))`, 1 on target and 0 at `adherence_band` months of expenses away or more. Over an
@@ -47,7 +47,8 @@ class Goal(NamedTuple):
 
     @property
     def label(self) -> str:
-        return f"buffer {self.buffer:g} months, invest {self.share:.0%} of the rest"
+        months = "month" if self.buffer == 1 else "months"
+        return f"buffer {self.buffer:g} {months}, invest {self.share:.0%} of the rest"
 
 
 GOALS: tuple[Goal, ...] = tuple(Goal(b, s) for b in (1.0, 3.0, 6.0) for s in (0.5, 1.0))
