@@ -132,23 +132,23 @@ def main() -> None:
         run = bench_seed(seed, args.episodes, args.scenario)
         runs.append(run)
         print(f"\nseed {seed}: default run trained in {run['seconds']:.1f} s; {args.episodes} evaluation episodes")
-        print(f"  {'policy':<11} {'reward':>8} {'goal adherence':>15} {'stability':>10}")
+        print(f"  {'policy':<12} {'reward':>8} {'goal adherence':>15} {'stability':>10}")
         for name, results in run["policies"].items():
             figures = [mean(results, key) for key in ("reward", "goal_adherence", "stability")]
-            print(f"  {name:<11} {figures[0]:>8.2f} {figures[1]:>15.3f} {figures[2]:>10.3f}")
+            print(f"  {name:<12} {figures[0]:>8.2f} {figures[1]:>15.3f} {figures[2]:>10.3f}")
         print(f"  (the fixed rule fits best the goal: {run['fixed_goal'].label})")
         trained = run["policies"]["trained"]
         for other in ("random", "fixed rule", "3-month rule"):
             for key in ("reward", "goal_adherence"):
                 value, error = margin(trained, run["policies"][other], key)
                 run[f"{other}/{key}"] = value
-                print(f"  margin over {other:<10} {key:<15} {value:+8.3f} ± {error:.3f}")
+                print(f"  margin over {other:<12} {key:<15} {value:+8.3f} ± {error:.3f}")
     print(f"\nmargins of the trained policy over {len(runs)} seeds (mean, standard deviation, minimum):")
     for other in ("random", "fixed rule", "3-month rule"):
         for key in ("reward", "goal_adherence"):
             values = [run[f"{other}/{key}"] for run in runs]
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            print(f"  over {other:<10} {key:<15} {np.mean(values):+8.3f}  sd {spread:.3f}  min {min(values):+.3f}")
+            print(f"  over {other:<12} {key:<15} {np.mean(values):+8.3f}  sd {spread:.3f}  min {min(values):+.3f}")
     seconds = [run["seconds"] for run in runs]
     print(f"training wall time: median {statistics.median(seconds):.1f} s, max {max(seconds):.1f} s (one thread)")
     chosen: Counter[int] = sum((run["chosen"] for run in runs), Counter())
