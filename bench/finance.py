@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -89,7 +90,7 @@ def margin(ours: list[dict[str, float]], theirs: list[dict[str, float]], key: st
 
 def bench_seed(seed: int, episodes: int, scenario: Path) -> dict[str, Any]:
     config = HierarchyConfig.from_yaml(scenario).replace(seed=seed)
-    trainer = HierarchicalTrainer(config, output_dir=f"/tmp/bench-finance-{seed}")
+    trainer = HierarchicalTrainer(config, output_dir=tempfile.mkdtemp(prefix="bench-finance-"))
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
