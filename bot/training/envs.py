@@ -10,6 +10,7 @@ import gymnasium as gym
 import numpy as np
 
 ENV_ID = "MockCache-v0"
+FINANCE_ENV_ID = "HouseholdFinance-v0"
 STATE_SIZE = 60
 ACTIONS = 7
 
@@ -46,6 +47,8 @@ class MockCacheEnvironment(gym.Env[np.ndarray, int]):
 
 
 def register() -> None:
-    """Make `gym.make("MockCache-v0")` work (idempotent)."""
+    """Make `gym.make("MockCache-v0")` and `gym.make("HouseholdFinance-v0")` work (idempotent)."""
     if ENV_ID not in gym.registry:
         gym.register(id=ENV_ID, entry_point=MockCacheEnvironment)  # type: ignore[arg-type]
+    if FINANCE_ENV_ID not in gym.registry:  # bot/training/finance.py, imported when made
+        gym.register(id=FINANCE_ENV_ID, entry_point="bot.training.finance:HouseholdFinanceEnv")

@@ -8,8 +8,11 @@ checkpoint and exits with code 130; any other end but 0 is a failure the supervi
 Each job writes into a folder of its own, `jobs/{job_id}/` under the models directory, so two jobs of one
 scenario never overwrite each other: `{scenario}_final.pt`, `{scenario}_history.json` and
 `checkpoints/{scenario}/checkpoint_episode_N/`, `checkpoint_best/`, `checkpoint_final/` (each a `model.pt` and
-its `model.json`). When a job finishes (completed or stopped) the original design's layout at the top of the
-models directory is pointed at it, each name replaced atomically: it shows the latest finished job.
+its `model.json`); a hierarchical scenario (bot/training/hierarchy.py) has `{scenario}_high_agent.pt` and
+`{scenario}_low_agent.pt` instead of `{scenario}_final.pt`, and each checkpoint folder holds both networks
+(`high_agent.pt`, `low_agent.pt`, `model.json`). When a job finishes (completed or stopped) the original
+design's layout at the top of the models directory is pointed at it, each name replaced atomically: it shows
+the latest finished job.
 
 It pushes with the credential the server gave it (TMS_API_KEY: `write`, its own session only). A push the
 server refuses (a revoked key, say) ends the job at once with exit status 3 and the reason on stderr: a job
@@ -104,6 +107,10 @@ def _stop_with_parent(parent: int) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from bot.training.hierarchy import is_hierarchical
+
+    if is_hierarchical(args.scenario_file):
+        return _train_hierarchical(args)
     from bot.sdk import MetricsClient
     from bot.training.agent import DQNAgent
     from bot.training.cli import _environment
@@ -163,12 +170,81 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- hierarchical scenarios (`agent_type: hierarchical`: bot/training/hierarchy.py) ---------------------------
+
+FINANCE_PROGRESS = {  # a hierarchical job's progress also carries these averages over the last 10 episodes
+    "avg_cash": "cash",
+    "avg_invested": "invested",
+    "stability": "stability",
+    "goal_adherence": "goal_adherence",
+}
+
+
+def _train_hierarchical(args: argparse.Namespace) -> int:
+    """The Strategist and the Executor trained together, under the same protocol as `_train`: progress every
+    episode, a checkpoint on a stop, `completed` with both networks' files, and the latest job published."""
+    from bot.sdk import MetricsClient
+    from bot.training.hierarchy import HIGH, LOW, HierarchicalTrainer, HierarchyConfig
+    from bot.training.threads import limit_threads
+
+    scenario = HierarchyConfig.from_yaml(args.scenario_file)
+    config = scenario.replace(
+        max_episodes=args.episodes,
+        checkpoint_frequency=args.save_interval,
+        eval_episodes=args.eval_episodes,
+        eval_frequency=min(scenario.eval_frequency, args.episodes),
+        seed=args.seed,
+    )
+    limit_threads(args.threads)
+    models = Path(args.models_dir)
+    folder = models / "jobs" / args.job_id
+    layout = CheckpointLayout(folder, args.scenario)
+    trainer: HierarchicalTrainer | None = None
+    with MetricsClient(args.server, flush_interval=0.5) as client:
+        try:
+            with client.session(training_id=args.session) as run:
+                trainer = HierarchicalTrainer(config, run, layout.path)
+                trainer.listeners += [Progress(config.max_episodes, FINANCE_PROGRESS).record, _refusals(client)]
+                statistics = trainer.train()
+        except KeyboardInterrupt:
+            if trainer is None:
+                raise
+            completed = len(trainer.history["reward"])  # the interrupted episode does not count
+            checkpoint = layout.keep_stop(completed)
+            _write_history(folder, args.scenario, trainer, "stopped")
+            publish_latest(models, folder, args.scenario)
+            emit("stopped", episodes_completed=completed, checkpoint=checkpoint and str(checkpoint))
+            return EXIT_STOPPED
+        client.flush()
+        if client.rejected:
+            raise PushRefusedError(client.last_rejection or "a batch was refused")
+    final = layout.finish()
+    high, low = folder / f"{args.scenario}_{HIGH}", folder / f"{args.scenario}_{LOW}"
+    shutil.copyfile(final / HIGH, high)
+    shutil.copyfile(final / LOW, low)
+    _write_history(folder, args.scenario, trainer, statistics["outcome"])
+    publish_latest(models, folder, args.scenario)
+    emit(
+        "completed",
+        episodes_completed=trainer.episode,
+        final_avg_reward=statistics["final_average_reward"],
+        best_eval=statistics["best_eval"],
+        duration=statistics["elapsed_seconds"],
+        model_path=str(high),
+        low_model_path=str(low),
+        job_dir=str(folder),
+    )
+    return 0
+
+
 def publish_latest(models: Path, folder: Path, scenario: str) -> None:
     """Point the original design's layout (`{scenario}_final.pt`, `{scenario}_history.json`,
-    `checkpoints/{scenario}/`) at this job's folder. Each name is replaced atomically (a copy renamed over the
+    `checkpoints/{scenario}/`; `{scenario}_high_agent.pt` and `_low_agent.pt` for a hierarchical scenario) at
+    this job's folder. Each name is replaced atomically (a copy renamed over the
     file; a symbolic link renamed over the folder's), so a reader sees one finished job or another, never a
     mix, and two jobs finishing at once leave the later one's."""
-    for name in (f"{scenario}_final.pt", f"{scenario}_history.json"):
+    names = ("final.pt", "history.json", "high_agent.pt", "low_agent.pt")  # the last two: hierarchical scenarios
+    for name in (f"{scenario}_{suffix}" for suffix in names):
         if (folder / name).is_file():
             staged = models / f".{name}.{folder.name}"
             shutil.copyfile(folder / name, staged)
@@ -216,8 +292,9 @@ class CheckpointLayout:
 class Progress:
     """Each episode's training_progress: the episode's figures and averages over the last 10."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, extra: dict[str, str] | None = None) -> None:
         self.total = total
+        self.extra = extra or {}  # more averages: progress key -> the episode figure it averages
         self.started = self.last = time.monotonic()
         self.recent: deque[dict[str, float]] = deque(maxlen=RECENT)
 
@@ -241,6 +318,7 @@ class Progress:
             avg_loss=_finite(sum(losses) / len(losses)) if losses else None,
             epsilon=_finite(figures["epsilon"]),
             elapsed_time=round(now - self.started, 3),
+            **{key: _finite(mean(name)) for key, name in self.extra.items()},
         )
 
 
