@@ -36,14 +36,15 @@ from bot.schemas import (
     SessionUpdate,
     TrainingMetricsData,
 )
-from bot.server import api, ws
+from bot.server import api
 from bot.server.api.bodies import ERRORS, BodiesBusyError, BodyTooLargeError, error_response
 from bot.server.api.training import DaemonConfigUpdate, StartTraining, StopTraining
 from bot.server.browsers import LOOPBACK_HOSTS, BrowserGuard, allowed_hosts
-from bot.server.direct import RawSendMiddleware
 from bot.server.http_guard import ConnectionLimits, GuardedHttpProtocol, default_max_connections
-from bot.server.hub import Hub
 from bot.server.jobs import scenario_names, scenarios_dir
+from bot.server.live import ws
+from bot.server.live.direct import RawSendMiddleware
+from bot.server.live.hub import Hub
 from bot.server.metrics import MetricsMiddleware, ServerMetrics
 from bot.server.pages import mount_docs, mount_pages
 from bot.server.parts import open_parts
@@ -103,7 +104,7 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
         debug=settings.debug,
         docs_url=None,  # served from the package by mount_docs, not from a CDN
     )
-    app.add_middleware(RawSendMiddleware)  # for the fan-out fast path (bot/server/direct.py)
+    app.add_middleware(RawSendMiddleware)  # for the fan-out fast path (bot/server/live/direct.py)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if settings.cors_origins:
         app.add_middleware(

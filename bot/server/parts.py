@@ -17,7 +17,6 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from bot.config import Settings
-from bot.server import ws
 from bot.server.admission import ConnectRate
 from bot.server.api.bodies import BodyBudget
 from bot.server.api.rooms import VerifiedPasswords
@@ -25,16 +24,17 @@ from bot.server.auth import Authenticator
 from bot.server.batches import BatchReader, default_processes
 from bot.server.broker import broker_from_url
 from bot.server.daemon import TrainingDaemon
-from bot.server.hub import Hub
 from bot.server.jobs import JobSupervisor
+from bot.server.live import ws
+from bot.server.live.hub import Hub
+from bot.server.live.publisher import Publisher
+from bot.server.live.shared_reads import JoinReads
+from bot.server.live.ws_access import CredentialWatch
 from bot.server.metrics import ServerMetrics
-from bot.server.publisher import Publisher
 from bot.server.rate_limits import Counters, RateLimits, RoomPasswordGuard
 from bot.server.services import TrainingService
-from bot.server.shared_reads import JoinReads
 from bot.server.socketio_events import SocketIOEvents
 from bot.server.supervisor import Supervisor
-from bot.server.ws_access import CredentialWatch
 from bot.store import Store
 from bot.store.bounds import SessionBounds
 

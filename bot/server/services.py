@@ -12,8 +12,8 @@ from typing import Any
 
 from bot.schemas import SessionCreate, SessionUpdate
 from bot.server.broker import Broker, channel_for
-from bot.server.publisher import Publisher
-from bot.server.recent_reads import RecentReads
+from bot.server.live.publisher import Publisher
+from bot.server.live.recent_reads import RecentReads
 from bot.server.stats import Stats
 from bot.store import SessionNotFoundError, Store
 from bot.store.batch import Batch

@@ -11,4 +11,4 @@ class Stats:
     started_at: float = field(default_factory=time.time)
     messages_in: int = 0
     messages_out: int = 0
-    direct_out: int = 0  # of messages_out, those the fan-out fast path wrote (bot/server/direct.py)
+    direct_out: int = 0  # of messages_out, those the fan-out fast path wrote (bot/server/live/direct.py)

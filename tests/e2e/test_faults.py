@@ -94,7 +94,7 @@ async def test_a_store_failure_while_joining_is_an_error_and_1011(
     session_id = await create_session(client, "broken")
     with sqlite3.connect(db_path) as conn:
         conn.execute("ALTER TABLE messages RENAME TO messages_away")
-    with caplog.at_level(logging.ERROR, logger="bot.server.ws"):
+    with caplog.at_level(logging.ERROR, logger="bot.server.live.ws"):
         await assert_error_then_1011(await spectators(live.ws_url(session_id)))
     assert any("broken" in r.getMessage() and "spectator-" in r.getMessage() for r in caplog.records)
     with sqlite3.connect(db_path) as conn:
@@ -115,7 +115,7 @@ async def test_a_broker_failure_while_joining_leaves_the_spectator_fed_from_the_
     async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
         session_id = await create_session(client, "no-broker")
         await asyncio.to_thread(private_redis.stop)
-        with caplog.at_level(logging.WARNING, logger="bot.server.hub"):
+        with caplog.at_level(logging.WARNING, logger="bot.server.live.hub"):
             ws = await connect_and_sync(spectators, live.ws_url(session_id))
         assert any("subscribe" in r.getMessage() and "no-broker" in r.getMessage() for r in caplog.records)
         response = await client.post(f"/api/training/sessions/{session_id}/metrics", json={"episode": 1})

@@ -14,8 +14,8 @@ import orjson
 import pytest
 
 from bot.server.broker import BrokerUnavailableError, MemoryBroker
-from bot.server.hub import Hub, HubFullError, channel_for
-from bot.server.spectator import CONTROL, Spectator
+from bot.server.live.hub import Hub, HubFullError, channel_for
+from bot.server.live.spectator import CONTROL, Spectator
 
 TYPES = ["training_metrics"]
 
@@ -175,7 +175,7 @@ async def test_a_failed_subscribe_is_logged_and_tried_again_and_nothing_is_read_
     """The first spectators of a session with 3,000 stored frames join while the broker refuses the subscribe:
     they join all the same, the failure is logged, they get what is committed next from the store (and none of
     the 3,000 they had in their snapshot), and the hub subscribes again by itself."""
-    caplog.set_level(logging.INFO, logger="bot.server.hub")
+    caplog.set_level(logging.INFO, logger="bot.server.live.hub")
     store = FakeStore()
     store.commit(3000)
     async with FlakyBroker(failures=2) as broker:

@@ -34,9 +34,9 @@ def test_secrets_are_masked_however_their_name_is_spelled_and_whatever_they_hold
 
 def test_a_json_line_carries_the_events_context_and_no_secret() -> None:
     args = ("spectator-1", "/ws/ABC?password=hunter2")
-    record = logging.LogRecord("bot.server.ws", logging.ERROR, __file__, 1, "%s failed on %s", args, None)
+    record = logging.LogRecord("bot.server.live.ws", logging.ERROR, __file__, 1, "%s failed on %s", args, None)
     record.session_id = "run-1"
     RedactSecrets().filter(record)
     line = orjson.loads(JsonFormatter().format(record))
-    assert line["session_id"] == "run-1" and line["level"] == "error" and line["logger"] == "bot.server.ws"
+    assert line["session_id"] == "run-1" and line["level"] == "error" and line["logger"] == "bot.server.live.ws"
     assert line["message"] == "spectator-1 failed on /ws/ABC?password=***"

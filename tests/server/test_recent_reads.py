@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bot.server.recent_reads import RecentReads
+from bot.server.live.recent_reads import RecentReads
 
 
 async def test_concurrent_readers_share_one_read_while_it_is_fresh() -> None:

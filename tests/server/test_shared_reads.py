@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from bot.server.shared_reads import SharedRead
+from bot.server.live.shared_reads import SharedRead
 
 
 async def test_callers_during_a_fetch_share_the_next_one() -> None:

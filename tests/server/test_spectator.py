@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bot.server.direct import WireFrames
-from bot.server.spectator import BURST_FACTOR, CONTROL, Spectator, SpectatorQueue
+from bot.server.live.direct import WireFrames
+from bot.server.live.spectator import BURST_FACTOR, CONTROL, Spectator, SpectatorQueue
 
 TYPES = {"training_metrics", "bot_decision"}
 

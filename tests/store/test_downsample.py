@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bot.schemas import SessionCreate, TrainingMetricsData
 from bot.server.broker import MemoryBroker
-from bot.server.publisher import Publisher
+from bot.server.live.publisher import Publisher
 from bot.server.services import TrainingService
 from bot.store import Store
 from bot.store.batch import prepare

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from bot.server.batches import BatchReader
-from bot.server.hub import Hub
+from bot.server.live.hub import Hub
 from bot.server.services import TrainingService
 
 

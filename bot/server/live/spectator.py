@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from bot.server.direct import DirectWriter, WireFrames
+from bot.server.live.direct import DirectWriter, WireFrames
 
 CONTROL = 0  # the seq of frames that are not part of the stored stream
 BURST_FACTOR = 10

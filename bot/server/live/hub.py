@@ -31,8 +31,8 @@ from typing import Self
 
 from bot.frames import control_frame
 from bot.server.broker import CHANNEL_PREFIX, Broker, BrokerUnavailableError, channel_for
-from bot.server.direct import WireFrames
-from bot.server.spectator import CONTROL, Spectator
+from bot.server.live.direct import WireFrames
+from bot.server.live.spectator import CONTROL, Spectator
 from bot.server.supervisor import Supervisor
 from bot.server.tasks import cancel_and_wait
 
