@@ -36,7 +36,7 @@ RATE_LIMITS = "--rate-limits" in sys.argv  # the same attacks with enable_rate_l
 ONLY = [arg for arg in sys.argv[1:] if not arg.startswith("--")]  # names of attacks to run (their start)
 ATTACK_SECONDS = 4.0 if QUICK else 12.0  # past the slow-spectator timeout (10 s)
 # A request head as an attacker would write it: with the JSON type, or the browser guard answers 415 before
-# any body limit is reached (bot/server/browsers.py).
+# any body limit is reached (bot/server/edge/browsers.py).
 JSON_HOST = "Host: 127.0.0.1\r\nContent-Type: application/json\r\n"
 
 

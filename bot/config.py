@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     cleanup_interval_seconds: float = Field(300.0, gt=0, validation_alias=_env("cleanup_interval_seconds"))
     # Sessions that ended longer ago than this are deleted by the cleanup task; None keeps them forever.
     session_retention_seconds: float | None = Field(None, gt=0, validation_alias=_env("session_retention_seconds"))
-    # Per-client rate limits (bot/server/rate_limits.py), in the `limits` library's notation ("100/second",
+    # Per-client rate limits (bot/server/edge/rate_limits.py), in the `limits` library's notation ("100/second",
     # "20/minute"): ingest requests, spectator connections, spectator messages, room password attempts.
     enable_rate_limiting: bool = Field(False, validation_alias=_env("enable_rate_limiting"))
     rate_limit_ingest: str = Field("100/second", validation_alias=_env("rate_limit_ingest"))
@@ -160,7 +160,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, validation_alias=_env("max_body_bytes"))
     # Bytes of request bodies received at once, over all requests; past it, 503 with Retry-After.
     max_body_bytes_in_flight: int = Field(64 * 1024 * 1024, gt=0, validation_alias=_env("max_body_bytes_in_flight"))
-    # What one HTTP connection may hold (bot/server/http_guard.py): the request target (414 past it), the
+    # What one HTTP connection may hold (bot/server/edge/http_guard.py): the request target (414 past it), the
     # whole head (431), how long the head and then the body may take to arrive (408), how long an idle
     # keep-alive connection stays open, and how many connections of any kind the process holds (503 past
     # it; None: the soft limit of open files less 256).

@@ -180,7 +180,7 @@ Text64 = Annotated[str, StringConstraints(max_length=64), AfterValidator(_storab
 Text128 = Annotated[str, StringConstraints(max_length=128), AfterValidator(_storable_text)]
 Text256 = Annotated[str, StringConstraints(max_length=256), AfterValidator(_storable_text)]
 Text1024 = Annotated[str, StringConstraints(max_length=1024), AfterValidator(_storable_text)]
-# At least 8 characters: a room password is all that guards the room (see bot/server/admission.py).
+# At least 8 characters: a room password is all that guards the room (see bot/server/edge/admission.py).
 Password = Annotated[str, StringConstraints(min_length=8, max_length=128), AfterValidator(_storable_text)]
 
 

@@ -39,16 +39,16 @@ from bot.schemas import (
 from bot.server import api
 from bot.server.api.bodies import ERRORS, BodiesBusyError, BodyTooLargeError, error_response
 from bot.server.api.training import DaemonConfigUpdate, StartTraining, StopTraining
-from bot.server.browsers import LOOPBACK_HOSTS, BrowserGuard, allowed_hosts
-from bot.server.http_guard import ConnectionLimits, GuardedHttpProtocol, default_max_connections
+from bot.server.edge.browsers import LOOPBACK_HOSTS, BrowserGuard, allowed_hosts
+from bot.server.edge.http_guard import ConnectionLimits, GuardedHttpProtocol, default_max_connections
+from bot.server.edge.metrics import MetricsMiddleware, ServerMetrics
+from bot.server.edge.rate_limits import RateLimitedError
 from bot.server.jobs import scenario_names, scenarios_dir
 from bot.server.live import ws
 from bot.server.live.direct import RawSendMiddleware
 from bot.server.live.hub import Hub
-from bot.server.metrics import MetricsMiddleware, ServerMetrics
 from bot.server.pages import mount_docs, mount_pages
 from bot.server.parts import open_parts
-from bot.server.rate_limits import RateLimitedError
 from bot.server.socketio_events import SocketIOEvents
 from bot.server.supervisor import Supervisor
 from bot.store import (
@@ -268,7 +268,7 @@ def _document_bodies(app: FastAPI, settings: Settings) -> None:
 
 
 def _document_credentials(schema: dict[str, Any]) -> None:
-    """With auth on, every operation but /health takes a Bearer credential (bot/server/auth.py)."""
+    """With auth on, every operation but /health takes a Bearer credential (bot/server/edge/auth.py)."""
     bearer = {"type": "http", "scheme": "bearer", "description": "an API key (`bot keys create`) or a JWT"}
     schema["components"]["securitySchemes"] = {"bearer": bearer}
     for path, operations in schema["paths"].items():
@@ -329,18 +329,18 @@ class TrainingMetricsServer:
 def _log_config(level: str | int, log_format: str = "text") -> dict[str, Any]:
     """uvicorn's logging, and the server's own loggers (`bot.*`: migrations, the broker's state, the
     training daemon's `[RLv3]` lines) printed the same way at the same level, with secrets masked
-    (bot/server/logs.py). They still propagate, so an application that configures logging itself gets them too."""
+    (bot/server/edge/logs.py). They still propagate, so an application that configures logging itself gets them too."""
     config: dict[str, Any] = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     name = level.upper() if isinstance(level, str) else level
     config["loggers"]["bot"] = {"handlers": ["default"], "level": "DEBUG" if name == "TRACE" else name}
-    config.setdefault("filters", {})["secrets"] = {"()": "bot.server.logs.RedactSecrets"}
-    config["filters"]["client_faults"] = {"()": "bot.server.logs.ClientFaults"}
+    config.setdefault("filters", {})["secrets"] = {"()": "bot.server.edge.logs.RedactSecrets"}
+    config["filters"]["client_faults"] = {"()": "bot.server.edge.logs.ClientFaults"}
     for handler in config["handlers"].values():
         handler.setdefault("filters", []).extend(["client_faults", "secrets"])
     if log_format == "json":
         for formatter in config["formatters"].values():
             formatter.clear()
-            formatter["()"] = "bot.server.logs.JsonFormatter"
+            formatter["()"] = "bot.server.edge.logs.JsonFormatter"
     return config
 
 

@@ -17,21 +17,21 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from bot.config import Settings
-from bot.server.admission import ConnectRate
 from bot.server.api.bodies import BodyBudget
 from bot.server.api.rooms import VerifiedPasswords
-from bot.server.auth import Authenticator
 from bot.server.batches import BatchReader, default_processes
 from bot.server.broker import broker_from_url
 from bot.server.daemon import TrainingDaemon
+from bot.server.edge.admission import ConnectRate
+from bot.server.edge.auth import Authenticator
+from bot.server.edge.metrics import ServerMetrics
+from bot.server.edge.rate_limits import Counters, RateLimits, RoomPasswordGuard
 from bot.server.jobs import JobSupervisor
 from bot.server.live import ws
 from bot.server.live.hub import Hub
 from bot.server.live.publisher import Publisher
 from bot.server.live.shared_reads import JoinReads
 from bot.server.live.ws_access import CredentialWatch
-from bot.server.metrics import ServerMetrics
-from bot.server.rate_limits import Counters, RateLimits, RoomPasswordGuard
 from bot.server.services import TrainingService
 from bot.server.socketio_events import SocketIOEvents
 from bot.server.supervisor import Supervisor

@@ -41,7 +41,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from bot import __version__
 from bot.config import Settings
-from bot.server.auth import ANYONE, KEY_CACHE_SECONDS, Authenticator, AuthError, Principal
+from bot.server.edge.auth import ANYONE, KEY_CACHE_SECONDS, Authenticator, AuthError, Principal
 from bot.server.supervisor import Supervisor
 from bot.store import Store
 from bot.store.keys import revoked_among

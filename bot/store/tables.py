@@ -221,7 +221,7 @@ server_instances = Table(
     Column("heartbeat_at", Double, nullable=False),
 )
 
-# API keys (bot/server/auth.py): only a SHA-256 of each key is kept, and keys are looked up by it. `key_id` is
+# API keys (bot/server/edge/auth.py): only a SHA-256 of each key is kept, and keys are looked up by it. `key_id` is
 # the public handle (`bot keys list`, `bot keys revoke`); `scopes` are space-separated (read, write, admin);
 # `session_id` limits a key to one session.
 api_keys = Table(

@@ -1,4 +1,4 @@
-"""What a page on another site could make a browser do to the server, refused (bot/server/browsers.py): a
+"""What a page on another site could make a browser do to the server, refused (bot/server/edge/browsers.py): a
 cross-site form POST, an untyped body (fetch no-cors, sendBeacon), a state-changing request or a WebSocket
 from a foreign origin, a rebinding Host. Nothing is stored; the server's own clients are unaffected."""
 

@@ -1,4 +1,4 @@
-"""What one HTTP connection may hold (bot/server/http_guard.py), tried with raw sockets against a real server:
+"""What one HTTP connection may hold (bot/server/edge/http_guard.py), tried with raw sockets against a real server:
 each refusal is a short JSON answer and a close, nothing is stored, and other clients carry on."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import websockets
 from bot.config import Settings
 from tests.conftest import TIMEOUT, LiveServer, create_session
 
-JSON = {"Content-Type": "application/json"}  # a body without it is refused (bot/server/browsers.py)
+JSON = {"Content-Type": "application/json"}  # a body without it is refused (bot/server/edge/browsers.py)
 
 
 async def exchange(live: LiveServer, request: bytes, then_wait: bool = True) -> tuple[int, dict[str, str], bytes]:

@@ -14,7 +14,7 @@ from bot.server.api.bodies import count_items
 from tests.conftest import create_session
 
 BASE = "/api/training/sessions"
-JSON = {"Content-Type": "application/json"}  # a body without it is refused (bot/server/browsers.py)
+JSON = {"Content-Type": "application/json"}  # a body without it is refused (bot/server/edge/browsers.py)
 
 
 async def last_seq(client: httpx.AsyncClient, session_id: str) -> int:

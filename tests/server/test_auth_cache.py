@@ -1,4 +1,4 @@
-"""The API-key cache (bot/server/auth.py): hashes of known keys only, bounded in bytes (issue #25.7)."""
+"""The API-key cache (bot/server/edge/auth.py): hashes of known keys only, bounded in bytes (issue #25.7)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import Settings
-from bot.server.auth import KEY_CACHE_SECONDS, Authenticator, AuthError, KeyCache, Principal
+from bot.server.edge.auth import KEY_CACHE_SECONDS, Authenticator, AuthError, KeyCache, Principal
 from bot.store import Store
 from bot.store.keys import key_hash
 from tests.e2e.test_auth import keys

@@ -7,7 +7,7 @@ import logging
 import orjson
 import pytest
 
-from bot.server.logs import JsonFormatter, RedactSecrets, redact
+from bot.server.edge.logs import JsonFormatter, RedactSecrets, redact
 
 
 def test_secrets_in_urls_are_masked() -> None:

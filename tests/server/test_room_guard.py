@@ -1,11 +1,11 @@
-"""The back-off on wrong room passwords (bot/server/rate_limits.py): per room and client, with a per-room
+"""The back-off on wrong room passwords (bot/server/edge/rate_limits.py): per room and client, with a per-room
 ceiling as the last resort against guessing from many addresses."""
 
 from __future__ import annotations
 
 from limits.aio.storage import MemoryStorage
 
-from bot.server.rate_limits import RoomPasswordGuard
+from bot.server.edge.rate_limits import RoomPasswordGuard
 
 
 async def test_a_guesser_waits_alone_until_the_room_ceiling() -> None:

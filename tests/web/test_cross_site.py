@@ -1,6 +1,6 @@
 """A page of another origin, in a real browser, tries what a visitor's browser lets any page do to a server
 on the visitor's machine (issue #24): fetch with `no-cors` and sendBeacon with untyped bodies, to create
-sessions, push metrics and start a job. Nothing is created (bot/server/browsers.py)."""
+sessions, push metrics and start a job. Nothing is created (bot/server/edge/browsers.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Access checks for the routes, as FastAPI dependencies (bot/server/auth.py says who is who).
+"""Access checks for the routes, as FastAPI dependencies (bot/server/edge/auth.py says who is who).
 
 `Requires("write")` on a route: a credential with that scope (and, if it is limited to one session, the
 route's `session_id`); with auth off, anyone. Reading a session (`ReadsSession`) is allowed as well to
@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request
 
 from bot.server.api.rooms import RoomPassword, room_password_grants
-from bot.server.auth import Authenticator, AuthError, Principal
+from bot.server.edge.auth import Authenticator, AuthError, Principal
 from bot.store import SessionNotFoundError
 
 

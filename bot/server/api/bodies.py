@@ -194,10 +194,10 @@ ERRORS: dict[int, dict[str, Any]] = {
         "the session id is taken, or the Idempotency-Key was used for another body", session_id="string"
     ),
     413: error_response("the body is over max_body_bytes"),
-    # Answered by the connection guard (bot/server/http_guard.py) before any route, so possible on every one.
+    # Answered by the connection guard (bot/server/edge/http_guard.py) before any route, so possible on every one.
     414: error_response("the URL is over max_url_bytes"),
     431: error_response("the request's headers are over max_header_bytes"),
-    # Answered by the browser guard (bot/server/browsers.py) before any route that changes state.
+    # Answered by the browser guard (bot/server/edge/browsers.py) before any route that changes state.
     415: error_response("the body is not declared as application/json (a body with no Content-Type included)"),
     422: {
         "description": "a value is invalid; `detail` lists each with its `loc`, `message` sums them up",

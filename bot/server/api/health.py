@@ -13,8 +13,8 @@ from bot import __version__
 from bot.server.api.access import Admin, Reader
 from bot.server.api.bodies import errors
 from bot.server.api.deps import HubDep, ServiceDep
-from bot.server.auth import Principal
-from bot.server.metrics import ServerMetrics
+from bot.server.edge.auth import Principal
+from bot.server.edge.metrics import ServerMetrics
 from bot.server.supervisor import Supervisor
 from bot.store.queries import ping, session_counts
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import Header, HTTPException, Request
 
-from bot.server.rate_limits import RoomPasswordGuard, client_key
+from bot.server.edge.rate_limits import RoomPasswordGuard, client_key
 from bot.server.services import TrainingService
 
 REMEMBERED_PASSWORDS = 10_000

@@ -11,7 +11,7 @@ from bot.server.api.access import Admin, Reader, ReadsSession, Writer
 from bot.server.api.bodies import body_schema, errors, read_model
 from bot.server.api.deps import HubDep, ServiceDep
 from bot.server.api.params import Offset, parse_word_list, word_list
-from bot.server.auth import Principal
+from bot.server.edge.auth import Principal
 from bot.store.reads import ACTIVE_STATUSES
 
 router = APIRouter(prefix="/api/training/sessions", tags=["sessions"], responses=errors(401, 403))

@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from bot.schemas import Whole
 from bot.server.api.access import Reader, ServerAdmin, ServerReader
 from bot.server.api.bodies import body_schema, error_response, errors, parse_model, read_body, read_model
-from bot.server.auth import AuthError, Principal
 from bot.server.daemon import DaemonOffError, RunInProgressError, TrainingDaemon
+from bot.server.edge.auth import AuthError, Principal
 from bot.server.jobs import JobRefusedError, JobSupervisor, ScenarioNotFoundError
 from bot.store.jobs import RUNNING_STATUSES
 

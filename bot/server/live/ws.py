@@ -35,12 +35,12 @@ from starlette.websockets import WebSocketDisconnect
 from bot.config import Settings
 from bot.frames import close_reason, control_frame, error_frame
 from bot.schemas import INT64_MAX, MESSAGE_TYPES
+from bot.server.edge.rate_limits import RateLimits, client_key
 from bot.server.live.direct import DirectWriter, WireFrames, cap_send_buffer, closing, drained, transport_of
 from bot.server.live.hub import Hub, HubFullError
 from bot.server.live.shared_reads import JoinReads
 from bot.server.live.spectator import ABUSE_GRACE_SECONDS, CLOSE_SLOW, CONTROL, Spectator
 from bot.server.live.ws_access import Credentials, CredentialWatch, Refusal, admit
-from bot.server.rate_limits import RateLimits, client_key
 from bot.server.services import TrainingService
 from bot.store import SessionNotFoundError
 

@@ -26,9 +26,9 @@ import orjson
 from fastapi import WebSocket
 
 from bot.server.api.rooms import VerifiedPasswords, WrongPasswordError, try_room_password
-from bot.server.auth import KEY_CACHE_SECONDS, Authenticator, AuthError, Principal
+from bot.server.edge.auth import KEY_CACHE_SECONDS, Authenticator, AuthError, Principal
+from bot.server.edge.rate_limits import RateLimits
 from bot.server.live.spectator import Spectator
-from bot.server.rate_limits import RateLimits
 from bot.server.supervisor import Supervisor
 from bot.store import SessionNotFoundError, Store
 from bot.store.keys import revoked_among

@@ -1,4 +1,4 @@
-"""API keys (bot/server/auth.py): only their SHA-256 is stored.
+"""API keys (bot/server/edge/auth.py): only their SHA-256 is stored.
 
 Revision ID: 0005
 Revises: 0004

@@ -29,7 +29,7 @@ from limits import RateLimitItem, RateLimitItemPerMinute, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
-from bot.server.auth import ANYONE, Principal
+from bot.server.edge.auth import ANYONE, Principal
 
 logger = logging.getLogger(__name__)
 
