@@ -1,8 +1,10 @@
 """`bot train` and `bot demo`: the reference trainer from the command line, with a live progress bar.
 
 `bot train -c config/cartpole.yaml --server http://localhost:8000` trains, pushes into a new session and
-says where to watch it. A bad environment id, setting or checkpoint is one line on stderr and exit code 2,
-before anything is written.
+says where to watch it. `--resume CKPT` and `--eval-only --checkpoint CKPT` take the configuration stored in
+the checkpoint (a `-c` file, when given, instead), and the command line's options over it. A bad environment
+id, setting or checkpoint (missing, corrupt, foreign, or for another network) is one line on stderr and exit
+code 2, before anything is written. Ctrl-C and SIGTERM save an emergency checkpoint and say how to resume.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,6 +23,7 @@ from typing import Any
 import gymnasium as gym
 
 from bot.training.agent import DQNAgent
+from bot.training.checkpoints import CheckpointError, config_from_checkpoint, read_checkpoint
 from bot.training.config import TrainingConfig, TrainingConfigError
 from bot.training.envs import register
 from bot.training.threads import DEFAULT_THREADS, limit_threads
@@ -35,39 +38,47 @@ class UsageError(Exception):
 
 def train_command(args: argparse.Namespace) -> int:
     try:
-        config = _config(args)
-        env = _environment(config.env_id)
-        checkpoint = _checkpoint(args)
         threads = getattr(args, "threads", DEFAULT_THREADS)
         if threads < 1:
             raise UsageError(f"--threads must be at least 1, got {threads}")
+        checkpoint = _checkpoint(args)
+        state = read_checkpoint(checkpoint) if checkpoint is not None else None
+        config = _config(args, state, checkpoint)
+        env = _environment(config.env_id)
         if args.wandb and importlib.util.find_spec("wandb") is None:
-            raise UsageError("--wandb needs the `wandb` package: pip install wandb")
-    except (UsageError, TrainingConfigError) as exc:
+            raise UsageError("--wandb needs the `wandb` package: pip install 'training-metrics-server[wandb]'")
+        limit_threads(threads)
+        trainer = _trainer(config, env, Path(args.output), None)
+        if state is not None and checkpoint is not None:
+            trainer.restore(state, checkpoint)
+    except (UsageError, TrainingConfigError, CheckpointError) as exc:
         print(f"bot train: {exc}", file=sys.stderr)
         return 2
-    limit_threads(threads)
     with _session(args.server, config) as run:
-        trainer = _trainer(config, env, Path(args.output), run)
-        if checkpoint is not None:
-            trainer.load_checkpoint(checkpoint)
+        trainer.run = run
         if args.eval_only:
             evaluation = trainer.evaluate_only()
             print(f"bot train: greedy evaluation over {config.eval_episodes} episodes: {evaluation}")
             return 0
         try:
-            with _progress(trainer), _wandb(trainer, config, args.wandb):
+            with _progress(trainer):
                 statistics = trainer.train()
-        except KeyboardInterrupt:
-            emergency = trainer.checkpoint_dir / "emergency.pt"
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (a TrainingInterrupted)
+            emergency = trainer.checkpoint_path("emergency")
             print(f"bot train: interrupted at episode {trainer.episode}; resume with --resume {emergency}")
-            return 130
+            return 128 + getattr(exc, "signum", signal.SIGINT)
     print(f"bot train: {statistics}")
     return 0
 
 
-def _config(args: argparse.Namespace) -> TrainingConfig:
-    config = TrainingConfig.from_yaml(_config_path(args.config)) if args.config else TrainingConfig()
+def _config(args: argparse.Namespace, state: dict[str, Any] | None, checkpoint: Path | None) -> TrainingConfig:
+    """`-c FILE`, else the configuration a checkpoint was trained with, else the defaults; then the options."""
+    if args.config:
+        config = TrainingConfig.from_yaml(_config_path(args.config))
+    elif state is not None and checkpoint is not None:
+        config = config_from_checkpoint(state, checkpoint)
+    else:
+        config = TrainingConfig()
     return config.replace(
         max_episodes=args.episodes,
         seed=args.seed,
@@ -100,8 +111,6 @@ def _checkpoint(args: argparse.Namespace) -> Path | None:
     if args.eval_only and not args.checkpoint:
         raise UsageError("--eval-only needs --checkpoint PATH")
     path = args.checkpoint if args.eval_only else args.resume
-    if path is not None and not Path(path).is_file():
-        raise UsageError(f"checkpoint {path!r} does not exist")
     return Path(path) if path is not None else None
 
 
@@ -149,22 +158,6 @@ def _progress(trainer: Trainer) -> Iterator[None]:
 
         trainer.listeners.append(show)
         yield
-
-
-@contextlib.contextmanager
-def _wandb(trainer: Trainer, config: TrainingConfig, enabled: bool) -> Iterator[None]:
-    """Weights & Biases, offline unless WANDB_MODE says otherwise (no network needed)."""
-    if not enabled:
-        yield
-        return
-    import wandb  # type: ignore[import-not-found]
-
-    run = wandb.init(project="training-metrics", config=vars(config), mode=os.environ.get("WANDB_MODE", "offline"))
-    trainer.listeners.append(run.log)
-    try:
-        yield
-    finally:
-        run.finish()
 
 
 def demo_command(args: argparse.Namespace) -> int:

@@ -1,37 +1,69 @@
 """The Trainer of the original design: episodes, greedy evaluations, checkpoints, early stopping, curves.
 
-Files under `output_dir`: `checkpoints/` (`best.pt`, `latest.pt`, `episode_N.pt` unless save_best_only,
-`emergency.pt` on an exception or Ctrl-C; each with a `.json` of metadata), `metrics.json`,
-`logs/training.log` and `training_curves.png`. A checkpoint holds everything a run is (networks,
-optimizer, replay buffer, counters, random generators, history), so `load_checkpoint()` then
-`train()` ends where the uninterrupted run would have. Environments are reset with `seed + episode`,
-so a seeded run is reproducible episode by episode.
+    agent = DQNAgent(DQNConfig(state_dim=60, action_dim=7, seed=42))
+    trainer = Trainer(agent, env, TrainingConfig(max_episodes=10000), output_dir="results/run1")
+    stats = trainer.train()
 
-Pushing to the server is optional: pass an SDK `Run` and every episode's metrics, sampled decisions,
-the evaluation curve and status changes go to it (the SDK never makes training wait).
+`env` speaks Gymnasium's API or the original design's 4-tuple one (bot/training/envs.py). Files under
+`output_dir`: `checkpoints/` (`best.pt` on each better evaluation; `checkpoint_ep{N}.pt` every
+checkpoint_frequency episodes unless save_best_only; `emergency.pt` on an exception, Ctrl-C or SIGTERM;
+`latest.pt` at every one of these and at the end; each with a `.json` of metadata), `metrics.json`,
+`logs/training.log` and `training_curves.png`. A checkpoint holds everything a run is (networks, optimizer,
+replay buffer, counters, random generators, history), so `load_checkpoint()` then `train()` ends where the
+uninterrupted run would have. Gymnasium environments are reset with `seed + episode`, so a seeded run is
+reproducible episode by episode.
+
+With `verbose`, progress and evaluations are printed to the console (stderr) as well as the log file; with
+`use_wandb`, every episode goes to Weights & Biases (offline unless WANDB_MODE says otherwise). Pushing to
+the server is optional: pass an SDK `Run` and every episode's metrics, sampled decisions, the evaluation
+curve and status changes go to it (the SDK never makes training wait).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import logging
 import math
+import os
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from bot.training.agent import DQNAgent
-from bot.training.config import TrainingConfig
+from bot.training.checkpoints import (
+    CheckpointError,
+    describe,
+    link_checkpoint,
+    network_of,
+    read_checkpoint,
+    write_checkpoint,
+)
+from bot.training.config import AGENT_FIELDS, TrainingConfig, TrainingConfigError, validate
+from bot.training.envs import reset_env, step_env
 
 logger = logging.getLogger("bot.training")
 
 EVAL_SEED_OFFSET = 1_000_000  # evaluation episodes use seeds no training episode does
 DECISION_INTERVAL = 1.0  # seconds between the decisions sampled to the server (an episode's first step's)
+WANDB_PROJECT = "training-metrics"
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGTERM (a service manager's or a container's stop) during train(): handled as Ctrl-C is, with an
+    emergency checkpoint; `signum` says which signal, so a command can exit with 128 + signum."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
 
 
 class Trainer:
@@ -40,55 +72,90 @@ class Trainer:
         agent: DQNAgent,
         env: Any,
         config: TrainingConfig,
-        output_dir: str | Path,
+        output_dir: str | Path | None = None,
         run: Any = None,
         checkpoint_path: Callable[[str], Path] | None = None,
     ):
+        """Nothing is written yet (train() writes). A bad setting, or use_wandb without the `wandb` package, is
+        a TrainingConfigError here."""
+        validate(dataclasses.asdict(config), source="TrainingConfig")
+        _check_fit(agent, env)
         self.agent, self.env, self.config, self.run = agent, env, config, run
-        self.output_dir = Path(output_dir)
+        # The original design's default: a folder of the run's own in the working directory.
+        self.output_dir = Path(output_dir if output_dir is not None else f"training_run_{int(time.time())}")
         self.checkpoint_dir = self.output_dir / config.checkpoint_dir
-        # Where checkpoint `name` (best, latest, emergency, episode_N) goes; by default checkpoint_dir/name.pt.
-        # A training job lays them out as the original design does (bot/training/job.py).
-        self.checkpoint_path = checkpoint_path or (lambda name: self.checkpoint_dir / f"{name}.pt")
+        # Where checkpoint `name` (best, latest, emergency, episode_N) goes; by default checkpoint_dir/name.pt,
+        # and episode_N as the design names it, checkpoint_dir/checkpoint_ep{N}.pt. A training job lays them
+        # out as the original design's jobs do (bot/training/job.py).
+        self.checkpoint_path = checkpoint_path or self._default_checkpoint_path
         self.episode = 0
         self.history: dict[str, list[Any]] = {"reward": [], "length": [], "loss": [], "epsilon": [], "eval": []}
         self.best_eval = -math.inf
         self.evals_without_improvement = 0
+        self.episodes_without_improvement = 0  # what `patience` counts, as in the original design
         self.started = time.monotonic()
         self.elapsed_before = 0.0  # training time of the run before a resume
-        self._handler: logging.Handler | None = None
-        # Called with each episode's figures (the CLI's progress bar, Weights & Biases).
+        self._handlers: list[logging.Handler] = []
+        # Called with each episode's figures (the CLI's progress bar, a job's progress events).
         self.listeners: list[Callable[[dict[str, Any]], Any]] = []
         self._next_decision = 0.0
+        self._wandb: Any = self._import_wandb() if config.use_wandb else None
+        self._wandb_run: Any = None
+
+    def _default_checkpoint_path(self, name: str) -> Path:
+        if name.startswith("episode_"):
+            return self.checkpoint_dir / f"checkpoint_ep{name.removeprefix('episode_')}.pt"
+        return self.checkpoint_dir / f"{name}.pt"
+
+    @staticmethod
+    def _import_wandb() -> Any:
+        try:
+            return importlib.import_module("wandb")
+        except ImportError as exc:
+            raise TrainingConfigError(
+                f"use_wandb needs the `wandb` package: pip install 'training-metrics-server[wandb]' ({exc})"
+            ) from None
+
+    # The original design's names.
+    @property
+    def current_episode(self) -> int:
+        return self.episode
+
+    @property
+    def best_eval_reward(self) -> float:
+        return self.best_eval
+
+    @property
+    def log_dir(self) -> Path:
+        return self.output_dir / "logs"
 
     # -- the loop ------------------------------------------------------------------------------------
 
     def train(self) -> dict[str, Any]:
-        """Train until max_episodes, early stopping or the target reward; returns the final statistics."""
+        """Train until max_episodes, early stopping or the target reward; returns the final statistics.
+
+        An exception, Ctrl-C or SIGTERM saves `emergency` (and `latest`), then propagates: SIGTERM as a
+        TrainingInterrupted, which is a KeyboardInterrupt."""
+        with _sigterm_interrupts():  # before anything is written: a stop that sees the log finds it in place
+            return self._train()
+
+    def _train(self) -> dict[str, Any]:
         self._open_log()
         self.started = time.monotonic()
         outcome = "completed"
-        self._status("running", f"training {self.config.env_id} from episode {self.episode + 1}")
+        self._status("running", f"training {self._env_name()} from episode {self.episode + 1}")
+        logger.info("training %s from episode %d to %d", self._env_name(), self.episode + 1, self.config.max_episodes)
         try:
+            self._start_wandb()
             while self.episode < self.config.max_episodes:
                 if self.config.max_steps is not None and self.agent.steps >= self.config.max_steps:
                     outcome = "step budget reached"
                     break
-                self.episode += 1
-                reward, length, loss = self._run_episode()
-                self._record(reward, length, loss)
-                if self.episode % self.config.log_frequency == 0:
-                    self._log_progress()
-                if self.episode % self.config.eval_frequency == 0:
-                    evaluation = self._evaluate()
-                    self._log_evaluation(evaluation)
-                    if self._should_stop_early(evaluation):
-                        outcome = "stopped early"
-                        break
-                if not self.config.save_best_only and self.episode % self.config.checkpoint_frequency == 0:
-                    self._save_checkpoint(f"episode_{self.episode}")
-                if self.episode % self.config.plot_frequency == 0:
-                    self.plot_training_curves()
+                stop = self._train_episode()
+                if stop is not None:
+                    outcome = stop
+                    break
+            return self._finish(outcome)
         except BaseException as exc:
             self._save_checkpoint("emergency")
             interrupted = isinstance(exc, KeyboardInterrupt)
@@ -101,26 +168,60 @@ class Trainer:
             raise
         finally:
             self._write_metrics()
+            self._finish_wandb()
             self._close_log()
+
+    def _finish(self, outcome: str) -> dict[str, Any]:
         self._save_checkpoint("latest")
         self.plot_training_curves()
         self._status("completed", f"{outcome} after {self.episode} episodes")
-        return self.statistics(outcome)
+        statistics = self.statistics(outcome)
+        best = statistics["best_eval_reward"]
+        logger.info(
+            "training %s after %d episodes: best evaluation %s, %.1f s",
+            outcome,
+            self.episode,
+            "none" if best is None else f"{best:.2f}",
+            statistics["elapsed_seconds"],
+        )
+        return statistics
+
+    def _train_episode(self) -> str | None:
+        """One training episode and what follows it; the outcome when training should stop."""
+        self.episode += 1
+        reward, length, loss = self._run_episode()
+        figures = self._record(reward, length, loss)
+        if self.episode % self.config.log_frequency == 0:
+            self._log_progress()
+        evaluation, stop = None, None
+        if self.episode % self.config.eval_frequency == 0:
+            evaluation = self._evaluate()
+            self._log_evaluation(evaluation)
+            stop = self._should_stop_early(evaluation)
+        self._log_wandb(figures, evaluation)
+        if stop:
+            return "stopped early"
+        if self.episode % self.config.checkpoint_frequency == 0:
+            # latest.pt at every checkpoint; checkpoint_ep{N}.pt too unless save_best_only
+            self._save_checkpoint("latest" if self.config.save_best_only else f"episode_{self.episode}")
+        if self.episode % self.config.plot_frequency == 0:
+            self.plot_training_curves()
+        return None
 
     def _run_episode(self, evaluate: bool = False, seed: int | None = None) -> tuple[float, int, float]:
         """One episode: (total reward, steps, mean loss of its updates; NaN while not learning yet)."""
-        state, _ = self.env.reset(seed=seed if seed is not None else self._seed(self.episode))
+        state = reset_env(self.env, seed if seed is not None else self._seed(self.episode))
         total, losses = 0.0, []
         for step in range(self.config.max_steps_per_episode):
             action = self.agent.select_action(state, evaluate=evaluate)
             if step == 0 and not evaluate:
                 self._push_decision(state, action)
-            next_state, reward, terminated, truncated, _ = self.env.step(action)
-            total += float(reward)
+            next_state, reward, terminated, truncated = step_env(self.env, action)
+            total += reward
             if not evaluate:
-                self.agent.store_transition(state, action, float(reward), next_state, terminated)
+                self.agent.store_transition(state, action, reward, next_state, terminated)
                 stats = self.agent.train_step()
-                if not math.isnan(stats["loss"]):
+                if stats is not None:
                     losses.append(stats["loss"])
             state = next_state
             if terminated or truncated:
@@ -128,12 +229,14 @@ class Trainer:
         return total, step + 1, float(np.mean(losses)) if losses else math.nan
 
     def _evaluate(self) -> dict[str, float]:
-        """Greedy episodes on seeds of their own: mean, std, min and max reward."""
+        """Greedy episodes on seeds of their own: mean, std, min and max reward (kept in the history); the
+        answer adds the original design's names (mean_reward, std_reward, min_reward, max_reward, mean_length)."""
         base = self._seed(EVAL_SEED_OFFSET + self.episode * self.config.eval_episodes)
-        rewards = [
-            self._run_episode(evaluate=True, seed=None if base is None else base + i)[0]
+        episodes = [
+            self._run_episode(evaluate=True, seed=None if base is None else base + i)
             for i in range(self.config.eval_episodes)
         ]
+        rewards = [reward for reward, _, _ in episodes]
         evaluation = {
             "episode": self.episode,
             "steps": self.agent.steps,
@@ -147,73 +250,125 @@ class Trainer:
             self.run.log_graph(
                 "evaluation", title="Greedy evaluation", y_label="reward", eval_mean_reward=evaluation["mean"]
             )
-        return evaluation
+        return {
+            **evaluation,
+            "mean_reward": evaluation["mean"],
+            "std_reward": evaluation["std"],
+            "min_reward": evaluation["min"],
+            "max_reward": evaluation["max"],
+            "mean_length": float(np.mean([length for _, length, _ in episodes])),
+        }
 
     def _should_stop_early(self, evaluation: dict[str, float]) -> bool:
-        """Saves `best` on improvement; stops after `patience` evaluations without one (never before
+        """Saves `best` on improvement; stops once `patience` episodes have passed without one, as the original
+        design counts them (each evaluation without improvement adds eval_frequency; never before
         min_episodes), or once the evaluation reaches target_reward."""
         if evaluation["mean"] > self.best_eval:
             self.best_eval = evaluation["mean"]
-            self.evals_without_improvement = 0
+            self.evals_without_improvement = self.episodes_without_improvement = 0
             self._save_checkpoint("best", evaluation)
         else:
             self.evals_without_improvement += 1
+            self.episodes_without_improvement += self.config.eval_frequency
         target = self.config.target_reward
         if target is not None and evaluation["mean"] >= target:
             return True
-        return (
+        stop = (
             self.config.early_stopping
             and self.episode >= self.config.min_episodes
-            and self.evals_without_improvement >= self.config.patience
+            and self.episodes_without_improvement >= self.config.patience
         )
+        if stop:
+            logger.info("early stopping: %d episodes without improvement", self.episodes_without_improvement)
+        return stop
 
-    def evaluate_only(self) -> dict[str, float]:
-        """Greedy evaluation of the loaded agent, nothing trained or written."""
-        return self._evaluate()
+    def evaluate_only(
+        self, checkpoint_path: str | Path | None = None, num_episodes: int | None = None
+    ) -> dict[str, float]:
+        """Greedy evaluation, nothing trained or written: of `checkpoint_path` when given (loaded first, as the
+        original design does), else of the agent as it is; over `num_episodes` (default eval_episodes)."""
+        if checkpoint_path is not None:
+            self.load_checkpoint(checkpoint_path)
+        if num_episodes is None:
+            return self._evaluate()
+        if num_episodes <= 0:
+            raise ValueError(f"num_episodes must be > 0, got {num_episodes}")
+        configured = self.config.eval_episodes
+        self.config.eval_episodes = num_episodes
+        try:
+            return self._evaluate()
+        finally:
+            self.config.eval_episodes = configured
 
     # -- checkpoints ----------------------------------------------------------------------------------
 
     def _save_checkpoint(self, name: str, evaluation: dict[str, float] | None = None) -> Path:
+        """Checkpoint `name` and its metadata; `latest` becomes the same checkpoint (a hard link, no copy)."""
         path = self.checkpoint_path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
         state = {
             "agent": self.agent.state_dict(),
             "episode": self.episode,
             "history": self.history,
             "best_eval": self.best_eval,
             "evals_without_improvement": self.evals_without_improvement,
+            "episodes_without_improvement": self.episodes_without_improvement,
             "elapsed": self._elapsed(),
             "config": dataclasses.asdict(self.config),
+            "agent_config": dataclasses.asdict(self.agent.settings),
+            "network": self.agent.network(),
         }
-        temporary = path.with_suffix(".tmp")
-        torch.save(state, temporary)
-        temporary.replace(path)  # a crash mid-save never leaves a torn checkpoint
+        best = self.best_eval if self.best_eval > -math.inf else None
         metadata = {
             "episode": self.episode,
             "steps": self.agent.steps,
-            "eval_score": evaluation["mean"]
-            if evaluation
-            else (self.best_eval if self.best_eval > -math.inf else None),
+            "eval_score": evaluation["mean"] if evaluation else best,
+            "best_eval_reward": best,
+            "epsilon": self.agent.epsilon,
             "config": dataclasses.asdict(self.config),
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "timestamp": time.time(),
             "elapsed_seconds": round(self._elapsed(), 3),
         }
-        path.with_suffix(".json").write_text(json.dumps(metadata, indent=1))
+        write_checkpoint(path, state, metadata)
+        if name != "latest":
+            link_checkpoint(path, self.checkpoint_path("latest"))
         return path
 
-    def load_checkpoint(self, path: str | Path) -> None:
-        """Continue from a checkpoint: the next train() goes on from its episode, with its exact state."""
-        state = torch.load(path, weights_only=False)
-        self.agent.load_state_dict(state["agent"])
+    def load_checkpoint(self, path: str | Path) -> int:
+        """Continue from a checkpoint: the next train() goes on from its episode, with its exact state. Returns
+        that episode. A file that is missing, corrupt, foreign or made for another network is a
+        CheckpointError (one line, naming it), raised before anything is loaded."""
+        return self.restore(read_checkpoint(path), path)
+
+    def restore(self, state: dict[str, Any], path: str | Path = "checkpoint") -> int:
+        """load_checkpoint() for a checkpoint already read (bot.training.checkpoints.read_checkpoint)."""
+        network, mine = network_of(state), self.agent.network()
+        if network is not None and (
+            any(network[key] != mine[key] for key in ("observations", "actions", "hidden_sizes"))
+            or bool(network.get("dueling")) != mine["dueling"]
+        ):
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} holds another network ({describe(network)}) than this agent's "
+                f"({describe(mine)})"
+            )
+        try:
+            self.agent.load_state_dict(state["agent"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise CheckpointError(f"checkpoint {str(path)!r} does not fit this agent: {reason}") from None
         self.episode = state["episode"]
         self.history = state["history"]
         self.best_eval = state["best_eval"]
         self.evals_without_improvement = state["evals_without_improvement"]
+        self.episodes_without_improvement = state.get(
+            "episodes_without_improvement", self.evals_without_improvement * self.config.eval_frequency
+        )
         self.elapsed_before = state["elapsed"]
+        return self.episode
 
     # -- reporting -------------------------------------------------------------------------------------
 
-    def _record(self, reward: float, length: int, loss: float) -> None:
+    def _record(self, reward: float, length: int, loss: float) -> dict[str, Any]:
         h = self.history
         h["reward"].append(reward)
         h["length"].append(length)
@@ -240,10 +395,11 @@ class Trainer:
                 episode_length=length,
                 loss_value=loss,
                 epsilon=self.agent.epsilon,
-                learning_rate=self.config.learning_rate,
+                learning_rate=self.agent.settings.learning_rate,
                 training_time_elapsed=elapsed,
                 actions_per_second=self.agent.steps / elapsed if elapsed > 0 else 0.0,
             )
+        return figures
 
     def _push_decision(self, state: Any, action: int) -> None:
         """A sample of the bot's decisions, at most one per DECISION_INTERVAL: spectators see how it decides
@@ -300,14 +456,27 @@ class Trainer:
         )
 
     def statistics(self, outcome: str = "completed") -> dict[str, Any]:
-        rewards = self.history["reward"]
+        """The run's figures, in this project's names and the original design's (total_episodes,
+        best_eval_reward, total_time, ...); None where there is nothing to say (no evaluation yet)."""
+        rewards = self.history["reward"][-100:]
+        best = self.best_eval if self.best_eval > -math.inf else None
+        elapsed = round(self._elapsed(), 3)
+        evaluations = self.history["eval"]
         return {
             "outcome": outcome,
             "episodes": self.episode,
             "steps": self.agent.steps,
-            "best_eval": self.best_eval if self.best_eval > -math.inf else None,
-            "final_average_reward": float(np.mean(rewards[-100:])) if rewards else None,
-            "elapsed_seconds": round(self._elapsed(), 3),
+            "best_eval": best,
+            "final_average_reward": float(np.mean(rewards)) if rewards else None,
+            "elapsed_seconds": elapsed,
+            "total_episodes": self.episode,
+            "best_eval_reward": best,
+            "total_time": elapsed,
+            "avg_episode_time": elapsed / self.episode if self.episode else 0.0,
+            "final_epsilon": self.agent.epsilon,
+            "final_train_reward_mean": float(np.mean(rewards)) if rewards else None,
+            "final_train_reward_std": float(np.std(rewards)) if rewards else None,
+            "final_eval_reward": evaluations[-1]["mean"] if evaluations else None,
         }
 
     def _write_metrics(self) -> None:
@@ -318,8 +487,8 @@ class Trainer:
         }
         (self.output_dir / "metrics.json").write_text(json.dumps({"history": clean, "statistics": self.statistics()}))
 
-    def plot_training_curves(self) -> Path:
-        """training_curves.png: raw and smoothed reward, evaluation reward, loss and epsilon."""
+    def plot_training_curves(self, output_path: str | Path | None = None) -> Path:
+        """training_curves.png (or `output_path`): raw and smoothed reward, evaluation reward, loss, epsilon."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -344,8 +513,8 @@ class Trainer:
         for axis in axes.flat:
             axis.set_xlabel("episode")
         figure.tight_layout()
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / "training_curves.png"
+        path = Path(output_path) if output_path is not None else self.output_dir / "training_curves.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path)
         plt.close(figure)
         return path
@@ -358,15 +527,110 @@ class Trainer:
     def _elapsed(self) -> float:
         return self.elapsed_before + (time.monotonic() - self.started)
 
+    def _env_name(self) -> str:
+        spec = getattr(self.env, "spec", None)
+        return str(getattr(spec, "id", None) or type(self.env).__name__)
+
     def _open_log(self) -> None:
-        (self.output_dir / "logs").mkdir(parents=True, exist_ok=True)
-        self._handler = logging.FileHandler(self.output_dir / "logs" / "training.log")
-        self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logger.addHandler(self._handler)
+        """logs/training.log; with `verbose`, the console (stderr) too, unless logging already reaches it."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        file = logging.FileHandler(self.log_dir / "training.log")
+        file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        self._handlers = [file]
+        if self.config.verbose and not _reaches_console(logger):
+            console = logging.StreamHandler(sys.stderr)  # the stream of this moment: a progress bar's, under one
+            console.setFormatter(logging.Formatter("%(message)s"))
+            self._handlers.append(console)
+        for handler in self._handlers:
+            logger.addHandler(handler)
         logger.setLevel(logging.INFO)
 
     def _close_log(self) -> None:
-        if self._handler is not None:
-            logger.removeHandler(self._handler)
-            self._handler.close()
-            self._handler = None
+        for handler in self._handlers:
+            logger.removeHandler(handler)
+            handler.close()
+        self._handlers = []
+
+    # -- Weights & Biases --------------------------------------------------------------------------------
+
+    def _start_wandb(self) -> None:
+        """A W&B run for this train() call, its files under output_dir; offline unless WANDB_MODE says."""
+        if self._wandb is None:
+            return
+        settings = {name: getattr(self.agent.settings, name) for name in AGENT_FIELDS}
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._wandb_run = self._wandb.init(
+            project=WANDB_PROJECT,
+            config={**dataclasses.asdict(self.config), **settings},
+            dir=str(self.output_dir),
+            mode=os.environ.get("WANDB_MODE", "offline"),
+        )
+
+    def _log_wandb(self, figures: dict[str, Any], evaluation: dict[str, float] | None) -> None:
+        """One W&B record per episode: its figures, and the evaluation's when there was one."""
+        if self._wandb_run is None:
+            return
+        record = dict(figures)
+        if evaluation is not None:
+            record.update(
+                {
+                    "eval/mean_reward": evaluation["mean"],
+                    "eval/std_reward": evaluation["std"],
+                    "eval/min_reward": evaluation["min"],
+                    "eval/max_reward": evaluation["max"],
+                    "eval/best_reward": self.best_eval,
+                }
+            )
+        self._wandb_run.log(record)
+
+    def _finish_wandb(self) -> None:
+        if self._wandb_run is not None:
+            run, self._wandb_run = self._wandb_run, None
+            run.finish()
+
+
+def _check_fit(agent: DQNAgent, env: Any) -> None:
+    """An environment that declares its spaces (Gymnasium's do) must fit the agent's network."""
+    shape = getattr(getattr(env, "observation_space", None), "shape", None)
+    actions = getattr(getattr(env, "action_space", None), "n", None)
+    if shape is None or actions is None or len(shape) != 1:
+        return
+    if (int(shape[0]), int(actions)) != (agent.observations, agent.actions):
+        raise TrainingConfigError(
+            f"the agent takes {agent.observations} observations and {agent.actions} actions; the environment "
+            f"has {int(shape[0])} and {int(actions)} (DQNConfig's state_dim and action_dim must match it)"
+        )
+
+
+def _reaches_console(start: logging.Logger) -> bool:
+    """Whether a handler of `start` or an ancestor it propagates to already writes to stdout or stderr (so
+    the console is not given every line twice after logging.basicConfig())."""
+    consoles = {id(sys.stdout), id(sys.stderr), id(sys.__stdout__), id(sys.__stderr__)}
+    current: logging.Logger | None = start
+    while current is not None:
+        for handler in current.handlers:
+            if isinstance(handler, logging.StreamHandler) and id(getattr(handler, "stream", None)) in consoles:
+                return True
+        current = current.parent if current.propagate else None
+    return False
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises TrainingInterrupted while training (in the main thread, where Python takes signals), so
+    a service manager's or a container's stop leaves an emergency checkpoint as Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, previous)  # once: a second SIGTERM (during the emergency save) is as before
+        raise TrainingInterrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    if previous is None:  # a handler installed outside Python: the default is the nearest we can restore
+        previous = signal.SIG_DFL
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -73,14 +73,58 @@ async def test_training_finishes_with_the_server_down_and_the_spool_goes_later(
         (("--resume", "missing.pt"), "checkpoint 'missing.pt' does not exist"),
         (("--eval-only",), "--eval-only needs --checkpoint"),
         (("--episodes", "0"), "max_episodes must be > 0"),
+        (("--resume", "garbage.pt"), "checkpoint 'garbage.pt' is corrupt or truncated"),
+        (("--eval-only", "--checkpoint", "foreign.pt"), "checkpoint 'foreign.pt' is not a checkpoint of this trainer"),
+        (("--resume", "hostile.pt"), "checkpoint 'hostile.pt' holds Python objects"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path: Path, args: tuple[str, ...], needle: str) -> None:
-    """An unknown environment, a bad setting, a missing checkpoint: one line naming it, exit code 2, no files."""
+    """An unknown environment, a bad setting, a missing, corrupt or foreign checkpoint (as the README promises):
+    one line naming it, exit code 2, no files; a hostile pickle is refused unread."""
+    import torch
+
     (tmp_path / "bad.yaml").write_text("learning_rat: 0.1\n")
+    (tmp_path / "garbage.pt").write_bytes(b"PK\x03\x04 half a zip file")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
+    torch.save({"agent": Hostile()}, tmp_path / "hostile.pt")
     done = bot("train", *args, "-o", str(tmp_path / "out"), cwd=tmp_path)
     assert done.returncode == 2 and needle in done.stderr and len(done.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "pwned").exists()
+
+
+class Hostile:
+    """A pickle that would run a command when loaded unsafely."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, ("touch pwned",))
+
+
+SMALL = "env_id: MockCache-v0\nhidden_sizes: [16]\neval_frequency: 2\neval_episodes: 2\ncheckpoint_frequency: 2\n"
+
+
+def test_resume_and_eval_only_take_the_checkpoints_configuration(tmp_path: Path) -> None:
+    """The design's command lines as written there (`bot train` for its `python scripts/train.py`): after a run
+    made with `-c small.yaml` (MockCache-v0, a 16-unit network), `--resume .../latest.pt --episodes N` and
+    `--eval-only --checkpoint .../best.pt` need no `-c`: the configuration comes from the checkpoint. A
+    checkpoint for another network is one line and exit code 2."""
+    (tmp_path / "small.yaml").write_text(SMALL)
+    first = bot("train", "-c", "small.yaml", "--episodes", "4", "--output", "results/run1", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+
+    resumed = bot("train", "--resume", "results/run1/checkpoints/latest.pt", "--episodes", "6", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "'episodes': 6" in resumed.stdout
+    history = json.loads((tmp_path / "runs" / "latest" / "metrics.json").read_text())["history"]
+    assert len(history["reward"]) == 6 and history["length"] == [50] * 6  # MockCache-v0's episodes, all six
+
+    evaluated = bot("train", "--eval-only", "--checkpoint", "results/run1/checkpoints/best.pt", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "greedy evaluation over 2 episodes" in evaluated.stdout
+
+    other = bot("train", "--resume", "results/run1/checkpoints/latest.pt", "--env", "CartPole-v1", cwd=tmp_path)
+    assert other.returncode == 2 and len(other.stderr.strip().splitlines()) == 1
+    assert "holds another network (60 inputs, hidden [16], 7 actions)" in other.stderr
+    assert "(4 inputs, hidden [16], 2 actions)" in other.stderr
 
 
 def test_demo_serves_trains_and_says_where_to_watch(tmp_path: Path) -> None:
@@ -104,7 +148,7 @@ def test_wandb_gets_every_episode_when_installed(tmp_path: Path) -> None:
         "        open(os.environ['FAKE_WANDB'], 'a').write(json.dumps(data) + '\\n')\n"
         "    def finish(self):\n"
         "        open(os.environ['FAKE_WANDB'], 'a').write('finished\\n')\n"
-        "def init(project, config, mode):\n"
+        "def init(project, config, mode, dir):\n"
         "    open(os.environ['FAKE_WANDB'], 'a').write(f'init {project} {mode}\\n')\n"
         "    return Run()\n"
     )
@@ -140,3 +184,39 @@ def test_ctrl_c_leaves_an_emergency_checkpoint_to_resume_from(tmp_path: Path) ->
     stdout, _ = process.communicate(timeout=120)
     assert process.returncode == 130 and "--resume" in stdout
     assert (out / "checkpoints" / "emergency.pt").exists()
+
+
+def test_sigterm_leaves_an_emergency_checkpoint_to_resume_from(tmp_path: Path) -> None:
+    """SIGTERM (a service manager's or `docker stop`'s) during `bot train`: as Ctrl-C, an emergency checkpoint
+    (latest.pt too) and a line saying how to resume; exit code 143 (128 + SIGTERM)."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "train", "--env", "MockCache-v0", "-e", "100000", "-o", str(out)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (out / "logs" / "training.log").exists():  # training has begun
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr and process.stderr.read()
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    stdout, _ = process.communicate(timeout=120)
+    assert process.returncode == 143 and f"--resume {out / 'checkpoints' / 'emergency.pt'}" in stdout
+    emergency = json.loads((out / "checkpoints" / "emergency.json").read_text())
+    assert json.loads((out / "checkpoints" / "latest.json").read_text())["episode"] == emergency["episode"]
+
+
+def test_wandb_offline_with_the_real_package(tmp_path: Path) -> None:
+    """`--wandb` with the real `wandb` package (the `wandb` extra), offline as W&B's service cannot be reached
+    from here: the run's records are in an offline run under the output folder, for `wandb sync` later."""
+    pytest.importorskip("wandb")
+    args = ("train", "--env", "MockCache-v0", "-e", "2", "--eval-episodes", "1", "--wandb", "-o", "out")
+    done = bot(*args, cwd=tmp_path, env={"WANDB_MODE": "offline"})
+    assert done.returncode == 0, done.stderr
+    (record,) = (tmp_path / "out" / "wandb").glob("offline-run-*/run-*.wandb")
+    assert b"epsilon" in record.read_bytes() and b"training-metrics" in record.read_bytes()

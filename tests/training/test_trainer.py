@@ -75,8 +75,9 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path: Path) -> N
 
 
 def test_early_stopping_waits_for_patience_and_min_episodes(tmp_path: Path) -> None:
-    """Evaluations without improvement stop the run after `patience` of them, never before min_episodes."""
-    run = trainer(config(patience=2, min_episodes=30), tmp_path)
+    """`patience` episodes without a better evaluation (here 2 evaluations of every 10 episodes) stop the run,
+    never before min_episodes."""
+    run = trainer(config(patience=20, min_episodes=30), tmp_path)
     decisions = []
     for episode, mean in [(10, 5.0), (20, 4.0), (30, 3.0), (40, 6.0), (50, 6.0), (60, 5.0)]:
         run.episode = episode
@@ -160,8 +161,15 @@ def test_the_server_and_the_sdk_never_import_torch() -> None:
 
 
 def test_periodic_checkpoints_unless_save_best_only(tmp_path: Path) -> None:
-    """With save_best_only off, a checkpoint (and its metadata) every checkpoint_frequency episodes."""
-    trainer(config(save_best_only=False, checkpoint_frequency=5), tmp_path).train()
-    names = sorted(p.name for p in (tmp_path / "checkpoints").glob("episode_*.pt"))
-    assert names == ["episode_10.pt", "episode_15.pt", "episode_20.pt", "episode_5.pt"]
-    assert json.loads((tmp_path / "checkpoints" / "episode_15.json").read_text())["episode"] == 15
+    """With save_best_only off, `checkpoint_ep{N}.pt` (and its metadata) every checkpoint_frequency episodes, as
+    the original design names them; `latest.pt` is each of them in turn, not only the last."""
+    run = trainer(config(save_best_only=False, checkpoint_frequency=5), tmp_path)
+    latest = tmp_path / "checkpoints" / "latest.json"
+    seen: list[int | None] = []
+    run.listeners.append(lambda _: seen.append(json.loads(latest.read_text())["episode"] if latest.exists() else None))
+    run.train()
+    names = sorted(p.name for p in (tmp_path / "checkpoints").glob("checkpoint_ep*.pt"))
+    assert names == ["checkpoint_ep10.pt", "checkpoint_ep15.pt", "checkpoint_ep20.pt", "checkpoint_ep5.pt"]
+    assert json.loads((tmp_path / "checkpoints" / "checkpoint_ep15.json").read_text())["episode"] == 15
+    # latest as each episode began: the 5th episode's checkpoint from the 6th on, the best (10th) from the 11th
+    assert seen[:6] == [None] * 5 + [5] and seen[10] == 10 and seen[15] == 15
