@@ -229,9 +229,9 @@ class HierarchicalTrainer:
     @staticmethod
     def _learn(agent: DQNAgent, transition: tuple[Any, int, float, Any, bool], losses: list[float]) -> None:
         agent.store_transition(*transition)
-        loss = agent.train_step()["loss"]
-        if not math.isnan(loss):
-            losses.append(loss)
+        stats = agent.train_step()  # None while the agent learns nothing yet
+        if stats is not None and not math.isnan(stats["loss"]):
+            losses.append(stats["loss"])
 
     def evaluate(self, episodes: int | None = None, seed: int | None = None) -> dict[str, float]:
         """Greedy episodes of both agents, nothing learnt: means of the episodes' figures, and the reward's
