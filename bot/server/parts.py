@@ -19,13 +19,13 @@ from typing import Any
 from bot.config import Settings
 from bot.server.api.bodies import BodyBudget
 from bot.server.api.rooms import VerifiedPasswords
-from bot.server.batches import BatchReader, default_processes
 from bot.server.broker import broker_from_url
 from bot.server.daemon import TrainingDaemon
 from bot.server.edge.admission import ConnectRate
 from bot.server.edge.auth import Authenticator
 from bot.server.edge.metrics import ServerMetrics
 from bot.server.edge.rate_limits import Counters, RateLimits, RoomPasswordGuard
+from bot.server.ingest.batches import BatchReader, default_processes
 from bot.server.jobs import JobSupervisor
 from bot.server.live import ws
 from bot.server.live.hub import Hub

@@ -1,7 +1,7 @@
 """A validated batch, encoded before it reaches the writer, so the one writer thread only numbers and stores it.
 
 Encoding (each item's JSON), timestamps and the per-metric columns are computed where the body was
-validated (a worker process, see bot/server/batches.py); the writer then builds frames around the
+validated (a worker process, see bot/server/ingest/batches.py); the writer then builds frames around the
 JSON once seq is known. This keeps the single writer, the bottleneck of ingest, to a few string joins
 and one insert per point.
 """

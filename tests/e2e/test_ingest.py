@@ -119,9 +119,12 @@ async def test_workers_leave_with_a_killed_server(tmp_path: Path) -> None:
 
 
 def test_the_worker_entry_point_starts_clean() -> None:
-    """`python -m bot.server.ingest_worker` runs without a warning (none of the server's imports runs it
+    """`python -m bot.server.ingest.worker` runs without a warning (none of the server's imports runs it
     first) and exits at the end of its input."""
     result = subprocess.run(
-        [sys.executable, "-W", "error", "-m", "bot.server.ingest_worker"], input=b"", capture_output=True, timeout=60
+        [sys.executable, "-W", "error", "-m", "bot.server.ingest.worker"],
+        input=b"",
+        capture_output=True,
+        timeout=60,
     )
     assert result.returncode == 0 and not result.stderr, result.stderr.decode()

@@ -1,6 +1,6 @@
 """Request bodies: one pydantic call per request, errors that name the field.
 
-Big ingest bodies are validated off the event loop (bot/server/batches.py), so it keeps serving spectators.
+Big ingest bodies are validated off the event loop (bot/server/ingest/batches.py), so it keeps serving spectators.
 """
 
 from __future__ import annotations

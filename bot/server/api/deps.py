@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from bot.server.batches import BatchReader
+from bot.server.ingest.batches import BatchReader
 from bot.server.live.hub import Hub
 from bot.server.services import TrainingService
 

@@ -13,9 +13,9 @@ from bot.schemas import BotDecisionData, PerformanceGraphData, TrainingMetricsDa
 from bot.server.api.access import Writer
 from bot.server.api.bodies import body_schema, errors, read_body
 from bot.server.api.deps import BatchesDep, ServiceDep
-from bot.server.batches import INLINE_BYTES
 from bot.server.edge.auth import Principal
 from bot.server.edge.rate_limits import RateLimits, client_key
+from bot.server.ingest.batches import INLINE_BYTES
 
 router = APIRouter(
     prefix="/api/training/sessions/{session_id}",

@@ -1,6 +1,6 @@
 """The ingest workers' pipe protocol: each message a 4-byte big-endian length and a pickle.
 
-Its own module so that the server (batches.py) and the worker (ingest_worker.py) share it without the
+Its own module so that the server (batches.py) and the worker (worker.py) share it without the
 server importing the worker's entry point, which `python -m` then runs as a module of its own.
 """
 

@@ -1,6 +1,6 @@
 """Ingest bodies become Batches: validated and encoded, in a worker process when there is a core to spare.
 
-Workers are processes of their own (`python -m bot.server.ingest_worker`, talking over pipes), never
+Workers are processes of their own (`python -m bot.server.ingest.worker`, talking over pipes), never
 multiprocessing's spawned children, which would re-import the user's main script.
 
 Validation and encoding are most of ingest's CPU (pydantic: about 5 µs a point) and they hold the GIL
@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bot.schemas import BotDecisionData, PerformanceGraphData, TrainingMetricsDict
 from bot.server.api.bodies import ItemAdapters, parse_items
-from bot.server.pipes import HEADER, frame
+from bot.server.ingest.pipes import HEADER, frame
 from bot.store.batch import Batch, prepare
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def default_processes() -> int:
 
 
 class _Worker:
-    """One worker process (bot/server/ingest_worker.py) and its pipes; one request at a time."""
+    """One worker process (bot/server/ingest/worker.py) and its pipes; one request at a time."""
 
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
@@ -68,7 +68,7 @@ class _Worker:
     @classmethod
     async def start(cls) -> _Worker:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot.server.ingest_worker", stdin=PIPE, stdout=PIPE
+            sys.executable, "-m", "bot.server.ingest.worker", stdin=PIPE, stdout=PIPE
         )
         return cls(process)
 

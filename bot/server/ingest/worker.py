@@ -1,4 +1,4 @@
-"""An ingest worker process: `python -m bot.server.ingest_worker`, started by the server (batches.py).
+"""An ingest worker process: `python -m bot.server.ingest.worker`, started by the server (batches.py).
 
 It reads requests from stdin and writes answers to stdout, each a 4-byte big-endian length and a pickle:
 `(message_type, raw, max_items)` in, `("ok", Batch)`, `("invalid", errors)` or `("error", text)` out.
@@ -12,14 +12,14 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from bot.server.pipes import frame, read_message
+from bot.server.ingest.pipes import frame, read_message
 
 
 def main() -> None:
     # Imported here so that start-up pays for them before the first request, not during it.
     from fastapi.exceptions import RequestValidationError
 
-    from bot.server.batches import read_batch
+    from bot.server.ingest.batches import read_batch
 
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     while (request := read_message(stdin)) is not None:
