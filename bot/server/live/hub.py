@@ -31,6 +31,7 @@ from typing import Self
 
 from bot.frames import control_frame
 from bot.server.broker import CHANNEL_PREFIX, Broker, BrokerUnavailableError, channel_for
+from bot.server.live.closes import CLOSE_GOING_AWAY, CLOSE_SESSION_DELETED, CLOSE_TOO_MANY, CLOSE_TRY_AGAIN_LATER
 from bot.server.live.direct import WireFrames
 from bot.server.live.spectator import CONTROL, Spectator
 from bot.server.supervisor import Supervisor
@@ -43,9 +44,6 @@ LastSeqs = Callable[[list[str]], Awaitable[dict[str, int]]]
 
 REPAIR_PAGE = 1000
 ANNOUNCE_LIMIT = 100  # spectators of one session up to which each join and leave is announced
-
-CLOSE_SESSION_DELETED = 4410
-CLOSE_GOING_AWAY = 1001
 
 
 class HubFullError(Exception):
@@ -169,7 +167,9 @@ class Hub:
         """
         if self.total >= self.max_total:
             raise HubFullError(
-                1013, f"server full: {self.max_total} spectators at most; try again later", "server_full"
+                CLOSE_TRY_AGAIN_LATER,
+                f"server full: {self.max_total} spectators at most; try again later",
+                "server_full",
             )
         session_id = spectator.session_id
         watched = self._sessions.get(session_id)
@@ -181,7 +181,9 @@ class Hub:
             watched = None
         allowed = min(self.max_per_session, limit) if limit else self.max_per_session
         if watched is not None and len(watched.spectators) >= allowed:
-            raise HubFullError(4429, f"session full: {allowed} spectators at most for {session_id!r}", "session_full")
+            raise HubFullError(
+                CLOSE_TOO_MANY, f"session full: {allowed} spectators at most for {session_id!r}", "session_full"
+            )
         if watched is None:
             watched = self._sessions[session_id] = _Watched(spectator.incarnation)
         watched.spectators[spectator.id] = spectator

@@ -20,11 +20,11 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from bot.server.live.closes import CLOSE_SLOW
 from bot.server.live.direct import DirectWriter, WireFrames
 
 CONTROL = 0  # the seq of frames that are not part of the stored stream
 BURST_FACTOR = 10
-CLOSE_SLOW = 4008
 CLOSE_GRACE_SECONDS = 5.0
 ABUSE_GRACE_SECONDS = 0.5
 

@@ -36,10 +36,18 @@ from bot.config import Settings
 from bot.frames import close_reason, control_frame, error_frame
 from bot.schemas import INT64_MAX, MESSAGE_TYPES
 from bot.server.edge.rate_limits import RateLimits, client_key
+from bot.server.live.closes import (
+    CLOSE_BAD_QUERY,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_POLICY,
+    CLOSE_RATE_LIMITED,
+    CLOSE_SLOW,
+    CLOSE_TRY_AGAIN_LATER,
+)
 from bot.server.live.direct import DirectWriter, WireFrames, cap_send_buffer, closing, drained, transport_of
 from bot.server.live.hub import Hub, HubFullError
 from bot.server.live.shared_reads import JoinReads
-from bot.server.live.spectator import ABUSE_GRACE_SECONDS, CLOSE_SLOW, CONTROL, Spectator
+from bot.server.live.spectator import ABUSE_GRACE_SECONDS, CONTROL, Spectator
 from bot.server.live.ws_access import Credentials, CredentialWatch, Refusal, admit
 from bot.server.services import TrainingService
 from bot.store import SessionNotFoundError
@@ -57,10 +65,6 @@ MAX_PING_DATA = 256  # bytes of a ping's `data` echoed in its pong: a client can
 # A snapshot's graphs carry this many newest points per series (a chart's width; GET .../graphs has them
 # all): a join then costs the same whatever the graphs hold, and the spectators already there never wait.
 SNAPSHOT_GRAPH_POINTS = 1000
-CLOSE_INTERNAL_ERROR = 1011
-CLOSE_TRY_AGAIN_LATER = 1013
-CLOSE_RATE_LIMITED = 4429
-CLOSE_POLICY = 1008
 ABUSIVE_CLOSES = frozenset({CLOSE_RATE_LIMITED, CLOSE_POLICY})  # closes whose client gets no further reading
 
 
@@ -139,7 +143,7 @@ async def spectate(websocket: WebSocket, session_id: str) -> None:
     try:
         since, epoch, types, user_name = parse_query(websocket.query_params)
     except BadParameterError as exc:
-        return await refuse(websocket, session_id, 4400, "invalid_parameter", str(exc))
+        return await refuse(websocket, session_id, CLOSE_BAD_QUERY, "invalid_parameter", str(exc))
     try:
         await presented.complete(websocket)  # before any lookup (ws_access.py)
         try:

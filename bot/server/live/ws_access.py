@@ -28,6 +28,7 @@ from fastapi import WebSocket
 from bot.server.api.rooms import VerifiedPasswords, WrongPasswordError, try_room_password
 from bot.server.edge.auth import KEY_CACHE_SECONDS, Authenticator, AuthError, Principal
 from bot.server.edge.rate_limits import RateLimits
+from bot.server.live.closes import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, CLOSE_TOO_MANY, CLOSE_UNAUTHORIZED
 from bot.server.live.spectator import Spectator
 from bot.server.supervisor import Supervisor
 from bot.store import SessionNotFoundError, Store
@@ -36,10 +37,6 @@ from bot.store.keys import revoked_among
 logger = logging.getLogger(__name__)
 
 AUTH_WAIT_SECONDS = 5.0
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_NOT_FOUND = 4404
-CLOSE_TOO_MANY = 4429
 
 
 class Refusal(Exception):
