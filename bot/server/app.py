@@ -94,6 +94,7 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
         async with AsyncExitStack() as stack:
             state = await open_parts(stack, settings, supervisor, socket_io, metrics)
             metrics.state = state.as_dict()
+            app.state.rl_v3_training_daemon = state.daemon  # where the original design's code finds it
             yield metrics.state
 
     app = FastAPI(

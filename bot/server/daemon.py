@@ -1,17 +1,22 @@
-"""The training daemon: scheduled training runs, configured at run time, reported to an event stream.
+"""The training daemon: scheduled training runs, configured at run time, reported to event streams.
 
-Off unless the settings turn it on (`TMS_TRAINING_DAEMON=1`): a server does not start training processes
-by itself. Once on, it follows its configuration in the database (`enabled`, `interval_minutes`,
-`episodes_per_run`, `scenario`), changeable through `PUT /api/training/daemon/config` without a restart:
-the loop reads it again at least every 10 iterations (a second each), before each run, and at once after
-a change. A scheduled run is due `interval_minutes` after the previous scheduled run started (the first at
-once); it claims "the run after that one" in the database (bot/store/daemon.py), so with several
-instances exactly one of them runs it.
+Its stored configuration (`enabled`, `interval_minutes`, `episodes_per_run`, `scenario`) is the one truth
+every route shows: with Redis configured, the keys `rl_v3.training.*` (bot/server/daemon_redis.py: an
+operator's `redis-cli SET rl_v3.training.enabled false` counts) over the database's row; without Redis,
+the row. Until anything is stored, `enabled` is the server's setting TMS_TRAINING_DAEMON (off by default,
+so a fresh server starts no training by itself). `PUT /api/training/daemon/config` writes both. The loop
+always runs (it is cheap: a look at the clock a second) and reads the configuration again at least every
+10 iterations, before each run, and at once after a PUT. A scheduled run is due `interval_minutes` after
+the previous scheduled run started (the first at once); it claims "the run after that one" in the database
+(bot/store/daemon.py), so with several instances exactly one of them runs it. A manual run
+(`POST /daemon/run`, `run_once()`) runs whether the daemon is enabled or not; during any run, on any
+instance, the state is `training`, else `idle` when enabled and `disabled` when not.
 
 A run is a training job (bot/server/jobs.py) of `episodes_per_run` episodes. It publishes
 `rl_v3.training.started` {run_id, episodes, timestamp} and `rl_v3.training.completed` {run_id, success,
 episodes, duration_seconds, avg_reward, final_reward, timestamp, error?} as messages of the session
-`training-daemon` (its spectators and history see them), and logs
+`training-daemon` (its spectators and history see them) and, with Redis, as entries of the Redis Streams
+of those names (with the original design's ISO 8601 timestamps), and logs
 `[RLv3][TRAINING][RUN_ID=…][episode=X/Y] …` lines.
 """
 
@@ -26,7 +31,9 @@ from typing import Any
 
 import orjson
 
+from bot.frames import iso
 from bot.schemas import SessionCreate
+from bot.server.daemon_redis import DaemonRedis, DaemonRedisError
 from bot.server.jobs import JobRefusedError, JobSupervisor, ScenarioNotFoundError
 from bot.server.services import TrainingService
 from bot.server.supervisor import Supervisor
@@ -54,20 +61,24 @@ class RunInProgressError(Exception):
     pass
 
 
-class DaemonOffError(Exception):
-    pass
-
-
 class TrainingDaemon:
     def __init__(
-        self, service: TrainingService, jobs: JobSupervisor, *, active: bool, supervisor: Supervisor | None = None
+        self,
+        service: TrainingService,
+        jobs: JobSupervisor,
+        *,
+        default_enabled: bool = False,
+        redis: DaemonRedis | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.supervisor = supervisor or Supervisor()
         self.service, self.jobs = service, jobs
-        self.active = active  # the settings' switch: off, the loop never starts
-        self.state = "stopped"
+        self.default_enabled = default_enabled  # TMS_TRAINING_DAEMON: `enabled` until a configuration is stored
+        self.redis = redis
+        self._running = False  # the original design's name: the loop runs
         self.current: dict[str, Any] | None = None  # the run in progress
-        self.config: dict[str, Any] | None = None
+        self.config: dict[str, Any] = {}  # the configuration the loop read last
+        self.last_check: float | None = None  # when the loop last looked at its configuration and the clock
         self.iterations = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -77,12 +88,14 @@ class TrainingDaemon:
     # -- lifecycle ----------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self.active and (self._task is None or self._task.done()):
-            self.state = "idle"
+        if self._task is None or self._task.done():
+            self.config = await self.read_config()
+            self._running = True
             self._task = self.supervisor.spawn("daemon", self._loop)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop the loop; a run in progress is stopped gracefully (its job saves a checkpoint)."""
+        self._running = False
         if self._task is not None:
             await self.supervisor.stop([self._task])
         self._task = None
@@ -91,41 +104,58 @@ class TrainingDaemon:
                 await self.jobs.stop(self.current["job_id"])
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._run_task), grace)
-        self.state = "stopped"
 
     def reconfigured(self) -> None:
         """The configuration changed: read it again now."""
         self._wake.set()
 
+    async def read_config(self) -> dict[str, Any]:
+        """The stored configuration: Redis's keys over the database's row with Redis configured, else the row
+        (`source` says which)."""
+        base: dict[str, Any] = await self.service.store.read(read_config, self.default_enabled)
+        if self.redis is None:
+            return {**base, "source": "database"}
+        return await self.redis.overlay(base, self._scenario_error)
+
+    def _scenario_error(self, name: str) -> str | None:
+        try:
+            self.jobs.scenario_file(name)
+        except ScenarioNotFoundError as exc:
+            return str(exc)
+        return None
+
+    def _in_progress(self) -> bool:
+        return self._run_task is not None and not self._run_task.done()
+
     # -- runs ---------------------------------------------------------------------------------------
 
     async def run_once(self, trigger: str = "manual", slot: str | None = None) -> dict[str, Any] | None:
-        """One run now, to its end; its record (None: a scheduled slot another instance took)."""
-        if self._run_task is not None and not self._run_task.done():
+        """One run now, enabled or not, to its end; its record, with the original design's `run_id`,
+        `timestamp`, `episodes`, `duration_seconds`, `success`, `error`, `avg_reward` and `final_reward`
+        ({}: a scheduled slot another instance took)."""
+        if self._in_progress():
             raise RunInProgressError(f"run {self.current and self.current['run_id']} is in progress")
         self._run_task = asyncio.create_task(self._run(trigger, slot))
         result: dict[str, Any] | None = await self._run_task
         return result
 
     def start_run(self) -> str:
-        """POST /daemon/run: a run in the background; its id."""
-        if not self.active:
-            raise DaemonOffError("the training daemon is off on this server (TMS_TRAINING_DAEMON=1 turns it on)")
-        if self._run_task is not None and not self._run_task.done():
+        """POST /daemon/run: a run in the background, enabled or not; its id."""
+        if self._in_progress():
             raise RunInProgressError(f"run {self.current and self.current['run_id']} is in progress")
         run_id = f"run-{secrets.token_hex(6)}"
         self._run_task = asyncio.create_task(self._run("manual", None, run_id))
         return run_id
 
     async def _run(self, trigger: str, slot: str | None, run_id: str | None = None) -> dict[str, Any]:
-        config = await self.service.store.read(read_config)
+        config = await self.read_config()
         run_id = run_id or f"run-{secrets.token_hex(6)}"
         episodes, scenario = config["episodes_per_run"], config["scenario"]
         claim = ClaimRun(run_id, slot, trigger, scenario, episodes, self.jobs.identity)
         run: dict[str, Any] | None = await self.service.store.write(claim)
         if run is None:
             return {}
-        self.current, self.state = run, "training"
+        self.current = run
         started = time.time()
         await self._publish("rl_v3.training.started", {"run_id": run_id, "episodes": episodes, "timestamp": started})
         _log(run_id, None, episodes, f"started: scenario {scenario}, {episodes} episodes ({trigger})")
@@ -172,7 +202,6 @@ class TrainingDaemon:
         outcome = "succeeded" if success else f"failed: {values.get('error')}"
         _log(run_id, None, episodes, f"completed in {completed['duration_seconds']} s: {outcome}")
         self.current = None
-        self.state = "idle" if self._task is not None and not self._task.done() else "stopped"
         return run
 
     async def _orphaned(self, runs: list[dict[str, Any]], reason: str) -> None:
@@ -200,6 +229,16 @@ class TrainingDaemon:
         return log
 
     async def _publish(self, kind: str, data: dict[str, Any]) -> None:
+        """A message of the `training-daemon` session, and with Redis an entry of the stream `kind` with the
+        original design's payload (its timestamp in ISO 8601). Neither failing fails the run: logged."""
+        await self._store_event(kind, data)
+        if self.redis is not None:
+            try:
+                await self.redis.append(kind, {**data, "timestamp": iso(data["timestamp"])}, data["run_id"])
+            except DaemonRedisError as exc:
+                logger.warning("%s (run %s)", exc, data["run_id"])
+
+    async def _store_event(self, kind: str, data: dict[str, Any]) -> None:
         """A message of the `training-daemon` session (created on first use)."""
         spec = SessionCreate.model_validate({"training_id": EVENTS_SESSION, "name": "Training daemon"})
         for attempt in range(2):
@@ -217,17 +256,17 @@ class TrainingDaemon:
     # -- the schedule -------------------------------------------------------------------------------
 
     async def _loop(self) -> None:
-        config = await self.service.store.read(read_config)
         while True:
-            if self.iterations % READ_CONFIG_EVERY == 0 or self._wake.is_set():
+            if not self.config or self.iterations % READ_CONFIG_EVERY == 0 or self._wake.is_set():
                 self._wake.clear()
-                config = await self.service.store.read(read_config)
-            self.config = config
+                self.config = await self.read_config()
+            config = self.config
             self.iterations += 1
-            if config["enabled"] and not (self._run_task and not self._run_task.done()):
+            self.last_check = time.time()
+            if config["enabled"] and not self._in_progress():
                 slot = await self._due_slot(config)
                 if slot is not None:
-                    config = await self.service.store.read(read_config)  # before each run: it may have just changed
+                    self.config = config = await self.read_config()  # before each run: it may have just changed
                     if config["enabled"]:
                         try:
                             await self.run_once("schedule", slot)
@@ -235,7 +274,6 @@ class TrainingDaemon:
                             pass
                         except Exception:
                             logger.exception("a scheduled training run failed")
-            self.state = "idle" if config["enabled"] else "disabled"
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), TICK)
 
@@ -252,43 +290,87 @@ class TrainingDaemon:
         due, slot = await self._next_run(config)
         return slot if time.time() >= due else None
 
-    async def status(self) -> dict[str, Any]:
-        config = await self.service.store.read(read_config)
-        next_run, _ = await self._next_run(config)
-        failing = self.supervisor.failing().get("daemon")
-        state = "failing" if failing is not None else self.state
+    def _state(self, enabled: bool, training: bool) -> str:
+        if training:
+            return "training"
+        if not self._running:
+            return "stopped"
+        if "daemon" in self.supervisor.failing():
+            return "failing"  # its loop crashed and waits to be restarted (bot/server/supervisor.py)
+        return "idle" if enabled else "disabled"
+
+    def get_status(self) -> dict[str, Any]:
+        """The original design's synchronous status: the configuration the loop read last (again at least
+        every 10 iterations), whether the loop runs, and when it last looked (`last_check`). The API's
+        `status()` reads the stored configuration afresh."""
+        config, training = self.config, self._in_progress()
         return {
-            "active": self.active,
-            "state": state if self.active else "off",
-            "last_loop_error": failing,
-            "config": config,
+            "enabled": config.get("enabled"),
+            "interval_minutes": config.get("interval_minutes"),
+            "episodes_per_run": config.get("episodes_per_run"),
+            "running": self._running,
+            "last_check": iso(self.last_check) if self.last_check is not None else None,
+            "state": self._state(bool(config.get("enabled")), training),
+            "in_progress": training,
+            "scenario": config.get("scenario"),
             "current_run": self.current,
             "iterations": self.iterations,
-            "next_run_at": next_run if self.active and config["enabled"] else None,
+        }
+
+    async def status(self) -> dict[str, Any]:
+        config = await self.read_config()
+        return await self._status(config, await self.service.store.read(run_counts))
+
+    async def _status(self, config: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
+        """get_status()'s keys from the stored configuration, and more; `state` is `training` while any
+        instance runs a run (the database's `running` rows)."""
+        next_run, _ = await self._next_run(config)
+        enabled = config["enabled"]
+        return {
+            **self.get_status(),
+            "enabled": enabled,
+            "interval_minutes": config["interval_minutes"],
+            "episodes_per_run": config["episodes_per_run"],
+            "scenario": config["scenario"],
+            "state": self._state(enabled, self._in_progress() or counts["running"] > 0),
+            "active": self._running,
+            "last_loop_error": self.supervisor.failing().get("daemon"),
+            "config": config,
+            "next_run_at": next_run if self._running and enabled else None,
             "events_session": EVENTS_SESSION,
         }
 
-    get_status = status  # the original design's name
-
     async def summary(self) -> dict[str, Any]:
+        """The original design's flat summary (enabled, interval_minutes, episodes_per_run, total_runs,
+        success_rate, last_run_at, last_error, recent_runs), then this server's own keys."""
+        config = await self.read_config()
         counts = await self.service.store.read(run_counts)
         recent = await self.service.store.read(recent_runs, 10)
         ended = counts["succeeded"] + counts["failed"]
         return {
-            "daemon": await self.status(),
+            "enabled": config["enabled"],
+            "interval_minutes": config["interval_minutes"],
+            "episodes_per_run": config["episodes_per_run"],
             "total_runs": counts["total"],
-            "successful_runs": counts["succeeded"],
-            "failed_runs": counts["failed"],
-            "success_rate": round(counts["succeeded"] / ended, 4) if ended else None,
-            "last_run_time": recent[0]["started_at"] if recent else None,
+            # Of the runs that ended; 0.0 before any has, as the original design has it.
+            "success_rate": round(counts["succeeded"] / ended, 4) if ended else 0.0,
+            "last_run_at": recent[0]["timestamp"] if recent else None,
             "last_error": await self.service.store.read(last_error),
             "recent_runs": recent,
+            "successful_runs": counts["succeeded"],
+            "failed_runs": counts["failed"],
+            "last_run_time": recent[0]["started_at"] if recent else None,
+            "daemon": await self._status(config, counts),
         }
 
     async def put_config(self, changes: dict[str, Any]) -> dict[str, Any]:
-        config: dict[str, Any] = await self.service.store.write(PutConfig(changes))
+        """Store these changes (Redis first: when it refuses, DaemonRedisError and nothing changed); the
+        configuration as it now reads."""
+        if self.redis is not None:
+            await self.redis.write(changes)
+        await self.service.store.write(PutConfig(changes, self.default_enabled))
         self.reconfigured()
-        return config
+        return await self.read_config()
 
 
 def _log(run_id: str, episode: int | None, episodes: int, message: str) -> None:

@@ -21,6 +21,7 @@ from bot.server.api.bodies import BodyBudget
 from bot.server.api.rooms import VerifiedPasswords
 from bot.server.broker import broker_from_url
 from bot.server.daemon import TrainingDaemon
+from bot.server.daemon_redis import DaemonRedis
 from bot.server.edge.admission import ConnectRate
 from bot.server.edge.auth import Authenticator
 from bot.server.edge.metrics import ServerMetrics
@@ -106,7 +107,13 @@ async def open_parts(
     batches = BatchReader(default_processes() if processes is None else processes, settings.max_batch_size)
     jobs = JobSupervisor(service, settings, supervisor)
     jobs.listeners.append(socket_io.publish)
-    daemon = TrainingDaemon(service, jobs, active=settings.training_daemon, supervisor=supervisor)
+    daemon_redis = None
+    if settings.redis_url is not None:  # the daemon's live configuration and event streams (daemon_redis.py)
+        daemon_redis = DaemonRedis(settings.redis_url, timeout=settings.broker_timeout)
+        stack.push_async_callback(daemon_redis.aclose)
+    daemon = TrainingDaemon(
+        service, jobs, default_enabled=settings.training_daemon, redis=daemon_redis, supervisor=supervisor
+    )
     counters = Counters(settings.redis_url)
     stack.push_async_callback(counters.aclose)
     rate_limits = RateLimits(

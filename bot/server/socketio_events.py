@@ -28,6 +28,7 @@ Socket.IO client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -43,6 +44,7 @@ from bot import __version__
 from bot.config import Settings
 from bot.server.edge.auth import ANYONE, KEY_CACHE_SECONDS, Authenticator, AuthError, Principal
 from bot.server.supervisor import Supervisor
+from bot.server.tasks import cancel_and_wait
 from bot.store import Store
 from bot.store.keys import revoked_among
 
@@ -127,6 +129,21 @@ class SocketIOEvents:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.supervisor.stop(self._tasks)
+        await self._close_manager()
+
+    async def _close_manager(self) -> None:
+        """python-socketio's Redis manager has no close of its own: without this, its listener task and its
+        Redis connections outlive the app (a connection held per stopped app, and ResourceWarnings)."""
+        manager = self.server.manager
+        if not isinstance(manager, socketio.AsyncRedisManager):
+            return
+        listener = getattr(manager, "thread", None)
+        if isinstance(listener, asyncio.Task):
+            await cancel_and_wait([listener])
+        for client in (manager.pubsub, manager.redis):
+            if client is not None:
+                with contextlib.suppress(Exception):  # a Redis that went away: nothing left to close
+                    await client.aclose()
 
     def sessions(self) -> int:
         """Engine.IO sessions held now (connected or not yet)."""

@@ -7,16 +7,19 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
+from bot.frames import iso
 from bot.store.tables import daemon_config, daemon_runs
 from bot.store.writes import Applied, Job
 
-DEFAULT_CONFIG = {"enabled": True, "interval_minutes": 60.0, "episodes_per_run": 2, "scenario": "mock_cache"}
+# `enabled` has no default of its own: until a configuration is stored, it is the server's setting
+# (TMS_TRAINING_DAEMON), so that a fresh server starts no training by itself.
+DEFAULT_CONFIG = {"interval_minutes": 60.0, "episodes_per_run": 2, "scenario": "mock_cache"}
 
 
-def read_config(conn: Connection) -> dict[str, Any]:
+def read_config(conn: Connection, default_enabled: bool = False) -> dict[str, Any]:
     row = conn.execute(select(daemon_config).where(daemon_config.c.id == 1)).first()
     if row is None:
-        return {**DEFAULT_CONFIG, "updated_at": None}
+        return {"enabled": default_enabled, **DEFAULT_CONFIG, "updated_at": None}
     return {
         "enabled": bool(row.enabled),
         "interval_minutes": row.interval_minutes,
@@ -31,9 +34,10 @@ class PutConfig(Job):
     """Change some of the configuration; the rest keeps its stored (or default) value."""
 
     changes: dict[str, Any]
+    default_enabled: bool = False
 
     def apply(self, conn: Connection, now: float) -> Applied:
-        current = read_config(conn)
+        current = read_config(conn, self.default_enabled)
         exists = current.pop("updated_at") is not None
         values = {**current, **self.changes, "updated_at": now}
         if exists:
@@ -54,6 +58,7 @@ def run_dict(row: Any) -> dict[str, Any]:
         "episodes": row.episodes,
         "job_id": row.job_id,
         "instance": row.instance,
+        "timestamp": iso(row.started_at),  # the original design's name and form for when the run started
         "started_at": row.started_at,
         "ended_at": row.ended_at,
         "duration_seconds": round(duration, 3) if duration is not None else None,

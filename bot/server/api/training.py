@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from bot.schemas import Whole
 from bot.server.api.access import Reader, ServerAdmin, ServerReader
 from bot.server.api.bodies import body_schema, error_response, errors, parse_model, read_body, read_model
-from bot.server.daemon import DaemonOffError, RunInProgressError, TrainingDaemon
+from bot.server.daemon import RunInProgressError, TrainingDaemon
+from bot.server.daemon_redis import EPISODES_PER_RUN, INTERVAL_MINUTES, SCENARIO_MAX_LENGTH, DaemonRedisError
 from bot.server.edge.auth import AuthError, Principal
 from bot.server.jobs import JobRefusedError, JobSupervisor, ScenarioNotFoundError
 from bot.store.jobs import RUNNING_STATUSES
@@ -178,9 +179,11 @@ class DaemonConfigUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: StrictBool | None = None
-    interval_minutes: Annotated[float, Field(ge=0.01, le=525_600, allow_inf_nan=False, strict=True)] | None = None
-    episodes_per_run: Annotated[int, Whole(1, 1_000_000)] | None = None
-    scenario: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    interval_minutes: (
+        Annotated[float, Field(ge=INTERVAL_MINUTES[0], le=INTERVAL_MINUTES[1], allow_inf_nan=False, strict=True)] | None
+    ) = None
+    episodes_per_run: Annotated[int, Whole(*EPISODES_PER_RUN)] | None = None
+    scenario: Annotated[str, Field(min_length=1, max_length=SCENARIO_MAX_LENGTH)] | None = None
 
 
 def _daemon(request: Request) -> TrainingDaemon:
@@ -190,19 +193,19 @@ def _daemon(request: Request) -> TrainingDaemon:
 
 @router.get("/daemon/config", dependencies=[ServerReader])
 async def get_daemon_config(request: Request) -> dict[str, Any]:
-    status = await _daemon(request).status()
-    config: dict[str, Any] = status["config"]
-    return config
+    """The stored configuration: with Redis, its `rl_v3.training.*` keys over the database's (`source`)."""
+    return await _daemon(request).read_config()
 
 
 @router.put(
     "/daemon/config",
     openapi_extra=body_schema(DaemonConfigUpdate, many=False),
-    responses=errors(422),
+    responses={**errors(422), 503: error_response("Redis is configured and did not take the change")},
     dependencies=[ServerAdmin],
 )
 async def put_daemon_config(request: Request) -> dict[str, Any]:
-    """Change the daemon's configuration; the running daemon follows it at once, without a restart."""
+    """Change the daemon's configuration (with Redis, its `rl_v3.training.*` keys too); the running daemon
+    follows it at once, without a restart."""
     update = await read_model(request, DaemonConfigUpdate)
     changes = update.model_dump(exclude_none=True)
     if "scenario" in changes:
@@ -213,11 +216,15 @@ async def put_daemon_config(request: Request) -> dict[str, Any]:
                 {"type": "value_error", "loc": ["body", "scenario"], "msg": str(exc), "input": changes["scenario"]}
             ]
             raise RequestValidationError(detail) from None
-    return await _daemon(request).put_config(changes)
+    try:
+        return await _daemon(request).put_config(changes)
+    except DaemonRedisError as exc:
+        raise HTTPException(503, str(exc)) from None
 
 
 @router.get("/daemon/status", dependencies=[ServerReader])
 async def daemon_status(request: Request) -> dict[str, Any]:
+    """`state`: training during any run, else idle when enabled, disabled when not."""
     return await _daemon(request).status()
 
 
@@ -225,14 +232,13 @@ async def daemon_status(request: Request) -> dict[str, Any]:
     "/daemon/run",
     dependencies=[ServerAdmin],
     status_code=202,
-    responses={**errors(400), 409: error_response("a daemon run is in progress")},
+    responses={409: error_response("a daemon run is in progress")},
 )
 async def daemon_run(request: Request) -> dict[str, Any]:
-    """One run now, in the background (its events go to the `training-daemon` session)."""
+    """One run now, in the background, whether the daemon is enabled or not (its events go to the
+    `training-daemon` session)."""
     try:
         run_id = _daemon(request).start_run()
-    except DaemonOffError as exc:
-        raise HTTPException(400, str(exc)) from None
     except RunInProgressError as exc:
         raise HTTPException(409, str(exc)) from None
     return {"message": "Training run started", "data": {"run_id": run_id}}
@@ -240,7 +246,9 @@ async def daemon_run(request: Request) -> dict[str, Any]:
 
 @router.get("/summary", dependencies=[ServerReader])
 async def training_summary(request: Request) -> dict[str, Any]:
-    """The daemon's configuration and state, its run counts, success rate, last error and 10 latest runs."""
+    """The original design's flat summary: `enabled`, `interval_minutes`, `episodes_per_run`, `total_runs`,
+    `success_rate`, `last_run_at`, `last_error`, `recent_runs` (the 10 latest); then `successful_runs`,
+    `failed_runs`, `last_run_time` and the daemon's status (`daemon`)."""
     return await _daemon(request).summary()
 
 
