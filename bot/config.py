@@ -178,7 +178,7 @@ class Settings(BaseSettings):
     # Training jobs (POST /api/training/start): how many run at once (None: the number of cores), where their
     # models and checkpoints go, and where the scenarios are (None: the shipped ones, config/scenarios/).
     # The training daemon (scheduled runs, configured at run time): its `enabled` until a configuration is
-    # stored, so that a fresh server starts no training by itself (bot/server/daemon.py).
+    # stored, so that a fresh server starts no training by itself (bot/server/training/daemon.py).
     training_daemon: bool = Field(False, validation_alias=_env("training_daemon"))
     # One job at a time by default, as the original design runs training (a bare POST /stop stops it).
     max_concurrent_jobs: int | None = Field(1, ge=1, le=256, validation_alias=_env("max_concurrent_jobs"))

@@ -58,13 +58,13 @@ MessageType = Literal[
     "bot_decision",
     "graph_update",
     "training_status",
-    # A training job's events (bot/server/jobs.py), written by the server into the job's session.
+    # A training job's events (bot/server/training/jobs.py), written by the server into the job's session.
     "training_started",
     "training_progress",
     "training_completed",
     "training_stopped",
     "training_error",
-    # The training daemon's runs (bot/server/daemon.py), in its well-known session `training-daemon`.
+    # The training daemon's runs (bot/server/training/daemon.py), in its well-known session `training-daemon`.
     "rl_v3.training.started",
     "rl_v3.training.completed",
 ]

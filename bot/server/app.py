@@ -43,14 +43,14 @@ from bot.server.edge.browsers import LOOPBACK_HOSTS, BrowserGuard, allowed_hosts
 from bot.server.edge.http_guard import ConnectionLimits, GuardedHttpProtocol, default_max_connections
 from bot.server.edge.metrics import MetricsMiddleware, ServerMetrics
 from bot.server.edge.rate_limits import RateLimitedError
-from bot.server.jobs import scenario_names, scenarios_dir
 from bot.server.live import ws
 from bot.server.live.direct import RawSendMiddleware
 from bot.server.live.hub import Hub
 from bot.server.pages import mount_docs, mount_pages
 from bot.server.parts import open_parts
-from bot.server.socketio_events import SocketIOEvents
 from bot.server.supervisor import Supervisor
+from bot.server.training.jobs import scenario_names, scenarios_dir
+from bot.server.training.socketio_events import SocketIOEvents
 from bot.store import (
     IdempotencyConflictError,
     SessionExistsError,

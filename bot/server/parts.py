@@ -20,22 +20,22 @@ from bot.config import Settings
 from bot.server.api.bodies import BodyBudget
 from bot.server.api.rooms import VerifiedPasswords
 from bot.server.broker import broker_from_url
-from bot.server.daemon import TrainingDaemon
-from bot.server.daemon_redis import DaemonRedis
 from bot.server.edge.admission import ConnectRate
 from bot.server.edge.auth import Authenticator
 from bot.server.edge.metrics import ServerMetrics
 from bot.server.edge.rate_limits import Counters, RateLimits, RoomPasswordGuard
 from bot.server.ingest.batches import BatchReader, default_processes
-from bot.server.jobs import JobSupervisor
 from bot.server.live import ws
 from bot.server.live.hub import Hub
 from bot.server.live.publisher import Publisher
 from bot.server.live.shared_reads import JoinReads
 from bot.server.live.ws_access import CredentialWatch
 from bot.server.services import TrainingService
-from bot.server.socketio_events import SocketIOEvents
 from bot.server.supervisor import Supervisor
+from bot.server.training.daemon import TrainingDaemon
+from bot.server.training.daemon_redis import DaemonRedis
+from bot.server.training.jobs import JobSupervisor
+from bot.server.training.socketio_events import SocketIOEvents
 from bot.store import Store
 from bot.store.bounds import SessionBounds
 

@@ -1,4 +1,4 @@
-"""The training daemon's configuration and runs in the store (bot/server/daemon.py uses them)."""
+"""The training daemon's configuration and runs in the store (bot/server/training/daemon.py uses them)."""
 
 from __future__ import annotations
 

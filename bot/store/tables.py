@@ -153,7 +153,7 @@ idempotency_keys = Table(
     sqlite_with_rowid=False,
 )
 
-# Training jobs started through the API (bot/server/jobs.py): one row per job, its child process's fate
+# Training jobs started through the API (bot/server/training/jobs.py): one row per job, its child process's fate
 # included, so that status survives the server and a restart can tell what a crash left running.
 training_jobs = Table(
     "training_jobs",
@@ -177,7 +177,7 @@ training_jobs = Table(
     Index("ix_training_jobs_status", "status", "created_at"),
 )
 
-# The training daemon (bot/server/daemon.py): its configuration (one row, id 1; absent: the defaults) and
+# The training daemon (bot/server/training/daemon.py): its configuration (one row, id 1; absent: the defaults) and
 # its runs. A scheduled run claims its slot ("after:<the previous scheduled run>", or "first") by inserting
 # it: with several instances on one database, the unique slot lets exactly one of them run it.
 daemon_config = Table(
@@ -210,7 +210,7 @@ daemon_runs = Table(
     Column("error", Text),
 )
 
-# Server instances that supervise training jobs (bot/server/jobs.py): each renews its lease (`heartbeat_at`)
+# Server instances that supervise training jobs (bot/server/training/jobs.py): each renews its lease (`heartbeat_at`)
 # every few seconds. A job or daemon run whose owner (`training_jobs.host`, `daemon_runs.instance`) holds no
 # live lease lost its process with its server: any instance then ends it as failed.
 server_instances = Table(

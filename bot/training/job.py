@@ -1,4 +1,4 @@
-"""One training job, in a process of its own: `python -m bot.training.job ...` (started by bot/server/jobs.py).
+"""One training job, in a process of its own: `python -m bot.training.job ...` (started by bot/server/training/jobs.py).
 
 It trains a scenario with the reference Trainer, pushes into its session through the SDK like any engine,
 and tells its supervisor what happens on stdout, one `TMS-EVENT {json}` line per event (`progress` every

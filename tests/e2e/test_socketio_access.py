@@ -21,7 +21,7 @@ import socketio
 import websockets
 
 from bot.config import Settings
-from bot.server.jobs import JobSupervisor
+from bot.server.training.jobs import JobSupervisor
 from bot.store.engine import create_engines
 from bot.store.jobs import CreateJob
 from tests.conftest import TIMEOUT, LiveServer

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from bot.config import Settings
-from bot.server.daemon import READ_CONFIG_EVERY, TrainingDaemon
+from bot.server.training.daemon import READ_CONFIG_EVERY, TrainingDaemon
 from bot.store import Store
 from bot.store.daemon import ClaimRun, FinishRun, PutConfig
 from tests.conftest import TIMEOUT, LiveServer, PrivateRedis

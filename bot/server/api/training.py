@@ -1,4 +1,4 @@
-"""Training jobs: start, stop and watch the reference trainer through the API (bot/server/jobs.py).
+"""Training jobs: start, stop and watch the reference trainer through the API (bot/server/training/jobs.py).
 
 The original design's paths and answers: `POST /api/training/start` (202), `POST /api/training/stop`,
 `GET /api/training/status`; and `GET /api/training/jobs`, `GET /api/training/jobs/{job_id}`.
@@ -20,10 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from bot.schemas import Whole
 from bot.server.api.access import Reader, ServerAdmin, ServerReader
 from bot.server.api.bodies import body_schema, error_response, errors, parse_model, read_body, read_model
-from bot.server.daemon import RunInProgressError, TrainingDaemon
-from bot.server.daemon_redis import EPISODES_PER_RUN, INTERVAL_MINUTES, SCENARIO_MAX_LENGTH, DaemonRedisError
 from bot.server.edge.auth import AuthError, Principal
-from bot.server.jobs import JobRefusedError, JobSupervisor, ScenarioNotFoundError
+from bot.server.training.daemon import RunInProgressError, TrainingDaemon
+from bot.server.training.daemon_redis import EPISODES_PER_RUN, INTERVAL_MINUTES, SCENARIO_MAX_LENGTH, DaemonRedisError
+from bot.server.training.jobs import JobRefusedError, JobSupervisor, ScenarioNotFoundError
 from bot.store.jobs import RUNNING_STATUSES
 
 router = APIRouter(prefix="/api/training", tags=["training"], responses=errors(401, 403))

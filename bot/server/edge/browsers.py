@@ -17,7 +17,7 @@
   in app.py); loopback names are allowed by default.
 
 Socket.IO (`/socket.io/`) frames its long-polling bodies as text/plain and checks origins itself (the same
-cors_origins, bot/server/socketio_events.py); only the Origin rule applies to it here.
+cors_origins, bot/server/training/socketio_events.py); only the Origin rule applies to it here.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Training jobs started through the API: the table bot/server/jobs.py supervises them in.
+"""Training jobs started through the API: the table bot/server/training/jobs.py supervises them in.
 
 Revision ID: 0003
 Revises: 0002

@@ -1,4 +1,4 @@
-"""The training daemon: its configuration and its runs (bot/server/daemon.py).
+"""The training daemon: its configuration and its runs (bot/server/training/daemon.py).
 
 Revision ID: 0004
 Revises: 0003

@@ -1,7 +1,7 @@
 """The training daemon: scheduled training runs, configured at run time, reported to event streams.
 
 Its stored configuration (`enabled`, `interval_minutes`, `episodes_per_run`, `scenario`) is the one truth
-every route shows: with Redis configured, the keys `rl_v3.training.*` (bot/server/daemon_redis.py: an
+every route shows: with Redis configured, the keys `rl_v3.training.*` (bot/server/training/daemon_redis.py: an
 operator's `redis-cli SET rl_v3.training.enabled false` counts) over the database's row; without Redis,
 the row. Until anything is stored, `enabled` is the server's setting TMS_TRAINING_DAEMON (off by default,
 so a fresh server starts no training by itself). `PUT /api/training/daemon/config` writes both. The loop
@@ -12,7 +12,7 @@ the previous scheduled run started (the first at once); it claims "the run after
 (`POST /daemon/run`, `run_once()`) runs whether the daemon is enabled or not; during any run, on any
 instance, the state is `training`, else `idle` when enabled and `disabled` when not.
 
-A run is a training job (bot/server/jobs.py) of `episodes_per_run` episodes. It publishes
+A run is a training job (bot/server/training/jobs.py) of `episodes_per_run` episodes. It publishes
 `rl_v3.training.started` {run_id, episodes, timestamp} and `rl_v3.training.completed` {run_id, success,
 episodes, duration_seconds, avg_reward, final_reward, timestamp, error?} as messages of the session
 `training-daemon` (its spectators and history see them) and, with Redis, as entries of the Redis Streams
@@ -33,10 +33,10 @@ import orjson
 
 from bot.frames import iso
 from bot.schemas import SessionCreate
-from bot.server.daemon_redis import DaemonRedis, DaemonRedisError
-from bot.server.jobs import JobRefusedError, JobSupervisor, ScenarioNotFoundError
 from bot.server.services import TrainingService
 from bot.server.supervisor import Supervisor
+from bot.server.training.daemon_redis import DaemonRedis, DaemonRedisError
+from bot.server.training.jobs import JobRefusedError, JobSupervisor, ScenarioNotFoundError
 from bot.store import SessionExistsError
 from bot.store.batch import Batch
 from bot.store.daemon import (
@@ -205,7 +205,7 @@ class TrainingDaemon:
         return run
 
     async def _orphaned(self, runs: list[dict[str, Any]], reason: str) -> None:
-        """Runs whose server died with them (any instance finds them: bot/server/jobs.py): failed, and said so."""
+        """Runs whose server died with them (any instance finds them: training/jobs.py): failed, and said so."""
         for run in runs:
             completed = {
                 "run_id": run["run_id"],

@@ -1,7 +1,7 @@
 """Training jobs: the reference trainer in processes of their own, started, stopped and watched through the API.
 
 Each job is `python -m bot.training.job` (the server never imports torch), run by a backend (a child process
-of this server, or a Ray job: bot/server/job_backends.py), pushing into a session of its own
+of this server, or a Ray job: bot/server/training/job_backends.py), pushing into a session of its own
 through the SDK, like any engine. Its supervisor here reads the `TMS-EVENT` lines the child prints and
 turns them into the job's row (bot/store/jobs.py) and into messages of the job's session, stored and sent
 to its spectators like every message, of the types `training_started`, `training_progress` (every
@@ -45,9 +45,9 @@ import orjson
 
 from bot.config import Settings
 from bot.schemas import ENDED_STATUSES, SessionCreate, SessionUpdate
-from bot.server.job_backends import EXIT_STOPPED, JobBackend, JobRun, job_backend
 from bot.server.services import TrainingService
 from bot.server.supervisor import Supervisor
+from bot.server.training.job_backends import EXIT_STOPPED, JobBackend, JobRun, job_backend
 from bot.store.batch import Batch
 from bot.store.jobs import (
     RUNNING_STATUSES,

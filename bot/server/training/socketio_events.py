@@ -2,7 +2,7 @@
 
 python-socketio, mounted as an ASGI app. Every connected client receives `training_started`,
 `training_progress`, `training_completed`, `training_stopped` and `training_error` of every job, with the
-payloads the job's session stores (bot/server/jobs.py), as the design says: it need not ask. A client may
+payloads the job's session stores (bot/server/training/jobs.py), as the design says: it need not ask. A client may
 narrow them: `subscribe_training` with `{"job_id": ...}` follows that job (and more, one call each, up to
 `socketio_max_subscriptions_per_client`), without one it widens back to every job; `unsubscribe_training`
 leaves a job, or without one everything. A job id that names no job is an error answer, and joins nothing.

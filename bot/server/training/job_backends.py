@@ -2,7 +2,7 @@
 cluster through Ray's Job Submission API (`TMS_JOB_BACKEND=ray`, `TMS_RAY_ADDRESS`; `pip install .[ray]`).
 
 Either way the job is `python -m bot.training.job ARGS`: it pushes its data into its session through the SDK
-like any engine, and tells its supervisor (bot/server/jobs.py) what happens in `TMS-EVENT` lines on its
+like any engine, and tells its supervisor (bot/server/training/jobs.py) what happens in `TMS-EVENT` lines on its
 output. A backend hands the supervisor a `JobRun`: those lines, the exit status, a stop that lets the job save
 its checkpoint, a kill, and its logs. Ray is imported only by its backend, only when it is chosen.
 """
