@@ -32,6 +32,7 @@ import signal
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,6 @@ def _train(args: argparse.Namespace) -> int:
 
     if is_hierarchical(args.scenario_file):
         return _train_hierarchical(args)
-    from bot.sdk import MetricsClient
     from bot.training.agent import DQNAgent
     from bot.training.cli import _environment
     from bot.training.config import TrainingConfig
@@ -133,26 +133,15 @@ def _train(args: argparse.Namespace) -> int:
     folder = models / "jobs" / args.job_id
     env = _environment(config.env_id)
     layout = CheckpointLayout(folder, args.scenario)
-    trainer: Trainer | None = None
-    with MetricsClient(args.server, flush_interval=0.5) as client:
-        try:
-            with client.session(training_id=args.session) as run:
-                agent = DQNAgent(env.observation_space.shape[0], int(env.action_space.n), config, seed=config.seed)
-                trainer = Trainer(agent, env, config, folder / "run", run, layout.path)
-                trainer.listeners += [Progress(config.max_episodes).record, _refusals(client)]
-                statistics = trainer.train()
-        except KeyboardInterrupt:
-            if trainer is None:
-                raise
-            completed = len(trainer.history["reward"])  # the interrupted episode does not count
-            checkpoint = layout.keep_stop(completed)
-            _write_history(folder, args.scenario, trainer, "stopped")
-            publish_latest(models, folder, args.scenario)
-            emit("stopped", episodes_completed=completed, checkpoint=checkpoint and str(checkpoint))
-            return EXIT_STOPPED
-        client.flush()
-        if client.rejected:  # the last batches, or the session's own status
-            raise PushRefusedError(client.last_rejection or "a batch was refused")
+
+    def build(run: Any) -> Trainer:
+        agent = DQNAgent(env.observation_space.shape[0], int(env.action_space.n), config, seed=config.seed)
+        return Trainer(agent, env, config, folder / "run", run, layout.path)
+
+    trained = _train_under_protocol(args, layout, build, Progress(config.max_episodes))
+    if trained is None:
+        return EXIT_STOPPED
+    trainer, statistics = trained
     final = layout.finish()
     model_path = folder / f"{args.scenario}_final.pt"
     shutil.copyfile(final / "model.pt", model_path)
@@ -170,6 +159,38 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_under_protocol(
+    args: argparse.Namespace, layout: CheckpointLayout, build: Callable[[Any], Any], progress: Progress
+) -> tuple[Any, dict[str, Any]] | None:
+    """Train in the job's session under the supervisor's protocol: a progress event every episode, the end at
+    the first refused push (PushRefusedError), and on a stop (SIGINT, SIGTERM) the stop's checkpoint kept,
+    the latest job published and `stopped` emitted (None is returned). Else (the trainer, its statistics)."""
+    from bot.sdk import MetricsClient
+
+    models = Path(args.models_dir)
+    folder = models / "jobs" / args.job_id
+    trainer = None
+    with MetricsClient(args.server, flush_interval=0.5) as client:
+        try:
+            with client.session(training_id=args.session) as run:
+                trainer = build(run)
+                trainer.listeners += [progress.record, _refusals(client)]
+                statistics: dict[str, Any] = trainer.train()
+        except KeyboardInterrupt:
+            if trainer is None:
+                raise
+            completed = len(trainer.history["reward"])  # the interrupted episode does not count
+            checkpoint = layout.keep_stop(completed)
+            _write_history(folder, args.scenario, trainer, "stopped")
+            publish_latest(models, folder, args.scenario)
+            emit("stopped", episodes_completed=completed, checkpoint=checkpoint and str(checkpoint))
+            return None
+        client.flush()
+        if client.rejected:  # the last batches, or the session's own status
+            raise PushRefusedError(client.last_rejection or "a batch was refused")
+    return trainer, statistics
+
+
 # -- hierarchical scenarios (`agent_type: hierarchical`: bot/training/hierarchy.py) ---------------------------
 
 FINANCE_PROGRESS = {  # a hierarchical job's progress also carries these averages over the last 10 episodes
@@ -183,7 +204,6 @@ FINANCE_PROGRESS = {  # a hierarchical job's progress also carries these average
 def _train_hierarchical(args: argparse.Namespace) -> int:
     """The Strategist and the Executor trained together, under the same protocol as `_train`: progress every
     episode, a checkpoint on a stop, `completed` with both networks' files, and the latest job published."""
-    from bot.sdk import MetricsClient
     from bot.training.hierarchy import HIGH, LOW, HierarchicalTrainer, HierarchyConfig
     from bot.training.threads import limit_threads
 
@@ -199,25 +219,11 @@ def _train_hierarchical(args: argparse.Namespace) -> int:
     models = Path(args.models_dir)
     folder = models / "jobs" / args.job_id
     layout = CheckpointLayout(folder, args.scenario)
-    trainer: HierarchicalTrainer | None = None
-    with MetricsClient(args.server, flush_interval=0.5) as client:
-        try:
-            with client.session(training_id=args.session) as run:
-                trainer = HierarchicalTrainer(config, run, layout.path)
-                trainer.listeners += [Progress(config.max_episodes, FINANCE_PROGRESS).record, _refusals(client)]
-                statistics = trainer.train()
-        except KeyboardInterrupt:
-            if trainer is None:
-                raise
-            completed = len(trainer.history["reward"])  # the interrupted episode does not count
-            checkpoint = layout.keep_stop(completed)
-            _write_history(folder, args.scenario, trainer, "stopped")
-            publish_latest(models, folder, args.scenario)
-            emit("stopped", episodes_completed=completed, checkpoint=checkpoint and str(checkpoint))
-            return EXIT_STOPPED
-        client.flush()
-        if client.rejected:
-            raise PushRefusedError(client.last_rejection or "a batch was refused")
+    progress = Progress(config.max_episodes, FINANCE_PROGRESS)
+    trained = _train_under_protocol(args, layout, lambda run: HierarchicalTrainer(config, run, layout.path), progress)
+    if trained is None:
+        return EXIT_STOPPED
+    trainer, statistics = trained
     final = layout.finish()
     high, low = folder / f"{args.scenario}_{HIGH}", folder / f"{args.scenario}_{LOW}"
     shutil.copyfile(final / HIGH, high)

@@ -70,7 +70,7 @@ EVENT_PREFIX = b"TMS-EVENT "
 SCENARIO_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ROW_UPDATE_INTERVAL = 1.0  # a running job's row takes its latest progress at most this often
 STOP_WATCH_INTERVAL = 0.25  # how often an instance with running jobs looks for stops asked of another
-SHIPPED_SCENARIOS = Path(__file__).resolve().parents[1] / "training" / "scenarios"
+SHIPPED_SCENARIOS = Path(__file__).resolve().parents[2] / "training" / "scenarios"
 
 ORPHANED = "its server stopped or went away while the job was running (its lease was not renewed)"
 
