@@ -10,9 +10,9 @@ scenario never overwrite each other: `{scenario}_final.pt`, `{scenario}_history.
 `checkpoints/{scenario}/checkpoint_episode_N/`, `checkpoint_best/`, `checkpoint_final/` (each a `model.pt` and
 its `model.json`); a hierarchical scenario (bot/training/hierarchy.py) has `{scenario}_high_agent.pt` and
 `{scenario}_low_agent.pt` instead of `{scenario}_final.pt`, and each checkpoint folder holds both networks
-(`high_agent.pt`, `low_agent.pt`, `model.json`). When a job finishes (completed or stopped) the original
-design's layout at the top of the models directory is pointed at it, each name replaced atomically: it shows
-the latest finished job.
+(`high_agent.pt`, `low_agent.pt`, `model.json`). When a job completes, the original design's layout at the top
+of the models directory is pointed at it, each name replaced atomically: it shows the latest completed job,
+whole (a stopped job has no final model, so it is not published: `training_stopped` names its checkpoint).
 
 It pushes with the credential the server gave it (TMS_API_KEY: `write`, its own session only). A push the
 server refuses (a revoked key, say) ends the job at once with exit status 3 and the reason on stderr: a job
@@ -181,8 +181,7 @@ def _train_under_protocol(
                 raise
             completed = len(trainer.history["reward"])  # the interrupted episode does not count
             checkpoint = layout.keep_stop(completed)
-            _write_history(folder, args.scenario, trainer, "stopped")
-            publish_latest(models, folder, args.scenario)
+            _write_history(folder, args.scenario, trainer, "stopped")  # in its folder: only completed jobs publish
             emit("stopped", episodes_completed=completed, checkpoint=checkpoint and str(checkpoint))
             return None
         client.flush()

@@ -33,6 +33,16 @@ async def exchange(live: LiveServer, request: bytes, then_wait: bool = True) -> 
     return int(status_line.split()[1]), headers, body
 
 
+async def answer_until(live: LiveServer, request: bytes, status: int) -> tuple[int, dict[str, str], bytes]:
+    """The answer to `request`, asked again until it has this status: a condition waited for, not a sleep."""
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            answer = await exchange(live, request)
+            if answer[0] == status:
+                return answer
+            await asyncio.sleep(0.02)
+
+
 async def still_serving(live: LiveServer, session_id: str) -> None:
     """Other clients are unaffected, and the refused request stored nothing."""
     async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
@@ -105,16 +115,16 @@ async def test_past_max_connections_a_new_connection_gets_503_and_retry_after(
     async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
         session_id = await create_session(client, "full")
     held = [await asyncio.open_connection("127.0.0.1", live.port) for _ in range(3)]
-    await asyncio.sleep(0.2)  # the server has accepted them
-    status, headers, body = await exchange(live, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-    assert status == 503 and headers["retry-after"] == "1"
+    health = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    status, headers, body = await answer_until(live, health, 503)  # once the server has accepted the three
+    assert headers["retry-after"] == "1"
     assert "max_connections" in orjson.loads(body)["detail"]
     with pytest.raises(websockets.InvalidStatus) as refused:
         await websockets.connect(live.ws_url(session_id), open_timeout=TIMEOUT)
     assert refused.value.response.status_code == 503
     for _, writer in held:
         writer.close()
-    await asyncio.sleep(0.2)
+    await answer_until(live, health, 200)  # once the server has seen them go
     await still_serving(live, session_id)
 
 
@@ -132,7 +142,10 @@ async def test_bodies_received_at_once_are_bounded_in_bytes(server_factory: Any,
         head += f"Content-Length: {len(body)}\r\n\r\n"
         writer.write(head.encode() + body[:-10])  # all but its end: it holds its bytes
         await writer.drain()
-        await asyncio.sleep(0.3)
+        scratch = f"/api/training/sessions/{await create_session(client, 'scratch')}/metrics"
+        async with asyncio.timeout(TIMEOUT):  # until the server holds the slow body's bytes (a scratch session
+            while (await client.post(scratch, content=body, headers=JSON)).status_code != 503:  # takes the rest)
+                await asyncio.sleep(0.02)
         refused = await client.post(path, content=body, headers=JSON)
         assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
         assert "max_body_bytes_in_flight" in refused.json()["detail"]

@@ -86,12 +86,14 @@ async def test_a_worker_that_cannot_be_replaced_leaves_no_request_waiting(
     assert sorted(message["data"]["episode"] for message in history["messages"]) == list(range(6000))
 
 
-def children_of(pid: int) -> list[int]:
+def children_of(pid: int, module: str = "bot.server.ingest.worker") -> list[int]:
+    """The ingest workers among a process's children (a test process may have others: a Ray head, a server)."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError):
             if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
+                if module.encode() in (stat.parent / "cmdline").read_bytes():
+                    found.append(int(stat.parent.name))
     return found
 
 

@@ -84,7 +84,7 @@ async def start_training(request: Request) -> dict[str, Any]:
 @router.post("/stop", responses=errors(400, 422), dependencies=[ServerAdmin])
 async def stop_training(request: Request) -> JSONResponse:
     """Stop a running job (the only one when no `job_id` is given): it saves a checkpoint and ends. Answered
-    once it has ended, or after 1.8 s (8 s on Ray) with `"status": "stopping"` if its checkpoint takes longer."""
+    once it is over (its slot free for a new start), or after 4 s (8 s on Ray) with `"status": "stopping"`."""
     raw = await read_body(request)
     body = parse_model(raw, StopTraining) if raw.strip() else StopTraining()
     try:

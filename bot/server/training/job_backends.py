@@ -141,7 +141,7 @@ class ProcessBackend(JobBackend):
     """Jobs as child processes of this server: a job never outlives it (see bot/training/job.py)."""
 
     name = "process"
-    stop_answer_within = 1.8
+    stop_answer_within = 4.0  # SIGINT, the checkpoint, the last points handed over, the interpreter's exit
 
     async def start(self, job_id: str, args: list[str], api_key: str | None, log: Path) -> JobRun:
         command = [sys.executable, *JOB_MODULE, *args, "--parent-pid", str(os.getpid())]

@@ -69,6 +69,7 @@ logger = logging.getLogger(__name__)
 EVENT_PREFIX = b"TMS-EVENT "
 SCENARIO_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ROW_UPDATE_INTERVAL = 1.0  # a running job's row takes its latest progress at most this often
+KILLED_WITHIN = 3.0  # seconds a shutdown waits for the jobs it killed
 STOP_WATCH_INTERVAL = 0.25  # how often an instance with running jobs looks for stops asked of another
 SHIPPED_SCENARIOS = Path(__file__).resolve().parents[2] / "training" / "scenarios"
 
@@ -103,7 +104,6 @@ class _Running:
     stop_requested: bool = False
     progress: dict[str, Any] | None = None
     outcome: dict[str, Any] | None = None  # the child's `completed` or `stopped` event
-    reported: asyncio.Event = field(default_factory=asyncio.Event)  # set with `outcome`: the checkpoint is on disk
     done: asyncio.Event = field(default_factory=asyncio.Event)
     row_written: float = 0.0
 
@@ -199,8 +199,8 @@ class JobSupervisor:
             for running in list(self.running.values()):
                 if running.process.running:
                     running.process.kill()
-            if pending:
-                await asyncio.wait(pending, timeout=5)
+            if pending:  # a killed child ends at once; a Ray job is SIGKILLed by Ray within 3 s
+                await asyncio.wait(pending, timeout=KILLED_WITHIN)
 
     # -- the API's operations -----------------------------------------------------------------------
 
@@ -217,7 +217,10 @@ class JobSupervisor:
             raise JobRefusedError("training jobs need the train extra on the server's machine: pip install .[train]")
         scenarios = {**{job_id: r.job["scenario_name"] for job_id, r in self.running.items()}, **self._starting}
         if len(scenarios) >= self.max_jobs:
-            raise JobRefusedError(f"{len(scenarios)} training jobs are running, the limit (max_concurrent_jobs)")
+            raise JobRefusedError(
+                f"{len(scenarios)} training job(s) running, the limit (max_concurrent_jobs = {self.max_jobs}): "
+                "stop one first"
+            )
         same = [job_id for job_id, name in scenarios.items() if name == scenario]
         if same and not allow_concurrent:
             raise JobRefusedError(
@@ -285,20 +288,15 @@ class JobSupervisor:
         if running is None:
             return await self._stop_elsewhere(job_id)
         self._interrupt(running)
-        # The answer waits for the child's `stopped` (its checkpoint is saved; the SDK may still be flushing
-        # its last points) or its end, whichever comes first.
-        waits = [asyncio.ensure_future(event.wait()) for event in (running.done, running.reported)]
-        await asyncio.wait(waits, timeout=self.backend.stop_answer_within, return_when=asyncio.FIRST_COMPLETED)
-        for wait in waits:
-            wait.cancel()
+        # The answer waits for the job to be over (its checkpoint saved, its last points handed over, its slot
+        # free for a new start), for at most the backend's stop_answer_within; past that it says `stopping`.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(running.done.wait(), self.backend.stop_answer_within)
         if running.done.is_set():
             ended = await self.job(job_id)
             assert ended is not None
             return ended, True
-        job = self._view(running)
-        if running.outcome is None:
-            return job, False
-        return {**job, "status": "stopped", "episodes_completed": running.outcome["episodes_completed"]}, True
+        return self._view(running), False
 
     async def _stop_elsewhere(self, job_id: str) -> tuple[dict[str, Any], bool]:
         """A job another instance supervises: asked through its row, answered once the row says it ended."""
@@ -396,7 +394,6 @@ class JobSupervisor:
                 await self.service.store.write(UpdateJob(running.job["job_id"], progress=event))
         elif kind in ("completed", "stopped"):
             running.outcome = {"event": kind, **event}
-            running.reported.set()
 
     async def _ended(self, running: _Running, code: int, supervisor_failed: bool = False) -> None:
         """The row, the credential and the session first, then the slot; the final event last, so a client that
