@@ -335,7 +335,26 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         raise ConfigError(describe_errors(exc)) from exc
     check_jwt_secret(settings)
+    refuse_unsupported(settings)
+    if "data_storage_path" in settings.model_fields_set and "database_url" not in settings.model_fields_set:
+        # The original design's DATA_STORAGE_PATH: where the data is stored, here the SQLite file.
+        database = Path(settings.data_storage_path) / "training_metrics.db"
+        settings = settings.model_copy(update={"database_url": f"sqlite:///{database}"})
     return settings
+
+
+def refuse_unsupported(settings: Settings) -> None:
+    """The original design's settings this server has no part for are refused, saying so, not ignored."""
+    if settings.game_server_url is not None:
+        raise ConfigError(
+            f"GAME_SERVER_URL (integration.game_server_url) = {settings.game_server_url!r} is not supported: this "
+            "server has no game-server integration (engines push to it through the SDK or REST); unset it"
+        )
+    if not settings.enable_spectator_integration:
+        raise ConfigError(
+            "enable_spectator_integration (integration.enable_spectator_integration) = false is not supported: "
+            "spectators and rooms are part of this server; leave it true or unset"
+        )
 
 
 def check_jwt_secret(settings: Settings) -> None:

@@ -209,3 +209,20 @@ def test_spectator_send_buffer_is_capped_by_default(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("TMS_WS_SEND_BUFFER", "-1")
     with pytest.raises((ConfigError, ValueError), match="ws_send_buffer"):
         load_settings()
+
+
+def test_the_design_s_integration_settings_are_refused_or_used_never_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """#26.15: GAME_SERVER_URL and enable_spectator_integration=false are refused naming why (this server has
+    no part for them); DATA_STORAGE_PATH is where the data goes (the SQLite file) unless DATABASE_URL says."""
+    monkeypatch.setenv("GAME_SERVER_URL", "http://localhost:4000")
+    with pytest.raises(ConfigError, match="GAME_SERVER_URL .* is not supported"):
+        load_settings()
+    monkeypatch.delenv("GAME_SERVER_URL")
+    with pytest.raises(ConfigError, match="enable_spectator_integration .* is not supported"):
+        as_settings(ServerConfiguration.model_validate({"integration": {"enable_spectator_integration": False}}))
+    monkeypatch.setenv("DATA_STORAGE_PATH", str(tmp_path / "store"))
+    assert load_settings().database_url == f"sqlite:///{tmp_path / 'store' / 'training_metrics.db'}"
+    monkeypatch.setenv("DATABASE_URL", "sqlite:///elsewhere.db")
+    assert load_settings().database_url == "sqlite:///elsewhere.db"

@@ -166,6 +166,16 @@ def test_cli_refuses_a_bad_setting_naming_it(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "performance.max_connections_per_session" in result.stderr
+    unsupported = subprocess.run(  # the original design's GAME_SERVER_URL: refused, saying it is not supported
+        [sys.executable, "-m", "bot", "serve"],
+        cwd=tmp_path,
+        env={**os.environ, "GAME_SERVER_URL": "http://localhost:4000"},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 3,
+    )
+    assert unsupported.returncode == 2 and "GAME_SERVER_URL" in unsupported.stderr
+    assert "not supported" in unsupported.stderr
 
 
 async def test_two_instances_share_one_stream(
