@@ -12,21 +12,15 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.e2e.test_deploy import free_port
+
 START_WITHIN = 90.0  # seconds: a head starts in about 5-10 s on a quiet machine
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def session_members(session_id: int) -> list[int]:
@@ -45,10 +39,10 @@ def session_members(session_id: int) -> list[int]:
 def ray_head() -> Iterator[str]:
     """Start a head; yield its Job Submission address (http://127.0.0.1:PORT); stop it and its processes."""
     temp = tempfile.mkdtemp(prefix="tms-ray-")  # short: Ray's socket paths live below it
-    dashboard, gcs = _free_port(), _free_port()
+    dashboard, gcs = free_port(), free_port()
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
     command = ["ray", "start", "--head", "--block", "--temp-dir", temp, "--disable-usage-stats"]
-    command += ["--port", str(gcs), "--ray-client-server-port", str(_free_port())]
+    command += ["--port", str(gcs), "--ray-client-server-port", str(free_port())]
     command += ["--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--include-dashboard", "true"]
     command += ["--num-cpus", "2", "--min-worker-port", "0", "--max-worker-port", "0"]
     log = open(Path(temp) / "head.log", "wb")

@@ -145,15 +145,20 @@ def _train(args: argparse.Namespace) -> int:
     final = layout.finish()
     model_path = folder / f"{args.scenario}_final.pt"
     shutil.copyfile(final / "model.pt", model_path)
-    _write_history(folder, args.scenario, trainer, statistics["outcome"])
-    publish_latest(models, folder, args.scenario)
+    return _complete(models, folder, args.scenario, trainer, statistics, model_path=str(model_path))
+
+
+def _complete(models: Path, folder: Path, scenario: str, trainer: Any, statistics: dict[str, Any], **files: str) -> int:
+    """A completed job: its history written, the design's names pointed at it, then `completed` told."""
+    _write_history(folder, scenario, trainer, statistics["outcome"])
+    publish_latest(models, folder, scenario)
     emit(
         "completed",
         episodes_completed=trainer.episode,
         final_avg_reward=statistics["final_average_reward"],
         best_eval=statistics["best_eval"],
         duration=statistics["elapsed_seconds"],
-        model_path=str(model_path),
+        **files,
         job_dir=str(folder),
     )
     return 0
@@ -227,19 +232,7 @@ def _train_hierarchical(args: argparse.Namespace) -> int:
     high, low = folder / f"{args.scenario}_{HIGH}", folder / f"{args.scenario}_{LOW}"
     shutil.copyfile(final / HIGH, high)
     shutil.copyfile(final / LOW, low)
-    _write_history(folder, args.scenario, trainer, statistics["outcome"])
-    publish_latest(models, folder, args.scenario)
-    emit(
-        "completed",
-        episodes_completed=trainer.episode,
-        final_avg_reward=statistics["final_average_reward"],
-        best_eval=statistics["best_eval"],
-        duration=statistics["elapsed_seconds"],
-        model_path=str(high),
-        low_model_path=str(low),
-        job_dir=str(folder),
-    )
-    return 0
+    return _complete(models, folder, args.scenario, trainer, statistics, model_path=str(high), low_model_path=str(low))
 
 
 def publish_latest(models: Path, folder: Path, scenario: str) -> None:
