@@ -236,8 +236,19 @@ class LiveServer:
         await asyncio.wait_for(self.task, TIMEOUT)
 
 
+def listening_socket(port: int = 0) -> socket.socket:
+    """A loopback TCP socket for uvicorn to serve on. Made with IPPROTO_TCP, as asyncio's own create_server makes
+    them: asyncio sets TCP_NODELAY on accepted connections only then, and without it every answer written in two
+    parts (headers, then body) waits out the client's 40 ms delayed ACK."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(2048)
+    return sock
+
+
 async def start_server(settings: Settings, port: int = 0, **uvicorn_options: Any) -> LiveServer:
-    sock = socket.create_server(("127.0.0.1", port))
+    sock = listening_socket(port)
     app_server = TrainingMetricsServer(settings.model_copy(update={"port": sock.getsockname()[1]}))
     server = uvicorn.Server(app_server.uvicorn_config(log_level="warning", **uvicorn_options))
     task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -11,7 +11,7 @@ import pytest
 
 from bot.integration import MetricsCollector, SpectatorManagerIntegration, TrainingEngineIntegration
 from bot.sdk import MetricsClient
-from tests.conftest import LiveServer, connect_and_sync, recv_data
+from tests.conftest import LiveServer, connect_and_sync, listening_socket, recv_data
 from tests.sdk.test_client import history, spooled
 
 
@@ -194,7 +194,7 @@ async def test_the_original_import_paths_serve_and_integrate(tmp_path: Path) -> 
     from bot.rl_bot_system.server.config import DatabaseConfig, PerformanceConfig, ServerConfiguration
     from bot.rl_bot_system.server.integration import MetricsCollector, TrainingEngineIntegration
 
-    sock = socket.create_server(("127.0.0.1", 0))
+    sock = listening_socket()
     port = sock.getsockname()[1]
     config = ServerConfiguration(
         host="127.0.0.1",
