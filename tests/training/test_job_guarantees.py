@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import pytest
 import socketio
 
 from bot.config import Settings
+from bot.server.training.job_backends import JobRun
 from bot.store.engine import create_engines
 from bot.store.keys import list_keys
 from tests.conftest import TIMEOUT, LiveServer
@@ -310,3 +313,58 @@ async def test_one_job_at_a_time_by_default(server_factory: Any, tmp_path: Path)
         stop = await client.post("/api/training/stop")
         assert stop.status_code == 200 and stop.json()["data"]["job_id"] == job["job_id"]
         await ended(client, job["job_id"])
+
+
+class _Unkillable(JobRun):
+    """A job run whose interrupt and kill do nothing: it stands in for a cluster (outside this server) that does
+    not end a job when told to. The real child process behind it is ended by the test."""
+
+    def __init__(self, run: JobRun) -> None:
+        self.run, self.pid = run, run.pid
+
+    def lines(self) -> AsyncIterator[bytes]:
+        return self.run.lines()
+
+    async def wait(self) -> int:
+        return await self.run.wait()
+
+    def interrupt(self) -> None:
+        pass
+
+    def kill(self) -> None:
+        pass
+
+    @property
+    def running(self) -> bool:
+        return self.run.running
+
+    async def describe_exit(self, code: int) -> str:
+        return await self.run.describe_exit(code)
+
+
+async def test_a_job_that_outlives_the_shutdown_is_failed_not_left_running(
+    server_factory: Any, settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A job still running after the shutdown's grace and its kill is recorded failed, saying why, before the
+    store closes: no row is left `running` for a lease to find half a minute later, no error is logged."""
+    job_settings = settings.model_copy(update={"models_dir": tmp_path / "models", "shutdown_timeout": 0.5})
+    live = await server_factory(job_settings)
+    jobs = live.server.lifespan.state["jobs"]
+    backend_start = jobs.backend.start
+
+    async def unkillable(*args: Any) -> JobRun:
+        return _Unkillable(await backend_start(*args))
+
+    jobs.backend.start = unkillable
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+        job = await start(client)
+        pid = (await first_progress(client, job["job_id"]))["pid"]
+    try:
+        await live.stop()
+        restarted = await server_factory(job_settings)
+        async with httpx.AsyncClient(base_url=restarted.url, timeout=TIMEOUT) as client:
+            row = (await client.get(f"/api/training/jobs/{job['job_id']}")).json()
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    assert row["status"] == "failed" and "had not ended" in row["error"], row
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]

@@ -47,6 +47,7 @@ from bot.config import Settings
 from bot.schemas import ENDED_STATUSES, SessionCreate, SessionUpdate
 from bot.server.services import TrainingService
 from bot.server.supervisor import Supervisor
+from bot.server.tasks import cancel_and_wait
 from bot.server.training.job_backends import EXIT_STOPPED, JobBackend, JobRun, job_backend
 from bot.store.batch import Batch
 from bot.store.jobs import (
@@ -106,6 +107,7 @@ class _Running:
     outcome: dict[str, Any] | None = None  # the child's `completed` or `stopped` event
     done: asyncio.Event = field(default_factory=asyncio.Event)
     row_written: float = 0.0
+    task: asyncio.Task[None] | None = None  # the supervision of this job (_supervise)
 
 
 class JobSupervisor:
@@ -201,6 +203,8 @@ class JobSupervisor:
                     running.process.kill()
             if pending:  # a killed child ends at once; a Ray job is SIGKILLed by Ray within 3 s
                 await asyncio.wait(pending, timeout=KILLED_WITHIN)
+        for running in list(self.running.values()):
+            await self._abandon(running)
 
     # -- the API's operations -----------------------------------------------------------------------
 
@@ -266,7 +270,7 @@ class JobSupervisor:
         running = self.running[job_id] = _Running(job, process, log)
         started = {"start_time": job["start_time"], "num_episodes": job["total_episodes"]}
         await self._event(job, "training_started", started)
-        task = asyncio.create_task(self._supervise(running), name=f"tms-job-{job_id}")
+        task = running.task = asyncio.create_task(self._supervise(running), name=f"tms-job-{job_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return job
@@ -378,6 +382,13 @@ class JobSupervisor:
         finally:
             self._release(running)
 
+    async def _abandon(self, running: _Running) -> None:
+        """A job that ended neither when told to nor when killed (its backend did not end it): recorded failed
+        before the store closes, rather than left `running` for a lease to find; it loses its credential."""
+        await cancel_and_wait([running.task])
+        error = f"the server shut down, and the job had not ended {KILLED_WITHIN:g} s after it was killed"
+        await self._ended(running, None, error=error)
+
     def _release(self, running: _Running) -> None:
         """The job is over: its slot is free for a new start, and its waiters wake."""
         self.running.pop(running.job["job_id"], None)
@@ -395,24 +406,33 @@ class JobSupervisor:
         elif kind in ("completed", "stopped"):
             running.outcome = {"event": kind, **event}
 
-    async def _ended(self, running: _Running, code: int, supervisor_failed: bool = False) -> None:
+    async def _ended(
+        self, running: _Running, code: int | None, supervisor_failed: bool = False, error: str | None = None
+    ) -> None:
         """The row, the credential and the session first, then the slot; the final event last, so a client that
-        sees it finds the job over (a new start of its scenario is accepted at once)."""
+        sees it finds the job over (a new start of its scenario is accepted at once). `error`: failed, for this
+        reason (`code` None: the exit is not known)."""
         job_id, outcome = running.job["job_id"], running.outcome or {}
         if self.settings.enable_auth:
             await self.service.store.write(RevokeJobKey(job_id))
         if running.progress is not None:
             await self.service.store.write(UpdateJob(job_id, progress=running.progress))
-        if code == 0 and outcome.get("event") == "completed" and not supervisor_failed:
+        if error is None and code == 0 and outcome.get("event") == "completed" and not supervisor_failed:
             job = await self.service.store.write(UpdateJob(job_id, status="completed", exit_code=code))
             final = _without(outcome, "event")
             kind, payload = "training_completed", {**final, "final_metrics": final}
-        elif running.stop_requested and (code in (EXIT_STOPPED, -signal.SIGINT) or outcome.get("event") == "stopped"):
+        elif (
+            error is None
+            and running.stop_requested
+            and (code in (EXIT_STOPPED, -signal.SIGINT) or outcome.get("event") == "stopped")
+        ):
             # -SIGINT: stopped while Python was still starting, before it could catch the signal
             job = await self.service.store.write(UpdateJob(job_id, status="stopped", exit_code=code))
             kind, payload = "training_stopped", {"checkpoint": outcome.get("checkpoint")}
         else:
-            error = await running.process.describe_exit(code)
+            if error is None and code is not None:
+                error = await running.process.describe_exit(code)
+            error = error or "the job ended for no known reason"
             job = await self.service.store.write(UpdateJob(job_id, status="failed", exit_code=code, error=error))
             logger.warning("training job %s failed: %s", job_id, error, extra={"job_id": job_id})
             await self._fail_session(job["session_id"], error)
