@@ -83,6 +83,7 @@ class TrainingDaemon:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._run_task: asyncio.Task[dict[str, Any]] | None = None
+        self._run_id: str | None = None  # the run in progress, or the last one
         jobs.on_orphaned_runs.append(self._orphaned)
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -133,23 +134,28 @@ class TrainingDaemon:
         """One run now, enabled or not, to its end; its record, with the original design's `run_id`,
         `timestamp`, `episodes`, `duration_seconds`, `success`, `error`, `avg_reward` and `final_reward`
         ({}: a scheduled slot another instance took)."""
-        if self._in_progress():
-            raise RunInProgressError(f"run {self.current and self.current['run_id']} is in progress")
-        self._run_task = asyncio.create_task(self._run(trigger, slot))
+        self._refuse_while_in_progress()
+        self._run_task = asyncio.create_task(self._run(trigger, slot, self._new_run_id()))
         result: dict[str, Any] | None = await self._run_task
         return result
 
     def start_run(self) -> str:
         """POST /daemon/run: a run in the background, enabled or not; its id."""
-        if self._in_progress():
-            raise RunInProgressError(f"run {self.current and self.current['run_id']} is in progress")
-        run_id = f"run-{secrets.token_hex(6)}"
+        self._refuse_while_in_progress()
+        run_id = self._new_run_id()
         self._run_task = asyncio.create_task(self._run("manual", None, run_id))
         return run_id
 
-    async def _run(self, trigger: str, slot: str | None, run_id: str | None = None) -> dict[str, Any]:
+    def _refuse_while_in_progress(self) -> None:
+        if self._in_progress():  # named from the start: the run's row is written a moment later
+            raise RunInProgressError(f"run {self._run_id} is in progress")
+
+    def _new_run_id(self) -> str:
+        self._run_id = f"run-{secrets.token_hex(6)}"
+        return self._run_id
+
+    async def _run(self, trigger: str, slot: str | None, run_id: str) -> dict[str, Any]:
         config = await self.read_config()
-        run_id = run_id or f"run-{secrets.token_hex(6)}"
         episodes, scenario = config["episodes_per_run"], config["scenario"]
         claim = ClaimRun(run_id, slot, trigger, scenario, episodes, self.jobs.identity)
         run: dict[str, Any] | None = await self.service.store.write(claim)
