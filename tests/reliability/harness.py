@@ -108,7 +108,10 @@ class RecordingSpectator:
 
     async def connect(self) -> None:
         query = f"?since={self.last}" + (f"&epoch={self.epoch}" if self.epoch else "")
-        self.ws = await websockets.connect(self.ws_base + query, open_timeout=TIMEOUT, compression=None)
+        # max_queue=None: it reads all the time, as a browser does. With websockets' default (16 frames) a
+        # spectator that closes with a replay unread stops reading, never sees the server's close behind the
+        # replay, and waits out its close_timeout.
+        self.ws = await websockets.connect(self.ws_base + query, open_timeout=TIMEOUT, compression=None, max_queue=None)
         self.log.connect(self.last)
 
     async def receive(self, count: int | None = None, until: int | None = None) -> None:
