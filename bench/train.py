@@ -1,22 +1,30 @@
-"""Does the reference trainer learn? CartPole-v1 with the shipped config, against Stable-Baselines3's DQN
-with the RL Baselines3 Zoo CartPole hyper-parameters, same seeds, same run; then what pushing to a live
-local server costs in episodes per second.
+"""Does the reference trainer learn as fast as Stable-Baselines3? A race under one protocol, then what pushing
+to a live local server costs.
 
-    python bench/train.py [SEEDS]          # default 3 seeds: 0 1 2
+    python bench/train.py [--seeds N] [--env CartPole-v1|Acrobot-v1|all] [--jobs J]
     python bench/train.py --push-only
 
-Printed per seed and as medians: environment steps until the greedy evaluation mean over 20 episodes
-first reaches 475, and wall time (evaluations included, both sides). Ours evaluates every 10 episodes
-(the shipped config); SB3 every 1,000 steps, its usual EvalCallback cadence. Targets: ours solves every
-seed, within 1.5x SB3's median steps, in no more wall time than SB3; pushing costs under 3 %.
+Both sides train on the RL Baselines3 Zoo's budget: SB3's DQN with the Zoo's hyper-parameters exactly, through
+`learn(n_timesteps)` so its epsilon schedule is the Zoo's; ours with its shipped config for the environment
+(bot/training/configs/). One protocol judges both, from outside: every 1,000 environment steps, 20 greedy
+episodes on a separate environment, on evaluation seeds that are the same for both sides; "solved" is the first
+evaluation whose mean reaches the threshold (CartPole-v1 475, Acrobot-v1 -100). Both run with one torch
+thread; the time spent evaluating is not counted on either side. Printed per seed and as median with spread:
+steps to solve and training seconds to solve (a seed that never solves counts as infinite). Targets: ours
+solves every seed, median steps <= 1.5x SB3's, median wall time <= SB3's; pushing costs under 3 %.
 """
 
 from __future__ import annotations
 
+import argparse
+import math
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,110 +33,196 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import server_process
-from bot.training import DQNAgent, Trainer, TrainingConfig
-from bot.training.cli import SHIPPED
-
-BUDGET = 100_000  # environment steps each side may take
-SOLVED = 475.0
+EVAL_EVERY = 1000
 EVAL_EPISODES = 20
 
 
-def ours(seed: int) -> dict[str, Any]:
-    config = TrainingConfig.from_yaml(SHIPPED / "cartpole.yaml").replace(
-        seed=seed, verbose=False, max_episodes=100_000, max_steps=BUDGET
+@dataclass(frozen=True)
+class Race:
+    env_id: str
+    threshold: float
+    config: str  # ours: a shipped config's name
+    zoo: dict[str, Any]  # SB3: the Zoo's hyper-parameters (hyperparams/dqn.yml), n_timesteps included
+
+
+RACES = {
+    "CartPole-v1": Race(
+        "CartPole-v1",
+        475.0,
+        "cartpole",
+        {
+            "n_timesteps": 50_000,
+            "learning_rate": 2.3e-3,
+            "batch_size": 64,
+            "buffer_size": 100_000,
+            "learning_starts": 1000,
+            "gamma": 0.99,
+            "target_update_interval": 10,
+            "train_freq": 256,
+            "gradient_steps": 128,
+            "exploration_fraction": 0.16,
+            "exploration_final_eps": 0.04,
+            "policy_kwargs": {"net_arch": [256, 256]},
+        },
+    ),
+    "Acrobot-v1": Race(
+        "Acrobot-v1",
+        -100.0,
+        "acrobot",
+        {
+            "n_timesteps": 100_000,
+            "learning_rate": 6.3e-4,
+            "batch_size": 128,
+            "buffer_size": 50_000,
+            "learning_starts": 0,
+            "gamma": 0.99,
+            "target_update_interval": 250,
+            "train_freq": 4,
+            "gradient_steps": -1,
+            "exploration_fraction": 0.12,
+            "exploration_final_eps": 0.1,
+            "policy_kwargs": {"net_arch": [256, 256]},
+        },
+    ),
+}
+
+
+class Judge:
+    """The one protocol: called at every environment step of either side; every EVAL_EVERY steps it plays
+    EVAL_EPISODES greedy episodes on its own environment and keeps the time it took apart."""
+
+    def __init__(self, race: Race, seed: int, greedy: Callable[[Any], int]) -> None:
+        self.race, self.seed, self.greedy = race, seed, greedy
+        self.env = gym.make(race.env_id)
+        self.started = time.perf_counter()
+        self.judging = 0.0  # seconds spent evaluating, not counted
+        self.solved_at: int | None = None
+        self.solved_seconds: float | None = None
+
+    def step(self, steps: int) -> bool:
+        """True once solved (at this step or before)."""
+        if self.solved_at is not None:
+            return True
+        if steps % EVAL_EVERY:
+            return False
+        now = time.perf_counter()
+        rewards = []
+        for episode in range(EVAL_EPISODES):
+            state, _ = self.env.reset(seed=1_000_000 + self.seed * 1000 + episode)
+            total, done = 0.0, False
+            while not done:
+                state, reward, terminated, truncated, _ = self.env.step(self.greedy(state))
+                total += float(reward)
+                done = terminated or truncated
+            rewards.append(total)
+        self.judging += time.perf_counter() - now
+        if float(np.mean(rewards)) >= self.race.threshold:
+            self.solved_at, self.solved_seconds = steps, now - self.started - self.judging
+            return True
+        return False
+
+
+def ours(race: Race, seed: int) -> dict[str, Any]:
+    import torch
+
+    from bot.training import DQNAgent, Trainer, TrainingConfig
+    from bot.training.cli import SHIPPED
+
+    torch.set_num_threads(1)
+    budget = race.zoo["n_timesteps"]
+    config = TrainingConfig.from_yaml(SHIPPED / f"{race.config}.yaml").replace(
+        seed=seed, verbose=False, max_episodes=10**9, max_steps=budget, eval_frequency=10**9, early_stopping=False
     )
-    env = gym.make(config.env_id)
+    env = gym.make(race.env_id)
     agent = DQNAgent(env.observation_space.shape[0], int(env.action_space.n), config, seed=seed)
     trainer = Trainer(agent, env, config, tempfile.mkdtemp(prefix="bench-train-"))
-    start = time.perf_counter()
-    trainer.train()  # stops at the first evaluation of 475 or more (the shipped target_reward)
-    solved = [e for e in trainer.history["eval"] if e["mean"] >= SOLVED]
-    return {"steps": solved[0]["steps"] if solved else None, "seconds": time.perf_counter() - start}
+    judge = Judge(race, seed, lambda state: agent.select_action(state, evaluate=True))
+    store = agent.store_transition
+
+    def judged(*transition: Any) -> None:
+        store(*transition)
+        if judge.step(agent.steps):
+            trainer.config.max_steps = agent.steps  # the trainer stops at this episode's end
+
+    agent.store_transition = judged  # type: ignore[method-assign]
+    trainer.train()
+    return {"steps": judge.solved_at, "seconds": judge.solved_seconds}
 
 
-def sb3(seed: int) -> dict[str, Any]:
+def sb3(race: Race, seed: int) -> dict[str, Any]:
+    import torch
     from stable_baselines3 import DQN
     from stable_baselines3.common.callbacks import BaseCallback
 
-    env = gym.make("CartPole-v1")
-    evaluation_env = gym.make("CartPole-v1")
-    model = DQN(  # the RL Baselines3 Zoo's CartPole-v1 settings
-        "MlpPolicy",
-        env,
-        learning_rate=2.3e-3,
-        batch_size=64,
-        buffer_size=100_000,
-        learning_starts=1000,
-        gamma=0.99,
-        target_update_interval=10,
-        train_freq=256,
-        gradient_steps=128,
-        exploration_fraction=0.16,
-        exploration_final_eps=0.04,
-        policy_kwargs={"net_arch": [256, 256]},
-        seed=seed,
-        verbose=0,
-    )
+    torch.set_num_threads(1)
+    settings = dict(race.zoo)
+    budget = settings.pop("n_timesteps")
+    model = DQN("MlpPolicy", gym.make(race.env_id), seed=seed, verbose=0, **settings)
+    judge = Judge(race, seed, lambda state: int(model.predict(state, deterministic=True)[0]))
 
-    class Solved(BaseCallback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.at: int | None = None
-
+    class Judged(BaseCallback):
         def _on_step(self) -> bool:
-            if self.num_timesteps % 1000:
-                return True
-            rewards = []
-            for episode in range(EVAL_EPISODES):
-                state, _ = evaluation_env.reset(seed=1_000_000 + seed * 1000 + episode)
-                total, done = 0.0, False
-                while not done:
-                    action, _ = model.predict(state, deterministic=True)
-                    state, reward, terminated, truncated, _ = evaluation_env.step(int(action))
-                    total += float(reward)
-                    done = terminated or truncated
-                rewards.append(total)
-            if np.mean(rewards) >= SOLVED:
-                self.at = self.num_timesteps
-                return False
-            return True
+            return not judge.step(self.num_timesteps)
 
-    callback = Solved()
-    start = time.perf_counter()
-    model.learn(total_timesteps=BUDGET, callback=callback)
-    return {"steps": callback.at, "seconds": time.perf_counter() - start}
+    model.learn(total_timesteps=budget, callback=Judged())
+    return {"steps": judge.solved_at, "seconds": judge.solved_seconds}
 
 
-def learning(seeds: list[int]) -> dict[str, Any]:
-    rows = []
-    for seed in seeds:
-        mine, theirs = ours(seed), sb3(seed)
-        rows.append((seed, mine, theirs))
+def one(side: str, env_id: str, seed: int) -> tuple[str, str, int, dict[str, Any]]:
+    result = (ours if side == "ours" else sb3)(RACES[env_id], seed)
+    return side, env_id, seed, result
+
+
+def spread(values: list[float]) -> str:
+    """Median, quartiles and range; unsolved seeds are infinite."""
+    ordered = sorted(values)
+    median = statistics.median(ordered)
+    q1, q3 = (float(np.percentile(ordered, p, method="nearest")) for p in (25, 75))
+
+    def show(x: float) -> str:
+        return "unsolved" if math.isinf(x) else f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
+
+    return f"median {show(median)} (quartiles {show(q1)}-{show(q3)}, range {show(ordered[0])}-{show(ordered[-1])})"
+
+
+def race(env_ids: list[str], seeds: list[int], jobs: int) -> dict[str, dict[str, float]]:
+    runs = [(side, env_id, seed) for env_id in env_ids for seed in seeds for side in ("ours", "sb3")]
+    results: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    with ProcessPoolExecutor(jobs) as pool:
+        for side, env_id, seed, result in pool.map(one, *zip(*runs, strict=True)):
+            results.setdefault((env_id, side), {})[seed] = result
+            print(f"{env_id} seed {seed} {side}: solved at {result['steps']} steps, {result['seconds']} s", flush=True)
+    figures = {}
+    for env_id in env_ids:
+        print(f"\n{env_id}, {len(seeds)} seeds, Zoo budget {RACES[env_id].zoo['n_timesteps']:,} steps:")
+        medians = {}
+        for side in ("ours", "sb3"):
+            rows = results[(env_id, side)].values()
+            steps = [math.inf if r["steps"] is None else float(r["steps"]) for r in rows]
+            seconds = [math.inf if r["seconds"] is None else float(r["seconds"]) for r in rows]
+            solved = sum(r["steps"] is not None for r in rows)
+            print(f"  {side:4}: solved {solved}/{len(rows)}; steps {spread(steps)}; seconds {spread(seconds)}")
+            medians[side] = (statistics.median(steps), statistics.median(seconds), solved == len(rows))
+        steps_ratio = medians["ours"][0] / medians["sb3"][0]
+        time_ratio = medians["ours"][1] / medians["sb3"][1]
         print(
-            f"seed {seed}: ours solved at {mine['steps']} steps in {mine['seconds']:.1f} s; "
-            f"SB3 at {theirs['steps']} steps in {theirs['seconds']:.1f} s",
-            flush=True,
+            f"  median steps ratio {steps_ratio:.2f} (target <= 1.5), median wall time ratio {time_ratio:.2f} "
+            f"(target <= 1), ours solved every seed: {medians['ours'][2]}"
         )
-
-    def median(side: int, key: str) -> float:
-        values = [row[side][key] for row in rows if row[side]["steps"] is not None]
-        return statistics.median(values) if values else float("nan")
-
-    all_solved = all(row[1]["steps"] is not None for row in rows)
-    steps_ratio = median(1, "steps") / median(2, "steps")
-    time_ratio = median(1, "seconds") / median(2, "seconds")
-    print(
-        f"medians over {len(seeds)} seeds: ours {median(1, 'steps'):,.0f} steps / {median(1, 'seconds'):.1f} s, "
-        f"SB3 {median(2, 'steps'):,.0f} steps / {median(2, 'seconds'):.1f} s; steps ratio {steps_ratio:.2f} "
-        f"(target <= 1.5), wall time ratio {time_ratio:.2f} (target <= 1); every seed solved: {all_solved}"
-    )
-    return {"steps_ratio": steps_ratio, "time_ratio": time_ratio, "all_solved": all_solved}
+        figures[env_id] = {"steps_ratio": steps_ratio, "time_ratio": time_ratio, "all_solved": medians["ours"][2]}
+    return figures
 
 
 def pushing(episodes: int = 200, rounds: int = 5) -> dict[str, float]:
     """Episodes/s of the same seeded CartPole run with and without pushing to a live server (alternating)."""
+    import torch
+
+    from bench.common import server_process
     from bot.sdk import MetricsClient
+    from bot.training import DQNAgent, Trainer, TrainingConfig
+    from bot.training.cli import SHIPPED
+
+    torch.set_num_threads(1)
 
     def run(url: str | None) -> float:
         config = TrainingConfig.from_yaml(SHIPPED / "cartpole.yaml").replace(
@@ -161,12 +255,17 @@ def pushing(episodes: int = 200, rounds: int = 5) -> dict[str, float]:
 
 
 def main() -> None:
-    if sys.argv[1:] == ["--push-only"]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--env", choices=[*RACES, "all"], default="all")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (one torch thread each)")
+    parser.add_argument("--push-only", action="store_true")
+    parser.add_argument("--no-push", action="store_true")
+    args = parser.parse_args()
+    if not args.push_only:
+        race(list(RACES) if args.env == "all" else [args.env], list(range(args.seeds)), args.jobs)
+    if not args.no_push:
         pushing()
-        return
-    seeds = list(range(int(sys.argv[1]))) if len(sys.argv) > 1 else [0, 1, 2]
-    learning(seeds)
-    pushing()
 
 
 if __name__ == "__main__":
