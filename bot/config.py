@@ -180,6 +180,8 @@ class Settings(BaseSettings):
     # The training daemon (scheduled runs, configured at run time): its `enabled` until a configuration is
     # stored, so that a fresh server starts no training by itself (bot/server/training/daemon.py).
     training_daemon: bool = Field(False, validation_alias=_env("training_daemon"))
+    # Seconds between two of the daemon's iterations (a look at the clock; the configuration every 10th).
+    training_daemon_tick: float = Field(1.0, gt=0, le=60, validation_alias=_env("training_daemon_tick"))
     # One job at a time by default, as the original design runs training (a bare POST /stop stops it).
     max_concurrent_jobs: int | None = Field(1, ge=1, le=256, validation_alias=_env("max_concurrent_jobs"))
     models_dir: Path = Field(Path("models"), validation_alias=_env("models_dir"))

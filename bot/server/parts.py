@@ -112,7 +112,12 @@ async def open_parts(
         daemon_redis = DaemonRedis(settings.redis_url, timeout=settings.broker_timeout)
         stack.push_async_callback(daemon_redis.aclose)
     daemon = TrainingDaemon(
-        service, jobs, default_enabled=settings.training_daemon, redis=daemon_redis, supervisor=supervisor
+        service,
+        jobs,
+        default_enabled=settings.training_daemon,
+        redis=daemon_redis,
+        supervisor=supervisor,
+        tick=settings.training_daemon_tick,
     )
     counters = Counters(settings.redis_url)
     stack.push_async_callback(counters.aclose)

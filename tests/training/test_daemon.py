@@ -25,6 +25,7 @@ from tests.training.test_jobs import JOB_TIMEOUT, EventWatcher
 pytestmark = pytest.mark.slow  # each run starts a job process (Python, torch and gymnasium)
 
 RUN_EVENTS = "rl_v3.training.started,rl_v3.training.completed"
+QUICK_TICKS = {"training_daemon_tick": 0.1}  # the loop takes its 10 iterations in a second
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ async def daemon_server(server_factory: Any, settings: Settings, tmp_path: Any) 
     the default of a server with nothing stored)."""
     async with Store(settings.database_url) as store:
         await store.write(PutConfig({"enabled": False}))
-    changed = {"training_daemon": True, "models_dir": tmp_path / "models", "max_concurrent_jobs": 2}
+    changed = {"training_daemon": True, "models_dir": tmp_path / "models", "max_concurrent_jobs": 2, **QUICK_TICKS}
     live: LiveServer = await server_factory(settings.model_copy(update=changed))
     return live
 
@@ -216,7 +217,12 @@ async def redis_daemon_server(
     async with Store(settings.database_url) as store:
         await store.write(ClaimRun("run-earlier", "first", "schedule", "mock_cache", 2, "earlier-server"))
         await store.write(FinishRun("run-earlier", {"status": "succeeded"}))
-    changed = {"redis_url": private_redis.url, "models_dir": tmp_path / "models", "max_concurrent_jobs": 2}
+    changed = {
+        "redis_url": private_redis.url,
+        "models_dir": tmp_path / "models",
+        "max_concurrent_jobs": 2,
+        **QUICK_TICKS,
+    }
     live: LiveServer = await server_factory(settings.model_copy(update=changed))
     return live
 

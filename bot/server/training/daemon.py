@@ -53,7 +53,6 @@ from bot.store.daemon import (
 logger = logging.getLogger("bot.training.daemon")
 
 EVENTS_SESSION = "training-daemon"
-TICK = 1.0  # seconds between two looks at the clock
 READ_CONFIG_EVERY = 10  # iterations
 
 
@@ -70,8 +69,10 @@ class TrainingDaemon:
         default_enabled: bool = False,
         redis: DaemonRedis | None = None,
         supervisor: Supervisor | None = None,
+        tick: float = 1.0,
     ) -> None:
         self.supervisor = supervisor or Supervisor()
+        self.tick = tick  # seconds between two iterations (TMS_TRAINING_DAEMON_TICK)
         self.service, self.jobs = service, jobs
         self.default_enabled = default_enabled  # TMS_TRAINING_DAEMON: `enabled` until a configuration is stored
         self.redis = redis
@@ -281,7 +282,7 @@ class TrainingDaemon:
                         except Exception:
                             logger.exception("a scheduled training run failed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), TICK)
+                await asyncio.wait_for(self._wake.wait(), self.tick)
 
     async def _next_run(self, config: dict[str, Any]) -> tuple[float, str]:
         """(when the next scheduled run is due, the slot it claims): interval_minutes after the previous
