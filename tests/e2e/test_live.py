@@ -358,7 +358,7 @@ async def test_a_cut_off_spectator_frees_its_slot_and_its_connection_without_new
 ) -> None:
     """A spectator that stopped reading and fell behind is closed, and its connection aborted, even when no
     more data arrives after it fell behind: it leaves the count, its TCP connection is gone, its slot is free."""
-    update = {"ws_send_buffer": 8192, "max_connections_per_session": 1, "slow_spectator_timeout": 3.0}
+    update = {"ws_send_buffer": 8192, "max_connections_per_session": 1, "slow_spectator_timeout": 1.0}
     live = await server_factory(settings.model_copy(update=update))
     async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
         session_id = await create_session(client, "cut")
