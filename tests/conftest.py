@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import secrets
 import shutil
@@ -33,6 +34,14 @@ sys.setswitchinterval(0.0005)
 
 # Every wait in a test is bounded; scale them all on a slow machine with TMS_TESTS_TIMEOUT_FACTOR.
 TIMEOUT = 10.0 * float(os.environ.get("TMS_TESTS_TIMEOUT_FACTOR", "1"))
+
+if importlib.util.find_spec("xdist") is not None:  # a hook of pytest-xdist's: declared only where it is installed
+
+    def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+        """`-n auto` starts two workers a core: much of the suite waits (servers' timeouts, child processes and
+        Ray jobs starting), so two a core finish sooner than one (5.5 against 6.9 minutes on 2 cores)."""
+        return 2 * (os.cpu_count() or 1)
+
 
 REQUIRE_SERVICES = os.environ.get("TMS_REQUIRE_SERVICES") == "1"
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
