@@ -32,6 +32,10 @@ from tests.isolation import run_database, run_redis
 # the two from waiting out each other's 5 ms turns (a convoy no real deployment has).
 sys.setswitchinterval(0.0005)
 
+# torch in one thread, in this process and every process it starts: two workers a core with a thread pool
+# each spend CPU on spinning threads, not on the tiny networks the tests train.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # Every wait in a test is bounded; scale them all on a slow machine with TMS_TESTS_TIMEOUT_FACTOR.
 TIMEOUT = 10.0 * float(os.environ.get("TMS_TESTS_TIMEOUT_FACTOR", "1"))
 
