@@ -172,9 +172,11 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     redis.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_address() -> Iterator[str]:
-    """A Ray head of this run's own (tests/ray_head.py), started once for every test that asks."""
+    """A Ray head of this run's own (tests/ray_head.py), started once for the tests of a module that ask. Those
+    run one after the other on one worker (their xdist_group), and the head stops after them: idle, it still
+    takes some 7 % of a core, which the rest of the run needs."""
     if shutil.which("ray") is None:
         if REQUIRE_SERVICES:
             pytest.fail("Ray is not installed and TMS_REQUIRE_SERVICES=1: pip install .[ray]")
