@@ -224,7 +224,9 @@ async def test_a_killed_job_is_failed_with_its_exit_status(jobs_server: LiveServ
 
 async def test_limits_and_bad_requests_start_nothing(server_factory: Any, job_settings: Settings) -> None:
     """Two scenarios at once; the same one again, or a third job past max_concurrent_jobs → 400; an unknown
-    scenario → 404; a bad body → 422 naming the field. A server that shuts down stops its jobs."""
+    scenario → 404; a bad body → 422 naming the field. A server that shuts down stops its jobs, given the time
+    a Ray job's stop takes on a busy machine (its checkpoint, then Ray's word that it ended)."""
+    job_settings = job_settings.model_copy(update={"shutdown_timeout": TIMEOUT})
     live = await server_factory(job_settings)
     async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
         first = await start(client, "mock_cache")
