@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sys
 import threading
 import time
+import traceback
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -200,6 +202,27 @@ async def test_a_database_from_an_older_version_is_refused_by_name(tmp_path: Pat
             pass
 
 
+def waiting_at_a_lock(url: str) -> bool:
+    """Whether a store's group commit waits at a lock another connection holds. PostgreSQL says so
+    (pg_stat_activity); with SQLite the writer thread is in a group commit, blocked in the driver's call (its
+    innermost Python frame is SQLAlchemy's do_execute: the busy wait is in sqlite3's C code)."""
+    if url.startswith("postgresql"):
+        import psycopg
+
+        with psycopg.connect(url.split("?")[0], autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ).fetchone()
+        return bool(row and row[0])
+    frames = sys._current_frames()
+    for thread in threading.enumerate():
+        if thread.name.startswith("tms-writer") and thread.ident in frames:
+            names = [frame.name for frame in traceback.extract_stack(frames[thread.ident])]
+            if "commit_group" in names and names[-1] == "do_execute":
+                return True
+    return False
+
+
 async def test_a_key_raced_by_another_instance_fails_no_neighbour(store: Store) -> None:
     """Another instance stores the same idempotency key while this instance's group commit is in flight (on
     PostgreSQL the key's unique index then refuses the insert): the raced job is answered as a duplicate
@@ -224,7 +247,9 @@ async def test_a_key_raced_by_another_instance_fails_no_neighbour(store: Store) 
             store.write(Ingest("neighbour", prepare("training_metrics", metrics(1, 2)), None)),
             store.write(Ingest("raced", prepare("training_metrics", metrics(1)), "key-1", "hash")),
         )
-        await asyncio.sleep(0.3)  # our group reaches the other's lock (a shorter wait only skips the race)
+        async with asyncio.timeout(TIMEOUT):  # until our group waits at the other's lock: the race itself
+            while not await asyncio.to_thread(waiting_at_a_lock, store.url):
+                await asyncio.sleep(0.01)
         release.set()
         neighbour, raced = await ours
         theirs = await other
