@@ -265,7 +265,7 @@ def listening_socket(port: int = 0) -> socket.socket:
 async def start_server(settings: Settings, port: int = 0, **uvicorn_options: Any) -> LiveServer:
     sock = listening_socket(port)
     app_server = TrainingMetricsServer(settings.model_copy(update={"port": sock.getsockname()[1]}))
-    server = uvicorn.Server(app_server.uvicorn_config(log_level="warning", **uvicorn_options))
+    server = uvicorn.Server(app_server.uvicorn_config(**{"log_level": "warning", **uvicorn_options}))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     async with asyncio.timeout(TIMEOUT):
         while not server.started:

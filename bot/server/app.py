@@ -60,6 +60,8 @@ from bot.store import (
 )
 
 logger = logging.getLogger(__name__)
+# Where the original design's server logs its start and stop: its users' logging configuration names it.
+design_logger = logging.getLogger("bot.rl_bot_system.server.training_metrics_server")
 
 ECHO_LIMIT = 200  # characters of a refused input echoed in a 422, at most
 MAX_LISTED_ERRORS = 100
@@ -95,7 +97,12 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
             state = await open_parts(stack, settings, supervisor, socket_io, metrics)
             metrics.state = state.as_dict()
             app.state.rl_v3_training_daemon = state.daemon  # where the original design's code finds it
+            backend = settings.database_url.split(":", 1)[0]
+            broker = "Redis" if settings.redis_url else "in-memory"
+            where = f"{settings.host}:{settings.port}"
+            design_logger.info("training metrics server started on %s (%s, %s broker)", where, backend, broker)
             yield metrics.state
+            design_logger.info("training metrics server stopping")
 
     app = FastAPI(
         title="Training Metrics Server",

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bot.config import Settings
 from bot.integration import MetricsCollector, SpectatorManagerIntegration, TrainingEngineIntegration
 from bot.sdk import MetricsClient
 from tests.conftest import LiveServer, connect_and_sync, listening_socket, recv_data
@@ -221,3 +223,17 @@ async def test_the_original_import_paths_serve_and_integrate(tmp_path: Path) -> 
         uvicorn_server.should_exit = True
         await task
     assert [(m["data"]["episode"], m["data"]["average_reward"]) for m in stored] == [(1, 0.0), (2, 0.5), (3, 1.0)]
+
+
+async def test_the_server_logs_its_start_and_stop_under_the_designs_name(
+    server_factory: Any, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A logging configuration written for the original design (`bot.rl_bot_system.server`) sees the server
+    start, where it listens and on what, and stop."""
+    with caplog.at_level(logging.INFO):
+        live = await server_factory(settings, log_level="info")
+        await live.stop()
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("bot.rl_bot_system.server")]
+    backend = settings.database_url.split(":", 1)[0]
+    started = f"training metrics server started on 127.0.0.1:{live.port} ({backend}, in-memory broker)"
+    assert lines == [started, "training metrics server stopping"], lines
