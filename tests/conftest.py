@@ -246,9 +246,9 @@ class LiveServer:
     def ws_url(self, session_id: str, query: str = "") -> str:
         return f"ws://127.0.0.1:{self.port}/ws/{session_id}" + (f"?{query}" if query else "")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = TIMEOUT) -> None:
         self.server.should_exit = True
-        await asyncio.wait_for(self.task, TIMEOUT)
+        await asyncio.wait_for(self.task, timeout)
 
 
 def listening_socket(port: int = 0) -> socket.socket:

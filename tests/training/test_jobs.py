@@ -250,7 +250,7 @@ async def test_limits_and_bad_requests_start_nothing(server_factory: Any, job_se
         assert ambiguous.status_code == 400 and "say which" in ambiguous.json()["detail"]
         jobs = (await client.get("/api/training/jobs")).json()["jobs"]
         assert {j["job_id"] for j in jobs} == {first["job_id"], second["job_id"]}
-    await live.stop()  # shutdown stops both jobs, gracefully
+    await live.stop(timeout=3 * TIMEOUT)  # shutdown stops both jobs, gracefully, within its grace
     restarted = await server_factory(job_settings)
     async with httpx.AsyncClient(base_url=restarted.url, timeout=TIMEOUT) as client:
         jobs = (await client.get("/api/training/jobs")).json()["jobs"]
