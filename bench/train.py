@@ -106,6 +106,7 @@ class Judge:
         if steps % EVAL_EVERY:
             return False
         now = time.perf_counter()
+        trained = now - self.started - self.judging  # the training time so far, this evaluation not yet in it
         rewards = []
         for episode in range(EVAL_EPISODES):
             state, _ = self.env.reset(seed=1_000_000 + self.seed * 1000 + episode)
@@ -117,7 +118,7 @@ class Judge:
             rewards.append(total)
         self.judging += time.perf_counter() - now
         if float(np.mean(rewards)) >= self.race.threshold:
-            self.solved_at, self.solved_seconds = steps, now - self.started - self.judging
+            self.solved_at, self.solved_seconds = steps, trained
             return True
         return False
 
