@@ -204,7 +204,11 @@ class JobSupervisor:
             if pending:  # a killed child ends at once; a Ray job is SIGKILLed by Ray within 3 s
                 await asyncio.wait(pending, timeout=KILLED_WITHIN)
         for running in list(self.running.values()):
-            await self._abandon(running)
+            try:
+                await self._abandon(running)
+            except Exception:  # the store may be failing too: the other jobs are still recorded
+                job_id = running.job["job_id"]
+                logger.exception("recording training job %s at shutdown failed", job_id, extra={"job_id": job_id})
 
     # -- the API's operations -----------------------------------------------------------------------
 
