@@ -254,7 +254,8 @@ async def test_limits_and_bad_requests_start_nothing(server_factory: Any, job_se
     restarted = await server_factory(job_settings)
     async with httpx.AsyncClient(base_url=restarted.url, timeout=TIMEOUT) as client:
         jobs = (await client.get("/api/training/jobs")).json()["jobs"]
-    assert {j["status"] for j in jobs} == {"stopped"} and not any(alive(j["pid"]) for j in jobs)
+    assert {j["status"] for j in jobs} == {"stopped"}, [(j["status"], j["exit_code"], j["error"]) for j in jobs]
+    assert not any(alive(j["pid"]) for j in jobs)
 
 
 async def test_a_server_crash_stops_its_jobs_and_the_restart_marks_them_failed(tmp_path: Path) -> None:

@@ -174,6 +174,7 @@ def _tail(log: Path) -> str:
 
 RAY_ENDED = ("SUCCEEDED", "FAILED", "STOPPED")
 RAY_POLL = 0.5  # seconds between two looks at a Ray job's status
+RAY_LOG_DRAIN = 1.0  # seconds the log stream is read on after Ray says the job ended
 
 
 class RayRun(JobRun):
@@ -184,17 +185,38 @@ class RayRun(JobRun):
         self._stopping: asyncio.Task[Any] | None = None
 
     async def lines(self) -> AsyncIterator[bytes]:
+        """The job's log, a line at a time, until the log stream ends, or until RAY_LOG_DRAIN seconds after Ray
+        says the job ended: the dashboard's stream can stay open well after that (seen: over 10 s)."""
         client = await self.backend.client()
+        chunks: asyncio.Queue[str | None] = asyncio.Queue()
+
+        async def tail() -> None:
+            try:
+                async for chunk in client.tail_job_logs(self.job_id):
+                    chunks.put_nowait(chunk)
+            except Exception as exc:  # the log stream broke: the job's status still tells how it ended
+                why = "reading the logs of Ray job %s failed: %r"
+                logger.warning(why, self.job_id, exc, extra={"job_id": self.job_id})
+            finally:
+                chunks.put_nowait(None)
+
+        async def ended() -> None:
+            await self.wait()
+            await asyncio.sleep(RAY_LOG_DRAIN)
+            chunks.put_nowait(None)
+
+        tasks = [asyncio.create_task(tail()), asyncio.create_task(ended())]
         pending = ""
         try:
-            async for chunk in client.tail_job_logs(self.job_id):
+            while (chunk := await chunks.get()) is not None:
                 pending += chunk
                 *complete, pending = pending.split("\n")
                 for line in complete:
                     yield line.encode() + b"\n"
-        except Exception as exc:  # the dashboard's log stream broke: the job's status still tells how it ended
-            logger.warning("reading the logs of Ray job %s failed: %r", self.job_id, exc, extra={"job_id": self.job_id})
-            return
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         if pending:
             yield pending.encode()
 
