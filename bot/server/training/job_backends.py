@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import Settings
+from bot.server.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
@@ -214,9 +215,7 @@ class RayRun(JobRun):
                 for line in complete:
                     yield line.encode() + b"\n"
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(tasks)
         if pending:
             yield pending.encode()
 
