@@ -43,8 +43,19 @@ EXIT_REFUSED = 3
 RECENT = 10  # progress averages are over the last 10 episodes, as in the original design
 
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def emit(event: str, **payload: Any) -> None:
-    print(EVENT_PREFIX + json.dumps({"event": event, **payload}, allow_nan=False), flush=True)
+    """One event line, written whole: a stop that arrives meanwhile waits until its newline is out (unbuffered,
+    `print` writes the text and the newline in two calls, and a stop between them ran two events together)."""
+    line = EVENT_PREFIX + json.dumps({"event": event, **payload}, allow_nan=False) + "\n"
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _finite(value: float) -> float | None:
