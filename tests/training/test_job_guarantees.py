@@ -315,9 +315,8 @@ async def test_one_job_at_a_time_by_default(server_factory: Any, tmp_path: Path)
         await ended(client, job["job_id"])
 
 
-class _Unkillable(JobRun):
-    """A job run whose interrupt and kill do nothing: it stands in for a cluster (outside this server) that does
-    not end a job when told to. The real child process behind it is ended by the test."""
+class _Delegating(JobRun):
+    """A real job run, seen through a wrapper that a test changes one part of."""
 
     def __init__(self, run: JobRun) -> None:
         self.run, self.pid = run, run.pid
@@ -329,10 +328,10 @@ class _Unkillable(JobRun):
         return await self.run.wait()
 
     def interrupt(self) -> None:
-        pass
+        self.run.interrupt()
 
     def kill(self) -> None:
-        pass
+        self.run.kill()
 
     @property
     def running(self) -> bool:
@@ -340,6 +339,61 @@ class _Unkillable(JobRun):
 
     async def describe_exit(self, code: int) -> str:
         return await self.run.describe_exit(code)
+
+
+class _Unkillable(_Delegating):
+    """A job run whose interrupt and kill do nothing: it stands in for a cluster (outside this server) that does
+    not end a job when told to. The real child process behind it is ended by the test."""
+
+    def interrupt(self) -> None:
+        pass
+
+    def kill(self) -> None:
+        pass
+
+
+GARBLED = [
+    b'TMS-EVENT {"event": "progress", "episode": 1}TMS-EVENT {"event": "stopped"}\n',
+    b"TMS-EVENT [1, 2]\n",
+    b"TMS-EVENT \xff\n",
+]
+
+
+class _Garbling(_Delegating):
+    """A job run whose output starts with event lines that do not parse, as a crashed writer would leave."""
+
+    async def _lines(self) -> AsyncIterator[bytes]:
+        for line in GARBLED:
+            yield line
+        async for line in self.run.lines():
+            yield line
+
+    def lines(self) -> AsyncIterator[bytes]:
+        return self._lines()
+
+
+async def test_a_garbled_event_line_is_logged_and_the_job_goes_on(
+    server_factory: Any, settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    live = await server_factory(settings.model_copy(update={"models_dir": tmp_path / "models"}))
+    jobs = live.server.lifespan.state["jobs"]
+    backend_start = jobs.backend.start
+
+    async def garbling(*args: Any) -> JobRun:
+        return _Garbling(await backend_start(*args))
+
+    jobs.backend.start = garbling
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+        job = await start(client)
+        await first_progress(client, job["job_id"])
+        stop = await client.post("/api/training/stop", json={"job_id": job["job_id"]})
+        assert stop.status_code == 200, stop.text
+        row = await ended(client, job["job_id"])
+    assert row["status"] == "stopped", row
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if job["job_id"] in r.getMessage()]
+    garbled = [message for level, message in said if level == logging.WARNING and "event" in message]
+    assert len(garbled) == len(GARBLED), said
+    assert not [message for level, message in said if level >= logging.ERROR], said
 
 
 async def test_a_job_that_outlives_the_shutdown_is_failed_not_left_running(

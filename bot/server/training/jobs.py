@@ -375,8 +375,8 @@ class JobSupervisor:
         job_id = running.job["job_id"]
         try:
             async for line in running.process.lines():
-                if line.startswith(EVENT_PREFIX):
-                    await self._child_event(running, orjson.loads(line[len(EVENT_PREFIX) :]))
+                if line.startswith(EVENT_PREFIX) and (event := _event_of(line, job_id)) is not None:
+                    await self._child_event(running, event)
             code = await running.process.wait()
             await self._ended(running, code)
         except Exception:
@@ -479,6 +479,20 @@ class JobSupervisor:
 def error_event(error: str, exit_code: int | None) -> dict[str, Any]:
     """`training_error` as the original design has it (`message`, `details`), and as before (`error`, `exit_code`)."""
     return {"message": error, "details": {"exit_code": exit_code}, "error": error, "exit_code": exit_code}
+
+
+def _event_of(line: bytes, job_id: str) -> dict[str, Any] | None:
+    """A child's event, or None for a line that is not one (logged): a garbled line does not end a job."""
+    try:
+        event = orjson.loads(line[len(EVENT_PREFIX) :])
+    except orjson.JSONDecodeError as exc:
+        why = "training job %s wrote a garbled event line (%s): %.300r"
+        logger.warning(why, job_id, exc, line, extra={"job_id": job_id})
+        return None
+    if not isinstance(event, dict) or not isinstance(event.get("event"), str):
+        logger.warning("training job %s wrote an event of no kind: %.300r", job_id, line, extra={"job_id": job_id})
+        return None
+    return event
 
 
 def _without(values: dict[str, Any], key: str) -> dict[str, Any]:
