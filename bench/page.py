@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import server_process
 from bench.history import fill
-from tests.web.test_pages import CHROMIUM, FLAGS as BROWSER_FLAGS
+from tests.web.conftest import CHROMIUM, FLAGS as BROWSER_FLAGS
 
 # The browser tests' Chromium and flags, and precise heap figures.
 FLAGS = [*BROWSER_FLAGS, "--enable-precise-memory-info"]

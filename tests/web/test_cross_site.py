@@ -15,7 +15,9 @@ import pytest
 
 from bot.config import Settings
 from tests.conftest import TIMEOUT, LiveServer, create_session
-from tests.web.test_pages import CHROMIUM, FLAGS, pytestmark  # noqa: F401  (slow, and skipped without chromium)
+from tests.web.conftest import BROWSER_TESTS, CHROMIUM, FLAGS
+
+pytestmark = BROWSER_TESTS
 
 BASE = "/api/training/sessions"
 
