@@ -208,6 +208,7 @@ class Run:
         self.session_id = session_id
         self._names: set[str] = set()
         self._ended = False
+        self._status: str | None = None  # the last status set: the exit does not say it again
         client._put(("create", session_id, spec))
         self._enqueue = client._sender.put  # the hot path skips the layers in between
         self.url = f"{client.url.rstrip('/')}/sessions/{session_id}"
@@ -286,6 +287,7 @@ class Run:
             raise InvalidValueError(f"status {status!r}: expected one of {', '.join(STATUSES)}")
         update = {"status": status, **({"message": message} if message else {})}
         self.client._put(("status", self.session_id, update))
+        self._status = status
 
     def flush(self, timeout: float | None = None) -> FlushResult:
         return self.client.flush(timeout)
@@ -304,13 +306,14 @@ class Run:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.client._sender.open_runs.discard(self.session_id)
-        failed = exc_type is not None and not issubclass(exc_type, (KeyboardInterrupt, SystemExit))
         if exc_type is None:
-            self.set_status("completed")
-        elif failed:
-            self.set_status("failed", f"{exc_type.__name__}: {exc}"[:1000])
+            status, message = "completed", None
+        elif issubclass(exc_type, (KeyboardInterrupt, SystemExit)):
+            status, message = "stopped", exc_type.__name__
         else:
-            self.set_status("stopped", exc_type.__name__)
+            status, message = "failed", f"{exc_type.__name__}: {exc}"[:1000]
+        if status != self._status:  # the engine may have said it already, with its own message
+            self.set_status(status, message)
         self._ended = True
         self.client._settle()
 

@@ -264,8 +264,7 @@ class HierarchicalTrainer:
             f"evaluated at episode {self.episode}: reward {evaluation['mean']:.2f}, "
             f"goal adherence {evaluation['goal_adherence']:.3f}, stability {evaluation['stability']:.3f}"
         )
-        logger.info(message)
-        self._status("running", message)
+        logger.info(message)  # the run has the evaluation as its graph, not as a status
 
     # -- checkpoints ----------------------------------------------------------------------------------
 

@@ -444,7 +444,7 @@ class Trainer:
         )
 
     def _log_evaluation(self, evaluation: dict[str, float]) -> None:
-        self._status("running", f"evaluated at episode {self.episode}: mean reward {evaluation['mean']:.2f}")
+        """The log only: the run has the evaluation as its graph (a status per evaluation flooded the history)."""
         logger.info(
             "evaluation at episode %d: mean %.2f ± %.2f (min %.2f, max %.2f) over %d greedy episodes",
             self.episode,

@@ -146,7 +146,8 @@ async def test_a_run_pushes_every_episode_decisions_and_status(live: LiveServer,
     assert abs(sum(decisions[0]["action_probabilities"].values()) - 1.0) < 1e-3
     statuses = [m["data"] for m in await history(live.url, "dqn-mock", "training_status")]
     assert statuses[0]["status"] == "running" and statuses[-1]["status"] == "completed"
-    assert any("evaluated at episode 10" in (s["message"] or "") for s in statuses)
+    assert not [s for s in statuses if "evaluat" in (s["message"] or "")], statuses  # evaluations: a graph only
+    assert [s["status"] for s in statuses].count("completed") == 1, statuses  # said once, by the trainer
     graphs = [m["data"] for m in await history(live.url, "dqn-mock", "graph_update")]
     assert len(graphs) == 2 and graphs[0]["graph_id"] == "evaluation"
 
