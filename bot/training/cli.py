@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.util
+import secrets
 import signal
 import subprocess
 import sys
@@ -54,19 +56,22 @@ def train_command(args: argparse.Namespace) -> int:
     except (UsageError, TrainingConfigError, CheckpointError) as exc:
         print(f"bot train: {exc}", file=sys.stderr)
         return 2
-    with _session(args.server, config) as run:
-        trainer.run = run
-        if args.eval_only:
-            evaluation = trainer.evaluate_only()
-            print(f"bot train: greedy evaluation over {config.eval_episodes} episodes: {evaluation}")
-            return 0
-        try:
+    try:
+        with _session(args.server, config) as run:  # a stop goes through it: the run is `stopped`
+            trainer.run = run
+            if args.eval_only:
+                evaluation = trainer.evaluate_only()
+                print(f"bot train: greedy evaluation over {config.eval_episodes} episodes: {evaluation}")
+                return 0
             with _progress(trainer):
                 statistics = trainer.train()
-        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (a TrainingInterrupted)
-            emergency = trainer.checkpoint_path("emergency")
-            print(f"bot train: interrupted at episode {trainer.episode}; resume with --resume {emergency}")
-            return 128 + getattr(exc, "signum", signal.SIGINT)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (a TrainingInterrupted)
+        code = 128 + getattr(exc, "signum", signal.SIGINT)
+        if args.eval_only:
+            return code
+        emergency = trainer.checkpoint_path("emergency")
+        print(f"bot train: interrupted at episode {trainer.episode}; resume with --resume {emergency}")
+        return code
     print(f"bot train: {statistics}")
     return 0
 
@@ -121,7 +126,8 @@ def _trainer(config: TrainingConfig, env: Any, output: Path, run: Any) -> Traine
 
 @contextlib.contextmanager
 def _session(server: str | None, config: TrainingConfig) -> Iterator[Any]:
-    """A session on the server (its live URL said as it starts), or None without --server."""
+    """A session on the server (its live URL said as it starts), or None without --server: named so that runs
+    tell apart, with its total episodes and its whole configuration."""
     if server is None:
         yield None
         return
@@ -129,8 +135,16 @@ def _session(server: str | None, config: TrainingConfig) -> Iterator[Any]:
 
     # Twice a second is live enough for a chart of episodes, and half the requests of the SDK's default.
     client = MetricsClient(server, flush_interval=0.5)
-    with client, client.session(name=f"dqn-{config.env_id}", algorithm="DQN") as run:
+    metadata = dataclasses.asdict(config)
+    run = client.session(run_name(config), algorithm="DQN", total_episodes=config.max_episodes, metadata=metadata)
+    with client, run:
         yield run
+
+
+def run_name(config: TrainingConfig) -> str:
+    """`dqn CartPole-v1 seed 3 · 7f3a`: the seed, where there is one, and a short id of its own."""
+    seed = "" if config.seed is None else f" seed {config.seed}"
+    return f"{config.agent_type} {config.env_id}{seed} · {secrets.token_hex(2)}"
 
 
 @contextlib.contextmanager

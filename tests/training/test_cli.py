@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from bot.config import Settings
@@ -43,9 +45,44 @@ async def test_train_pushes_into_a_new_session_and_says_where(live: LiveServer, 
     assert f"{live.url}/sessions/{session_id}" in line
     assert [m["data"]["episode"] for m in await history(live.url, session_id)] == list(range(1, 13))
     assert len(await history(live.url, session_id, "bot_decision")) >= 1  # sampled, at most one a second
-    statuses = [m["data"]["status"] for m in await history(live.url, session_id, "training_status")]
-    assert statuses[0] == "running" and statuses[-1] == "completed"
+    statuses = [m["data"] for m in await history(live.url, session_id, "training_status")]
+    assert statuses[0]["status"] == "running" and statuses[-1]["status"] == "completed"
+    assert not [s for s in statuses if "evaluat" in (s["message"] or "")], statuses  # evaluations: a graph only
     assert (tmp_path / "out" / "checkpoints" / "latest.pt").exists()
+    session = await read_session(live.url, session_id)
+    assert session["name"].startswith("dqn MockCache-v0 seed 2 · ") and session["total_episodes"] == 12, session
+    config = session["metadata"]
+    assert config["max_episodes"] == 12 and config["seed"] == 2 and config["env_id"] == "MockCache-v0", config
+    assert config["learning_rate"] > 0 and "hidden_sizes" in config  # the whole configuration, defaults too
+
+
+async def read_session(url: str, session_id: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=url) as client:
+        response = await client.get(f"/api/training/sessions/{session_id}")
+        assert response.status_code == 200, response.text
+        session: dict[str, Any] = response.json()
+        return session
+
+
+async def test_ctrl_c_marks_the_run_stopped_on_the_server(live: LiveServer, tmp_path: Path) -> None:
+    """Ctrl-C during `bot train --server`: the session ends `stopped`, said once, never `completed`."""
+    out = tmp_path / "out"
+    args = ["train", "--env", "MockCache-v0", "-e", "100000", "-o", str(out), "--server", live.url]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", *args, cwd=tmp_path, env={**os.environ, "TMS_SPOOL_DIR": str(tmp_path)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(120):
+        while not (out / "logs" / "training.log").exists():  # training has begun
+            assert process.returncode is None
+            await asyncio.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        _, stderr = await process.communicate()
+    assert process.returncode == 130, stderr
+    session_id = next(line for line in stderr.decode().splitlines() if "live at" in line).split("'")[1]
+    session = await read_session(live.url, session_id)
+    statuses = [m["data"]["status"] for m in await history(live.url, session_id, "training_status")]
+    assert session["status"] == "stopped" and statuses.count("stopped") == 1 and "completed" not in statuses, statuses
 
 
 async def test_training_finishes_with_the_server_down_and_the_spool_goes_later(
