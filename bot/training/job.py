@@ -1,9 +1,10 @@
 """One training job, in a process of its own: `python -m bot.training.job ...` (started by bot/server/training/jobs.py).
 
 It trains a scenario with the reference Trainer, pushes into its session through the SDK like any engine,
-and tells its supervisor what happens on stdout, one `TMS-EVENT {json}` line per event (`progress` every
-episode, then `completed` or `stopped`); every other line is free. SIGINT (the supervisor's stop) saves a
-checkpoint and exits with code 130; any other end but 0 is a failure the supervisor reports.
+and tells its supervisor what happens on stdout, one `TMS-EVENT {json}` line per event (`config` once, the
+configuration it trains with; `progress` every episode; then `completed` or `stopped`); every other line is
+free. SIGINT (the supervisor's stop) saves a checkpoint and exits with code 130; any other end but 0 is a
+failure the supervisor reports.
 
 Each job writes into a folder of its own, `jobs/{job_id}/` under the models directory, so two jobs of one
 scenario never overwrite each other: `{scenario}_final.pt`, `{scenario}_history.json` and
@@ -140,6 +141,7 @@ def _train(args: argparse.Namespace) -> int:
         early_stopping=False,
     )
     limit_threads(args.threads)
+    emit("config", config=dataclasses.asdict(config))
     models = Path(args.models_dir)
     folder = models / "jobs" / args.job_id
     env = _environment(config.env_id)
@@ -231,6 +233,7 @@ def _train_hierarchical(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     limit_threads(args.threads)
+    emit("config", config=dataclasses.asdict(config))
     models = Path(args.models_dir)
     folder = models / "jobs" / args.job_id
     layout = CheckpointLayout(folder, args.scenario)

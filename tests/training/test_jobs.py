@@ -179,6 +179,10 @@ async def test_a_job_runs_to_the_end_watched_live(jobs_server: LiveServer, job_s
         history = (await client.get(f"/api/training/sessions/{job['session_id']}/history")).json()
         assert [m["type"] for m in history["messages"]].count("training_progress") == 6
         assert any(m["type"] == "training_metrics" for m in history["messages"])  # the child's own pushes
+        metadata = (await client.get(f"/api/training/sessions/{job['session_id']}")).json()["metadata"]
+        assert metadata["job_id"] == job["job_id"] and metadata["num_episodes"] == 6, metadata
+        config = metadata["config"]  # the whole configuration the job trained with, defaults filled in
+        assert config["max_episodes"] == 6 and config["seed"] == 1 and config["learning_rate"] > 0, config
     models = job_settings.models_dir
     checkpoints = models / "checkpoints" / "mock_cache"
     assert (models / "mock_cache_final.pt").is_file() and (models / "mock_cache_history.json").is_file()

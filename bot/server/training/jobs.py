@@ -409,6 +409,18 @@ class JobSupervisor:
                 await self.service.store.write(UpdateJob(running.job["job_id"], progress=event))
         elif kind in ("completed", "stopped"):
             running.outcome = {"event": kind, **event}
+        elif kind == "config":
+            await self._record_config(running.job, event.get("config"))
+
+    async def _record_config(self, job: dict[str, Any], config: Any) -> None:
+        """The whole configuration the job trains with (its scenario, defaults filled in) joins the session's
+        metadata, which the page and compare show; one that does not fit is logged, and the job goes on."""
+        metadata = {"job_id": job["job_id"], "scenario": job["scenario_name"], **job["params"], "config": config}
+        try:
+            await self.service.update_session(job["session_id"], SessionUpdate.model_validate({"metadata": metadata}))
+        except Exception as exc:
+            why = "training job %s: its configuration was not recorded: %s"
+            logger.warning(why, job["job_id"], exc, extra={"job_id": job["job_id"]})
 
     async def _ended(
         self, running: _Running, code: int | None, supervisor_failed: bool = False, error: str | None = None
