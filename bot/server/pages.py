@@ -20,7 +20,12 @@ from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redi
 from fastapi.responses import HTMLResponse, Response
 
 STATIC = Path(__file__).resolve().parent.parent / "web" / "static"
-PAGES = {"/": "index.html", "/sessions/{key}": "session.html", "/compare": "compare.html"}
+PAGES = {
+    "/": "index.html",
+    "/sessions/{key}": "session.html",
+    "/compare": "compare.html",
+    "/favicon.ico": "favicon.svg",  # asked for by browsers whatever a page says; an SVG, which they take
+}
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,7 @@ def _not_modified(asset: Asset, request: Request) -> bool:
 
 
 def pages_router(assets: dict[str, Asset]) -> APIRouter:
-    """The pages (`/`, `/sessions/{key}`, `/compare`) and `/static/...`, all from `assets`."""
+    """The pages (`/`, `/sessions/{key}`, `/compare`), the icon and `/static/...`, all from `assets`."""
     router = APIRouter(include_in_schema=False)
 
     def page(route: str, name: str) -> None:

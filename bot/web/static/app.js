@@ -124,7 +124,11 @@ class Spectator {
   close() { this.closed = true; if (this.ws) this.ws.close(); }
 }
 
+// Episodes done, for a progress bar: an engine counting from 0 ends a completed run of 300 on episode 299,
+// which is all 300 done, not 299 of them.
+const episodesDone = (episode, total, status) => (status === "completed" && total && episode === total - 1 ? total : episode);
+
 // Series colours, in order (charts.js).
 const COLOURS = ["#4aa3ff", "#3fb950", "#f0883e", "#d2a8ff", "#ff6b6b", "#e3b341", "#39c5cf", "#f778ba"];
 
-window.TMS = { api, authHeaders, download, flatten, Spectator, plain, showProblem, clearProblem, COLOURS };
+window.TMS = { api, authHeaders, download, episodesDone, flatten, Spectator, plain, showProblem, clearProblem, COLOURS };

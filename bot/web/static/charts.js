@@ -94,6 +94,7 @@ class RunChart {
   constructor(container, title, names, { yLabel = "", origin = 0 } = {}) {
     this.container = container; this.title = title; this.yLabel = yLabel; this.origin = origin;
     this.series = new Map(names.map((name) => [name, new Series()]));
+    this.labels = new Map(); // a series' name in the legend, where not its key (compare: a run's name, not its id)
     this.pending = false; this.plot = null;
     this.onView = () => this.rebuild();
     viewListeners.add(this.onView);
@@ -136,8 +137,8 @@ class RunChart {
     const text = cssColour("--muted") || "#8b98a5", grid = cssColour("--grid") || "#2d3742";
     const smoothing = view.smoothing > 0;
     const series = [{ label: X_AXES[view.x] }];
-    [...this.series.keys()].forEach((name, i) => {
-      const colour = TMS.COLOURS[i % TMS.COLOURS.length];
+    [...this.series.keys()].forEach((key, i) => {
+      const colour = TMS.COLOURS[i % TMS.COLOURS.length], name = this.labels.get(key) ?? key;
       series.push({ label: smoothing ? `${name} (raw)` : name, stroke: smoothing ? `${colour}40` : colour, width: 1.25, spanGaps: false });
       if (smoothing) series.push({ label: name, stroke: colour, width: 1.75, spanGaps: true });
     });
@@ -157,6 +158,8 @@ class RunChart {
         draw: [(u) => { if (u.data[0].length && TMS.firstDrawAt === undefined) TMS.firstDrawAt = performance.now(); }],
       },
     }, this.data(), this.container);
+    // Smoothed, each metric has one legend entry (the smoothed value at the cursor), not "x (raw)" and "x".
+    if (smoothing) this.plot.root.querySelectorAll(".u-legend .u-series").forEach((row, i) => { if (i % 2) row.style.display = "none"; });
     this.applyZoom();
   }
 

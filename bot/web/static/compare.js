@@ -19,6 +19,7 @@ async function load() {
   const bodies = await Promise.all(ids.map((id) => TMS.api(path(id, `series?metric=${encodeURIComponent(metric)}&points=1000`))));
   bodies.forEach((body, i) => {
     const s = body.series[metric];
+    chart.labels.set(ids[i], runLabel(i));
     chart.add(ids[i], seconds(sessions[i].created_at));
     chart.load(ids[i], { seq: s.seq, episode: s.episode, time: s.timestamp, value: s.value });
   });
@@ -38,6 +39,12 @@ async function load() {
   });
 }
 
+// A run by its name; by its id where it has none, or where another compared run has the same name.
+function runLabel(i) {
+  const name = sessions[i].name;
+  return name && sessions.filter((s) => s.name === name).length === 1 ? name : ids[i];
+}
+
 // Each run's facts and flattened metadata, a row per key; a row whose values are not all equal is marked.
 function configTable() {
   const rows = new Map();
@@ -47,7 +54,7 @@ function configTable() {
     TMS.flatten(s.metadata || {}).forEach(([key, value]) => put(`metadata.${key}`, i, value));
   });
   const head = document.createElement("tr");
-  head.append(document.createElement("th"), ...ids.map((id) => Object.assign(document.createElement("th"), { textContent: id })));
+  head.append(document.createElement("th"), ...ids.map((id, i) => Object.assign(document.createElement("th"), { textContent: runLabel(i), title: id })));
   const onlyDiffering = $("only-differences").checked;
   const body = [...rows].filter(([, values]) => !onlyDiffering || new Set(values).size > 1).map(([key, values]) => {
     const tr = document.createElement("tr");

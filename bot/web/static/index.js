@@ -27,10 +27,11 @@ function remember() {
 
 // A password-protected room is listed with its name, status and times only (the rest is null): its row says so.
 function row(s) {
+  const done = TMS.episodesDone(s.current_episode ?? 0, s.total_episodes, s.status);
   const progress = s.password_protected
     ? '<span class="muted" title="a password-protected room: open it to give its password">🔒 protected</span>'
     : s.total_episodes
-      ? `<progress max="${s.total_episodes}" value="${s.current_episode ?? 0}"></progress> ${s.current_episode ?? 0}/${s.total_episodes}`
+      ? `<progress max="${s.total_episodes}" value="${done}"></progress> ${done}/${s.total_episodes}`
       : (s.current_episode ?? "–");
   const tr = document.createElement("tr");
   tr.dataset.session = s.session_id;

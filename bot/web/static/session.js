@@ -4,6 +4,8 @@
 const key = decodeURIComponent(location.pathname.split("/").pop());
 const GROUPS = [["Reward", ["current_reward", "average_reward"]], ["Loss", ["loss_value"]], ["Epsilon", ["epsilon"]], ["Win rate (%)", ["win_rate"]]];
 const BUILT_IN = new Set(GROUPS.flatMap(([, metrics]) => metrics));
+// Not a curve: the run's length, which the header's progress bar shows.
+const NOT_CHARTED = new Set(["total_episodes"]);
 const charts = new Map(); // title (or "graph:<id>") -> { chart, metrics, box }
 let sessionId = null, totalEpisodes = null, spectator = null, origin = 0;
 let backfilled = false, backfillSeq = 0;
@@ -12,11 +14,17 @@ const early = []; // live messages that arrived before the backfill
 const $ = (id) => document.getElementById(id);
 const seconds = (iso) => Date.parse(iso) / 1000;
 
-function setStatus(status) { const el = $("status"); el.textContent = status; el.className = `pill ${status}`; }
+let runStatus = null, lastEpisode = null;
+function setStatus(status) {
+  const el = $("status"); el.textContent = status; el.className = `pill ${status}`;
+  runStatus = status; setEpisode(lastEpisode);
+}
 function setEpisode(episode) {
   if (episode === undefined || episode === null) return;
-  $("episode").textContent = totalEpisodes ? `${episode} / ${totalEpisodes}` : episode;
-  if (totalEpisodes) { const bar = $("progress"); bar.hidden = false; bar.max = totalEpisodes; bar.value = episode; }
+  lastEpisode = episode;
+  const done = TMS.episodesDone(episode, totalEpisodes, runStatus);
+  $("episode").textContent = totalEpisodes ? `${done} / ${totalEpisodes}` : episode;
+  if (totalEpisodes) { const bar = $("progress"); bar.hidden = false; bar.max = totalEpisodes; bar.value = done; }
 }
 
 const exportPath = (query) => `/api/training/sessions/${encodeURIComponent(sessionId)}/export?${query}`;
@@ -70,19 +78,34 @@ async function showMetric(name, metrics) {
   fill(entry, await readSeries(metrics));
 }
 
+// The custom metrics picked are kept in the URL (`?metric=kl&metric=entropy`): a link or a reload shows them.
+const pickedInUrl = () => new URLSearchParams(location.search).getAll("metric");
+function rememberPicked(name, shown) {
+  const params = new URLSearchParams(location.search);
+  const names = params.getAll("metric").filter((m) => m !== name);
+  params.delete("metric");
+  (shown ? [...names, name] : names).forEach((m) => params.append("metric", m));
+  history.replaceState(null, "", `${location.pathname}${params.size ? `?${params}` : ""}`);
+}
+
 function picker(available) {
-  const custom = available.filter((m) => !BUILT_IN.has(m));
+  const custom = available.filter((m) => !BUILT_IN.has(m) && !NOT_CHARTED.has(m));
+  const wanted = pickedInUrl().filter((m) => custom.includes(m) && !charts.has(m));
   const shown = GROUPS.filter(([, metrics]) => metrics.some((m) => available.includes(m))).map(([title]) => title);
   $("picker").replaceChildren(...[...shown, ...custom].map((name) => {
     const label = document.createElement("label");
-    const box = Object.assign(document.createElement("input"), { type: "checkbox", checked: charts.has(name), value: name });
+    const checked = charts.has(name) || wanted.includes(name);
+    const box = Object.assign(document.createElement("input"), { type: "checkbox", checked, value: name });
     box.onchange = async () => {
-      if (box.checked) await showMetric(name, GROUPS.find(([t]) => t === name)?.[1] ?? [name]);
+      const group = GROUPS.find(([t]) => t === name);
+      if (!group) rememberPicked(name, box.checked);
+      if (box.checked) await showMetric(name, group?.[1] ?? [name]);
       else { charts.get(name)?.chart.destroy(); charts.delete(name); }
     };
     label.append(box, ` ${name}`);
     return label;
   }));
+  wanted.forEach((name) => showMetric(name, [name]).catch((e) => TMS.showProblem(`Could not load ${name}: ${e.message}`)));
 }
 
 function showGraph(graph) {
@@ -131,12 +154,19 @@ async function loadStatuses() {
 
 // A metric is better low when its name says so (loss, error, regret, perplexity), else better high.
 const LOWER_IS_BETTER = /loss|error|regret|perplexity/i;
-const format = (v) => (v === null || v === undefined ? "–" : Number(v).toPrecision(5).replace(/\.?0+$/, ""));
+// Five significant digits, grouped ("30,000", "0.0012346"); an exponent past what grouping reads well.
+const DIGITS = new Intl.NumberFormat("en", { maximumSignificantDigits: 5 });
+const format = (v) => {
+  if (v === null || v === undefined) return "–";
+  const n = Number(v), size = Math.abs(n);
+  return size && (size >= 1e9 || size < 1e-4) ? n.toExponential(4).replace(/\.?0+e/, "e") : DIGITS.format(n);
+};
 
 async function loadSummary() {
   const path = `/api/training/sessions/${encodeURIComponent(sessionId)}/summary`;
   const { metrics } = await TMS.api(path, roomHeaders());
-  $("summary").replaceChildren(...Object.entries(metrics).map(([name, m]) => {
+  const shown = Object.entries(metrics).filter(([name]) => !NOT_CHARTED.has(name));
+  $("summary").replaceChildren(...shown.map(([name, m]) => {
     const tr = document.createElement("tr");
     tr.dataset.metric = name;
     const best = LOWER_IS_BETTER.test(name) ? m.min : m.max;
@@ -145,7 +175,7 @@ async function loadSummary() {
     });
     return tr;
   }));
-  $("summary-table").hidden = !Object.keys(metrics).length;
+  $("summary-table").hidden = !shown.length;
 }
 
 // The policy over time (from all of history, in 200 buckets): the share of each chosen action and the mean
@@ -231,6 +261,7 @@ function onMetrics(message) {
       if (value !== undefined && value !== null) chart.append(m, message.seq, data.episode, time, value);
     }
   }
+  if (data.total_episodes) totalEpisodes = data.total_episodes;
   setEpisode(data.episode);
 }
 

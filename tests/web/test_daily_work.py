@@ -1,0 +1,175 @@
+"""The page for daily ML work (#27), in a real browser: numbers that read right, a `bot train --server` run
+that tells itself apart, the small things a TensorBoard or W&B user notices (icon, 0-based runs, picked
+metrics in the URL, one legend entry per metric, names in compare, a phone's width)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.conftest import TIMEOUT, LiveServer, create_session
+from tests.web.conftest import BROWSER_TESTS, snap
+
+pytestmark = BROWSER_TESTS
+
+SUMMARY_ROWS = "rows => Object.fromEntries(rows.map(r => [r.dataset.metric, [...r.cells].map(c => c.textContent)]))"
+
+
+async def test_the_run_panel_reads_tens_of_thousands_whole(
+    live: LiveServer, client: httpx.AsyncClient, browser: Any
+) -> None:
+    """30,000 reads "30,000", not "3" (trailing zeros were stripped from the integer part)."""
+    session_id = await create_session(client, "big-numbers")
+    point = {"episode": 2, "current_reward": 30000, "custom": {"timesteps": 20000, "tiny": 0.000012345}}
+    assert (await client.post(f"/api/training/sessions/{session_id}/metrics", json=[point])).status_code == 200
+    page = await browser.new_page()
+    await page.goto(f"{live.url}/sessions/{session_id}")
+    await page.wait_for_selector("#summary tr[data-metric=timesteps]")
+    rows = await page.eval_on_selector_all("#summary tr", SUMMARY_ROWS)
+    assert rows["current_reward"][1:4] == ["30,000", "30,000", "30,000"], rows
+    assert rows["timesteps"][1:4] == ["20,000", "20,000", "20,000"], rows
+    assert rows["tiny"][1] == "1.2345e-5", rows
+
+
+async def test_a_bot_train_run_shows_its_configuration_progress_and_name_and_stops(
+    live: LiveServer, browser: Any, tmp_path: Path
+) -> None:
+    """A live `bot train --server` run: its whole configuration in the run panel, a progress bar out of its
+    total (which is not charted as a metric), a name with its seed; Ctrl-C shows it `stopped`."""
+    out = tmp_path / "out"
+    args = ["train", "--env", "MockCache-v0", "-e", "100000", "--seed", "4", "-o", str(out), "--server", live.url]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", *args, cwd=tmp_path, env={**os.environ, "TMS_SPOOL_DIR": str(tmp_path)},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        async with asyncio.timeout(120):
+            while "live at" not in (line := (await process.stderr.readline()).decode()):
+                assert line, "bot train ended before it said where to watch"
+        session_id = line.split("'")[1]
+        page = await browser.new_page(viewport={"width": 1200, "height": 1000})
+        await page.goto(f"{live.url}/sessions/{session_id}")
+        await page.wait_for_function("() => window.sessionPage.charts.get('Reward')?.chart.points() >= 30")
+        await page.wait_for_selector("#summary tr[data-metric=current_reward]")
+        config = dict(
+            await page.eval_on_selector_all(
+                "#config tr", "rs => rs.map(r => [r.cells[0].textContent, r.cells[1].textContent])"
+            )
+        )
+        assert config["max_episodes"] == "100000" and config["seed"] == "4" and config["env_id"] == "MockCache-v0"
+        assert "learning_rate" in config and "hidden_sizes" in config, config  # the defaults too
+        assert await page.is_visible("#progress") and (await page.text_content("#episode") or "").endswith("/ 100000")
+        assert await page.query_selector("#picker input[value=total_episodes]") is None
+        assert await page.query_selector("#summary tr[data-metric=total_episodes]") is None
+        assert (await page.text_content("#title") or "").startswith("dqn MockCache-v0 seed 4 · ")
+        await snap(page, tmp_path, "session-page-bot-train")
+        process.send_signal(signal.SIGINT)
+        await page.wait_for_selector("#status.stopped", timeout=TIMEOUT * 1000)
+        statuses = await page.eval_on_selector_all("#statuses li", "items => items.map(i => i.dataset.status)")
+        assert statuses.count("stopped") == 1 and "completed" not in statuses, statuses
+        messages = await page.eval_on_selector_all("#statuses li", "items => items.map(i => i.textContent)")
+        assert not [m for m in messages if "evaluat" in m], messages  # evaluations are a graph, not statuses
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+
+
+async def test_no_console_error_and_the_icon_is_served(
+    live: LiveServer, client: httpx.AsyncClient, browser: Any
+) -> None:
+    """The browser's own `/favicon.ico` was the pages' only console error (a 404)."""
+    ids = [await create_session(client, name) for name in ("icon-a", "icon-b")]
+    page = await browser.new_page()
+    errors: list[str] = []
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    for path in ("/", f"/sessions/{ids[0]}", f"/compare?sessions={','.join(ids)}"):
+        await page.goto(f"{live.url}{path}")
+        await page.wait_for_load_state("networkidle")
+    icon = await client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    assert errors == []
+
+
+async def test_a_finished_0_based_run_reads_all_done(live: LiveServer, client: httpx.AsyncClient, browser: Any) -> None:
+    """Episodes 0-299 of 300, completed: 300 / 300, on the list and the session page; running, it reads as sent."""
+    session_id = await create_session(client, "zero-based", total_episodes=300)
+    base = f"/api/training/sessions/{session_id}"
+    await client.post(f"{base}/metrics", json=[{"episode": e, "current_reward": 1.0} for e in range(300)])
+    await client.put(base, json={"status": "running"})
+    page = await browser.new_page()
+    await page.goto(f"{live.url}/sessions/{session_id}")
+    await page.wait_for_function("() => document.getElementById('episode').textContent === '299 / 300'")
+    await client.put(base, json={"status": "completed"})
+    await page.wait_for_function("() => document.getElementById('episode').textContent === '300 / 300'")
+    assert await page.eval_on_selector("#progress", "bar => bar.value === bar.max")
+    await page.goto(live.url)
+    row = f"tr[data-session='{session_id}']"
+    await page.wait_for_selector(row)
+    assert "300/300" in (await page.text_content(row) or "")
+
+
+async def test_picked_metrics_are_kept_in_the_url(live: LiveServer, client: httpx.AsyncClient, browser: Any) -> None:
+    session_id = await create_session(client, "picked")
+    points = [{"episode": e, "current_reward": 1.0, "custom": {"kl": 0.1, "entropy": 0.5}} for e in range(20)]
+    await client.post(f"/api/training/sessions/{session_id}/metrics", json=points)
+    page = await browser.new_page()
+    await page.goto(f"{live.url}/sessions/{session_id}")
+    await page.check("#picker input[value=kl]")
+    await page.check("#picker input[value=entropy]")
+    await page.uncheck("#picker input[value=kl]")
+    assert await page.evaluate("() => new URLSearchParams(location.search).getAll('metric')") == ["entropy"]
+    await page.reload()
+    await page.wait_for_function("() => window.sessionPage.charts.get('entropy')?.chart.points() === 20")
+    assert await page.is_checked("#picker input[value=entropy]") and not await page.is_checked(
+        "#picker input[value=kl]"
+    )
+
+
+async def test_one_legend_entry_per_metric_and_runs_by_name_in_compare(
+    live: LiveServer, client: httpx.AsyncClient, browser: Any, tmp_path: Path
+) -> None:
+    """Smoothed, a metric has one legend entry, not "x (raw)" and "x"; compare names runs by their names, and
+    its configuration table breaks no word."""
+    ids = []
+    for seed in range(3):
+        metadata = {"learning_rate": 0.001 * (seed + 1), "exploration_fraction": 0.1}
+        session_id = await create_session(
+            client, f"run-with-a-long-identifier-of-forty-chars-{seed}", name=f"seed {seed}", metadata=metadata
+        )
+        await client.post(
+            f"/api/training/sessions/{session_id}/metrics",
+            json=[{"episode": e, "current_reward": float(e + seed)} for e in range(50)],
+        )
+        ids.append(session_id)
+    page = await browser.new_page(viewport={"width": 1200, "height": 900})
+    await page.goto(f"{live.url}/compare?sessions={','.join(ids)}&smoothing=0.6")
+    await page.wait_for_function("() => window.comparePage.chart()?.points() === 50")
+    legend = await page.eval_on_selector_all(
+        ".chart .u-legend .u-series", "rows => rows.filter(r => r.offsetParent !== null).map(r => r.textContent)"
+    )
+    assert len(legend) == 4 and all("raw" not in row for row in legend), legend  # x, then one per run
+    assert [row[: len("seed 0")] for row in legend[1:]] == ["seed 0", "seed 1", "seed 2"], legend
+    one_line = """cell => { const range = document.createRange(); range.selectNodeContents(cell);
+        return new Set([...range.getClientRects()].map(r => Math.round(r.top))).size === 1; }"""
+    for key in ("metadata.learning_rate", "metadata.exploration_fraction"):
+        assert await page.eval_on_selector(f"tr[data-key='{key}'] th", one_line), key
+    await snap(page, tmp_path, "compare")
+
+
+async def test_the_summary_fits_a_phone(live: LiveServer, client: httpx.AsyncClient, browser: Any) -> None:
+    session_id = await create_session(client, "phone")
+    point = {"episode": 1, "current_reward": 123456.789, "average_reward": -98765.4321, "loss_value": 0.000123}
+    await client.post(f"/api/training/sessions/{session_id}/metrics", json=[point])
+    page = await browser.new_page(viewport={"width": 375, "height": 800})
+    await page.goto(f"{live.url}/sessions/{session_id}")
+    await page.wait_for_selector("#summary tr[data-metric=loss_value]")
+    fits = "t => t.parentElement.scrollWidth <= t.parentElement.clientWidth"
+    assert await page.eval_on_selector("#summary-table", fits)
