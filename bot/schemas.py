@@ -281,6 +281,9 @@ def _does_not_shadow(custom: dict[str, Any]) -> dict[str, Any]:
 class TrainingMetricsData(WireModel):
     timestamp: Timestamp = Field(default_factory=utc_now)
     episode: Count | None = None
+    step: Count | None = Field(
+        None, description="the engine's own step (environment steps, say), as wandb.log's and TensorBoard's"
+    )
     total_episodes: Count | None = None
     current_reward: Number | None = None
     average_reward: Number | None = None
@@ -309,7 +312,7 @@ class TrainingMetricsData(WireModel):
 SERIES_FIELDS: tuple[str, ...] = tuple(
     name
     for name, field in TrainingMetricsData.model_fields.items()
-    if name not in {"timestamp", "custom", "algorithm", "episode"}
+    if name not in {"timestamp", "custom", "algorithm", "episode", "step"}
 )
 
 
@@ -359,6 +362,8 @@ class BotDecisionData(WireModel):
 class GraphPoint(WireModel):
     timestamp: Timestamp = Field(default_factory=utc_now)
     value: Number
+    step: Count | None = Field(None, description="the engine's step at this point, as in training_metrics")
+    episode: Count | None = None
 
 
 class PerformanceGraphData(WireModel):

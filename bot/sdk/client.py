@@ -215,7 +215,8 @@ class Run:
         _say(f"metrics: watch {session_id!r} live at {self.url}")
 
     def log_metrics(self, **fields: Any) -> None:
-        """Any TrainingMetricsData field by name; other names are custom scalars (floats)."""
+        """Any TrainingMetricsData field by name; other names are custom scalars (floats). `step` is the
+        engine's own step (as wandb.log's): the page's x axis, so runs line up by it."""
         point = metrics_point(fields, self._names)
         if "timestamp" not in point:
             point["timestamp"] = time.time()
@@ -267,14 +268,20 @@ class Run:
         title: str | None = None,
         y_label: str | None = None,
         max_points: int = 1000,
+        step: int | None = None,
+        episode: int | None = None,
         **values: Any,
     ) -> None:
-        """One point per named series of a performance graph: log_graph("reward", current_reward=r)."""
-        now = time.time()
+        """One point per named series of a performance graph: log_graph("reward", current_reward=r). `step`
+        and `episode` place it on the page's x axis with the metrics (else it takes theirs at its time)."""
+        point: dict[str, Any] = {"timestamp": time.time()}
+        for name, position in (("step", step), ("episode", episode)):
+            if position is not None:
+                point[name] = number(name, position, int, 0)
         points = {}
         for name, value in values.items():
             metric_name(name, self._names)
-            points[name] = [{"timestamp": now, "value": number(name, value)}]
+            points[name] = [{**point, "value": number(name, value)}]
         body: dict[str, Any] = {"graph_id": graph_id, "data_points": points, "max_points": max_points}
         if title is not None:
             body["title"] = title

@@ -37,7 +37,7 @@ def _bounds(model: Any, name: str) -> tuple[type, float | None, float | None]:
 
 # name -> (type, min, max), derived from the wire model so the two never disagree.
 METRIC_FIELDS: dict[str, tuple[type, float | None, float | None]] = {
-    name: _bounds(TrainingMetricsData, name) for name in (*SERIES_FIELDS, "episode")
+    name: _bounds(TrainingMetricsData, name) for name in (*SERIES_FIELDS, "episode", "step")
 }
 NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
 

@@ -21,6 +21,7 @@ from bot.store.reads import (
     read_frames,
     read_graphs,
     read_series,
+    read_steps,
     session_dict,
     session_metrics,
 )
@@ -124,21 +125,23 @@ def read_session_series(
     rest = [metric for metric in metrics if metric not in series]
     for metric, (rows, nan_count) in read_series(conn, row.pk, rest, where).items() if rest else ():
         series[metric] = (min_max(rows, points), len(rows), nan_count)
+    steps = read_steps(conn, row.pk, [point[0] for kept, _, _ in series.values() for point in kept])
     return {
         "session_id": session_id,
         "epoch": row.epoch,
         "last_seq": row.last_seq,
         "available": session_metrics(conn, row.pk),
-        "series": {metric: _columns(*series[metric]) for metric in dict.fromkeys(metrics)},
+        "series": {metric: _columns(*series[metric], steps) for metric in dict.fromkeys(metrics)},
     }
 
 
-def _columns(kept: list[Any], total: int, nan_count: int) -> dict[str, Any]:
+def _columns(kept: list[Any], total: int, nan_count: int, steps: dict[int, int]) -> dict[str, Any]:
     return {
         "total": total,
         "nan_count": nan_count,
         "seq": [r[0] for r in kept],
         "episode": [r[1] for r in kept],
+        "step": [steps.get(r[0]) for r in kept],  # the engine's own step, where it sent one
         "timestamp": [r[2] for r in kept],
         "value": [_plain(r[3]) for r in kept],
     }

@@ -224,6 +224,25 @@ def read_series(
     return {metric: (points, nan_counts[metric]) for metric, (points, _) in found.items()}
 
 
+STEP_LOOKUP_CHUNK = 5_000  # seqs per query: well under SQLite's and PostgreSQL's limits on parameters
+
+
+def read_steps(conn: Connection, session_pk: int, seqs: Sequence[int]) -> dict[int, int]:
+    """The engine's own `step` of these messages, by seq, where they carry one: a series is stored and
+    rolled up by seq, and a chart is read as a few thousand points, so their steps are looked up by key."""
+    wanted = sorted(set(seqs))
+    steps: dict[int, int] = {}
+    for start in range(0, len(wanted), STEP_LOOKUP_CHUNK):
+        chunk = wanted[start : start + STEP_LOOKUP_CHUNK]
+        query = select(messages.c.seq, messages.c.data).where(
+            messages.c.session_pk == session_pk, messages.c.seq.in_(chunk)
+        )
+        for seq, text in _fetch(conn, query):
+            if '"step"' in text and (step := orjson.loads(text).get("step")) is not None:
+                steps[seq] = step
+    return steps
+
+
 def session_metrics(conn: Connection, session_pk: int) -> list[str]:
     """The names of every metric this session has logged (each has rollups)."""
     rows = conn.execute(select(series_rollups.c.metric).where(series_rollups.c.session_pk == session_pk).distinct())

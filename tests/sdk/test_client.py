@@ -316,6 +316,8 @@ def test_close_never_writes_the_spool_beside_a_request_in_flight(tmp_path: Path)
         ({"flag": True}, "flag"),
         ({"learning_rate": -1}, "learning_rate"),
         ({f"m{i}": 1.0 for i in range(257)}, "custom metrics"),
+        ({"step": -5}, "step"),
+        ({"step": 1.5}, "step"),
     ],
 )
 def test_bad_value_raises_in_the_caller(tmp_path: Path, fields: dict[str, Any], needle: str) -> None:
@@ -329,6 +331,26 @@ def test_bad_value_raises_in_the_caller(tmp_path: Path, fields: dict[str, Any], 
     client.close()
     with pytest.raises(SessionClosedError):
         run.log_metrics(episode=1)
+
+
+async def test_the_run_s_own_step_goes_with_metrics_and_graphs(live: LiveServer, tmp_path: Path) -> None:
+    """`step=` on log_metrics, log_graph and log_decision, as wandb.log's: stored with each point, never a
+    custom metric of that name; a graph point may say its episode too."""
+
+    def log() -> None:
+        with MetricsClient(live.url, spool_dir=tmp_path) as client, client.session(training_id="steps") as run:
+            run.log_metrics(episode=1, step=2048, current_reward=1.0)
+            run.log_graph("evaluation", step=4096, episode=2, eval_mean_reward=3.0)
+            run.log_decision(q_values=[1.0, 2.0], step=4100)
+            with pytest.raises(InvalidValueError, match="step"):
+                run.log_graph("evaluation", step=-1, eval_mean_reward=3.0)
+
+    await asyncio.to_thread(log)
+    metrics = (await history(live.url, "steps"))[0]["data"]
+    assert metrics["step"] == 2048 and "custom" not in metrics
+    point = (await history(live.url, "steps", "graph_update"))[0]["data"]["data_points"]["eval_mean_reward"][0]
+    assert (point["step"], point["episode"], point["value"]) == (4096, 2, 3.0)
+    assert (await history(live.url, "steps", "bot_decision"))[0]["data"]["step"] == 4100
 
 
 async def test_async_client_and_failed_run(live: LiveServer, tmp_path: Path) -> None:

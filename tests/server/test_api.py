@@ -420,6 +420,26 @@ async def test_series_is_downsampled_per_metric(client: httpx.AsyncClient) -> No
     assert (await client.get(f"{BASE}/{session_id}/series", params={"metric": "x", "points": 1})).status_code == 422
 
 
+async def test_series_points_carry_the_engines_own_step(client: httpx.AsyncClient) -> None:
+    """A point's `step` (the engine's, as wandb.log's) comes back with it, from the rollups of a long series
+    and from a range read alike; a point without one has null; a bad step is refused, nothing stored."""
+    session_id = await create_session(client)
+    body = [{"episode": i, "step": 25 * i, "current_reward": float(i % 5)} for i in range(3000)]
+    body[7].pop("step")
+    assert (await client.post(f"{BASE}/{session_id}/metrics", json=body)).status_code == 200
+    for params in ({"points": 20}, {"start_episode": 5, "end_episode": 9}):
+        series = (await client.get(f"{BASE}/{session_id}/series", params={"metric": "current_reward", **params})).json()
+        reward = series["series"]["current_reward"]
+        assert len(reward["step"]) == len(reward["episode"]) > 2, reward
+        expected = [None if e == 7 else 25 * e for e in reward["episode"]]
+        assert reward["step"] == expected, params
+    assert "step" not in series["available"]  # the x axis, not a metric
+    for bad in (-1, 1.5, "3", 2**63):
+        response = await client.post(f"{BASE}/{session_id}/metrics", json=[{"episode": 1, "step": bad}])
+        assert response.status_code == 422 and "step" in response.text, (bad, response.text)
+    assert (await client.get(f"{BASE}/{session_id}")).json()["last_seq"] == 3000
+
+
 async def test_405_allows_every_method_of_the_path(client: httpx.AsyncClient) -> None:
     """FastAPI makes a route per method, and Starlette's `Allow` named only the first one's."""
     for path, allowed in [
