@@ -18,6 +18,7 @@ class MetricsWrapper(gymnasium.Wrapper):
         super().__init__(env)
         self.run = run
         self.episode = 0
+        self.steps = 0  # environment steps over every episode: the run's step
         self._reward = 0.0
         self._length = 0
         self._recent: deque[float] = deque(maxlen=window)
@@ -32,11 +33,13 @@ class MetricsWrapper(gymnasium.Wrapper):
         observation, reward, terminated, truncated, info = self.env.step(action)
         self._reward += float(reward)
         self._length += 1
+        self.steps += 1
         if terminated or truncated:
             self._recent.append(self._reward)
             self._best = self._reward if self._best is None else max(self._best, self._reward)
             self.run.log_metrics(
                 episode=self.episode,
+                step=self.steps,
                 current_reward=self._reward,
                 average_reward=sum(self._recent) / len(self._recent),
                 best_reward=self._best,

@@ -44,6 +44,7 @@ class MetricsCallback(BaseCallback):
         elapsed = time.monotonic() - self._started
         fields: dict[str, Any] = {
             "episode": self.episodes,
+            "step": self.num_timesteps,
             "current_reward": reward,
             "average_reward": sum(self._recent) / len(self._recent),
             "best_reward": self._best,

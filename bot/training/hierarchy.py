@@ -257,6 +257,8 @@ class HierarchicalTrainer:
                 "evaluation",
                 title="Greedy evaluation",
                 y_label="reward",
+                step=self.executor.steps,
+                episode=self.episode,
                 eval_mean_reward=evaluation["mean"],
                 eval_goal_adherence=evaluation["goal_adherence"],
             )
@@ -323,6 +325,7 @@ class HierarchicalTrainer:
             elapsed = self._elapsed()
             self.run.log_metrics(
                 episode=self.episode,
+                step=self.executor.steps,
                 total_episodes=self.config.max_episodes,
                 current_reward=figures["reward"],
                 average_reward=float(np.mean(self.history["reward"][-100:])),

@@ -248,7 +248,12 @@ class Trainer:
         self.history["eval"].append(evaluation)
         if self.run is not None:
             self.run.log_graph(
-                "evaluation", title="Greedy evaluation", y_label="reward", eval_mean_reward=evaluation["mean"]
+                "evaluation",
+                title="Greedy evaluation",
+                y_label="reward",
+                step=self.agent.steps,
+                episode=self.episode,
+                eval_mean_reward=evaluation["mean"],
             )
         return {
             **evaluation,
@@ -388,6 +393,7 @@ class Trainer:
             elapsed = self._elapsed()
             self.run.log_metrics(
                 episode=self.episode,
+                step=self.agent.steps,
                 total_episodes=self.config.max_episodes,
                 current_reward=reward,
                 average_reward=float(np.mean(recent)),
