@@ -173,3 +173,51 @@ async def test_the_summary_fits_a_phone(live: LiveServer, client: httpx.AsyncCli
     await page.wait_for_selector("#summary tr[data-metric=loss_value]")
     fits = "t => t.parentElement.scrollWidth <= t.parentElement.clientWidth"
     assert await page.eval_on_selector("#summary-table", fits)
+
+
+async def test_step_is_the_engines_own_and_every_chart_follows_it(
+    live: LiveServer, client: httpx.AsyncClient, browser: Any
+) -> None:
+    """x "step" is the step the engine sent (else the episode, else the message number, and the axis says
+    which); a graph's points that carry no step take the run's at their time, so the graph follows the x axis
+    and the zoom of the other charts."""
+    t0 = 1_700_000_000.0
+    session_id = await create_session(client, "own-steps")
+    base = f"/api/training/sessions/{session_id}"
+    points = [{"episode": e, "step": 100 * e, "current_reward": float(e), "timestamp": t0 + e} for e in range(50)]
+    assert (await client.post(f"{base}/metrics", json=points)).status_code == 200
+    graph = {
+        "graph_id": "evaluation",
+        "data_points": {"eval": [{"timestamp": t0 + t, "value": 1.0} for t in (10.5, 20.5, 30.5)]},
+    }
+    assert (await client.post(f"{base}/graph_update", json=graph)).status_code == 200
+    plain = await create_session(client, "episodes-only")
+    await client.post(
+        f"/api/training/sessions/{plain}/metrics", json=[{"episode": e, "current_reward": 1.0} for e in range(5)]
+    )
+
+    page = await browser.new_page(viewport={"width": 1200, "height": 900})
+    await page.goto(f"{live.url}/sessions/{session_id}")
+    await page.wait_for_function("() => window.sessionPage.charts.get('graph:evaluation')?.chart.points() === 3")
+    xs = "name => window.sessionPage.charts.get(name).chart.plot.data[0]"
+    label = "name => window.sessionPage.charts.get(name).chart.plot.axes[0].label"
+    assert await page.evaluate(label, "Reward") == "step"
+    assert (await page.evaluate(xs, "Reward"))[:3] == [0, 100, 200]
+    assert await page.evaluate(xs, "graph:evaluation") == [1000, 2000, 3000]
+    await page.select_option("#x-axis", "episode")
+    await page.wait_for_function(f"() => ({xs})('graph:evaluation')[0] === 10")
+    assert await page.evaluate(xs, "graph:evaluation") == [10, 20, 30]  # no longer blank on "episode"
+    await page.select_option("#x-axis", "step")
+    await page.evaluate("() => TMS.setView({ zoom: [1500, 4900] })")
+    scale = "name => { const x = window.sessionPage.charts.get(name).chart.plot.scales.x; return [x.min, x.max]; }"
+    await page.wait_for_function(f"() => ({scale})('graph:evaluation')[0] === 1500")
+    assert await page.evaluate(scale, "graph:evaluation") == [1500, 4900] == await page.evaluate(scale, "Reward")
+
+    live_point = {"graph_id": "evaluation", "data_points": {"eval": [{"timestamp": t0 + 49.5, "value": 2.0}]}}
+    assert (await client.post(f"{base}/graph_update", json=live_point)).status_code == 200
+    await page.wait_for_function("() => window.sessionPage.charts.get('graph:evaluation').chart.points() === 4")
+    await page.wait_for_function(f"() => ({xs})('graph:evaluation').includes(4900)")
+
+    await page.goto(f"{live.url}/sessions/{plain}")
+    await page.wait_for_function("() => window.sessionPage.charts.get('Reward')?.chart.points() === 5")
+    assert await page.evaluate(label, "Reward") == "episode (no step sent)"

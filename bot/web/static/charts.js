@@ -51,30 +51,41 @@ function smooth(values, weight) {
   return out;
 }
 
-// One metric's points: seq (or index), episode, time (epoch seconds), value; bounded by decimation.
+// One metric's points: seq (or index), episode, the engine's step, time (epoch seconds), value; bounded by
+// decimation.
+const COLUMNS = ["seq", "episode", "step", "time", "value"];
 class Series {
   constructor() { this.clear(); }
-  clear() { this.seq = []; this.episode = []; this.time = []; this.value = []; this.stride = 1; this.seen = 0; }
-  load({ seq, episode, time, value }) {
+  clear() { for (const name of COLUMNS) this[name] = []; this.stride = 1; this.seen = 0; this.steps = 0; this.episodes = 0; }
+  load({ seq, episode, step, time, value }) {
     this.clear();
-    for (let i = 0; i < value.length; i++) this.push(seq[i], episode[i], time[i], value[i]);
+    for (let i = 0; i < value.length; i++) this.push(seq[i], episode[i], time[i], value[i], step?.[i]);
   }
-  push(seq, episode, time, value) {
+  push(seq, episode, time, value, step = null) {
     if (this.seen++ % this.stride) return;
     this.seq.push(seq ?? this.seq.length); this.episode.push(episode ?? null); this.time.push(time ?? null);
-    this.value.push(TMS.plain(value));
+    this.step.push(step ?? null); this.value.push(TMS.plain(value));
+    if (step !== null && step !== undefined) this.steps += 1;
+    if (episode !== null && episode !== undefined) this.episodes += 1;
     if (this.value.length > MAX_KEPT) {
-      for (const name of ["seq", "episode", "time", "value"]) this[name] = this[name].filter((_, i) => i % 2 === 0);
+      for (const name of COLUMNS) this[name] = this[name].filter((_, i) => i % 2 === 0);
       this.stride *= 2;
     }
   }
   xs(axis, origin) {
-    if (axis === "episode") return this.episode;
+    if (axis === "step" || axis === "episode" || axis === "seq") return this[axis];
     if (axis === "wall") return this.time;
     origin = this.origin ?? origin; // a compared run counts from its own start
-    if (axis === "relative") return this.time.map((t) => (t === null ? null : t - origin));
-    return this.seq;
+    return this.time.map((t) => (t === null ? null : t - origin));
   }
+}
+
+// What "step" means for a set of series: the engine's own step where any was sent, else the episode, else
+// the message's number; said on the axis.
+const STEP_KINDS = { step: "step", episode: "episode (no step sent)", seq: "message # (no step or episode sent)" };
+function stepKind(series) {
+  if (series.some((s) => s.steps)) return "step";
+  return series.some((s) => s.episodes) ? "episode" : "seq";
 }
 
 const cssColour = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
@@ -113,14 +124,20 @@ class RunChart {
     return this.series.get(name);
   }
   load(name, columns) { this.add(name).load(columns); this.redraw(); }
-  append(name, seq, episode, time, value) { this.add(name).push(seq, episode, time, value); this.redraw(); }
+  append(name, seq, episode, time, value, step = null) { this.add(name).push(seq, episode, time, value, step); this.redraw(); }
   points() { return Math.max(0, ...[...this.series.values()].map((s) => s.value.length)); }
   destroy() { viewListeners.delete(this.onView); this.resize.disconnect(); this.plot?.destroy(); this.container.remove(); }
 
   // uPlot's columns: x, then for each metric its raw values and, when smoothing, its smoothed ones.
+  // The x this chart draws: view.x, with "step" resolved to what its series carry (stepKind).
+  axis() { return view.x === "step" ? stepKind([...this.series.values()]) : view.x; }
+  axisLabel() { return view.x === "step" ? STEP_KINDS[this.axis()] : X_AXES[view.x]; }
+
   data() {
+    const axis = this.axis();
+    this.drawnAxis = axis;
     const tables = [...this.series.values()].map((s) => {
-      const xs = s.xs(view.x, this.origin);
+      const xs = s.xs(axis, this.origin);
       const keep = [];
       for (let i = 0; i < xs.length; i++) if (xs[i] !== null) keep.push(i);
       keep.sort((a, b) => xs[a] - xs[b]); // episodes may go backwards when an engine restarts its count
@@ -136,7 +153,7 @@ class RunChart {
     this.plot?.destroy();
     const text = cssColour("--muted") || "#8b98a5", grid = cssColour("--grid") || "#2d3742";
     const smoothing = view.smoothing > 0;
-    const series = [{ label: X_AXES[view.x] }];
+    const series = [{ label: this.axisLabel() }];
     [...this.series.keys()].forEach((key, i) => {
       const colour = TMS.COLOURS[i % TMS.COLOURS.length], name = this.labels.get(key) ?? key;
       series.push({ label: smoothing ? `${name} (raw)` : name, stroke: smoothing ? `${colour}40` : colour, width: 1.25, spanGaps: false });
@@ -147,7 +164,7 @@ class RunChart {
       title: this.title, ...this.size(),
       scales: { x: { time }, y: view.log ? { distr: 3 } : {} },
       axes: [
-        { stroke: text, grid: { stroke: grid }, label: X_AXES[view.x] },
+        { stroke: text, grid: { stroke: grid }, label: this.axisLabel() },
         { stroke: text, grid: { stroke: grid }, label: this.yLabel, size: fitAxis },
       ],
       cursor: { sync: { key: "tms" }, drag: { x: true, y: false } },
@@ -175,7 +192,7 @@ class RunChart {
     this.pending = true;
     requestAnimationFrame(() => {
       this.pending = false;
-      if (this.stale) { this.rebuild(); return; }
+      if (this.stale || (view.x === "step" && this.axis() !== this.drawnAxis)) { this.rebuild(); return; }
       this.plot.setData(this.data(), !view.zoom);
       this.applyZoom();
     });

@@ -21,7 +21,7 @@ async function load() {
     const s = body.series[metric];
     chart.labels.set(ids[i], runLabel(i));
     chart.add(ids[i], seconds(sessions[i].created_at));
-    chart.load(ids[i], { seq: s.seq, episode: s.episode, time: s.timestamp, value: s.value });
+    chart.load(ids[i], { seq: s.seq, episode: s.episode, step: s.step, time: s.timestamp, value: s.value });
   });
   const available = [...new Set(bodies.flatMap((b) => b.available))].sort();
   $("metric").replaceChildren(...available.map((m) => Object.assign(document.createElement("option"), { value: m, textContent: m, selected: m === metric })));
@@ -33,7 +33,8 @@ async function load() {
         if (message.type !== "training_metrics" || message.seq <= last) return;
         last = message.seq;
         const value = message.data[metric] ?? message.data.custom?.[metric];
-        if (value !== undefined && value !== null) chart.append(id, message.seq, message.data.episode, seconds(message.timestamp), value);
+        const time = seconds(message.data.timestamp ?? message.timestamp);
+        if (value !== undefined && value !== null) chart.append(id, message.seq, message.data.episode, time, value, message.data.step);
       },
     });
   });

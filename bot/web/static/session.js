@@ -69,7 +69,7 @@ const prefetched = fetch(seriesPath(key, [...BUILT_IN]), { headers: TMS.authHead
 function fill(entry, body) {
   for (const m of entry.metrics) {
     const s = body.series[m];
-    if (s?.value.length) entry.chart.load(m, { seq: s.seq, episode: s.episode, time: s.timestamp, value: s.value });
+    if (s?.value.length) entry.chart.load(m, { seq: s.seq, episode: s.episode, step: s.step, time: s.timestamp, value: s.value });
   }
 }
 
@@ -108,11 +108,31 @@ function picker(available) {
   wanted.forEach((name) => showMetric(name, [name]).catch((e) => TMS.showProblem(`Could not load ${name}: ${e.message}`)));
 }
 
-function showGraph(graph) {
+// Where the run was (seq, episode, step) at each time, from its metrics: a graph point that does not say its
+// step or episode takes the run's at its time, so that every chart follows the same x axis and zoom.
+const timeline = { time: [], seq: [], episode: [], step: [] };
+function mark(time, seq, episode, step) {
+  if (time === null || time === undefined) return;
+  const at = timeline.time.length;
+  if (at && time < timeline.time[at - 1]) return; // kept in time order; a late point adds nothing new
+  timeline.time.push(time); timeline.seq.push(seq); timeline.episode.push(episode ?? null); timeline.step.push(step ?? null);
+}
+function markSeries(s) { s.timestamp.forEach((t, i) => mark(t, s.seq[i], s.episode[i], s.step?.[i])); }
+function runAt(time) {
+  let low = 0, high = timeline.time.length; // the last mark at or before `time`
+  while (low < high) { const mid = (low + high) >> 1; if (timeline.time[mid] <= time) low = mid + 1; else high = mid; }
+  const i = Math.max(0, low - 1);
+  return timeline.time.length ? { seq: timeline.seq[i], episode: timeline.episode[i], step: timeline.step[i] } : {};
+}
+
+function showGraph(graph, seq = null) {
   const name = `graph:${graph.graph_id}`;
   const entry = charts.get(name) ?? addChart(name, graph.title || graph.graph_id, [], graph.y_label || "");
   for (const [metric, points] of Object.entries(graph.data_points || {})) {
-    for (const p of points) entry.chart.append(metric, null, null, seconds(p.timestamp), p.value);
+    for (const p of points) {
+      const time = seconds(p.timestamp), run = runAt(time);
+      entry.chart.append(metric, seq ?? run.seq, p.episode ?? run.episode, time, p.value, p.step ?? run.step);
+    }
   }
 }
 
@@ -223,7 +243,9 @@ async function start(snapshot) {
   for (const [title, metrics] of GROUPS) {
     if (metrics.some((m) => body.series[m]?.value.length)) fill(addChart(title, title, metrics), body);
   }
-  (snapshot.graphs || []).forEach(showGraph);
+  const longest = Object.values(body.series).reduce((a, s) => (s.value.length > (a?.value.length ?? 0) ? s : a), null);
+  if (longest) markSeries(longest);
+  (snapshot.graphs || []).forEach((graph) => showGraph(graph));
   backfillSeq = body.last_seq;
   if (backfillSeq < snapshot.session.last_seq) await catchUp();
   picker(body.available);
@@ -244,21 +266,23 @@ async function catchUp() {
     const { chart } = charts.get(title) ?? addChart(title, title, metrics);
     for (const m of metrics) {
       const s = more.series[m];
-      s?.value.forEach((v, i) => chart.append(m, s.seq[i], s.episode[i], s.timestamp[i], v));
+      s?.value.forEach((v, i) => chart.append(m, s.seq[i], s.episode[i], s.timestamp[i], v, s.step[i]));
+      if (s) markSeries(s);
     }
   }
   backfillSeq = more.last_seq;
 }
 
 function onMetrics(message) {
-  const data = message.data, time = seconds(message.timestamp);
+  const data = message.data, time = seconds(data.timestamp ?? message.timestamp);
+  mark(time, message.seq, data.episode, data.step);
   for (const [title, metrics] of GROUPS) {
     if (!charts.has(title) && metrics.some((m) => data[m] !== undefined && data[m] !== null)) addChart(title, title, metrics);
   }
   for (const { chart, metrics } of charts.values()) {
     for (const m of metrics) {
       const value = data[m] ?? data.custom?.[m];
-      if (value !== undefined && value !== null) chart.append(m, message.seq, data.episode, time, value);
+      if (value !== undefined && value !== null) chart.append(m, message.seq, data.episode, time, value, data.step);
     }
   }
   if (data.total_episodes) totalEpisodes = data.total_episodes;
@@ -288,7 +312,7 @@ function handle(message) {
     case "snapshot": start(message.data).catch((e) => TMS.showProblem(`Could not load history: ${e.message}`)); break;
     case "connection_status": $("spectators").textContent = message.data.spectator_count; break;
     case "training_metrics": onMetrics(message); break;
-    case "graph_update": showGraph(message.data); break;
+    case "graph_update": showGraph(message.data, message.seq); break;
     case "bot_decision": onDecision(message.data); break;
     case "training_status": setStatus(message.data.status); addStatus(message.seq, message.data.status, message.timestamp, message.data.message); break;
     case "reset": backfilled = false; for (const { chart } of charts.values()) chart.destroy(); charts.clear(); break;
