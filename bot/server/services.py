@@ -174,11 +174,11 @@ class TrainingService:
         """(session, its metric names, a page of stored frames): what an export streams, a page at a time."""
         return await self.store.read_heavy(read_export_page, session_id, where, limit)
 
-    async def decisions(self, session_id: str, buckets: int) -> dict[str, Any]:
-        """The chosen actions and mean confidence over time, in `buckets` (bot/store/decisions.py); shared
-        for 2 s by every reader of the session."""
-        read = partial(self.store.read_heavy, read_session_decisions, session_id, buckets)
-        return await self.recent.get(("decisions", session_id, buckets), read)  # type: ignore[no-any-return]
+    async def decisions(self, session_id: str, buckets: int, least: int = 1) -> dict[str, Any]:
+        """The chosen actions and mean confidence over time, in at most `buckets` of at least `least` decisions
+        (bot/store/decisions.py); shared for 2 s by every reader of the session."""
+        read = partial(self.store.read_heavy, read_session_decisions, session_id, buckets, least)
+        return await self.recent.get(("decisions", session_id, buckets, least), read)  # type: ignore[no-any-return]
 
     async def summary(self, session_id: str) -> dict[str, Any]:
         """Per metric: count, last, min, max and the mean of the newest 100 points (bot/store/summary.py);

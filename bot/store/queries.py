@@ -67,11 +67,11 @@ def read_export_page(
     return session_dict(row), session_metrics(conn, row.pk), read_frames(conn, row.pk, session_id, where, limit)
 
 
-def read_session_decisions(conn: Connection, session_id: str, buckets: int) -> dict[str, Any]:
+def read_session_decisions(conn: Connection, session_id: str, buckets: int, least: int) -> dict[str, Any]:
     row = get_session(conn, session_id)
     if row is None:
         raise SessionNotFoundError(session_id)
-    return {"session_id": session_id, "last_seq": row.last_seq, **read_decisions(conn, row.pk, buckets)}
+    return {"session_id": session_id, "last_seq": row.last_seq, **read_decisions(conn, row.pk, buckets, least)}
 
 
 def read_session_summary(conn: Connection, session_id: str) -> dict[str, Any]:

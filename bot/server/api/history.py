@@ -140,8 +140,13 @@ async def summary(session_id: str, service: ServiceDep) -> Response:
 async def decisions(
     session_id: str,
     service: ServiceDep,
-    buckets: Annotated[int, Query(ge=1, le=1000, description="rows of the answer, each a range of seqs")] = 200,
+    buckets: Annotated[int, Query(ge=1, le=1000, description="at most this many rows, each a range of seqs")] = 200,
+    min_decisions: Annotated[
+        int, Query(ge=1, le=100_000, description="decisions a bucket holds at least (neighbours merged)")
+    ] = 1,
 ) -> Response:
     """The policy over time: for each bucket of seqs, how many decisions, how often each action was chosen
-    (the 10 most chosen by name, the rest as "other") and the mean `confidence_score`."""
-    return Response(orjson.dumps(await service.decisions(session_id, buckets)), media_type="application/json")
+    (the 10 most chosen by name, the rest as "other"), the mean `confidence_score`, and the episode and
+    timestamp of its last decision. With `min_decisions`, sparse decisions are not read one per bucket."""
+    body = await service.decisions(session_id, buckets, min_decisions)
+    return Response(orjson.dumps(body), media_type="application/json")
