@@ -221,3 +221,74 @@ async def test_step_is_the_engines_own_and_every_chart_follows_it(
     await page.goto(f"{live.url}/sessions/{plain}")
     await page.wait_for_function("() => window.sessionPage.charts.get('Reward')?.chart.points() === 5")
     assert await page.evaluate(label, "Reward") == "episode (no step sent)"
+
+
+X_TICKS = """name => {
+    const chart = name === 'policy' ? window.sessionPage.policy() : window.sessionPage.charts.get(name).chart.plot;
+    const axis = chart.axes[0], ctx = chart.ctx;
+    ctx.font = axis.font[0];
+    const left = chart.bbox.left / devicePixelRatio;
+    return axis._values.map((label, i) => {
+        const centre = left + chart.valToPos(axis._splits[i], 'x');
+        const width = ctx.measureText(label).width / devicePixelRatio;
+        return [label, centre - width / 2, centre + width / 2];
+    }).concat([['canvas', 0, chart.width]]);
+}"""
+
+
+async def test_x_labels_never_collide_nor_are_cut(live: LiveServer, client: httpx.AsyncClient, browser: Any) -> None:
+    """At a million steps, at a phone's width and a wide screen's: every x label apart and inside the chart."""
+    session_id = await create_session(client, "a-million")
+    points = [{"episode": e, "current_reward": 1.0} for e in (0, 250_000, 999_999, 1_000_000)]
+    await client.post(f"/api/training/sessions/{session_id}/metrics", json=points)
+    for width in (375, 800, 1600):
+        page = await browser.new_page(viewport={"width": width, "height": 800})
+        await page.goto(f"{live.url}/sessions/{session_id}")
+        await page.wait_for_function("() => window.sessionPage.charts.get('Reward')?.chart.points() === 4")
+        *labels, (_, _, right) = await page.evaluate(X_TICKS, "Reward")
+        assert len(labels) >= 2 and labels[-1][0] in ("1M", "1.0M"), labels
+        assert all(a[2] < b[1] for a, b in zip(labels, labels[1:], strict=False)), (width, labels)  # none overlap
+        assert labels[0][1] >= 0 and labels[-1][2] <= right, (width, labels)  # none cut
+        await page.close()
+
+
+async def test_sparse_decisions_are_read_in_buckets_that_mean_something(
+    live: LiveServer, client: httpx.AsyncClient, browser: Any
+) -> None:
+    """A decision each 20 metrics: the policy chart's points hold 20 decisions or more, its title says how
+    many, and it follows the page's x axis (here the engine's step)."""
+    session_id = await create_session(client, "sparse-decisions")
+    base = f"/api/training/sessions/{session_id}"
+    t0 = 1_700_000_000.0
+    for e in range(100):
+        metrics = [{"episode": e, "step": 1000 * e + i, "current_reward": 1.0, "timestamp": t0 + e} for i in range(20)]
+        await client.post(f"{base}/metrics", json=metrics)
+        await client.post(f"{base}/bot_decision", json={"selected_action": e % 2, "timestamp": t0 + e + 0.5})
+    page = await browser.new_page(viewport={"width": 1200, "height": 1200})
+    await page.goto(f"{live.url}/sessions/{session_id}")
+    await page.wait_for_function("() => window.sessionPage.policy()?.data[0].length > 0")
+    title = await page.evaluate("() => window.sessionPage.policy().root.querySelector('.u-title').textContent")
+    assert title == "20 decisions a point (100 in all)", title
+    shares = await page.evaluate("() => window.sessionPage.policy().data[1]")
+    assert all(40 <= share <= 60 for share in shares), shares  # no 0 / 100 % noise
+    xs = await page.evaluate("() => window.sessionPage.policy().data[0]")
+    assert xs == sorted(xs) and xs[-1] == 99_019, xs  # the run's step at the last decision's time
+    assert await page.evaluate("() => window.sessionPage.policy().axes[0].label") == "step"
+
+
+async def test_smoothing_is_one_curve_across_the_history_to_live_seam(live: LiveServer, browser: Any) -> None:
+    """History downsampled to a point every 10 steps, then a live point every step, of a rising line: the
+    smoothed curve trails the line by about as many steps on both sides of the seam (smoothing each point
+    alike, it trailed by 90 steps before the seam and 9 after it: two curves)."""
+    page = await browser.new_page()
+    await page.goto(f"{live.url}/compare")  # any page with the charts
+    lags = await page.evaluate(
+        """() => {
+        const xs = [...Array(100).keys()].map((i) => 10 * i).concat([...Array(500).keys()].map((i) => 991 + i));
+        const smoothed = TMS.smooth(xs, xs, 0.9);
+        const lag = (x) => x - smoothed[xs.indexOf(x)];
+        return [lag(980), lag(1490)];
+    }"""
+    )
+    history, live_tail = lags
+    assert 0 < history and 0 < live_tail and max(lags) / min(lags) < 2, lags

@@ -235,7 +235,7 @@ async def test_decisions_over_time_show_the_policy_change(
         return [u.series.slice(1).map(s => s.label), d.map(c => c[0]), d.map(c => c[c.length - 1])]; }"""
     )
     assert labels == ["chose left (%)", "chose right (%)", "mean confidence (%)"]
-    assert first[1:] == [100, 0, 40] and last[1:] == [0, 100, 80]
+    assert first[1:] == pytest.approx([100, 0, 40]) and last[1:] == pytest.approx([0, 100, 80])
     more = [{"selected_action": "fire", "confidence_score": 1.0}] * 300
     assert (await client.post(f"/api/training/sessions/{session_id}/bot_decision", json=more)).status_code == 200
     await page.wait_for_function(

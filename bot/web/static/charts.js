@@ -35,18 +35,25 @@ function setView(changes) {
   viewListeners.forEach((listener) => listener());
 }
 
-// TensorBoard's smoothing: an exponential moving average, debiased so that the first points are not
-// pulled toward zero. Gaps (NaN, or not positive on a log scale) stay gaps and do not reset it.
-function smooth(values, weight) {
+// TensorBoard's smoothing, an exponential moving average debiased so that the first points are not pulled
+// toward zero, weighted by x as W&B's "time weighted" one: a point's pull grows with its distance from the
+// last one (weight ** (dx / mean dx)). Evenly spaced points get TensorBoard's curve exactly; 1,000 downsampled
+// history points and the dense live tail after them are smoothed alike, one curve across the seam. Gaps
+// (NaN, or not positive on a log scale) stay gaps and do not reset it.
+function smooth(xs, values, weight) {
   if (!weight) return values;
   const out = new Array(values.length);
-  let last = 0, count = 0;
+  const first = xs.findIndex((x) => x !== null), last = xs.findLastIndex((x) => x !== null);
+  const spacing = last > first ? (xs[last] - xs[first]) / (last - first) : 0;
+  let smoothed = 0, kept = 1, previous = null;
   for (let i = 0; i < values.length; i++) {
     const v = values[i];
     if (v === null) { out[i] = null; continue; }
-    last = last * weight + (1 - weight) * v;
-    count += 1;
-    out[i] = last / (1 - weight ** count);
+    const decay = previous === null || !(spacing > 0) ? weight : weight ** (Math.max(0, xs[i] - previous) / spacing);
+    smoothed = smoothed * decay + (1 - decay) * v;
+    kept *= decay;
+    out[i] = smoothed / (1 - kept);
+    previous = xs[i];
   }
   return out;
 }
@@ -100,6 +107,27 @@ function fitAxis(self, values, axisIndex, cycle) {
   return Math.ceil(size) + 4;
 }
 
+// x tick labels that never collide and are never cut: compact past 10,000 ("250K", "1.5M", as TensorBoard's),
+// ticks spaced by the widest label, and room at the right for the last one.
+const COMPACT = new Intl.NumberFormat("en", { notation: "compact", maximumFractionDigits: 2 });
+const GROUPED = new Intl.NumberFormat("en", { maximumFractionDigits: 3 });
+const X_PADDING = 28; // px right of the plot: half the widest label ("12:30:45", "1.25M")
+function xLabel(value, span) {
+  if (value === null || value === undefined) return null;
+  return span >= 10000 ? COMPACT.format(value) : GROUPED.format(value);
+}
+function xLabels(u, splits) {
+  const span = Math.max(...splits.map((v) => Math.abs(v ?? 0)));
+  return splits.map((v) => xLabel(v, span));
+}
+function xSpace(u, axisIndex, min, max) {
+  const axis = u.axes[axisIndex], span = Math.max(Math.abs(min), Math.abs(max));
+  u.ctx.font = axis.font[0];
+  const widest = Math.max(...[min, max, (min + max) / 2].map((v) => u.ctx.measureText(xLabel(v, span) + "0.0").width / devicePixelRatio));
+  return Math.max(50, Math.ceil(widest) + 16);
+}
+const xAxis = (time) => (time ? {} : { values: xLabels, space: xSpace });
+
 class RunChart {
   // `origin`: epoch seconds that relative time counts from (the session's creation).
   constructor(container, title, names, { yLabel = "", origin = 0 } = {}) {
@@ -142,7 +170,8 @@ class RunChart {
       for (let i = 0; i < xs.length; i++) if (xs[i] !== null) keep.push(i);
       keep.sort((a, b) => xs[a] - xs[b]); // episodes may go backwards when an engine restarts its count
       const raw = keep.map((i) => (view.log && !(s.value[i] > 0) ? null : s.value[i]));
-      return view.smoothing ? [keep.map((i) => xs[i]), raw, smooth(raw, view.smoothing)] : [keep.map((i) => xs[i]), raw];
+      const x = keep.map((i) => xs[i]);
+      return view.smoothing ? [x, raw, smooth(x, raw, view.smoothing)] : [x, raw];
     });
     if (!tables.length) return [[]];
     return tables.length === 1 ? tables[0] : uPlot.join(tables);
@@ -161,10 +190,10 @@ class RunChart {
     });
     const time = view.x === "wall";
     this.plot = new uPlot({
-      title: this.title, ...this.size(),
+      title: this.title, ...this.size(), padding: [null, X_PADDING, null, null],
       scales: { x: { time }, y: view.log ? { distr: 3 } : {} },
       axes: [
-        { stroke: text, grid: { stroke: grid }, label: this.axisLabel() },
+        { stroke: text, grid: { stroke: grid }, label: this.axisLabel(), ...xAxis(time) },
         { stroke: text, grid: { stroke: grid }, label: this.yLabel, size: fitAxis },
       ],
       cursor: { sync: { key: "tms" }, drag: { x: true, y: false } },
@@ -222,4 +251,5 @@ function viewControls(container, axes = Object.keys(X_AXES)) {
 }
 
 readView();
-Object.assign(window.TMS, { RunChart, view, setView, smooth, viewControls, X_AXES });
+const onView = (listener) => viewListeners.add(listener);
+Object.assign(window.TMS, { RunChart, view, setView, smooth, viewControls, onView, xAxis, X_AXES, X_PADDING });

@@ -198,33 +198,52 @@ async function loadSummary() {
   $("summary-table").hidden = !shown.length;
 }
 
-// The policy over time (from all of history, in 200 buckets): the share of each chosen action and the mean
-// confidence, so that a spectator sees the policy change.
-let policy = null;
+// The policy over time (from all of history, in at most 200 buckets of at least MIN_DECISIONS decisions, so
+// that a share means something): the share of each chosen action and the mean confidence, so that a
+// spectator sees the policy change. It follows the page's x axis and zoom, placed by its decisions' times.
+const MIN_DECISIONS = 20;
+let policy = null, policyBody = null;
+
+function policyX(bucket) {
+  const run = runAt(bucket.timestamp);
+  const axis = TMS.view.x === "step" ? (charts.values().next().value?.chart.axis() ?? "seq") : TMS.view.x;
+  if (axis === "wall") return bucket.timestamp;
+  if (axis === "relative") return bucket.timestamp - origin;
+  if (axis === "episode") return bucket.episode ?? run.episode ?? null;
+  if (axis === "step") return run.step ?? null;
+  return bucket.last_seq;
+}
 
 async function loadPolicy() {
-  const body = await TMS.api(`/api/training/sessions/${encodeURIComponent(sessionId)}/decisions?buckets=200`, roomHeaders());
-  $("policy-panel").hidden = !body.total;
-  if (!body.total) return;
-  const share = (action) => body.buckets.map((b) => (b.decisions ? (100 * (b.chosen[action] || 0)) / b.decisions : null));
-  const columns = [body.buckets.map((b) => b.last_seq), ...body.actions.map(share),
-    body.buckets.map((b) => (b.mean_confidence === null ? null : 100 * b.mean_confidence))];
+  const path = `/api/training/sessions/${encodeURIComponent(sessionId)}/decisions?buckets=200&min_decisions=${MIN_DECISIONS}`;
+  policyBody = await TMS.api(path, roomHeaders());
+  drawPolicy();
+}
+
+function drawPolicy() {
+  const body = policyBody;
+  $("policy-panel").hidden = !body?.total;
+  if (!body?.total) return;
+  const buckets = body.buckets.filter((b) => policyX(b) !== null);
+  const share = (action) => buckets.map((b) => (b.decisions ? (100 * (b.chosen[action] || 0)) / b.decisions : null));
+  const columns = [buckets.map(policyX), ...body.actions.map(share),
+    buckets.map((b) => (b.mean_confidence === null ? null : 100 * b.mean_confidence))];
   const labels = [...body.actions.map((a) => `chose ${a} (%)`), "mean confidence (%)"];
-  if (policy && policy.series.length === labels.length + 1 && labels.every((l, i) => policy.series[i + 1].label === l)) {
-    policy.setData(columns);
-    return;
-  }
+  const perPoint = Math.round(body.total / Math.max(1, body.buckets.length));
+  const title = `${perPoint.toLocaleString("en")} decisions a point (${body.total.toLocaleString("en")} in all)`;
+  const xLabel = charts.values().next().value?.chart.axisLabel() ?? TMS.X_AXES[TMS.view.x];
   policy?.destroy();
   const box = $("policy"), text = getComputedStyle(document.documentElement).getPropertyValue("--muted").trim();
   const grid = getComputedStyle(document.documentElement).getPropertyValue("--grid").trim();
   policy = new uPlot({
-    width: Math.max(260, box.clientWidth - 8), height: 220,
-    scales: { x: { time: false }, y: { range: [0, 100] } },
-    axes: [{ stroke: text, grid: { stroke: grid }, label: "step" }, { stroke: text, grid: { stroke: grid }, label: "%" }],
-    series: [{ label: "step" }, ...labels.map((label, i) => ({
+    title, width: Math.max(260, box.clientWidth - 8), height: 220, padding: [null, TMS.X_PADDING, null, null],
+    scales: { x: { time: TMS.view.x === "wall" }, y: { range: [0, 100] } },
+    axes: [{ stroke: text, grid: { stroke: grid }, label: xLabel, ...TMS.xAxis(TMS.view.x === "wall") }, { stroke: text, grid: { stroke: grid }, label: "%" }],
+    series: [{ label: xLabel }, ...labels.map((label, i) => ({
       label, width: 1.5, stroke: i === labels.length - 1 ? text : TMS.COLOURS[i % TMS.COLOURS.length], dash: i === labels.length - 1 ? [5, 4] : undefined,
     }))],
   }, columns, box);
+  if (TMS.view.zoom) policy.setScale("x", { min: TMS.view.zoom[0], max: TMS.view.zoom[1] });
 }
 
 async function start(snapshot) {
@@ -340,6 +359,7 @@ $("password-form").onsubmit = (event) => {
   spectator.close(); connect($("password").value);
 };
 TMS.viewControls($("view"));
+TMS.onView(() => { if (policyBody) drawPolicy(); });
 // The summary and the policy follow the run: bounded reads every 5 s while the page is in view.
 setInterval(() => {
   if (sessionId && backfilled && !document.hidden) { loadSummary().catch(() => {}); loadPolicy().catch(() => {}); }
