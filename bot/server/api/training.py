@@ -23,7 +23,7 @@ from bot.server.api.bodies import body_schema, error_response, errors, parse_mod
 from bot.server.edge.auth import AuthError, Principal
 from bot.server.training.daemon import RunInProgressError, TrainingDaemon
 from bot.server.training.daemon_redis import EPISODES_PER_RUN, INTERVAL_MINUTES, SCENARIO_MAX_LENGTH, DaemonRedisError
-from bot.server.training.jobs import JobRefusedError, JobSupervisor, ScenarioNotFoundError
+from bot.server.training.jobs import JobRefusedError, JobSupervisor, ScenarioNotFoundError, scenario_names
 from bot.store.jobs import RUNNING_STATUSES
 
 router = APIRouter(prefix="/api/training", tags=["training"], responses=errors(401, 403))
@@ -100,6 +100,18 @@ async def stop_training(request: Request) -> JSONResponse:
     }
     message = "Training stopped successfully" if ended else "Training is stopping"
     return JSONResponse({"message": message, "data": data})
+
+
+@router.get("/scenarios", dependencies=[ServerReader])
+async def list_scenarios(request: Request, principal: Principal = Reader) -> dict[str, Any]:
+    """The scenarios a job or the daemon can run, a start's defaults, and whether this credential may start
+    and stop jobs and change the daemon (`can_control`: the page shows its controls only then)."""
+    defaults = StartTraining.model_fields
+    return {
+        "scenarios": scenario_names(_jobs(request).scenarios),
+        "defaults": {name: defaults[name].default for name in ("num_episodes", "save_interval", "eval_episodes")},
+        "can_control": "admin" in principal.scopes and principal.session_id is None,
+    }
 
 
 @router.get("/status")
