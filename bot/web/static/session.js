@@ -230,7 +230,8 @@ function drawPolicy() {
     buckets.map((b) => (b.mean_confidence === null ? null : 100 * b.mean_confidence))];
   const labels = [...body.actions.map((a) => `chose ${a} (%)`), "mean confidence (%)"];
   const perPoint = Math.round(body.total / Math.max(1, body.buckets.length));
-  const title = `${perPoint.toLocaleString("en")} decisions a point (${body.total.toLocaleString("en")} in all)`;
+  const decisions = (n) => `${n.toLocaleString("en")} decision${n === 1 ? "" : "s"}`;
+  const title = `${decisions(perPoint)} a point (${body.total.toLocaleString("en")} in all)`;
   const xLabel = charts.values().next().value?.chart.axisLabel() ?? TMS.X_AXES[TMS.view.x];
   policy?.destroy();
   const box = $("policy"), text = getComputedStyle(document.documentElement).getPropertyValue("--muted").trim();
