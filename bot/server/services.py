@@ -114,8 +114,8 @@ class TrainingService:
         self, statuses: Sequence[str] | None, limit: int, offset: int, session_id: str | None = None
     ) -> tuple[list[Any], int]:
         """`session_id`: that one session only (a credential limited to it sees no other)."""
-        rows, total = await self.store.read(list_sessions, statuses, limit, offset, session_id)
-        return [session_dict(row) for row in rows], total
+        rows, total, main = await self.store.read(list_sessions, statuses, limit, offset, session_id)
+        return [{**session_dict(row), "main_metric": main.get(row.pk)} for row in rows], total
 
     async def protected_rooms(self, session_ids: Sequence[str]) -> set[str]:
         """Which of these sessions are password-protected rooms."""

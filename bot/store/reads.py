@@ -29,6 +29,8 @@ def session_dict(row: Row[Any]) -> dict[str, Any]:
         "created_at": iso(row.created_at),
         "updated_at": iso(row.updated_at),
         "ended_at": iso(row.ended_at) if row.ended_at is not None else None,
+        # to its end, or to its latest news while it runs
+        "duration_seconds": round((row.ended_at if row.ended_at is not None else row.updated_at) - row.created_at, 3),
         "last_seq": row.last_seq,
         "message_count": row.message_count,
         "current_episode": row.current_episode,
@@ -48,9 +50,9 @@ def get_session_by_room(conn: Connection, room_code: str) -> Row[Any] | None:
 
 def list_sessions(
     conn: Connection, statuses: Sequence[str] | None, limit: int, offset: int, session_id: str | None = None
-) -> tuple[list[Row[Any]], int]:
+) -> tuple[list[Row[Any]], int, dict[int, dict[str, Any]]]:
     """Newest first; `statuses` None means all; `session_id`, when given, keeps that session only (what a
-    credential limited to it may see)."""
+    credential limited to it may see). With the total, and the main metric of each (main_metrics)."""
     query = select(sessions)
     count = select(func.count()).select_from(sessions)
     if statuses is not None:
@@ -59,8 +61,33 @@ def list_sessions(
     if session_id is not None:
         query = query.where(sessions.c.session_id == session_id)
         count = count.where(sessions.c.session_id == session_id)
-    rows = conn.execute(query.order_by(sessions.c.created_at.desc(), sessions.c.pk.desc()).limit(limit).offset(offset))
-    return list(rows), int(conn.execute(count).scalar_one())
+    rows = list(
+        conn.execute(query.order_by(sessions.c.created_at.desc(), sessions.c.pk.desc()).limit(limit).offset(offset))
+    )
+    return rows, int(conn.execute(count).scalar_one()), main_metrics(conn, rows)
+
+
+MAIN_METRIC = "current_reward"  # the list's column, as W&B's runs table shows a run's headline metric
+
+
+def main_metrics(conn: Connection, rows: Sequence[Row[Any]]) -> dict[int, dict[str, Any]]:
+    """Each session's main metric, by pk: its name, its last value and its best (the highest), from the
+    sessions' latest metrics and the rollups (one query for all of them)."""
+    best: dict[int, float] = {}
+    pks = [row.pk for row in rows]
+    for start in range(0, len(pks), 500):
+        query = (
+            select(series_rollups.c.session_pk, func.max(series_rollups.c.max_value))
+            .where(series_rollups.c.session_pk.in_(pks[start : start + 500]), series_rollups.c.metric == MAIN_METRIC)
+            .group_by(series_rollups.c.session_pk)
+        )
+        best.update({pk: value for pk, value in conn.execute(query) if value is not None})
+    found = {}
+    for row in rows:
+        last = orjson.loads(row.latest_metrics).get(MAIN_METRIC) if row.latest_metrics else None
+        if last is not None or row.pk in best:
+            found[row.pk] = {"name": MAIN_METRIC, "last": last, "best": best.get(row.pk)}
+    return found
 
 
 def protected_rooms(conn: Connection, session_ids: Sequence[str]) -> set[str]:

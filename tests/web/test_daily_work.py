@@ -292,3 +292,22 @@ async def test_smoothing_is_one_curve_across_the_history_to_live_seam(live: Live
     )
     history, live_tail = lags
     assert 0 < history and 0 < live_tail and max(lags) / min(lags) < 2, lags
+
+
+async def test_the_list_shows_each_runs_main_metric_and_duration(
+    live: LiveServer, client: httpx.AsyncClient, browser: Any
+) -> None:
+    """As W&B's runs table: the reward's last and best value, and how long the run ran."""
+    session_id = await create_session(client, "headline")
+    t0 = 1_700_000_000.0
+    points = [{"episode": e, "current_reward": r, "timestamp": t0 + e} for e, r in enumerate([3.0, 250.5, 12.0])]
+    await client.post(f"/api/training/sessions/{session_id}/metrics", json=points)
+    listed = (await client.get("/api/training/sessions")).json()["sessions"][0]
+    assert listed["main_metric"] == {"name": "current_reward", "last": 12.0, "best": 250.5}
+    assert listed["duration_seconds"] >= 0
+    page = await browser.new_page()
+    await page.goto(live.url)
+    row = f"tr[data-session='{session_id}']"
+    await page.wait_for_selector(f"{row} td.main-metric")
+    assert await page.text_content(f"{row} td.main-metric") == "12 / 250.5"
+    assert (await page.text_content(f"{row} td.duration") or "").endswith(" s")

@@ -128,7 +128,15 @@ class Spectator {
 // which is all 300 done, not 299 of them.
 const episodesDone = (episode, total, status) => (status === "completed" && total && episode === total - 1 ? total : episode);
 
+// Five significant digits, grouped ("30,000", "0.0012346"); an exponent past what grouping reads well.
+const DIGITS = new Intl.NumberFormat("en", { maximumSignificantDigits: 5 });
+function formatNumber(v) {
+  if (v === null || v === undefined) return "–";
+  const n = Number(v), size = Math.abs(n);
+  return size && (size >= 1e9 || size < 1e-4) ? n.toExponential(4).replace(/\.?0+e/, "e") : DIGITS.format(n);
+}
+
 // Series colours, in order (charts.js).
 const COLOURS = ["#4aa3ff", "#3fb950", "#f0883e", "#d2a8ff", "#ff6b6b", "#e3b341", "#39c5cf", "#f778ba"];
 
-window.TMS = { api, authHeaders, download, episodesDone, flatten, Spectator, plain, showProblem, clearProblem, COLOURS };
+window.TMS = { api, authHeaders, download, episodesDone, flatten, formatNumber, Spectator, plain, showProblem, clearProblem, COLOURS };

@@ -25,6 +25,15 @@ function remember() {
   history.replaceState(null, "", `/${query.size ? `?${query}` : ""}`);
 }
 
+// "42 s", "3 min 5 s", "2 h 4 min", "3 d 2 h": how long a run ran (or has run so far).
+const UNITS = [["d", 86400, Infinity], ["h", 3600, 24], ["min", 60, 60], ["s", 1, 60]];
+function duration(seconds) {
+  if (seconds === null || seconds === undefined) return "–";
+  const amounts = UNITS.map(([unit, size, wrap]) => [Math.floor(seconds / size) % wrap, unit]);
+  const first = amounts.findIndex(([n]) => n > 0);
+  return first < 0 ? "0 s" : amounts.slice(first, first + 2).map(([n, unit]) => `${n} ${unit}`).join(" ");
+}
+
 // A password-protected room is listed with its name, status and times only (the rest is null): its row says so.
 function row(s) {
   const done = TMS.episodesDone(s.current_episode ?? 0, s.total_episodes, s.status);
@@ -36,10 +45,13 @@ function row(s) {
   const tr = document.createElement("tr");
   tr.dataset.session = s.session_id;
   if (s.password_protected) tr.dataset.protected = "";
+  const main = s.main_metric;
+  const reward = main ? `${TMS.formatNumber(main.last)} / ${TMS.formatNumber(main.best)}` : "–";
   tr.innerHTML = `<td><input type="checkbox" aria-label="select" ${selected.has(s.session_id) ? "checked" : ""}></td>
     <td><a href="/sessions/${encodeURIComponent(s.session_id)}"></a></td>
-    <td><span class="pill ${s.status}">${s.status}</span></td><td class="algorithm"></td>
-    <td>${progress}</td><td class="spectators">${s.spectators ?? "–"}</td><td class="muted">${new Date(s.updated_at).toLocaleString()}</td>`;
+    <td><span class="pill ${s.status}">${s.status}</span></td><td class="algorithm wide"></td>
+    <td>${progress}</td><td class="main-metric">${reward}</td><td class="duration wide">${duration(s.duration_seconds)}</td>
+    <td class="spectators wide">${s.spectators ?? "–"}</td><td class="muted">${new Date(s.updated_at).toLocaleString()}</td>`;
   tr.querySelector("a").textContent = s.name || s.session_id;
   tr.querySelector(".algorithm").textContent = s.algorithm || "";
   tr.querySelector("input").onchange = (e) => {
@@ -59,7 +71,7 @@ function render() {
   const shown = sessions
     .filter((s) => !needle || (s.name || "").toLowerCase().includes(needle) || s.session_id.toLowerCase().includes(needle))
     .sort(SORTS[state.sort]);
-  const empty = Object.assign(document.createElement("tr"), { innerHTML: '<td colspan="7" class="muted"></td>' });
+  const empty = Object.assign(document.createElement("tr"), { innerHTML: '<td colspan="9" class="muted"></td>' });
   empty.firstChild.textContent = sessions.length ? "No session matches." : "No sessions here yet.";
   $("sessions").replaceChildren(...(shown.length ? shown.map(row) : [empty]));
   document.querySelectorAll("[data-tab]").forEach((tab) => tab.setAttribute("aria-selected", String(tab.dataset.tab === state.tab)));

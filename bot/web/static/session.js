@@ -174,13 +174,7 @@ async function loadStatuses() {
 
 // A metric is better low when its name says so (loss, error, regret, perplexity), else better high.
 const LOWER_IS_BETTER = /loss|error|regret|perplexity/i;
-// Five significant digits, grouped ("30,000", "0.0012346"); an exponent past what grouping reads well.
-const DIGITS = new Intl.NumberFormat("en", { maximumSignificantDigits: 5 });
-const format = (v) => {
-  if (v === null || v === undefined) return "–";
-  const n = Number(v), size = Math.abs(n);
-  return size && (size >= 1e9 || size < 1e-4) ? n.toExponential(4).replace(/\.?0+e/, "e") : DIGITS.format(n);
-};
+const format = TMS.formatNumber;
 
 async function loadSummary() {
   const path = `/api/training/sessions/${encodeURIComponent(sessionId)}/summary`;
