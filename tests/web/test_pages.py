@@ -394,8 +394,9 @@ async def test_list_shows_a_protected_room_without_its_details(
 async def test_compare_overlays_runs_with_the_view_controls_and_marks_config_differences(
     live: LiveServer, client: httpx.AsyncClient, browser: Any, tmp_path: Path
 ) -> None:
-    """Two runs of one metric on one chart, live, with smoothing (the URL keeps it); their configurations
-    side by side, the values that differ marked, and a switch to show only those."""
+    """Two runs of one metric on one chart, live, with smoothing (the URL keeps it), then of a second metric
+    on a chart of its own; their configurations side by side, the values that differ marked, and a switch
+    to show only those."""
     first = await create_session(client, "run-a", name="A", algorithm="DQN", metadata={"lr": 0.001, "gamma": 0.99})
     second = await create_session(client, "run-b", name="B", algorithm="DQN", metadata={"lr": 0.01, "gamma": 0.99})
     await push(client, first, range(50))
@@ -413,8 +414,13 @@ async def test_compare_overlays_runs_with_the_view_controls_and_marks_config_dif
     await page.check("#only-differences")
     shown = await page.eval_on_selector_all("#config tr[data-key]", "rows => rows.map(r => r.dataset.key)")
     assert "metadata.gamma" not in shown and "algorithm" not in shown and "metadata.lr" in shown
-    await page.select_option("#metric", "loss_value")
-    await page.wait_for_function(f"() => ({points})('{first}') === 50 && location.search.includes('loss_value')")
+    await page.check("#metrics input[value=loss_value]")  # several metrics overlaid, a chart each
+    loss = "(id) => window.comparePage.chart('loss_value')?.series.get(id)?.value.length"
+    await page.wait_for_function(f"() => ({loss})('{first}') === 50 && ({points})('{second}') === 90")
+    assert await page.evaluate("() => new URLSearchParams(location.search).getAll('metric')") == [
+        "current_reward",
+        "loss_value",
+    ]
     await snap(page, tmp_path, "compare-page")
 
 

@@ -1,30 +1,39 @@
-// 2 to 10 runs: one metric overlaid, live, with the session page's smoothing, scales, x axis and zoom; and
+// 2 to 10 runs: the chosen metrics overlaid, a chart each, live, with the session page's smoothing, scales, x axis and zoom; and
 // their configurations side by side, the values that differ marked.
 "use strict";
 const params = new URLSearchParams(location.search);
 const ids = [...new Set((params.get("sessions") || "").split(",").map((s) => s.trim()).filter(Boolean))];
-let metric = params.get("metric") || "current_reward";
-let chart = null, sockets = [], sessions = [];
+let metrics = params.getAll("metric").length ? [...new Set(params.getAll("metric"))] : ["current_reward"];
+let charts = new Map(), sockets = [], sessions = [];
 const $ = (id) => document.getElementById(id);
 const path = (id, rest = "") => `/api/training/sessions/${encodeURIComponent(id)}${rest && `/${rest}`}`;
 const seconds = (iso) => Date.parse(iso) / 1000;
 
+// A chart per chosen metric, each overlaying the runs; backfilled, then live.
 async function load() {
   sockets.forEach((s) => s.close());
-  chart?.destroy();
-  const box = document.createElement("div");
-  box.className = "panel chart";
-  $("charts").replaceChildren(box);
-  chart = new TMS.RunChart(box, metric, []);
-  const bodies = await Promise.all(ids.map((id) => TMS.api(path(id, `series?metric=${encodeURIComponent(metric)}&points=1000`))));
+  charts.forEach((chart) => chart.destroy());
+  charts = new Map();
+  $("charts").replaceChildren();
+  for (const metric of metrics) {
+    const box = Object.assign(document.createElement("div"), { className: "panel chart" });
+    box.dataset.chart = metric;
+    $("charts").append(box);
+    charts.set(metric, new TMS.RunChart(box, metric, []));
+  }
+  const query = new URLSearchParams({ points: 1000 });
+  metrics.forEach((m) => query.append("metric", m));
+  const bodies = await Promise.all(ids.map((id) => TMS.api(path(id, `series?${query}`))));
   bodies.forEach((body, i) => {
-    const s = body.series[metric];
-    chart.labels.set(ids[i], runLabel(i));
-    chart.add(ids[i], seconds(sessions[i].created_at));
-    chart.load(ids[i], { seq: s.seq, episode: s.episode, step: s.step, time: s.timestamp, value: s.value });
+    for (const [metric, chart] of charts) {
+      const s = body.series[metric];
+      if (!s?.value.length) continue;
+      chart.labels.set(ids[i], runLabel(i));
+      chart.add(ids[i], seconds(sessions[i].created_at));
+      chart.load(ids[i], { seq: s.seq, episode: s.episode, step: s.step, time: s.timestamp, value: s.value });
+    }
   });
-  const available = [...new Set(bodies.flatMap((b) => b.available))].sort();
-  $("metric").replaceChildren(...available.map((m) => Object.assign(document.createElement("option"), { value: m, textContent: m, selected: m === metric })));
+  picker([...new Set(bodies.flatMap((b) => b.available))].sort());
   sockets = ids.map((id, i) => {
     let last = bodies[i].last_seq;
     return new TMS.Spectator(id, {
@@ -32,12 +41,35 @@ async function load() {
       onMessage: (message) => {
         if (message.type !== "training_metrics" || message.seq <= last) return;
         last = message.seq;
-        const value = message.data[metric] ?? message.data.custom?.[metric];
-        const time = seconds(message.data.timestamp ?? message.timestamp);
-        if (value !== undefined && value !== null) chart.append(id, message.seq, message.data.episode, time, value, message.data.step);
+        const data = message.data, time = seconds(data.timestamp ?? message.timestamp);
+        for (const [metric, chart] of charts) {
+          const value = data[metric] ?? data.custom?.[metric];
+          if (value === undefined || value === null) continue;
+          chart.labels.set(id, runLabel(i));
+          chart.add(id, seconds(sessions[i].created_at));
+          chart.append(id, message.seq, data.episode, time, value, data.step);
+        }
       },
     });
   });
+}
+
+// The metrics to overlay, any number of them; kept in the URL (`metric=a&metric=b`).
+function picker(available) {
+  $("metrics").replaceChildren(...available.map((name) => {
+    const label = document.createElement("label");
+    const box = Object.assign(document.createElement("input"), { type: "checkbox", value: name, checked: metrics.includes(name) });
+    box.onchange = () => {
+      metrics = box.checked ? [...metrics, name] : metrics.filter((m) => m !== name);
+      const query = new URLSearchParams(location.search);
+      query.delete("metric");
+      metrics.forEach((m) => query.append("metric", m));
+      history.replaceState(null, "", `?${query}`);
+      load().catch((e) => TMS.showProblem(e.message));
+    };
+    label.append(box, ` ${name}`);
+    return label;
+  }));
 }
 
 // A run by its name; by its id where it has none, or where another compared run has the same name.
@@ -73,15 +105,8 @@ async function start() {
   await load();
 }
 
-$("metric").onchange = (event) => {
-  metric = event.target.value;
-  const query = new URLSearchParams(location.search);
-  query.set("metric", metric);
-  history.replaceState(null, "", `?${query}`);
-  load().catch((e) => TMS.showProblem(e.message));
-};
 $("only-differences").onchange = configTable;
 TMS.viewControls($("view"));
 if (ids.length < 2 || ids.length > 10) TMS.showProblem("Compare 2 to 10 runs: tick them on the session list (or add ?sessions=a,b to the address).");
 else start().catch((e) => TMS.showProblem(`Could not load: ${e.message}`));
-window.comparePage = { chart: () => chart, ids };
+window.comparePage = { chart: (metric = metrics[0]) => charts.get(metric), charts: () => charts, ids };
