@@ -32,6 +32,7 @@ from .errors import InvalidValueError, SessionClosedError
 from .fields import metric_name, metrics_point, number
 from .sender import Sender
 from .spool import Spool
+from .system import DEFAULT_INTERVAL, SystemSampler
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +115,11 @@ class MetricsClient:
         model_generation: int | None = None,
         total_episodes: int | None = None,
         metadata: dict[str, Any] | None = None,
+        system_metrics: bool | float = False,
     ) -> Run:
-        """A run: a new session, or the existing `training_id` resumed (created if the server lacks it)."""
+        """A run: a new session, or the existing `training_id` resumed (created if the server lacks it).
+        `system_metrics`: sample this process's CPU, memory and threads (and GPU) into the run's `system/...`
+        metrics, every 5 s (True) or every that many seconds (bot/sdk/system.py)."""
         self._sender.exit_deadline = None  # a new run: a close is no longer part of the last run's exit
         session_id = training_id or _new_id(name)
         if not SESSION_ID.match(session_id):
@@ -131,7 +135,8 @@ class MetricsClient:
             }.items()
             if v is not None
         }
-        return Run(self, session_id, spec)
+        interval = DEFAULT_INTERVAL if system_metrics is True else (float(system_metrics) or None)
+        return Run(self, session_id, spec, interval)
 
     def flush(self, timeout: float | None = None) -> FlushResult:
         """Wait until everything logged so far is delivered, for at most `timeout` (default flush_timeout).
@@ -203,16 +208,22 @@ def _new_id(name: str | None) -> str:
 class Run:
     """One training session as the engine sees it. Use it as a context manager."""
 
-    def __init__(self, client: MetricsClient, session_id: str, spec: dict[str, Any]) -> None:
+    def __init__(
+        self, client: MetricsClient, session_id: str, spec: dict[str, Any], system_interval: float | None = None
+    ) -> None:
         self.client = client
         self.session_id = session_id
         self._names: set[str] = set()
         self._ended = False
         self._status: str | None = None  # the last status set: the exit does not say it again
+        self._last_point: dict[str, Any] = {}  # where the run is (step, episode): system samples are put there
         client._put(("create", session_id, spec))
         self._enqueue = client._sender.put  # the hot path skips the layers in between
         self.url = f"{client.url.rstrip('/')}/sessions/{session_id}"
         _say(f"metrics: watch {session_id!r} live at {self.url}")
+        self._sampler = SystemSampler(self._log_system, system_interval) if system_interval else None
+        if self._sampler is not None:
+            self._sampler.start()
 
     def log_metrics(self, **fields: Any) -> None:
         """Any TrainingMetricsData field by name; other names are custom scalars (floats). `step` is the
@@ -222,7 +233,17 @@ class Run:
             point["timestamp"] = time.time()
         if self._ended or self.client._closed:
             raise SessionClosedError(f"run {self.session_id!r} has ended")
+        self._last_point = point
         self._enqueue(("data", self.session_id, "training_metrics", point))
+
+    def _log_system(self, figures: dict[str, float]) -> None:
+        """A system sample (SystemSampler's thread), at the step and episode the run last logged."""
+        point: dict[str, Any] = {"timestamp": time.time(), "custom": figures}
+        for key in ("step", "episode"):
+            if self._last_point.get(key) is not None:
+                point[key] = self._last_point[key]
+        if not (self._ended or self.client._closed):
+            self._enqueue(("data", self.session_id, "training_metrics", point))
 
     def log_decision(
         self,
@@ -313,6 +334,8 @@ class Run:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.client._sender.open_runs.discard(self.session_id)
+        if self._sampler is not None:
+            self._sampler.stop()
         if exc_type is None:
             status, message = "completed", None
         elif issubclass(exc_type, (KeyboardInterrupt, SystemExit)):

@@ -136,7 +136,11 @@ def _session(server: str | None, config: TrainingConfig) -> Iterator[Any]:
     # Twice a second is live enough for a chart of episodes, and half the requests of the SDK's default.
     client = MetricsClient(server, flush_interval=0.5)
     metadata = dataclasses.asdict(config)
-    run = client.session(run_name(config), algorithm="DQN", total_episodes=config.max_episodes, metadata=metadata)
+    total = config.max_episodes
+    # system_metrics: what the run costs the machine, beside its own figures
+    run = client.session(
+        run_name(config), algorithm="DQN", total_episodes=total, metadata=metadata, system_metrics=True
+    )
     with client, run:
         yield run
 

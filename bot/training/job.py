@@ -190,7 +190,7 @@ def _train_under_protocol(
     trainer = None
     with MetricsClient(args.server, flush_interval=0.5) as client:
         try:
-            with client.session(training_id=args.session) as run:
+            with client.session(training_id=args.session, system_metrics=True) as run:
                 trainer = build(run)
                 trainer.listeners += [progress.record, _refusals(client)]
                 statistics: dict[str, Any] = trainer.train()

@@ -436,3 +436,32 @@ def test_the_sdk_imports_where_there_is_no_fcntl() -> None:
     script = "import sys; sys.modules['fcntl'] = None; import bot.sdk; bot.sdk.Spool"
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+async def test_system_metrics_sample_the_process_at_the_runs_step(live: LiveServer, tmp_path: Path) -> None:
+    """`system_metrics=`: the process's CPU %, resident memory and threads, every interval, as the run's
+    `system/...` metrics at the step and episode it last logged; none after the run ends; a bad interval
+    raises at once."""
+
+    def sampled() -> bool:
+        answer = httpx.get(f"{live.url}/api/training/sessions/costs/history", params={"type": "training_metrics"})
+        return answer.status_code == 200 and any("custom" in m["data"] for m in answer.json()["messages"])
+
+    def log() -> None:
+        with MetricsClient(live.url, spool_dir=tmp_path) as client:
+            with client.session(training_id="costs", system_metrics=0.05) as run:
+                run.log_metrics(episode=3, step=300, current_reward=1.0)
+                deadline = time.monotonic() + TIMEOUT
+                while time.monotonic() < deadline and not sampled():
+                    run.flush()
+                    time.sleep(0.05)
+            with pytest.raises(ValueError, match="interval"):
+                client.session(training_id="bad-interval", system_metrics=-1.0)
+
+    await asyncio.to_thread(log)
+    samples = [m["data"] for m in await history(live.url, "costs") if "custom" in m["data"]]
+    assert samples, "no system sample arrived"
+    first = samples[0]
+    assert set(first["custom"]) >= {"system/cpu_percent", "system/rss_mb", "system/threads"}, first
+    assert first["custom"]["system/rss_mb"] > 1 and first["custom"]["system/threads"] >= 1
+    assert (first["step"], first["episode"]) == (300, 3)

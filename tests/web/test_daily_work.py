@@ -311,3 +311,26 @@ async def test_the_list_shows_each_runs_main_metric_and_duration(
     await page.wait_for_selector(f"{row} td.main-metric")
     assert await page.text_content(f"{row} td.main-metric") == "12 / 250.5"
     assert (await page.text_content(f"{row} td.duration") or "").endswith(" s")
+
+
+async def test_system_metrics_are_charted_in_their_own_group(
+    live: LiveServer, client: httpx.AsyncClient, browser: Any
+) -> None:
+    """The SDK's system samples (CPU %, memory, threads) get charts of their own, after the run's."""
+    session_id = await create_session(client, "costs")
+    points = [{"episode": e, "step": 10 * e, "current_reward": 1.0} for e in range(10)]
+    samples = [
+        {
+            "episode": e,
+            "step": 10 * e,
+            "custom": {"system/cpu_percent": 95.0 + e, "system/rss_mb": 512.0, "system/threads": 9.0},
+        }
+        for e in range(0, 10, 3)
+    ]
+    await client.post(f"/api/training/sessions/{session_id}/metrics", json=points + samples)
+    page = await browser.new_page(viewport={"width": 1200, "height": 1000})
+    await page.goto(f"{live.url}/sessions/{session_id}")
+    await page.wait_for_function("() => window.sessionPage.charts.get('System · CPU (%)')?.chart.points() === 4")
+    order = await page.eval_on_selector_all("#charts .chart", "boxes => boxes.map(b => b.dataset.chart)")
+    assert order == ["Reward", "System · CPU (%)", "System · memory (MB)", "System · threads"], order
+    assert await page.query_selector("#picker input[value='system/cpu_percent']") is None  # a group, not a pick

@@ -2,7 +2,10 @@
 // session's graph_update graphs too. Only charts with data are shown. Controls: charts.js.
 "use strict";
 const key = decodeURIComponent(location.pathname.split("/").pop());
-const GROUPS = [["Reward", ["current_reward", "average_reward"]], ["Loss", ["loss_value"]], ["Epsilon", ["epsilon"]], ["Win rate (%)", ["win_rate"]]];
+const GROUPS = [["Reward", ["current_reward", "average_reward"]], ["Loss", ["loss_value"]], ["Epsilon", ["epsilon"]], ["Win rate (%)", ["win_rate"]],
+  // What the run costs the machine (the SDK's system_metrics), charted after the run's own.
+  ["System · CPU (%)", ["system/cpu_percent", "system/gpu_percent"]], ["System · memory (MB)", ["system/rss_mb", "system/gpu_memory_mb"]],
+  ["System · threads", ["system/threads"]]];
 const BUILT_IN = new Set(GROUPS.flatMap(([, metrics]) => metrics));
 // Not a curve: the run's length, which the header's progress bar shows.
 const NOT_CHARTED = new Set(["total_episodes"]);
