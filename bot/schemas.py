@@ -180,6 +180,13 @@ Text64 = Annotated[str, StringConstraints(max_length=64), AfterValidator(_storab
 Text128 = Annotated[str, StringConstraints(max_length=128), AfterValidator(_storable_text)]
 Text256 = Annotated[str, StringConstraints(max_length=256), AfterValidator(_storable_text)]
 Text1024 = Annotated[str, StringConstraints(max_length=1024), AfterValidator(_storable_text)]
+
+# A run's label, as W&B's tags: listed and filtered by. No quotes or backslashes, so a tag is found in the stored
+# JSON list by its quoted text.
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:/+@# -]+$")]
+Tags = Annotated[
+    list[Tag], Field(max_length=20, description="at most 20 labels of letters, digits, _.:/+@#- and spaces")
+]
 # At least 8 characters: a room password is all that guards the room (see bot/server/edge/admission.py).
 Password = Annotated[str, StringConstraints(min_length=8, max_length=128), AfterValidator(_storable_text)]
 
@@ -407,6 +414,7 @@ class SessionCreate(WireModel):
     model_generation: Count | None = None
     total_episodes: Count | None = None
     metadata: JsonObject = Field(default_factory=dict)
+    tags: Tags = Field(default_factory=list)
     room: RoomSpec | None = None
 
 
@@ -417,18 +425,22 @@ class SessionUpdate(WireModel):
             "anyOf": [
                 {"required": ["status"], "properties": {"status": {"enum": [s.value for s in SessionStatus]}}},
                 {"required": ["metadata"], "properties": {"metadata": {"type": "object"}}},
+                {"required": ["tags"], "properties": {"tags": {"type": "array"}}},
             ]
         }
     )
 
     status: SessionStatus | None = None
     metadata: JsonObject | None = Field(None, description="replaces the session's metadata")
+    tags: Tags | None = Field(None, description="replaces the session's tags")
     message: Text1024 | None = Field(None, description="a reason, sent to spectators with the status")
 
     @model_validator(mode="after")
     def _something_to_update(self) -> SessionUpdate:
-        if self.status is None and self.metadata is None:
-            raise ValueError("nothing to update: give status, metadata or both")
+        if self.status is None and self.metadata is None and self.tags is None:
+            raise ValueError("nothing to update: give status, metadata, tags, or several")
+        if self.tags is not None:
+            self.tags = list(dict.fromkeys(self.tags))  # each once, in the order given
         return self
 
 

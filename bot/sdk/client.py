@@ -115,6 +115,7 @@ class MetricsClient:
         model_generation: int | None = None,
         total_episodes: int | None = None,
         metadata: dict[str, Any] | None = None,
+        tags: list[str] | None = None,
         system_metrics: bool | float = False,
     ) -> Run:
         """A run: a new session, or the existing `training_id` resumed (created if the server lacks it).
@@ -132,6 +133,7 @@ class MetricsClient:
                 "model_generation": model_generation,
                 "total_episodes": total_episodes,
                 "metadata": metadata,
+                "tags": checked_tags(tags) if tags is not None else None,
             }.items()
             if v is not None
         }
@@ -198,6 +200,18 @@ def _close_at_exit(sender: Sender, http: httpx.Client, flush_timeout: float) -> 
             sender.url,
             sender.spool.path,
         )
+
+
+TAG = re.compile(r"^[A-Za-z0-9_.:/+@# -]{1,64}$")  # schemas.Tag
+
+
+def checked_tags(tags: list[str]) -> list[str]:
+    """The tags as the server takes them, or InvalidValueError in the caller."""
+    tags = list(tags)
+    bad = [tag for tag in tags if not isinstance(tag, str) or not TAG.match(tag)]
+    if bad or len(tags) > 20:
+        raise InvalidValueError(f"tags: at most 20 of 1-64 letters, digits, _.:/+@#- and spaces, got {bad or tags}")
+    return tags
 
 
 def _new_id(name: str | None) -> str:
@@ -316,6 +330,10 @@ class Run:
         update = {"status": status, **({"message": message} if message else {})}
         self.client._put(("status", self.session_id, update))
         self._status = status
+
+    def set_tags(self, tags: list[str]) -> None:
+        """Replace the run's tags (as W&B's `run.tags = ...`): labels the list filters and groups by."""
+        self.client._put(("status", self.session_id, {"tags": checked_tags(tags)}))
 
     def flush(self, timeout: float | None = None) -> FlushResult:
         return self.client.flush(timeout)

@@ -111,10 +111,16 @@ class TrainingService:
         return session_dict(row)
 
     async def list_sessions(
-        self, statuses: Sequence[str] | None, limit: int, offset: int, session_id: str | None = None
+        self,
+        statuses: Sequence[str] | None,
+        limit: int,
+        offset: int,
+        session_id: str | None = None,
+        tags: Sequence[str] = (),
     ) -> tuple[list[Any], int]:
-        """`session_id`: that one session only (a credential limited to it sees no other)."""
-        rows, total, main = await self.store.read(list_sessions, statuses, limit, offset, session_id)
+        """`session_id`: that one session only (a credential limited to it sees no other); `tags`: the sessions
+        with all of them."""
+        rows, total, main = await self.store.read(list_sessions, statuses, limit, offset, session_id, tags)
         return [{**session_dict(row), "main_metric": main.get(row.pk)} for row in rows], total
 
     async def protected_rooms(self, session_ids: Sequence[str]) -> set[str]:

@@ -25,6 +25,7 @@ def session_dict(row: Row[Any]) -> dict[str, Any]:
         "total_episodes": row.total_episodes,
         "status": row.status,
         "metadata": orjson.loads(row.metadata),
+        "tags": orjson.loads(row.tags),
         "epoch": row.epoch,
         "created_at": iso(row.created_at),
         "updated_at": iso(row.updated_at),
@@ -49,12 +50,21 @@ def get_session_by_room(conn: Connection, room_code: str) -> Row[Any] | None:
 
 
 def list_sessions(
-    conn: Connection, statuses: Sequence[str] | None, limit: int, offset: int, session_id: str | None = None
+    conn: Connection,
+    statuses: Sequence[str] | None,
+    limit: int,
+    offset: int,
+    session_id: str | None = None,
+    tags: Sequence[str] = (),
 ) -> tuple[list[Row[Any]], int, dict[int, dict[str, Any]]]:
     """Newest first; `statuses` None means all; `session_id`, when given, keeps that session only (what a
-    credential limited to it may see). With the total, and the main metric of each (main_metrics)."""
+    credential limited to it may see); `tags`: the sessions with every one of them. With the total, and the
+    main metric of each (main_metrics)."""
     query = select(sessions)
     count = select(func.count()).select_from(sessions)
+    for tag in tags:  # a tag has no quote: its quoted text is found in the stored JSON list only as that tag
+        has_tag = sessions.c.tags.contains(orjson.dumps(tag).decode(), autoescape=True)
+        query, count = query.where(has_tag), count.where(has_tag)
     if statuses is not None:
         query = query.where(sessions.c.status.in_(statuses))
         count = count.where(sessions.c.status.in_(statuses))

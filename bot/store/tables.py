@@ -39,6 +39,7 @@ sessions = Table(
     Column("total_episodes", BigInteger),
     Column("status", String(16), nullable=False),
     Column("metadata", Text, nullable=False, default="{}"),
+    Column("tags", Text, nullable=False, server_default="[]"),  # a JSON list of labels (schemas.Tags)
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
     Column("ended_at", Double),

@@ -162,6 +162,7 @@ class CreateSession(Job):
                 total_episodes=self.spec.total_episodes,
                 status="created",
                 metadata=orjson.dumps(self.spec.metadata).decode(),
+                tags=orjson.dumps(self.spec.tags).decode(),
                 created_at=now,
                 updated_at=now,
                 last_seq=0,
@@ -226,7 +227,11 @@ class UpdateSession(Job):
 
     def apply(self, conn: Connection, now: float) -> Applied:
         session = _session(conn, self.session_id)
-        values = {"metadata": orjson.dumps(self.update.metadata).decode()} if self.update.metadata is not None else {}
+        values = {
+            name: orjson.dumps(value).decode()
+            for name, value in (("metadata", self.update.metadata), ("tags", self.update.tags))
+            if value is not None
+        }
         status = self.update.status.value if self.update.status is not None else None
         row, published = _change_status(conn, session, self.session_id, status, self.update.message, now, values)
         return Applied(session_dict(row), published)

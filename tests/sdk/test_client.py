@@ -465,3 +465,20 @@ async def test_system_metrics_sample_the_process_at_the_runs_step(live: LiveServ
     assert set(first["custom"]) >= {"system/cpu_percent", "system/rss_mb", "system/threads"}, first
     assert first["custom"]["system/rss_mb"] > 1 and first["custom"]["system/threads"] >= 1
     assert (first["step"], first["episode"]) == (300, 3)
+
+
+async def test_a_run_s_tags_are_given_and_replaced(live: LiveServer, tmp_path: Path) -> None:
+    def log() -> None:
+        with MetricsClient(live.url, spool_dir=tmp_path) as client:
+            with pytest.raises(InvalidValueError, match="tags"):
+                client.session(training_id="tags-bad", tags=['a "quoted" tag'])
+            with client.session(training_id="tags", tags=["baseline"]) as run:
+                run.log_metrics(episode=1, current_reward=1.0)
+                run.set_tags(["baseline", "best"])
+                with pytest.raises(InvalidValueError, match="tags"):
+                    run.set_tags(["x" * 65])
+
+    await asyncio.to_thread(log)
+    async with httpx.AsyncClient(base_url=live.url) as client:
+        assert (await client.get("/api/training/sessions/tags")).json()["tags"] == ["baseline", "best"]
+        assert (await client.get("/api/training/sessions/tags-bad")).status_code == 404  # nothing sent

@@ -485,3 +485,30 @@ async def test_word_lists_take_exactly_what_their_pattern_says(client: httpx.Asy
     history = f"{BASE}/{session_id}/history"
     assert (await client.get(history, params={"type": "training_metrics,bot_decision"})).status_code == 200
     assert (await client.get(history, params={"type": ""})).status_code == 422
+
+
+async def test_tags_are_set_listed_filtered_and_replaced(client: httpx.AsyncClient) -> None:
+    """Tags as W&B's: given at creation, replaced by PUT, listed, and the list filtered by one or several
+    (exact tags: `_` and `%` are no wildcards, `a` is not `ab`); a bad tag is refused and changes nothing."""
+    a = await create_session(client, "tagged-a", tags=["baseline", "lr_1e-3"])
+    b = await create_session(client, "tagged-b", tags=["baseline", "ab"])
+    await create_session(client, "tagged-c", tags=["lrx1e-3", "a"])
+
+    async def listed(*tags: str) -> list[str]:
+        answer = await client.get(BASE, params={"status": "all", "tag": list(tags)})
+        assert answer.status_code == 200, answer.text
+        return sorted(s["session_id"] for s in answer.json()["sessions"])
+
+    assert await listed("baseline") == [a, b]
+    assert await listed("lr_1e-3") == [a] and await listed("a") == ["tagged-c"]
+    assert await listed("baseline", "ab") == [b] and await listed("nothing") == []
+    assert (await client.get(f"{BASE}/{a}")).json()["tags"] == ["baseline", "lr_1e-3"]
+    replaced = await client.put(f"{BASE}/{a}", json={"tags": ["best", "best", "seed 3"]})
+    assert replaced.status_code == 200 and replaced.json()["tags"] == ["best", "seed 3"]
+    assert await listed("baseline") == [b] and await listed("seed 3") == [a]
+    for bad in (['say "hi"'], ["x" * 65], [f"t{i}" for i in range(21)], [""], "baseline"):
+        for method, path, body in (("put", f"{BASE}/{a}", {"tags": bad}), ("post", BASE, {"name": "x", "tags": bad})):
+            answer = await client.request(method, path, json=body)
+            assert answer.status_code == 422 and "tags" in answer.text, (bad, answer.text)
+    assert (await client.get(f"{BASE}/{a}")).json()["tags"] == ["best", "seed 3"]
+    assert (await client.get(BASE, params={"tag": 'a"b'})).status_code == 422

@@ -49,9 +49,11 @@ def engine(url: str) -> Iterator[Engine]:
 
 
 def at_baseline_with_data(engine: Engine) -> None:
-    """A database as the release before migrations left it: its schema, two sessions, 100 points."""
+    """A database as the release before migrations left it: its schema, two sessions, 100 points. Written by
+    today's code at the newest revision, then migrated down to the baseline (today's writes name columns the
+    baseline has not got)."""
     with engine.begin() as conn:
-        command.upgrade(_config(conn), BASELINE)
+        command.upgrade(_config(conn), "head")
     points = [TrainingMetricsData(episode=i, current_reward=float(i)) for i in range(100)]
     jobs = [
         CreateSession("kept", SessionCreate(name="old run", metadata={"lr": 0.001})),
@@ -60,6 +62,8 @@ def at_baseline_with_data(engine: Engine) -> None:
     ]
     outcomes = commit_group(engine, jobs, time.time())
     assert not [outcome for outcome in outcomes if isinstance(outcome, Exception)], outcomes
+    with engine.begin() as conn:
+        command.downgrade(_config(conn), BASELINE)
 
 
 def bot_db(*args: str, url: str) -> subprocess.CompletedProcess[str]:

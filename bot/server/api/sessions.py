@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
-from bot.schemas import SessionCreate, SessionStatus, SessionUpdate
+from bot.schemas import SessionCreate, SessionStatus, SessionUpdate, Tag
 from bot.server.api.access import Admin, Reader, ReadsSession, Writer
 from bot.server.api.bodies import body_schema, errors, read_model
 from bot.server.api.deps import HubDep, ServiceDep
@@ -46,6 +46,10 @@ async def list_sessions(
     ] = "active",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Offset = 0,
+    tag: Annotated[
+        list[Tag],
+        Query(max_length=20, description="only the sessions with this tag (repeat: with every one of them)"),
+    ] = [],  # noqa: B006
     principal: Principal = Reader,
 ) -> dict[str, Any]:
     """Newest first. Active means created, running or paused. A credential limited to one session lists
@@ -61,7 +65,7 @@ async def list_sessions(
             statuses = None
             break
         statuses.extend(ACTIVE_STATUSES if s == "active" else [s])  # type: ignore[union-attr]
-    sessions, total = await service.list_sessions(statuses, limit, offset, principal.session_id)
+    sessions, total = await service.list_sessions(statuses, limit, offset, principal.session_id, tag)
     listed = [_as_listed(_with_spectators(s, hub)) for s in sessions]
     return {"sessions": listed, "total": total, "limit": limit, "offset": offset}
 
