@@ -334,3 +334,41 @@ async def test_system_metrics_are_charted_in_their_own_group(
     order = await page.eval_on_selector_all("#charts .chart", "boxes => boxes.map(b => b.dataset.chart)")
     assert order == ["Reward", "System · CPU (%)", "System · memory (MB)", "System · threads"], order
     assert await page.query_selector("#picker input[value='system/cpu_percent']") is None  # a group, not a pick
+
+
+async def test_tags_are_set_on_the_page_and_the_list_filters_and_groups_by_them(
+    live: LiveServer, client: httpx.AsyncClient, browser: Any, tmp_path: Path
+) -> None:
+    a = await create_session(client, "tag-a", name="A", tags=["baseline"])
+    b = await create_session(client, "tag-b", name="B", tags=["baseline", "big-lr"])
+    await create_session(client, "tag-c", name="C")
+    page = await browser.new_page(viewport={"width": 1200, "height": 900})
+    await page.goto(f"{live.url}/sessions/{a}")
+    await page.wait_for_selector("#tags .tag[data-tag=baseline]")
+    await page.fill("#tag-input", "best")
+    await page.press("#tag-input", "Enter")
+    await page.wait_for_selector("#tags .tag[data-tag=best]")
+    await page.click("#tags .tag[data-tag=baseline] button")
+    await page.wait_for_selector("#tags .tag[data-tag=baseline]", state="detached")
+    assert (await client.get(f"/api/training/sessions/{a}")).json()["tags"] == ["best"]
+    await page.fill("#tag-input", 'bad "tag"')  # refused by the server, said, nothing changed
+    await page.press("#tag-input", "Enter")
+    await page.wait_for_selector("#banner.shown")
+    assert "Tags not saved" in (await page.text_content("#banner") or "")
+    assert (await client.get(f"/api/training/sessions/{a}")).json()["tags"] == ["best"]
+
+    await page.goto(live.url)
+    await page.wait_for_selector(f"tr[data-session={b}] .tag[data-tag=big-lr]")
+    await page.click(f"tr[data-session={b}] .tag[data-tag=baseline]")
+    await page.wait_for_function("() => new URLSearchParams(location.search).get('tag') === 'baseline'")
+    await page.wait_for_function("() => document.querySelectorAll('#sessions tr[data-session]').length === 1")
+    assert await page.get_attribute("#sessions tr[data-session]", "data-session") == b
+    await page.click("#tag-filter-clear")
+    await page.check("#group-by-tag")
+    await page.wait_for_selector("#sessions tr.group[data-group=untagged]")
+    groups = await page.eval_on_selector_all(
+        "#sessions tr", "rows => rows.map(r => r.dataset.group || r.dataset.session)"
+    )
+    assert groups == ["baseline", b, "best", a, "big-lr", b, "untagged", "tag-c"], groups
+    assert "group=tag" in page.url
+    await snap(page, tmp_path, "list")

@@ -1,5 +1,6 @@
-// The session list: running, ended or all as tabs (with live counts), search by name, sort, compare selected.
-// Refreshed every two seconds; the tab, search and sort are kept in the URL.
+// The session list: running, ended or all as tabs (with live counts), search by name, sort, a tag filter and a
+// grouping by tag, compare selected. Refreshed every two seconds; the tab, search, sort, tag and grouping are
+// kept in the URL.
 "use strict";
 const TABS = { running: "active,stale", ended: "completed,failed,stopped", all: "all" };
 const SORTS = {
@@ -12,6 +13,8 @@ const state = {
   tab: TABS[params.get("tab")] ? params.get("tab") : "all",
   search: params.get("q") || "",
   sort: SORTS[params.get("sort")] ? params.get("sort") : "created",
+  tag: params.get("tag") || "",
+  group: params.get("group") === "tag",
 };
 const selected = new Set();
 let sessions = [];
@@ -22,6 +25,8 @@ function remember() {
   if (state.tab !== "all") query.set("tab", state.tab);
   if (state.search) query.set("q", state.search);
   if (state.sort !== "created") query.set("sort", state.sort);
+  if (state.tag) query.set("tag", state.tag);
+  if (state.group) query.set("group", "tag");
   history.replaceState(null, "", `/${query.size ? `?${query}` : ""}`);
 }
 
@@ -53,6 +58,12 @@ function row(s) {
     <td>${progress}</td><td class="main-metric">${reward}</td><td class="duration wide">${duration(s.duration_seconds)}</td>
     <td class="spectators wide">${s.spectators ?? "–"}</td><td class="muted">${new Date(s.updated_at).toLocaleString()}</td>`;
   tr.querySelector("a").textContent = s.name || s.session_id;
+  tr.querySelector("a").after(...(s.tags || []).map((tag) => {
+    const chip = Object.assign(document.createElement("button"), { type: "button", className: "tag", textContent: tag, title: `only the runs tagged ${tag}` });
+    chip.dataset.tag = tag;
+    chip.onclick = () => setTag(tag);
+    return chip;
+  }));
   tr.querySelector(".algorithm").textContent = s.algorithm || "";
   tr.querySelector("input").onchange = (e) => {
     e.target.checked ? selected.add(s.session_id) : selected.delete(s.session_id);
@@ -73,16 +84,36 @@ function render() {
     .sort(SORTS[state.sort]);
   const empty = Object.assign(document.createElement("tr"), { innerHTML: '<td colspan="9" class="muted"></td>' });
   empty.firstChild.textContent = sessions.length ? "No session matches." : "No sessions here yet.";
-  $("sessions").replaceChildren(...(shown.length ? shown.map(row) : [empty]));
+  $("sessions").replaceChildren(...(!shown.length ? [empty] : state.group ? grouped(shown) : shown.map(row)));
+  $("tag-filter").hidden = !state.tag;
+  $("tag-filter-name").textContent = state.tag;
+  $("group-by-tag").checked = state.group;
   document.querySelectorAll("[data-tab]").forEach((tab) => tab.setAttribute("aria-selected", String(tab.dataset.tab === state.tab)));
   $("search").value = state.search;
   $("sort").value = state.sort;
 }
 
+// Grouped by tag, as W&B groups runs: a heading row per tag with its runs (a run under each of its tags), then
+// the untagged ones.
+function grouped(shown) {
+  const tags = [...new Set(shown.flatMap((s) => s.tags || []))].sort();
+  const groups = [...tags.map((tag) => [tag, shown.filter((s) => (s.tags || []).includes(tag))]), ["untagged", shown.filter((s) => !s.tags?.length)]];
+  return groups.filter(([, runs]) => runs.length).flatMap(([tag, runs]) => {
+    const head = Object.assign(document.createElement("tr"), { className: "group" });
+    head.dataset.group = tag;
+    head.innerHTML = '<th colspan="9"></th>';
+    head.firstChild.textContent = `${tag} · ${runs.length} run${runs.length === 1 ? "" : "s"}`;
+    return [head, ...runs.map(row)];
+  });
+}
+
+function setTag(tag) { state.tag = tag; remember(); refresh(); }
+
 async function refresh() {
   try {
+    const tag = state.tag ? `&tag=${encodeURIComponent(state.tag)}` : "";
     const [listed, ...counts] = await Promise.all([
-      TMS.api(`/api/training/sessions?status=${TABS[state.tab]}&limit=500`),
+      TMS.api(`/api/training/sessions?status=${TABS[state.tab]}&limit=500${tag}`),
       ...Object.values(TABS).map((status) => TMS.api(`/api/training/sessions?status=${status}&limit=1`)),
     ]);
     sessions = listed.sessions;
@@ -96,6 +127,8 @@ document.querySelectorAll("[data-tab]").forEach((tab) => {
 });
 $("search").oninput = (e) => { state.search = e.target.value; remember(); render(); };
 $("sort").onchange = (e) => { state.sort = e.target.value; remember(); render(); };
+$("group-by-tag").onchange = (e) => { state.group = e.target.checked; remember(); render(); };
+$("tag-filter-clear").onclick = () => setTag("");
 $("compare").onclick = () => { location.href = `/compare?sessions=${[...selected].map(encodeURIComponent).join(",")}`; };
 showSelection();
 render();

@@ -155,7 +155,42 @@ function showRun(session) {
     return tr;
   }));
   $("config-box").hidden = !rows.length;
+  showTags(session.tags);
 }
+
+// The run's tags: shown, removed (✕) and added (Enter) here; each change replaces them on the server.
+let tags = [];
+function showTags(list) {
+  tags = list || [];
+  const chips = tags.map((tag) => {
+    const chip = Object.assign(document.createElement("span"), { className: "tag", textContent: tag });
+    chip.dataset.tag = tag;
+    const remove = Object.assign(document.createElement("button"), { type: "button", textContent: "✕", title: `remove ${tag}` });
+    remove.onclick = () => saveTags(tags.filter((t) => t !== tag));
+    chip.append(" ", remove);
+    return chip;
+  });
+  $("tags").replaceChildren(...chips, $("tag-input"));
+}
+async function saveTags(list) {
+  const response = await fetch(`/api/training/sessions/${encodeURIComponent(sessionId)}`, {
+    method: "PUT", headers: { "Content-Type": "application/json", ...TMS.authHeaders() }, body: JSON.stringify({ tags: list }),
+  });
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const detail = Array.isArray(answer.detail) ? answer.detail.map((d) => d.msg).join("; ") : answer.detail;
+    TMS.showProblem(`Tags not saved: ${detail || response.status}`);
+    return;
+  }
+  TMS.clearProblem();
+  showTags(answer.tags);
+}
+$("tag-input").onkeydown = (event) => {
+  const tag = event.target.value.trim();
+  if (event.key !== "Enter" || !tag) return;
+  event.target.value = "";
+  if (!tags.includes(tag)) saveTags([...tags, tag]);
+};
 
 const statusSeqs = new Set(); // a change read from history may also arrive live
 
