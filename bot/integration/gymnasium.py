@@ -24,6 +24,8 @@ class MetricsWrapper(gymnasium.Wrapper):
         self._recent: deque[float] = deque(maxlen=window)
         self._best: float | None = None
         self._started = time.monotonic()
+        if env.spec is not None:
+            run.update_metadata({"env_id": env.spec.id})
 
     def reset(self, **kwargs: Any) -> Any:
         self._reward, self._length = 0.0, 0

@@ -19,6 +19,13 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from bot.sdk import Run
 
+# The algorithms' settings kept in the run's metadata, where the model has them (DQN, PPO, A2C, SAC, TD3, ...).
+SETTINGS = (
+    "learning_rate", "gamma", "batch_size", "buffer_size", "learning_starts", "train_freq", "gradient_steps",
+    "target_update_interval", "exploration_fraction", "exploration_initial_eps", "exploration_final_eps",
+    "n_steps", "n_epochs", "gae_lambda", "ent_coef", "vf_coef", "max_grad_norm", "clip_range", "tau", "seed",
+)  # fmt: skip
+
 
 class MetricsCallback(BaseCallback):
     def __init__(self, run: Run, decision_every: int = 1000, window: int = 100, verbose: int = 0) -> None:
@@ -29,6 +36,23 @@ class MetricsCallback(BaseCallback):
         self._recent: deque[float] = deque(maxlen=window)
         self._best: float | None = None
         self._started = time.monotonic()
+
+    def _on_training_start(self) -> None:
+        """The run's configuration: the algorithm's settings that SB3 has, and the steps it was asked for."""
+        config: dict[str, Any] = {
+            "algorithm": type(self.model).__name__,
+            "policy": type(self.model.policy).__name__,
+            "total_timesteps": self.locals.get("total_timesteps"),
+        }
+        env = self.training_env.envs[0] if hasattr(self.training_env, "envs") else None
+        spec = getattr(getattr(env, "unwrapped", env), "spec", None)
+        if spec is not None:
+            config["env_id"] = spec.id
+        for name in SETTINGS:
+            value = getattr(self.model, name, None)
+            if isinstance(value, bool | int | float | str):
+                config[name] = value
+        self.run.update_metadata({"sb3": config})
 
     def _on_step(self) -> bool:
         for info in self.locals.get("infos", []):

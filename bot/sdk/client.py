@@ -231,6 +231,7 @@ class Run:
         self._ended = False
         self._status: str | None = None  # the last status set: the exit does not say it again
         self._last_point: dict[str, Any] = {}  # where the run is (step, episode): system samples are put there
+        self._metadata: dict[str, Any] = dict(spec.get("metadata") or {})
         client._put(("create", session_id, spec))
         self._enqueue = client._sender.put  # the hot path skips the layers in between
         self.url = f"{client.url.rstrip('/')}/sessions/{session_id}"
@@ -330,6 +331,12 @@ class Run:
         update = {"status": status, **({"message": message} if message else {})}
         self.client._put(("status", self.session_id, update))
         self._status = status
+
+    def update_metadata(self, values: dict[str, Any]) -> None:
+        """Add to the run's metadata (its configuration, as W&B's `config.update`): merged with what this Run was
+        created with and earlier updates, then sent whole (the server replaces the session's metadata)."""
+        self._metadata = {**self._metadata, **values}
+        self.client._put(("status", self.session_id, {"metadata": self._metadata}))
 
     def set_tags(self, tags: list[str]) -> None:
         """Replace the run's tags (as W&B's `run.tags = ...`): labels the list filters and groups by."""

@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from bot.config import Settings
@@ -123,6 +124,11 @@ async def test_stable_baselines3_dqn_on_cartpole(live: LiveServer, tmp_path: Pat
     assert any("loss_value" in m["data"] for m in episodes)
     decisions = await history(live.url, session_id, "bot_decision")
     assert len(decisions) == 6 and all(len(d["data"]["q_values"]) == 2 for d in decisions)
+    assert [m["data"]["step"] for m in episodes] == sorted(m["data"]["step"] for m in episodes)  # SB3's timesteps
+    async with httpx.AsyncClient(base_url=live.url) as http:
+        config = (await http.get(f"/api/training/sessions/{session_id}")).json()["metadata"]["sb3"]
+    assert (config["algorithm"], config["total_timesteps"], config["learning_starts"]) == ("DQN", 3000, 500), config
+    assert config["env_id"] == "CartPole-v1" and config["gamma"] == 0.99
 
 
 @pytest.mark.slow
@@ -168,6 +174,10 @@ async def test_gymnasium_wrapper_logs_each_episode(live: LiveServer, tmp_path: P
     stored = await history(live.url, session_id)
     assert [m["data"]["current_reward"] for m in stored] == rewards
     assert stored[-1]["data"]["best_reward"] == max(rewards)
+    assert stored[-1]["data"]["step"] == sum(rewards)  # CartPole: a reward of 1 a step
+    async with httpx.AsyncClient(base_url=live.url) as http:
+        metadata = (await http.get(f"/api/training/sessions/{session_id}")).json()["metadata"]
+    assert metadata == {"env_id": "CartPole-v1"}
 
 
 async def test_integration_errors_are_the_sdks_own(live: LiveServer) -> None:
