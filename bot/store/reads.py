@@ -133,7 +133,7 @@ def read_frames(
         query = query.where(messages.c.type.in_(where.types))
         if "training_metrics" not in where.types:
             query = query.where(NOT_METRICS)  # lets the partial type index find them
-    return _fetch(conn, _in_range(query, where).order_by(messages.c.seq).limit(limit))
+    return fetch_tuples(conn, _in_range(query, where).order_by(messages.c.seq).limit(limit))
 
 
 def frame_text(session_id: str) -> ColumnElement[str]:
@@ -166,7 +166,7 @@ def _in_range(query: Select[Any], where: MessageFilter) -> Select[Any]:
     return query
 
 
-def _fetch(conn: Connection, query: Select[Any]) -> list[Any]:
+def fetch_tuples(conn: Connection, query: Select[Any]) -> list[Any]:
     """Rows as plain tuples from the driver's own cursor: SQLAlchemy's Row objects cost more than the
     read itself on the big reads (a 100,000-message page, a million-point series)."""
     compiled = query.compile(conn, compile_kwargs={"render_postcompile": True})
@@ -216,7 +216,7 @@ def read_graphs(
         keep = meta["max_points"] if newest is None else min(newest, meta["max_points"])
         for metric in meta["metrics"]:
             series = select(p.point).where(p.session_pk == session_pk, p.graph_id == graph_id, p.metric == metric)
-            texts = [text for (text,) in _fetch(conn, series.order_by(p.id.desc()).limit(keep))]
+            texts = [text for (text,) in fetch_tuples(conn, series.order_by(p.id.desc()).limit(keep))]
             if texts:
                 data_points[metric] = orjson.Fragment("[" + ",".join(reversed(texts)) + "]")
         graph = {
@@ -242,7 +242,7 @@ def read_series(
     query = select(messages.c.seq, messages.c.episode, messages.c.ts, messages.c.data).where(
         messages.c.session_pk == session_pk, messages.c.type == "training_metrics", messages.c.seq > where.after_seq
     )
-    rows = _fetch(conn, _in_range(query, where).order_by(messages.c.seq))
+    rows = fetch_tuples(conn, _in_range(query, where).order_by(messages.c.seq))
     wanted = [(metric, metric in SERIES_FIELDS) for metric in dict.fromkeys(metrics)]
     found: dict[str, SeriesPoints] = {metric: ([], 0) for metric, _ in wanted}
     nan_counts = dict.fromkeys(found, 0)
@@ -274,7 +274,7 @@ def read_steps(conn: Connection, session_pk: int, seqs: Sequence[int]) -> dict[i
         query = select(messages.c.seq, messages.c.data).where(
             messages.c.session_pk == session_pk, messages.c.seq.in_(chunk)
         )
-        for seq, text in _fetch(conn, query):
+        for seq, text in fetch_tuples(conn, query):
             if '"step"' in text and (step := orjson.loads(text).get("step")) is not None:
                 steps[seq] = step
     return steps
