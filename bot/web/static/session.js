@@ -2,10 +2,7 @@
 // session's graph_update graphs too. Only charts with data are shown. Controls: charts.js.
 "use strict";
 const key = decodeURIComponent(location.pathname.split("/").pop());
-const GROUPS = [["Reward", ["current_reward", "average_reward"]], ["Loss", ["loss_value"]], ["Epsilon", ["epsilon"]], ["Win rate (%)", ["win_rate"]],
-  // What the run costs the machine (the SDK's system_metrics), charted after the run's own.
-  ["System · CPU (%)", ["system/cpu_percent", "system/gpu_percent"]], ["System · memory (MB)", ["system/rss_mb", "system/gpu_memory_mb"]],
-  ["System · threads", ["system/threads"]]];
+const GROUPS = window.SESSION_GROUPS; // session-start.js
 const BUILT_IN = new Set(GROUPS.flatMap(([, metrics]) => metrics));
 // Not a curve: the run's length, which the header's progress bar shows.
 const NOT_CHARTED = new Set(["total_episodes"]);
@@ -54,20 +51,13 @@ function addChart(name, title, metrics, yLabel = "") {
 
 const roomHeaders = () => (spectator?.password ? { "X-Room-Password": spectator.password } : {});
 
-function seriesPath(id, metrics, extra = {}) {
-  const params = new URLSearchParams({ points: 1000, ...extra }); // a chart is about 1,000 px wide
-  metrics.forEach((m) => params.append("metric", m));
-  return `/api/training/sessions/${encodeURIComponent(id)}/series?${params}`;
-}
+const seriesPath = window.seriesPath; // session-start.js
 
 // A protected room's history needs its password too, as its live stream does.
 const readSeries = (metrics, extra) => TMS.api(seriesPath(sessionId, metrics, extra), roomHeaders());
 
-// The first chart's history is asked for at once, while the WebSocket connects, when the page's key is a
-// session id (a room code, or a server that wants credentials, answers no and the page asks after the join).
-const prefetched = fetch(seriesPath(key, [...BUILT_IN]), { headers: TMS.authHeaders() })
-  .then((response) => (response.ok ? response.json() : null))
-  .catch(() => null);
+// The first chart's history, asked for by session-start.js as the page began to load.
+const prefetched = window.SESSION_PREFETCH;
 
 function fill(entry, body) {
   for (const m of entry.metrics) {
@@ -265,6 +255,14 @@ function drawPolicy() {
   const decisions = (n) => `${n.toLocaleString("en")} decision${n === 1 ? "" : "s"}`;
   const title = `${decisions(perPoint)} a point (${body.total.toLocaleString("en")} in all)`;
   const xLabel = charts.values().next().value?.chart.axisLabel() ?? TMS.X_AXES[TMS.view.x];
+  const same = policy && policy.series[0].label === xLabel && policy.series.length === labels.length + 1 &&
+    labels.every((label, i) => policy.series[i + 1].label === label);
+  if (same) { // the next 5 s of the run: new data, not a new chart
+    policy.root.querySelector(".u-title").textContent = title;
+    policy.setData(columns, !TMS.view.zoom);
+    if (TMS.view.zoom) policy.setScale("x", { min: TMS.view.zoom[0], max: TMS.view.zoom[1] });
+    return;
+  }
   policy?.destroy();
   const box = $("policy"), text = getComputedStyle(document.documentElement).getPropertyValue("--muted").trim();
   const grid = getComputedStyle(document.documentElement).getPropertyValue("--grid").trim();
@@ -280,6 +278,7 @@ function drawPolicy() {
 }
 
 async function start(snapshot) {
+  performance.mark("tms:snapshot"); // bench/page.py: when the join's snapshot came
   sessionId = snapshot.session.session_id;
   totalEpisodes = snapshot.session.total_episodes;
   origin = seconds(snapshot.session.created_at);
