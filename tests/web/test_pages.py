@@ -269,7 +269,9 @@ async def test_export_from_the_page_returns_every_point(
     assert Path(await download.path()).read_text().splitlines()[0] == "seq,timestamp,episode,loss_value"
 
 
-async def test_phone_width_and_both_themes(live: LiveServer, client: httpx.AsyncClient, browser: Any) -> None:
+async def test_phone_width_and_both_themes(
+    live: LiveServer, client: httpx.AsyncClient, browser: Any, tmp_path: Path
+) -> None:
     """At 375 px nothing scrolls sideways, on the session page and the list; the dark theme follows the system."""
     session_id = await create_session(client, "phone", metadata={"a_rather_long_configuration_key": "x" * 80})
     await push(client, session_id, range(30))
@@ -282,9 +284,11 @@ async def test_phone_width_and_both_themes(live: LiveServer, client: httpx.Async
             document.documentElement.clientWidth + 0.5).map(e => e.tagName + '.' + e.className + '#' + e.id)"""
         assert await page.evaluate(width), await page.evaluate(wide)
         assert await page.evaluate("() => getComputedStyle(document.body).backgroundColor") == background
+        await snap(page, tmp_path, f"phone-session-{scheme}")
         await page.goto(live.url)
         await page.wait_for_selector(f"tr[data-session='{session_id}']")
         assert await page.evaluate(width)
+        await snap(page, tmp_path, f"phone-list-{scheme}")
         await page.close()
 
 
