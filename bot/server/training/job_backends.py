@@ -187,7 +187,28 @@ class RayRun(JobRun):
 
     async def lines(self) -> AsyncIterator[bytes]:
         """The job's log, a line at a time, until the log stream ends, or until RAY_LOG_DRAIN seconds after Ray
-        says the job ended: the dashboard's stream can stay open well after that (seen: over 10 s)."""
+        says the job ended: the dashboard's stream can stay open well after that (seen: over 10 s). What the
+        stream had not given by then (on a busy machine it lags seconds behind) is read from the whole log."""
+        seen: list[str] = []  # the whole lines the stream gave, then what it gave of the next one
+        async for streamed in self._streamed(seen):
+            yield streamed
+        rest = await self._unseen("".join(seen[:-1]))
+        if rest is None:  # the whole log could not be read: the stream's last part line is all there is
+            rest = seen[-1]
+        for line in rest.splitlines(keepends=True):
+            yield line.encode()
+
+    async def _unseen(self, seen: str) -> str | None:
+        """What the job's whole log holds after the text the stream gave; None if it cannot be read."""
+        client = await self.backend.client()
+        try:
+            full: str = await asyncio.to_thread(client.get_job_logs, self.job_id)
+        except Exception as exc:
+            logger.warning("reading the log of Ray job %s failed: %r", self.job_id, exc, extra={"job_id": self.job_id})
+            return None
+        return full[len(seen) :] if full.startswith(seen) else None
+
+    async def _streamed(self, seen: list[str]) -> AsyncIterator[bytes]:
         client = await self.backend.client()
         chunks: asyncio.Queue[str | None] = asyncio.Queue()
 
@@ -213,11 +234,11 @@ class RayRun(JobRun):
                 pending += chunk
                 *complete, pending = pending.split("\n")
                 for line in complete:
+                    seen.append(line + "\n")
                     yield line.encode() + b"\n"
         finally:
             await cancel_and_wait(tasks)
-        if pending:
-            yield pending.encode()
+        seen.append(pending)  # a line without its newline yet: the whole log has the rest of it
 
     async def wait(self) -> int:
         client = await self.backend.client()
