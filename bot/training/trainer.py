@@ -423,7 +423,7 @@ class Trainer:
             selected_action=int(action),
             confidence_score=float(probabilities[action]),
             episode=self.episode,
-            step=0,
+            step=self.agent.steps,  # the run's step, as its metrics'
         )
 
     def _status(self, status: str, message: str) -> None:

@@ -143,6 +143,8 @@ async def test_a_run_pushes_every_episode_decisions_and_status(live: LiveServer,
     assert all(math.isfinite(m["current_reward"]) and 0.0 <= m["epsilon"] <= 1.0 for m in metrics)
     decisions = [m["data"] for m in await history(live.url, "dqn-mock", "bot_decision")]
     assert decisions and len(decisions[0]["q_values"]) == 7
+    steps = [m["step"] for m in metrics]  # the agent's steps, on metrics and decisions alike
+    assert steps == sorted(steps) and steps[-1] > 0 and all(0 < d["step"] <= steps[-1] for d in decisions[1:])
     assert abs(sum(decisions[0]["action_probabilities"].values()) - 1.0) < 1e-3
     statuses = [m["data"] for m in await history(live.url, "dqn-mock", "training_status")]
     assert statuses[0]["status"] == "running" and statuses[-1]["status"] == "completed"
