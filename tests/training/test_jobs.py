@@ -203,6 +203,8 @@ async def test_a_stop_saves_a_checkpoint_and_ends_the_process(jobs_server: LiveS
             stopped = await watcher.until("training_stopped")
         done = answer["data"]["episodes_completed"]
         assert done >= 1 and stopped["data"]["checkpoint"].endswith(f"checkpoint_episode_{done}")
+        seed = (await client.get(f"/api/training/jobs/{job['job_id']}")).json()["params"]["seed"]
+        assert isinstance(seed, int) and 0 <= seed < 2**32  # none was asked for: one was drawn, and is kept
         assert (Path(stopped["data"]["checkpoint"]) / "model.pt").exists()
         assert not (job_settings.models_dir / "checkpoints" / "mock_cache").exists()  # only completed jobs show
         row = await ended(client, job["job_id"])  # the child may still be handing its last points over

@@ -236,6 +236,8 @@ class JobSupervisor:
                 '"allow_concurrent": true'
             )
         job_id = f"job-{secrets.token_hex(6)}"
+        if params.get("seed") is None:  # drawn here, so that the job's record says it: a run can be repeated
+            params = {**params, "seed": secrets.randbelow(2**32)}
         self._starting[job_id] = scenario  # counted by the checks above from now on: the awaits below may let
         try:  # another start in
             return await self._launch(job_id, scenario, scenario_file, params)
