@@ -8,6 +8,7 @@ import asyncio
 import os
 import signal
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -371,3 +372,20 @@ async def test_tags_are_set_on_the_page_and_the_list_filters_and_groups_by_them(
     assert groups == ["baseline", b, "best", a, "big-lr", b, "untagged", "tag-c"], groups
     assert "group=tag" in page.url
     await snap(page, tmp_path, "list")
+
+
+async def test_relative_time_starts_at_the_runs_first_point(
+    live: LiveServer, client: httpx.AsyncClient, browser: Any
+) -> None:
+    """Points the engine stamped before the server created its session (the SDK creates it as the run
+    starts) do not fall before 0 on the relative time axis."""
+    session_id = await create_session(client, "early-points")
+    created = (await client.get(f"/api/training/sessions/{session_id}")).json()["created_at"]
+    t0 = datetime.fromisoformat(created).timestamp() - 5
+    points = [{"episode": e, "current_reward": 1.0, "timestamp": t0 + e} for e in range(10)]
+    await client.post(f"/api/training/sessions/{session_id}/metrics", json=points)
+    page = await browser.new_page()
+    await page.goto(f"{live.url}/sessions/{session_id}?x=relative")
+    await page.wait_for_function("() => window.sessionPage.charts.get('Reward')?.chart.points() === 10")
+    xs = await page.evaluate("() => window.sessionPage.charts.get('Reward').chart.plot.data[0]")
+    assert xs[0] == 0 and xs[-1] == 9, xs

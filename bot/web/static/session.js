@@ -291,6 +291,10 @@ async function start(snapshot) {
   if (backfilled) return;
   let body = await prefetched;
   if (body?.session_id !== sessionId || body.epoch !== snapshot.session.epoch) body = await readSeries([...BUILT_IN]);
+  // Relative time counts from the run's first point where the engine stamped it before the session was
+  // created on the server (the SDK creates it as the run starts, and points carry the engine's own time).
+  const firsts = Object.values(body.series).map((s) => s.timestamp[0]).filter((t) => t !== undefined && t !== null);
+  origin = Math.min(origin, ...firsts);
   for (const [title, metrics] of GROUPS) {
     if (metrics.some((m) => body.series[m]?.value.length)) fill(addChart(title, title, metrics), body);
   }
