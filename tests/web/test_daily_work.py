@@ -389,3 +389,19 @@ async def test_relative_time_starts_at_the_runs_first_point(
     await page.wait_for_function("() => window.sessionPage.charts.get('Reward')?.chart.points() === 10")
     xs = await page.evaluate("() => window.sessionPage.charts.get('Reward').chart.plot.data[0]")
     assert xs[0] == 0 and xs[-1] == 9, xs
+
+
+async def test_the_run_panel_follows_a_configuration_given_later(
+    live: LiveServer, client: httpx.AsyncClient, browser: Any
+) -> None:
+    """A job's configuration reaches its session once its process has read it: the open page shows it."""
+    session_id = await create_session(client, "late-config", metadata={"job_id": "job-1"})
+    page = await browser.new_page()
+    await page.goto(f"{live.url}/sessions/{session_id}")
+    await page.wait_for_selector("#connection.connected")
+    update = {"metadata": {"job_id": "job-1", "config": {"learning_rate": 0.001}}}
+    assert (await client.put(f"/api/training/sessions/{session_id}", json=update)).status_code == 200
+    await page.wait_for_function(
+        "() => [...document.querySelectorAll('#config th')].some(th => th.textContent === 'config.learning_rate')",
+        timeout=TIMEOUT * 1000,
+    )

@@ -396,9 +396,13 @@ $("password-form").onsubmit = (event) => {
 };
 TMS.viewControls($("view"));
 TMS.onView(() => { if (policyBody) drawPolicy(); });
-// The summary and the policy follow the run: bounded reads every 5 s while the page is in view.
+// The summary, the policy and the run panel follow the run: bounded reads every 5 s while the page is in view.
+// The run panel too: its configuration and tags change without a message (a job's configuration comes once
+// its process has read it).
+const loadRun = async () => showRun(await TMS.api(`/api/training/sessions/${encodeURIComponent(sessionId)}`, roomHeaders()));
 setInterval(() => {
-  if (sessionId && backfilled && !document.hidden) { loadSummary().catch(() => {}); loadPolicy().catch(() => {}); }
+  if (!sessionId || !backfilled || document.hidden) return;
+  loadSummary().catch(() => {}); loadPolicy().catch(() => {}); loadRun().catch(() => {});
 }, 5000);
 $("export-csv").onclick = () => exportTo("format=csv");
 $("export-json").onclick = () => exportTo("format=json");
