@@ -10,7 +10,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -341,6 +341,17 @@ class _Delegating(JobRun):
         return await self.run.describe_exit(code)
 
 
+def runs_through(live: LiveServer, wrapper: Callable[[JobRun], JobRun]) -> None:
+    """The server's jobs, started as ever, are seen through `wrapper` (a _Delegating)."""
+    jobs = live.server.lifespan.state["jobs"]
+    backend_start = jobs.backend.start
+
+    async def wrapped(*args: Any) -> JobRun:
+        return wrapper(await backend_start(*args))
+
+    jobs.backend.start = wrapped
+
+
 class _Unkillable(_Delegating):
     """A job run whose interrupt and kill do nothing: it stands in for a cluster (outside this server) that does
     not end a job when told to. The real child process behind it is ended by the test."""
@@ -376,13 +387,7 @@ async def test_a_garbled_event_line_is_logged_and_the_job_goes_on(
     server_factory: Any, settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     live = await server_factory(settings.model_copy(update={"models_dir": tmp_path / "models"}))
-    jobs = live.server.lifespan.state["jobs"]
-    backend_start = jobs.backend.start
-
-    async def garbling(*args: Any) -> JobRun:
-        return _Garbling(await backend_start(*args))
-
-    jobs.backend.start = garbling
+    runs_through(live, _Garbling)
     async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
         job = await start(client)
         await first_progress(client, job["job_id"])
@@ -403,13 +408,7 @@ async def test_a_job_that_outlives_the_shutdown_is_failed_not_left_running(
     store closes: no row is left `running` for a lease to find half a minute later, no error is logged."""
     job_settings = settings.model_copy(update={"models_dir": tmp_path / "models", "shutdown_timeout": 0.5})
     live = await server_factory(job_settings)
-    jobs = live.server.lifespan.state["jobs"]
-    backend_start = jobs.backend.start
-
-    async def unkillable(*args: Any) -> JobRun:
-        return _Unkillable(await backend_start(*args))
-
-    jobs.backend.start = unkillable
+    runs_through(live, _Unkillable)
     async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
         job = await start(client)
         pid = (await first_progress(client, job["job_id"]))["pid"]

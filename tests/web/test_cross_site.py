@@ -5,17 +5,15 @@ sessions, push metrics and start a job. Nothing is created (bot/server/edge/brow
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
-import pytest
 
 from bot.config import Settings
 from tests.conftest import TIMEOUT, LiveServer, create_session
-from tests.web.conftest import BROWSER_TESTS, CHROMIUM, FLAGS
+from tests.web.conftest import BROWSER_TESTS
 
 pytestmark = BROWSER_TESTS
 
@@ -43,16 +41,6 @@ window.done = (async () => {
   return true;
 })();
 </script>"""
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield launched
-        await launched.close()
 
 
 async def serve_page(html: str) -> asyncio.Server:
