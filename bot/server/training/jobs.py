@@ -253,7 +253,7 @@ class JobSupervisor:
                 "name": f"{scenario} ({job_id})",
                 "algorithm": "DQN",
                 "total_episodes": total,
-                "metadata": {"job_id": job_id, "scenario": scenario, **params},
+                "metadata": job_metadata(job_id, scenario, params),
             }
         )
         await self.service.create_session(spec)
@@ -417,7 +417,7 @@ class JobSupervisor:
     async def _record_config(self, job: dict[str, Any], config: Any) -> None:
         """The whole configuration the job trains with (its scenario, defaults filled in) joins the session's
         metadata, which the page and compare show; one that does not fit is logged, and the job goes on."""
-        metadata = {"job_id": job["job_id"], "scenario": job["scenario_name"], **job["params"], "config": config}
+        metadata = {**job_metadata(job["job_id"], job["scenario_name"], job["params"]), "config": config}
         try:
             await self.service.update_session(job["session_id"], SessionUpdate.model_validate({"metadata": metadata}))
         except Exception as exc:
@@ -493,6 +493,11 @@ class JobSupervisor:
 def error_event(error: str, exit_code: int | None) -> dict[str, Any]:
     """`training_error` as the original design has it (`message`, `details`), and as before (`error`, `exit_code`)."""
     return {"message": error, "details": {"exit_code": exit_code}, "error": error, "exit_code": exit_code}
+
+
+def job_metadata(job_id: str, scenario: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A job's session's metadata: which job, which scenario, with what parameters."""
+    return {"job_id": job_id, "scenario": scenario, **params}
 
 
 def _event_of(line: bytes, job_id: str) -> dict[str, Any] | None:

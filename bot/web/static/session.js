@@ -226,9 +226,11 @@ async function loadSummary() {
 const MIN_DECISIONS = 20;
 let policy = null, policyBody = null;
 
-function policyX(bucket) {
+// The policy chart's x: the page's axis, with "step" resolved as the first chart resolves it (RunChart.axis).
+const policyAxis = () => (TMS.view.x === "step" ? (charts.values().next().value?.chart.axis() ?? "seq") : TMS.view.x);
+
+function policyX(bucket, axis) {
   const run = runAt(bucket.timestamp);
-  const axis = TMS.view.x === "step" ? (charts.values().next().value?.chart.axis() ?? "seq") : TMS.view.x;
   if (axis === "wall") return bucket.timestamp;
   if (axis === "relative") return bucket.timestamp - origin;
   if (axis === "episode") return bucket.episode ?? run.episode ?? null;
@@ -246,9 +248,10 @@ function drawPolicy() {
   const body = policyBody;
   $("policy-panel").hidden = !body?.total;
   if (!body?.total) return;
-  const buckets = body.buckets.filter((b) => policyX(b) !== null);
+  const axis = policyAxis(), x = (bucket) => policyX(bucket, axis);
+  const buckets = body.buckets.filter((b) => x(b) !== null);
   const share = (action) => buckets.map((b) => (b.decisions ? (100 * (b.chosen[action] || 0)) / b.decisions : null));
-  const columns = [buckets.map(policyX), ...body.actions.map(share),
+  const columns = [buckets.map(x), ...body.actions.map(share),
     buckets.map((b) => (b.mean_confidence === null ? null : 100 * b.mean_confidence))];
   const labels = [...body.actions.map((a) => `chose ${a} (%)`), "mean confidence (%)"];
   const perPoint = Math.round(body.total / Math.max(1, body.buckets.length));
