@@ -31,6 +31,7 @@ from .delivery import OnDelivered, Outcome, deliver, upload_spool
 from .spool import Spool
 
 SPILL_MARGIN = 0.25  # of an exit's time, kept for writing what is left to the spool
+SPILL_GRACE = 10.0  # past an exit's deadline, waited for a spool write still under way: late, never lost
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ class Sender:
         self._settle(deadline)
         self._stop.set()
         self._wake.set()
-        self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._wait_for_spill(lambda: not self.running, deadline)
         if self.running:
             if self.pending():
                 logger.warning("metrics sender did not stop in time; records still in memory are lost at exit")
@@ -141,8 +142,18 @@ class Sender:
         if self._wait(self._settled, self._deadline):
             return True
         self._wake.set()  # the sending time is over: the thread writes what is in memory to the spool
-        self._wait(lambda: not self.pending(), deadline)
+        self._wait_for_spill(lambda: not self.pending(), deadline)
         return False
+
+    def _wait_for_spill(self, done: Callable[[], bool], deadline: float) -> None:
+        """Until `done()`: by `deadline`, or later on a machine too loaded to write the spool in the margin
+        kept for it. The deadline bounds the network; a local write is waited for (up to SPILL_GRACE), since
+        returning before it would lose the run's end to a kill -9 or to the interpreter's exit."""
+        if self._wait(done, deadline) or not self.running:
+            return
+        logger.warning("metrics: writing the spool takes longer than the exit's deadline; waiting for it")
+        if not self._wait(done, deadline + SPILL_GRACE):
+            logger.warning("metrics: the spool was not written within %.0f s more", SPILL_GRACE)
 
     def _settled(self) -> bool:
         return not self.pending() and not self.spool.pending(self.url)
@@ -282,17 +293,22 @@ class Sender:
     def _spill(self) -> None:
         """Everything in memory to the spool, in one transaction, in the order it was logged."""
         self._form_records()
-        records = list(self.outbox)
-        self.outbox.clear()
-        self.spool.append(records, self.url)
+        self._move_outbox_to_spool()
 
     def _spill_if_over_bound(self) -> None:
         self._form_records()
         if sum(len(r.get("items", ())) for r in self.outbox) > self.max_pending:
-            records = list(self.outbox)
-            self.outbox.clear()
-            self.spool.append(records, self.url)
-            logger.warning("metrics server away: spilled %d batches to %s", len(records), self.spool.path)
+            spilled = self._move_outbox_to_spool()
+            logger.warning("metrics server away: spilled %d batches to %s", spilled, self.spool.path)
+
+    def _move_outbox_to_spool(self) -> int:
+        """The records leave memory once they are written: until then they count as pending, so an exit
+        waiting for the spool waits for the write, not for the records to leave the outbox."""
+        records = list(self.outbox)
+        self.spool.append(records, self.url)
+        for _ in records:
+            self.outbox.popleft()
+        return len(records)
 
     def _form_records(self) -> None:
         """Turn logged ops into records: data grouped per (session, type) between creates and statuses."""

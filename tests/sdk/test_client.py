@@ -210,6 +210,28 @@ def test_leaving_the_block_with_the_server_down_spools_the_run(tmp_path: Path, t
     assert spooled(tmp_path, url, "down-run") == (list(range(2500)), ["running", "completed"])
 
 
+def test_a_slow_spool_write_still_holds_the_run_when_the_block_ends(tmp_path: Path, monkeypatch: Any) -> None:
+    """On a loaded machine writing to the spool can take longer than the exit keeps for it: the block still
+    ends with every point and `completed` in the spool, late rather than lost (a slow disk stands in for the
+    load: each spool write sleeps past the exit's margin; the server is a closed port)."""
+    write = Spool.append
+
+    def slow_write(self: Spool, records: list[dict[str, Any]], url: str) -> None:
+        time.sleep(0.6)
+        write(self, records, url)
+
+    monkeypatch.setattr(Spool, "append", slow_write)
+    with __import__("socket").socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    client = MetricsClient(url, spool_dir=tmp_path, flush_timeout=0.5)
+    with client.session(training_id="slow-disk") as run:
+        for episode in range(100):
+            run.log_metrics(episode=episode)
+    assert spooled(tmp_path, url, "slow-disk") == (list(range(100)), ["running", "completed"])
+    client.close()
+
+
 async def test_decisions_take_lists_arrays_and_tensors(live: LiveServer, tmp_path: Path) -> None:
     """Probabilities and Q-values as a list, a numpy array or a torch tensor (indexed by action); a wrong
     shape raises InvalidValueError naming the field, a misspelt keyword raises at the call."""
