@@ -70,7 +70,10 @@ def train_command(args: argparse.Namespace) -> int:
         if args.eval_only:
             return code
         emergency = trainer.checkpoint_path("emergency")
-        print(f"bot train: interrupted at episode {trainer.episode}; resume with --resume {emergency}")
+        if emergency.exists():
+            print(f"bot train: interrupted at episode {trainer.episode}; resume with --resume {emergency}")
+        else:
+            print("bot train: interrupted before training began; nothing to resume")
         return code
     print(f"bot train: {statistics}")
     return 0

@@ -140,12 +140,14 @@ class Trainer:
             return self._train()
 
     def _train(self) -> dict[str, Any]:
-        self._open_log()
         self.started = time.monotonic()
         outcome = "completed"
-        self._status("running", f"training {self._env_name()} from episode {self.episode + 1}")
-        logger.info("training %s from episode %d to %d", self._env_name(), self.episode + 1, self.config.max_episodes)
-        try:
+        try:  # from the first line written: a stop that sees the log finds a checkpoint to resume from
+            self._open_log()
+            self._status("running", f"training {self._env_name()} from episode {self.episode + 1}")
+            logger.info(
+                "training %s from episode %d to %d", self._env_name(), self.episode + 1, self.config.max_episodes
+            )
             self._start_wandb()
             while self.episode < self.config.max_episodes:
                 if self.config.max_steps is not None and self.agent.steps >= self.config.max_steps:

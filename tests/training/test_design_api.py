@@ -301,6 +301,28 @@ def test_latest_is_written_at_every_checkpoint_even_with_save_best_only(tmp_path
     assert not list((tmp_path / "checkpoints").glob("checkpoint_ep*"))
 
 
+def test_a_ctrl_c_as_training_begins_still_leaves_an_emergency_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C right after the log opened (where `bot train`'s Ctrl-C test sends it, on a slow machine) is
+    a stop like any other: train() raises KeyboardInterrupt with emergency.pt saved, which the resume line
+    names. The Ctrl-C is raised from the first status report, the moment the log exists."""
+    agent = DQNAgent(DQNConfig(state_dim=60, action_dim=7, hidden_dims=[16], seed=1))
+    trainer = Trainer(agent, Constant(seed=1), quiet(max_episodes=5), output_dir=tmp_path)
+    reports: list[str] = []
+
+    def status(state: str, message: str) -> None:
+        reports.append(state)
+        if len(reports) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "_status", status)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    assert (tmp_path / "logs" / "training.log").exists()
+    assert (tmp_path / "checkpoints" / "emergency.pt").exists() and reports == ["running", "stopped"]
+
+
 SIGTERM_SCRIPT = """\
 import sys
 from bot.training import DQNAgent, DQNConfig, MockCacheEnvironment, Trainer, TrainingConfig
