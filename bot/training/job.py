@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import dataclasses
+import importlib
 import json
 import math
 import os
@@ -37,6 +38,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bot.training.stops import stops_held
+
 EVENT_PREFIX = "TMS-EVENT "
 PR_SET_PDEATHSIG = 1
 EXIT_STOPPED = 130
@@ -44,19 +47,13 @@ EXIT_REFUSED = 3
 RECENT = 10  # progress averages are over the last 10 episodes, as in the original design
 
 
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-
-
 def emit(event: str, **payload: Any) -> None:
     """One event line, written whole: a stop that arrives meanwhile waits until its newline is out (unbuffered,
     `print` writes the text and the newline in two calls, and a stop between them ran two events together)."""
     line = EVENT_PREFIX + json.dumps({"event": event, **payload}, allow_nan=False) + "\n"
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    try:
+    with stops_held():
         sys.stdout.write(line)
         sys.stdout.flush()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _finite(value: float) -> float | None:
@@ -82,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.parent_pid is not None:
             _stop_with_parent(args.parent_pid)
+        _load_libraries()
         return _train(args)
     except KeyboardInterrupt:  # stopped before training began (while importing torch, say)
         emit("stopped", episodes_completed=0, checkpoint=None)
@@ -89,6 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     except PushRefusedError as exc:
         print(f"the server refused the job's data: {exc}", file=sys.stderr, flush=True)
         return EXIT_REFUSED
+
+
+def _load_libraries() -> None:
+    """torch, numpy, gymnasium and the trainer, imported with stop signals held: a stop that arrives meanwhile
+    is raised once they are in. Inside a C extension's import (numpy's core) a KeyboardInterrupt became an
+    ImportError, and the stopped job exited 1, recorded `failed`."""
+    with stops_held():
+        for module in ("bot.training.trainer", "bot.training.cli", "bot.training.hierarchy", "bot.sdk"):
+            importlib.import_module(module)  # torch and numpy first, as `import bot.training` had them
 
 
 def _interrupted(signum: int, frame: Any) -> None:

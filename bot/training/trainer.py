@@ -49,6 +49,7 @@ from bot.training.checkpoints import (
 )
 from bot.training.config import AGENT_FIELDS, TrainingConfig, TrainingConfigError, validate
 from bot.training.envs import reset_env, step_env
+from bot.training.stops import stops_held
 
 logger = logging.getLogger("bot.training")
 
@@ -497,10 +498,11 @@ class Trainer:
 
     def plot_training_curves(self, output_path: str | Path | None = None) -> Path:
         """training_curves.png (or `output_path`): raw and smoothed reward, evaluation reward, loss, epsilon."""
-        import matplotlib
+        with stops_held():  # a Ctrl-C inside matplotlib's C extensions' import would be an ImportError
+            import matplotlib
 
-        matplotlib.use("Agg")
-        from matplotlib import pyplot as plt
+            matplotlib.use("Agg")
+            from matplotlib import pyplot as plt
 
         h = self.history
         figure, axes = plt.subplots(2, 2, figsize=(12, 8))

@@ -8,7 +8,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
 
 import pytest
@@ -63,3 +66,20 @@ def test_signals_are_delivered_again_after_an_event() -> None:
     job.emit("progress", episode=1)
     assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+
+
+def test_a_stop_while_numpy_imports_is_a_stop_not_a_failure(tmp_path: Path) -> None:
+    """A stop that arrives while the job imports its libraries waits until they are in: the job then stops
+    as it does before training (`stopped`, exit 130). numpy turned a SIGINT inside its C core's import into an
+    ImportError (exit 1), and CI recorded a stopped job `failed`. The SIGINT is sent from inside that import
+    by the sitecustomize in stop_during_import/; the server is a closed port the job never reaches."""
+    root = Path(__file__).parents[2]
+    command = [sys.executable, "-m", "bot.training.job", "--scenario", "cartpole"]
+    command += ["--scenario-file", str(root / "bot" / "training" / "scenarios" / "cartpole.yaml")]
+    command += ["--episodes", "2", "--save-interval", "1", "--eval-episodes", "1", "--server", "http://127.0.0.1:9"]
+    command += ["--session", "s", "--models-dir", str(tmp_path), "--job-id", "j"]
+    path = os.pathsep.join([str(Path(__file__).parent / "stop_during_import"), str(root)])
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": path})
+    assert done.returncode == job.EXIT_STOPPED, done.stderr
+    events = [json.loads(line.removeprefix(job.EVENT_PREFIX)) for line in done.stdout.splitlines()]
+    assert events == [{"event": "stopped", "episodes_completed": 0, "checkpoint": None}]
