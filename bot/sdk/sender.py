@@ -89,8 +89,8 @@ class Sender:
 
     def put(self, op: Op) -> None:
         self.ops.append(op)  # deque.append is atomic: no lock on the caller's path
-        if len(self.ops) >= self.batch_size:
-            self._wake.set()
+        if len(self.ops) >= self.batch_size or op[0] != "data":
+            self._wake.set()  # a full batch, or a create or status change: rare, and awaited by spectators
 
     def pending(self) -> int:
         return len(self.ops) + sum(len(r.get("items", ())) or 1 for r in list(self.outbox)) + self._busy

@@ -83,6 +83,24 @@ async def test_a_bot_train_run_shows_its_configuration_progress_and_name_and_sto
         await process.wait()
 
 
+async def test_a_page_opened_before_its_run_starts_waits_for_it(
+    live: LiveServer, client: httpx.AsyncClient, browser: Any
+) -> None:
+    """The SDK prints the run's address as the run starts, before its sender has created the session on the
+    server: a page opened from it at once found no session and gave up (CI saw `bot train --server`'s page
+    stay empty). The page says it waits, and fills when the run begins."""
+    page = await browser.new_page()
+    await page.goto(f"{live.url}/sessions/not-yet")
+    await page.wait_for_function("() => /waiting/.test(document.querySelector('#banner')?.textContent)")
+    await create_session(client, "not-yet")
+    points = [{"episode": episode, "current_reward": episode / 2} for episode in range(3)]
+    assert (await client.post("/api/training/sessions/not-yet/metrics", json=points)).status_code == 200
+    await page.wait_for_function(
+        "() => window.sessionPage.charts.get('Reward')?.chart.points() === 3", timeout=3 * TIMEOUT * 1000
+    )
+    assert await page.text_content("#connection") == "connected"
+
+
 async def test_no_console_error_and_the_icon_is_served(
     live: LiveServer, client: httpx.AsyncClient, browser: Any
 ) -> None:

@@ -112,7 +112,8 @@ class Spectator {
         if (askForKey(event.reason || "This server needs an API key.")) setTimeout(() => this.open(), 0);
         return;
       }
-      if ([4403, 4404, 4410, 4400].includes(event.code)) return; // retrying cannot help
+      if ([4403, 4410, 4400].includes(event.code)) return; // retrying cannot help
+      // 4404 is retried: a run's address is printed as it starts, before the server has its session.
       if (event.code === 1006) showProblem("Cannot reach the server. Reconnecting…");
       // Jittered, so that the spectators of a server that went away do not all come back at once; a 1013
       // (too many connections at once) says how long to wait.

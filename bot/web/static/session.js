@@ -385,7 +385,7 @@ function connect(password) {
     onState: (state, event) => {
       const el = $("connection"); el.textContent = state; el.className = `pill ${state}`;
       if (state === "disconnected" && event?.code === 4403) { $("password-form").classList.add("shown"); TMS.showProblem(event.reason || "This room needs a password."); }
-      if (state === "disconnected" && event?.code === 4404) TMS.showProblem(`No session or room called "${key}".`);
+      if (state === "disconnected" && event?.code === 4404) TMS.showProblem(`No session or room called "${key}" yet: waiting for it to start…`);
       if (state === "disconnected" && event?.code === 4410) TMS.showProblem("This session was deleted.");
       if (state === "disconnected" && event?.code === 4429) TMS.showProblem(event.reason || "This session is full.");
     },
