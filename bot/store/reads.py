@@ -126,14 +126,18 @@ def read_frames(
     conn: Connection, session_pk: int, session_id: str, where: MessageFilter, limit: int
 ) -> list[tuple[int, str, str]]:
     """(seq, type, frame) in seq order, after `where.after_seq`: the one read behind replay and history."""
+    return fetch_tuples(conn, frames_query(session_pk, session_id, where, limit))
+
+
+def frames_query(session_pk: int, session_id: str, where: MessageFilter, limit: int) -> Select[Any]:
     query = select(messages.c.seq, messages.c.type, frame_text(session_id)).where(
         messages.c.session_pk == session_pk, messages.c.seq > where.after_seq
     )
     if where.types is not None:
         query = query.where(messages.c.type.in_(where.types))
         if "training_metrics" not in where.types:
-            query = query.where(NOT_METRICS)  # lets the partial type index find them
-    return fetch_tuples(conn, _in_range(query, where).order_by(messages.c.seq).limit(limit))
+            query = query.where(NOT_METRICS)  # lets the partial type index find them (see store/planner.py)
+    return _in_range(query, where).order_by(messages.c.seq).limit(limit)
 
 
 def frame_text(session_id: str) -> ColumnElement[str]:

@@ -19,6 +19,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, inspect
 
 from bot.store.errors import StoreError
+from bot.store.planner import tell_the_planner
 from bot.store.tables import metadata
 
 logger = logging.getLogger(__name__)
@@ -106,7 +107,13 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
 
 
 def prepare_schema(engine: Engine, auto_migrate: bool = False) -> None:
-    """Create a new database; accept one at the newest revision; migrate or refuse one that is behind."""
+    """Create a new database; accept one at the newest revision; migrate or refuse one that is behind. Then
+    SQLite's planner is told what it has not measured (store/planner.py)."""
+    _to_head(engine, auto_migrate)
+    tell_the_planner(engine)
+
+
+def _to_head(engine: Engine, auto_migrate: bool) -> None:
     with engine.connect() as conn:
         revision = current_revision(conn)
         if revision == head():
