@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, func, select, text
 
+from bot.frames import iso
 from bot.store.decisions import read_decisions
 from bot.store.downsample import min_max
 from bot.store.errors import SessionNotFoundError
@@ -128,6 +129,7 @@ def read_session_series(
     steps = read_steps(conn, row.pk, [point[0] for kept, _, _ in series.values() for point in kept])
     return {
         "session_id": session_id,
+        "created_at": iso(row.created_at),  # relative time's origin: the page draws this before its join
         "epoch": row.epoch,
         "last_seq": row.last_seq,
         "available": session_metrics(conn, row.pk),

@@ -101,6 +101,22 @@ async def test_a_page_opened_before_its_run_starts_waits_for_it(
     assert await page.text_content("#connection") == "connected"
 
 
+async def test_history_is_drawn_before_the_live_join_answers(
+    live: LiveServer, client: httpx.AsyncClient, browser: Any
+) -> None:
+    """The charts are drawn from the history the page asked for in its <head> as soon as it is here, not
+    after the WebSocket's snapshot as well: here the join never answers (the page's WebSocket goes to a
+    handler in the browser that stays silent), and the history is drawn all the same."""
+    session_id = await create_session(client, "drawn-early")
+    points = [{"episode": episode, "current_reward": float(episode)} for episode in range(50)]
+    assert (await client.post(f"/api/training/sessions/{session_id}/metrics", json=points)).status_code == 200
+    page = await browser.new_page()
+    await page.route_web_socket("**/ws/**", lambda ws: None)  # accepted, and never a word
+    await page.goto(f"{live.url}/sessions/{session_id}")
+    await page.wait_for_function("() => window.sessionPage.charts.get('Reward')?.chart.points() === 50")
+    assert await page.text_content("#connection") == "connecting"
+
+
 async def test_no_console_error_and_the_icon_is_served(
     live: LiveServer, client: httpx.AsyncClient, browser: Any
 ) -> None:

@@ -1,7 +1,7 @@
 // The first thing the session page runs, from its <head>, before its styles and charts load: the chart
 // groups, and the request for their history, so that the history is on its way while the rest loads and the
 // WebSocket joins (a room code, or a server that wants credentials, answers no and the page asks again
-// after the join). session.js takes both.
+// after the join). session.js draws the history the moment it is here, and checks it against the join.
 "use strict";
 window.SESSION_GROUPS = [
   ["Reward", ["current_reward", "average_reward"]], ["Loss", ["loss_value"]], ["Epsilon", ["epsilon"]], ["Win rate (%)", ["win_rate"]],

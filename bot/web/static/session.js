@@ -280,11 +280,33 @@ function drawPolicy() {
   if (TMS.view.zoom) policy.setScale("x", { min: TMS.view.zoom[0], max: TMS.view.zoom[1] });
 }
 
+// The history is drawn as soon as it is here, whichever comes first: the prefetched series (the usual case:
+// it was asked for from the page's <head>) or the join's snapshot. The snapshot then says whether what was
+// drawn is still the session's (its epoch), and what was stored in between is read and appended.
+let drawn = null; // the series body the charts were drawn from
+
+function draw(body, createdAt) {
+  if (drawn) return;
+  drawn = body;
+  sessionId = body.session_id;
+  // Relative time counts from the run's first point where the engine stamped it before the session was
+  // created on the server (the SDK creates it as the run starts, and points carry the engine's own time).
+  const firsts = Object.values(body.series).map((s) => s.timestamp[0]).filter((t) => t !== undefined && t !== null);
+  origin = Math.min(seconds(createdAt), ...firsts);
+  for (const [title, metrics] of GROUPS) {
+    if (metrics.some((m) => body.series[m]?.value.length)) fill(addChart(title, title, metrics), body);
+  }
+  const longest = Object.values(body.series).reduce((a, s) => (s.value.length > (a?.value.length ?? 0) ? s : a), null);
+  if (longest) markSeries(longest);
+  backfillSeq = body.last_seq;
+}
+
+prefetched.then((body) => { if (body?.created_at && !backfilled) draw(body, body.created_at); });
+
 async function start(snapshot) {
   performance.mark("tms:snapshot"); // bench/page.py: when the join's snapshot came
   sessionId = snapshot.session.session_id;
   totalEpisodes = snapshot.session.total_episodes;
-  origin = seconds(snapshot.session.created_at);
   $("title").textContent = snapshot.session.name || sessionId;
   document.title = `${snapshot.session.name || sessionId} · Training Metrics Server`;
   setStatus(snapshot.session.status);
@@ -292,21 +314,16 @@ async function start(snapshot) {
   if (snapshot.latest_decision) onDecision(snapshot.latest_decision);
   showRun(snapshot.session);
   if (backfilled) return;
-  let body = await prefetched;
-  if (body?.session_id !== sessionId || body.epoch !== snapshot.session.epoch) body = await readSeries([...BUILT_IN]);
-  // Relative time counts from the run's first point where the engine stamped it before the session was
-  // created on the server (the SDK creates it as the run starts, and points carry the engine's own time).
-  const firsts = Object.values(body.series).map((s) => s.timestamp[0]).filter((t) => t !== undefined && t !== null);
-  origin = Math.min(origin, ...firsts);
-  for (const [title, metrics] of GROUPS) {
-    if (metrics.some((m) => body.series[m]?.value.length)) fill(addChart(title, title, metrics), body);
+  if (!drawn) await prefetched; // drawn by its own callback, registered first
+  if (drawn?.session_id !== sessionId || drawn.epoch !== snapshot.session.epoch) {
+    // Nothing prefetched (a room code, a server that wants credentials), or a session since reset.
+    for (const { chart } of charts.values()) chart.destroy();
+    charts.clear(); drawn = null;
+    draw(await readSeries([...BUILT_IN]), snapshot.session.created_at);
   }
-  const longest = Object.values(body.series).reduce((a, s) => (s.value.length > (a?.value.length ?? 0) ? s : a), null);
-  if (longest) markSeries(longest);
   (snapshot.graphs || []).forEach((graph) => showGraph(graph));
-  backfillSeq = body.last_seq;
   if (backfillSeq < snapshot.session.last_seq) await catchUp();
-  picker(body.available);
+  picker(drawn.available);
   backfilled = true;
   early.splice(0).forEach(handle);
   // Then what is not needed for the first chart (reads that would have queued before it).
@@ -373,7 +390,7 @@ function handle(message) {
     case "graph_update": showGraph(message.data, message.seq); break;
     case "bot_decision": onDecision(message.data); break;
     case "training_status": setStatus(message.data.status); addStatus(message.seq, message.data.status, message.timestamp, message.data.message); break;
-    case "reset": backfilled = false; for (const { chart } of charts.values()) chart.destroy(); charts.clear(); break;
+    case "reset": backfilled = false; drawn = null; for (const { chart } of charts.values()) chart.destroy(); charts.clear(); break;
     case "lag": TMS.showProblem(`Fell behind: ${message.data.dropped} live messages skipped; refresh to reload them.`); break;
   }
 }
