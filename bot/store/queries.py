@@ -26,7 +26,7 @@ from bot.store.reads import (
     session_dict,
     session_metrics,
 )
-from bot.store.rollups import downsample_blocks, read_rollups, series_end
+from bot.store.rollups import downsample_blocks, read_rollups, series_ends
 from bot.store.summary import read_summary
 from bot.store.tables import sessions
 
@@ -113,11 +113,14 @@ def read_session_series(
         # A whole series: from its rollups when long; when short, its points are read from its first block
         # on; a metric with no blocks has no points, and costs no read (the page asks for every built-in).
         first_block_seq = None
-        for metric in metrics:
-            blocks = read_rollups(conn, row.pk, metric)
-            from_rollups = _from_rollups(blocks, points) if blocks else ([], 0, 0)
-            if from_rollups is not None:
-                series[metric] = from_rollups
+        blocks_of = read_rollups(conn, row.pk, metrics)
+        long = {metric: blocks for metric, blocks in blocks_of.items() if blocks and _long(blocks, points)}
+        ends = series_ends(conn, row.pk, long)
+        for metric, blocks in blocks_of.items():
+            if metric in long:
+                series[metric] = _from_rollups(blocks, points, ends[metric])
+            elif not blocks:
+                series[metric] = ([], 0, 0)
             else:
                 start = blocks[0].block * blocks[0].block_size
                 first_block_seq = start if first_block_seq is None else min(first_block_seq, start)
@@ -149,16 +152,20 @@ def _columns(kept: list[Any], total: int, nan_count: int, steps: dict[int, int])
     }
 
 
-def _from_rollups(blocks: list[Any], points: int) -> tuple[list[Any], int, int] | None:
-    """(points, how many non-NaN points there are, how many NaN) of a whole series, from its per-block
-    rollups, when there are enough blocks to keep a chart's detail (a block for every two points or
-    fewer); None when the series is short enough to read whole (at most about 32,000 points)."""
-    buckets = max(1, (points - 2) // 2)
+def _long(blocks: list[Any], points: int) -> bool:
+    """Whether a whole series is read from its per-block rollups: when there are enough blocks to keep a
+    chart's detail (a block for every two points or fewer); else it is short enough to read whole (at most
+    about 32,000 points)."""
     total = sum(block.count - block.nan_count for block in blocks)
-    if total <= points or 2 * len(blocks) < buckets:
-        return None
-    first, last = series_end(blocks, last=False), series_end(blocks, last=True)
-    chosen = {p[0]: p for p in [first, *downsample_blocks(blocks, buckets), last] if p is not None}
+    return total > points and 2 * len(blocks) >= max(1, (points - 2) // 2)
+
+
+def _from_rollups(
+    blocks: list[Any], points: int, ends: tuple[tuple[Any, ...] | None, tuple[Any, ...] | None]
+) -> tuple[list[Any], int, int]:
+    """(points, how many non-NaN points there are, how many NaN) of a whole series, from its rollups."""
+    total = sum(block.count - block.nan_count for block in blocks)
+    chosen = {p[0]: p for p in [ends[0], *downsample_blocks(blocks, max(1, (points - 2) // 2)), ends[1]] if p}
     return [chosen[seq] for seq in sorted(chosen)], total, sum(block.nan_count for block in blocks)
 
 

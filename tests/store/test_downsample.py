@@ -106,3 +106,16 @@ async def test_a_session_s_statuses_are_read_from_the_type_index(tmp_path: Path)
         plan = conn.execute(f"EXPLAIN QUERY PLAN {compiled}", [params[name] for name in compiled.positiontup or ()])
         steps = [row[3] for row in plan]
     assert any("ix_messages_type" in step for step in steps), steps
+
+
+async def test_a_long_series_ends_at_its_first_and_last_real_points(tmp_path: Path) -> None:
+    """The ends a chart keeps are the first and the last non-NaN points, read from the first and the last
+    blocks that have one, whole blocks of NaN before and after them (and a metric absent from most blocks)."""
+    async with service_on(tmp_path / "ends.db") as service:
+        values = [math.nan] * 300 + [math.sin(i / 50) for i in range(39_400)] + [math.nan] * 300
+        await rewards(service, "edges", values, 10_000)
+        both = await service.series("edges", ["current_reward", "loss_value"], MessageFilter(), 1000)
+    series = both["series"]["current_reward"]
+    assert series["episode"][0] == 300 and series["episode"][-1] == 39_699
+    assert series["total"] == 39_400 and series["nan_count"] == 600
+    assert both["series"]["loss_value"]["value"] == []
