@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from limits.aio.storage import MemoryStorage
 
+from bot.server.api.rooms import REMEMBERED_PASSWORDS, VerifiedPasswords
 from bot.server.edge.rate_limits import RoomPasswordGuard
 
 
@@ -19,3 +20,16 @@ async def test_a_guesser_waits_alone_until_the_room_ceiling() -> None:
     await guard.failed("room", "address:10.0.0.2")  # the room's third failure this minute: its ceiling
     assert await guard.wait("room", "address:10.0.0.3") is not None
     assert await guard.wait("other-room", "address:10.0.0.3") is None
+
+
+def test_remembered_passwords_drop_the_least_recently_used_not_all() -> None:
+    """Past REMEMBERED_PASSWORDS, the password used longest ago is forgotten, not every one: emptying the set
+    made every viewer of every room pay its 16 MiB scrypt again at the same moment."""
+    verified = VerifiedPasswords()
+    verified.remember("hash-of-busy-room", "busy")
+    for n in range(REMEMBERED_PASSWORDS - 1):
+        verified.remember(f"hash-{n}", "pw")
+    assert verified.known("hash-of-busy-room", "busy")  # in use: now the most recent
+    verified.remember("hash-new", "pw")  # one past the bound: hash-0 goes, the oldest
+    assert verified.known("hash-of-busy-room", "busy") and verified.known("hash-new", "pw")
+    assert not verified.known("hash-0", "pw") and verified.known("hash-1", "pw")

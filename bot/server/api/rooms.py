@@ -10,6 +10,7 @@ checks a room's password the same way (try_room_password).
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from typing import Annotated, Any
 
 from fastapi import Header, HTTPException, Request
@@ -21,16 +22,24 @@ REMEMBERED_PASSWORDS = 10_000
 
 
 class VerifiedPasswords:
+    """Right passwords, at most REMEMBERED_PASSWORDS, the one used longest ago forgotten first."""
+
     def __init__(self) -> None:
-        self._known: set[tuple[str, str]] = set()
+        self._known: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     def known(self, stored_hash: str, password: str) -> bool:
-        return (stored_hash, _digest(password)) in self._known
+        key = (stored_hash, _digest(password))
+        if key not in self._known:
+            return False
+        self._known.move_to_end(key)
+        return True
 
     def remember(self, stored_hash: str, password: str) -> None:
-        if len(self._known) >= REMEMBERED_PASSWORDS:
-            self._known.clear()
-        self._known.add((stored_hash, _digest(password)))
+        key = (stored_hash, _digest(password))
+        self._known[key] = None
+        self._known.move_to_end(key)
+        if len(self._known) > REMEMBERED_PASSWORDS:
+            self._known.popitem(last=False)
 
 
 def _digest(password: str) -> str:
