@@ -345,6 +345,9 @@ async def test_the_list_shows_each_runs_main_metric_and_duration(
     await page.wait_for_selector(f"{row} td.main-metric")
     assert await page.text_content(f"{row} td.main-metric") == "12 / 250.5"
     assert (await page.text_content(f"{row} td.duration") or "").endswith(" s")
+    # A run of a fraction of a second does not read "0 s"; longer ones keep two units.
+    shown = await page.evaluate("() => [0.4, 7.25, 42, 185, 7300].map(duration)")
+    assert shown == ["0.4 s", "7.3 s", "42 s", "3 min 5 s", "2 h 1 min"], shown
 
 
 async def test_system_metrics_are_charted_in_their_own_group(

@@ -30,10 +30,11 @@ function remember() {
   history.replaceState(null, "", `/${query.size ? `?${query}` : ""}`);
 }
 
-// "42 s", "3 min 5 s", "2 h 4 min", "3 d 2 h": how long a run ran (or has run so far).
+// "0.4 s", "42 s", "3 min 5 s", "2 h 4 min", "3 d 2 h": how long a run ran (or has run so far).
 const UNITS = [["d", 86400, Infinity], ["h", 3600, 24], ["min", 60, 60], ["s", 1, 60]];
 function duration(seconds) {
   if (seconds === null || seconds === undefined) return "–";
+  if (seconds < 10) return `${seconds.toFixed(1)} s`; // a short run read "0 s"
   const amounts = UNITS.map(([unit, size, wrap]) => [Math.floor(seconds / size) % wrap, unit]);
   const first = amounts.findIndex(([n]) => n > 0);
   return first < 0 ? "0 s" : amounts.slice(first, first + 2).map(([n, unit]) => `${n} ${unit}`).join(" ");
