@@ -111,6 +111,7 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
         lifespan=lifespan,
         debug=settings.debug,
         docs_url=None,  # served from the package by mount_docs, not from a CDN
+        redoc_url=None,  # the same
     )
     app.add_middleware(RawSendMiddleware)  # for the fan-out fast path (bot/server/live/direct.py)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -17,7 +17,7 @@ from email.utils import formatdate, parsedate
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
-from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse, Response
 
 STATIC = Path(__file__).resolve().parent.parent / "web" / "static"
@@ -116,12 +116,14 @@ def mount_pages(app: FastAPI, directory: Path = STATIC) -> None:
 
 
 DOCS = "/docs"
+REDOC = "/redoc"
 SWAGGER = "/static/vendor/swagger-ui"  # swagger-ui-dist 5 (npm), vendored like uPlot: bundle, css, icon, licence
 
 
 def mount_docs(app: FastAPI) -> None:
-    """`/docs`, Swagger UI from this package's own files: FastAPI's loads them from a CDN, so an offline
-    machine (or one whose browser may not reach the CDN) got a blank page. The app is made with docs_url=None."""
+    """`/docs` (Swagger UI) and `/redoc` (ReDoc) from this package's own files: FastAPI's load them from a CDN,
+    so an offline machine (or one whose browser may not reach the CDN) got a blank page. The app is made with
+    docs_url=None and redoc_url=None."""
 
     @app.get(DOCS, include_in_schema=False)
     async def docs() -> HTMLResponse:
@@ -132,6 +134,16 @@ def mount_docs(app: FastAPI) -> None:
             swagger_js_url=f"{SWAGGER}-bundle.js",
             swagger_css_url=f"{SWAGGER}.css",
             swagger_favicon_url=f"{SWAGGER}-favicon-32x32.png",
+        )
+
+    @app.get(REDOC, include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url="/static/vendor/redoc.standalone.js",  # redoc 2.5.0 (npm), MIT
+            redoc_favicon_url="/static/favicon.svg",
+            with_google_fonts=False,
         )
 
     @app.get(f"{DOCS}/oauth2-redirect", include_in_schema=False)

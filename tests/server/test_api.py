@@ -159,17 +159,18 @@ async def test_openapi_documents_bodies(client: httpx.AsyncClient) -> None:
     assert "404" in schema["paths"]["/api/training/sessions/{session_id}/history"]["get"]["responses"]
 
 
-async def test_docs_load_nothing_from_another_site(client: httpx.AsyncClient) -> None:
-    """/docs (Swagger UI) works offline: every script, style sheet and icon it names is served by this server,
-    from the package, and its redirect page for OAuth2 is there too."""
-    page = await client.get("/docs")
+@pytest.mark.parametrize(("path", "bundle"), [("/docs", "SwaggerUIBundle"), ("/redoc", "Redoc")])
+async def test_docs_load_nothing_from_another_site(client: httpx.AsyncClient, path: str, bundle: str) -> None:
+    """/docs (Swagger UI) and /redoc (ReDoc) work offline: every script, style sheet, icon and font they name
+    is served by this server, from the package; Swagger UI's redirect page for OAuth2 is there too."""
+    page = await client.get(path)
     assert page.status_code == 200
     urls = re.findall(r"""(?:src|href)\s*[:=]\s*['"]([^'"]+)['"]""", page.text)
     assert urls and all(url.startswith("/") and not url.startswith("//") for url in urls), urls
     for url in urls:
         asset = await client.get(url)
         assert asset.status_code == 200 and asset.content, url
-    assert "SwaggerUIBundle" in (await client.get(next(u for u in urls if u.endswith(".js")))).text
+    assert bundle in (await client.get(next(u for u in urls if u.endswith(".js")))).text
     assert (await client.get("/docs/oauth2-redirect")).status_code == 200
 
 

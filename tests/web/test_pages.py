@@ -473,3 +473,25 @@ async def test_docs_render_with_no_other_site_reachable(live: LiveServer, browse
     await page.wait_for_selector('.opblock-summary-path[data-path="/api/training/sessions/{session_id}/metrics"]')
     assert "Training Metrics Server" in await page.inner_text(".swagger-ui .info .title")
     assert not elsewhere, elsewhere
+
+
+async def test_redoc_renders_with_no_other_site_reachable(live: LiveServer, browser: Any) -> None:
+    """/redoc (ReDoc) as /docs: FastAPI's loads its script from a CDN and its fonts from Google, so offline
+    it was a blank page; from this server alone it renders the API. ReDoc's own bundle asks for its maker's
+    logo, which offline is simply not drawn."""
+    page = await browser.new_page()
+    elsewhere: list[str] = []
+
+    async def only_this_server(route: Any) -> None:
+        if route.request.url.startswith(live.url):
+            await route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            await route.abort()
+
+    await page.route("**/*", only_this_server)
+    await page.goto(f"{live.url}/redoc")
+    await page.wait_for_selector("h1:has-text('Training Metrics Server')")
+    await page.wait_for_selector("text='/api/training/sessions/{session_id}/metrics'", state="attached")
+    # The only other site it names: the "API docs by Redocly" logo in its menu's foot, an image, drawn without.
+    assert set(elsewhere) <= {"https://cdn.redoc.ly/redoc/logo-mini.svg"}, elsewhere
