@@ -1,6 +1,6 @@
 """The built-in spectator pages: plain HTML, CSS and JavaScript shipped in the package (no CDN, no build).
 
-Every file is read into memory when the app is built (about 2 MB, most of it Swagger UI for `/docs`) and
+Every file is read into memory when the app is built (about 3 MB, most of it Swagger UI and ReDoc) and
 served from there. A running
 server then never opens the package's files again, so it keeps serving its pages when the installed copy
 is replaced or removed under it: `pip install -r requirements-dev.txt` after `pip install . && bot serve`
