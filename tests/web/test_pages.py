@@ -455,8 +455,8 @@ async def test_with_auth_on_the_page_asks_for_a_key_once(server_factory: Any, se
     assert len(asked) == 1
 
 
-async def test_docs_render_with_no_other_site_reachable(live: LiveServer, browser: Any) -> None:
-    """/docs (Swagger UI) renders the API from this server alone: every request to another site is refused."""
+async def cut_off(live: LiveServer, browser: Any) -> tuple[Any, list[str]]:
+    """A page that reaches this server alone: what it asks of any other site is refused, and listed."""
     page = await browser.new_page()
     elsewhere: list[str] = []
 
@@ -468,6 +468,12 @@ async def test_docs_render_with_no_other_site_reachable(live: LiveServer, browse
             await route.abort()
 
     await page.route("**/*", only_this_server)
+    return page, elsewhere
+
+
+async def test_docs_render_with_no_other_site_reachable(live: LiveServer, browser: Any) -> None:
+    """/docs (Swagger UI) renders the API from this server alone: every request to another site is refused."""
+    page, elsewhere = await cut_off(live, browser)
     await page.goto(f"{live.url}/docs")
     await page.wait_for_selector(".swagger-ui .info .title")
     await page.wait_for_selector('.opblock-summary-path[data-path="/api/training/sessions/{session_id}/metrics"]')
@@ -479,17 +485,7 @@ async def test_redoc_renders_with_no_other_site_reachable(live: LiveServer, brow
     """/redoc (ReDoc) as /docs: FastAPI's loads its script from a CDN and its fonts from Google, so offline
     it was a blank page; from this server alone it renders the API. ReDoc's own bundle asks for its maker's
     logo, which offline is simply not drawn."""
-    page = await browser.new_page()
-    elsewhere: list[str] = []
-
-    async def only_this_server(route: Any) -> None:
-        if route.request.url.startswith(live.url):
-            await route.continue_()
-        else:
-            elsewhere.append(route.request.url)
-            await route.abort()
-
-    await page.route("**/*", only_this_server)
+    page, elsewhere = await cut_off(live, browser)
     await page.goto(f"{live.url}/redoc")
     await page.wait_for_selector("h1:has-text('Training Metrics Server')")
     await page.wait_for_selector("text='/api/training/sessions/{session_id}/metrics'", state="attached")
