@@ -114,11 +114,14 @@ def read_session_series(
         # on; a metric with no blocks has no points, and costs no read (the page asks for every built-in).
         first_block_seq = None
         blocks_of = read_rollups(conn, row.pk, metrics)
-        long = {metric: blocks for metric, blocks in blocks_of.items() if blocks and _long(blocks, points)}
+        totals = {
+            metric: sum(block.count - block.nan_count for block in blocks) for metric, blocks in blocks_of.items()
+        }
+        long = {metric: blocks for metric, blocks in blocks_of.items() if _long(totals[metric], len(blocks), points)}
         ends = series_ends(conn, row.pk, long)
         for metric, blocks in blocks_of.items():
             if metric in long:
-                series[metric] = _from_rollups(blocks, points, ends[metric])
+                series[metric] = _from_rollups(blocks, totals[metric], points, ends[metric])
             elif not blocks:
                 series[metric] = ([], 0, 0)
             else:
@@ -152,20 +155,23 @@ def _columns(kept: list[Any], total: int, nan_count: int, steps: dict[int, int])
     }
 
 
-def _long(blocks: list[Any], points: int) -> bool:
-    """Whether a whole series is read from its per-block rollups: when there are enough blocks to keep a
-    chart's detail (a block for every two points or fewer); else it is short enough to read whole (at most
-    about 32,000 points)."""
-    total = sum(block.count - block.nan_count for block in blocks)
-    return total > points and 2 * len(blocks) >= max(1, (points - 2) // 2)
+def _buckets(points: int) -> int:
+    """A chart of `points` points keeps the first, the last and each bucket's minimum and maximum."""
+    return max(1, (points - 2) // 2)
+
+
+def _long(total: int, blocks: int, points: int) -> bool:
+    """Whether a whole series of `total` points is read from its per-block rollups: when there are enough
+    blocks to keep a chart's detail (a block for every two points or fewer); else it is short enough to
+    read whole (at most about 32,000 points)."""
+    return total > points and 2 * blocks >= _buckets(points)
 
 
 def _from_rollups(
-    blocks: list[Any], points: int, ends: tuple[tuple[Any, ...] | None, tuple[Any, ...] | None]
+    blocks: list[Any], total: int, points: int, ends: tuple[tuple[Any, ...] | None, tuple[Any, ...] | None]
 ) -> tuple[list[Any], int, int]:
     """(points, how many non-NaN points there are, how many NaN) of a whole series, from its rollups."""
-    total = sum(block.count - block.nan_count for block in blocks)
-    chosen = {p[0]: p for p in [ends[0], *downsample_blocks(blocks, max(1, (points - 2) // 2)), ends[1]] if p}
+    chosen = {p[0]: p for p in [ends[0], *downsample_blocks(blocks, _buckets(points)), ends[1]] if p}
     return [chosen[seq] for seq in sorted(chosen)], total, sum(block.nan_count for block in blocks)
 
 
