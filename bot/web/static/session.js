@@ -285,6 +285,11 @@ function drawPolicy() {
 // drawn is still the session's (its epoch), and what was stored in between is read and appended.
 let drawn = null; // the series body the charts were drawn from
 
+function clearCharts() {
+  for (const { chart } of charts.values()) chart.destroy();
+  charts.clear(); drawn = null;
+}
+
 function draw(body, createdAt) {
   if (drawn) return;
   drawn = body;
@@ -317,8 +322,7 @@ async function start(snapshot) {
   if (!drawn) await prefetched; // drawn by its own callback, registered first
   if (drawn?.session_id !== sessionId || drawn.epoch !== snapshot.session.epoch) {
     // Nothing prefetched (a room code, a server that wants credentials), or a session since reset.
-    for (const { chart } of charts.values()) chart.destroy();
-    charts.clear(); drawn = null;
+    clearCharts();
     draw(await readSeries([...BUILT_IN]), snapshot.session.created_at);
   }
   (snapshot.graphs || []).forEach((graph) => showGraph(graph));
@@ -390,7 +394,7 @@ function handle(message) {
     case "graph_update": showGraph(message.data, message.seq); break;
     case "bot_decision": onDecision(message.data); break;
     case "training_status": setStatus(message.data.status); addStatus(message.seq, message.data.status, message.timestamp, message.data.message); break;
-    case "reset": backfilled = false; drawn = null; for (const { chart } of charts.values()) chart.destroy(); charts.clear(); break;
+    case "reset": backfilled = false; clearCharts(); break;
     case "lag": TMS.showProblem(`Fell behind: ${message.data.dropped} live messages skipped; refresh to reload them.`); break;
   }
 }
