@@ -10,7 +10,7 @@ sqlite_stat1 for this); a later ANALYZE, or `PRAGMA optimize`, replaces it with 
 
 from __future__ import annotations
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 # sqlite_stat1 rows: the table (its primary key) and the type index, as a million metrics and a thousand
 # other messages in a few sessions would measure. The numbers only need the right proportions.
@@ -25,10 +25,18 @@ def tell_the_planner(engine: Engine) -> None:
     if engine.dialect.name != "sqlite":
         return
     with engine.begin() as conn:
+        if _measured(conn):
+            return  # by an earlier start, or by ANALYZE: nothing to write
         conn.exec_driver_sql("ANALYZE alembic_version")  # a one-row table: creates sqlite_stat1 if missing
-        if conn.exec_driver_sql("SELECT 1 FROM sqlite_stat1 WHERE tbl = 'messages'").first() is None:
+        if not _measured(conn):
             conn.exec_driver_sql(
                 "INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES " + ", ".join(["('messages', ?, ?)"] * 2),
                 tuple(value for row in MESSAGES_STATISTICS for value in row),
             )
         conn.exec_driver_sql("ANALYZE sqlite_schema")  # this connection reads them now; new ones on opening
+
+
+def _measured(conn: Connection) -> bool:
+    if conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'").first() is None:
+        return False
+    return conn.exec_driver_sql("SELECT 1 FROM sqlite_stat1 WHERE tbl = 'messages'").first() is not None
