@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import statistics
 import subprocess
 import sys
 import threading
@@ -35,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Server, percentile, server_process
 from bench.fanout import collect, push, spectator_processes
-from bench.ingest import concurrent_batches
+from bench.ingest import BATCH, batch, concurrent_batches
 
 HERE = Path(__file__).resolve().parent
 POSTGRES = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -96,17 +97,45 @@ def fan_out_figures(quick: bool) -> dict[str, Any]:
     return figures
 
 
+def raw_copy(database: str, points: int) -> float:
+    """The baseline: the same message rows (bench/ingest.py's raw_sqlite) with COPY from one psycopg
+    connection, 1,000 per transaction, synchronous_commit=on; the table has the server's primary key."""
+    data = orjson.dumps(orjson.loads(batch(0))[0]).decode()
+    with psycopg.connect(database) as conn:
+        conn.execute("DROP TABLE IF EXISTS raw_messages")
+        conn.execute(
+            "CREATE TABLE raw_messages (session_pk INT, seq BIGINT, type VARCHAR(32), episode BIGINT,"
+            " ts DOUBLE PRECISION, received VARCHAR(32), data TEXT, PRIMARY KEY (session_pk, seq))"
+        )
+        conn.commit()
+        start = time.perf_counter()
+        for first in range(1, points + 1, BATCH):
+            now = time.time()
+            with conn.cursor().copy("COPY raw_messages FROM STDIN") as copy:
+                for seq in range(first, first + BATCH):
+                    copy.write_row((1, seq, "training_metrics", seq, now, "2026-11-23T10:04:11.506273Z", data))
+            conn.commit()
+        elapsed = time.perf_counter() - start
+    return points / elapsed
+
+
 def ingest_figures(quick: bool) -> dict[str, float]:
+    """PostgreSQL against SQLite (each a server) and against raw COPY of the same rows, in the same run."""
     batches = 10 if quick else 30
     figures = {}
     with postgres_schema() as database, server_process({"DATABASE_URL": database}) as server:
         figures["postgresql"] = asyncio.run(concurrent_batches(server.url, 4, batches))["points_per_s"]
     with server_process() as server:
         figures["sqlite"] = asyncio.run(concurrent_batches(server.url, 4, batches))["points_per_s"]
+    with postgres_schema() as database:
+        figures["raw_copy"] = statistics.median(raw_copy(database, 4 * batches * BATCH) for _ in range(3))
+    figures["vs_sqlite"] = figures["postgresql"] / figures["sqlite"]
+    figures["vs_raw_copy"] = figures["postgresql"] / figures["raw_copy"]
     print(
         f"ingest, 4 engines x {batches} batches of 1,000 points: PostgreSQL (synchronous_commit=on) "
         f"{figures['postgresql']:,.0f} points/s, SQLite (synchronous=FULL) {figures['sqlite']:,.0f} points/s "
-        f"({figures['postgresql'] / figures['sqlite']:.2f}x)"
+        f"({figures['vs_sqlite']:.2f}x, target >= 0.8); raw COPY of the same rows from one psycopg connection "
+        f"{figures['raw_copy']:,.0f} points/s ({figures['vs_raw_copy']:.2f}x, target >= 0.5)"
     )
     return figures
 

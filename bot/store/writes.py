@@ -18,13 +18,14 @@ from itertools import repeat
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.exc import DataError, DBAPIError
 
 from bot.frames import FrameRun, control_frame, data_frames, iso
 from bot.schemas import ENDED_STATUSES, GraphPoint, PerformanceGraphData, SessionCreate, SessionUpdate
 from bot.store.batch import Batch
 from bot.store.bounds import SessionBounds
+from bot.store.bulk import insert_rows
 from bot.store.driver import driver_sql
 from bot.store.errors import (
     IdempotencyConflictError,
@@ -358,8 +359,7 @@ class Ingest(Job):
         rows = zip(
             repeat(pk), seqs, repeat(kind), batch.episodes, timestamps, repeat(received), batch.data, strict=False
         )
-        # Plain executemany of tuples: SQLAlchemy's per-row parameter processing cost more than SQLite itself.
-        driver_sql(conn, _insert_sql(messages), list(rows))
+        insert_rows(conn, messages, list(rows))
         if batch.columns:
             update_rollups(conn, pk, first_seq, batch.episodes, timestamps, batch.columns)
         for graph in batch.graphs:
@@ -377,12 +377,6 @@ class Ingest(Job):
             )
         published = Published(self.session_id, FrameRun(kind, self.session_id, first_seq, received, batch.data))
         return Applied(IngestResult(self.session_id, first_seq, last_seq, n, duplicate=False), [*woken, published])
-
-
-@functools.cache
-def _insert_sql(table: Table) -> str:  # built once: it is on every ingest commit
-    columns = ", ".join(column.name for column in table.c)
-    return f"INSERT INTO {table.name} ({columns}) VALUES ({', '.join(['?'] * len(table.c))})"
 
 
 def _merge_graph(conn: Connection, pk: int, item: PerformanceGraphData, now: float) -> None:
