@@ -77,7 +77,9 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0, strict=True)]
 # range may also be one of the strings that stand for the non-finite floats (made a float; only those
 # strings pay for a Python call).
 NonFinite = Literal["NaN", "Infinity", "-Infinity"]
-Number = Annotated[float, Strict()] | Annotated[NonFinite, AfterValidator(float)]
+Number = Annotated[
+    Annotated[float, Strict()] | Annotated[NonFinite, AfterValidator(float)], Field(union_mode="left_to_right")
+]
 
 
 EXACT_FLOAT_INTEGERS = 2**53  # past it a float cannot say which integer was meant (JSON parsers read 2**63+1 as one)
@@ -105,6 +107,7 @@ class Whole:
         whole_float = core_schema.chain_schema([core_schema.float_schema(strict=True), as_int, bounded])
         return core_schema.union_schema(
             [bounded, whole_float],
+            mode="left_to_right",  # the first that fits: a smart union would try both on every value
             custom_error_type="whole_number",
             custom_error_message=f"Input should be a whole number from {self.ge} to {self.le}",
         )
@@ -127,10 +130,11 @@ class _Timestamp:
         seconds = core_schema.float_schema(ge=-MAX_EPOCH_SECONDS, le=MAX_EPOCH_SECONDS, strict=True)
         return core_schema.union_schema(
             [
+                core_schema.chain_schema([seconds, core_schema.datetime_schema()]),
                 core_schema.datetime_schema(strict=True),  # a datetime (from JSON: a string)
                 core_schema.chain_schema([core_schema.str_schema(strict=True), core_schema.datetime_schema()]),
-                core_schema.chain_schema([seconds, core_schema.datetime_schema()]),
             ],
+            mode="left_to_right",  # numbers (the SDK's) first; a smart union would try all three on every value
             custom_error_type="timestamp",
             custom_error_message=f"Input should be an RFC 3339 date-time or epoch seconds within ±{MAX_EPOCH_SECONDS}",
         )
