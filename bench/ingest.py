@@ -128,19 +128,20 @@ def raw_sqlite(points: int) -> float:
     return points / elapsed
 
 
+def workers_started(url: str) -> None:
+    """Returns once one batch is answered, which waits for the ingest worker's imports (about 3 s of CPU
+    after /health answers): its start-up is neither ingest's CPU nor competition for the timed rounds."""
+    session_id = httpx.post(f"{url}/api/training/sessions", json={"name": "bench-start"}).json()["session_id"]
+    path = f"{url}/api/training/sessions/{session_id}/metrics"
+    response = httpx.post(path, content=batch(0), headers={"Content-Type": "application/json"}, timeout=60)
+    response.raise_for_status()
+
+
 def measure(server: Server, batches: int) -> dict[str, Any]:
     """Also CPU per 1,000 points acknowledged, for the server, its ingest worker and this client: on
     2 cores their sum bounds what the machine can acknowledge, whatever the overlap."""
     url = server.url
-    # One batch first, answered only once the ingest worker has imported what it needs: its start-up is
-    # not ingest's CPU (it counted for about 3 ms per 1,000 points).
-    session_id = httpx.post(f"{url}/api/training/sessions", json={"name": "bench-start"}).json()["session_id"]
-    httpx.post(
-        f"{url}/api/training/sessions/{session_id}/metrics",
-        content=batch(0),
-        headers={"Content-Type": "application/json"},
-        timeout=60,
-    ).raise_for_status()
+    workers_started(url)
     cpu = (server.cpu_seconds(), server.workers_cpu_seconds(), time.process_time())
     figures: dict[str, Any] = asyncio.run(concurrent_batches(url, 4, batches))
     thousands = figures["points_posted"] / 1000

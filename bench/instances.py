@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Server, percentile, server_process
 from bench.fanout import collect, push, spectator_processes
-from bench.ingest import BATCH, batch, concurrent_batches
+from bench.ingest import BATCH, batch, concurrent_batches, workers_started
 
 HERE = Path(__file__).resolve().parent
 POSTGRES = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -124,8 +124,10 @@ def ingest_figures(quick: bool) -> dict[str, float]:
     batches = 10 if quick else 30
     figures = {}
     with postgres_schema() as database, server_process({"DATABASE_URL": database}) as server:
+        workers_started(server.url)
         figures["postgresql"] = asyncio.run(concurrent_batches(server.url, 4, batches))["points_per_s"]
     with server_process() as server:
+        workers_started(server.url)
         figures["sqlite"] = asyncio.run(concurrent_batches(server.url, 4, batches))["points_per_s"]
     with postgres_schema() as database:
         figures["raw_copy"] = statistics.median(raw_copy(database, 4 * batches * BATCH) for _ in range(3))

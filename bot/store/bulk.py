@@ -4,7 +4,8 @@ sqlite3's executemany binds and steps one row at a time and lets go of the GIL a
 event loop busy, taking it back is a wait per row, and 1,000 rows cost several times what one statement of
 1,000 rows costs. So SQLite gets INSERTs of many rows each: whole chunks of CHUNK rows, then the rest in
 power-of-two pieces, so that a handful of statement texts (each prepared once, then cached) cover every
-batch size. PostgreSQL gets COPY, its own bulk path, in one round trip instead of one per row.
+batch size. PostgreSQL gets COPY, its own bulk path, in one round trip instead of one per row; the rollups'
+upserts are multi-row INSERTs on both.
 """
 
 from __future__ import annotations
@@ -19,26 +20,35 @@ from sqlalchemy.exc import DataError, DBAPIError
 
 from bot.store.driver import driver_sql
 
-CHUNK = 256  # rows per statement: 7 columns x 256 rows is well under SQLite's 32,766 parameters
+# Rows per statement: 256 rows of the widest table (series_rollups, 22 columns) stay well under SQLite's
+# 32,766 parameters and PostgreSQL's 65,535.
+CHUNK = 256
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
     """Insert `rows` (one value per column of `table`, in order) within the connection's transaction."""
     if conn.dialect.name == "postgresql":
         _copy(conn, table, rows)
-        return
+    else:
+        upsert_rows(conn, table, rows, "")
+
+
+def upsert_rows(conn: Connection, table: Table, rows: Sequence[tuple[Any, ...]], on_conflict: str) -> None:
+    """Insert `rows` in INSERTs of many rows each, `on_conflict` (an ON CONFLICT clause) after their VALUES.
+    No two rows may share a key: PostgreSQL refuses a statement that would update a row twice."""
     start = 0
     while start < len(rows):
         size = min(CHUNK, 1 << (len(rows) - start).bit_length() - 1)  # the largest power of two that fits
-        driver_sql(conn, _values_sql(table, size), tuple(chain.from_iterable(rows[start : start + size])))
+        sql = _values_sql(table, size, on_conflict)
+        driver_sql(conn, sql, tuple(chain.from_iterable(rows[start : start + size])))
         start += size
 
 
 @functools.cache
-def _values_sql(table: Table, rows: int) -> str:
+def _values_sql(table: Table, rows: int, on_conflict: str) -> str:
     columns = ", ".join(column.name for column in table.c)
     row = f"({', '.join(['?'] * len(table.c))})"
-    return f"INSERT INTO {table.name} ({columns}) VALUES {', '.join([row] * rows)}"
+    return f"INSERT INTO {table.name} ({columns}) VALUES {', '.join([row] * rows)} {on_conflict}".rstrip()
 
 
 def _copy(conn: Connection, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:

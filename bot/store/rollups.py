@@ -14,18 +14,19 @@ from typing import Any
 
 from sqlalchemy import Connection, select, tuple_
 
-from bot.store.driver import driver_sql
+from bot.store.bulk import upsert_rows
 from bot.store.reads import fetch_tuples
 from bot.store.tables import ROLLUP_BLOCK, series_rollups
 
 Point = tuple[int, int | None, float, float]  # seq, episode, ts, value
 SIDES = ("min", "max", "first", "last")
 COLUMNS = ("count", "nan_count", *(f"{side}_{name}" for side in SIDES for name in ("seq", "episode", "ts", "value")))
+assert tuple(series_rollups.c.keys()) == ("session_pk", "metric", "block", "block_size", *COLUMNS)  # rows' order
 
 
 @functools.cache
-def _upsert_sql() -> str:
-    """One INSERT ... ON CONFLICT DO UPDATE (SQLite and PostgreSQL alike) that merges a block's extremes.
+def _on_conflict() -> str:
+    """The ON CONFLICT clause (SQLite and PostgreSQL alike) that merges a block's extremes into its row.
 
     Commits reach a block in seq order, so the stored first point stays and the incoming last point wins.
     """
@@ -42,11 +43,7 @@ def _upsert_sql() -> str:
         for side in SIDES
         for name in ("seq", "episode", "ts", "value")
     ]
-    columns = ("session_pk", "metric", "block", "block_size", *COLUMNS)
-    return (
-        f"INSERT INTO {t} ({', '.join(columns)}) VALUES ({', '.join(['?'] * len(columns))}) "
-        f"ON CONFLICT (session_pk, metric, block) DO UPDATE SET {', '.join(sets)}"
-    )
+    return f"ON CONFLICT (session_pk, metric, block) DO UPDATE SET {', '.join(sets)}"
 
 
 def update_rollups(
@@ -57,7 +54,8 @@ def update_rollups(
     timestamps: Sequence[float],
     columns: dict[str, list[float | None]],
 ) -> None:
-    """Fold a batch's metric columns (item i has seq first_seq + i) into their blocks, in one statement."""
+    """Fold a batch's metric columns (item i has seq first_seq + i) into their blocks: one row per metric and
+    block, each a key of its own, in the table's column order."""
     rows = []
     start, n = 0, len(episodes)
     while start < n:
@@ -73,8 +71,7 @@ def update_rollups(
                 ]
                 rows.append((session_pk, metric, block, ROLLUP_BLOCK, count, nan_count, *(v for p in point for v in p)))
         start = end
-    if rows:
-        driver_sql(conn, _upsert_sql(), rows)
+    upsert_rows(conn, series_rollups, rows, _on_conflict())
 
 
 def _extremes_of(values: list[float | None], start: int, end: int) -> tuple[int, int, list[int | None]] | None:
