@@ -169,9 +169,9 @@ class TrainingService:
 
     async def history_page(
         self, session_id: str, where: MessageFilter, limit: int
-    ) -> tuple[dict[str, Any], int, bytes]:
-        """(session, how many messages, the page's `messages` JSON array): assembled on a thread of the pool
-        of big reads, since joining 100,000 frames would hold the event loop for tens of milliseconds."""
+    ) -> tuple[dict[str, Any], int, list[bytes]]:
+        """(session, how many messages, the page's frames as comma-separated pieces), read and joined by the
+        database on a thread of the pool of big reads (bot/store/joined_frames.py)."""
         return await self.store.read_heavy(read_history_page, session_id, where, limit)
 
     async def export_page(

@@ -14,6 +14,7 @@ from bot.frames import iso
 from bot.store.decisions import read_decisions
 from bot.store.downsample import min_max
 from bot.store.errors import SessionNotFoundError
+from bot.store.joined_frames import joined_frames
 from bot.store.reads import (
     ACTIVE_STATUSES,
     MessageFilter,
@@ -52,11 +53,13 @@ def read_history(
 
 def read_history_page(
     conn: Connection, session_id: str, where: MessageFilter, limit: int
-) -> tuple[dict[str, Any], int, bytes]:
-    session, frames = read_history(conn, session_id, where, limit)
-    last = frames[-1][0] if frames else 0
-    body = ("[" + ",".join(frame for _, _, frame in frames) + "]").encode()
-    return {**session, "page_last_seq": last}, len(frames), body
+) -> tuple[dict[str, Any], int, list[bytes]]:
+    """(session, how many messages, their frames as comma-separated pieces: see joined_frames)."""
+    row = get_session(conn, session_id)
+    if row is None:
+        raise SessionNotFoundError(session_id)
+    count, last, pieces = joined_frames(conn, row.pk, session_id, where, limit)
+    return {**session_dict(row), "page_last_seq": last}, count, pieces
 
 
 def read_export_page(

@@ -130,7 +130,7 @@ def read_frames(
 
 
 def frames_query(session_pk: int, session_id: str, where: MessageFilter, limit: int) -> Select[Any]:
-    query = select(messages.c.seq, messages.c.type, frame_text(session_id)).where(
+    query = select(messages.c.seq, messages.c.type, frame_text(session_id).label("frame")).where(
         messages.c.session_pk == session_pk, messages.c.seq > where.after_seq
     )
     if where.types is not None:

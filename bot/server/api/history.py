@@ -18,6 +18,7 @@ from bot.server.api.access import ReadsSession
 from bot.server.api.bodies import errors
 from bot.server.api.deps import ServiceDep
 from bot.server.api.params import Cursor, Episode, Seq, Since, Until, bad_query, parse_word_list, word_list
+from bot.server.api.pieces import PiecesResponse
 from bot.store.reads import MessageFilter
 
 MAX_METRICS = 16  # per /series request: each is a read, and a chart shows a handful
@@ -71,7 +72,7 @@ async def history(
         since=parse_time("since", since),
         until=parse_time("until", until),
     )
-    session, count, messages = await service.history_page(session_id, where, limit)
+    session, count, frames = await service.history_page(session_id, where, limit)
     next_cursor = str(session["page_last_seq"]) if count == limit else None
     head = orjson.dumps(
         {
@@ -82,7 +83,10 @@ async def history(
             "next_cursor": next_cursor,
         }
     )
-    return Response(b"".join((head[:-1], b',"messages":', messages, b"}")), media_type="application/json")
+    pieces = [head[:-1] + b',"messages":[']
+    for index, frame_run in enumerate(frames):
+        pieces += [b",", frame_run] if index else [frame_run]
+    return PiecesResponse([*pieces, b"]}"])
 
 
 @router.get("/series")
