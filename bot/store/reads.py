@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Connection, Row, Select, String, cast, func, literal, select
+from sqlalchemy import ColumnElement, Connection, Row, Select, String, func, literal, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 from bot.frames import envelope_parts, iso
 from bot.schemas import SERIES_FIELDS
@@ -142,19 +144,29 @@ def frames_query(session_pk: int, session_id: str, where: MessageFilter, limit: 
 
 def frame_text(session_id: str) -> ColumnElement[str]:
     """A stored message as the frame spectators got, byte for byte (the format of frames.data_frames),
-    assembled by the database: a page of 100,000 costs no Python per row."""
-    head, tail = envelope_parts(orjson.dumps(session_id).decode())
-    return (
-        literal(head[0])
-        + messages.c.type
-        + literal(head[1])
-        + cast(messages.c.seq, String)
-        + literal(tail[0])
-        + messages.c.received
-        + literal(tail[1])
-        + messages.c.data
-        + literal("}")
-    )
+    assembled by the database in one formatting call per row: a page of 100,000 costs no Python per row."""
+    (h0, h1), (t0, t1) = envelope_parts(orjson.dumps(session_id).decode())
+    template = "%s".join(part.replace("%", "%%") for part in (h0, h1, t0, t1, "")) + "}"
+    return _Format(literal(template), messages.c.type, messages.c.seq, messages.c.received, messages.c.data)
+
+
+class _Format(FunctionElement[str]):
+    """format(template, ...) with `%s` for each value: PostgreSQL's format(); SQLite's printf() (it has
+    format() only from 3.38). One pass per row, where `||` copied the growing string once per part."""
+
+    name = "format"
+    type = String()
+    inherit_cache = True
+
+
+@compiles(_Format)
+def _format(element: _Format, compiler: Any, **kw: Any) -> str:
+    return f"format({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(_Format, "sqlite")
+def _printf(element: _Format, compiler: Any, **kw: Any) -> str:
+    return f"printf({compiler.process(element.clauses, **kw)})"
 
 
 def _in_range(query: Select[Any], where: MessageFilter) -> Select[Any]:
