@@ -7,9 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Connection, Row, Select, String, func, literal, select
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy import ColumnElement, Connection, Row, Select, String, cast, func, literal, select
 
 from bot.frames import envelope_parts, iso
 from bot.schemas import SERIES_FIELDS
@@ -128,11 +126,11 @@ def read_frames(
     conn: Connection, session_pk: int, session_id: str, where: MessageFilter, limit: int
 ) -> list[tuple[int, str, str]]:
     """(seq, type, frame) in seq order, after `where.after_seq`: the one read behind replay and history."""
-    return fetch_tuples(conn, frames_query(session_pk, session_id, where, limit))
+    return fetch_tuples(conn, frames_query(session_pk, session_id, where, limit, conn.dialect.name))
 
 
-def frames_query(session_pk: int, session_id: str, where: MessageFilter, limit: int) -> Select[Any]:
-    query = select(messages.c.seq, messages.c.type, frame_text(session_id).label("frame")).where(
+def frames_query(session_pk: int, session_id: str, where: MessageFilter, limit: int, dialect: str) -> Select[Any]:
+    query = select(messages.c.seq, messages.c.type, frame_text(session_id, dialect).label("frame")).where(
         messages.c.session_pk == session_pk, messages.c.seq > where.after_seq
     )
     if where.types is not None:
@@ -142,31 +140,26 @@ def frames_query(session_pk: int, session_id: str, where: MessageFilter, limit: 
     return _in_range(query, where).order_by(messages.c.seq).limit(limit)
 
 
-def frame_text(session_id: str) -> ColumnElement[str]:
+def frame_text(session_id: str, dialect: str) -> ColumnElement[str]:
     """A stored message as the frame spectators got, byte for byte (the format of frames.data_frames),
-    assembled by the database in one formatting call per row: a page of 100,000 costs no Python per row."""
+    assembled by the database: a page of 100,000 costs no Python per row. SQLite writes it in one printf()
+    (each `||` copies the growing string again: a fifth slower there); on PostgreSQL `||` is the fastest."""
     (h0, h1), (t0, t1) = envelope_parts(orjson.dumps(session_id).decode())
-    template = "%s".join(part.replace("%", "%%") for part in (h0, h1, t0, t1, "")) + "}"
-    return _Format(literal(template), messages.c.type, messages.c.seq, messages.c.received, messages.c.data)
-
-
-class _Format(FunctionElement[str]):
-    """format(template, ...) with `%s` for each value: PostgreSQL's format(); SQLite's printf() (it has
-    format() only from 3.38). One pass per row, where `||` copied the growing string once per part."""
-
-    name = "format"
-    type = String()
-    inherit_cache = True
-
-
-@compiles(_Format)
-def _format(element: _Format, compiler: Any, **kw: Any) -> str:
-    return f"format({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(_Format, "sqlite")
-def _printf(element: _Format, compiler: Any, **kw: Any) -> str:
-    return f"printf({compiler.process(element.clauses, **kw)})"
+    if dialect == "sqlite":
+        template = "%s".join(part.replace("%", "%%") for part in (h0, h1, t0, t1, "")) + "}"
+        values = (messages.c.type, messages.c.seq, messages.c.received, messages.c.data)
+        return func.printf(literal(template), *values, type_=String)
+    return (
+        literal(h0)
+        + messages.c.type
+        + literal(h1)
+        + cast(messages.c.seq, String)
+        + literal(t0)
+        + messages.c.received
+        + literal(t1)
+        + messages.c.data
+        + literal("}")
+    )
 
 
 def _in_range(query: Select[Any], where: MessageFilter) -> Select[Any]:
@@ -182,7 +175,7 @@ def _in_range(query: Select[Any], where: MessageFilter) -> Select[Any]:
     return query
 
 
-def fetch_tuples(conn: Connection, query: Select[Any]) -> list[Any]:
+def fetch_tuples(conn: Connection, query: Select[*tuple[Any, ...]]) -> list[Any]:
     """Rows as plain tuples from the driver's own cursor: SQLAlchemy's Row objects cost more than the
     read itself on the big reads (a 100,000-message page, a million-point series)."""
     compiled = query.compile(conn, compile_kwargs={"render_postcompile": True})

@@ -99,7 +99,7 @@ async def test_a_session_s_statuses_are_read_from_the_type_index(tmp_path: Path)
     them (120 ms at 1M points). Checked on the query plan of the store's own read, so without timing."""
     async with service_on(tmp_path / "plan.db") as service:
         await rewards(service, "planned", [1.0] * 10, per_batch=10)
-    query = frames_query(1, "planned", MessageFilter(types=("training_status",)), 1000)
+    query = frames_query(1, "planned", MessageFilter(types=("training_status",)), 1000, "sqlite")
     compiled = query.compile(create_engine("sqlite://"), compile_kwargs={"render_postcompile": True})
     params = compiled.construct_params()
     with contextlib.closing(sqlite3.connect(tmp_path / "plan.db")) as conn:

@@ -15,8 +15,7 @@ from sqlalchemy import Connection
 
 from bot.frames import data_frames
 from bot.schemas import SessionCreate
-from bot.store import Store
-from bot.store import joined_frames as joined_module
+from bot.store import Store, joined_frames as joined_module
 from bot.store.batch import metrics_batch
 from bot.store.joined_frames import joined_frames
 from bot.store.reads import MessageFilter, get_session
