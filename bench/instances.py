@@ -34,7 +34,7 @@ import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Server, percentile, server_process
+from bench.common import Server, free_port, percentile, server_process
 from bench.fanout import collect, push, spectator_processes
 from bench.ingest import BATCH, batch, concurrent_batches, workers_started
 
@@ -169,8 +169,51 @@ async def live_latency(server: Server, session_id: str, stop: threading.Event, s
         task.cancel()
 
 
-def storm_figures(quick: bool) -> dict[str, float]:
+@contextlib.contextmanager
+def storm_clients(ws_url: str, count: int, last_seq: int) -> Iterator[subprocess.Popen[str]]:
+    """bench/storm_clients.py, its sockets prepared: write a line to its stdin to storm, read its figures."""
+    clients = subprocess.Popen(
+        [sys.executable, str(HERE / "storm_clients.py"), ws_url, str(count), str(last_seq)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert clients.stdin and clients.stdout and clients.stdout.readline().strip() == "READY"
+        yield clients
+        clients.wait(30)
+    finally:
+        if clients.poll() is None:
+            clients.kill()
+            clients.wait()
+
+
+def storm(clients: subprocess.Popen[str]) -> dict[str, Any]:
+    assert clients.stdin and clients.stdout
+    clients.stdin.write("go\n")
+    clients.stdin.flush()
+    result: dict[str, Any] = orjson.loads(clients.stdout.readline())
+    return result
+
+
+def bare_storm(count: int) -> dict[str, Any]:
+    """The baseline: the same clients, at once, against a bare websockets server that only greets them."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, str(HERE / "baselines" / "ws_greeter.py"), str(port)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "LISTENING"
+        with storm_clients(f"ws://127.0.0.1:{port}/", count, 0) as clients:
+            return storm(clients)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def storm_figures(quick: bool) -> dict[str, Any]:
     count = 500 if quick else 2000
+    baseline = bare_storm(count)
     with postgres_schema() as database, server_process(env(database, None, count + 10)) as server:
         session_id = httpx.post(f"{server.url}/api/training/sessions", json={"name": "storm"}).json()["session_id"]
         with httpx.Client(base_url=server.url, timeout=60) as http:
@@ -178,34 +221,29 @@ def storm_figures(quick: bool) -> dict[str, float]:
                 body = [{"episode": e, "current_reward": 1.0} for e in range(first, first + 1000)]
                 http.post(f"/api/training/sessions/{session_id}/metrics", json=body).raise_for_status()
         ws_url = server.url.replace("http://", "ws://") + f"/ws/{session_id}"
-        clients = subprocess.Popen(
-            [sys.executable, str(HERE / "storm_clients.py"), ws_url, str(count), "10000"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert clients.stdin and clients.stdout and clients.stdout.readline().strip() == "READY"
-        stop = threading.Event()
-        shared: list[list[float]] = []  # the pusher's latency list, read while it grows
-        pusher = threading.Thread(target=lambda: asyncio.run(live_latency(server, session_id, stop, shared)))
-        pusher.start()
-        time.sleep(3.0)  # the pusher's spectator reads the backlog, then times live pushes for a while
-        latencies = shared[0] if shared else []
-        before = len(latencies)
-        clients.stdin.write("go\n")
-        clients.stdin.flush()
-        result = orjson.loads(clients.stdout.readline())
-        stop.set()
-        pusher.join()
-        clients.wait(30)
-    during = latencies[before:]
+        with storm_clients(ws_url, count, 10_000) as clients:
+            stop = threading.Event()
+            shared: list[list[float]] = []  # the pusher's latency list, read while it grows
+            pusher = threading.Thread(target=lambda: asyncio.run(live_latency(server, session_id, stop, shared)))
+            pusher.start()
+            time.sleep(3.0)  # the pusher's spectator reads the backlog, then times live pushes for a while
+            latencies = shared[0] if shared else []
+            before = len(latencies)
+            result = storm(clients)
+            during = latencies[before:]  # until every spectator resumed, and a little after
+            stop.set()
+            pusher.join()
     result["live_p99_ms"] = percentile(during, 0.99) if during else float("nan")
     result["live_p99_before_ms"] = percentile(latencies[:before], 0.99) if before else float("nan")
+    result["baseline_seconds"] = baseline["seconds"]
+    result["ratio"] = result["seconds"] / baseline["seconds"]
     print(
         f"reconnect storm: {count} spectators with since at once: all resumed in {result['seconds']:.2f} s "
         f"(half in {result['half_resumed_s']:.2f} s, 99 % in {result['p99_resumed_s']:.2f} s; "
-        f"{result['refusals']} refusals with 1013, {result['gaps']} gaps); a live push's p99 meanwhile "
-        f"{result['live_p99_ms']:.1f} ms (before the storm {result['live_p99_before_ms']:.1f} ms)"
+        f"{result['refusals']} refusals with 1013, {result['gaps']} gaps; all closed in {result['closed_s']:.2f} s); "
+        f"a bare websockets server accepts and greets them in {baseline['seconds']:.2f} s: ratio "
+        f"{result['ratio']:.2f} (target <= 1.5); a live push's p99 meanwhile {result['live_p99_ms']:.1f} ms "
+        f"(before the storm {result['live_p99_before_ms']:.1f} ms, target <= 2x)"
     )
     return result
 
