@@ -37,9 +37,10 @@ def episodes_of(messages: list[dict[str, Any]]) -> list[int]:
     return [m["data"]["episode"] for m in messages if m["type"] == "training_metrics"]
 
 
-async def test_kill9_under_load_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    """Writers on several sessions while the server is SIGKILLed and restarted: every point stored once."""
-    server = ServerProcess(tmp_path / "metrics.db", free_port())
+async def test_kill9_under_load_loses_and_duplicates_nothing(database_url: str, tmp_path: Path) -> None:
+    """Writers on several sessions while the server is SIGKILLed and restarted: every point stored once, on
+    SQLite and on PostgreSQL (whose messages go in by COPY)."""
+    server = ServerProcess(database_url, free_port())
     server.start()
     acks: list[Ack] = []
     writers, points, kills = 3, 3000, 3
