@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
-from sqlalchemy.exc import DataError, DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
 from bot.frames import FrameRun, control_frame, data_frames, iso
 from bot.schemas import ENDED_STATUSES, GraphPoint, PerformanceGraphData, SessionCreate, SessionUpdate
@@ -73,18 +73,24 @@ class Job(ABC):
         """Check, then write; raise a StoreError only before the first write."""
 
 
-def commit_group(engine: Engine, jobs: Sequence[Job], now: float) -> list[Applied | Exception]:
+def commit_group(engine: Engine, jobs: Sequence[Job], now: float, raced: bool = False) -> list[Applied | Exception]:
     """Apply every job in one transaction: the whole group shares one commit (and one fsync).
 
     A job that the database refuses (a value validation let through) must not fail the others: the
     group is rolled back and committed again without it, and the job is tried alone, so it fails by
     itself. This costs nothing while every job succeeds; a savepoint per job would cost two statements
     on every job of every commit. A failure of the commit itself still fails the whole group.
+
+    A job alone that breaks a unique constraint lost a race with another instance on the same database
+    (the same idempotency key, the same session id), which committed after this job's checks: it is tried
+    once more, and its checks now see the other's rows (a duplicate, an existing session).
     """
     try:
         return _commit_once(engine, jobs, now)
     except _JobFailedError as failed:
         if len(jobs) == 1:
+            if isinstance(failed.__cause__, IntegrityError) and not raced:
+                return commit_group(engine, jobs, now, raced=True)
             return [_refusal(failed.__cause__)]
         others = commit_group(engine, [*jobs[: failed.index], *jobs[failed.index + 1 :]], now)
         alone = commit_group(engine, [jobs[failed.index]], now)
