@@ -7,6 +7,7 @@ pre-encoded JSON pieces (no parse, no re-encode); control frames (`connection_st
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, overload
@@ -17,6 +18,14 @@ import orjson
 def iso(ts: float) -> str:
     """ISO 8601 UTC with microseconds and a Z, as pydantic writes datetimes."""
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def json_number(value: float | None) -> float | str | None:
+    """A float as the API sends it: NaN and ±Infinity as "NaN", "Infinity" and "-Infinity" (README,
+    "Non-finite values"); orjson would write null."""
+    if value is None or math.isfinite(value):
+        return value
+    return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
 
 
 def envelope_parts(quoted_session_id: str) -> tuple[tuple[str, str], tuple[str, str]]:

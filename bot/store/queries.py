@@ -3,14 +3,13 @@ built from the store's query functions, run on the store's reader threads by bot
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from sqlalchemy import Connection, func, select, text
 
-from bot.frames import iso
+from bot.frames import iso, json_number
 from bot.store.decisions import read_decisions
 from bot.store.downsample import min_max
 from bot.store.errors import SessionNotFoundError
@@ -101,10 +100,6 @@ def read_state(conn: Connection, session_id: str, graph_points: int | None) -> S
     return SessionState(session_dict(row), latest, latest_decision, read_graphs(conn, row.pk, graph_points, total))
 
 
-def _plain(value: float) -> float | str:
-    return value if math.isfinite(value) else ("Infinity" if value > 0 else "-Infinity")
-
-
 def read_session_series(
     conn: Connection, session_id: str, metrics: list[str], where: MessageFilter, points: int
 ) -> dict[str, Any]:
@@ -154,7 +149,7 @@ def _columns(kept: list[Any], total: int, nan_count: int, steps: dict[int, int])
         "episode": [r[1] for r in kept],
         "step": [steps.get(r[0]) for r in kept],  # the engine's own step, where it sent one
         "timestamp": [r[2] for r in kept],
-        "value": [_plain(r[3]) for r in kept],
+        "value": [json_number(r[3]) for r in kept],
     }
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from bot.frames import json_number
 from bot.store.reads import MessageFilter, read_series
 from bot.store.tables import series_rollups
 
@@ -40,9 +41,9 @@ def read_summary(conn: Connection, session_pk: int, recent: int = RECENT) -> dic
         summary[metric] = {
             "count": int(count or 0),
             "nan_count": int(nan_count or 0),
-            "min": lowest,
-            "max": highest,
-            "last": last.last_value if last else None,
+            "min": json_number(lowest),
+            "max": json_number(highest),
+            "last": json_number(last.last_value) if last else None,
             "last_seq": last.last_seq if last else None,
             "last_episode": last.last_episode if last else None,
         }
@@ -51,6 +52,6 @@ def read_summary(conn: Connection, session_pk: int, recent: int = RECENT) -> dic
         newest = read_series(conn, session_pk, list(summary), MessageFilter(after_seq=max(0, min(start_seqs) - 1)))
         for metric, (points, _) in newest.items():
             values = [value for _, _, _, value in points[-recent:]]
-            summary[metric]["recent_mean"] = sum(values) / len(values) if values else None
+            summary[metric]["recent_mean"] = json_number(sum(values) / len(values)) if values else None
             summary[metric]["recent_count"] = len(values)
     return summary

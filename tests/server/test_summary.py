@@ -38,3 +38,14 @@ async def test_summary_of_an_empty_and_of_an_unknown_session(client: httpx.Async
     session_id = await create_session(client, "empty")
     assert (await client.get(f"{BASE}/{session_id}/summary")).json()["metrics"] == {}
     assert (await client.get(f"{BASE}/nobody/summary")).status_code == 404
+
+
+async def test_infinite_values_are_summed_up_as_the_strings_they_travel_as(client: httpx.AsyncClient) -> None:
+    """README "Non-finite values": they always go out as "Infinity" and "-Infinity" (orjson wrote null)."""
+    session_id = await create_session(client, "diverged")
+    points = [{"episode": 0, "loss_value": 1.0}, {"episode": 1, "loss_value": "-Infinity"}]
+    points += [{"episode": 2, "loss_value": "Infinity"}]
+    assert (await client.post(f"{BASE}/{session_id}/metrics", json=points)).status_code == 200
+    loss = (await client.get(f"{BASE}/{session_id}/summary")).json()["metrics"]["loss_value"]
+    assert (loss["min"], loss["max"], loss["last"]) == ("-Infinity", "Infinity", "Infinity")
+    assert loss["recent_mean"] == "NaN" and loss["recent_count"] == 3  # inf - inf: the mean is undefined
