@@ -121,18 +121,34 @@ class Whole:
 MAX_EPOCH_SECONDS = 10**10  # year 2286; pydantic reads a number past 2e10 as milliseconds, so stop well short
 
 
+def _utc_if_naive(value: datetime) -> datetime:
+    """A time written without an offset is UTC, as `since` and `until` are: never the server's own zone."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _zoned(value: datetime, info: core_schema.ValidationInfo) -> datetime:
+    """From JSON (a string), as _utc_if_naive; a Python datetime without a zone is local time, Python's own
+    convention (datetime.now()), kept as that instant."""
+    if value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC) if info.mode == "json" else value.astimezone(UTC)
+
+
 class _Timestamp:
     """A point's time: an RFC 3339 string, or seconds since the epoch as a number (what the SDK sends), within
-    ±MAX_EPOCH_SECONDS so that a number is never taken for milliseconds. Checked in Rust: no Python call."""
+    ±MAX_EPOCH_SECONDS so that a number is never taken for milliseconds. A number is checked in Rust with no
+    Python call; a string pays one, to give a time without an offset its zone (UTC)."""
 
     @classmethod
     def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
         seconds = core_schema.float_schema(ge=-MAX_EPOCH_SECONDS, le=MAX_EPOCH_SECONDS, strict=True)
+        text = core_schema.chain_schema([core_schema.str_schema(strict=True), core_schema.datetime_schema()])
         return core_schema.union_schema(
             [
                 core_schema.chain_schema([seconds, core_schema.datetime_schema()]),
-                core_schema.datetime_schema(strict=True),  # a datetime (from JSON: a string)
-                core_schema.chain_schema([core_schema.str_schema(strict=True), core_schema.datetime_schema()]),
+                # a datetime (from JSON: a string)
+                core_schema.with_info_after_validator_function(_zoned, core_schema.datetime_schema(strict=True)),
+                core_schema.no_info_after_validator_function(_utc_if_naive, text),
             ],
             mode="left_to_right",  # numbers (the SDK's) first; a smart union would try all three on every value
             custom_error_type="timestamp",

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import orjson
 import pytest
 from pydantic import ValidationError
 
 from bot.schemas import BotDecisionData, PerformanceGraphData, TrainingMetricsData
+from bot.server.ingest.batches import read_batch
 from bot.store.batch import metric_columns
 
 
@@ -57,3 +61,28 @@ def test_probabilities_must_sum_to_one() -> None:
 def test_graph_metrics_default_to_the_series_sent() -> None:
     graph = PerformanceGraphData(graph_id="g", data_points={"loss": [{"value": 1.0}]})
     assert graph.metrics == ["loss"] and graph.max_points == 1000
+
+
+@pytest.fixture
+def new_york(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The server's local time 5 hours behind UTC, as on a machine not set to UTC."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.parametrize("sent", ["2024-01-01T00:00:00", "2024-01-01", "2024-01-01T00:00:00.000"])
+def test_a_time_without_an_offset_is_utc_whatever_the_server_s_zone(new_york: None, sent: str) -> None:
+    """Like `since` and `until`: a JSON time with no offset is UTC, stored with its Z. It was taken in the
+    server's own zone (here 5 hours off) and stored with no zone, so nobody could tell."""
+    batch = read_batch("training_metrics", orjson.dumps([{"timestamp": sent, "episode": 1}]), 10)
+    assert batch.timestamps == [datetime(2024, 1, 1, tzinfo=UTC).timestamp()]
+    assert orjson.loads(batch.data[0])["timestamp"] == "2024-01-01T00:00:00Z"
+
+
+def test_a_python_datetime_without_a_zone_is_local_time(new_york: None) -> None:
+    """In Python, a naive datetime is local time (datetime.now()): it is kept as that instant, in UTC."""
+    point = TrainingMetricsData(timestamp=datetime(2024, 1, 1, 0, 0))
+    assert point.timestamp == datetime(2024, 1, 1, 5, 0, tzinfo=UTC)
