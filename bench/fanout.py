@@ -31,11 +31,16 @@ PROCESSES = 4
 
 
 @contextlib.contextmanager
-def spectator_processes(ws_url: str, spectators: int, expected: int, seconds: float) -> Iterator[list[Any]]:
+def spectator_processes(
+    ws_url: str, spectators: int, expected: int, seconds: float, connects_per_s: float = 0.0
+) -> Iterator[list[Any]]:
+    """bench/spectators.py in PROCESSES processes, all connected (and joined) when this yields; with
+    `connects_per_s`, their connects are paced to that rate in all, else they all connect at once."""
     share = [spectators // PROCESSES + (1 if i < spectators % PROCESSES else 0) for i in range(PROCESSES)]
+    pace = str(connects_per_s / PROCESSES)
     processes = [
         subprocess.Popen(
-            [sys.executable, str(HERE / "spectators.py"), ws_url, str(n), str(expected), str(seconds)],
+            [sys.executable, str(HERE / "spectators.py"), ws_url, str(n), str(expected), str(seconds), pace],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -69,7 +74,7 @@ def collect(processes: list[Any]) -> dict[str, float]:
     }
 
 
-def baseline(spectators: int, frames: int, rate: float | None = None) -> dict[str, float]:
+def baseline(spectators: int, frames: int, rate: float | None = None, connects_per_s: float = 0.0) -> dict[str, float]:
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, str(HERE / "baselines" / "ws_broadcast.py"), str(port), str(frames)]
@@ -80,7 +85,7 @@ def baseline(spectators: int, frames: int, rate: float | None = None) -> dict[st
     )
     assert server.stdout is not None and server.stdout.readline().strip() == "LISTENING"
     try:
-        with spectator_processes(f"ws://127.0.0.1:{port}/", spectators, frames, 120) as processes:
+        with spectator_processes(f"ws://127.0.0.1:{port}/", spectators, frames, 120, connects_per_s) as processes:
             assert server.stdin is not None
             cpu = cpu_seconds(server.pid)
             server.stdin.write("go\n")

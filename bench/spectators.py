@@ -1,7 +1,8 @@
 """A spectator load process: N WebSocket connections that count frames and measure push-to-receive latency.
 
-    python bench/spectators.py WS_URL CONNECTIONS EXPECTED [SECONDS]   # WS_URL may be a comma-separated list:
-                                                                      # connections go round-robin over it
+    python bench/spectators.py WS_URL CONNECTIONS EXPECTED [SECONDS [CONNECTS_PER_S]]
+                                                  # WS_URL may be a comma-separated list: connections go
+                                                  # round-robin over it; CONNECTS_PER_S paces the connects
     python bench/spectators.py WS_URL CONNECTIONS stall [SECONDS]   # connect, then never read
 
 Reads until every connection got EXPECTED data frames (or SECONDS pass), then prints one JSON line:
@@ -90,7 +91,10 @@ class Spectator(asyncio.Protocol):
                 future.set_exception(ConnectionError("closed by the server"))
 
 
-async def spectator(url: str, expected: int, latencies: list[float], stamps: list[float], index: int) -> Spectator:
+async def spectator(
+    url: str, expected: int, latencies: list[float], stamps: list[float], index: int, delay: float = 0.0
+) -> Spectator:
+    await asyncio.sleep(delay)
     uri = parse_uri(url)
     _, connection = await asyncio.get_running_loop().create_connection(
         lambda: Spectator(url, expected, latencies, stamps, index), uri.host, uri.port
@@ -133,11 +137,15 @@ async def main() -> None:
         return await stall(sys.argv[1], int(sys.argv[2]), float(sys.argv[4]) if len(sys.argv) > 4 else 60.0)
     url, connections, expected = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     seconds = float(sys.argv[4]) if len(sys.argv) > 4 else 120.0
+    rate = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0  # connects per second; 0: all at once
     latencies: list[float] = []
     stamps: list[float] = []
     urls = url.split(",")  # connections go round-robin over the URLs given
     connected = await asyncio.gather(
-        *(spectator(urls[i % len(urls)], expected, latencies, stamps, i) for i in range(connections))
+        *(
+            spectator(urls[i % len(urls)], expected, latencies, stamps, i, i / rate if rate else 0.0)
+            for i in range(connections)
+        )
     )
     print("READY", flush=True)
     cpu = time.process_time()

@@ -31,7 +31,7 @@ async def main() -> None:
     port, frames = int(sys.argv[1]), int(sys.argv[2])
     rate = float(sys.argv[3]) if len(sys.argv) > 3 else None
     burst = 1 if rate else 100
-    async with serve(handler, "127.0.0.1", port, compression=None, max_queue=None):
+    async with serve(handler, "127.0.0.1", port, compression=None, max_queue=None, backlog=4096):
         print("LISTENING", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         start = time.perf_counter()
