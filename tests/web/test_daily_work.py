@@ -232,8 +232,9 @@ async def test_step_is_the_engines_own_and_every_chart_follows_it(
 
     page = await browser.new_page(viewport={"width": 1200, "height": 900})
     await page.goto(f"{live.url}/sessions/{session_id}")
-    await page.wait_for_function("() => window.sessionPage.charts.get('graph:evaluation')?.chart.points() === 3")
-    xs = "name => window.sessionPage.charts.get(name).chart.plot.data[0]"
+    xs = "name => window.sessionPage.charts.get(name)?.chart.plot.data[0] ?? []"
+    # Drawn, not only held: a chart draws its points at the next animation frame.
+    await page.wait_for_function(f"() => ({xs})('graph:evaluation').length === 3 && ({xs})('Reward').length >= 3")
     label = "name => window.sessionPage.charts.get(name).chart.plot.axes[0].label"
     assert await page.evaluate(label, "Reward") == "step"
     assert (await page.evaluate(xs, "Reward"))[:3] == [0, 100, 200]
@@ -423,8 +424,13 @@ async def test_relative_time_starts_at_the_runs_first_point(
     await client.post(f"/api/training/sessions/{session_id}/metrics", json=points)
     page = await browser.new_page()
     await page.goto(f"{live.url}/sessions/{session_id}?x=relative")
-    await page.wait_for_function("() => window.sessionPage.charts.get('Reward')?.chart.points() === 10")
-    xs = await page.evaluate("() => window.sessionPage.charts.get('Reward').chart.plot.data[0]")
+    # What the plot drew, read when it is drawn: a chart holds its points at once and draws them at the next
+    # animation frame, so reading the plot right after its points arrived could find it not drawn yet.
+    drawn = await page.wait_for_function(
+        "() => { const xs = window.sessionPage.charts.get('Reward')?.chart.plot.data[0];"
+        " return xs?.length === 10 && Array.from(xs); }"
+    )
+    xs = await drawn.json_value()
     assert xs[0] == 0 and xs[-1] == 9, xs
 
 

@@ -135,7 +135,8 @@ async def test_smoothing_log_scale_x_axis_and_zoom_are_kept_in_the_url(
     await push(client, session_id, range(100))
     page = await browser.new_page(viewport={"width": 1200, "height": 900})
     await page.goto(f"{live.url}/sessions/{session_id}")
-    await page.wait_for_function("() => window.sessionPage.charts.get('Reward')?.chart.points() === 100")
+    # Drawn, not only held: a chart draws its points at the next animation frame.
+    await page.wait_for_function("() => window.sessionPage.charts.get('Reward')?.chart.plot.data[0]?.length === 100")
     columns = "() => window.sessionPage.charts.get('Reward').chart.plot.data.length"
     assert await page.evaluate(columns) == 3  # x, current_reward, average_reward: no smoothing yet
 
