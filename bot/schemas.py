@@ -129,9 +129,9 @@ def _utc_if_naive(value: datetime) -> datetime:
 def _zoned(value: datetime, info: core_schema.ValidationInfo) -> datetime:
     """From JSON (a string), as _utc_if_naive; a Python datetime without a zone is local time, Python's own
     convention (datetime.now()), kept as that instant."""
-    if value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC) if info.mode == "json" else value.astimezone(UTC)
+    if info.mode == "json" or value.tzinfo is not None:
+        return _utc_if_naive(value)
+    return value.astimezone(UTC)
 
 
 class _Timestamp:

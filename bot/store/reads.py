@@ -125,7 +125,8 @@ class MessageFilter:
 def read_frames(
     conn: Connection, session_pk: int, session_id: str, where: MessageFilter, limit: int
 ) -> list[tuple[int, str, str]]:
-    """(seq, type, frame) in seq order, after `where.after_seq`: the one read behind replay and history."""
+    """(seq, type, frame) in seq order, after `where.after_seq`: the one read behind replay and exports
+    (a history page is joined by the database: joined_frames.py)."""
     return fetch_tuples(conn, frames_query(session_pk, session_id, where, limit, conn.dialect.name))
 
 
