@@ -6,9 +6,9 @@ the request state: no module-level state, so a process can hold as many independ
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import functools
-import gc
 import logging
 import math
 import reprlib
@@ -43,6 +43,7 @@ from bot.server.edge.browsers import LOOPBACK_HOSTS, BrowserGuard, allowed_hosts
 from bot.server.edge.http_guard import ConnectionLimits, GuardedHttpProtocol, default_max_connections
 from bot.server.edge.metrics import MetricsMiddleware, ServerMetrics
 from bot.server.edge.rate_limits import RateLimitedError
+from bot.server.gc_pauses import YoungOnlyCollector
 from bot.server.live import ws
 from bot.server.live.direct import RawSendMiddleware
 from bot.server.live.hub import Hub
@@ -356,10 +357,10 @@ def _log_config(level: str | int, log_format: str = "text") -> dict[str, Any]:
 class _Server(uvicorn.Server):
     """uvicorn's server, with two changes for a process of its own.
 
-    Once the app is up, it freezes the heap made so far out of the garbage collector. A full collection
-    walks every tracked object; with the start-up heap (FastAPI, pydantic, SQLAlchemy) that took 40-200 ms
-    here, a pause that every spectator of a push then waits for. Frozen objects are never walked again;
-    what is made later (connections, frames) is collected as usual. The freeze is process-wide.
+    Once the app is up, the garbage collector stops walking the whole heap (gc_pauses.py): the start-up
+    heap (FastAPI, pydantic, SQLAlchemy; a 40-200 ms walk here) and then each second's survivors are frozen,
+    so that thousands of spectators' connections do not make every push wait for a full collection. The
+    freeze is process-wide.
 
     On shutdown, spectators are closed with 1001 (going away) before uvicorn closes the remaining
     WebSockets with 1012, and one that does not take its close within `grace` seconds is cut off, so a
@@ -369,13 +370,18 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, grace: float) -> None:
         super().__init__(config)
         self.grace = grace
+        self._collector: asyncio.Task[None] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        gc.collect()
-        gc.freeze()
+        connections = self.server_state.connections
+        collector = YoungOnlyCollector(lambda: GuardedHttpProtocol.opened - len(connections), lambda: len(connections))
+        collector.start()
+        self._collector = asyncio.create_task(collector.run(), name="tms-gc")
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._collector is not None:
+            self._collector.cancel()
         for server in self.servers:
             server.close()  # no new connections while the spectators are told
         hub = self.lifespan.state.get("hub")
