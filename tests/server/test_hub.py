@@ -214,3 +214,21 @@ async def received_data(spectator: Spectator, count: int) -> list[int]:
         while len(seqs := [seq for seq, _ in spectator.queue.items if seq != CONTROL]) < count:
             await asyncio.sleep(0.01)
     return seqs
+
+
+async def test_the_watchdog_visits_only_spectators_with_frames_queued(
+    setup: tuple[Hub, MemoryBroker, FakeStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a second the watchdog looks for spectators that stay behind: with 10,000 idle ones, a pass over
+    every one of them held the event loop for 6-12 ms, each second. Only a queue with frames can be behind."""
+    hub, _, _ = setup
+    idle, behind = await watching(hub), await watching(hub)
+    idle.queue.pop()  # the other's join announcement, as its sender task would have taken it
+    assert not idle.queue.items
+    behind.queue.offer(CONTROL, "connection_status", "queued")  # its sender task has not taken it yet
+    visited: list[Spectator] = []
+    settle = Spectator.settle
+    monkeypatch.setattr(Spectator, "settle", lambda self, *args: (visited.append(self), settle(self, *args))[1])
+    await asyncio.sleep(0.2)  # a few watchdog passes (repair_interval 0.05 s)
+    assert behind in visited
+    assert idle not in visited

@@ -278,6 +278,15 @@ class Hub:
         for spectator in watched.spectators.values():
             spectator.settle(now, self.slow_timeout, wire)
 
+    def _settle_behind(self, watched: _Watched) -> None:
+        """The watchdog's pass: only a spectator with frames still queued can be behind. Settling every
+        one of 10,000 idle spectators held the event loop for 6-12 ms, once a second."""
+        behind = [spectator for spectator in watched.spectators.values() if spectator.queue.items]
+        now = asyncio.get_running_loop().time()
+        wire = WireFrames()
+        for spectator in behind:
+            spectator.settle(now, self.slow_timeout, wire)
+
     def _announce(self, spectator: Spectator, event: str) -> None:
         """Tell the others someone joined or left. Past `announce_limit` spectators, a join would cost a
         message to each of them (half a million for a thousand joining), so the count is sent once per
@@ -401,7 +410,7 @@ class Hub:
             await asyncio.sleep(self.repair_interval)
             self._recount()
             for current in list(self._sessions.values()):
-                self._settle(current)  # a spectator that stays behind is closed even when no new data comes
+                self._settle_behind(current)  # one that stays behind is closed even when no new data comes
             refused = any(not w.subscribed and w.delivered >= 0 for w in self._sessions.values())
             if refused and (self._resubscribe is None or self._resubscribe.done()):
                 # A task of its own: while the broker is away each try takes its timeout, and the repairs below
