@@ -313,6 +313,40 @@ async def test_a_fast_live_run_keeps_a_bounded_series_per_chart(
     assert 2000 <= kept <= 4000
 
 
+async def test_live_data_for_every_chart_draws_one_chart_a_frame_and_each_chart_catches_up(
+    live: LiveServer, client: httpx.AsyncClient, browser: Any
+) -> None:
+    """Every chart of the page fed by each push: drawing them all in the frame the data came in made frames of
+    50 ms at 1,000 points/s (bench/page.py); a frame draws one, and each still ends on the newest point."""
+    session_id = await create_session(client, "frames")
+    await push(client, session_id, range(1))
+    page = await browser.new_page()
+    await page.goto(f"{live.url}/sessions/{session_id}?smoothing=0.6")
+    await page.wait_for_function("() => window.sessionPage.charts.size >= 4")
+    await page.evaluate(
+        """() => {
+        window.draws_ = { frame: 0, most: 0, total: 0 };
+        for (const { chart } of window.sessionPage.charts.values()) {
+          const setData = chart.plot.setData;
+          chart.plot.setData = (...args) => { window.draws_.frame++; window.draws_.total++; setData(...args); };
+        }
+        (function frame() {
+          window.draws_.most = Math.max(window.draws_.most, window.draws_.frame);
+          window.draws_.frame = 0;
+          requestAnimationFrame(frame);
+        })();
+      }"""
+    )
+    for start in range(1, 2001, 100):
+        await push(client, session_id, range(start, start + 100))
+    newest = """() => [...window.sessionPage.charts.values()].every(({ chart }) => {
+      const x = chart.plot.data[0]; return x.length && x[x.length - 1] >= 2000; })"""
+    await page.wait_for_function(newest)
+    draws = await page.evaluate("() => window.draws_")
+    assert draws["total"] >= len(await page.evaluate("() => [...window.sessionPage.charts.keys()]"))
+    assert draws["most"] == 1
+
+
 async def test_room_page_asks_for_the_password(live: LiveServer, client: httpx.AsyncClient, browser: Any) -> None:
     """Opening a protected room by its code shows a password form; the right password joins. The password
     goes in the connection's first message, never in its URL (where proxies and logs would keep it)."""
