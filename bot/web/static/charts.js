@@ -134,7 +134,7 @@ class RunChart {
     this.container = container; this.title = title; this.yLabel = yLabel; this.origin = origin;
     this.series = new Map(names.map((name) => [name, new Series()]));
     this.labels = new Map(); // a series' name in the legend, where not its key (compare: a run's name, not its id)
-    this.plot = null;
+    this.plot = null; this.drawnAt = -Infinity;
     this.onView = () => this.rebuild();
     viewListeners.add(this.onView);
     this.resize = new ResizeObserver(() => this.plot?.setSize(this.size()));
@@ -227,14 +227,19 @@ class RunChart {
   }
 }
 
-// Charts with new data, the longest waiting first. A frame draws one of them: drawing every chart of the
-// page in the frame its data came in (1,000 points/s live) made frames of 50 ms; one a frame, each chart of
-// six is still drawn ten times a second.
+// Charts with new data, the longest waiting first. A frame draws one of them, and a chart is drawn at most ten
+// times a second: drawing every chart of the page in the frame its data came in (1,000 points/s live) made
+// frames of 50 ms; ten times a second is as live as a chart needs to look.
 const waiting = new Set();
-function drawWaiting() {
-  const [chart] = waiting;
-  waiting.delete(chart);
-  chart.draw();
+const REDRAW_MS = 100;
+function drawWaiting(now) {
+  for (const chart of waiting) {
+    if (now - chart.drawnAt < REDRAW_MS) continue;
+    waiting.delete(chart);
+    chart.drawnAt = now;
+    chart.draw();
+    break;
+  }
   if (waiting.size) requestAnimationFrame(drawWaiting);
 }
 
