@@ -32,7 +32,7 @@ from bot.store.queries import (
 from bot.store.reads import (
     MessageFilter,
     get_session,
-    get_session_by_room,
+    get_session_by_room_or_id,
     list_sessions,
     protected_rooms,
     session_dict,
@@ -88,7 +88,7 @@ class TrainingService:
     async def find_spectated(self, key: str) -> dict[str, Any]:
         """The session a spectator asked for: by room code, or else by session id (a room's code wins: no
         session can take a room's spectators by naming itself after its code)."""
-        row = await self.store.read(get_session_by_room, key) or await self.store.read(get_session, key)
+        row = await self.store.read(get_session_by_room_or_id, key)
         if row is None:
             raise SessionNotFoundError(key)
         return {**session_dict(row), "room_password_hash": row.room_password_hash}

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, Connection, Row, Select, String, cast, func, literal, select
+from sqlalchemy import ColumnElement, Connection, Row, Select, String, cast, func, literal, or_, select
 
 from bot.frames import envelope_parts, iso
 from bot.schemas import SERIES_FIELDS
@@ -45,8 +45,12 @@ def get_session(conn: Connection, session_id: str) -> Row[Any] | None:
     return conn.execute(select(sessions).where(sessions.c.session_id == session_id)).first()
 
 
-def get_session_by_room(conn: Connection, room_code: str) -> Row[Any] | None:
-    return conn.execute(select(sessions).where(sessions.c.room_code == room_code.upper())).first()
+def get_session_by_room_or_id(conn: Connection, key: str) -> Row[Any] | None:
+    """The session whose room code is `key`, else the one whose id is `key` (a room's code wins): in one read,
+    as every spectator's join asks it."""
+    code = key.upper()
+    rows = conn.execute(select(sessions).where(or_(sessions.c.room_code == code, sessions.c.session_id == key))).all()
+    return next((row for row in rows if row.room_code == code), rows[0] if rows else None)
 
 
 def list_sessions(
