@@ -4,7 +4,7 @@ CPython's collector walks every tracked object of the oldest generation once tha
 by a quarter. A spectator's connection is about 200 tracked objects (uvicorn's protocol, the ASGI
 stack's coroutines, its tasks and queues), so 10,000 spectators are 2 million objects, and each
 full collection while they join stopped the process for 0.3 to 1.1 s here (eight of them, 4.8 s in
-all, while 10,000 joined): every push of those moments waited, and the listen queue overflowed.
+all, while 10,000 joined): every push of those moments waited, and so did every connection to accept.
 
 Here, once a second, what was made since the last second is collected (cheap: it is all that is not
 frozen) and the survivors are frozen (`gc.freeze`): they are never walked again. Live connections
