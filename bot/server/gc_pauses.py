@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
 
+running: YoungOnlyCollector | None = None  # the process's collector, once started (gc itself is process-wide)
+
 TICK_SECONDS = 1.0
 CLOSED_SHARE = 0.25  # closed connections, as a share of the open ones, that call for a full collection
 MIN_CLOSED = 256  # below this many closed, their garbage is too small to be worth a full pause
@@ -38,6 +40,8 @@ GROWTH_FACTOR = 4  # frozen objects, as a multiple of those kept by the last ful
 
 @dataclass
 class CollectorStats:
+    """What /metrics says of the collector (tms_gc_*): a frozen heap that only grows is garbage kept."""
+
     full_collections: int = 0
     last_full_seconds: float = 0.0
     frozen: int = 0  # objects frozen, counted at the last full collection plus what each tick froze since
@@ -54,7 +58,9 @@ class YoungOnlyCollector:
         self._frozen_at_full = 0
 
     def start(self) -> None:
-        """From the start-up heap on, which is frozen with the rest."""
+        """From the start-up heap on, which is frozen with the rest; the process's collector from now on."""
+        global running
+        running = self
         self.full()
 
     def tick(self) -> None:

@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bot.server import gc_pauses
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 
@@ -69,6 +71,15 @@ class _StateCollector:
             "tms_broker_up", "1 while live frames go through the broker", value=service.broker_problem() is None
         )
         yield GaugeMetricFamily("tms_uptime_seconds", "Seconds since start", value=time.time() - stats.started_at)
+        if (collector := gc_pauses.running) is not None:  # `bot serve` (bot/server/gc_pauses.py)
+            gc_stats = collector.stats
+            yield CounterMetricFamily(
+                "tms_gc_full_collections", "Full garbage collections", value=gc_stats.full_collections
+            )
+            yield GaugeMetricFamily(
+                "tms_gc_last_full_seconds", "How long the last one held the process", value=gc_stats.last_full_seconds
+            )
+            yield GaugeMetricFamily("tms_gc_frozen_objects", "Objects no collection walks", value=gc_stats.frozen)
 
 
 class MetricsMiddleware:
