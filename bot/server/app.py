@@ -370,18 +370,21 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, grace: float) -> None:
         super().__init__(config)
         self.grace = grace
-        self._collector: asyncio.Task[None] | None = None
+        self._collector: YoungOnlyCollector | None = None
+        self._collecting: asyncio.Task[None] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        connections = self.server_state.connections
-        collector = YoungOnlyCollector(lambda: GuardedHttpProtocol.opened - len(connections), lambda: len(connections))
-        collector.start()
-        self._collector = asyncio.create_task(collector.run(), name="tms-gc")
+        hub = self.lifespan.state.get("hub")
+        if isinstance(hub, Hub):
+            self._collector = YoungOnlyCollector(lambda: hub.left, lambda: hub.total)
+            self._collector.start()
+            self._collecting = asyncio.create_task(self._collector.run(), name="tms-gc")
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        if self._collector is not None:
-            self._collector.cancel()
+        if self._collecting is not None and self._collector is not None:
+            self._collecting.cancel()
+            self._collector.stop()
         for server in self.servers:
             server.close()  # no new connections while the spectators are told
         hub = self.lifespan.state.get("hub")

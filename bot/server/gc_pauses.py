@@ -9,12 +9,16 @@ all, while 10,000 joined): every push of those moments waited, and so did every 
 Here, once a second, what was made since the last second is collected (cheap: it is all that is not
 frozen) and the survivors are frozen (`gc.freeze`): they are never walked again. Live connections
 are most of them. What dies later inside a cycle (about 100 objects of each closed connection) is
-reclaimed by a full collection (`gc.unfreeze` then `gc.collect`), done only when it pays:
+reclaimed by a full collection (`gc.unfreeze` then `gc.collect`), done only when it pays, and at most
+once in ten seconds:
 
-- when the connections closed since the last full collection reach a quarter of those open (their
-  cycles are then a fair share of the frozen heap), or
-- when the frozen objects have grown fourfold since the last full collection, whatever the cause, so
-  that garbage nobody counted stays bounded.
+- when the spectators gone since the last full collection reach a quarter of those connected (their
+  cycles are then a fair share of the frozen heap; short HTTP connections are not counted: a proxy that
+  opens one per request would call for a full pause every few hundred requests),
+- when the objects frozen since then (counted as they are frozen, so an upper bound: some have since
+  been freed by their reference counts) reach three times those the last one kept, or
+- every ten minutes, so that what nobody counted (an HTTP connection's cycles, a file or a socket held
+  by one) is never kept for long.
 
 Growth by new connections alone costs one full pause per fourfold growth (CPython's rule: one per quarter).
 """
@@ -33,29 +37,32 @@ logger = logging.getLogger(__name__)
 running: YoungOnlyCollector | None = None  # the process's collector, once started (gc itself is process-wide)
 
 TICK_SECONDS = 1.0
-CLOSED_SHARE = 0.25  # closed connections, as a share of the open ones, that call for a full collection
-MIN_CLOSED = 256  # below this many closed, their garbage is too small to be worth a full pause
+GONE_SHARE = 0.25  # spectators gone, as a share of those connected, that call for a full collection
+MIN_GONE = 256  # below this many gone, their garbage is too small to be worth a full pause
 GROWTH_FACTOR = 4  # frozen objects, as a multiple of those kept by the last full collection, that call for one
+MIN_FULL_SECONDS = 10.0  # between two full collections, at least
+MAX_FULL_SECONDS = 600.0  # between two full collections, at most
 
 
 @dataclass
 class CollectorStats:
-    """What /metrics says of the collector (tms_gc_*): a frozen heap that only grows is garbage kept."""
+    """What /metrics says of the collector (tms_gc_*)."""
 
     full_collections: int = 0
     last_full_seconds: float = 0.0
-    frozen: int = 0  # objects frozen, counted at the last full collection plus what each tick froze since
+    frozen: int = 0  # kept by the last full collection, plus what each tick froze since (an upper bound)
 
 
 class YoungOnlyCollector:
-    """Collects what is new once a tick and freezes the rest; `closed()` says how many connections have
-    closed so far, `open()` how many are open now (both from the server)."""
+    """Collects what is new once a tick and freezes the rest; `gone()` says how many spectators have left
+    so far, `connected()` how many are connected now (both from the hub)."""
 
-    def __init__(self, closed: Callable[[], int], open_now: Callable[[], int]) -> None:
-        self._closed, self._open = closed, open_now
+    def __init__(self, gone: Callable[[], int], connected: Callable[[], int]) -> None:
+        self._gone, self._connected = gone, connected
         self.stats = CollectorStats()
-        self._closed_at_full = closed()
+        self._gone_at_full = gone()
         self._frozen_at_full = 0
+        self._full_at = time.monotonic()
 
     def start(self) -> None:
         """From the start-up heap on, which is frozen with the rest; the process's collector from now on."""
@@ -64,9 +71,11 @@ class YoungOnlyCollector:
         self.full()
 
     def tick(self) -> None:
-        closed = self._closed() - self._closed_at_full
+        since = time.monotonic() - self._full_at
+        gone = self._gone() - self._gone_at_full
         grown = self.stats.frozen >= GROWTH_FACTOR * max(self._frozen_at_full, 1)
-        if grown or closed >= max(MIN_CLOSED, CLOSED_SHARE * self._open()):
+        due = grown or gone >= max(MIN_GONE, GONE_SHARE * self._connected())
+        if since >= MAX_FULL_SECONDS or (due and since >= MIN_FULL_SECONDS):
             self.full()
             return
         gc.collect()  # walks only what is not frozen: what the last tick made
@@ -82,7 +91,8 @@ class YoungOnlyCollector:
         self.stats.last_full_seconds = time.perf_counter() - started
         self.stats.full_collections += 1
         self.stats.frozen = self._frozen_at_full = gc.get_freeze_count()
-        self._closed_at_full = self._closed()
+        self._gone_at_full = self._gone()
+        self._full_at = time.monotonic()
         logger.debug(
             "full garbage collection: %d objects kept, %.3f s", self.stats.frozen, self.stats.last_full_seconds
         )
@@ -90,4 +100,14 @@ class YoungOnlyCollector:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(TICK_SECONDS)
-            self.tick()
+            try:
+                self.tick()
+            except Exception:  # a bug here must not leave the heap frozen for good without a word
+                logger.exception("garbage collection tick failed")
+
+    def stop(self) -> None:
+        """The heap back to the collector (frozen cycles are collected at exit), and no longer the process's."""
+        global running
+        gc.unfreeze()
+        if running is self:
+            running = None

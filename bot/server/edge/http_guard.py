@@ -49,8 +49,6 @@ class _Refused(Exception):
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
-    opened = 0  # connections this process took, WebSockets included (they start as HTTP): gc_pauses.py
-
     def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.limits = limits
@@ -63,7 +61,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        GuardedHttpProtocol.opened += 1
         self.over_capacity = len(self.connections) > self.limits.max_connections
         self._arm(self.limits.header_timeout, "the request head did not arrive in time (http_header_timeout)")
 

@@ -79,7 +79,11 @@ class _StateCollector:
             yield GaugeMetricFamily(
                 "tms_gc_last_full_seconds", "How long the last one held the process", value=gc_stats.last_full_seconds
             )
-            yield GaugeMetricFamily("tms_gc_frozen_objects", "Objects no collection walks", value=gc_stats.frozen)
+            yield GaugeMetricFamily(
+                "tms_gc_frozen_objects",
+                "Objects the last full collection kept, plus those frozen since (an upper bound)",
+                value=gc_stats.frozen,
+            )
 
 
 class MetricsMiddleware:

@@ -96,6 +96,7 @@ class Hub:
         self.repair_interval = repair_interval
         self.announce_limit = announce_limit
         self.total = 0
+        self.left = 0  # spectators that have gone, ever (bot/server/gc_pauses.py reclaims their objects)
         self.dropped_by_gone = 0  # frames dropped for spectators that have left
         self._watching: dict[str, _Watched] = {}  # spectator id -> its incarnation's state, retired or not
         self._gone = asyncio.Event()  # set whenever a spectator leaves (shutdown waits on it)
@@ -237,6 +238,7 @@ class Hub:
         if watched is None or watched.spectators.pop(spectator.id, None) is None:
             return
         self.total -= 1
+        self.left += 1
         self.dropped_by_gone += spectator.queue.total_dropped
         self._gone.set()
         session_id = spectator.session_id
