@@ -4,10 +4,6 @@ and a value the database or the driver refuses fails only its own job."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from bot.schemas import SessionCreate
 from bot.store import Store, StoreRejectedError
@@ -15,13 +11,6 @@ from bot.store.batch import Batch, metrics_batch
 from bot.store.bulk import CHUNK
 from bot.store.reads import MessageFilter, get_session, read_frames
 from bot.store.writes import CreateSession, Ingest, IngestResult
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    url = f"sqlite:///{tmp_path / 'store.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    async with Store(url) as opened:
-        yield opened
 
 
 async def test_every_batch_size_stores_exactly_its_rows_in_order(store: Store) -> None:

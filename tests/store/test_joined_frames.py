@@ -5,7 +5,6 @@ big for the database to join."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +22,6 @@ from bot.store.writes import CreateSession, Ingest, IngestResult
 
 # Characters that a format template or a SQL literal could take for its own: %, quotes, a backslash.
 SESSION_ID = 'run %s 100% "q" \\ é'
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    url = f"sqlite:///{tmp_path / 'store.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    async with Store(url) as opened:
-        yield opened
 
 
 async def stored(store: Store, count: int) -> tuple[int, list[str]]:

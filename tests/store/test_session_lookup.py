@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 from sqlalchemy import insert
 
 from bot.store import Store
 from bot.store.reads import get_session_by_room_or_id
 from bot.store.tables import sessions
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    url = f"sqlite:///{tmp_path / 'store.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    async with Store(url) as opened:
-        yield opened
 
 
 async def test_a_room_code_is_found_first_then_a_session_id_in_one_read(store: Store) -> None:

@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -23,13 +23,6 @@ from bot.store.engine import create_engines
 from bot.store.reads import MessageFilter, get_session, read_frames, read_series, session_metrics
 from bot.store.writes import CreateSession, Ingest, IngestResult, Published, UpdateSession
 from tests.conftest import TIMEOUT
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    url = f"sqlite:///{tmp_path / 'store.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    async with Store(url) as opened:
-        yield opened
 
 
 def metrics(*episodes: int) -> list[TrainingMetricsData]:
