@@ -43,6 +43,24 @@ async def wait_until_serving(client: httpx.AsyncClient) -> None:
             await asyncio.sleep(0.1)
 
 
+@contextlib.asynccontextmanager
+async def bot_serve(tmp_path: Path, **env: str) -> AsyncIterator[tuple[subprocess.Popen[bytes], httpx.AsyncClient]]:
+    """`bot serve` as a process of its own, on a SQLite file in `tmp_path` and no Redis, with `env` added; its
+    process and a client, once it serves. It is stopped after, unless the test did that itself."""
+    port = free_port()
+    environ = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}", **env}
+    environ.pop("REDIS_URL", None)
+    process = subprocess.Popen([sys.executable, "-m", "bot", "serve", "--port", str(port)], cwd=tmp_path, env=environ)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as client:
+            await wait_until_serving(client)
+            yield process, client
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        process.wait(TIMEOUT)
+
+
 @pytest.mark.slow
 async def test_a_script_without_a_main_guard_runs_once(tmp_path: Path) -> None:
     """The original design's quick start, a script that builds and runs the server with no

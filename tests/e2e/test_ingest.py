@@ -17,7 +17,7 @@ import pytest
 
 from bot.config import Settings
 from tests.conftest import TIMEOUT, create_session
-from tests.e2e.test_deploy import free_port, wait_until_serving
+from tests.e2e.test_deploy import bot_serve
 
 
 def points(first: int, count: int) -> list[dict[str, Any]]:
@@ -100,21 +100,13 @@ def children_of(pid: int, module: str = "bot.server.ingest.worker") -> list[int]
 @pytest.mark.slow
 async def test_workers_leave_with_a_killed_server(tmp_path: Path) -> None:
     """kill -9 of `bot serve` leaves no worker process behind (nobody is left to close the pool)."""
-    port = free_port()
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'k.db'}", "TMS_INGEST_PROCESSES": "1"}
-    env.pop("REDIS_URL", None)
-    process = subprocess.Popen([sys.executable, "-m", "bot", "serve", "--port", str(port)], env=env)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as client:
-            await wait_until_serving(client)
-            session_id = await create_session(client, "killed")
-            response = await client.post(f"/api/training/sessions/{session_id}/metrics", json=points(0, 2000))
-            assert response.status_code == 200
+    async with bot_serve(tmp_path, TMS_INGEST_PROCESSES="1") as (process, client):
+        session_id = await create_session(client, "killed")
+        response = await client.post(f"/api/training/sessions/{session_id}/metrics", json=points(0, 2000))
+        assert response.status_code == 200
         workers = children_of(process.pid)
         assert workers, "the server should run a worker process"
-    finally:
         process.kill()
-        process.wait(TIMEOUT)
     async with asyncio.timeout(TIMEOUT):
         while any(Path(f"/proc/{pid}").exists() for pid in workers):
             await asyncio.sleep(0.1)
