@@ -86,6 +86,14 @@ async def test_a_worker_that_cannot_be_replaced_leaves_no_request_waiting(
     assert sorted(message["data"]["episode"] for message in history["messages"]) == list(range(6000))
 
 
+async def test_the_server_is_up_once_its_worker_has_done_its_imports(server_factory: Any, settings: Settings) -> None:
+    """A server that answers has a worker that has loaded what it reads bodies with (pydantic's compiled
+    core): its second or so of imports is over before the first client comes, not shared with it."""
+    await server_factory(settings.model_copy(update={"ingest_processes": 1}))
+    [worker] = children_of(os.getpid())
+    assert "pydantic_core" in Path(f"/proc/{worker}/maps").read_text()
+
+
 def children_of(pid: int, module: str = "bot.server.ingest.worker") -> list[int]:
     """The ingest workers among a process's children (a test process may have others: a Ray head, a server)."""
     found = []

@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bot.schemas import BotDecisionData, PerformanceGraphData, TrainingMetricsDict
 from bot.server.api.bodies import ItemAdapters, parse_items
-from bot.server.ingest.pipes import HEADER, frame
+from bot.server.ingest.pipes import HEADER, READY, frame
 from bot.store.batch import Batch, prepare
 
 logger = logging.getLogger(__name__)
@@ -67,10 +67,22 @@ class _Worker:
 
     @classmethod
     async def start(cls) -> _Worker:
+        """A worker that has done its imports (about a second of CPU): until then the server is not ready,
+        so that its first clients, and its first body for a worker, do not share the machine with them."""
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot.server.ingest.worker", stdin=PIPE, stdout=PIPE
         )
-        return cls(process)
+        worker = cls(process)
+        try:
+            assert process.stdout is not None
+            header = await asyncio.wait_for(process.stdout.readexactly(HEADER.size), READ_TIMEOUT)
+            first = pickle.loads(await process.stdout.readexactly(HEADER.unpack(header)[0]))
+            if first != READY:
+                raise RuntimeError(f"an ingest worker began with {first!r}, not {READY!r}")
+        except BaseException:
+            await worker.stop(timeout=0)
+            raise
+        return worker
 
     async def read(self, message_type: str, raw: bytes, max_items: int) -> Batch:
         assert self.process.stdin is not None and self.process.stdout is not None

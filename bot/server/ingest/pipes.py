@@ -11,6 +11,7 @@ import struct
 from typing import IO, Any
 
 HEADER = struct.Struct("!I")
+READY = ("ready", None)  # a worker's first message: its imports are done
 
 
 def read_message(stream: IO[bytes]) -> Any | None:
