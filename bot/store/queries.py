@@ -26,7 +26,7 @@ from bot.store.reads import (
     session_dict,
     session_metrics,
 )
-from bot.store.rollups import downsample_blocks, read_rollups, series_ends
+from bot.store.rollups import Summary, bucket_extremes, series_ends, summarize_rollups
 from bot.store.summary import read_summary
 from bot.store.tables import sessions
 
@@ -111,20 +111,17 @@ def read_session_series(
         # A whole series: from its rollups when long; when short, its points are read from its first block
         # on; a metric with no blocks has no points, and costs no read (the page asks for every built-in).
         first_block_seq = None
-        blocks_of = read_rollups(conn, row.pk, metrics)
-        totals = {
-            metric: sum(block.count - block.nan_count for block in blocks) for metric, blocks in blocks_of.items()
-        }
-        long = {metric: blocks for metric, blocks in blocks_of.items() if _long(totals[metric], len(blocks), points)}
-        ends = series_ends(conn, row.pk, long)
-        for metric, blocks in blocks_of.items():
+        summaries = summarize_rollups(conn, row.pk, metrics)
+        long = {m: s for m, s in summaries.items() if s.first is not None and _long(s.total, s.blocks, points)}
+        ends = series_ends(conn, row.pk, {m: (s.first, s.last) for m, s in long.items()})  # type: ignore[misc]
+        for metric in metrics:
+            summary = summaries.get(metric)
             if metric in long:
-                series[metric] = _from_rollups(blocks, totals[metric], points, ends[metric])
-            elif not blocks:
+                series[metric] = _from_rollups(conn, row.pk, metric, long[metric], points, ends[metric])
+            elif summary is None:
                 series[metric] = ([], 0, 0)
             else:
-                start = blocks[0].block * blocks[0].block_size
-                first_block_seq = start if first_block_seq is None else min(first_block_seq, start)
+                first_block_seq = summary.start if first_block_seq is None else min(first_block_seq, summary.start)
         if first_block_seq is not None:
             where = MessageFilter(after_seq=max(0, first_block_seq - 1))
     rest = [metric for metric in metrics if metric not in series]
@@ -166,11 +163,17 @@ def _long(total: int, blocks: int, points: int) -> bool:
 
 
 def _from_rollups(
-    blocks: list[Any], total: int, points: int, ends: tuple[tuple[Any, ...] | None, tuple[Any, ...] | None]
+    conn: Connection,
+    session_pk: int,
+    metric: str,
+    summary: Summary,
+    points: int,
+    ends: tuple[tuple[Any, ...] | None, tuple[Any, ...] | None],
 ) -> tuple[list[Any], int, int]:
     """(points, how many non-NaN points there are, how many NaN) of a whole series, from its rollups."""
-    chosen = {p[0]: p for p in [ends[0], *downsample_blocks(blocks, _buckets(points)), ends[1]] if p}
-    return [chosen[seq] for seq in sorted(chosen)], total, sum(block.nan_count for block in blocks)
+    extremes = bucket_extremes(conn, session_pk, metric, summary, _buckets(points))
+    chosen = {p[0]: p for p in [ends[0], *extremes, ends[1]] if p}
+    return [chosen[seq] for seq in sorted(chosen)], summary.total, summary.nan_count
 
 
 def read_last_seqs(conn: Connection, session_ids: list[str]) -> dict[str, int]:

@@ -8,11 +8,11 @@ answer as the raw path would with block-aligned buckets: each bucket's true mini
 from __future__ import annotations
 
 import functools
-from collections import namedtuple
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, select, tuple_
+from sqlalchemy import BigInteger, Connection, case, func, literal_column, select, tuple_
+from sqlalchemy.dialects.postgresql import distinct_on
 
 from bot.store.bulk import upsert_rows
 from bot.store.reads import fetch_tuples
@@ -97,42 +97,50 @@ def _extremes_of(values: list[float | None], start: int, end: int) -> tuple[int,
     return len(present), len(present) - len(real), [low_i, high_i, real[0], real[-1]]
 
 
-# A rollup row as a plain named tuple: a long series' chart reads thousands, and SQLAlchemy's Row objects made
-# their attribute reads most of the time of its downsampling. Only the columns downsampling reads: a series'
-# two ends are in other columns of two of its blocks (series_ends), and all 22 columns of every block took
-# twice as long to read.
-EXTREMES = tuple(f"{side}_{name}" for side in ("min", "max") for name in ("seq", "episode", "ts", "value"))
-BLOCK_COLUMNS = ("metric", "block", "block_size", "count", "nan_count", *EXTREMES)
-Block = namedtuple("Block", BLOCK_COLUMNS)  # type: ignore[misc]
+class Summary(NamedTuple):
+    """What a whole-series read needs to know of a metric's blocks, from one aggregate row per metric."""
+
+    blocks: int
+    total: int  # points with a value (NaN apart)
+    nan_count: int
+    start: int  # the seq its first block starts at
+    first: int | None  # its first and last blocks that hold a value (None: NaN only)
+    last: int | None
+
+
 ENDS = tuple(f"{side}_{name}" for side in ("first", "last") for name in ("seq", "episode", "ts", "value"))
 
 
-def read_rollups(conn: Connection, session_pk: int, metrics: Sequence[str]) -> dict[str, list[Any]]:
-    """Each metric's blocks in order, in one query for all of them (the page asks for ten metrics at once,
-    most of them absent, and each query cost more to build than to run)."""
+def summarize_rollups(conn: Connection, session_pk: int, metrics: Sequence[str]) -> dict[str, Summary]:
+    """Each metric's Summary, in one query for all of them (the page asks for ten metrics at once, most of
+    them absent); a metric with no block has none."""
+    t = series_rollups.c
+    valued = case((t.min_value.is_not(None), t.block))
     query = (
-        select(*(series_rollups.c[name] for name in BLOCK_COLUMNS))
-        .where(series_rollups.c.session_pk == session_pk, series_rollups.c.metric.in_(list(metrics)))
-        .order_by(series_rollups.c.metric, series_rollups.c.block)
+        select(
+            t.metric,
+            func.count(),
+            func.sum(t.count - t.nan_count),
+            func.sum(t.nan_count),
+            func.min(t.block * t.block_size),
+            func.min(valued),
+            func.max(valued),
+        )
+        .where(t.session_pk == session_pk, t.metric.in_(list(metrics)))
+        .group_by(t.metric)
     )
-    blocks: dict[str, list[Any]] = {metric: [] for metric in metrics}
-    for row in fetch_tuples(conn, query):
-        blocks[row[0]].append(Block(*row))
-    return blocks
+    summaries = {}
+    for metric, blocks, total, nan_count, start, first, last in fetch_tuples(conn, query):
+        first, last = (None, None) if first is None else (int(first), int(last))
+        summaries[metric] = Summary(int(blocks), int(total), int(nan_count), int(start), first, last)
+    return summaries
 
 
 def series_ends(
-    conn: Connection, session_pk: int, blocks: dict[str, list[Any]]
+    conn: Connection, session_pk: int, edges: dict[str, tuple[int, int]]
 ) -> dict[str, tuple[Point | None, Point | None]]:
-    """The first and the last non-NaN point of each series, from its first and last blocks that have one
-    (read by key, in one query)."""
-    edges = {}
-    for metric, metric_blocks in blocks.items():
-        valued = (block.block for block in metric_blocks if block.min_value is not None)
-        first = next(valued, None)
-        if first is not None:
-            last = next(b.block for b in reversed(metric_blocks) if b.min_value is not None)
-            edges[metric] = (first, last)
+    """The first and the last non-NaN point of each series, from the first and last blocks that have one
+    (`edges`, read by key, in one query)."""
     rows: dict[tuple[str, int], Any] = {}
     if edges:
         keys = sorted({(metric, block) for metric, pair in edges.items() for block in pair})
@@ -142,39 +150,37 @@ def series_ends(
             series_rollups.c.session_pk == session_pk, tuple_(series_rollups.c.metric, series_rollups.c.block).in_(keys)
         )
         rows = {(row[0], row[1]): row[2:] for row in fetch_tuples(conn, query)}
-    ends: dict[str, tuple[Point | None, Point | None]] = {metric: (None, None) for metric in blocks}
+    ends: dict[str, tuple[Point | None, Point | None]] = {}
     for metric, (first, last) in edges.items():
         head, tail = rows.get((metric, first)), rows.get((metric, last))  # gone if the session was reset since
         ends[metric] = (tuple(head[:4]) if head else None, tuple(tail[4:]) if tail else None)
     return ends
 
 
-def downsample_blocks(blocks: Sequence[Any], buckets: int) -> list[Point]:
-    """Group consecutive blocks into `buckets` groups of about equal point count; each gives its min and max."""
-    total = sum(block.count - block.nan_count for block in blocks)
-    per_bucket = total / max(1, buckets)
-    kept: list[Point] = []
-    group: list[Any] = []
-    filled, closed = 0, 0
-    for block in blocks:
-        group.append(block)
-        filled += block.count - block.nan_count
-        if filled >= per_bucket * (closed + 1):
-            kept.extend(_extremes(group))
-            group, closed = [], closed + 1
-    if group:
-        kept.extend(_extremes(group))
-    return kept
+def bucket_extremes(conn: Connection, session_pk: int, metric: str, summary: Summary, buckets: int) -> list[Point]:
+    """The lowest and the highest point of each of at most `buckets` runs of consecutive blocks (by block
+    number, from the first block with a value to the last), ties to the earliest point.
 
-
-def _extremes(group: Sequence[Any]) -> list[Point]:
-    with_values = [block for block in group if block.min_value is not None]
-    if not with_values:
-        return []
-    low = min(with_values, key=lambda b: (b.min_value, b.min_seq))
-    high = max(with_values, key=lambda b: (b.max_value, -b.max_seq))
-    points = {
-        low.min_seq: (low.min_seq, low.min_episode, low.min_ts, low.min_value),
-        high.max_seq: (high.max_seq, high.max_episode, high.max_ts, high.max_value),
-    }
-    return [points[seq] for seq in sorted(points)]
+    The database groups the blocks and picks each run's extremes, so a million-point series sends a thousand
+    rows to Python, not eight thousand: turning rows into Python objects was most of its read.
+    """
+    first, last = summary.first, summary.last
+    assert first is not None and last is not None  # a long series has values
+    width = -(-(last - first + 1) // max(1, buckets))
+    t = series_rollups.c
+    # Integers of our own, inlined: PostgreSQL's DISTINCT ON must match its ORDER BY, which bound
+    # parameters (each a parameter of its own) would not.
+    run = (t.block - literal_column(str(int(first)), BigInteger)) // literal_column(str(int(width)), BigInteger)
+    where = (t.session_pk == session_pk, t.metric == metric, t.block.between(first, last), t.min_value.is_not(None))
+    points: list[Point] = []
+    for side, order in (("min", t.min_value), ("max", t.max_value.desc())):
+        columns = [t[f"{side}_{name}"] for name in ("seq", "episode", "ts", "value")]
+        if conn.dialect.name == "sqlite":
+            # SQLite's bare columns: with one min() or max(), they come from the row that holds it.
+            pick = func.min(t.min_value) if side == "min" else func.max(t.max_value)
+            query = select(pick, *columns).where(*where).group_by(run)
+            points.extend(tuple(row[1:]) for row in fetch_tuples(conn, query))
+        else:
+            query = select(*columns).where(*where).ext(distinct_on(run)).order_by(run, order, columns[0])
+            points.extend(tuple(row) for row in fetch_tuples(conn, query))
+    return points

@@ -17,7 +17,10 @@ from bot.server.services import TrainingService
 from bot.store import Store
 from bot.store.batch import prepare
 from bot.store.downsample import min_max
-from bot.store.reads import MessageFilter, frames_query
+from bot.store.queries import read_session_series
+from bot.store.reads import MessageFilter, frames_query, get_session, read_series
+from bot.store.tables import ROLLUP_BLOCK
+from bot.store.writes import CreateSession, Ingest
 
 
 @contextlib.asynccontextmanager
@@ -119,3 +122,32 @@ async def test_a_long_series_ends_at_its_first_and_last_real_points(tmp_path: Pa
     assert series["episode"][0] == 300 and series["episode"][-1] == 39_699
     assert series["total"] == 39_400 and series["nan_count"] == 600
     assert both["series"]["loss_value"]["value"] == []
+
+
+async def test_a_long_series_is_each_run_of_blocks_extremes_on_both_backends(store: Store) -> None:
+    """Downsampled from rollups, a long series is, on SQLite and PostgreSQL alike, its first and last real
+    points and the lowest and highest point (the earliest of equals) of each run of consecutive blocks:
+    the same points as those runs taken from the raw points. Values repeat, so ties decide; NaN blocks lead."""
+    values = [math.nan] * 200 + [float((i * 7919) % 13) for i in range(60_000)] + [math.nan] * 100
+    values[31_337] = 99.0
+    await store.write(CreateSession("runs", SessionCreate()))
+    for first in range(0, len(values), 10_000):
+        chunk = enumerate(values[first : first + 10_000], first)
+        items = [TrainingMetricsData(episode=i, current_reward=v) for i, v in chunk]
+        await store.write(Ingest("runs", prepare("training_metrics", items), None))
+    series = (await store.read(read_session_series, "runs", ["current_reward"], MessageFilter(), 1000))["series"]
+    got = list(zip(series["current_reward"]["seq"], series["current_reward"]["value"], strict=True))
+
+    row = await store.read(get_session, "runs")
+    assert row is not None
+    raw, _ = (await store.read(read_series, row.pk, ["current_reward"], MessageFilter()))["current_reward"]
+    blocks = [seq // ROLLUP_BLOCK for seq, *_ in raw]
+    width = -(-(blocks[-1] - blocks[0] + 1) // 499)  # a chart of 1,000 points: 499 buckets and both ends
+    runs: dict[int, list[tuple[int, float]]] = {}
+    for (seq, _, _, value), block in zip(raw, blocks, strict=True):
+        runs.setdefault((block - blocks[0]) // width, []).append((seq, value))
+    expected = {raw[0][0]: raw[0][3], raw[-1][0]: raw[-1][3]}
+    for points in runs.values():
+        expected.update([min(points, key=lambda p: p[1]), max(points, key=lambda p: (p[1], -p[0]))])
+    assert got == sorted(expected.items())
+    assert 99.0 in series["current_reward"]["value"] and series["current_reward"]["total"] == 60_000
