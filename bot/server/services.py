@@ -7,6 +7,7 @@ import logging
 import secrets
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -14,6 +15,7 @@ from bot.schemas import SessionCreate, SessionUpdate
 from bot.server.broker import Broker, channel_for
 from bot.server.live.publisher import Publisher
 from bot.server.live.recent_reads import RecentReads
+from bot.server.relay import Relay
 from bot.server.stats import Stats
 from bot.store import SessionNotFoundError, Store
 from bot.store.batch import Batch
@@ -51,6 +53,21 @@ from bot.store.writes import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class HistoryPage:
+    """A history page on its way: its session, its frames' pieces (`relay.items()`) as they are read, and
+    `done`, which gives (how many frames, the last one's seq) once they all are."""
+
+    session: dict[str, Any]
+    relay: Relay[bytes]
+    done: asyncio.Future[tuple[int, int]]
+
+    def close(self) -> None:
+        """Whatever is left unread stays unread: the read stops at its next chunk."""
+        self.relay.close()
+        self.done.add_done_callback(lambda done: done.cancelled() or done.exception())  # seen, not logged
 
 
 class TrainingService:
@@ -167,12 +184,23 @@ class TrainingService:
         """A page of stored frames, on the store's bounded pool of big reads."""
         return await self.store.read_heavy(read_history, session_id, where, limit)
 
-    async def history_page(
-        self, session_id: str, where: MessageFilter, limit: int
-    ) -> tuple[dict[str, Any], int, list[bytes]]:
-        """(session, how many messages, the page's frames as comma-separated pieces), read and joined by the
-        database on a thread of the pool of big reads (bot/store/joined_frames.py)."""
-        return await self.store.read_heavy(read_history_page, session_id, where, limit)
+    async def history_page(self, session_id: str, where: MessageFilter, limit: int) -> HistoryPage:
+        """The session at once, then the page's frames as comma-separated pieces as the database joins them
+        (bot/store/joined_frames.py), on a thread of the pool of big reads, all in one read."""
+        relay: Relay[Any] = Relay()
+        done = asyncio.ensure_future(self.store.read_heavy(read_history_page, session_id, where, limit, relay.put))
+        relay.end_with(done)
+        page = HistoryPage({}, relay, done)
+        try:
+            session = await relay.next()
+            if session is None:
+                await done  # raises why: no such session, or the read failed
+                raise RuntimeError("a history read ended without its session")
+        except BaseException:
+            page.close()
+            raise
+        page.session = session
+        return page
 
     async def export_page(
         self, session_id: str, where: MessageFilter, limit: int

@@ -1,4 +1,5 @@
-"""A history page's frames as a few comma-separated pieces of one JSON array, joined by the database.
+"""A history page's frames as comma-separated pieces of one JSON array, joined by the database, a chunk
+at a time (the first is sent while the next is read: bot/server/relay.py).
 
 On SQLite, fetching a page of 100,000 frames as 100,000 rows cost more than building them (a Python
 string and a row tuple each, then a join and an encode): SQLite joins them itself, in chunks of CHUNK
@@ -13,6 +14,7 @@ checks the order on the SQLite in use).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 
 import orjson
@@ -20,25 +22,23 @@ from sqlalchemy import Connection, LargeBinary, cast, func, literal, select
 
 from bot.store.reads import MessageFilter, fetch_tuples, frames_query
 
-CHUNK = 50_000  # frames per query
+CHUNK = 10_000  # frames per query: about 2 MB, sent while the next is read
 
 
-def joined_frames(
+def frame_runs(
     conn: Connection, session_pk: int, session_id: str, where: MessageFilter, limit: int
-) -> tuple[int, int, list[bytes]]:
-    """(how many frames, the last one's seq or 0, the page's frames as comma-separated pieces): a JSON
-    array is `[` + the pieces joined by `,` + `]`, which is left to whoever sends it (bot/server/api/pieces.py)."""
-    parts: list[bytes] = []
+) -> Iterator[tuple[int, int, bytes]]:
+    """At most `limit` frames in seq order, as (how many, the last one's seq, those frames joined by `,`),
+    a chunk at a time: a JSON array is `[` + the pieces joined by `,` + `]`, left to whoever sends it."""
     count, last = 0, 0
     while count < limit:
         chunk = replace(where, after_seq=last or where.after_seq)
         n, top, joined = _chunk(conn, session_pk, session_id, chunk, min(CHUNK, limit - count))
         if n:
-            parts.append(joined)
+            yield n, top, joined
             count, last = count + n, top
         if n < CHUNK:
             break
-    return count, last, parts
 
 
 def _chunk(

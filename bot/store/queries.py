@@ -3,6 +3,7 @@ built from the store's query functions, run on the store's reader threads by bot
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +14,7 @@ from bot.frames import iso, json_number
 from bot.store.decisions import read_decisions
 from bot.store.downsample import min_max
 from bot.store.errors import SessionNotFoundError
-from bot.store.joined_frames import joined_frames
+from bot.store.joined_frames import frame_runs
 from bot.store.reads import (
     ACTIVE_STATUSES,
     MessageFilter,
@@ -51,14 +52,19 @@ def read_history(
 
 
 def read_history_page(
-    conn: Connection, session_id: str, where: MessageFilter, limit: int
-) -> tuple[dict[str, Any], int, list[bytes]]:
-    """(session, how many messages, their frames as comma-separated pieces: see joined_frames)."""
+    conn: Connection, session_id: str, where: MessageFilter, limit: int, put: Callable[[Any], None]
+) -> tuple[int, int]:
+    """Puts the session, then the page's frames as comma-separated pieces (see frame_runs), each as it is
+    read, all in one read; returns (how many frames, the last one's seq or 0)."""
     row = get_session(conn, session_id)
     if row is None:
         raise SessionNotFoundError(session_id)
-    count, last, pieces = joined_frames(conn, row.pk, session_id, where, limit)
-    return {**session_dict(row), "page_last_seq": last}, count, pieces
+    put(session_dict(row))
+    count, last = 0, 0
+    for n, top, piece in frame_runs(conn, row.pk, session_id, where, limit):
+        put(piece)
+        count, last = count + n, top
+    return count, last
 
 
 def read_export_page(

@@ -16,7 +16,7 @@ from bot.frames import data_frames
 from bot.schemas import SessionCreate
 from bot.store import Store, joined_frames as joined_module
 from bot.store.batch import metrics_batch
-from bot.store.joined_frames import joined_frames
+from bot.store.joined_frames import frame_runs
 from bot.store.reads import MessageFilter, get_session
 from bot.store.writes import CreateSession, Ingest, IngestResult
 
@@ -36,6 +36,14 @@ async def stored(store: Store, count: int) -> tuple[int, list[str]]:
         (await store.read(lambda conn: joined_frames(conn, row.pk, SESSION_ID, MessageFilter(), 1)))[2][0]
     )["timestamp"]
     return row.pk, data_frames("training_metrics", SESSION_ID, 1, received, batch.data)
+
+
+def joined_frames(
+    conn: Connection, pk: int, session_id: str, where: MessageFilter, limit: int
+) -> tuple[int, int, list[bytes]]:
+    """(how many frames, the last one's seq or 0, the pieces) of all of frame_runs' chunks."""
+    runs = list(frame_runs(conn, pk, session_id, where, limit))
+    return sum(n for n, _, _ in runs), runs[-1][1] if runs else 0, [piece for _, _, piece in runs]
 
 
 def page(pieces: list[bytes]) -> list[str]:

@@ -7,18 +7,20 @@ is assembled without parsing or re-encoding a single message.
 from __future__ import annotations
 
 import math
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Query, Response
+from fastapi.responses import StreamingResponse
 
 from bot.schemas import MESSAGE_TYPES
 from bot.server.api.access import ReadsSession
 from bot.server.api.bodies import errors
 from bot.server.api.deps import ServiceDep
 from bot.server.api.params import Cursor, Episode, Seq, Since, Until, bad_query, parse_word_list, word_list
-from bot.server.api.pieces import PiecesResponse
+from bot.server.services import HistoryPage
 from bot.store.reads import MessageFilter
 
 MAX_METRICS = 16  # per /series request: each is a read, and a chart shows a handful
@@ -72,21 +74,25 @@ async def history(
         since=parse_time("since", since),
         until=parse_time("until", until),
     )
-    session, count, frames = await service.history_page(session_id, where, limit)
-    next_cursor = str(session["page_last_seq"]) if count == limit else None
-    head = orjson.dumps(
-        {
-            "session_id": session_id,
-            "epoch": session["epoch"],
-            "last_seq": session["last_seq"],
-            "count": count,
-            "next_cursor": next_cursor,
-        }
-    )
-    pieces = [head[:-1] + b',"messages":[']
-    for index, frame_run in enumerate(frames):
-        pieces += [b",", frame_run] if index else [frame_run]
-    return PiecesResponse([*pieces, b"]}"])
+    page = await service.history_page(session_id, where, limit)
+    return StreamingResponse(_page_body(session_id, page, limit), media_type="application/json")
+
+
+async def _page_body(session_id: str, page: HistoryPage, limit: int) -> AsyncIterator[bytes]:
+    """The page's JSON, its frames sent as the database joins them; the count and the cursor come last."""
+    try:
+        head = {"session_id": session_id, "epoch": page.session["epoch"], "last_seq": page.session["last_seq"]}
+        yield orjson.dumps(head)[:-1] + b',"messages":['
+        first = True
+        async for piece in page.relay.items():
+            if not first:
+                yield b","
+            yield piece
+            first = False
+        count, last = await page.done
+        yield b"]," + orjson.dumps({"count": count, "next_cursor": str(last) if count == limit else None})[1:]
+    finally:
+        page.close()
 
 
 @router.get("/series")
