@@ -33,7 +33,7 @@ def measure(spectators: int) -> dict[str, float]:
     print(
         f"server RSS at rest after start-up: {at_rest / 1024:.1f} MB, and {workers / 1024:.1f} MB in its worker "
         f"processes; with {total} idle spectators: "
-        f"{connected / 1024:.1f} MB = {per_spectator / 1024:.1f} KB per spectator (target <= 64 KB)"
+        f"{connected / 1024:.1f} MB = {per_spectator / 1024:.1f} KB per spectator (target <= 24 KB, #28)"
     )
     return {
         "rss_at_rest_mb": at_rest / 1024,

@@ -47,6 +47,7 @@ from bot.server.gc_pauses import YoungOnlyCollector
 from bot.server.live import ws
 from bot.server.live.direct import RawSendMiddleware
 from bot.server.live.hub import Hub
+from bot.server.live.shortcut import SpectatorShortcut
 from bot.server.pages import mount_docs, mount_pages
 from bot.server.parts import open_parts
 from bot.server.supervisor import Supervisor
@@ -114,6 +115,7 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
         docs_url=None,  # served from the package by mount_docs, not from a CDN
         redoc_url=None,  # the same
     )
+    app.add_middleware(SpectatorShortcut)  # innermost: spectators skip FastAPI's layers (live/shortcut.py)
     app.add_middleware(RawSendMiddleware)  # for the fan-out fast path (bot/server/live/direct.py)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if settings.cors_origins:

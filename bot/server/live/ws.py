@@ -122,6 +122,7 @@ async def _refuse_busy(websocket: WebSocket, session_id: str, why: str, retry_af
         await websocket.close(CLOSE_TRY_AGAIN_LATER, close_reason(why))
 
 
+# Its route is the endpoint in the app's routes; live/shortcut.py sends spectators to it past FastAPI's layers.
 @router.websocket("/ws/{session_id}")
 async def spectate(websocket: WebSocket, session_id: str) -> None:
     """`session_id` may also be a room code; a protected room needs its password (ws_access.py)."""
