@@ -40,6 +40,7 @@ from bot.training.agent import DQNAgent
 from bot.training.config import TrainingConfig, TrainingConfigError, validate
 from bot.training.envs import register
 from bot.training.finance import GOALS, SHARES, EpisodeFigures, HouseholdFinanceEnv, household
+from bot.training.trainer import ended_by
 
 logger = logging.getLogger("bot.training")
 
@@ -189,7 +190,7 @@ class HierarchicalTrainer:
         except BaseException as exc:
             self._save_checkpoint("emergency")
             interrupted = isinstance(exc, KeyboardInterrupt)
-            self._status("stopped" if interrupted else "failed", f"{type(exc).__name__}: {exc}"[:1000])
+            self._status("stopped" if interrupted else "failed", ended_by(exc, self.episode))
             raise
         self._save_checkpoint("latest")
         self._status("completed", f"completed after {self.episode} episodes")

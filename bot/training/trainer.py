@@ -67,6 +67,14 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+def ended_by(exc: BaseException, episode: int) -> str:
+    """A stopped or failed run's status message: "interrupted (Ctrl-C) at episode 12", "stopped by SIGTERM at
+    episode 12", or the error (Ctrl-C's KeyboardInterrupt has no text: it read "KeyboardInterrupt: ")."""
+    if isinstance(exc, KeyboardInterrupt):
+        return f"{str(exc) or 'interrupted (Ctrl-C)'} at episode {episode}"
+    return f"{type(exc).__name__}: {exc}"[:1000]
+
+
 class Trainer:
     def __init__(
         self,
@@ -162,7 +170,7 @@ class Trainer:
         except BaseException as exc:
             self._save_checkpoint("emergency")
             interrupted = isinstance(exc, KeyboardInterrupt)
-            self._status("stopped" if interrupted else "failed", f"{type(exc).__name__}: {exc}"[:1000])
+            self._status("stopped" if interrupted else "failed", ended_by(exc, self.episode))
             logger.error(
                 "training %s at episode %d; emergency checkpoint saved",
                 "interrupted" if interrupted else "failed",

@@ -176,3 +176,12 @@ def test_periodic_checkpoints_unless_save_best_only(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "checkpoints" / "checkpoint_ep15.json").read_text())["episode"] == 15
     # latest as each episode began: the 5th episode's checkpoint from the 6th on, the best (10th) from the 11th
     assert seen[:6] == [None] * 5 + [5] and seen[10] == 10 and seen[15] == 15
+
+
+def test_a_stopped_run_says_how_it_ended() -> None:
+    """Ctrl-C's KeyboardInterrupt has no text: the status message said "KeyboardInterrupt: "."""
+    from bot.training.trainer import TrainingInterrupted, ended_by
+
+    assert ended_by(KeyboardInterrupt(), 12) == "interrupted (Ctrl-C) at episode 12"
+    assert ended_by(TrainingInterrupted(15), 3) == "stopped by SIGTERM at episode 3"
+    assert ended_by(ValueError("bad shape"), 7) == "ValueError: bad shape"

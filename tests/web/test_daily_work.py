@@ -201,12 +201,22 @@ async def test_one_legend_entry_per_metric_and_runs_by_name_in_compare(
 async def test_the_summary_fits_a_phone(live: LiveServer, client: httpx.AsyncClient, browser: Any) -> None:
     session_id = await create_session(client, "phone")
     point = {"episode": 1, "current_reward": 123456.789, "average_reward": -98765.4321, "loss_value": 0.000123}
+    point["custom"] = {"system/cpu_percent": 12.5}
     await client.post(f"/api/training/sessions/{session_id}/metrics", json=[point])
     page = await browser.new_page(viewport={"width": 375, "height": 800})
     await page.goto(f"{live.url}/sessions/{session_id}")
     await page.wait_for_selector("#summary tr[data-metric=loss_value]")
     fits = "t => t.parentElement.scrollWidth <= t.parentElement.clientWidth"
     assert await page.eval_on_selector("#summary-table", fits)
+    # A long name breaks after "/" or "_", never inside a word ("system/cp|u_percent" before).
+    lines = await page.eval_on_selector(
+        "#summary tr[data-metric='system/cpu_percent'] td",
+        """td => { const range = document.createRange(), ends = [];
+            for (const node of td.childNodes) if (node.nodeType === 3) {
+                range.selectNodeContents(node); ends.push(range.getClientRects().length); }
+            return ends; }""",
+    )
+    assert all(rects == 1 for rects in lines), lines  # each piece on one line
 
 
 async def test_step_is_the_engines_own_and_every_chart_follows_it(
@@ -287,6 +297,25 @@ async def test_x_labels_never_collide_nor_are_cut(live: LiveServer, client: http
         await page.close()
 
 
+async def test_zoomed_in_x_labels_each_say_their_own_value(
+    live: LiveServer, client: httpx.AsyncClient, browser: Any
+) -> None:
+    """Zoomed into ten steps of a million, or four of 123,456, every tick's label is its own: the labels take
+    the digits their spacing needs ("999.99K" six times was the zoomed chart's axis), and none overlap."""
+    session_id = await create_session(client, "zoomed")
+    points = [{"episode": e, "step": e, "current_reward": 1.0} for e in (0, 123_456, 123_460, 999_990, 1_000_000)]
+    await client.post(f"/api/training/sessions/{session_id}/metrics", json=points)
+    for zoom in ("999990,1000000", "123456.5,123460.2", "0,1000000"):
+        page = await browser.new_page(viewport={"width": 1280, "height": 800})
+        await page.goto(f"{live.url}/sessions/{session_id}?zoom={zoom}")
+        await page.wait_for_function("() => window.sessionPage.charts.get('Reward')?.chart.points() === 5")
+        *labels, _ = await page.evaluate(X_TICKS, "Reward")
+        texts = [label for label, _, _ in labels]
+        assert len(texts) >= 3 and len(set(texts)) == len(texts), (zoom, texts)
+        assert all(a[2] < b[1] for a, b in zip(labels, labels[1:], strict=False)), (zoom, labels)
+        await page.close()
+
+
 async def test_sparse_decisions_are_read_in_buckets_that_mean_something(
     live: LiveServer, client: httpx.AsyncClient, browser: Any
 ) -> None:
@@ -309,6 +338,7 @@ async def test_sparse_decisions_are_read_in_buckets_that_mean_something(
     xs = await page.evaluate("() => window.sessionPage.policy().data[0]")
     assert xs == sorted(xs) and xs[-1] == 99_019, xs  # the run's step at the last decision's time
     assert await page.evaluate("() => window.sessionPage.policy().axes[0].label") == "step"
+    assert await page.evaluate("() => window.sessionPage.policy().cursor.sync.key") == "tms"  # moves with the rest
 
 
 async def test_smoothing_is_one_curve_across_the_history_to_live_seam(live: LiveServer, browser: Any) -> None:
@@ -372,6 +402,38 @@ async def test_system_metrics_are_charted_in_their_own_group(
     order = await page.eval_on_selector_all("#charts .chart", "boxes => boxes.map(b => b.dataset.chart)")
     assert order == ["Reward", "System · CPU (%)", "System · memory (MB)", "System · threads"], order
     assert await page.query_selector("#picker input[value='system/cpu_percent']") is None  # a group, not a pick
+
+
+async def test_a_page_open_from_the_start_grows_as_the_run_does(
+    live: LiveServer, client: httpx.AsyncClient, browser: Any
+) -> None:
+    """Opened before any point (as the training form and `bot train` send people), the page gets, live, what
+    a reload would show: the metric picker offers each metric as it first arrives, the system samples get
+    their group's charts, and NaN points are left out as history leaves them out (a loss logged every third
+    episode, NaN in between, was a chart of lone dots with no line)."""
+    session_id = await create_session(client, "from-the-start")
+    page = await browser.new_page(viewport={"width": 1200, "height": 1000})
+    await page.goto(f"{live.url}/sessions/{session_id}")
+    await page.wait_for_selector("#connection.connected")
+    for first in range(0, 40, 5):
+        batch = []
+        for e in range(first, first + 5):
+            point: dict[str, Any] = {"episode": e, "step": 100 * e, "current_reward": float(e)}
+            point["loss_value"] = 0.5 if e % 3 == 0 else "NaN"
+            point["custom"] = {
+                "kl": e / 100,
+                **({"system/cpu_percent": 50.0, "system/threads": 4.0} if e % 10 == 0 else {}),
+            }
+            batch.append(point)
+        assert (await client.post(f"/api/training/sessions/{session_id}/metrics", json=batch)).status_code == 200
+    await page.wait_for_function("() => window.sessionPage.charts.get('System · CPU (%)')?.chart.points() === 4")
+    await page.wait_for_selector("#picker input[value='kl']")
+    picks = await page.eval_on_selector_all("#picker input", "boxes => boxes.map(b => b.value)")
+    assert {"Reward", "Loss", "System · CPU (%)", "System · threads", "kl"} <= set(picks), picks
+    loss = await page.evaluate("() => window.sessionPage.charts.get('Loss').chart.series.get('loss_value').value")
+    assert loss == [0.5] * 14, loss
+    await page.check("#picker input[value='kl']")  # picked live, it shows what was stored so far
+    await page.wait_for_function("() => window.sessionPage.charts.get('kl')?.chart.points() === 40")
 
 
 async def test_tags_are_set_on_the_page_and_the_list_filters_and_groups_by_them(

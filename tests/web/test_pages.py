@@ -490,6 +490,42 @@ async def test_with_auth_on_the_page_asks_for_a_key_once(server_factory: Any, se
     assert len(asked) == 1
 
 
+async def test_a_declined_key_prompt_is_not_asked_again(server_factory: Any, settings: Any, browser: Any) -> None:
+    """Cancelled, the prompt does not come back for each read the page then makes (it did about 9 times in
+    3.5 s): the page says what it could not read and waits."""
+    from tests.e2e.test_auth import SECRET, keys
+
+    live = await server_factory(settings.model_copy(update={"enable_auth": True, "jwt_secret_key": SECRET}))
+    (admin,) = keys(settings.database_url, (["admin"], None))
+    async with httpx.AsyncClient(base_url=live.url, headers={"Authorization": f"Bearer {admin}"}) as client:
+        await create_session(client, "declined")
+        await push(client, "declined", range(5))
+    asked: list[str] = []
+
+    async def decline(dialog: Any) -> None:
+        asked.append(dialog.message)
+        await dialog.dismiss()
+
+    for path in ("/", "/sessions/declined"):  # the list refreshes every few seconds, each a refused read
+        page = await browser.new_page()
+        page.on("dialog", decline)
+        await page.goto(f"{live.url}{path}")
+        await page.wait_for_timeout(4000)  # the page's reads and reconnects that would each have asked
+        assert len(asked) == 1, (path, asked)
+        asked.clear()
+        await page.close()
+
+
+async def test_numbers_read_whole(live: LiveServer, browser: Any) -> None:
+    """The run panel's numbers keep their whole part exact (1,234,567 read "1,234,600")."""
+    page = await browser.new_page()
+    await page.goto(f"{live.url}/compare")  # any page with app.js
+    shown = await page.evaluate(
+        "() => [1234567, 59999.5, 30000, -45000, 12.3456789, 0.00123456, 1.5e9, 0].map(TMS.formatNumber)"
+    )
+    assert shown == ["1,234,567", "59,999.5", "30,000", "-45,000", "12.346", "0.0012346", "1.5e+9", "0"], shown
+
+
 async def cut_off(live: LiveServer, browser: Any) -> tuple[Any, list[str]]:
     """A page that reaches this server alone: what it asks of any other site is refused, and listed."""
     page = await browser.new_page()

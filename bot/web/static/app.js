@@ -18,15 +18,20 @@ function clearProblem() {
 const KEY_STORE = "tms-api-key";
 const apiKey = () => sessionStorage.getItem(KEY_STORE);
 const authHeaders = () => (apiKey() ? { Authorization: `Bearer ${apiKey()}` } : {});
-function askForKey(why) {
+let declined = false; // the prompt was cancelled: the page does not ask again (each refused read would)
+// `used`: the key the refused request carried; one another request stored since is tried without asking.
+function askForKey(why, used = apiKey()) {
+  if (apiKey() && apiKey() !== used) return true;
+  if (declined) return false;
   const key = (window.prompt(`${why}\nAn API key with the read scope:`) || "").trim();
   if (key) sessionStorage.setItem(KEY_STORE, key);
+  else declined = true;
   return Boolean(key);
 }
 
 async function api(path, headers = {}) {
   let response;
-  const auth = apiKey() ? { Authorization: `Bearer ${apiKey()}` } : {};
+  const used = apiKey(), auth = used ? { Authorization: `Bearer ${used}` } : {};
   try {
     response = await fetch(path, { headers: { Accept: "application/json", ...auth, ...headers } });
   } catch (error) {
@@ -34,7 +39,7 @@ async function api(path, headers = {}) {
     throw error;
   }
   clearProblem();
-  if (response.status === 401 && !headers["X-Room-Password"] && askForKey("This server needs an API key.")) {
+  if (response.status === 401 && !headers["X-Room-Password"] && askForKey("This server needs an API key.", used)) {
     return api(path, headers);
   }
   if (!response.ok) throw new Error(`${response.status} ${await response.text()}`);
@@ -129,12 +134,15 @@ class Spectator {
 // which is all 300 done, not 299 of them.
 const episodesDone = (episode, total, status) => (status === "completed" && total && episode === total - 1 ? total : episode);
 
-// Five significant digits, grouped ("30,000", "0.0012346"); an exponent past what grouping reads well.
-const DIGITS = new Intl.NumberFormat("en", { maximumSignificantDigits: 5 });
+// Grouped, the whole part always exact ("30,000", "1,234,567", "59,999.5"), five significant digits in all
+// or one decimal, whichever is more ("12.346", "0.0012346"); an exponent past what grouping reads well.
+const SMALL = new Intl.NumberFormat("en", { maximumSignificantDigits: 5 });
+const wholeDigits = [...Array(10).keys()].map((d) => new Intl.NumberFormat("en", { maximumFractionDigits: Math.max(1, 5 - d) }));
 function formatNumber(v) {
   if (v === null || v === undefined) return "–";
   const n = Number(v), size = Math.abs(n);
-  return size && (size >= 1e9 || size < 1e-4) ? n.toExponential(4).replace(/\.?0+e/, "e") : DIGITS.format(n);
+  if (size && (size >= 1e9 || size < 1e-4)) return n.toExponential(4).replace(/\.?0+e/, "e");
+  return size < 1 ? SMALL.format(n) : wholeDigits[String(Math.trunc(size)).length].format(n);
 }
 
 // Series colours, in order (charts.js).

@@ -107,23 +107,36 @@ function fitAxis(self, values, axisIndex, cycle) {
   return Math.ceil(size) + 4;
 }
 
-// x tick labels that never collide and are never cut: compact past 10,000 ("250K", "1.5M", as TensorBoard's),
-// ticks spaced by the widest label, and room at the right for the last one.
-const COMPACT = new Intl.NumberFormat("en", { notation: "compact", maximumFractionDigits: 2 });
-const GROUPED = new Intl.NumberFormat("en", { maximumFractionDigits: 3 });
+// x tick labels that never collide, are never cut and never repeat: compact past 10,000 ("250K", "1.5M", as
+// TensorBoard's) with the fraction digits the ticks' spacing needs, written out whole where compact would need
+// more than two ("999,992" when zoomed into ten steps of a million), ticks spaced by the widest label, and room
+// at the right for the last one.
 const X_PADDING = 28; // px right of the plot: half the widest label ("12:30:45", "1.25M")
-function xLabel(value, span) {
-  if (value === null || value === undefined) return null;
-  return span >= 10000 ? COMPACT.format(value) : GROUPED.format(value);
+const formats = new Map();
+function xFormat(span, step) {
+  const digits = (unit) => (step > 0 ? Math.max(0, Math.ceil(Math.log10(unit / step) - 1e-9)) : 0);
+  const unit = span >= 1e9 ? 1e9 : span >= 1e6 ? 1e6 : 1e3; // compact's unit for the largest value
+  const compact = span >= 10000 && digits(unit) <= 2;
+  const key = compact ? `c${digits(unit)}` : `g${Math.min(6, digits(1))}`;
+  if (!formats.has(key)) {
+    const options = compact ? { notation: "compact", maximumFractionDigits: digits(unit) } : { maximumFractionDigits: Math.min(6, digits(1)) };
+    formats.set(key, new Intl.NumberFormat("en", options));
+  }
+  return formats.get(key);
 }
 function xLabels(u, splits) {
   const span = Math.max(...splits.map((v) => Math.abs(v ?? 0)));
-  return splits.map((v) => xLabel(v, span));
+  const steps = splits.slice(1).map((v, i) => v - splits[i]).filter((d) => d > 0);
+  const format = xFormat(span, steps.length ? Math.min(...steps) : span);
+  return splits.map((v) => (v === null || v === undefined ? null : format.format(v)));
 }
 function xSpace(u, axisIndex, min, max) {
+  // The widest label at the spacing of about twenty ticks, so that the ticks uPlot then picks (fewer, wider
+  // apart: their labels are no longer) have room.
   const axis = u.axes[axisIndex], span = Math.max(Math.abs(min), Math.abs(max));
+  const format = xFormat(span, (max - min) / 20);
   u.ctx.font = axis.font[0];
-  const widest = Math.max(...[min, max, (min + max) / 2].map((v) => u.ctx.measureText(xLabel(v, span) + "0.0").width / devicePixelRatio));
+  const widest = Math.max(...[min, max, (min + max) / 2].map((v) => u.ctx.measureText(format.format(v) + "0.0").width / devicePixelRatio));
   return Math.max(50, Math.ceil(widest) + 16);
 }
 const xAxis = (time) => (time ? {} : { values: xLabels, space: xSpace });

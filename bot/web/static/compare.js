@@ -33,7 +33,7 @@ async function load() {
       chart.load(ids[i], { seq: s.seq, episode: s.episode, step: s.step, time: s.timestamp, value: s.value });
     }
   });
-  picker([...new Set(bodies.flatMap((b) => b.available))].sort());
+  picker([...new Set(bodies.flatMap((b) => b.available))].filter((m) => m !== "total_episodes").sort()); // a length, not a curve
   sockets = ids.map((id, i) => {
     let last = bodies[i].last_seq;
     return new TMS.Spectator(id, {
@@ -83,7 +83,9 @@ function configTable() {
   const rows = new Map();
   const put = (key, i, value) => { if (!rows.has(key)) rows.set(key, ids.map(() => "")); rows.get(key)[i] = value ?? ""; };
   sessions.forEach((s, i) => {
-    for (const key of ["name", "status", "algorithm", "model_generation", "total_episodes", "current_episode"]) put(key, i, s[key] === null ? "" : String(s[key] ?? ""));
+    for (const key of ["name", "status", "algorithm", "model_generation", "total_episodes"]) put(key, i, s[key] === null ? "" : String(s[key] ?? ""));
+    const done = TMS.episodesDone(s.current_episode, s.total_episodes, s.status); // 300 of 300, not 299
+    put("current_episode", i, done === null || done === undefined ? "" : String(done));
     TMS.flatten(s.metadata || {}).forEach(([key, value]) => put(`metadata.${key}`, i, value));
   });
   const head = document.createElement("tr");

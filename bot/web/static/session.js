@@ -9,6 +9,7 @@ const NOT_CHARTED = new Set(["total_episodes"]);
 const charts = new Map(); // title (or "graph:<id>") -> { chart, metrics, box }
 let sessionId = null, totalEpisodes = null, spectator = null, origin = 0;
 let backfilled = false, backfillSeq = 0;
+let known = null; // every metric the run has logged: the history's, then each new one as it arrives
 const early = []; // live messages that arrived before the backfill
 
 const $ = (id) => document.getElementById(id);
@@ -212,7 +213,10 @@ async function loadSummary() {
     const tr = document.createElement("tr");
     tr.dataset.metric = name;
     const best = LOWER_IS_BETTER.test(name) ? m.min : m.max;
-    [name, format(m.last), format(best), format(m.recent_mean), m.count].forEach((text) => {
+    const first = document.createElement("td"); // a narrow screen breaks "system/cpu_percent" after "/" or "_"
+    name.split(/(?<=[/_])/).forEach((part, i) => first.append(...(i ? [document.createElement("wbr")] : []), part));
+    tr.append(first);
+    [format(m.last), format(best), format(m.recent_mean), m.count].forEach((text) => {
       tr.append(Object.assign(document.createElement("td"), { textContent: text }));
     });
     return tr;
@@ -272,6 +276,7 @@ function drawPolicy() {
   policy = new uPlot({
     title, width: Math.max(260, box.clientWidth - 8), height: 220, padding: [null, TMS.X_PADDING, null, null],
     scales: { x: { time: TMS.view.x === "wall" }, y: { range: [0, 100] } },
+    cursor: { sync: { key: "tms" } }, // the cursor moves on every chart (charts.js)
     axes: [{ stroke: text, grid: { stroke: grid }, label: xLabel, ...TMS.xAxis(TMS.view.x === "wall") }, { stroke: text, grid: { stroke: grid }, label: "%" }],
     series: [{ label: xLabel }, ...labels.map((label, i) => ({
       label, width: 1.5, stroke: i === labels.length - 1 ? text : TMS.COLOURS[i % TMS.COLOURS.length], dash: i === labels.length - 1 ? [5, 4] : undefined,
@@ -327,7 +332,8 @@ async function start(snapshot) {
   }
   (snapshot.graphs || []).forEach((graph) => showGraph(graph));
   if (backfillSeq < snapshot.session.last_seq) await catchUp();
-  picker(drawn.available);
+  known = new Set(drawn.available);
+  picker([...known]);
   backfilled = true;
   early.splice(0).forEach(handle);
   // Then what is not needed for the first chart (reads that would have queued before it).
@@ -352,18 +358,31 @@ async function catchUp() {
   backfillSeq = more.last_seq;
 }
 
+// A live message's metrics, by name: its built-in fields that are series (bot/schemas.py SERIES_FIELDS) and
+// its custom ones. NaN is left out of the charts, as the history leaves it out (it counts it instead).
+const NOT_SERIES = new Set(["timestamp", "custom", "algorithm", "episode", "step"]);
+const isNaNValue = (v) => v === "NaN" || Number.isNaN(v);
+const metricsOf = (data) => [
+  ...Object.entries(data).filter(([name, v]) => !NOT_SERIES.has(name) && v !== null && v !== undefined),
+  ...Object.entries(data.custom || {}).filter(([, v]) => v !== null && v !== undefined),
+];
+
 function onMetrics(message) {
   const data = message.data, time = seconds(data.timestamp ?? message.timestamp);
   mark(time, message.seq, data.episode, data.step);
+  const values = new Map();
+  let fresh = false; // a metric the run had not logged before: the picker offers it
+  for (const [name, value] of metricsOf(data)) {
+    if (known && !known.has(name)) { known.add(name); fresh = true; }
+    if (!isNaNValue(value)) values.set(name, value);
+  }
   for (const [title, metrics] of GROUPS) {
-    if (!charts.has(title) && metrics.some((m) => data[m] !== undefined && data[m] !== null)) addChart(title, title, metrics);
+    if (!charts.has(title) && metrics.some((m) => values.has(m))) addChart(title, title, metrics);
   }
   for (const { chart, metrics } of charts.values()) {
-    for (const m of metrics) {
-      const value = data[m] ?? data.custom?.[m];
-      if (value !== undefined && value !== null) chart.append(m, message.seq, data.episode, time, value, data.step);
-    }
+    for (const m of metrics) if (values.has(m)) chart.append(m, message.seq, data.episode, time, values.get(m), data.step);
   }
+  if (fresh) picker([...known]);
   if (data.total_episodes) totalEpisodes = data.total_episodes;
   setEpisode(data.episode);
 }
