@@ -44,7 +44,15 @@ from bot.server.live.closes import (
     CLOSE_SLOW,
     CLOSE_TRY_AGAIN_LATER,
 )
-from bot.server.live.direct import DirectWriter, WireFrames, cap_send_buffer, closing, drained, transport_of
+from bot.server.live.direct import (
+    DirectWriter,
+    WireFrames,
+    cap_send_buffer,
+    closing,
+    drained,
+    forget_handshake,
+    transport_of,
+)
 from bot.server.live.hub import Hub, HubFullError
 from bot.server.live.shared_reads import JoinReads
 from bot.server.live.spectator import ABUSE_GRACE_SECONDS, CONTROL, Spectator
@@ -130,6 +138,7 @@ async def spectate(websocket: WebSocket, session_id: str) -> None:
     hub: Hub = websocket.state.hub
     settings: Settings = websocket.state.settings
     await websocket.accept()
+    forget_handshake(websocket.scope)
     if (retry_after := websocket.state.connect_rate.admit()) is not None:
         why = f"too many connections at once: try again later, retry in {retry_after:g} s"
         return await _refuse_busy(websocket, session_id, why, retry_after)
