@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from bot.server.live.direct import WireFrames
-from bot.server.live.spectator import BURST_FACTOR, CONTROL, Spectator, SpectatorQueue
+from bot.server.live.spectator import BURST_FACTOR, CONTROL, Spectator, SpectatorQueue, Wake
+from tests.conftest import TIMEOUT
 
 TYPES = {"training_metrics", "bot_decision"}
 
@@ -123,3 +127,24 @@ def test_a_burst_goes_straight_out_in_one_write_only_while_the_sender_is_idle() 
     writer.open = True
     spectator.flush(WireFrames())
     assert writer.writes[-1] == ["c"] and not spectator.queue.items
+
+
+async def test_the_sender_s_wake_is_an_event_for_one_waiter() -> None:
+    """Set before the wait: no wait. Set during it: the wait ends. Cleared: the next wait waits again."""
+    wake = Wake()
+    wake.set()
+    await asyncio.wait_for(wake.wait(), TIMEOUT)
+    wake.clear()
+    waiting = asyncio.create_task(wake.wait())
+    await asyncio.sleep(0)
+    assert not waiting.done() and not wake.is_set()
+    wake.set()
+    await asyncio.wait_for(waiting, TIMEOUT)
+    wake.clear()
+    again = asyncio.create_task(wake.wait())
+    await asyncio.sleep(0)
+    again.cancel()  # a sender cancelled mid-wait leaves the wake usable
+    with contextlib.suppress(asyncio.CancelledError):
+        await again
+    wake.set()
+    await asyncio.wait_for(wake.wait(), TIMEOUT)

@@ -22,6 +22,7 @@ cors_origins, bot/server/training/socketio_events.py); only the Origin rule appl
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from urllib.parse import urlsplit
 
 import orjson
@@ -55,22 +56,23 @@ class BrowserGuard:
         self.app = app
         self.allowed_origins = {origin.rstrip("/").lower() for origin in allowed_origins}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """The checks need no await: what to await is returned, so no frame of this layer stays on a WebSocket's
+        stack for its whole life."""
         if scope["type"] == "http" and scope["method"] in STATE_CHANGING_METHODS:
             headers = Headers(scope=scope)
             origin = headers.get("origin")
             if origin is not None and not self._origin_allowed(origin, headers.get("host", "")):
                 why = f"Origin {origin[:80]!r} may not change anything here: only this server's pages and CORS_ORIGINS"
-                return await _refuse_http(send, 403, why)
+                return _refuse_http(send, 403, why)
             if not scope["path"].startswith(OWN_FRAMING_PREFIX) and (untyped := _not_json(headers)) is not None:
-                return await _refuse_http(send, 415, untyped)
+                return _refuse_http(send, 415, untyped)
         elif scope["type"] == "websocket":
             headers = Headers(scope=scope)
             origin = headers.get("origin")
             if origin is not None and not self._origin_allowed(origin, headers.get("host", "")):
-                await send({"type": "websocket.close", "code": 1008, "reason": "origin not allowed"})
-                return
-        await self.app(scope, receive, send)
+                return send({"type": "websocket.close", "code": 1008, "reason": "origin not allowed"})
+        return self.app(scope, receive, send)
 
     def _origin_allowed(self, origin: str, host: str) -> bool:
         origin = origin.rstrip("/").lower()

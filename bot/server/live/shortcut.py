@@ -10,6 +10,8 @@ browsers' origins) still see it: this one sits inside them, as the innermost mid
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
@@ -33,8 +35,9 @@ class SpectatorShortcut:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """Returns what to await, without awaiting it: no frame of this layer for a spectator's whole life."""
         if scope["type"] == "websocket" and (session_id := spectated(scope)) is not None:
             scope["path_params"] = {"session_id": session_id}
-            return await spectate(WebSocket(scope, receive, send), session_id)
-        await self.app(scope, receive, send)
+            return spectate(WebSocket(scope, receive, send), session_id)
+        return self.app(scope, receive, send)

@@ -55,7 +55,7 @@ from bot.server.live.direct import (
 )
 from bot.server.live.hub import Hub, HubFullError
 from bot.server.live.shared_reads import JoinReads
-from bot.server.live.spectator import ABUSE_GRACE_SECONDS, CONTROL, Spectator
+from bot.server.live.spectator import ABUSE_GRACE_SECONDS, CONTROL, Spectator, subscribed
 from bot.server.live.ws_access import Credentials, CredentialWatch, Refusal, admit
 from bot.server.services import TrainingService
 from bot.store import SessionNotFoundError
@@ -107,14 +107,14 @@ class SpectatorQuery(BaseModel):
     password: Annotated[str, StringConstraints(max_length=128)] | None = None
 
 
-def parse_query(params: Any) -> tuple[int | None, str | None, set[str], str | None]:
+def parse_query(params: Any) -> tuple[int | None, str | None, frozenset[str], str | None]:
     try:
         query = SpectatorQuery.model_validate(dict(params))
     except ValidationError as exc:
         first = exc.errors()[0]
         name = ".".join(str(part) for part in first["loc"])
         raise BadParameterError(f"{name}: {first['msg']}, got {first.get('input')!r}") from None
-    types = parse_types(query.types) if query.types else set(MESSAGE_TYPES)
+    types = subscribed(parse_types(query.types) if query.types else MESSAGE_TYPES)  # shared: spectate keeps it
     return query.since, query.epoch, types, query.user_name
 
 
