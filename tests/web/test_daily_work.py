@@ -309,10 +309,34 @@ async def test_zoomed_in_x_labels_each_say_their_own_value(
         page = await browser.new_page(viewport={"width": 1280, "height": 800})
         await page.goto(f"{live.url}/sessions/{session_id}?zoom={zoom}")
         await page.wait_for_function("() => window.sessionPage.charts.get('Reward')?.chart.points() === 5")
-        *labels, _ = await page.evaluate(X_TICKS, "Reward")
+        *labels, (_, _, right) = await page.evaluate(X_TICKS, "Reward")
         texts = [label for label, _, _ in labels]
         assert len(texts) >= 3 and len(set(texts)) == len(texts), (zoom, texts)
         assert all(a[2] < b[1] for a, b in zip(labels, labels[1:], strict=False)), (zoom, labels)
+        assert labels[0][1] >= 0 and labels[-1][2] <= right, (zoom, labels)  # "1,000,00" was cut
+        await page.close()
+
+
+def read_label(label: str) -> float:
+    """A tick label's number: "2.5K" is 2,500, "1,000,000" is a million."""
+    scale = {"K": 1e3, "M": 1e6, "B": 1e9}.get(label[-1], 1)
+    return float(label.rstrip("KMB").replace(",", "")) * scale
+
+
+async def test_x_labels_say_their_ticks_exactly(live: LiveServer, client: httpx.AsyncClient, browser: Any) -> None:
+    """Ticks every 2,500 steps read "2.5K", not "3K" (a label rounded to the nearest thousand)."""
+    session_id = await create_session(client, "exact-ticks")
+    points = [{"episode": i, "step": 50 * i, "current_reward": 1.0} for i in range(400)]
+    await client.post(f"/api/training/sessions/{session_id}/metrics", json=points)
+    for width in (1280, 700):
+        page = await browser.new_page(viewport={"width": width, "height": 800})
+        await page.goto(f"{live.url}/sessions/{session_id}")
+        await page.wait_for_function("() => window.sessionPage.charts.get('Reward')?.chart.points() === 400")
+        ticks = await page.evaluate(
+            "() => { const a = window.sessionPage.charts.get('Reward').chart.plot.axes[0];"
+            " return [a._splits, a._values]; }"
+        )
+        assert all(read_label(label) == value for value, label in zip(*ticks, strict=True)), (width, ticks)
         await page.close()
 
 
@@ -339,6 +363,12 @@ async def test_sparse_decisions_are_read_in_buckets_that_mean_something(
     assert xs == sorted(xs) and xs[-1] == 99_019, xs  # the run's step at the last decision's time
     assert await page.evaluate("() => window.sessionPage.policy().axes[0].label") == "step"
     assert await page.evaluate("() => window.sessionPage.policy().cursor.sync.key") == "tms"  # moves with the rest
+    spans = (
+        "() => [window.sessionPage.policy(), window.sessionPage.charts.get('Reward').chart.plot]"
+        ".map(c => [c.scales.x.min, c.scales.x.max])"
+    )
+    policy_span, reward_span = await page.evaluate(spans)
+    assert policy_span == reward_span  # the same x range as the other charts, not from its first bucket on
 
 
 async def test_smoothing_is_one_curve_across_the_history_to_live_seam(live: LiveServer, browser: Any) -> None:
@@ -434,6 +464,37 @@ async def test_a_page_open_from_the_start_grows_as_the_run_does(
     assert loss == [0.5] * 14, loss
     await page.check("#picker input[value='kl']")  # picked live, it shows what was stored so far
     await page.wait_for_function("() => window.sessionPage.charts.get('kl')?.chart.points() === 40")
+
+
+async def test_live_charts_and_the_picker_agree(live: LiveServer, client: httpx.AsyncClient, browser: Any) -> None:
+    """A group whose first values are NaN (DQN's loss before learning starts) gets its chart from its first
+    real value, ticked in the picker, and ticking it again adds no second chart; a chart the spectator took
+    off stays off as points arrive; the summary counts NaN apart, as the charts do."""
+    session_id = await create_session(client, "picked-live")
+    base = f"/api/training/sessions/{session_id}/metrics"
+    page = await browser.new_page(viewport={"width": 1200, "height": 1000})
+    await page.goto(f"{live.url}/sessions/{session_id}")
+    await page.wait_for_selector("#connection.connected")
+    await client.post(base, json={"episode": 1, "step": 100, "current_reward": 1.0, "loss_value": "NaN"})
+    await client.post(base, json={"episode": 2, "step": 200, "current_reward": 2.0, "loss_value": 0.4})
+    await page.wait_for_function("() => window.sessionPage.charts.get('Loss')?.chart.points() === 1")
+    assert await page.is_checked("#picker input[value='Loss']")
+    await page.uncheck("#picker input[value='Loss']")
+    await page.check("#picker input[value='Loss']")
+    await page.wait_for_function("() => window.sessionPage.charts.get('Loss')?.chart.points() === 1")
+    await page.uncheck("#picker input[value='Reward']")
+    await client.post(
+        base, json=[{"episode": e, "step": 100 * e, "current_reward": 1.0, "loss_value": 0.3} for e in (3, 4, 5)]
+    )
+    await page.wait_for_function("() => window.sessionPage.charts.get('Loss')?.chart.points() === 4")
+    shown = await page.eval_on_selector_all("#charts .chart", "boxes => boxes.map(b => b.dataset.chart)")
+    assert shown == ["Loss"], shown
+    assert not await page.is_checked("#picker input[value='Reward']")
+    await page.wait_for_function(  # the summary is read every 5 s
+        "() => document.querySelector('#summary tr[data-metric=loss_value] td:last-child')?.textContent"
+        " === '4 (+1 NaN)'",
+        timeout=15_000,
+    )
 
 
 async def test_tags_are_set_on_the_page_and_the_list_filters_and_groups_by_them(

@@ -25,7 +25,7 @@ function askForKey(why, used = apiKey()) {
   if (declined) return false;
   const key = (window.prompt(`${why}\nAn API key with the read scope:`) || "").trim();
   if (key) sessionStorage.setItem(KEY_STORE, key);
-  else declined = true;
+  else { declined = true; showProblem("This server needs an API key: reload the page to give one."); }
   return Boolean(key);
 }
 

@@ -107,36 +107,46 @@ function fitAxis(self, values, axisIndex, cycle) {
   return Math.ceil(size) + 4;
 }
 
-// x tick labels that never collide, are never cut and never repeat: compact past 10,000 ("250K", "1.5M", as
-// TensorBoard's) with the fraction digits the ticks' spacing needs, written out whole where compact would need
-// more than two ("999,992" when zoomed into ten steps of a million), ticks spaced by the widest label, and room
-// at the right for the last one.
-const X_PADDING = 28; // px right of the plot: half the widest label ("12:30:45", "1.25M")
+// x tick labels that never collide, are never cut and never round: compact past 10,000 ("250K", "1.5M", as
+// TensorBoard's) with as many fraction digits as the ticks need to read exactly ("2.5K", not "3K"), written
+// out whole where compact would need more than two ("999,992" when zoomed into ten steps of a million),
+// ticks spaced by the widest label, and room at the right for the last one.
+const X_PADDING = 36; // px right of the plot: half the widest label ("12:30:45", "1,000,000")
 const formats = new Map();
-function xFormat(span, step) {
-  const digits = (unit) => (step > 0 ? Math.max(0, Math.ceil(Math.log10(unit / step) - 1e-9)) : 0);
-  const unit = span >= 1e9 ? 1e9 : span >= 1e6 ? 1e6 : 1e3; // compact's unit for the largest value
-  const compact = span >= 10000 && digits(unit) <= 2;
-  const key = compact ? `c${digits(unit)}` : `g${Math.min(6, digits(1))}`;
-  if (!formats.has(key)) {
-    const options = compact ? { notation: "compact", maximumFractionDigits: digits(unit) } : { maximumFractionDigits: Math.min(6, digits(1)) };
-    formats.set(key, new Intl.NumberFormat("en", options));
-  }
+function numberFormat(key, options) {
+  if (!formats.has(key)) formats.set(key, new Intl.NumberFormat("en", options));
   return formats.get(key);
 }
+const compactUnit = (v) => { const a = Math.abs(v); return a >= 1e9 ? 1e9 : a >= 1e6 ? 1e6 : a >= 1e3 ? 1e3 : 1; };
+const exactIn = (v, unit, digits) => Math.abs(Number((v / unit).toFixed(digits)) * unit - v) <= 1e-9 * Math.max(1, Math.abs(v));
+function digitsFor(values, unitOf) {
+  for (let d = 0; d < 6; d++) if (values.every((v) => exactIn(v, unitOf(v), d))) return d;
+  return 6;
+}
+function xFormat(values) {
+  const span = Math.max(...values.map(Math.abs));
+  const compact = span >= 10000 ? digitsFor(values, compactUnit) : 99;
+  if (compact <= 2) return numberFormat(`c${compact}`, { notation: "compact", maximumFractionDigits: compact });
+  const whole = digitsFor(values, () => 1);
+  return numberFormat(`g${whole}`, { maximumFractionDigits: whole });
+}
 function xLabels(u, splits) {
-  const span = Math.max(...splits.map((v) => Math.abs(v ?? 0)));
-  const steps = splits.slice(1).map((v, i) => v - splits[i]).filter((d) => d > 0);
-  const format = xFormat(span, steps.length ? Math.min(...steps) : span);
+  const format = xFormat(splits.filter((v) => v !== null && v !== undefined));
   return splits.map((v) => (v === null || v === undefined ? null : format.format(v)));
 }
+// Ticks as uPlot would place them about 20 to the range (1, 2 or 5 times a power of ten apart).
+function likelyTicks(min, max) {
+  const rough = (max - min) / 20 || Math.abs(max) || 1, power = 10 ** Math.floor(Math.log10(rough));
+  const step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= rough);
+  const first = Math.ceil(min / step) * step;
+  return [...Array(22).keys()].map((i) => first + i * step).filter((v) => v <= max);
+}
 function xSpace(u, axisIndex, min, max) {
-  // The widest label at the spacing of about twenty ticks, so that the ticks uPlot then picks (fewer, wider
-  // apart: their labels are no longer) have room.
-  const axis = u.axes[axisIndex], span = Math.max(Math.abs(min), Math.abs(max));
-  const format = xFormat(span, (max - min) / 20);
+  // The widest label among ticks closer than uPlot will place them: its own (fewer) labels are no longer.
+  const axis = u.axes[axisIndex], ticks = likelyTicks(min, max);
+  const format = xFormat(ticks.length ? ticks : [min, max]);
   u.ctx.font = axis.font[0];
-  const widest = Math.max(...[min, max, (min + max) / 2].map((v) => u.ctx.measureText(format.format(v) + "0.0").width / devicePixelRatio));
+  const widest = Math.max(...[min, max, ...ticks].map((v) => u.ctx.measureText(format.format(v) + "0").width / devicePixelRatio));
   return Math.max(50, Math.ceil(widest) + 16);
 }
 const xAxis = (time) => (time ? {} : { values: xLabels, space: xSpace });

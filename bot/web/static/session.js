@@ -10,6 +10,7 @@ const charts = new Map(); // title (or "graph:<id>") -> { chart, metrics, box }
 let sessionId = null, totalEpisodes = null, spectator = null, origin = 0;
 let backfilled = false, backfillSeq = 0;
 let known = null; // every metric the run has logged: the history's, then each new one as it arrives
+const unticked = new Set(); // charts the spectator took off: new points do not bring them back
 const early = []; // live messages that arrived before the backfill
 
 const $ = (id) => document.getElementById(id);
@@ -93,8 +94,9 @@ function picker(available) {
     box.onchange = async () => {
       const group = GROUPS.find(([t]) => t === name);
       if (!group) rememberPicked(name, box.checked);
-      if (box.checked) await showMetric(name, group?.[1] ?? [name]);
-      else { charts.get(name)?.chart.destroy(); charts.delete(name); }
+      if (!box.checked) { unticked.add(name); charts.get(name)?.chart.destroy(); charts.delete(name); return; }
+      unticked.delete(name);
+      if (!charts.has(name)) await showMetric(name, group?.[1] ?? [name]); // one chart a group, ever
     };
     label.append(box, ` ${name}`);
     return label;
@@ -216,7 +218,8 @@ async function loadSummary() {
     const first = document.createElement("td"); // a narrow screen breaks "system/cpu_percent" after "/" or "_"
     name.split(/(?<=[/_])/).forEach((part, i) => first.append(...(i ? [document.createElement("wbr")] : []), part));
     tr.append(first);
-    [format(m.last), format(best), format(m.recent_mean), m.count].forEach((text) => {
+    const points = m.count - (m.nan_count || 0); // as the charts: NaN is counted apart, not drawn
+    [format(m.last), format(best), format(m.recent_mean), m.nan_count ? `${points} (+${m.nan_count} NaN)` : points].forEach((text) => {
       tr.append(Object.assign(document.createElement("td"), { textContent: text }));
     });
     return tr;
@@ -267,7 +270,7 @@ function drawPolicy() {
   if (same) { // the next 5 s of the run: new data, not a new chart
     policy.root.querySelector(".u-title").textContent = title;
     policy.setData(columns, !TMS.view.zoom);
-    if (TMS.view.zoom) policy.setScale("x", { min: TMS.view.zoom[0], max: TMS.view.zoom[1] });
+    policyRange();
     return;
   }
   policy?.destroy();
@@ -282,8 +285,16 @@ function drawPolicy() {
       label, width: 1.5, stroke: i === labels.length - 1 ? text : TMS.COLOURS[i % TMS.COLOURS.length], dash: i === labels.length - 1 ? [5, 4] : undefined,
     }))],
   }, columns, box);
-  if (TMS.view.zoom) policy.setScale("x", { min: TMS.view.zoom[0], max: TMS.view.zoom[1] });
+  policyRange();
 }
+
+// The policy chart spans what the other charts span (its buckets start at its first decision), or the zoom.
+function policyRange() {
+  const ref = charts.values().next().value?.chart.plot?.scales.x;
+  const range = TMS.view.zoom ?? (ref && ref.min !== null && ref.max !== null ? [ref.min, ref.max] : null);
+  if (range) policy.setScale("x", { min: range[0], max: range[1] });
+}
+new ResizeObserver(() => policy?.setSize({ width: Math.max(260, $("policy").clientWidth - 8), height: 220 })).observe($("policy"));
 
 // The history is drawn as soon as it is here, whichever comes first: the prefetched series (the usual case:
 // it was asked for from the page's <head>) or the join's snapshot. The snapshot then says whether what was
@@ -377,7 +388,9 @@ function onMetrics(message) {
     if (!isNaNValue(value)) values.set(name, value);
   }
   for (const [title, metrics] of GROUPS) {
-    if (!charts.has(title) && metrics.some((m) => values.has(m))) addChart(title, title, metrics);
+    if (charts.has(title) || unticked.has(title) || !metrics.some((m) => values.has(m))) continue;
+    addChart(title, title, metrics);
+    fresh = true; // its box in the picker is ticked
   }
   for (const { chart, metrics } of charts.values()) {
     for (const m of metrics) if (values.has(m)) chart.append(m, message.seq, data.episode, time, values.get(m), data.step);
