@@ -3,7 +3,7 @@
 Every layer an ASGI connection passes through stays on its stack for as long as the connection lives: a
 coroutine frame, and FastAPI's exit stack and wrappers. For an HTTP request that lasts milliseconds; for a
 spectator it lasts hours, times thousands of spectators. Past FastAPI 0.165's inner layers (its exception
-middleware, its exit stack, the router and the route's wrapper), an idle spectator costs the server 34.1 KB
+middleware, its exit stack, the router and the route's wrapper), an idle spectator costs the server 34.4 KB
 instead of 44.7 (bench/memory.py, 2,000 spectators). The layers that check a connection (trusted hosts,
 browsers' origins) still see it: this one sits inside them, as the innermost middleware.
 """
