@@ -20,9 +20,15 @@ async def test_joined_spectators_keep_no_handshake_and_share_their_subscriptions
     session_id = await create_session(client, "lean")
     for query in ("", "", "types=training_metrics"):
         await connect_and_sync(spectators, live.ws_url(session_id, query))
-    # type(), not isinstance(): some objects of other tests' imports (torch's) warn when asked their __class__
-    protocols = [o for o in gc.get_objects() if issubclass(type(o), WebSocketsSansIOProtocol) and o.handshake_complete]
-    assert len(protocols) >= 3
+    # type(), not isinstance(): some objects of other tests' imports (torch's) warn when asked their __class__;
+    # only this test's connections: other tests' servers may have left theirs (Socket.IO's keep their handshake)
+    path = f"/ws/{session_id}"
+    protocols = [
+        o
+        for o in gc.get_objects()
+        if issubclass(type(o), WebSocketsSansIOProtocol) and getattr(o, "scope", {}).get("path") == path
+    ]
+    assert len(protocols) == 3
     assert all(p.request is None and p.response is None for p in protocols)
     watching = [o for o in gc.get_objects() if type(o) is Spectator and o.session_id == session_id]
     assert len(watching) == 3
