@@ -369,6 +369,14 @@ async def test_sparse_decisions_are_read_in_buckets_that_mean_something(
     )
     policy_span, reward_span = await page.evaluate(spans)
     assert policy_span == reward_span  # the same x range as the other charts, not from its first bucket on
+    after_switch = """async () => {
+        window.TMS.setView({ x: "episode" });
+        await new Promise((done) => setTimeout(done, 50));  // the page's own listeners have all run
+        return [window.sessionPage.policy(), window.sessionPage.charts.get('Reward').chart.plot]
+            .map(c => [c.scales.x.min, c.scales.x.max]);
+    }"""
+    policy_span, reward_span = await page.evaluate(after_switch)
+    assert policy_span == reward_span and reward_span[1] < 1000  # episodes now, on both (it kept steps for 5 s)
 
 
 async def test_smoothing_is_one_curve_across_the_history_to_live_seam(live: LiveServer, browser: Any) -> None:

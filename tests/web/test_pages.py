@@ -512,6 +512,8 @@ async def test_a_declined_key_prompt_is_not_asked_again(server_factory: Any, set
         await page.goto(f"{live.url}{path}")
         await page.wait_for_timeout(4000)  # the page's reads and reconnects that would each have asked
         assert len(asked) == 1, (path, asked)
+        banner = await page.eval_on_selector("#banner", "b => [b.classList.contains('shown'), b.textContent]")
+        assert banner[0] and "API key" in banner[1], (path, banner)  # said, not an empty list
         asked.clear()
         await page.close()
 

@@ -18,6 +18,7 @@ function clearProblem() {
 const KEY_STORE = "tms-api-key";
 const apiKey = () => sessionStorage.getItem(KEY_STORE);
 const authHeaders = () => (apiKey() ? { Authorization: `Bearer ${apiKey()}` } : {});
+const KEY_NEEDED = "This server needs an API key: reload the page to give one.";
 let declined = false; // the prompt was cancelled: the page does not ask again (each refused read would)
 // `used`: the key the refused request carried; one another request stored since is tried without asking.
 function askForKey(why, used = apiKey()) {
@@ -25,7 +26,7 @@ function askForKey(why, used = apiKey()) {
   if (declined) return false;
   const key = (window.prompt(`${why}\nAn API key with the read scope:`) || "").trim();
   if (key) sessionStorage.setItem(KEY_STORE, key);
-  else { declined = true; showProblem("This server needs an API key: reload the page to give one."); }
+  else { declined = true; showProblem(KEY_NEEDED); }
   return Boolean(key);
 }
 
@@ -38,10 +39,12 @@ async function api(path, headers = {}) {
     showProblem("Cannot reach the server. Retrying…");
     throw error;
   }
-  clearProblem();
-  if (response.status === 401 && !headers["X-Room-Password"] && askForKey("This server needs an API key.", used)) {
-    return api(path, headers);
+  if (response.status === 401 && !headers["X-Room-Password"]) {
+    if (askForKey("This server needs an API key.", used)) return api(path, headers);
+    showProblem(KEY_NEEDED); // said on every refused read, so that nothing else hides it
+    throw new Error(KEY_NEEDED);
   }
+  clearProblem();
   if (!response.ok) throw new Error(`${response.status} ${await response.text()}`);
   return response.json();
 }

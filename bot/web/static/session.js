@@ -451,7 +451,8 @@ $("password-form").onsubmit = (event) => {
   spectator.close(); connect($("password").value);
 };
 TMS.viewControls($("view"));
-TMS.onView(() => { if (policyBody) drawPolicy(); });
+// After the charts' own listeners (they rebuild at once): the policy then takes their new x range.
+TMS.onView(() => { if (policyBody) setTimeout(drawPolicy, 0); });
 // The summary, the policy and the run panel follow the run: bounded reads every 5 s while the page is in view.
 // The run panel too: its configuration and tags change without a message (a job's configuration comes once
 // its process has read it).
