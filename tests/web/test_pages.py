@@ -463,16 +463,22 @@ async def test_compare_overlays_runs_with_the_view_controls_and_marks_config_dif
     await snap(page, tmp_path, "compare-page")
 
 
-async def test_with_auth_on_the_page_asks_for_a_key_once(server_factory: Any, settings: Any, browser: Any) -> None:
-    """A server with access control: the session page asks for an API key (never in a URL), then shows the
-    session live; the key is kept for the tab, so a reload asks no more."""
+async def locked_server(server_factory: Any, settings: Any, session_id: str) -> tuple[LiveServer, str]:
+    """A server with access control holding a session of 5 points, and a key with the read scope."""
     from tests.e2e.test_auth import SECRET, keys
 
     live = await server_factory(settings.model_copy(update={"enable_auth": True, "jwt_secret_key": SECRET}))
     admin, reader = keys(settings.database_url, (["admin"], None), (["read"], None))
     async with httpx.AsyncClient(base_url=live.url, headers={"Authorization": f"Bearer {admin}"}) as client:
-        await create_session(client, "locked")
-        await push(client, "locked", range(5))
+        await create_session(client, session_id)
+        await push(client, session_id, range(5))
+    return live, reader
+
+
+async def test_with_auth_on_the_page_asks_for_a_key_once(server_factory: Any, settings: Any, browser: Any) -> None:
+    """A server with access control: the session page asks for an API key (never in a URL), then shows the
+    session live; the key is kept for the tab, so a reload asks no more."""
+    live, reader = await locked_server(server_factory, settings, "locked")
     asked: list[str] = []
 
     async def answer(dialog: Any) -> None:
@@ -493,13 +499,7 @@ async def test_with_auth_on_the_page_asks_for_a_key_once(server_factory: Any, se
 async def test_a_declined_key_prompt_is_not_asked_again(server_factory: Any, settings: Any, browser: Any) -> None:
     """Cancelled, the prompt does not come back for each read the page then makes (it did about 9 times in
     3.5 s): the page says what it could not read and waits."""
-    from tests.e2e.test_auth import SECRET, keys
-
-    live = await server_factory(settings.model_copy(update={"enable_auth": True, "jwt_secret_key": SECRET}))
-    (admin,) = keys(settings.database_url, (["admin"], None))
-    async with httpx.AsyncClient(base_url=live.url, headers={"Authorization": f"Bearer {admin}"}) as client:
-        await create_session(client, "declined")
-        await push(client, "declined", range(5))
+    live, _ = await locked_server(server_factory, settings, "declined")
     asked: list[str] = []
 
     async def decline(dialog: Any) -> None:
