@@ -36,6 +36,7 @@ class Spectator(asyncio.Protocol):
         self.ours = "/ws/" in url  # our server: ready once the snapshot came, so nothing pushed later is missed
         self.expected, self.latencies, self.stamps = expected, latencies, stamps
         self.got = 0
+        self.dropped = 0  # frames the server said it dropped for this connection (`lag`): they never come
         # Latency is sampled on every 10th frame, staggered over the connections so that every push is
         # sampled (the same 10th frame everywhere would sample only a tenth of the pushes).
         self.stagger = index % 10
@@ -74,6 +75,9 @@ class Spectator(asyncio.Protocol):
                 self.ready.set_result(None)
             return
         if b'"seq":null' in raw:
+            if raw.startswith(b'{"type":"lag"'):
+                self.dropped += orjson.loads(raw)["data"]["dropped"]
+                self.check_done()
             return
         self.got += 1
         self.stamps.append(now)
@@ -82,7 +86,11 @@ class Spectator(asyncio.Protocol):
             sent = data.get("custom", {}).get("t") or data.get("t")
             if sent:
                 self.latencies.append((now - sent) * 1000)
-        if self.got >= self.expected and not self.done.done():
+        self.check_done()
+
+    def check_done(self) -> None:
+        """Every frame came, or the server said it dropped the rest (the run is then not complete)."""
+        if self.got + self.dropped >= self.expected and not self.done.done():
             self.done.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -163,7 +171,8 @@ async def main() -> None:
                 "last": max(stamps, default=0),
                 "p50_ms": pct(0.5),
                 "p99_ms": pct(0.99),
-                "complete": len(pending) == 0,
+                "dropped": sum(c.dropped for c in connected),
+                "complete": not pending and not any(c.dropped for c in connected),  # every frame came
                 "cpu_s": time.process_time() - cpu,
             }
         ).decode(),
