@@ -188,9 +188,10 @@ def storm_clients(ws_url: str, count: int, last_seq: int) -> Iterator[subprocess
             clients.wait()
 
 
-def storm(clients: subprocess.Popen[str]) -> dict[str, Any]:
+def storm(clients: subprocess.Popen[str], last_seq: int | None = None) -> dict[str, Any]:
+    """Storm now; `last_seq` is the session's at this moment (the clients resume from up to 20 before it)."""
     assert clients.stdin and clients.stdout
-    clients.stdin.write("go\n")
+    clients.stdin.write(f"{last_seq or 'go'}\n")
     clients.stdin.flush()
     result: dict[str, Any] = orjson.loads(clients.stdout.readline())
     return result
@@ -235,7 +236,9 @@ def storm_figures(quick: bool) -> dict[str, Any]:
         for _ in range(STORMS):
             with storm_clients(ws_url, count, 10_000) as clients:
                 start = len(latencies)
-                storms.append(storm(clients))
+                # Each storm resumes from just before the session's last seq then: the live push moves it on.
+                session = httpx.get(f"{server.url}/api/training/sessions/{session_id}").json()
+                storms.append(storm(clients, session["last_seq"]))
                 during += latencies[start:]  # until every spectator resumed, and a little after
             time.sleep(1.0)  # the last storm's connections are closed
         stop.set()

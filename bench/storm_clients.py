@@ -4,7 +4,9 @@ frame, the bare baseline's greeting), then closes.
 
     python bench/storm_clients.py WS_URL CONNECTIONS LAST_SEQ
 
-Prints "READY" once all sockets are prepared, waits for a line on stdin, storms, then prints one JSON line:
+Prints "READY" once all sockets are prepared, waits for a line on stdin (the session's last seq at that
+moment, when it has moved on since LAST_SEQ was given: a live push goes on during the storm), storms, then
+prints one JSON line:
 seconds until every spectator had resumed, how many 1013 refusals there were, any seq gap seen, and
 seconds until every connection was closed.
 
@@ -58,12 +60,13 @@ async def resume(url: str, since: int, last: int, counts: Counter[str], done: li
 
 async def main() -> None:
     url, connections, last = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    counts: Counter[str] = Counter()
+    print("READY", flush=True)
+    line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    last = int(line) if line.strip().isdigit() and last else last
     rng = random.Random(1)
     # Spectators of a dead instance were live: each is behind by the last second or so (here up to 20 messages).
     sinces = [rng.randrange(max(0, last - 20), last) if last else 0 for _ in range(connections)]
-    counts: Counter[str] = Counter()
-    print("READY", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     start, cpu = time.perf_counter(), time.process_time()
     done: list[float] = []
     await asyncio.wait_for(asyncio.gather(*(resume(url, s, last, counts, done) for s in sinces)), 300)
