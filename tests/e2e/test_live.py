@@ -105,6 +105,22 @@ async def test_every_websocket_protocol_delivers_the_stored_bytes(
     assert (fast > 0) == (ws == "websockets-sansio")
 
 
+async def test_a_join_is_written_at_once(live: LiveServer, client: httpx.AsyncClient, spectators: Any) -> None:
+    """Welcome, snapshot and each replay page leave in one write each (the fast path counts them): a storm of
+    joins had spent a third of the server's time on a write per frame."""
+    session_id = await create_session(client, "one-write-joins")
+    body = [{"episode": i, "current_reward": i / 7} for i in range(120)]
+    assert (await client.post(f"/api/training/sessions/{session_id}/metrics", json=body)).status_code == 200
+    before = (await client.get("/status")).json()["messages_out_fast_path"]
+    ws = await spectators(live.ws_url(session_id, "since=20&types=training_metrics"))
+    async with asyncio.timeout(TIMEOUT):
+        frames = [orjson.loads(await ws.recv()) for _ in range(102)]
+    after = (await client.get("/status")).json()["messages_out_fast_path"]
+    assert [frame["type"] for frame in frames[:2]] == ["connection_status", "snapshot"]
+    assert [frame["seq"] for frame in frames[2:]] == list(range(21, 121))
+    assert after - before == 102
+
+
 async def test_reconnect_with_since_misses_nothing(
     live: LiveServer, client: httpx.AsyncClient, spectators: Any
 ) -> None:

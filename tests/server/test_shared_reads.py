@@ -7,7 +7,8 @@ import asyncio
 
 import pytest
 
-from bot.server.live.shared_reads import SharedRead
+from bot.server.live.direct import wire_frame
+from bot.server.live.shared_reads import ReplayPage, SharedRead
 
 
 async def test_callers_during_a_fetch_share_the_next_one() -> None:
@@ -62,3 +63,15 @@ async def test_a_caller_that_goes_away_cancels_nobody_else() -> None:
     await asyncio.sleep(0)
     leaving.cancel()
     assert await staying == "s"
+
+
+def test_a_replay_page_gives_each_since_its_frames_framed_once() -> None:
+    """Each spectator of a storm takes the page's tail after its own `since`: the same frames, in the same
+    bytes, as framing each of them on its own."""
+    frames = [(seq, "training_metrics", f'{{"seq":{seq},"data":"{"x" * seq * 3}"}}') for seq in range(5, 65)]
+    page = ReplayPage(frames)
+    for since in (0, 4, 5, 30, 63, 64, 99):
+        expected = [frame for frame in frames if frame[0] > since]
+        assert page.after(since) == expected
+        assert bytes(page.wire_after(since)) == b"".join(wire_frame(text) for _, _, text in expected)
+    assert ReplayPage([]).after(0) == [] and bytes(ReplayPage([]).wire_after(0)) == b""

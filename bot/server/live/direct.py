@@ -89,6 +89,11 @@ def cap_send_buffer(scope: Scope, size: int) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
+def wire_frame(text: str) -> bytes:
+    """A text frame's bytes as a server sends them (unmasked, uncompressed)."""
+    return Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
+
+
 class WireFrames:
     """Frames' wire bytes, built once per burst and shared by every spectator the burst is written to: the
     hub makes one for each burst (a commit's frames), so a frame is framed once, not once per spectator."""
@@ -101,7 +106,7 @@ class WireFrames:
     def of(self, text: str) -> bytes:
         wire = self._wire.get(text)
         if wire is None:
-            wire = self._wire[text] = Frame(Opcode.TEXT, text.encode()).serialize(mask=False)
+            wire = self._wire[text] = wire_frame(text)
         return wire
 
 
@@ -142,16 +147,29 @@ class DirectWriter:
 
     def write(self, frames: list[str], wire: WireFrames) -> bool:
         """Write the frames now, as one write, and return True; or return False (nothing written)."""
+        if not self.can_write():
+            return False
+        self._transport.write(wire.of(frames[0]) if len(frames) == 1 else b"".join(map(wire.of, frames)))
+        self._stats.messages_out += len(frames)
+        self._stats.direct_out += len(frames)
+        return True
+
+    def write_wire(self, data: bytes | memoryview, count: int) -> bool:
+        """Write `count` frames already framed as `data`, as write() does."""
+        if not self.can_write():
+            return False
+        self._transport.write(data)
+        self._stats.messages_out += count
+        self._stats.direct_out += count
+        return True
+
+    def can_write(self) -> bool:
+        """Whether the connection is open and its transport has room: frames written now go out in order."""
         transport = self._transport
-        if (
+        return not (
             self._protocol.close_sent
             or not self._writable.is_set()
             or self._conn.state is not State.OPEN
             or transport.is_closing()
             or transport.get_write_buffer_size() > BUFFER_LIMIT
-        ):
-            return False
-        transport.write(wire.of(frames[0]) if len(frames) == 1 else b"".join(map(wire.of, frames)))
-        self._stats.messages_out += len(frames)
-        self._stats.direct_out += len(frames)
-        return True
+        )

@@ -11,10 +11,13 @@ read after it registered with the hub, so they meet the live stream with no gap.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from bot.server.live.direct import wire_frame
 from bot.server.services import SessionState, TrainingService
 
 K = TypeVar("K", bound=Hashable)
@@ -22,6 +25,30 @@ A = TypeVar("A")
 T = TypeVar("T")
 
 Frames = list[tuple[int, str, str]]
+
+
+class ReplayPage:
+    """One replay read, shared by every spectator of the storm that asked for it: each takes the frames after
+    its own `since`, and their WebSocket bytes are framed once for all of them (the tail of one buffer)."""
+
+    __slots__ = ("frames", "_seqs", "_wire", "_offsets")
+
+    def __init__(self, frames: Frames) -> None:
+        self.frames = frames
+        self._seqs = [seq for seq, _type, _frame in frames]
+        self._wire: bytes | None = None
+        self._offsets: list[int] = []
+
+    def after(self, seq: int) -> Frames:
+        return self.frames[bisect.bisect_right(self._seqs, seq) :]
+
+    def wire_after(self, seq: int) -> memoryview:
+        """The framed bytes of `after(seq)`, as one buffer."""
+        if self._wire is None:
+            wires = [wire_frame(frame) for _seq, _type, frame in self.frames]
+            self._offsets = [0, *itertools.accumulate(map(len, wires))]
+            self._wire = b"".join(wires)
+        return memoryview(self._wire)[self._offsets[bisect.bisect_right(self._seqs, seq)] :]
 
 
 @dataclass
@@ -80,9 +107,9 @@ class JoinReads:
         async def state(session_id: str, _: list[None]) -> SessionState:
             return await service.state(session_id, snapshot_graph_points)
 
-        async def replay(key: tuple[str, tuple[str, ...]], afters: list[int]) -> Frames:
+        async def replay(key: tuple[str, tuple[str, ...]], afters: list[int]) -> ReplayPage:
             session_id, types = key
-            return await service.read_after(session_id, min(afters), replay_page, list(types))
+            return ReplayPage(await service.read_after(session_id, min(afters), replay_page, list(types)))
 
         self._find = SharedRead(find)
         self._state = SharedRead(state)
@@ -94,7 +121,8 @@ class JoinReads:
     async def state(self, session_id: str) -> SessionState:
         return await self._state.read(session_id, None)
 
-    async def replay_page(self, session_id: str, types: list[str], after: int) -> tuple[Frames, bool]:
-        """The stored frames after `after` of one page read, and whether there may be more after them."""
-        frames = await self._replay.read((session_id, tuple(types)), after)
-        return [frame for frame in frames if frame[0] > after], len(frames) == self.page
+    async def replay_page(self, session_id: str, types: list[str], after: int) -> tuple[ReplayPage, bool]:
+        """A page read from `after` or before it (its `after(after)` are this caller's), and whether there may
+        be more after it."""
+        page = await self._replay.read((session_id, tuple(types)), after)
+        return page, len(page.frames) == self.page
