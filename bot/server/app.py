@@ -47,7 +47,7 @@ from bot.server.gc_pauses import YoungOnlyCollector
 from bot.server.live import ws
 from bot.server.live.direct import RawSendMiddleware
 from bot.server.live.hub import Hub
-from bot.server.live.shortcut import SpectatorShortcut
+from bot.server.live.shortcut import SpectatorsFirst, SpectatorShortcut
 from bot.server.pages import mount_docs, mount_pages
 from bot.server.parts import open_parts
 from bot.server.supervisor import Supervisor
@@ -106,7 +106,7 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
             yield metrics.state
             design_logger.info("training metrics server stopping")
 
-    app = FastAPI(
+    app = SpectatorsFirst(
         title="Training Metrics Server",
         version=__version__,
         description="Live training metrics: push from any engine, watch over WebSocket, query history.",

@@ -1,8 +1,10 @@
 """What an idle spectator keeps in the server, past its join: no handshake (uvicorn kept the request and the
-response, headers and all, for the connection's life), and no subscription set of its own."""
+response, headers and all, for the connection's life), no subscription set of its own, and on its stack
+none of FastAPI's layers, only the app's own middleware that checks it."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,13 +25,36 @@ async def test_joined_spectators_keep_no_handshake_and_share_their_subscriptions
     # type(), not isinstance(): some objects of other tests' imports (torch's) warn when asked their __class__;
     # only this test's connections: other tests' servers may have left theirs (Socket.IO's keep their handshake)
     path = f"/ws/{session_id}"
+    gc.collect()  # the same test's on another backend, closed, may be in cycles not collected yet
     protocols = [
         o
         for o in gc.get_objects()
-        if issubclass(type(o), WebSocketsSansIOProtocol) and getattr(o, "scope", {}).get("path") == path
+        if issubclass(type(o), WebSocketsSansIOProtocol)
+        and getattr(o, "scope", {}).get("path") == path
+        and not o.disconnected
     ]
     assert len(protocols) == 3
     assert all(p.request is None and p.response is None for p in protocols)
     watching = [o for o in gc.get_objects() if type(o) is Spectator and o.session_id == session_id]
     assert len(watching) == 3
     assert len({id(s.queue.types) for s in watching}) == 2  # two choices of types, two sets
+
+
+def awaiting(coroutine: Any) -> list[str]:
+    """The qualified names of the coroutines a coroutine awaits, down to the innermost."""
+    names = []
+    while coroutine is not None and hasattr(coroutine, "cr_code"):
+        names.append(coroutine.cr_code.co_qualname)
+        coroutine = coroutine.cr_await
+    return names
+
+
+async def test_a_spectators_stack_holds_the_checks_and_not_fastapis_layers(
+    live: LiveServer, client: httpx.AsyncClient, spectators: Callable[..., Awaitable[Any]]
+) -> None:
+    session_id = await create_session(client, "short-stack")
+    await connect_and_sync(spectators, live.ws_url(session_id))
+    stacks = [awaiting(task.get_coro()) for task in asyncio.all_tasks()]
+    [stack] = [stack for stack in stacks if "spectate" in stack]
+    assert "TrustedHostMiddleware.__call__" in stack, stack
+    assert not [name for name in stack if name.startswith(("Starlette.", "ServerErrorMiddleware."))], stack
