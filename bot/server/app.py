@@ -47,6 +47,7 @@ from bot.server.gc_pauses import YoungOnlyCollector
 from bot.server.live import ws
 from bot.server.live.direct import RawSendMiddleware
 from bot.server.live.hub import Hub
+from bot.server.live.protocol import LightWebSocketProtocol
 from bot.server.live.shortcut import SpectatorsFirst, SpectatorShortcut
 from bot.server.pages import mount_docs, mount_pages
 from bot.server.parts import open_parts
@@ -317,7 +318,7 @@ class TrainingMetricsServer:
         options: dict[str, Any] = {
             "host": s.host,
             "port": s.port,
-            "ws": "websockets-sansio",
+            "ws": LightWebSocketProtocol,  # websockets-sansio, lighter (bot/server/live/protocol.py)
             "ws_per_message_deflate": s.ws_per_message_deflate,
             "ws_ping_interval": s.ws_ping_interval,
             "ws_ping_timeout": s.ws_ping_timeout,

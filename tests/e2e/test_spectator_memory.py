@@ -1,10 +1,12 @@
 """What an idle spectator keeps in the server, past its join: no handshake (uvicorn kept the request and the
-response, headers and all, for the connection's life), no subscription set of its own, and on its stack
-none of FastAPI's layers, only the app's own middleware that checks it."""
+response, headers and all, for the connection's life), no subscription set of its own, no deque in its
+connection's protocol (uvicorn's receive queue and writable event held four from the start), and on its
+stack none of FastAPI's layers, only the app's own middleware that checks it."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -35,6 +37,8 @@ async def test_joined_spectators_keep_no_handshake_and_share_their_subscriptions
     ]
     assert len(protocols) == 3
     assert all(p.request is None and p.response is None for p in protocols)
+    held = [gc.get_referents(p.queue, p.writable, *gc.get_referents(p.queue, p.writable)) for p in protocols]
+    assert not [o for objects in held for o in objects if type(o) is collections.deque]
     watching = [o for o in gc.get_objects() if type(o) is Spectator and o.session_id == session_id]
     assert len(watching) == 3
     assert len({id(s.queue.types) for s in watching}) == 2  # two choices of types, two sets

@@ -12,7 +12,6 @@ used for every frame.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import socket
 from collections.abc import Awaitable
@@ -72,7 +71,7 @@ async def drained(scope: Scope) -> None:
     uvicorn's sansio and wsproto protocols hand a frame to the transport and return at once (the next send
     waits); the legacy websockets protocol waits after each send, so there is nothing left to wait for."""
     writable = getattr(getattr(scope.get(RAW_SEND), "__self__", None), "writable", None)
-    if isinstance(writable, asyncio.Event):
+    if writable is not None and callable(getattr(writable, "wait", None)):
         await writable.wait()
 
 
@@ -110,14 +109,16 @@ class WireFrames:
         return wire
 
 
-def _sansio_protocol_class() -> Any:
-    """uvicorn's websockets-sansio protocol, the one class (in the uvicorn versions pyproject.toml allows)
-    whose internals the fast path was written and tested against; None where it is not installed."""
+def _sansio_protocol_classes() -> tuple[type, ...]:
+    """uvicorn's websockets-sansio protocol and ours made of it (protocol.py), the classes (in the uvicorn
+    versions pyproject.toml allows) whose internals the fast path was written and tested against."""
     try:
         from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+        from bot.server.live.protocol import LightWebSocketProtocol
     except ImportError:
-        return None
-    return WebSocketsSansIOProtocol
+        return ()
+    return (WebSocketsSansIOProtocol, LightWebSocketProtocol)
 
 
 class DirectWriter:
@@ -138,8 +139,7 @@ class DirectWriter:
     def attach(cls, scope: Scope, stats: Stats) -> DirectWriter | None:
         """A writer for this connection, or None where only the ASGI path is safe."""
         protocol: Any = getattr(scope.get(RAW_SEND), "__self__", None)
-        sansio = _sansio_protocol_class()
-        if protocol is None or sansio is None or type(protocol) is not sansio:
+        if protocol is None or type(protocol) not in _sansio_protocol_classes():
             return None  # another server or protocol (wsproto, websockets legacy): the ASGI path
         if getattr(protocol.conn, "extensions", None):  # per-message deflate: frames differ per connection
             return None
