@@ -265,11 +265,13 @@ def test_the_compose_file_runs_two_instances_migrated_once_behind_a_loopback_pro
 
 
 @contextlib.asynccontextmanager
-async def logged_server(tmp_path: Path, *options: str) -> AsyncIterator[tuple[httpx.AsyncClient, Path]]:
+async def logged_server(
+    tmp_path: Path, *options: str, access_log: bool = True
+) -> AsyncIterator[tuple[httpx.AsyncClient, Path]]:
     """`bot serve` (access log on) in its own process, its output in a file: (a client of it, the file)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update({"TRAINING_METRICS_PORT": str(port), "TMS_ACCESS_LOG": "1"})
+    env.update({"TRAINING_METRICS_PORT": str(port), "TMS_ACCESS_LOG": "1" if access_log else "0"})
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
         command = [sys.executable, "-m", "bot", "serve", *options]
@@ -296,6 +298,22 @@ async def test_no_room_password_reaches_the_log(tmp_path: Path) -> None:
                 await ws.recv()
     printed = log.read_text()
     assert "password=***" in printed and "hunter2" not in printed and "wrong-guess" not in printed
+
+
+@pytest.mark.slow  # a `bot serve` process of its own
+async def test_a_websocket_connection_is_an_access_log_line(tmp_path: Path) -> None:
+    """Without the access log, a spectator's connection prints nothing (10,000 spectators were 10,000 lines,
+    and a third of a reconnect storm's join), as an HTTP request prints nothing. Warnings still print (test_ws_fuzz)."""
+    async with logged_server(tmp_path, access_log=False) as (client, log):
+        session_id = (await client.post("/api/training/sessions", json={"name": "quiet"})).json()["session_id"]
+        url = f"{client.base_url}".replace("http://", "ws://").rstrip("/") + f"/ws/{session_id}"
+        async with websockets.connect(url, open_timeout=TIMEOUT) as ws:
+            await ws.recv()
+        async with websockets.connect(url + "?since=-1", open_timeout=TIMEOUT) as ws:  # refused: 4400
+            await ws.recv()
+    printed = log.read_text()
+    assert "training metrics server started" in printed
+    assert "WebSocket" not in printed and "POST" not in printed, printed
 
 
 async def test_a_server_on_every_interface_without_auth_says_so(

@@ -48,7 +48,7 @@ class ClientFaults(logging.Filter):
     MESSAGES = frozenset({"Invalid UTF-8 sequence received from client."})
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name == "uvicorn.error" and record.msg in self.MESSAGES and record.levelno > logging.WARNING:
+        if record.name.startswith("uvicorn.error") and record.msg in self.MESSAGES and record.levelno > logging.WARNING:
             record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
             record.exc_info = record.exc_text = None
         return True

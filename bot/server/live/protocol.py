@@ -4,15 +4,23 @@ An idle spectator's connection is mostly what the protocol keeps for it. uvicorn
 `asyncio.Queue` of received messages and an `asyncio.Event` for "the transport can take more": four deques
 between them, allocated at once, 3 KB a connection though a spectator's queue is nearly always empty and
 nobody waits on the event. Here they are a list and a flag, with futures only while someone waits.
+
+Its per-connection INFO line (`"WebSocket /ws/..." [accepted]`) is an access-log line: it is printed when
+uvicorn's access log is on (`ACCESS_LOG`, `--debug`), as HTTP requests' lines are. 10,000 spectators
+connecting made 10,000 lines, and a reconnect storm spent a third of each join making its log record.
+Warnings and errors are printed as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+QUIET_LOGGER = logging.getLogger("uvicorn.error.websockets")  # its records reach uvicorn.error's handlers
 
 
 class _Waiters:
@@ -99,3 +107,7 @@ class LightWebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self.queue = ReceiveQueue()  # type: ignore[assignment]
         self.writable = Writable()  # type: ignore[assignment]
+        if not self.config.access_log:
+            if QUIET_LOGGER.level != logging.WARNING:  # once: setLevel clears every logger's cache
+                QUIET_LOGGER.setLevel(logging.WARNING)
+            self.logger = QUIET_LOGGER
