@@ -37,6 +37,8 @@ async def test_joined_spectators_keep_no_handshake_and_share_their_subscriptions
     ]
     assert len(protocols) == 3
     assert all(p.request is None and p.response is None for p in protocols)
+    kept = [p.conn.parser.gi_frame.f_locals.get("request") for p in protocols]  # websockets' parser keeps it
+    assert all(request is not None and not list(request.headers.raw_items()) for request in kept)
     held = [gc.get_referents(p.queue, p.writable, *gc.get_referents(p.queue, p.writable)) for p in protocols]
     assert not [o for objects in held for o in objects if type(o) is collections.deque]
     watching = [o for o in gc.get_objects() if type(o) is Spectator and o.session_id == session_id]
