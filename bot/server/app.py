@@ -42,6 +42,7 @@ from bot.server.api.training import DaemonConfigUpdate, StartTraining, StopTrain
 from bot.server.edge.browsers import LOOPBACK_HOSTS, BrowserGuard, allowed_hosts
 from bot.server.edge.http_guard import ConnectionLimits, GuardedHttpProtocol, default_max_connections
 from bot.server.edge.metrics import MetricsMiddleware, ServerMetrics
+from bot.server.edge.paced_accept import PacedAcceptor
 from bot.server.edge.rate_limits import RateLimitedError
 from bot.server.gc_pauses import YoungOnlyCollector
 from bot.server.live import ws
@@ -375,9 +376,22 @@ class _Server(uvicorn.Server):
         self.grace = grace
         self._collector: YoungOnlyCollector | None = None
         self._collecting: asyncio.Task[None] | None = None
+        self._acceptors: list[PacedAcceptor] = []
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
+        if self.should_exit:
+            return
+        if self.config.ssl is None:  # a few connections a loop turn, not a storm's all at once (paced_accept.py)
+            config = self.config
+
+            def protocol() -> asyncio.Protocol:  # as uvicorn's own startup makes them
+                made: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                    config=config, server_state=self.server_state, app_state=self.lifespan.state
+                )
+                return made
+
+            self._acceptors = [a for server in self.servers for a in PacedAcceptor.take_over(server, protocol)]
         hub = self.lifespan.state.get("hub")
         if isinstance(hub, Hub):
             self._collector = YoungOnlyCollector(lambda: hub.left, lambda: hub.total)
@@ -390,6 +404,8 @@ class _Server(uvicorn.Server):
             self._collector.stop()
         for server in self.servers:
             server.close()  # no new connections while the spectators are told
+        for acceptor in self._acceptors:
+            acceptor.close()
         hub = self.lifespan.state.get("hub")
         if isinstance(hub, Hub):
             await hub.shutdown(self.grace)

@@ -155,3 +155,34 @@ async def test_bodies_received_at_once_are_bounded_in_bytes(server_factory: Any,
         writer.close()
         assert (await client.post(path, content=body, headers=JSON)).status_code == 200
         assert (await client.get(f"/api/training/sessions/{session_id}")).json()["last_seq"] == 1800
+
+
+async def test_a_burst_of_new_connections_is_taken_in_and_every_one_answered(
+    server_factory: Any, settings: Settings
+) -> None:
+    """Past a few per loop turn, new connections wait in the intake (their reading paused) with what they sent:
+    handshakes sent in two parts, and plain requests, all in one burst, are each answered in full."""
+    live = await server_factory(settings.model_copy(update={"max_connections_per_session": 50}))
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+        session_id = await create_session(client, "intake")
+    head = f"GET /ws/{session_id} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n".encode()
+    rest = b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    plain = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    connections = [await asyncio.open_connection("127.0.0.1", live.port) for _ in range(30)]
+    for n, (_, writer) in enumerate(connections):
+        writer.write(plain if n % 3 == 0 else head)
+    for n, (_, writer) in enumerate(connections):
+        if n % 3:
+            writer.write(rest)
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            for n, (reader, _) in enumerate(connections):
+                if n % 3 == 0:
+                    assert (await reader.read(-1)).startswith(b"HTTP/1.1 200")
+                else:
+                    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+                    while b'"connection_status"' not in await reader.read(65_536):  # the welcome frame
+                        pass
+    finally:
+        for _, writer in connections:
+            writer.close()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from bot.server.live.direct import wire_frame
+from bot.server.live.turnstile import Turnstile
 from bot.server.services import SessionState, TrainingService
 
 K = TypeVar("K", bound=Hashable)
@@ -114,15 +115,21 @@ class JoinReads:
         self._find = SharedRead(find)
         self._state = SharedRead(state)
         self._replay = SharedRead(replay)
+        self.turnstile = Turnstile()  # a shared read's waiters go on a few per loop turn (turnstile.py)
 
     async def find_spectated(self, key: str) -> dict[str, Any]:
-        return await self._find.read(key, None)
+        found = await self._find.read(key, None)
+        await self.turnstile.through()
+        return found
 
     async def state(self, session_id: str) -> SessionState:
-        return await self._state.read(session_id, None)
+        state = await self._state.read(session_id, None)
+        await self.turnstile.through()
+        return state
 
     async def replay_page(self, session_id: str, types: list[str], after: int) -> tuple[ReplayPage, bool]:
         """A page read from `after` or before it (its `after(after)` are this caller's), and whether there may
         be more after it."""
         page = await self._replay.read((session_id, tuple(types)), after)
+        await self.turnstile.through()
         return page, len(page.frames) == self.page

@@ -137,6 +137,7 @@ async def spectate(websocket: WebSocket, session_id: str) -> None:
     service: TrainingService = websocket.state.service
     hub: Hub = websocket.state.hub
     settings: Settings = websocket.state.settings
+    await websocket.state.joins.turnstile.through()  # a storm's accepts, a few per loop turn
     await websocket.accept()
     forget_handshake(websocket.scope)
     if (retry_after := websocket.state.connect_rate.admit()) is not None:
