@@ -47,7 +47,7 @@ def forget_handshake(scope: Scope) -> None:
     keeps the request too, in its generator's frame, out of reach: its headers are emptied (1.4 KB more)."""
     protocol = getattr(scope.get(RAW_SEND), "__self__", None)
     if getattr(protocol, "handshake_complete", False):
-        headers = getattr(getattr(protocol, "request", None), "headers", None)
+        headers: Any = getattr(getattr(protocol, "request", None), "headers", None)
         if callable(getattr(headers, "clear", None)):
             headers.clear()
         for name in ("request", "response"):
