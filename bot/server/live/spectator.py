@@ -217,18 +217,26 @@ class Spectator:
         """The fast path (direct.py): while the sender task is idle, nothing else writes to the socket, so
         everything queued goes out now, in order, as one write, without waking the task. A spectator
         that is behind (a busy sender, drops to report, a full transport) keeps its queue for the task."""
+        if self.idle:
+            self.write_queued(wire)
+
+    def write_queued(self, wire: WireFrames) -> bool:
+        """Everything queued, as one write, where the transport takes it now and there are no drops to report
+        first; True if it was written. The sender task catches up this way too (a storm's joiners had each
+        queued a second of live frames, sent one by one through ASGI)."""
         queue, direct = self.queue, self.direct
         items = queue.items
-        if not (self.idle and direct is not None and items and not queue.dropped and self.close_request is None):
-            return
+        if not (direct is not None and items and not queue.dropped and self.close_request is None):
+            return False
         through = self.delivered_through
         frames = [frame for seq, frame in items if seq > through or seq == CONTROL]
         if frames and not direct.write(frames, wire):
-            return
+            return False
         self.delivered_through = max(through, max(seq for seq, _ in items))
         items.clear()
         queue.size = 0
         queue.dropping_since = None
+        return True
 
     def settle(self, now: float, slow_timeout: float, wire: WireFrames) -> None:
         """End of a burst: apply the queue bound, close a spectator that stayed behind too long (4008),

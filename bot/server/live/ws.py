@@ -356,6 +356,9 @@ async def _send(
     joined()
     queue, sid = spectator.queue, spectator.session_id
     while spectator.close_request is None:
+        if len(queue.items) > 1 and spectator.write_queued(WireFrames()):
+            await drained(websocket.scope)
+            continue
         item = queue.pop()
         if item is None:
             spectator.wake.clear()
