@@ -1,7 +1,8 @@
 """What an idle spectator keeps in the server, past its join: no handshake (uvicorn kept the request and the
-response, headers and all, for the connection's life), no subscription set of its own, no deque in its
-connection's protocol (uvicorn's receive queue and writable event held four from the start), and on its
-stack none of FastAPI's layers, only the app's own middleware that checks it."""
+response, headers and all, for the connection's life; the scope's headers; a copy of the app's state), no
+subscription set or queue deque of its own, no deque in its connection's protocol (uvicorn's receive queue
+and writable event held four from the start), and on its stack none of FastAPI's layers, only the app's own
+middleware that checks it."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 import httpx
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from bot.server.live.spectator import Spectator
+from bot.server.live.spectator import NO_ITEMS, Spectator
 from tests.conftest import LiveServer, connect_and_sync, create_session
 
 
@@ -37,12 +38,14 @@ async def test_joined_spectators_keep_no_handshake_and_share_their_subscriptions
     ]
     assert len(protocols) == 3
     assert all(p.request is None and p.response is None for p in protocols)
+    assert all(p.scope["headers"] == [] and p.scope["state"] is p.app_state for p in protocols)
     kept = [p.conn.parser.gi_frame.f_locals.get("request") for p in protocols]  # websockets' parser keeps it
     assert all(request is not None and not list(request.headers.raw_items()) for request in kept)
     held = [gc.get_referents(p.queue, p.writable, *gc.get_referents(p.queue, p.writable)) for p in protocols]
     assert not [o for objects in held for o in objects if type(o) is collections.deque]
     watching = [o for o in gc.get_objects() if type(o) is Spectator and o.session_id == session_id]
     assert len(watching) == 3
+    assert all(s.queue.items is NO_ITEMS for s in watching)  # no deque of its own while nothing waits
     assert len({id(s.queue.types) for s in watching}) == 2  # two choices of types, two sets
 
 

@@ -55,6 +55,15 @@ def forget_handshake(scope: Scope) -> None:
                 setattr(protocol, name, None)
 
 
+def forget_headers(scope: Scope) -> None:
+    """A spectator's request headers are read only while it is let in (its origin, its credentials); uvicorn
+    keeps them in the scope for the connection's life (700 bytes). Emptied in place, for whatever holds
+    the list (Starlette's Headers do)."""
+    headers = scope.get("headers")
+    if isinstance(headers, list):
+        headers.clear()
+
+
 def transport_of(scope: Scope) -> Any:
     """The connection's asyncio transport, where the server exposes it (uvicorn does); else None."""
     return getattr(getattr(scope.get(RAW_SEND), "__self__", None), "transport", None)

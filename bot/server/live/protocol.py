@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -31,19 +30,18 @@ class _Waiters:
     def __init__(self) -> None:
         self._waiters: list[asyncio.Future[None]] | None = None
 
-    async def _wait(self, ready: Callable[[], bool]) -> None:
-        while not ready():
-            waiter = asyncio.get_running_loop().create_future()
-            if self._waiters is None:
-                self._waiters = []
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                if self._waiters is not None and waiter in self._waiters:
-                    self._waiters.remove(waiter)
-                if not self._waiters:
-                    self._waiters = None
+    async def _wait_once(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if self._waiters is not None and waiter in self._waiters:
+                self._waiters.remove(waiter)
+            if not self._waiters:
+                self._waiters = None
 
     def _wake(self) -> None:
         for waiter in self._waiters or ():
@@ -65,7 +63,8 @@ class ReceiveQueue(_Waiters):
         self._wake()
 
     async def get(self) -> Any:
-        await self._wait(lambda: bool(self._items))
+        while not self._items:
+            await self._wait_once()
         return self._items.pop(0)
 
     def empty(self) -> bool:
@@ -95,7 +94,8 @@ class Writable(_Waiters):
         return self._flag
 
     async def wait(self) -> bool:
-        await self._wait(self.is_set)
+        while not self._flag:
+            await self._wait_once()
         return True
 
 

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
+from bot.server.live.direct import RAW_SEND
 from bot.server.live.ws import spectate
 
 PREFIX = "/ws/"
@@ -35,6 +36,15 @@ def spectated(scope: Scope) -> str | None:
     return None
 
 
+def share_state(scope: Scope) -> None:
+    """uvicorn gives each connection a copy of the app's state (450 bytes kept for a spectator's life), so that
+    a request may change its own. Spectators only read it (the service, the hub, the settings): they share
+    the server's own, where the scope holds a copy of it."""
+    shared = getattr(getattr(scope.get(RAW_SEND), "__self__", None), "app_state", None)
+    if isinstance(shared, dict) and scope.get("state") is not shared and scope.get("state") == shared:
+        scope["state"] = shared
+
+
 class SpectatorShortcut:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -43,6 +53,7 @@ class SpectatorShortcut:
         """Returns what to await, without awaiting it: no frame of this layer for a spectator's whole life."""
         if scope["type"] == "websocket" and (session_id := spectated(scope)) is not None:
             scope["path_params"] = {"session_id": session_id}
+            share_state(scope)
             return spectate(WebSocket(scope, receive, send), session_id)
         return self.app(scope, receive, send)
 

@@ -24,6 +24,7 @@ from bot.server.live.closes import CLOSE_SLOW
 from bot.server.live.direct import DirectWriter, WireFrames
 
 CONTROL = 0  # the seq of frames that are not part of the stored stream
+NO_ITEMS: deque[tuple[int, str]] = deque(maxlen=0)  # every empty queue's: nothing can be added to it
 BURST_FACTOR = 10
 CLOSE_GRACE_SECONDS = 5.0
 ABUSE_GRACE_SECONDS = 0.5
@@ -107,7 +108,7 @@ class SpectatorQueue:
         self.maxsize = maxsize
         self.max_bytes = max_bytes
         self.types = subscribed(types)
-        self.items: deque[tuple[int, str]] = deque()
+        self.items: deque[tuple[int, str]] = NO_ITEMS  # a deque of its own only while frames wait
         self.size = 0  # characters of the queued frames
         self.burst_size = 0
         self.dropped = 0
@@ -121,6 +122,8 @@ class SpectatorQueue:
         """Queue a frame the spectator subscribed to; returns False when it is filtered out."""
         if seq != CONTROL and message_type not in self.types:
             return False
+        if self.items is NO_ITEMS:
+            self.items = deque()
         self.items.append((seq, frame))
         self.size += len(frame)
         self.burst += 1
@@ -152,8 +155,14 @@ class SpectatorQueue:
         item = self.items.popleft()
         self.size -= len(item[1])
         if not self.items:
-            self.dropping_since = None  # caught up
+            self.emptied()  # caught up
         return item
+
+    def emptied(self) -> None:
+        """Everything queued went out: its deque (760 bytes however few it held) is let go."""
+        self.items = NO_ITEMS
+        self.size = 0
+        self.dropping_since = None
 
     def take_lag(self, delivered_through: int) -> Lag | None:
         """The drops not yet reported, unless replay from the store already covered them."""
@@ -233,9 +242,7 @@ class Spectator:
         if frames and not direct.write(frames, wire):
             return False
         self.delivered_through = max(through, max(seq for seq, _ in items))
-        items.clear()
-        queue.size = 0
-        queue.dropping_since = None
+        queue.emptied()
         return True
 
     def settle(self, now: float, slow_timeout: float, wire: WireFrames) -> None:

@@ -51,6 +51,7 @@ from bot.server.live.direct import (
     closing,
     drained,
     forget_handshake,
+    forget_headers,
     transport_of,
 )
 from bot.server.live.hub import Hub, HubFullError
@@ -181,6 +182,7 @@ async def spectate(websocket: WebSocket, session_id: str) -> None:
     overdue = asyncio.get_running_loop().call_later(join_timeout, _join_overdue, spectator, join_timeout)
     credentials: CredentialWatch = websocket.state.credential_watch
     credentials.add(spectator, principal)
+    forget_headers(websocket.scope)  # let in: nothing reads them again
     try:
         await hub.watch(spectator)
         await _serve(websocket, spectator, service, hub, since, epoch, who, overdue.cancel)
@@ -239,7 +241,7 @@ async def _serve(
 
     spectator.cut_off = cut_off
     try:
-        await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        await _either(sender, receiver)
     finally:
         for task in (sender, receiver):
             task.cancel()
@@ -256,6 +258,24 @@ async def _serve(
                 # fails with the server's RuntimeError: the client's doing, not ours.
                 return
             raise outcome
+
+
+async def _either(first: asyncio.Task[None], second: asyncio.Task[None]) -> None:
+    """Until either task is done: asyncio.wait's set, waiter and callbacks, a kilobyte held for a spectator's
+    whole life, made small."""
+    either = asyncio.get_running_loop().create_future()
+
+    def done(_: object) -> None:
+        if not either.done():
+            either.set_result(None)
+
+    first.add_done_callback(done)
+    second.add_done_callback(done)
+    try:
+        await either
+    finally:
+        first.remove_done_callback(done)
+        second.remove_done_callback(done)
 
 
 async def _greet(
