@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Any
 
 from bot.server.live.turnstile import Turnstile
 
@@ -125,3 +126,27 @@ async def test_the_intake_takes_a_few_new_connections_per_turn() -> None:
         turn[0] += 1
         await asyncio.sleep(0)
     assert max(taken.count(t) for t in set(taken)) <= 3 and len(set(taken)) >= 6
+
+
+async def test_a_connection_that_fails_to_be_taken_in_costs_only_itself(caplog: Any) -> None:
+    from bot.server.edge.http_guard import Intake
+
+    aborted: list[int] = []
+
+    class Failing(HeldConnection):
+        class Transport(HeldConnection.Transport):
+            def abort(self) -> None:
+                aborted.append(1)
+
+        def take_in(self) -> None:
+            raise RuntimeError("a bug")
+
+    intake, taken, turn = Intake(per_turn=1), [], [0]
+    intake.admit(HeldConnection(taken, 0, turn))  # type: ignore[arg-type]
+    intake.admit(Failing(taken, 1, turn))  # type: ignore[arg-type]
+    for n in range(2, 5):
+        intake.admit(HeldConnection(taken, n, turn))  # type: ignore[arg-type]
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert len(taken) == 3 and aborted == [1] and "taking in a new connection failed" in caplog.text
+    assert intake.admit(HeldConnection(taken, 9, turn))  # type: ignore[arg-type]  # later ones still come in

@@ -18,6 +18,7 @@ Idle keep-alive connections are closed by uvicorn after `http_idle_timeout`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import resource
 from collections import deque
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from typing import Any
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+logger = logging.getLogger(__name__)
 
 LINGER_SECONDS = 2.0
 INTAKE_PER_TURN = 4  # new connections whose first request is parsed in one event-loop turn
@@ -66,7 +69,8 @@ class Intake:
 
     def admit(self, protocol: GuardedHttpProtocol) -> bool:
         """True: take it in now; False: it is queued, and `protocol.take_in()` is called in a later turn."""
-        if self._turn_ends is None:
+        if self._turn_ends is None:  # the first this turn
+            self._taken = 0
             self._turn_ends = asyncio.get_running_loop().call_soon(self._next_turn)
         if self._taken < self.per_turn and not self._waiting:
             self._taken += 1
@@ -76,12 +80,18 @@ class Intake:
 
     def _next_turn(self) -> None:
         self._taken = 0
-        while self._waiting and self._taken < self.per_turn:
-            protocol = self._waiting.popleft()
-            if not protocol.transport.is_closing():
-                self._taken += 1
-                protocol.take_in()
-        self._turn_ends = asyncio.get_running_loop().call_soon(self._next_turn) if self._waiting else None
+        try:
+            while self._waiting and self._taken < self.per_turn:
+                protocol = self._waiting.popleft()
+                if not protocol.transport.is_closing():
+                    self._taken += 1
+                    try:
+                        protocol.take_in()
+                    except Exception:  # a bug there must cost that connection only, not every later one
+                        logger.exception("taking in a new connection failed; it is closed")
+                        protocol.transport.abort()
+        finally:
+            self._turn_ends = asyncio.get_running_loop().call_soon(self._next_turn) if self._waiting else None
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):

@@ -24,7 +24,8 @@ class Turnstile:
         self._turn_ends: asyncio.Handle | None = None
 
     async def through(self) -> None:
-        if self._turn_ends is None:
+        if self._turn_ends is None:  # the first this turn
+            self._passed = 0
             self._turn_ends = asyncio.get_running_loop().call_soon(self._next_turn)
         if self._passed < self.per_turn and not self._waiting:
             self._passed += 1
