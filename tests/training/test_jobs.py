@@ -51,7 +51,9 @@ async def jobs_server(server_factory: Any, job_settings: Settings) -> LiveServer
 
 async def start(client: httpx.AsyncClient, scenario: str = "mock_cache", **fields: Any) -> dict[str, Any]:
     body = {"scenario_name": scenario, "num_episodes": 100_000, "save_interval": 50, "eval_episodes": 1, **fields}
-    response = await client.post("/api/training/start", json=body)
+    # A Ray job's submission waits for Ray's job supervisor, which on a fresh cluster under a loaded 2-core
+    # machine took more than TIMEOUT twice (fresh-clone runs); the answer is the same, only later.
+    response = await client.post("/api/training/start", json=body, timeout=JOB_TIMEOUT)
     assert response.status_code == 202, response.text
     answer: dict[str, Any] = response.json()
     assert answer["message"] == "Training started successfully" and answer["data"]["status"] == "started"
