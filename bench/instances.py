@@ -171,7 +171,7 @@ async def live_latency(server: Server, session_id: str, stop: threading.Event, s
 
 @contextlib.contextmanager
 def storm_clients(ws_url: str, count: int, last_seq: int) -> Iterator[subprocess.Popen[str]]:
-    """bench/storm_clients.py, its sockets prepared: write a line to its stdin to storm, read its figures."""
+    """bench/storm_clients.py, started: write a line to its stdin to storm, read its figures."""
     clients = subprocess.Popen(
         [sys.executable, str(HERE / "storm_clients.py"), ws_url, str(count), str(last_seq)],
         stdin=subprocess.PIPE,

@@ -4,11 +4,10 @@ frame, the bare baseline's greeting), then closes.
 
     python bench/storm_clients.py WS_URL CONNECTIONS LAST_SEQ
 
-Prints "READY" once all sockets are prepared, waits for a line on stdin (the session's last seq at that
-moment, when it has moved on since LAST_SEQ was given: a live push goes on during the storm), storms, then
-prints one JSON line:
-seconds until every spectator had resumed, how many 1013 refusals there were, any seq gap seen, and
-seconds until every connection was closed.
+Prints "READY" once started (nothing is connected yet), waits for a line on stdin (the session's last seq
+at that moment, when it has moved on since LAST_SEQ was given: a live push goes on during the storm),
+storms, then prints one JSON line: seconds until every spectator had resumed, how many 1013 refusals there
+were, any seq gap seen, and seconds until every connection was closed.
 
 Each spectator reads with no flow control (max_queue=None). With websockets' default (16 frames), one that
 stopped reading live frames after resuming stopped reading its socket too, so the server's reply to its

@@ -382,7 +382,7 @@ class _Server(uvicorn.Server):
         await super().startup(sockets)
         if self.should_exit:
             return
-        if self.config.ssl is None:  # a few connections a loop turn, not a storm's all at once (paced_accept.py)
+        if self.config.ssl is None and self.config.uds is None and self.config.fd is None:  # TCP: paced_accept.py
             config = self.config
 
             def protocol() -> asyncio.Protocol:  # as uvicorn's own startup makes them

@@ -41,8 +41,9 @@ class PacedAcceptor:
     def take_over(
         cls, server: asyncio.AbstractServer, protocol_factory: Callable[[], asyncio.Protocol]
     ) -> list[PacedAcceptor]:
-        """Acceptors for a started asyncio (or uvloop) server's listening sockets, which it stops serving:
-        they stay open, and what waits in their queues is accepted here. SSL servers are left as they are."""
+        """Acceptors for a started asyncio (or uvloop) server's listening TCP sockets, which it stops serving:
+        they stay open, and what waits in their queues is accepted here. (Closing a Unix socket's server
+        removes its file on Python 3.13: bot serve takes over TCP servers only, and not SSL ones.)"""
         sockets = [s.dup() for s in getattr(server, "sockets", None) or ()]
         server.close()
         acceptors = [cls(sock, protocol_factory) for sock in sockets]
@@ -87,3 +88,6 @@ class PacedAcceptor:
             await self._loop.connect_accepted_socket(self.protocol_factory, conn)
         except OSError:
             conn.close()  # it went away before its transport was made
+        except Exception:
+            logger.exception("could not serve an accepted connection; it is closed")
+            conn.close()

@@ -5,10 +5,10 @@ An idle spectator's connection is mostly what the protocol keeps for it. uvicorn
 between them, allocated at once, 3 KB a connection though a spectator's queue is nearly always empty and
 nobody waits on the event. Here they are a list and a flag, with futures only while someone waits.
 
-Its per-connection INFO lines (`"WebSocket /ws/..." [accepted]`, websockets' `connection open` and
-`connection closed`) are access-log lines: printed when uvicorn's access log is on (`TMS_ACCESS_LOG`,
-`--debug`), as HTTP requests' lines are. 10,000 spectators connecting made 30,000 lines, and a reconnect
-storm spent a third of each join making their records. Warnings and errors are printed as before.
+Its per-connection INFO lines (`"WebSocket /ws/..." [accepted]` and websockets' `connection open`) are
+access-log lines: printed when uvicorn's access log is on (`TMS_ACCESS_LOG`, `--debug`), as HTTP requests'
+lines are. 10,000 spectators connecting made 20,000 lines, and a reconnect storm spent a third of each join
+making their records. Warnings and errors are printed as before.
 """
 
 from __future__ import annotations
@@ -110,4 +110,4 @@ class LightWebSocketProtocol(WebSocketsSansIOProtocol):
         if not self.config.access_log:
             if QUIET_LOGGER.level != logging.WARNING:  # once: setLevel clears every logger's cache
                 QUIET_LOGGER.setLevel(logging.WARNING)
-            self.logger = self.conn.logger = QUIET_LOGGER  # websockets' "connection open" and "closed" too
+            self.logger = self.conn.logger = QUIET_LOGGER  # websockets' "connection open" too
