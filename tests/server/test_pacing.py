@@ -1,14 +1,16 @@
-"""Pacing a burst of new connections and joins over event-loop turns (bot/server/edge/paced_accept.py,
-bot/server/edge/http_guard.py's Intake, bot/server/live/turnstile.py): each lets a few through per turn, in
-the order they came, and lets everyone through in the end."""
+"""Pacing a burst of new connections and joins over event-loop turns (bot/server/pacing.py, used by the HTTP
+protocol's intake and the joins' turnstile; bot/server/edge/paced_accept.py): each lets a few through per
+turn, in the order they came, and everyone in the end."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from bot.server.live.turnstile import Turnstile
+from bot.server.pacing import PerTurn
 
 
 async def turns_taken(count: int, per_turn: int) -> list[int]:
@@ -101,52 +103,39 @@ async def test_the_acceptor_takes_a_few_connections_per_turn_and_serves_them_all
     assert listening.fileno() == -1
 
 
-class HeldConnection:
-    """What the intake asks of a connection: its transport, and take_in() when its turn comes."""
+async def test_per_turn_calls_the_waiting_a_few_per_turn_in_order() -> None:
+    pacing, went, turn = PerTurn(per_turn=3), [], [0]
 
-    class Transport:
-        def is_closing(self) -> bool:
-            return False
+    def later(n: int) -> Callable[[], bool]:
+        def go() -> bool:
+            went.append((n, turn[0]))
+            return True
 
-    def __init__(self, taken: list[int], n: int, turn: list[int]) -> None:
-        self.transport = self.Transport()
-        self.taken, self.n, self.turn = taken, n, turn
+        return go
 
-    def take_in(self) -> None:
-        self.taken.append(self.turn[0])
-
-
-async def test_the_intake_takes_a_few_new_connections_per_turn() -> None:
-    from bot.server.edge.http_guard import Intake
-
-    intake, taken, turn = Intake(per_turn=3), [], [0]
-    admitted = [intake.admit(HeldConnection(taken, n, turn)) for n in range(20)]  # type: ignore[arg-type]
+    admitted = [pacing.now_or_later(later(n)) for n in range(20)]
     assert admitted == [True] * 3 + [False] * 17
-    while len(taken) < 17:
+    while len(went) < 17:
         turn[0] += 1
         await asyncio.sleep(0)
-    assert max(taken.count(t) for t in set(taken)) <= 3 and len(set(taken)) >= 6
+    assert [n for n, _ in went] == list(range(3, 20))
+    turns = [t for _, t in went]
+    assert max(turns.count(t) for t in set(turns)) <= 3 and len(set(turns)) >= 6
 
 
-async def test_a_connection_that_fails_to_be_taken_in_costs_only_itself(caplog: Any) -> None:
-    from bot.server.edge.http_guard import Intake
+async def test_a_failing_or_gone_caller_costs_only_itself(caplog: Any) -> None:
+    pacing, went = PerTurn(per_turn=1), []
 
-    aborted: list[int] = []
+    def fails() -> bool:
+        raise RuntimeError("a bug")
 
-    class Failing(HeldConnection):
-        class Transport(HeldConnection.Transport):
-            def abort(self) -> None:
-                aborted.append(1)
-
-        def take_in(self) -> None:
-            raise RuntimeError("a bug")
-
-    intake, taken, turn = Intake(per_turn=1), [], [0]
-    intake.admit(HeldConnection(taken, 0, turn))  # type: ignore[arg-type]
-    intake.admit(Failing(taken, 1, turn))  # type: ignore[arg-type]
-    for n in range(2, 5):
-        intake.admit(HeldConnection(taken, n, turn))  # type: ignore[arg-type]
+    assert pacing.now_or_later(lambda: True)
+    assert not pacing.now_or_later(fails)
+    assert not pacing.now_or_later(lambda: False)  # it left meanwhile: takes no place
+    for n in range(3):
+        assert not pacing.now_or_later(lambda n=n: went.append(n) is None)
     for _ in range(10):
         await asyncio.sleep(0)
-    assert len(taken) == 3 and aborted == [1] and "taking in a new connection failed" in caplog.text
-    assert intake.admit(HeldConnection(taken, 9, turn))  # type: ignore[arg-type]  # later ones still come in
+    assert went == [0, 1, 2] and "a paced step failed" in caplog.text
+    await asyncio.sleep(0)
+    assert pacing.now_or_later(lambda: True)  # later ones still go at once

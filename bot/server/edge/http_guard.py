@@ -18,19 +18,16 @@ Idle keep-alive connections are closed by uvicorn after `http_idle_timeout`.
 from __future__ import annotations
 
 import asyncio
-import logging
 import resource
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-logger = logging.getLogger(__name__)
+from bot.server.pacing import PerTurn
 
 LINGER_SECONDS = 2.0
-INTAKE_PER_TURN = 4  # new connections whose first request is parsed in one event-loop turn
 FD_MARGIN = 256  # descriptors kept for the database, the ingest workers, logs and the listening sockets
 
 
@@ -53,52 +50,13 @@ class _Refused(Exception):
     """Raised in a parser callback to stop parsing; uvicorn then calls send_400_response."""
 
 
-class Intake:
-    """New connections' first requests, handled a few per event-loop turn.
-
-    A storm's clients send their WebSocket handshakes in bursts: hundreds of connections became readable at
-    once, and parsing their heads and handshakes (0.2 ms each) held one loop turn for 100-270 ms, while a
-    live push waited. A connection past the turn's share stops being read until a later turn takes it in;
-    a connection's later requests (keep-alive, a WebSocket's messages) never wait here."""
-
-    def __init__(self, per_turn: int = INTAKE_PER_TURN) -> None:
-        self.per_turn = per_turn
-        self._taken = 0
-        self._waiting: deque[GuardedHttpProtocol] = deque()
-        self._turn_ends: asyncio.Handle | None = None
-
-    def admit(self, protocol: GuardedHttpProtocol) -> bool:
-        """True: take it in now; False: it is queued, and `protocol.take_in()` is called in a later turn."""
-        if self._turn_ends is None:  # the first this turn
-            self._taken = 0
-            self._turn_ends = asyncio.get_running_loop().call_soon(self._next_turn)
-        if self._taken < self.per_turn and not self._waiting:
-            self._taken += 1
-            return True
-        self._waiting.append(protocol)
-        return False
-
-    def _next_turn(self) -> None:
-        self._taken = 0
-        try:
-            while self._waiting and self._taken < self.per_turn:
-                protocol = self._waiting.popleft()
-                if not protocol.transport.is_closing():
-                    self._taken += 1
-                    try:
-                        protocol.take_in()
-                    except Exception:  # a bug there must cost that connection only, not every later one
-                        logger.exception("taking in a new connection failed; it is closed")
-                        protocol.transport.abort()
-        finally:
-            self._turn_ends = asyncio.get_running_loop().call_soon(self._next_turn) if self._waiting else None
-
-
 class GuardedHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.limits = limits
-        self.intake: Intake = self.server_state.__dict__.setdefault("tms_intake", Intake())
+        # New connections' first requests are parsed a few per loop turn (bot/server/pacing.py): a storm's
+        # clients send their handshakes in bursts, hundreds readable at once, 0.2 ms of parsing each.
+        self.intake: PerTurn = self.server_state.__dict__.setdefault("tms_intake", PerTurn())
         self.taken_in = False
         self.held: list[bytes] | None = None  # what arrived before the intake took the connection in
         self.head_bytes = 0
@@ -124,23 +82,31 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             if self.held is not None:
                 self.held.append(data)
                 return
-            if not self.intake.admit(self):
+            if not self.intake.now_or_later(self.take_in):
                 self.held = [data]
                 self.transport.pause_reading()
                 return
             self.taken_in = True
         self._parse(data)
 
-    def take_in(self) -> None:
-        """The intake's turn for this connection: what it sent so far is parsed, and it is read again."""
+    def take_in(self) -> bool:
+        """The intake's turn for this connection: what it sent so far is parsed, and it is read again.
+        A connection that left meanwhile takes no place; one whose parsing fails (a bug) is closed."""
+        if self.transport.is_closing():
+            return False
         held, self.held, self.taken_in = self.held or [], None, True
-        self.transport.resume_reading()
-        for data in held:
-            protocol = self.transport.get_protocol()
-            if protocol is self:
-                self._parse(data)
-            else:  # upgraded to a WebSocket by an earlier part
-                protocol.data_received(data)  # type: ignore[attr-defined]
+        try:
+            self.transport.resume_reading()
+            for data in held:
+                protocol = self.transport.get_protocol()
+                if protocol is self:
+                    self._parse(data)
+                else:  # upgraded to a WebSocket by an earlier part
+                    protocol.data_received(data)  # type: ignore[attr-defined]
+        except Exception:
+            self.transport.abort()
+            raise
+        return True
 
     def _parse(self, data: bytes) -> None:
         if self.refusal is not None:
