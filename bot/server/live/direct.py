@@ -40,12 +40,18 @@ class RawSendMiddleware:
         return self.app(scope, receive, send)  # not awaited here: no frame of ours for a WebSocket's life
 
 
+def protocol_of(scope: Scope) -> Any:
+    """The server's protocol object of a WebSocket connection (uvicorn's), from the `send` RawSendMiddleware
+    kept; None under a server whose `send` is not a protocol's method."""
+    return getattr(scope.get(RAW_SEND), "__self__", None)
+
+
 def forget_handshake(scope: Scope) -> None:
     """uvicorn's websockets-sansio protocol keeps the handshake's request and response, headers and all (about
     3.5 KB), for the connection's whole life, though it reads them only until the handshake is done: an
     accepted spectator lets them go (a tenth of what an idle spectator costs the server). websockets' parser
     keeps the request too, in its generator's frame, out of reach: its headers are emptied (1.4 KB more)."""
-    protocol = getattr(scope.get(RAW_SEND), "__self__", None)
+    protocol = protocol_of(scope)
     if getattr(protocol, "handshake_complete", False):
         headers: Any = getattr(getattr(protocol, "request", None), "headers", None)
         if callable(getattr(headers, "clear", None)):
@@ -66,13 +72,13 @@ def forget_headers(scope: Scope) -> None:
 
 def transport_of(scope: Scope) -> Any:
     """The connection's asyncio transport, where the server exposes it (uvicorn does); else None."""
-    return getattr(getattr(scope.get(RAW_SEND), "__self__", None), "transport", None)
+    return getattr(protocol_of(scope), "transport", None)
 
 
 def closing(scope: Scope) -> bool:
     """Whether the connection is on its way out: a close frame went out (ours, or the server's answer to a
     client's protocol error) or its transport is closing. A send that fails then is the peer's doing."""
-    if getattr(getattr(scope.get(RAW_SEND), "__self__", None), "close_sent", False):
+    if getattr(protocol_of(scope), "close_sent", False):
         return True
     transport = transport_of(scope)
     return transport is not None and bool(transport.is_closing())
@@ -83,7 +89,7 @@ async def drained(scope: Scope) -> None:
 
     uvicorn's sansio and wsproto protocols hand a frame to the transport and return at once (the next send
     waits); the legacy websockets protocol waits after each send, so there is nothing left to wait for."""
-    writable = getattr(getattr(scope.get(RAW_SEND), "__self__", None), "writable", None)
+    writable = getattr(protocol_of(scope), "writable", None)
     if writable is not None and callable(getattr(writable, "wait", None)):
         await writable.wait()
 
@@ -151,7 +157,7 @@ class DirectWriter:
     @classmethod
     def attach(cls, scope: Scope, stats: Stats) -> DirectWriter | None:
         """A writer for this connection, or None where only the ASGI path is safe."""
-        protocol: Any = getattr(scope.get(RAW_SEND), "__self__", None)
+        protocol = protocol_of(scope)
         if protocol is None or type(protocol) not in _sansio_protocol_classes():
             return None  # another server or protocol (wsproto, websockets legacy): the ASGI path
         if getattr(protocol.conn, "extensions", None):  # per-message deflate: frames differ per connection

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from bot.server.live.direct import RAW_SEND
+from bot.server.live.direct import protocol_of
 from bot.server.live.ws import spectate
 
 PREFIX = "/ws/"
@@ -40,7 +40,7 @@ def share_state(scope: Scope) -> None:
     """uvicorn gives each connection a copy of the app's state (450 bytes kept for a spectator's life), so that
     a request may change its own. Spectators only read it (the service, the hub, the settings): they share
     the server's own, where the scope holds a copy of it."""
-    shared = getattr(getattr(scope.get(RAW_SEND), "__self__", None), "app_state", None)
+    shared = getattr(protocol_of(scope), "app_state", None)
     if isinstance(shared, dict) and scope.get("state") is not shared and scope.get("state") == shared:
         scope["state"] = shared
 
