@@ -359,7 +359,10 @@ def _log_config(level: str | int, log_format: str = "text") -> dict[str, Any]:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, with two changes for a process of its own.
+    """uvicorn's server, with three changes for a process of its own.
+
+    New TCP connections are accepted a few per event-loop turn (edge/paced_accept.py), so that a burst
+    of them (a reconnect storm) does not hold up the live stream.
 
     Once the app is up, the garbage collector stops walking the whole heap (gc_pauses.py): the start-up
     heap (FastAPI, pydantic, SQLAlchemy; a 40-200 ms walk here) and then each second's survivors are frozen,
