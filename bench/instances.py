@@ -34,7 +34,7 @@ import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Server, free_port, percentile, server_process
+from bench.common import Server, cpu_seconds, free_port, percentile, server_process
 from bench.fanout import collect, push, spectator_processes
 from bench.ingest import BATCH, batch, concurrent_batches, workers_started
 
@@ -97,9 +97,24 @@ def fan_out_figures(quick: bool) -> dict[str, Any]:
     return figures
 
 
-def raw_copy(database: str, points: int) -> float:
+def backends_cpu_seconds(database: str) -> float:
+    """CPU so far of PostgreSQL's client backends but this query's: on a machine where only the benchmark
+    uses PostgreSQL, the server's connections (they live as long as it does)."""
+    with psycopg.connect(database) as conn:
+        pids = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        ).fetchall()
+    total = 0.0
+    for (pid,) in pids:
+        with contextlib.suppress(FileNotFoundError):  # ended meanwhile
+            total += cpu_seconds(pid)
+    return total
+
+
+def raw_copy(database: str, points: int) -> tuple[float, float]:
     """The baseline: the same message rows (bench/ingest.py's raw_sqlite) with COPY from one psycopg
-    connection, 1,000 per transaction, synchronous_commit=on; the table has the server's primary key."""
+    connection, 1,000 per transaction, synchronous_commit=on; the table has the server's primary key.
+    Returns points/s and its PostgreSQL backend's CPU ms per 1,000 points."""
     data = orjson.dumps(orjson.loads(batch(0))[0]).decode()
     with psycopg.connect(database) as conn:
         conn.execute("DROP TABLE IF EXISTS raw_messages")
@@ -108,6 +123,8 @@ def raw_copy(database: str, points: int) -> float:
             " ts DOUBLE PRECISION, received VARCHAR(32), data TEXT, PRIMARY KEY (session_pk, seq))"
         )
         conn.commit()
+        backend = conn.info.backend_pid
+        cpu = cpu_seconds(backend)
         start = time.perf_counter()
         for first in range(1, points + 1, BATCH):
             now = time.time()
@@ -116,21 +133,30 @@ def raw_copy(database: str, points: int) -> float:
                     copy.write_row((1, seq, "training_metrics", seq, now, "2026-11-23T10:04:11.506273Z", data))
             conn.commit()
         elapsed = time.perf_counter() - start
-    return points / elapsed
+        cpu = cpu_seconds(backend) - cpu
+    return points / elapsed, cpu * 1e6 / points
 
 
 def ingest_figures(quick: bool) -> dict[str, float]:
-    """PostgreSQL against SQLite (each a server) and against raw COPY of the same rows, in the same run."""
+    """PostgreSQL against SQLite (each a server) and against raw COPY of the same rows, in the same run; and
+    the CPU per 1,000 points of each side: PostgreSQL's own runs on the same 2 cores as the server here."""
     batches = 10 if quick else 30
     figures = {}
     with postgres_schema() as database, server_process({"DATABASE_URL": database}) as server:
         workers_started(server.url)
-        figures["postgresql"] = asyncio.run(concurrent_batches(server.url, 4, batches))["points_per_s"]
+        before = (server.cpu_seconds(), server.workers_cpu_seconds(), backends_cpu_seconds(database))
+        run = asyncio.run(concurrent_batches(server.url, 4, batches))
+        after = (server.cpu_seconds(), server.workers_cpu_seconds(), backends_cpu_seconds(database))
+        figures["postgresql"] = run["points_per_s"]
+        for name, start, end in zip(("server", "worker", "postgres"), before, after, strict=True):
+            figures[f"{name}_cpu_ms_per_1000"] = (end - start) * 1e6 / run["points_posted"]
     with server_process() as server:
         workers_started(server.url)
         figures["sqlite"] = asyncio.run(concurrent_batches(server.url, 4, batches))["points_per_s"]
     with postgres_schema() as database:
-        figures["raw_copy"] = statistics.median(raw_copy(database, 4 * batches * BATCH) for _ in range(3))
+        copies = [raw_copy(database, 4 * batches * BATCH) for _ in range(3)]
+        figures["raw_copy"] = statistics.median(rate for rate, _ in copies)
+        figures["raw_copy_postgres_cpu_ms_per_1000"] = statistics.median(cpu for _, cpu in copies)
     figures["vs_sqlite"] = figures["postgresql"] / figures["sqlite"]
     figures["vs_raw_copy"] = figures["postgresql"] / figures["raw_copy"]
     print(
@@ -138,6 +164,11 @@ def ingest_figures(quick: bool) -> dict[str, float]:
         f"{figures['postgresql']:,.0f} points/s, SQLite (synchronous=FULL) {figures['sqlite']:,.0f} points/s "
         f"({figures['vs_sqlite']:.2f}x, target >= 0.8); raw COPY of the same rows from one psycopg connection "
         f"{figures['raw_copy']:,.0f} points/s ({figures['vs_raw_copy']:.2f}x, target >= 0.5)"
+    )
+    print(
+        f"CPU per 1,000 points on PostgreSQL: server {figures['server_cpu_ms_per_1000']:.1f} ms, ingest worker "
+        f"{figures['worker_cpu_ms_per_1000']:.1f} ms, PostgreSQL's backends {figures['postgres_cpu_ms_per_1000']:.1f} "
+        f"ms; raw COPY's backend {figures['raw_copy_postgres_cpu_ms_per_1000']:.1f} ms"
     )
     return figures
 

@@ -126,6 +126,18 @@ def rows() -> list[Row]:
             pg["vs_raw_copy"] >= 0.5,
         )
     )
+    server_cpu = pg["server_cpu_ms_per_1000"] + pg["worker_cpu_ms_per_1000"]
+    table.append(("  server + worker CPU ms per 1,000 points", server_cpu, None, None, "printed", True))
+    table.append(
+        (
+            "  PostgreSQL's CPU ms per 1,000 points (raw COPY's)",
+            pg["postgres_cpu_ms_per_1000"],
+            pg["raw_copy_postgres_cpu_ms_per_1000"],
+            None,
+            "printed",
+            True,
+        )
+    )
     his = history.measure(1_000_000)
     table.append(
         (
