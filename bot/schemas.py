@@ -190,16 +190,31 @@ def _encodes(text: str) -> bool:
 
 
 def _storable_text(value: str) -> str:
+    """Text every backend can hold, so that both give one answer: PostgreSQL's text has no NUL character
+    (SQLite's has), and a NUL refused by the database would fail a commit that other requests share."""
     if not _encodes(value):
         raise ValueError("text holds a lone surrogate (not valid Unicode); it cannot be stored")
+    if "\x00" in value:
+        raise ValueError("text holds a NUL character (\\u0000), which the store cannot hold")
     return value
 
 
-Text = Annotated[str, AfterValidator(_storable_text)]
-Text64 = Annotated[str, StringConstraints(max_length=64), AfterValidator(_storable_text)]
-Text128 = Annotated[str, StringConstraints(max_length=128), AfterValidator(_storable_text)]
-Text256 = Annotated[str, StringConstraints(max_length=256), AfterValidator(_storable_text)]
-Text1024 = Annotated[str, StringConstraints(max_length=1024), AfterValidator(_storable_text)]
+class _NoNul:
+    """Says in the JSON schema what _storable_text refuses that a schema can say: a NUL character."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {**handler(schema), "pattern": "^[^\\u0000]*$"}
+
+
+Storable = AfterValidator(_storable_text), _NoNul()
+Text = Annotated[str, *Storable]
+Text64 = Annotated[str, StringConstraints(max_length=64), *Storable]
+Text128 = Annotated[str, StringConstraints(max_length=128), *Storable]
+Text256 = Annotated[str, StringConstraints(max_length=256), *Storable]
+Text1024 = Annotated[str, StringConstraints(max_length=1024), *Storable]
 
 # A run's label, as W&B's tags: listed and filtered by. No quotes or backslashes, so a tag is found in the stored
 # JSON list by its quoted text.
@@ -208,7 +223,7 @@ Tags = Annotated[
     list[Tag], Field(max_length=20, description="at most 20 labels of letters, digits, _.:/+@#- and spaces")
 ]
 # At least 8 characters: a room password is all that guards the room (see bot/server/edge/admission.py).
-Password = Annotated[str, StringConstraints(min_length=8, max_length=128), AfterValidator(_storable_text)]
+Password = Annotated[str, StringConstraints(min_length=8, max_length=128), *Storable]
 
 
 def storable_problem(value: Any, depth: int = 0) -> tuple[tuple[str | int, ...], str] | None:
@@ -394,7 +409,7 @@ class GraphPoint(WireModel):
 
 
 class PerformanceGraphData(WireModel):
-    graph_id: Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(_storable_text)]
+    graph_id: Annotated[str, StringConstraints(min_length=1, max_length=128), *Storable]
     title: Text256 | None = None
     y_label: Text128 | None = None
     metrics: list[MetricName] = Field(default_factory=list, max_length=MAX_GRAPH_SERIES)

@@ -235,6 +235,10 @@ BAD_INGEST: list[tuple[str, Any, str]] = [
     ("metrics", {"episode": 2**70}, "episode"),
     ("metrics", [{"episode": 1}, {"total_episodes": 2**64}], "1.total_episodes"),
     ("bot_decision", {"selected_action": 2**64}, "selected_action"),
+    # PostgreSQL's text holds no NUL: refused for every backend alike, the same answer on SQLite.
+    ("graph_update", {"graph_id": "g\x00", "data_points": {}}, "graph_id"),
+    ("metrics", {"algorithm": "dqn\x00"}, "algorithm"),
+    ("bot_decision", {"selected_action": "left\x00"}, "selected_action"),
     ("bot_decision", {"step": 2**63}, "step"),
 ]
 
@@ -266,8 +270,13 @@ def nested(depth: int) -> bytes:
         (nested(100), "metadata"),
         (b'{"training_id": "fat", "metadata": {"notes": "' + b"n" * 70_000 + b'"}}', "metadata"),
         (nested(5000), "body"),
+        (b'{"training_id": "nul", "name": "a\\u0000b"}', "name"),  # PostgreSQL's text holds no NUL
+        (b'{"training_id": "nul", "algorithm": "\\u0000"}', "algorithm"),
     ],
-    ids=["int", "metadata-int", "surrogate", "surrogate-nan", "surrogate-key", "depth-100", "size-70k", "depth-5000"],
+    ids=[
+        *("int", "metadata-int", "surrogate", "surrogate-nan", "surrogate-key", "depth-100", "size-70k"),
+        *("depth-5000", "nul-name", "nul-algorithm"),
+    ],
 )
 async def test_session_values_the_store_cannot_hold_are_422(client: httpx.AsyncClient, body: bytes, field: str) -> None:
     """Integers past what the store holds, lone surrogates and deep nesting get a 422 naming the field; no
