@@ -97,18 +97,26 @@ def fan_out_figures(quick: bool) -> dict[str, Any]:
     return figures
 
 
-def backends_cpu_seconds(database: str) -> float:
-    """CPU so far of PostgreSQL's client backends but this query's: on a machine where only the benchmark
-    uses PostgreSQL, the server's connections (they live as long as it does)."""
+def backends_cpu(database: str) -> dict[int, float]:
+    """CPU so far of each client backend of `database` but this query's: the server's connections (they live
+    as long as it does) where nothing else uses that database. PostgreSQL's own processes (WAL writer,
+    checkpointer) are left out; /proc must show PostgreSQL's processes (the same machine, no container)."""
     with psycopg.connect(database) as conn:
         pids = conn.execute(
             "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            " AND datname = current_database()"
         ).fetchall()
-    total = 0.0
+    used = {}
     for (pid,) in pids:
         with contextlib.suppress(FileNotFoundError):  # ended meanwhile
-            total += cpu_seconds(pid)
-    return total
+            used[pid] = cpu_seconds(pid)
+    return used
+
+
+def cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU used between two readings by the backends in both (one that ended or began between them is left
+    out rather than counted whole)."""
+    return sum(after[pid] - before[pid] for pid in before.keys() & after.keys())
 
 
 def raw_copy(database: str, points: int) -> tuple[float, float]:
@@ -144,12 +152,13 @@ def ingest_figures(quick: bool) -> dict[str, float]:
     figures = {}
     with postgres_schema() as database, server_process({"DATABASE_URL": database}) as server:
         workers_started(server.url)
-        before = (server.cpu_seconds(), server.workers_cpu_seconds(), backends_cpu_seconds(database))
+        before = (server.cpu_seconds(), server.workers_cpu_seconds(), backends_cpu(database))
         run = asyncio.run(concurrent_batches(server.url, 4, batches))
-        after = (server.cpu_seconds(), server.workers_cpu_seconds(), backends_cpu_seconds(database))
+        after = (server.cpu_seconds(), server.workers_cpu_seconds(), backends_cpu(database))
         figures["postgresql"] = run["points_per_s"]
-        for name, start, end in zip(("server", "worker", "postgres"), before, after, strict=True):
-            figures[f"{name}_cpu_ms_per_1000"] = (end - start) * 1e6 / run["points_posted"]
+        used = (after[0] - before[0], after[1] - before[1], cpu_between(before[2], after[2]))
+        for name, seconds in zip(("server", "worker", "postgres"), used, strict=True):
+            figures[f"{name}_cpu_ms_per_1000"] = seconds * 1e6 / run["points_posted"]
     with server_process() as server:
         workers_started(server.url)
         figures["sqlite"] = asyncio.run(concurrent_batches(server.url, 4, batches))["points_per_s"]
@@ -168,7 +177,8 @@ def ingest_figures(quick: bool) -> dict[str, float]:
     print(
         f"CPU per 1,000 points on PostgreSQL: server {figures['server_cpu_ms_per_1000']:.1f} ms, ingest worker "
         f"{figures['worker_cpu_ms_per_1000']:.1f} ms, PostgreSQL's backends {figures['postgres_cpu_ms_per_1000']:.1f} "
-        f"ms; raw COPY's backend {figures['raw_copy_postgres_cpu_ms_per_1000']:.1f} ms"
+        f"ms; raw COPY's backend {figures['raw_copy_postgres_cpu_ms_per_1000']:.1f} ms (message rows only: no "
+        "rollups, no session row, no type index)"
     )
     return figures
 
@@ -244,8 +254,9 @@ def bare_storm(count: int) -> dict[str, Any]:
 
 
 STORMS = 3  # each side's figure is the median of this many storms: one varied by a third from run to run
-# The quiet baseline of the live push's p99: its first pushes after the backlog are left out, and it has
-# about as many pushes as the storms' (50 a second), so that both p99s stand on a similar count.
+# The quiet baseline of the live push's p99: the pusher's first WARM_UP pushes are left out, then it times
+# QUIET_SECONDS of pushes, of which the last are kept, as many as the storms had: both p99s stand on one count.
+WARM_UP = 50
 QUIET_SECONDS = 10.0
 
 
@@ -263,11 +274,15 @@ def storm_figures(quick: bool) -> dict[str, Any]:
         shared: list[list[float]] = []  # the pusher's latency list, read while it grows
         pusher = threading.Thread(target=lambda: asyncio.run(live_latency(server, session_id, stop, shared)))
         pusher.start()
-        time.sleep(3.0)  # the pusher's spectator reads the backlog, then its first pushes settle in
-        latencies = shared[0] if shared else []
+        deadline = time.monotonic() + 60
+        while (not shared or len(shared[0]) < WARM_UP) and time.monotonic() < deadline:
+            time.sleep(0.1)  # the pusher's spectator reads the backlog, then its first pushes settle in
+        if not shared:
+            raise RuntimeError("the pusher's spectator did not read the backlog within 60 s")
+        latencies = shared[0]
         settled = len(latencies)
-        time.sleep(QUIET_SECONDS)  # the baseline: live pushes on the quiet server, as many as a storm's
-        before = latencies[settled:]
+        time.sleep(QUIET_SECONDS)  # the baseline: live pushes on the quiet server
+        quiet = latencies[settled:]
         storms, during = [], []
         for _ in range(STORMS):
             with storm_clients(ws_url, count, 10_000) as clients:
@@ -283,6 +298,7 @@ def storm_figures(quick: bool) -> dict[str, Any]:
     result["gaps"] = sum(figures["gaps"] for figures in storms)
     result["runs_s"] = [figures["seconds"] for figures in storms]
     result["live_p99_ms"] = percentile(during, 0.99) if during else float("nan")
+    before = quiet[-len(during) :] if during else quiet
     result["live_p99_before_ms"] = percentile(before, 0.99) if before else float("nan")
     result["live_pushes"] = {"before": len(before), "during": len(during)}
     result["baseline_seconds"] = baseline

@@ -130,7 +130,7 @@ def rows() -> list[Row]:
     table.append(("  server + worker CPU ms per 1,000 points", server_cpu, None, None, "printed", True))
     table.append(
         (
-            "  PostgreSQL's CPU ms per 1,000 points (raw COPY's)",
+            "  PostgreSQL's CPU ms per 1,000 points (raw COPY's: messages only)",
             pg["postgres_cpu_ms_per_1000"],
             pg["raw_copy_postgres_cpu_ms_per_1000"],
             None,
