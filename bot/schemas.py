@@ -190,8 +190,8 @@ def _encodes(text: str) -> bool:
 
 
 def _storable_text(value: str) -> str:
-    """Text every backend can hold, so that both give one answer: PostgreSQL's text has no NUL character
-    (SQLite's has), and a NUL refused by the database would fail a commit that other requests share."""
+    """Text every backend can hold, refused here naming its field, so that both backends give one answer:
+    PostgreSQL's text has no NUL character (SQLite's has)."""
     if not _encodes(value):
         raise ValueError("text holds a lone surrogate (not valid Unicode); it cannot be stored")
     if "\x00" in value:

@@ -274,8 +274,16 @@ def nested(depth: int) -> bytes:
         (b'{"training_id": "nul", "algorithm": "\\u0000"}', "algorithm"),
     ],
     ids=[
-        *("int", "metadata-int", "surrogate", "surrogate-nan", "surrogate-key", "depth-100", "size-70k"),
-        *("depth-5000", "nul-name", "nul-algorithm"),
+        "int",
+        "metadata-int",
+        "surrogate",
+        "surrogate-nan",
+        "surrogate-key",
+        "depth-100",
+        "size-70k",
+        "depth-5000",
+        "nul-name",
+        "nul-algorithm",
     ],
 )
 async def test_session_values_the_store_cannot_hold_are_422(client: httpx.AsyncClient, body: bytes, field: str) -> None:
