@@ -36,8 +36,8 @@ from bot.schemas import (
     SessionUpdate,
     TrainingMetricsData,
 )
-from bot.server import api
 from bot.server.api.bodies import ERRORS, BodiesBusyError, BodyTooLargeError, error_response
+from bot.server.api.routes import router as api_router
 from bot.server.api.training import DaemonConfigUpdate, StartTraining, StopTraining
 from bot.server.edge.browsers import LOOPBACK_HOSTS, BrowserGuard, allowed_hosts
 from bot.server.edge.http_guard import ConnectionLimits, GuardedHttpProtocol, default_max_connections
@@ -129,7 +129,7 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
         )
     app.add_middleware(BrowserGuard, allowed_origins=settings.cors_origins)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings.allowed_hosts, settings.host))
-    app.include_router(api.router)
+    app.include_router(api_router)
     app.include_router(ws.router)
     app.mount("/socket.io", socket_io.app)
     mount_pages(app)

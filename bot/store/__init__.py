@@ -1,4 +1,12 @@
-"""Persistence: SQLAlchemy 2 tables, read queries, write jobs and the group-commit Store."""
+"""Persistence: SQLAlchemy 2 tables, read queries, write jobs and the group-commit Store.
+
+`Store` loads on first use: an ingest worker imports `bot.store.batch` and should not pay for SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from bot.store.errors import (
     IdempotencyConflictError,
@@ -8,7 +16,9 @@ from bot.store.errors import (
     StoreRejectedError,
     StoreUnavailableError,
 )
-from bot.store.store import Store
+
+if TYPE_CHECKING:
+    from bot.store.store import Store
 
 __all__ = [
     "IdempotencyConflictError",
@@ -19,3 +29,9 @@ __all__ = [
     "StoreRejectedError",
     "StoreUnavailableError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name != "Store":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return importlib.import_module("bot.store.store").Store
