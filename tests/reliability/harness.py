@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ class ServerProcess:
     env: dict[str, str] = field(default_factory=dict)
     redis_url: str | None = None
     process: subprocess.Popen[bytes] | None = None
+    _log: Any = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -42,19 +44,24 @@ class ServerProcess:
         env.pop("REDIS_URL", None)
         if self.redis_url is not None:
             env["REDIS_URL"] = self.redis_url
+        log = tempfile.TemporaryFile()  # its log, to say why when it does not start (kept until the next start)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bot", "serve", "--port", str(self.port)],
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=log,
         )
+        self._log = log
         deadline = time.monotonic() + TIMEOUT * 3
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self.process.poll() is None:
             with contextlib.suppress(httpx.TransportError):
                 if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
                     return
             time.sleep(0.05)
-        raise RuntimeError("server did not start")
+        log.seek(0)
+        tail = log.read().decode(errors="replace")[-3000:]
+        state = "did not answer in time" if self.process.poll() is None else f"exited with {self.process.returncode}"
+        raise RuntimeError(f"server on port {self.port} {state}; its log ends:\n{tail}")
 
     def kill9(self) -> None:
         assert self.process is not None
