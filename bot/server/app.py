@@ -142,11 +142,11 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SessionNotFoundError)
     async def not_found(request: Request, exc: SessionNotFoundError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc), "session_id": exc.session_id}, status_code=404)
+        return JSONResponse(_naming_session(exc, exc.session_id), status_code=404)
 
     @app.exception_handler(SessionExistsError)
     async def exists(request: Request, exc: SessionExistsError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc), "session_id": exc.session_id}, status_code=409)
+        return JSONResponse(_naming_session(exc, exc.session_id), status_code=409)
 
     @app.exception_handler(IdempotencyConflictError)
     async def conflict(request: Request, exc: IdempotencyConflictError) -> JSONResponse:
@@ -187,6 +187,16 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
         return Response(validation_body(exc.errors()), status_code=422, media_type="application/json")
+
+
+def _naming_session(exc: Exception, session_id: str) -> dict[str, str]:
+    """A 404 or 409 names the session id, which comes from the path unchecked (any length): the answer
+    echoes at most ECHO_LIMIT characters of it in all, half in `detail` and half in `session_id`."""
+    half = ECHO_LIMIT // 2 - 3
+    if len(session_id) <= half:
+        return {"detail": str(exc), "session_id": session_id}
+    shown = session_id[:half] + "..."
+    return {"detail": str(exc).replace(repr(session_id), repr(shown), 1), "session_id": shown}
 
 
 def allowed_methods(app: FastAPI, path: str) -> list[str] | None:

@@ -182,6 +182,22 @@ async def test_a_refused_value_is_echoed_short(client: httpx.AsyncClient) -> Non
     assert response.json()["detail"][0]["input"].endswith("...")
 
 
+@pytest.mark.parametrize("method", ["GET", "PUT", "POST"])
+async def test_an_unknown_long_session_id_is_echoed_short(client: httpx.AsyncClient, method: str) -> None:
+    """A path's session id is not checked for length: a 404 about one of 3,000 characters names it in at most
+    200 characters, in `detail` and `session_id` together, as every refusal does."""
+    session_id = "s" * 3000
+    path = {"GET": f"{BASE}/{session_id}", "PUT": f"{BASE}/{session_id}", "POST": f"{BASE}/{session_id}/metrics"}
+    body = {"PUT": {"status": "running"}, "POST": {"episode": 1}}.get(method)
+    response = await client.request(method, path[method], json=body)
+    assert response.status_code == 404, response.text
+    answer = response.json()
+    assert answer["session_id"].startswith("sss") and answer["session_id"].endswith("...")
+    assert len(answer["detail"]) + len(answer["session_id"]) <= 220 and "not found" in answer["detail"]
+    short = await client.get(f"{BASE}/no-such-session")
+    assert short.json() == {"detail": "session 'no-such-session' not found", "session_id": "no-such-session"}
+
+
 async def test_a_body_over_the_limit_is_413_and_stores_nothing(server_factory: Any, settings: Any) -> None:
     """A body over max_body_bytes gets 413 naming the limit, whether its length is declared or streamed."""
     live = await server_factory(settings.model_copy(update={"max_body_bytes": 10_000}))
