@@ -314,9 +314,14 @@ class WireModel(BaseModel):
 
 
 def _does_not_shadow(custom: dict[str, Any]) -> dict[str, Any]:
-    shadowed = sorted(set(custom) & set(SERIES_FIELDS))
+    shadowed = sorted(set(custom) & RESERVED_METRIC_NAMES)
     if shadowed:
-        raise ValueError(f"custom metric {shadowed[0]!r} shadows a built-in field; send it as that field")
+        name = shadowed[0]
+        if name in SERIES_FIELDS:
+            raise ValueError(f"custom metric {name!r} shadows a built-in field; send it as that field")
+        raise ValueError(
+            f"custom metric {name!r} shadows a built-in field or column (`seq` and every field of a point)"
+        )
     return custom
 
 
@@ -346,7 +351,8 @@ class TrainingMetricsData(WireModel):
         max_length=MAX_CUSTOM_METRICS,
         description="any other scalar, by name (not a built-in field's)",
         json_schema_extra=lambda schema: schema.update(
-            additionalProperties=False, propertyNames={"not": {"enum": list(SERIES_FIELDS)}}
+            additionalProperties=False,
+            propertyNames={"not": {"enum": [name for name in sorted(RESERVED_METRIC_NAMES)]}},
         ),
     )
 
@@ -356,6 +362,9 @@ SERIES_FIELDS: tuple[str, ...] = tuple(
     for name, field in TrainingMetricsData.model_fields.items()
     if name not in {"timestamp", "custom", "algorithm", "episode", "step"}
 )
+# No custom metric may take these names: an export's row has a column for seq and for each field of a point,
+# and a series by one of them would be read as that column (a custom "seq" overwrote the real one).
+RESERVED_METRIC_NAMES: frozenset[str] = frozenset({"seq", *TrainingMetricsData.model_fields})
 
 
 def as_typed_dict(model: type[BaseModel]) -> Any:

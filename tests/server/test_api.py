@@ -224,6 +224,13 @@ BAD_INGEST: list[tuple[str, Any, str]] = [
     ("metrics", {"episode": "ten"}, "episode"),
     ("metrics", {"curent_reward": 1}, "curent_reward"),
     ("metrics", {"custom": {"current_reward": 1}}, "custom"),
+    # An export's row has a column for seq and for each field of a point: a custom metric of that name would
+    # be written over it (a custom "seq" replaced the real one in JSON, a custom "episode" was hidden in CSV).
+    ("metrics", {"episode": 1, "custom": {"seq": 555}}, "custom"),
+    ("metrics", {"custom": {"episode": 42}}, "custom"),
+    ("metrics", {"custom": {"timestamp": 1.0}}, "custom"),
+    ("metrics", {"custom": {"step": 1.0}}, "custom"),
+    ("metrics", {"custom": {"algorithm": 1.0}}, "custom"),
     ("metrics", [{"episode": 1}, {"episode": 2, "win_rate": "NaN"}], "1.win_rate"),
     ("metrics", [], "body"),
     ("metrics", "not an object", "body"),
