@@ -28,8 +28,10 @@ from typing import Any, Self
 
 import httpx
 
+from bot.schemas import SessionCreate, SessionUpdate
+
 from .errors import InvalidValueError, SessionClosedError
-from .fields import metric_name, metrics_point, number
+from .fields import decision, graph_body, metrics_point, model_takes, point_time
 from .sender import Sender
 from .spool import Spool
 from .system import DEFAULT_INTERVAL, SystemSampler
@@ -137,6 +139,7 @@ class MetricsClient:
             }.items()
             if v is not None
         }
+        model_takes(SessionCreate, "session", {**spec, "training_id": session_id})  # refused now, not at the server
         interval = DEFAULT_INTERVAL if system_metrics is True else (float(system_metrics) or None)
         return Run(self, session_id, spec, interval)
 
@@ -228,6 +231,7 @@ class Run:
         self.client = client
         self.session_id = session_id
         self._names: set[str] = set()
+        self._graph_headers: set[tuple[Any, ...]] = set()
         self._ended = False
         self._status: str | None = None  # the last status set: the exit does not say it again
         self._last_point: dict[str, Any] = {}  # where the run is (step, episode): system samples are put there
@@ -274,27 +278,16 @@ class Run:
     ) -> None:
         """One decision of the bot. Probabilities and values may be a dict by action, a list, a numpy array or
         a torch tensor (a sequence is indexed by action: "0", "1", ...); a misspelt keyword is a TypeError."""
-        fields: dict[str, Any] = {"timestamp": time.time() if timestamp is None else timestamp}
-        if action_probabilities is not None:
-            probabilities = {
-                k: number(f"action_probabilities.{k}", v, float, 0.0, 1.0)
-                for k, v in _by_action("action_probabilities", action_probabilities).items()
-            }
-            total = sum(probabilities.values())
-            if abs(total - 1.0) > 1e-3:
-                raise InvalidValueError(f"action_probabilities must sum to 1 (within 1e-3), got {total:.6g}")
-            fields["action_probabilities"] = probabilities
-        if q_values is not None:
-            fields["q_values"] = [number("q_values", v) for v in _vector("q_values", q_values)]
-        if state_values is not None:
-            fields["state_values"] = _state_values(state_values)
-        if confidence_score is not None:
-            fields["confidence_score"] = number("confidence_score", confidence_score, float, 0.0, 1.0)
-        if selected_action is not None:
-            fields["selected_action"] = selected_action.item() if hasattr(selected_action, "item") else selected_action
-        for name, value in (("episode", episode), ("step", step)):
-            if value is not None:
-                fields[name] = number(name, value, int, 0)
+        fields = decision(
+            action_probabilities=action_probabilities,
+            q_values=q_values,
+            state_values=state_values,
+            selected_action=selected_action,
+            confidence_score=confidence_score,
+            episode=episode,
+            step=step,
+            timestamp=time.time() if timestamp is None else point_time(timestamp),
+        )
         self._put("bot_decision", fields)
 
     def log_graph(
@@ -310,33 +303,25 @@ class Run:
     ) -> None:
         """One point per named series of a performance graph: log_graph("reward", current_reward=r). `step`
         and `episode` place it on the page's x axis with the metrics (else it takes theirs at its time)."""
-        point: dict[str, Any] = {"timestamp": time.time()}
-        for name, position in (("step", step), ("episode", episode)):
-            if position is not None:
-                point[name] = number(name, position, int, 0)
-        points = {}
-        for name, value in values.items():
-            metric_name(name, self._names)
-            points[name] = [{**point, "value": number(name, value)}]
-        body: dict[str, Any] = {"graph_id": graph_id, "data_points": points, "max_points": max_points}
-        if title is not None:
-            body["title"] = title
-        if y_label is not None:
-            body["y_label"] = y_label
+        header = (graph_id, title, y_label, max_points)
+        body = graph_body(header, step, episode, values, self._names, self._graph_headers)
         self._put("graph_update", body)
 
     def set_status(self, status: str, message: str | None = None) -> None:
         if status not in STATUSES:
             raise InvalidValueError(f"status {status!r}: expected one of {', '.join(STATUSES)}")
         update = {"status": status, **({"message": message} if message else {})}
+        model_takes(SessionUpdate, "set_status", update)
         self.client._put(("status", self.session_id, update))
         self._status = status
 
     def update_metadata(self, values: dict[str, Any]) -> None:
         """Add to the run's metadata (its configuration, as W&B's `config.update`): merged with what this Run was
         created with and earlier updates, then sent whole (the server replaces the session's metadata)."""
-        self._metadata = {**self._metadata, **values}
-        self.client._put(("status", self.session_id, {"metadata": self._metadata}))
+        metadata = {**self._metadata, **values}
+        model_takes(SessionUpdate, "update_metadata", {"metadata": metadata})
+        self._metadata = metadata
+        self.client._put(("status", self.session_id, {"metadata": metadata}))
 
     def set_tags(self, tags: list[str]) -> None:
         """Replace the run's tags (as W&B's `run.tags = ...`): labels the list filters and groups by."""
@@ -371,40 +356,6 @@ class Run:
             self.set_status(status, message)
         self._ended = True
         self.client._settle()
-
-
-def _vector(name: str, values: Any) -> list[Any]:
-    """A list, tuple, numpy array or torch tensor of numbers, one dimension (a batch of one is flattened)."""
-    if hasattr(values, "detach"):  # a torch tensor: off the autograd graph (and the GPU) first
-        values = values.detach().cpu()
-    if hasattr(values, "tolist"):
-        values = values.tolist()
-    if isinstance(values, int | float):
-        raise InvalidValueError(f"{name}: expected a sequence of numbers, got the single number {values!r}")
-    try:
-        items = list(values)
-    except TypeError:
-        raise InvalidValueError(f"{name}: expected a sequence of numbers, got {type(values).__name__}") from None
-    if len(items) == 1 and isinstance(items[0], list):
-        items = items[0]  # shape (1, n): one state's values
-    if any(isinstance(item, list | tuple | dict) for item in items):
-        raise InvalidValueError(f"{name}: expected one dimension (one value per action), got nested sequences")
-    return items
-
-
-def _by_action(name: str, values: Any) -> dict[str, Any]:
-    """A dict by action name, or a sequence indexed by action number."""
-    if isinstance(values, dict):
-        return {str(k): v for k, v in values.items()}
-    return {str(i): v for i, v in enumerate(_vector(name, values))}
-
-
-def _state_values(values: Any) -> Any:
-    if isinstance(values, dict):
-        return {str(k): number(f"state_values.{k}", v) for k, v in values.items()}
-    if isinstance(values, int | float) or (hasattr(values, "item") and getattr(values, "ndim", 1) == 0):
-        return number("state_values", values)
-    return [number("state_values", v) for v in _vector("state_values", values)]
 
 
 def _say(line: str) -> None:

@@ -262,6 +262,42 @@ async def test_decisions_take_lists_arrays_and_tensors(live: LiveServer, tmp_pat
     assert second["action_probabilities"] == {"0": 0.5, "1": 0.5} and second["q_values"] == [1.0, 2.0]
 
 
+async def test_a_value_the_server_would_refuse_raises_and_costs_no_neighbour(live: LiveServer, tmp_path: Path) -> None:
+    """A value the server refuses raises InvalidValueError at the call, so it never travels: the server
+    refuses a whole batch for one bad item, and the valid points sent with it were lost (dead letters) while
+    flush() said everything was delivered. A dict of Q-values by action number is the list by action."""
+
+    def log() -> Any:
+        with MetricsClient(live.url, spool_dir=tmp_path) as client, client.session(training_id="parity") as run:
+            run.log_metrics(episode=1, current_reward=1.0)
+            for bad in (
+                lambda: run.log_metrics(episode=2, current_reward=2.0, timestamp=1e11),
+                lambda: run.log_metrics(episode=2, custom={"seq": 555.0}),
+                lambda: run.log_graph("", x=1.0),
+                lambda: run.log_graph("g", title="t" * 257, x=1.0),
+                lambda: run.log_graph("g", max_points=100_001, x=1.0),
+                lambda: run.log_graph("g", **{f"s{i}": 1.0 for i in range(65)}),
+                lambda: run.log_decision(q_values={"left": 1.0, "right": 2.0}),
+                lambda: run.log_decision(selected_action=2**64),
+                lambda: run.log_decision(episode=2**63),
+            ):
+                with pytest.raises(InvalidValueError):
+                    bad()
+            run.log_graph("ok", x=1.0)
+            run.log_decision(q_values={1: 2.0, 0: 1.0}, selected_action=0)
+            run.log_metrics(episode=3, current_reward=3.0, timestamp=datetime(2026, 12, 6, 12, 0))
+            return run.flush(), client.rejected
+
+    flushed, rejected = await asyncio.to_thread(log)
+    assert flushed.delivered and rejected == 0
+    metrics = [m["data"] for m in await history(live.url, "parity")]
+    assert [m["episode"] for m in metrics] == [1, 3] and all("custom" not in m for m in metrics)
+    assert datetime.fromisoformat(metrics[1]["timestamp"]) == datetime(2026, 12, 6, 12, 0).astimezone()
+    graph = (await history(live.url, "parity", "graph_update"))[0]["data"]
+    assert graph["graph_id"] == "ok" and graph["data_points"]["x"][0]["value"] == 1.0
+    assert (await history(live.url, "parity", "bot_decision"))[0]["data"]["q_values"] == [1.0, 2.0]
+
+
 def test_flush_says_what_was_delivered_and_what_was_spooled(tmp_path: Path) -> None:
     """With the server away and the memory bound passed, a flush is not a success: it says how much waits in
     the spool (the server is outside this test: a transport that refuses every connection stands in)."""
