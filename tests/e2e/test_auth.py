@@ -107,6 +107,23 @@ async def test_scopes_and_sessions_over_http(secured: LiveServer, settings: Sett
         assert (await client.delete(f"{BASE}/run", headers=bearer(admin))).status_code == 200
 
 
+async def test_a_writer_without_read_learns_nothing_from_a_change(secured: LiveServer, settings: Settings) -> None:
+    """A key with `write` and not `read` (a job's, limited to its session, or a whole-server writer) changes a
+    session, and its answer shows only what names it: its details stay behind `read`."""
+    writer, one, both = keys(settings.database_url, (["write"], None), (["write"], "mine"), (["read", "write"], None))
+    async with httpx.AsyncClient(base_url=secured.url, timeout=TIMEOUT) as client:
+        created = await client.post(BASE, json={"training_id": "mine", "metadata": {"lr": 0.1}}, headers=bearer(one))
+        assert created.status_code == 201
+        for key in (writer, one):
+            answer = await client.put(f"{BASE}/mine", json={"status": "running"}, headers=bearer(key))
+            assert answer.status_code == 200, answer.text
+            shown = answer.json()
+            assert shown["session_id"] == "mine" and shown["status"] == "running", shown
+            assert shown["metadata"] is None and shown["last_seq"] is None and shown["epoch"] is None, shown
+        full = (await client.put(f"{BASE}/mine", json={"tags": ["a"]}, headers=bearer(both))).json()
+        assert full["metadata"] == {"lr": 0.1} and full["tags"] == ["a"] and full["epoch"]
+
+
 async def test_a_revoked_key_stops_working_even_for_a_spectator_already_in(
     secured: LiveServer, settings: Settings
 ) -> None:

@@ -141,3 +141,27 @@ async def test_a_protected_rooms_data_needs_its_password_over_rest_too(
     ws = await connect_and_sync(spectators, live.ws_url(code, f"password={password}"))
     await client.post("/api/training/sessions/vault/metrics", json={"episode": 2})
     assert (await recv_data(ws, 1))[0]["session_id"] == "vault"
+
+
+async def test_a_change_to_a_protected_room_shows_its_details_only_with_its_password(
+    client: httpx.AsyncClient,
+) -> None:
+    """A PUT (an engine's status, tags or metadata) needs no room password, so its answer shows only what a
+    list shows of the room, unless the password comes with it: the details stay behind the password."""
+    body = {"training_id": "vault", "metadata": {"secret_cfg": "hidden"}, "room": {"password_protected": True}}
+    password = (await client.post("/api/training/sessions", json=body)).json()["room_password"]
+    url = "/api/training/sessions/vault"
+    for update in ({"tags": []}, {"status": "running"}, {"metadata": {"secret_cfg": "hidden"}}):
+        answer = await client.put(url, json=update)
+        assert answer.status_code == 200, answer.text
+        shown = answer.json()
+        assert shown["session_id"] == "vault" and shown["password_protected"], shown
+        assert shown["metadata"] is None and shown["room_code"] is None and shown["last_seq"] is None, shown
+        assert shown["epoch"] is None and shown["spectators"] is None, shown
+    assert (await client.put(url, json={"status": "paused"}, headers={"X-Room-Password": "wrong"})).json()[
+        "metadata"
+    ] is None
+    full = (await client.put(url, json={"status": "running"}, headers={"X-Room-Password": password})).json()
+    assert full["metadata"] == {"secret_cfg": "hidden"} and full["room_code"] and full["status"] == "running"
+    stored = (await client.get(url, headers={"X-Room-Password": password})).json()
+    assert stored["status"] == "running" and stored["metadata"] == {"secret_cfg": "hidden"}  # each PUT took effect

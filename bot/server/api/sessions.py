@@ -7,10 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request
 
 from bot.schemas import SessionCreate, SessionStatus, SessionUpdate, Tag
-from bot.server.api.access import Admin, Reader, ReadsSession, Writer
+from bot.server.api.access import Admin, Reader, ReadsSession, Writer, reads_session
 from bot.server.api.bodies import body_schema, errors, read_model
 from bot.server.api.deps import HubDep, ServiceDep
 from bot.server.api.params import Offset, parse_word_list, word_list
+from bot.server.api.rooms import RoomPassword
 from bot.server.edge.auth import Principal
 from bot.store.reads import ACTIVE_STATUSES
 
@@ -81,6 +82,10 @@ def _as_listed(session: dict[str, Any]) -> dict[str, Any]:
     configuration, progress, code and audience. Kept by name, so a field added later is hidden by default."""
     if not session.get("password_protected"):
         return session
+    return _naming_only(session)
+
+
+def _naming_only(session: dict[str, Any]) -> dict[str, Any]:
     return {key: value if key in LISTED_OF_PROTECTED else None for key, value in session.items()}
 
 
@@ -95,10 +100,24 @@ async def get_session(session_id: str, service: ServiceDep, hub: HubDep) -> dict
     responses=errors(404, 413, 422, 503),
     dependencies=[Writer],
 )
-async def update_session(session_id: str, request: Request, service: ServiceDep, hub: HubDep) -> dict[str, Any]:
-    """Change status and/or metadata; a status change reaches spectators as `training_status`."""
+async def update_session(
+    session_id: str, request: Request, service: ServiceDep, hub: HubDep, password: RoomPassword = None
+) -> dict[str, Any]:
+    """Change status, metadata and/or tags; a status change reaches spectators as `training_status`. The
+    answer is the session as GET shows it to a caller who may read it (a credential with `read`, or a
+    protected room's password); to another writer, only what a list shows of a protected room."""
     update = await read_model(request, SessionUpdate)
-    return _with_spectators(await service.update_session(session_id, update), hub)
+    try:  # before the change: a password guess held back (429) changes nothing
+        await reads_session(session_id, request, password)
+        may_read = True
+    except HTTPException as exc:
+        if exc.status_code not in (401, 403):
+            raise
+        may_read = False
+    session = _with_spectators(await service.update_session(session_id, update), hub)
+    return (
+        session if may_read else {key: value if key in LISTED_OF_PROTECTED else None for key, value in session.items()}
+    )
 
 
 @router.delete("/{session_id}", responses=errors(404, 503), dependencies=[Admin])
