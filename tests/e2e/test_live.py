@@ -332,8 +332,15 @@ async def test_delete_closes_spectators_and_recreate_resets_epoch(
     await recv_until(back, "connection_status")
     reset = await recv_json(back)
     assert reset["type"] == "reset" and reset["data"]["epoch"] != old_epoch
+    assert reset["data"]["reason"].startswith("epoch changed")
     fresh = await recv_data(back, 1)
     assert fresh[0]["seq"] == 1 and fresh[0]["data"]["episode"] == 100
+
+    # Without an epoch, a since past the last seq is reset too, and the reason says so (not "epoch changed").
+    ahead = await spectators(live.ws_url(session_id, "since=999"))
+    await recv_until(ahead, "connection_status")
+    reset = await recv_json(ahead)
+    assert reset["type"] == "reset" and reset["data"]["reason"] == "since=999 is beyond this session's last seq 1"
 
 
 async def test_recreated_session_streams_live_while_an_old_spectator_lingers(

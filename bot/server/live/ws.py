@@ -307,7 +307,7 @@ async def _greet(
     if since is not None and ((epoch is not None and epoch != session["epoch"]) or since > session["last_seq"]):
         why = (
             "epoch changed: the session id was deleted and created again"
-            if epoch != session["epoch"]
+            if epoch is not None and epoch != session["epoch"]
             else (f"since={since} is beyond this session's last seq {session['last_seq']}")
         )
         frames.append(control_frame("reset", sid, {"epoch": session["epoch"], "reason": why}))
