@@ -220,7 +220,9 @@ Text1024 = Annotated[str, StringConstraints(max_length=1024), *Storable]
 # JSON list by its quoted text.
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:/+@# -]+$")]
 Tags = Annotated[
-    list[Tag], Field(max_length=20, description="at most 20 labels of letters, digits, _.:/+@#- and spaces")
+    list[Tag],
+    Field(max_length=20, description="at most 20 labels of letters, digits, _.:/+@#- and spaces"),
+    AfterValidator(lambda tags: list(dict.fromkeys(tags))),  # each once, in the order given
 ]
 # At least 8 characters: a room password is all that guards the room (see bot/server/edge/admission.py).
 Password = Annotated[str, StringConstraints(min_length=8, max_length=128), *Storable]
@@ -450,6 +452,14 @@ class RoomSpec(WireModel):
     password_protected: bool = Field(False, strict=True)
     password: Password | None = Field(None, description="generated when protected and absent")
 
+    @model_validator(mode="after")
+    def _no_password_for_an_open_room(self) -> RoomSpec:
+        """A password makes the room protected; said together with `password_protected: false`, it is a
+        contradiction, refused rather than guessed at."""
+        if self.password is not None and not self.password_protected and "password_protected" in self.model_fields_set:
+            raise ValueError("a password for a room that is not password_protected: drop one of them")
+        return self
+
 
 class SessionCreate(WireModel):
     training_id: SessionId | None = Field(None, description="becomes the session id; generated when absent")
@@ -483,8 +493,6 @@ class SessionUpdate(WireModel):
     def _something_to_update(self) -> SessionUpdate:
         if self.status is None and self.metadata is None and self.tags is None:
             raise ValueError("nothing to update: give status, metadata, tags, or several")
-        if self.tags is not None:
-            self.tags = list(dict.fromkeys(self.tags))  # each once, in the order given
         return self
 
 

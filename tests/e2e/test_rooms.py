@@ -62,6 +62,10 @@ async def test_password_guessing_backs_off_per_client_and_short_passwords_are_re
     room stays; another room is not affected. A password under 8 characters is refused at creation."""
     short = await client.post("/api/training/sessions", json={"room": {"password": "seven77"}})
     assert short.status_code == 422 and "password" in short.text
+    contradiction = {"training_id": "open-or-not", "room": {"password_protected": False, "password": "correct horse"}}
+    refused_room = await client.post("/api/training/sessions", json=contradiction)
+    assert refused_room.status_code == 422 and "password_protected" in refused_room.text
+    assert (await client.get("/api/training/sessions/open-or-not")).status_code == 404
     rooms = []
     for name in ("guarded", "other"):
         body = {"training_id": name, "room": {"password": "correct horse"}}

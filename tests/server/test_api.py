@@ -531,7 +531,7 @@ async def test_word_lists_take_exactly_what_their_pattern_says(client: httpx.Asy
 async def test_tags_are_set_listed_filtered_and_replaced(client: httpx.AsyncClient) -> None:
     """Tags as W&B's: given at creation, replaced by PUT, listed, and the list filtered by one or several
     (exact tags: `_` and `%` are no wildcards, `a` is not `ab`); a bad tag is refused and changes nothing."""
-    a = await create_session(client, "tagged-a", tags=["baseline", "lr_1e-3"])
+    a = await create_session(client, "tagged-a", tags=["baseline", "lr_1e-3", "baseline"])  # each once
     b = await create_session(client, "tagged-b", tags=["baseline", "ab"])
     await create_session(client, "tagged-c", tags=["lrx1e-3", "a"])
 
