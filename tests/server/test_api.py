@@ -339,6 +339,13 @@ async def test_metadata_integers_past_64_bits_are_kept_as_floats(client: httpx.A
             422,
             "Idempotency-Key",
         ),
+        (
+            "post",
+            "/x/metrics",
+            {"json": {"episode": 1}, "headers": [("Idempotency-Key", "k-1"), ("Idempotency-Key", "k-2")]},
+            422,
+            "Idempotency-Key",
+        ),
         ("get", "", {"params": {"status": "sleeping"}}, 422, "status"),
         ("get", "", {"params": {"limit": 0}}, 422, "limit"),
         ("get", "/x/history", {"params": {"type": "nonsense"}}, 422, "type"),

@@ -7,6 +7,7 @@ import hashlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 
 from bot.schemas import BotDecisionData, PerformanceGraphData, TrainingMetricsData
@@ -48,6 +49,9 @@ async def _ingest(
 ) -> dict[str, Any]:
     """`principal`: the credential the router's Writer check verified (ANYONE with auth off): the rate limit's
     client, never the raw Authorization header."""
+    if key is not None and len(request.headers.getlist("idempotency-key")) > 1:  # which one names this batch?
+        error = {"type": "value_error", "loc": ("header", "Idempotency-Key"), "msg": "send one key, not several"}
+        raise RequestValidationError([{**error, "input": request.headers.getlist("idempotency-key")}])
     limits: RateLimits = request.state.rate_limits
     await limits.enforce("ingest", client_key(principal, request.client.host if request.client else None))
     raw = await read_body(request)
