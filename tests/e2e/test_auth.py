@@ -279,6 +279,7 @@ BAD_TOKENS = {
     "bad signature": lambda: token()[:-4] + "AAAA",
     "truncated": lambda: token()[:40] + "." + "x.y",
     "no sub": lambda: token(sub=None),
+    "empty sub": lambda: token(sub=""),
     "scope not a string": lambda: token(scope=["admin"]),
 }
 

@@ -152,11 +152,13 @@ class Authenticator:
             )
         except jwt.PyJWTError as exc:
             raise AuthError(401, f"invalid token: {exc}") from None
+        if not isinstance(claims["sub"], str) or not claims["sub"].strip():
+            raise AuthError(401, "invalid token: `sub` must name who it is for (a non-empty string)")
         scopes = claims.get("scope", "")
         session = claims.get("session")
         if not isinstance(scopes, str) or (session is not None and not isinstance(session, str)):
             raise AuthError(401, "invalid token: `scope` must be a string of space-separated scopes")
-        return Principal(str(claims["sub"]), frozenset(scopes.split()), session, float(claims["exp"]))
+        return Principal(claims["sub"], frozenset(scopes.split()), session, float(claims["exp"]))
 
     async def _key(self, key: str) -> Principal:
         if len(key) > MAX_KEY_LENGTH:
