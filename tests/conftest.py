@@ -47,6 +47,19 @@ if importlib.util.find_spec("xdist") is not None:  # a hook of pytest-xdist's: d
         return 2 * (os.cpu_count() or 1)
 
 
+# The directories whose tests run longest (processes, jobs, browsers) go first: xdist hands tests out in
+# collection order, so the long ones no longer start last and leave the other workers idle at the end.
+LONG_FIRST = ("training", "reliability", "web", "e2e")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        folder = Path(str(item.path)).parent.name
+        return LONG_FIRST.index(folder) if folder in LONG_FIRST else len(LONG_FIRST)
+
+    items.sort(key=rank)  # stable: the order within each directory is kept
+
+
 REQUIRE_SERVICES = os.environ.get("TMS_REQUIRE_SERVICES") == "1"
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
