@@ -243,6 +243,44 @@ async def test_a_revoked_key_is_disconnected(secured: LiveServer, settings: Sett
 
 
 @pytest.mark.slow
+async def test_a_client_cannot_send_the_protocols_own_events(
+    server_factory: Any, settings: Settings, clients: Any
+) -> None:
+    """python-socketio ran a client's event named `connect` or `disconnect` with the server's own handler:
+    a client restarted its connection (its subscriptions and refusals counted from zero) or took itself off
+    the revocation watch and went on receiving a revoked key's events. Such events are refused now."""
+    update = {"enable_auth": True, "jwt_secret_key": SECRET, "socketio_max_subscriptions_per_client": 1}
+    live = await server_factory(settings.model_copy(update=update))
+    (reader,) = keys(settings.database_url, (["read"], None))
+    one, two = jobs_in_store(settings.database_url, "s1", "s2")
+    client = await clients(live, auth={"token": reader})
+    assert (await client.call("subscribe_training", {"job_id": one["job_id"]}))["status"] == "subscribed"
+    for event in ("connect", "disconnect"):
+        answer = await client.call(event, {})
+        assert answer["status"] == "error" and "protocol's own event" in answer["message"], answer
+    past = await client.call("subscribe_training", {"job_id": two["job_id"]})  # the cap still counts `one`
+    assert past["status"] == "error" and "socketio_max_subscriptions_per_client" in past["message"], past
+    revoke(settings.database_url, reader)
+    assert await client.next() == ("unauthorized", {"message": "API key revoked"})
+    async with asyncio.timeout(TIMEOUT):
+        await client.disconnected.wait()
+
+
+async def test_a_subscription_that_is_no_object_is_refused(live: LiveServer, settings: Settings, clients: Any) -> None:
+    """A job id sent bare ("job-typo"), or a list, is refused: it used to be taken as {} and widened a
+    client that followed one job to every job's events."""
+    one, two = jobs_in_store(settings.database_url, "s1", "s2")
+    client = await clients(live)
+    assert (await client.call("subscribe_training", {"job_id": one["job_id"]}))["status"] == "subscribed"
+    for event in ("subscribe_training", "unsubscribe_training"):
+        for bad in (two["job_id"], [one["job_id"]], 7):
+            answer = await client.call(event, bad)
+            assert answer["status"] == "error" and "takes an object" in answer["message"], (event, bad, answer)
+    await announce(live, two, 1)
+    await announce(live, one, 1)
+    assert await client.next_job() == one["job_id"]  # still one job's events only
+
+
 async def test_an_expired_token_is_disconnected(secured: LiveServer, settings: Settings, clients: Any) -> None:
     (job,) = jobs_in_store(settings.database_url, "watched")
     client = await clients(secured, headers={"Authorization": f"Bearer {token(exp=time.time() + 3)}"})

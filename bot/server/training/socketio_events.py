@@ -95,7 +95,7 @@ class SocketIOEvents:
         # With Redis, several instances share their emits (python-socketio's Redis manager): a client of one
         # instance hears the jobs another instance runs.
         manager = socketio.AsyncRedisManager(settings.redis_url, channel=REDIS_CHANNEL) if settings.redis_url else None
-        self.server = socketio.AsyncServer(
+        self.server = _ClientEventsOnly(
             async_mode="asgi",
             cors_allowed_origins=settings.cors_origins or None,
             async_handlers=False,
@@ -115,6 +115,7 @@ class SocketIOEvents:
         self.server.on("disconnect", self._disconnect)
         self.server.on("subscribe_training", self._subscribe)
         self.server.on("unsubscribe_training", self._unsubscribe)
+        self.server.on(_ClientEventsOnly.REFUSED, self._protocol_event)
 
     def bind(self, authenticator: Authenticator, store: Store, find_job: FindJob) -> None:
         """What it needs of the app, once the store is open (app.py): credentials, revocations, jobs."""
@@ -189,13 +190,21 @@ class SocketIOEvents:
     async def _disconnect(self, sid: str, reason: Any = None) -> None:
         self.clients.pop(sid, None)
 
+    async def _protocol_event(self, sid: str, name: Any = None) -> dict[str, Any]:
+        client = self.clients.get(sid)
+        if client is None:
+            return {"status": "error", "message": "not connected"}
+        return await self._refused(sid, client, f"{name!r} is the protocol's own event: a client may not send it")
+
     async def _subscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
         """Follow one job (narrowing from every job), or every job again; the answer (a Socket.IO
         acknowledgement) says which, or why not."""
         client = self.clients.get(sid)
-        job_id = data.get("job_id") if isinstance(data, dict) else None
         if client is None:
             return {"status": "error", "message": "not connected"}
+        if data is not None and not isinstance(data, dict):
+            return await self._refused(sid, client, _NOT_AN_OBJECT.format(event="subscribe_training", data=data))
+        job_id = data.get("job_id") if data else None
         if job_id is None:
             await self._leave_jobs(sid, client)
             if not client.everything:
@@ -235,9 +244,11 @@ class SocketIOEvents:
     async def _unsubscribe(self, sid: str, data: Any = None) -> dict[str, Any]:
         """Leave one job, or, without a job_id, every event (subscribe_training brings them back)."""
         client = self.clients.get(sid)
-        job_id = data.get("job_id") if isinstance(data, dict) else None
         if client is None:
             return {"status": "error", "message": "not connected"}
+        if data is not None and not isinstance(data, dict):
+            return await self._refused(sid, client, _NOT_AN_OBJECT.format(event="unsubscribe_training", data=data))
+        job_id = data.get("job_id") if data else None
         if job_id is None:
             await self._leave_jobs(sid, client)
             if client.everything:
@@ -395,3 +406,21 @@ class Doorman:
             f"(socketio_max_clients): retry in {RETRY_AFTER_SECONDS} s"
         )
         return JSONResponse({"detail": detail}, 503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+_NOT_AN_OBJECT = '{event} takes an object ({{"job_id": ...}}, or {{}} for every job), got {data!r:.100}'
+
+
+class _ClientEventsOnly(socketio.AsyncServer):  # type: ignore[misc]  # python-socketio has no types
+    """python-socketio (5.x) runs a client's event named `connect` or `disconnect` with the server's own
+    handler for it: a client could start its connection over (its refusals and subscriptions counted from
+    zero again) or take itself off the list that revocations are checked against. Such an event reaches
+    the REFUSED handler instead, which refuses it as any bad request is."""
+
+    RESERVED = frozenset({"connect", "disconnect", "connect_error", "__disconnect_final"})
+    REFUSED = "tms:protocol_event"
+
+    async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None, data: list[Any]) -> None:
+        if data and data[0] in self.RESERVED:
+            data = [self.REFUSED, data[0]]
+        await super()._handle_event(eio_sid, namespace, id, data)
