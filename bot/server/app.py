@@ -11,6 +11,7 @@ import copy
 import functools
 import logging
 import math
+import os
 import reprlib
 import socket
 from collections.abc import AsyncIterator, Sequence
@@ -341,6 +342,10 @@ class TrainingMetricsServer:
             "ws_max_size": WS_MAX_MESSAGE_BYTES,
             "http": functools.partial(GuardedHttpProtocol, limits=connection_limits(s)),
             "timeout_keep_alive": s.http_idle_timeout,
+            # X-Forwarded-For only from the proxies FORWARDED_ALLOW_IPS names: uvicorn's default trusts
+            # 127.0.0.1, where every client of a loopback server comes from, and each could then choose the
+            # address that its rate limits and room-password back-off are counted against.
+            "proxy_headers": bool(os.environ.get("FORWARDED_ALLOW_IPS")),
             **overrides,
         }
         options.setdefault("log_config", _log_config(options["log_level"], s.log_format))

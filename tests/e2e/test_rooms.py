@@ -169,3 +169,16 @@ async def test_a_change_to_a_protected_room_shows_its_details_only_with_its_pass
     assert full["metadata"] == {"secret_cfg": "hidden"} and full["room_code"] and full["status"] == "running"
     stored = (await client.get(url, headers={"X-Room-Password": password})).json()
     assert stored["status"] == "running" and stored["metadata"] == {"secret_cfg": "hidden"}  # each PUT took effect
+
+
+async def test_a_guesser_cannot_pick_its_address_with_x_forwarded_for(client: httpx.AsyncClient) -> None:
+    """A loopback server's clients all come from 127.0.0.1, which uvicorn trusted for X-Forwarded-For: each
+    guess could name another address and escape the back-off. Proxies are trusted only when named
+    (FORWARDED_ALLOW_IPS), so the sixth wrong password in a minute waits, whatever the header says."""
+    body = {"training_id": "forwarded", "room": {"password": "correct horse"}}
+    assert (await client.post("/api/training/sessions", json=body)).status_code == 201
+    answers = []
+    for attempt in range(7):
+        headers = {"X-Room-Password": f"wrong-{attempt}", "X-Forwarded-For": f"203.0.113.{attempt}"}
+        answers.append((await client.get("/api/training/sessions/forwarded", headers=headers)).status_code)
+    assert answers[:5] == [403] * 5 and answers[5:] == [429, 429], answers
