@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import socketio
 import websockets
@@ -229,6 +230,26 @@ async def test_a_handshake_credential_is_checked_before_a_session(secured: LiveS
 
 
 @pytest.mark.slow
+async def test_a_polling_post_over_the_message_limit_is_answered_413(live: LiveServer) -> None:
+    """Engine.IO over long polling: a POST over 64 KB was read whole, its session closed, and the request
+    never answered. It is refused at once (413, JSON), and one that does not say its length gets 411."""
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as http:
+        opened = await http.get(HANDSHAKE)
+        sid = orjson.loads(opened.text[1:])["sid"]
+        url = f"{HANDSHAKE}&sid={sid}"
+        assert (await http.post(url, content=b"40")).status_code == 200  # the Socket.IO connect
+        event = b'42["subscribe_training",{"job_id":"' + b"j" * 70_000 + b'"}]'
+        too_big = await http.post(url, content=event)
+        assert too_big.status_code == 413 and too_big.json()["max_body_bytes"] == 65_536, too_big.text
+
+        async def chunks() -> Any:
+            yield b'42["subscribe_training",{}]'
+
+        unsized = await http.post(url, content=chunks())
+        assert unsized.status_code == 411 and "Content-Length" in unsized.json()["detail"], unsized.text
+        assert (await http.post(url, content=b'42["subscribe_training",{}]')).status_code == 200  # still open
+
+
 async def test_a_revoked_key_is_disconnected(secured: LiveServer, settings: Settings, clients: Any) -> None:
     (reader,) = keys(settings.database_url, (["read"], None))
     (job,) = jobs_in_store(settings.database_url, "watched")

@@ -345,6 +345,21 @@ def _handshake_credential(environ: dict[str, Any]) -> str | None:
     return f"Bearer {tokens[0]}" if tokens else None
 
 
+def _oversized_post(scope: Scope) -> JSONResponse | None:
+    """A polling POST over MAX_MESSAGE_BYTES, or of a length not given, is refused before Engine.IO reads it:
+    python-engineio read such a body whole, then closed the session and never answered the request."""
+    if scope["type"] != "http" or scope.get("method") != "POST":
+        return None
+    lengths = [value for key, value in scope.get("headers", []) if key.lower() == b"content-length"]
+    if len(lengths) != 1 or not lengths[0].isdigit():
+        detail = "a Socket.IO polling POST says its length (Content-Length)"
+        return JSONResponse({"detail": detail}, 411)
+    if int(lengths[0]) > MAX_MESSAGE_BYTES:
+        detail = f"a Socket.IO message is at most {MAX_MESSAGE_BYTES} bytes"
+        return JSONResponse({"detail": detail, "max_body_bytes": MAX_MESSAGE_BYTES}, 413)
+    return None
+
+
 class Doorman:
     """The ASGI app at /socket.io: an Engine.IO handshake (a request with no `sid`) is let through only while
     the server holds fewer than `socketio_max_clients` sessions (counting handshakes under way), and only with
@@ -360,7 +375,8 @@ class Doorman:
             return
         query = scope.get("query_string", b"").decode("latin-1")
         if "sid" in parse_qs(query):
-            await self.app(scope, receive, send)
+            refused = _oversized_post(scope)
+            await (refused or self.app)(scope, receive, send)
             return
         refusal = await self._refusal(scope, query)
         if refusal is not None:
