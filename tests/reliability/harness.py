@@ -44,7 +44,8 @@ class ServerProcess:
         env.pop("REDIS_URL", None)
         if self.redis_url is not None:
             env["REDIS_URL"] = self.redis_url
-        log = tempfile.TemporaryFile()  # its log, to say why when it does not start (kept until the next start)
+        self._close_log()
+        log = tempfile.TemporaryFile()  # its log, to say why when it does not start (closed when it ends)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bot", "serve", "--port", str(self.port)],
             env=env,
@@ -67,11 +68,18 @@ class ServerProcess:
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(TIMEOUT)
+        self._close_log()
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(TIMEOUT)
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
 
 def acks_recorder(acks: list[Ack]) -> Any:
