@@ -4,6 +4,7 @@ StoreError
 ├── SessionNotFoundError   the session id names no session (HTTP 404)
 ├── SessionExistsError     a session with that id already exists (HTTP 409)
 ├── IdempotencyConflictError  the key was used for another body (HTTP 409)
+├── JobLimitError          a training job past the limits of every instance on this database (HTTP 400)
 ├── StoreUnavailableError  the commit failed; nothing of the request was stored (HTTP 503, retry)
 └── StoreRejectedError     the database refused a value of this request alone; nothing was stored (HTTP 422)
 """
@@ -57,3 +58,8 @@ class SessionLimitError(StoreRejectedError):
     `input` is the first name it would add."""
 
     kind = "session_limit"
+
+
+class JobLimitError(StoreError):
+    """A new training job would pass max_concurrent_jobs, or run a scenario already training, counting the jobs
+    of every instance on this database (its checks ran in the transaction that would have stored it)."""

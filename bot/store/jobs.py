@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, insert, or_, select, update
+from sqlalchemy import Connection, func, insert, or_, select, update
 
 from bot.frames import iso
+from bot.store.errors import JobLimitError
 from bot.store.keys import create_key, revoke_named
 from bot.store.tables import daemon_runs, server_instances, training_jobs
 from bot.store.writes import Applied, Job
@@ -37,16 +38,28 @@ def job_dict(row: Any) -> dict[str, Any]:
     }
 
 
+# PostgreSQL's advisory lock that makes the checks of CreateJob and its insert one step across instances.
+JOBS_LOCK = 0x746D735F6A6F6273  # "tms_jobs"
+
+
 @dataclass
 class CreateJob(Job):
+    """A new running job. With `max_running`, it is refused (JobLimitError) when the jobs running on every
+    instance of this database reach it, or when its scenario is running already and `allow_concurrent` is
+    not set: checked and stored in one transaction, under a lock on PostgreSQL (SQLite has one writer)."""
+
     job_id: str
     scenario: str
     session_id: str
     params: dict[str, Any]
     total_episodes: int
     host: str
+    max_running: int | None = None
+    allow_concurrent: bool = True
 
     def apply(self, conn: Connection, now: float) -> Applied:
+        if self.max_running is not None:
+            self._check_limits(conn)
         values = {
             "job_id": self.job_id,
             "scenario": self.scenario,
@@ -60,6 +73,25 @@ class CreateJob(Job):
         }
         row = conn.execute(insert(training_jobs).values(values).returning(*training_jobs.c)).one()
         return Applied(job_dict(row))
+
+    def _check_limits(self, conn: Connection) -> None:
+        if conn.dialect.name == "postgresql":  # held to the commit: another instance's check waits for this one
+            conn.execute(select(func.pg_advisory_xact_lock(JOBS_LOCK)))
+        running = conn.execute(
+            select(training_jobs.c.job_id, training_jobs.c.scenario).where(training_jobs.c.status.in_(RUNNING_STATUSES))
+        ).all()
+        assert self.max_running is not None
+        if len(running) >= self.max_running:
+            raise JobLimitError(
+                f"{len(running)} training job(s) running on this database's instances, the limit "
+                f"(max_concurrent_jobs = {self.max_running}): stop one first"
+            )
+        same = [job_id for job_id, scenario in running if scenario == self.scenario]
+        if same and not self.allow_concurrent:
+            raise JobLimitError(
+                f"scenario {self.scenario!r} is already training (job {same[0]}): stop it first, or start with "
+                '"allow_concurrent": true'
+            )
 
 
 @dataclass

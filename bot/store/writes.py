@@ -29,6 +29,7 @@ from bot.store.bulk import insert_rows
 from bot.store.driver import driver_sql
 from bot.store.errors import (
     IdempotencyConflictError,
+    JobLimitError,
     SessionExistsError,
     SessionLimitError,
     SessionNotFoundError,
@@ -103,13 +104,23 @@ class _JobFailedError(Exception):
         self.index = index
 
 
+# A job's refusal of its request, from its own checks: an answer for that request, the rest of the group goes on.
+REFUSALS = (SessionNotFoundError, SessionExistsError, IdempotencyConflictError, SessionLimitError, JobLimitError)
+
+
 def _commit_once(engine: Engine, jobs: Sequence[Job], now: float) -> list[Applied | Exception]:
     outcomes: list[Applied | Exception] = []
     with engine.begin() as conn:
         for index, job in enumerate(jobs):
             try:
                 outcomes.append(job.apply(conn, now))
-            except (SessionNotFoundError, SessionExistsError, IdempotencyConflictError, SessionLimitError) as exc:
+            except (
+                SessionNotFoundError,
+                SessionExistsError,
+                IdempotencyConflictError,
+                SessionLimitError,
+                JobLimitError,
+            ) as exc:
                 outcomes.append(exc)
             except Exception as exc:
                 raise _JobFailedError(index) from exc

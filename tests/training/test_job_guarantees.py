@@ -250,8 +250,9 @@ async def test_training_completed_means_the_job_is_over(server_factory: Any, tmp
 async def test_a_job_started_on_one_instance_is_watched_and_stopped_on_another(
     tmp_path: Path, postgres_url: str, redis_url: str
 ) -> None:
-    """Two `bot serve` processes on one PostgreSQL and one Redis: start on A; B's raw WebSocket spectator and
-    Socket.IO client see the job's events; B's status and job list agree with A's; a bare stop on B stops it."""
+    """Two `bot serve` processes on one PostgreSQL and one Redis: start on A; B refuses a second job (the
+    limits count both instances' jobs); B's raw WebSocket spectator and Socket.IO client see the job's events;
+    B's status and job list agree with A's; a bare stop on B stops it."""
     env = {"TMS_MODELS_DIR": str(tmp_path / "models")}
     a, b = (ServerProcess(postgres_url, free_port(), env=env, redis_url=redis_url) for _ in range(2))
     for instance in (a, b):
@@ -268,6 +269,11 @@ async def test_a_job_started_on_one_instance_is_watched_and_stopped_on_another(
             httpx.AsyncClient(base_url=b.url, timeout=TIMEOUT) as on_b,
         ):
             job = await start(on_a)
+            # The limits count every instance's jobs: B refuses a second mock_cache (and, with the default
+            # max_concurrent_jobs of 1, any second job), and starts no process.
+            for body in ({"scenario_name": "mock_cache"}, {"scenario_name": "cartpole", "num_episodes": 5}):
+                refused = await on_b.post("/api/training/start", json=body, timeout=JOB_TIMEOUT)
+                assert refused.status_code == 400 and "max_concurrent_jobs = 1" in refused.text, refused.text
             live_b = LiveServerAt(b.port)
             async with EventWatcher(live_b, job["session_id"]) as watcher:  # type: ignore[arg-type]
                 await watcher.until("training_progress")

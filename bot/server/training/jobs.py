@@ -50,6 +50,7 @@ from bot.server.supervisor import Supervisor
 from bot.server.tasks import cancel_and_wait
 from bot.server.training.job_backends import EXIT_STOPPED, JobBackend, JobRun, job_backend
 from bot.store.batch import Batch
+from bot.store.errors import JobLimitError
 from bot.store.jobs import (
     RUNNING_STATUSES,
     CreateJob,
@@ -240,13 +241,21 @@ class JobSupervisor:
             params = {**params, "seed": secrets.randbelow(2**32)}
         self._starting[job_id] = scenario  # counted by the checks above from now on: the awaits below may let
         try:  # another start in
-            return await self._launch(job_id, scenario, scenario_file, params)
+            return await self._launch(job_id, scenario, scenario_file, params, allow_concurrent)
         finally:
             del self._starting[job_id]
 
-    async def _launch(self, job_id: str, scenario: str, scenario_file: Path, params: dict[str, Any]) -> dict[str, Any]:
+    async def _launch(
+        self, job_id: str, scenario: str, scenario_file: Path, params: dict[str, Any], allow_concurrent: bool
+    ) -> dict[str, Any]:
         session_id = f"train-{scenario}-{job_id[4:]}"
         total = params["num_episodes"]
+        # The limits again, counting every instance's jobs, in the transaction that stores the job's row.
+        create = CreateJob(job_id, scenario, session_id, params, total, self.identity, self.max_jobs, allow_concurrent)
+        try:
+            job: dict[str, Any] = await self.service.store.write(create)
+        except JobLimitError as exc:
+            raise JobRefusedError(str(exc)) from None
         spec = SessionCreate.model_validate(
             {
                 "training_id": session_id,
@@ -256,10 +265,11 @@ class JobSupervisor:
                 "metadata": job_metadata(job_id, scenario, params),
             }
         )
-        await self.service.create_session(spec)
-        job: dict[str, Any] = await self.service.store.write(
-            CreateJob(job_id, scenario, session_id, params, total, self.identity)
-        )
+        try:
+            await self.service.create_session(spec)
+        except Exception as exc:
+            await self.service.store.write(UpdateJob(job_id, status="failed", error=f"its session: {exc}"))
+            raise
         log = self.models / "logs" / f"{job_id}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         try:
