@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 STATUSES = ("created", "running", "paused", "completed", "failed", "stopped")
+ENDED = ("completed", "failed", "stopped")
 
 
 @dataclass(frozen=True)
@@ -352,7 +353,7 @@ class Run:
             status, message = "stopped", exc_type.__name__
         else:
             status, message = "failed", f"{exc_type.__name__}: {exc}"[:1000]
-        if status != self._status:  # the engine may have said it already, with its own message
+        if self._status not in ENDED:  # the engine may have said how the run ended, with its own message
             self.set_status(status, message)
         self._ended = True
         self.client._settle()

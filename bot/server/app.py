@@ -54,7 +54,7 @@ from bot.server.live.shortcut import SpectatorsFirst, SpectatorShortcut
 from bot.server.pages import mount_docs, mount_pages
 from bot.server.parts import open_parts
 from bot.server.supervisor import Supervisor
-from bot.server.training.jobs import scenario_names, scenarios_dir
+from bot.server.training.jobs import JobSupervisor, scenario_names, scenarios_dir
 from bot.server.training.socketio_events import SocketIOEvents
 from bot.store import (
     IdempotencyConflictError,
@@ -373,8 +373,11 @@ def _log_config(level: str | int, log_format: str = "text") -> dict[str, Any]:
     return config
 
 
+JOBS_SHARE_OF_GRACE = 0.6  # of the shutdown's time: running jobs stop first, while the server still serves
+
+
 class _Server(uvicorn.Server):
-    """uvicorn's server, with three changes for a process of its own.
+    """uvicorn's server, with four changes for a process of its own.
 
     New TCP connections are accepted a few per event-loop turn (edge/paced_accept.py), so that a burst
     of them (a reconnect storm) does not hold up the live stream.
@@ -384,9 +387,10 @@ class _Server(uvicorn.Server):
     so that thousands of spectators' connections do not make every push wait for a full collection. The
     freeze is process-wide.
 
-    On shutdown, spectators are closed with 1001 (going away) before uvicorn closes the remaining
-    WebSockets with 1012, and one that does not take its close within `grace` seconds is cut off, so a
-    client that stopped reading never holds the process.
+    On shutdown, running training jobs are stopped first, while the server still takes their last points
+    and status (for up to JOBS_SHARE_OF_GRACE of `grace`); then spectators are closed with 1001 (going away)
+    before uvicorn closes the remaining WebSockets with 1012, and one that does not take its close within
+    `grace` seconds is cut off, so a client that stopped reading never holds the process.
     """
 
     def __init__(self, config: uvicorn.Config, grace: float) -> None:
@@ -417,6 +421,9 @@ class _Server(uvicorn.Server):
             self._collecting = asyncio.create_task(self._collector.run(), name="tms-gc")
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        jobs = self.lifespan.state.get("jobs")
+        if isinstance(jobs, JobSupervisor) and jobs.running:  # while this server still takes their last pushes
+            await jobs.stop_while_serving(JOBS_SHARE_OF_GRACE * self.grace)
         if self._collecting is not None and self._collector is not None:
             self._collecting.cancel()
             self._collector.stop()

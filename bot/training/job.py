@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import dataclasses
+import functools
 import importlib
 import json
 import math
@@ -44,6 +45,8 @@ EVENT_PREFIX = "TMS-EVENT "
 PR_SET_PDEATHSIG = 1
 EXIT_STOPPED = 130
 EXIT_REFUSED = 3
+# The server died (the kernel's SIGINT, PR_SET_PDEATHSIG): the instance that finds the job fails it, saying so.
+ORPHANED = "its server stopped or went away while the job was running"
 RECENT = 10  # progress averages are over the last 10 episodes, as in the original design
 
 
@@ -75,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch's threads (1: small networks, shared cores)")
     parser.add_argument("--parent-pid", type=int, help="stop (with a checkpoint) when this process ends")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupted)  # a Ray job's stop, or a plain `kill`: saved like a Ctrl-C
+    stop = functools.partial(_stopped, args.parent_pid)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)  # a Ray job's stop, or a plain `kill`: saved like a Ctrl-C
     try:
         if args.parent_pid is not None:
             _stop_with_parent(args.parent_pid)
@@ -98,8 +103,18 @@ def _load_libraries() -> None:
             importlib.import_module(module)  # torch and numpy first, as `import bot.training` had them
 
 
-def _interrupted(signum: int, frame: Any) -> None:
+def _stopped(parent: int | None, signum: int, frame: Any) -> None:
+    """A stop (SIGINT, SIGTERM): the supervisor's, a user's, or the kernel's when the server died."""
+    if parent is not None and os.getppid() != parent:
+        raise ServerGone(ORPHANED)
     raise KeyboardInterrupt
+
+
+class ServerGone(KeyboardInterrupt):  # a KeyboardInterrupt, named as those are
+    """The server died (the kernel's SIGINT): the job stops as on a stop, a checkpoint kept, but its run ends
+    `failed` (the trainer reads `status`), as the instance that finds the job records it: nobody stopped it."""
+
+    status = "failed"
 
 
 class PushRefusedError(Exception):

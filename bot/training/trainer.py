@@ -170,7 +170,9 @@ class Trainer:
         except BaseException as exc:
             self._save_checkpoint("emergency")
             interrupted = isinstance(exc, KeyboardInterrupt)
-            self._status("stopped" if interrupted else "failed", ended_by(exc, self.episode))
+            # A stop ends the run `stopped`, unless the interruption says otherwise (a job whose server died)
+            ending = getattr(exc, "status", "stopped") if interrupted else "failed"
+            self._status(ending, ended_by(exc, self.episode))
             logger.error(
                 "training %s at episode %d; emergency checkpoint saved",
                 "interrupted" if interrupted else "failed",

@@ -19,6 +19,7 @@ import socketio
 import websockets
 
 from bot.config import Settings
+from bot.sdk import Spool
 from tests.conftest import TIMEOUT, LiveServer
 from tests.e2e.test_deploy import free_port
 from tests.reliability.harness import ServerProcess
@@ -266,9 +267,38 @@ async def test_limits_and_bad_requests_start_nothing(server_factory: Any, job_se
     assert not any(alive(j["pid"]) for j in jobs)
 
 
+async def test_sigterm_stops_a_job_while_the_server_still_takes_its_last_points(tmp_path: Path) -> None:
+    """`bot serve` told to stop (SIGTERM) with a job running: the job is stopped first, while the server still
+    answers, so the job's last points and its session's `stopped` reach the database, not a spool: the
+    session was left `running` (its end waited in a spool) and the exit took longer than the shutdown's time."""
+    spool = tmp_path / "spool"
+    env = {"TMS_MODELS_DIR": str(tmp_path / "models"), "TMS_SPOOL_DIR": str(spool)}
+    server = ServerProcess(tmp_path / "metrics.db", free_port(), env=env)
+    await asyncio.to_thread(server.start)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as client:
+            job = await start(client)
+            async with asyncio.timeout(JOB_TIMEOUT):
+                while (await client.get("/api/training/status")).json()["current_episode"] < 1:
+                    await asyncio.sleep(0.2)
+            pid = (await client.get(f"/api/training/jobs/{job['job_id']}")).json()["pid"]
+        await asyncio.to_thread(server.stop)  # SIGTERM, and the process ends (within TIMEOUT)
+        assert not alive(pid)
+        await asyncio.to_thread(server.start)
+        async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as client:
+            row = (await client.get(f"/api/training/jobs/{job['job_id']}")).json()
+            session = (await client.get(f"/api/training/sessions/{job['session_id']}")).json()
+    finally:
+        server.stop()
+    assert row["status"] == "stopped", row
+    assert session["status"] == "stopped", session
+    assert Spool(spool).pending() == 0  # everything reached the server before it stopped
+
+
 async def test_a_server_crash_stops_its_jobs_and_the_restart_marks_them_failed(tmp_path: Path) -> None:
     """SIGKILL the server: its job process stops with it (it never trains on alone); the restarted server
-    marks the job failed and says so in the job's session."""
+    marks the job failed and says so in the job's session. The server comes back at once, while the job still
+    delivers its last points: the job says `failed` too, never `stopped` (a stop is what a user asks for)."""
     server = ServerProcess(tmp_path / "metrics.db", free_port(), env={"TMS_MODELS_DIR": str(tmp_path / "models")})
     await asyncio.to_thread(server.start)
     try:
@@ -279,16 +309,24 @@ async def test_a_server_crash_stops_its_jobs_and_the_restart_marks_them_failed(t
                     await asyncio.sleep(0.2)
             pid = (await client.get(f"/api/training/jobs/{job['job_id']}")).json()["pid"]
         await asyncio.to_thread(server.kill9)
+        await asyncio.to_thread(server.start)
         async with asyncio.timeout(JOB_TIMEOUT):
             while alive(pid):
                 await asyncio.sleep(0.1)
-        await asyncio.to_thread(server.start)
         async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as client:
             row = (await client.get(f"/api/training/jobs/{job['job_id']}")).json()
             history = (await client.get(f"/api/training/sessions/{job['session_id']}/history")).json()
+            session = (await client.get(f"/api/training/sessions/{job['session_id']}")).json()
     finally:
         server.stop()
         with contextlib.suppress(ProcessLookupError, NameError):
             os.kill(pid, signal.SIGKILL)
     assert row["status"] == "failed" and "server stopped" in row["error"]
-    assert history["messages"][-1]["type"] == "training_error"
+    assert session["status"] == "failed", [
+        (m["type"], m["data"].get("status"), m["data"].get("message"))
+        for m in history["messages"]
+        if m["type"] != "training_metrics"
+    ]
+    assert any(m["type"] == "training_error" for m in history["messages"])
+    statuses = [m["data"]["status"] for m in history["messages"] if m["type"] == "training_status"]
+    assert "stopped" not in statuses, statuses

@@ -127,6 +127,8 @@ class JobSupervisor:
         self._predecessors = f"{place}/%" if settings.port else None
         self.running: dict[str, _Running] = {}
         self._starting: dict[str, str] = {}  # job id -> scenario, between the checks and the process
+        self.closing = False  # the server is shutting down: no job starts
+        self._shutdown_deadline: float | None = None  # loop time by which every job must have ended
         self.listeners: list[Listener] = []
         self.on_orphaned_runs: list[OrphanedRuns] = []  # the daemon's runs failed with their dead owner
         self._tasks: set[asyncio.Task[None]] = set()
@@ -191,11 +193,29 @@ class JobSupervisor:
                 update = SessionUpdate.model_validate({"status": "failed", "message": reason[:1024]})
                 await self.service.update_session(session_id, update)
 
+    async def stop_while_serving(self, within: float) -> None:
+        """The first step of a server's shutdown, while it still answers requests: every job is asked to stop,
+        as a stop request would, and waited for up to `within` seconds, so that its last points and its
+        session's status reach this server (not a spool). No job starts from now on."""
+        self.closing = True
+        self._shutdown_deadline = asyncio.get_running_loop().time() + within
+        for running in list(self.running.values()):
+            self._interrupt(running)
+        waiting = [asyncio.ensure_future(running.done.wait()) for running in self.running.values()]
+        if waiting:
+            _, pending = await asyncio.wait(waiting, timeout=within)
+            for waiter in pending:
+                waiter.cancel()
+
     async def shutdown(self, grace: float) -> None:
-        """Stop every running job as a stop request would; kill what has not ended within `grace`."""
+        """Stop every running job as a stop request would; kill what has not ended within `grace` (or by the
+        end of the time stop_while_serving gave them, when it ran: the whole shutdown keeps to one budget)."""
+        self.closing = True
         await self.supervisor.stop(self._loops)
         for running in list(self.running.values()):
             self._interrupt(running)
+        if self._shutdown_deadline is not None:
+            grace = max(0.0, min(grace, self._shutdown_deadline - asyncio.get_running_loop().time()))
         waiting = [running.done.wait() for running in self.running.values()]
         if waiting:
             _, pending = await asyncio.wait([asyncio.ensure_future(w) for w in waiting], timeout=grace)
@@ -222,6 +242,8 @@ class JobSupervisor:
 
     async def start(self, scenario: str, params: dict[str, Any], allow_concurrent: bool = False) -> dict[str, Any]:
         scenario_file = self.scenario_file(scenario)
+        if self.closing:
+            raise JobRefusedError("the server is shutting down: start the job on another instance, or after")
         if self.backend.name == "process" and importlib.util.find_spec("torch") is None:
             raise JobRefusedError("training jobs need the train extra on the server's machine: pip install .[train]")
         scenarios = {**{job_id: r.job["scenario_name"] for job_id, r in self.running.items()}, **self._starting}
