@@ -448,6 +448,16 @@ class PerformanceGraphData(WireModel):
 class RoomSpec(WireModel):
     """A spectator room for the session: joined by its code, optionally with a password."""
 
+    # What _no_password_for_an_open_room refuses, said in the schema too (OpenAPI clients and schemathesis).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "not": {
+                "required": ["password", "password_protected"],
+                "properties": {"password": {"type": "string"}, "password_protected": {"const": False}},
+            }
+        }
+    )
+
     max_spectators: Annotated[int, Whole(1, 100_000)] = 50
     password_protected: bool = Field(False, strict=True)
     password: Password | None = Field(None, description="generated when protected and absent")
