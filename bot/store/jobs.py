@@ -104,6 +104,7 @@ class UpdateJob(Job):
     pid: int | None = None
     exit_code: int | None = None
     error: str | None = None
+    episodes_completed: int | None = None  # the job's own count at its end (its last progress may be missing)
 
     def apply(self, conn: Connection, now: float) -> Applied:
         values: dict[str, Any] = {}
@@ -114,7 +115,7 @@ class UpdateJob(Job):
         if self.progress is not None:
             values["latest_progress"] = orjson.dumps(self.progress).decode()
             values["episodes_completed"] = self.progress["episode"]
-        for name in ("pid", "exit_code", "error"):
+        for name in ("pid", "exit_code", "error", "episodes_completed"):
             if getattr(self, name) is not None:
                 values[name] = getattr(self, name)
         if not values:  # nothing to change (a Ray job has no pid here)

@@ -476,8 +476,13 @@ class JobSupervisor:
             and running.stop_requested
             and (code in (EXIT_STOPPED, -signal.SIGINT) or outcome.get("event") == "stopped")
         ):
-            # -SIGINT: stopped while Python was still starting, before it could catch the signal
-            job = await self.service.store.write(UpdateJob(job_id, status="stopped", exit_code=code))
+            # -SIGINT: stopped while Python was still starting, before it could catch the signal. The count is
+            # the job's own: a stop between an episode's end and its progress event left the row one behind.
+            count = outcome.get("episodes_completed")
+            episodes = count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else None
+            job = await self.service.store.write(
+                UpdateJob(job_id, status="stopped", exit_code=code, episodes_completed=episodes)
+            )
             kind, payload = "training_stopped", {"checkpoint": outcome.get("checkpoint")}
         else:
             if error is None and code is not None:
