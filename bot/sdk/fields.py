@@ -7,6 +7,7 @@ server validates again anyway.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import re
@@ -143,7 +144,10 @@ def point_time(value: Any) -> Any:
     """A point's time as the server takes it: epoch seconds within ±MAX_EPOCH_SECONDS (a number, numpy's too),
     a datetime (one without a zone is local time, Python's convention) or an RFC 3339 string."""
     if isinstance(value, datetime):
-        value = value.astimezone().isoformat()
+        try:
+            value = value.astimezone().isoformat()
+        except (OverflowError, ValueError):  # year 1 in a zone east of UTC, say
+            raise InvalidValueError(f"timestamp {value!r}: out of range") from None
     if isinstance(value, str):
         server_takes(_POINT_TIME, "timestamp", value)
         return value
@@ -168,13 +172,9 @@ def model_takes(model: type[BaseModel], name: str, body: dict[str, Any]) -> None
     server_takes(_adapter(model), name, body)
 
 
-_ADAPTERS: dict[type[BaseModel], TypeAdapter[Any]] = {}
-
-
+@functools.cache
 def _adapter(model: type[BaseModel]) -> TypeAdapter[Any]:
-    if model not in _ADAPTERS:
-        _ADAPTERS[model] = TypeAdapter(model)
-    return _ADAPTERS[model]
+    return TypeAdapter(model)
 
 
 def metrics_point(fields: dict[str, Any], known: set[str]) -> dict[str, Any]:
