@@ -373,7 +373,7 @@ def _log_config(level: str | int, log_format: str = "text") -> dict[str, Any]:
     return config
 
 
-JOBS_SHARE_OF_GRACE = 0.6  # of the shutdown's time: running jobs stop first, while the server still serves
+JOBS_SHARE_OF_GRACE = 0.5  # of the shutdown's time: running jobs stop first, while the server still serves
 
 
 class _Server(uvicorn.Server):

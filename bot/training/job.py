@@ -107,7 +107,7 @@ def _stopped(parent: int | None, signum: int, frame: Any) -> None:
     """A stop (SIGINT, SIGTERM): the supervisor's, a user's, or the kernel's when the server died."""
     if parent is not None and os.getppid() != parent:
         raise ServerGone(ORPHANED)
-    raise KeyboardInterrupt
+    raise KeyboardInterrupt(f"stopped ({signal.Signals(signum).name})")  # the status message: not a Ctrl-C
 
 
 class ServerGone(KeyboardInterrupt):  # a KeyboardInterrupt, named as those are
