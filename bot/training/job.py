@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import dataclasses
-import functools
 import importlib
 import json
 import math
@@ -47,6 +46,7 @@ EXIT_STOPPED = 130
 EXIT_REFUSED = 3
 # The server died (the kernel's SIGINT, PR_SET_PDEATHSIG): the instance that finds the job fails it, saying so.
 ORPHANED = "its server stopped or went away while the job was running"
+PARENT_CHECKS, PARENT_CHECK_INTERVAL = 5, 0.05  # a dying server's threads are gone well within 0.25 s
 RECENT = 10  # progress averages are over the last 10 episodes, as in the original design
 
 
@@ -78,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch's threads (1: small networks, shared cores)")
     parser.add_argument("--parent-pid", type=int, help="stop (with a checkpoint) when this process ends")
     args = parser.parse_args(argv)
-    stop = functools.partial(_stopped, args.parent_pid)
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)  # a Ray job's stop, or a plain `kill`: saved like a Ctrl-C
+    stops = Stops(args.parent_pid)
+    signal.signal(signal.SIGINT, stops)
+    signal.signal(signal.SIGTERM, stops)  # a Ray job's stop, or a plain `kill`: saved like a Ctrl-C
     try:
         if args.parent_pid is not None:
             _stop_with_parent(args.parent_pid)
@@ -103,11 +103,31 @@ def _load_libraries() -> None:
             importlib.import_module(module)  # torch and numpy first, as `import bot.training` had them
 
 
-def _stopped(parent: int | None, signum: int, frame: Any) -> None:
-    """A stop (SIGINT, SIGTERM): the supervisor's, a user's, or the kernel's when the server died."""
-    if parent is not None and os.getppid() != parent:
-        raise ServerGone(ORPHANED)
-    raise KeyboardInterrupt(f"stopped ({signal.Signals(signum).name})")  # the status message: not a Ctrl-C
+class Stops:
+    """The job's stop signals (SIGINT, SIGTERM): the supervisor's, a user's, or the kernel's when the server
+    died. The first stops the job; later ones are ignored, as the job is stopping already (a second one cut
+    the emergency checkpoint in two). The kernel sends SIGINT as each thread of the dead server exits
+    (PR_SET_PDEATHSIG), the first while the server's other threads still are its parent: the parent is looked
+    at a few times before the stop is taken for one the server asked for."""
+
+    def __init__(self, parent: int | None) -> None:
+        self.parent = parent
+        self.stopping = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        if self.parent is not None and self._parent_gone():
+            raise ServerGone(ORPHANED)
+        raise KeyboardInterrupt(f"stopped ({signal.Signals(signum).name})")  # the status message: not a Ctrl-C
+
+    def _parent_gone(self) -> bool:
+        for _ in range(PARENT_CHECKS):
+            if os.getppid() != self.parent:
+                return True
+            time.sleep(PARENT_CHECK_INTERVAL)
+        return False
 
 
 class ServerGone(KeyboardInterrupt):  # a KeyboardInterrupt, named as those are

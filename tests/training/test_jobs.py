@@ -323,9 +323,9 @@ async def test_a_server_crash_stops_its_jobs_and_the_restart_marks_them_failed(t
             os.kill(pid, signal.SIGKILL)
     assert row["status"] == "failed" and "server stopped" in row["error"]
     assert session["status"] == "failed", [
-        (m["type"], m["data"].get("status"), m["data"].get("message"))
+        (m["seq"], m["data"].get("status"), m["data"].get("message"))
         for m in history["messages"]
-        if m["type"] != "training_metrics"
+        if m["type"] in ("training_status", "training_error")
     ]
     assert any(m["type"] == "training_error" for m in history["messages"])
     statuses = [m["data"]["status"] for m in history["messages"] if m["type"] == "training_status"]
