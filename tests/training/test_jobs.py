@@ -267,6 +267,17 @@ async def test_limits_and_bad_requests_start_nothing(server_factory: Any, job_se
     assert not any(alive(j["pid"]) for j in jobs)
 
 
+async def training_job(url: str) -> tuple[dict[str, Any], int]:
+    """A job started on the server at `url`, once it has trained an episode, and its process id."""
+    async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT) as client:
+        job = await start(client)
+        async with asyncio.timeout(JOB_TIMEOUT):
+            while (await client.get("/api/training/status")).json()["current_episode"] < 1:
+                await asyncio.sleep(0.2)
+        pid: int = (await client.get(f"/api/training/jobs/{job['job_id']}")).json()["pid"]
+    return job, pid
+
+
 async def test_sigterm_stops_a_job_while_the_server_still_takes_its_last_points(tmp_path: Path) -> None:
     """`bot serve` told to stop (SIGTERM) with a job running: the job is stopped first, while the server still
     answers, so the job's last points and its session's `stopped` reach the database, not a spool: the
@@ -276,12 +287,7 @@ async def test_sigterm_stops_a_job_while_the_server_still_takes_its_last_points(
     server = ServerProcess(tmp_path / "metrics.db", free_port(), env=env)
     await asyncio.to_thread(server.start)
     try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as client:
-            job = await start(client)
-            async with asyncio.timeout(JOB_TIMEOUT):
-                while (await client.get("/api/training/status")).json()["current_episode"] < 1:
-                    await asyncio.sleep(0.2)
-            pid = (await client.get(f"/api/training/jobs/{job['job_id']}")).json()["pid"]
+        job, pid = await training_job(server.url)
         await asyncio.to_thread(server.stop)  # SIGTERM, and the process ends (within TIMEOUT)
         assert not alive(pid)
         await asyncio.to_thread(server.start)
@@ -302,12 +308,7 @@ async def test_a_server_crash_stops_its_jobs_and_the_restart_marks_them_failed(t
     server = ServerProcess(tmp_path / "metrics.db", free_port(), env={"TMS_MODELS_DIR": str(tmp_path / "models")})
     await asyncio.to_thread(server.start)
     try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=TIMEOUT) as client:
-            job = await start(client)
-            async with asyncio.timeout(JOB_TIMEOUT):
-                while (await client.get("/api/training/status")).json()["current_episode"] < 1:
-                    await asyncio.sleep(0.2)
-            pid = (await client.get(f"/api/training/jobs/{job['job_id']}")).json()["pid"]
+        job, pid = await training_job(server.url)
         await asyncio.to_thread(server.kill9)
         await asyncio.to_thread(server.start)
         async with asyncio.timeout(JOB_TIMEOUT):
