@@ -126,7 +126,6 @@ class JobSupervisor:
         # A server on a fixed port replaces any earlier one there: that one's jobs are gone, lease or not.
         self._predecessors = f"{place}/%" if settings.port else None
         self.running: dict[str, _Running] = {}
-        self._starting: dict[str, str] = {}  # job id -> scenario, between the checks and the process
         self.closing = False  # the server is shutting down: no job starts
         self._shutdown_deadline: float | None = None  # loop time by which every job must have ended
         self.listeners: list[Listener] = []
@@ -246,33 +245,17 @@ class JobSupervisor:
             raise JobRefusedError("the server is shutting down: start the job on another instance, or after")
         if self.backend.name == "process" and importlib.util.find_spec("torch") is None:
             raise JobRefusedError("training jobs need the train extra on the server's machine: pip install .[train]")
-        scenarios = {**{job_id: r.job["scenario_name"] for job_id, r in self.running.items()}, **self._starting}
-        if len(scenarios) >= self.max_jobs:
-            raise JobRefusedError(
-                f"{len(scenarios)} training job(s) running, the limit (max_concurrent_jobs = {self.max_jobs}): "
-                "stop one first"
-            )
-        same = [job_id for job_id, name in scenarios.items() if name == scenario]
-        if same and not allow_concurrent:
-            raise JobRefusedError(
-                f"scenario {scenario!r} is already training (job {same[0]}): stop it first, or start with "
-                '"allow_concurrent": true'
-            )
         job_id = f"job-{secrets.token_hex(6)}"
         if params.get("seed") is None:  # drawn here, so that the job's record says it: a run can be repeated
             params = {**params, "seed": secrets.randbelow(2**32)}
-        self._starting[job_id] = scenario  # counted by the checks above from now on: the awaits below may let
-        try:  # another start in
-            return await self._launch(job_id, scenario, scenario_file, params, allow_concurrent)
-        finally:
-            del self._starting[job_id]
+        return await self._launch(job_id, scenario, scenario_file, params, allow_concurrent)
 
     async def _launch(
         self, job_id: str, scenario: str, scenario_file: Path, params: dict[str, Any], allow_concurrent: bool
     ) -> dict[str, Any]:
         session_id = f"train-{scenario}-{job_id[4:]}"
         total = params["num_episodes"]
-        # The limits again, counting every instance's jobs, in the transaction that stores the job's row.
+        # The limits, counting every instance's jobs (this one's too), in the transaction that stores the row.
         create = CreateJob(job_id, scenario, session_id, params, total, self.identity, self.max_jobs, allow_concurrent)
         try:
             job: dict[str, Any] = await self.service.store.write(create)
