@@ -188,7 +188,10 @@ async def test_a_bologna_coppia_job_trains_both_agents_and_publishes_them(
             await watcher.until("training_progress")
             answer = (await client.post("/api/training/stop", json={"job_id": stopping["job_id"]})).json()
             stopped = (await watcher.until("training_stopped"))["data"]
-    assert answer["data"]["status"] == "stopped"
+        # The answer waits 4 s for the two networks' checkpoint; a loaded machine may take longer, so say nothing
+        # of time here: either answer is right, and the row ends `stopped` either way.
+        assert answer["data"]["status"] in ("stopped", "stopping"), answer
+        assert (await ended(client, stopping["job_id"]))["status"] == "stopped"
     kept = Path(stopped["checkpoint"])
     assert kept.name.startswith("checkpoint_episode_")
     assert {"high_agent.pt", "low_agent.pt", "model.json"} <= {p.name for p in kept.iterdir()}
