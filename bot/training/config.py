@@ -67,17 +67,32 @@ class TrainingConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainingConfig:
         """Flat settings, or the original design's sectioned file (`training:`, `rl:`; see SECTIONED)."""
-        try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except OSError as exc:
-            raise TrainingConfigError(f"config {str(path)!r} cannot be read: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise TrainingConfigError(f"config {str(path)!r} is not valid YAML: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise TrainingConfigError(f"config {str(path)!r} must be a mapping of settings, got {type(raw).__name__}")
+        raw = read_mapping(path)
         if any(isinstance(raw.get(section), dict) for section in SECTIONS):
             raw = flatten_sections(raw, source=str(path))
         return validate(raw, source=str(path))
+
+
+def read_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML file of settings; every fault is one line (a job's error shows its last line) naming where."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise TrainingConfigError(f"config {str(path)!r} cannot be read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise TrainingConfigError(f"config {str(path)!r} is not valid YAML: {_one_line(exc)}") from exc
+    if not isinstance(raw, dict):
+        raise TrainingConfigError(f"config {str(path)!r} must be a mapping of settings, got {type(raw).__name__}")
+    return raw
+
+
+def _one_line(exc: yaml.YAMLError) -> str:
+    """YAML's fault without its quoted lines and caret: what is wrong, at which line and column (from 1)."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return " ".join(str(exc).split())
+    mark = exc.problem_mark
+    what = " ".join(part for part in (exc.context, exc.problem) if part)
+    return f"{what} at line {mark.line + 1}, column {mark.column + 1}"
 
 
 _ADAPTER = TypeAdapter(TrainingConfig)

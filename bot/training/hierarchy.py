@@ -33,11 +33,10 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 import torch
-import yaml  # type: ignore[import-untyped]
 from pydantic import TypeAdapter, ValidationError
 
 from bot.training.agent import DQNAgent
-from bot.training.config import TrainingConfig, TrainingConfigError, validate
+from bot.training.config import TrainingConfig, TrainingConfigError, read_mapping, validate
 from bot.training.envs import register
 from bot.training.finance import GOALS, SHARES, EpisodeFigures, HouseholdFinanceEnv, household
 from bot.training.trainer import ended_by
@@ -77,28 +76,16 @@ class HierarchyConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> HierarchyConfig:
-        return _validate(_read(path), str(path))
+        return _validate(read_mapping(path), str(path))
 
 
 def is_hierarchical(path: str | Path) -> bool:
     """Whether a scenario file asks for this trainer (`agent_type: hierarchical`); unreadable files are not."""
     try:
-        raw = _read(path)
+        raw = read_mapping(path)
     except TrainingConfigError:
         return False
     return raw.get("agent_type") == AGENT_TYPE
-
-
-def _read(path: str | Path) -> dict[str, Any]:
-    try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-    except OSError as exc:
-        raise TrainingConfigError(f"config {str(path)!r} cannot be read: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise TrainingConfigError(f"config {str(path)!r} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise TrainingConfigError(f"config {str(path)!r} must be a mapping of settings, got {type(raw).__name__}")
-    return raw
 
 
 _ADAPTER = TypeAdapter(HierarchyConfig)

@@ -15,6 +15,7 @@ import torch
 
 from bot.sdk import MetricsClient
 from bot.training import DQNAgent, Trainer, TrainingConfig, TrainingConfigError, register
+from bot.training.hierarchy import HierarchyConfig
 from tests.conftest import LiveServer
 from tests.sdk.test_client import history
 
@@ -126,6 +127,18 @@ def test_a_bad_setting_is_named(tmp_path: Path, content: str, needle: str) -> No
     path.write_text(content)
     with pytest.raises(TrainingConfigError, match=needle):
         TrainingConfig.from_yaml(path)
+
+
+@pytest.mark.parametrize("reader", [TrainingConfig.from_yaml, HierarchyConfig.from_yaml])
+def test_broken_yaml_is_one_line_naming_where(tmp_path: Path, reader: Any) -> None:
+    """A job's error shows its last line: YAML's own message ends with a caret under the fault, on a line
+    of its own, which is all a user saw. The message is one line naming the line and column."""
+    path = tmp_path / "bad.yaml"
+    path.write_text("env: [CartPole\n  lr: 0.1\n")
+    with pytest.raises(TrainingConfigError) as caught:
+        reader(path)
+    message = str(caught.value)
+    assert "\n" not in message and "line 2, column 5" in message and "not valid YAML" in message, message
 
 
 async def test_a_run_pushes_every_episode_decisions_and_status(live: LiveServer, tmp_path: Path) -> None:
