@@ -94,7 +94,7 @@ async def open_parts(
     service = TrainingService(store, broker, publisher, bounds)
     hub = Hub(
         broker,
-        read_after=service.read_after,
+        read_after=service.read_incarnation_after,
         last_seqs=service.last_seqs,
         max_per_session=settings.max_connections_per_session,
         max_total=settings.max_total_connections,

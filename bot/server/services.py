@@ -237,7 +237,20 @@ class TrainingService:
         _, frames = await self.store.read(read_history, session_id, where, limit)
         return frames
 
-    async def last_seqs(self, session_ids: list[str]) -> dict[str, int]:
+    async def read_incarnation_after(
+        self, session_id: str, epoch: str, after_seq: int, limit: int
+    ) -> list[tuple[int, str, str]] | None:
+        """The hub's gap repair: stored frames of the incarnation `epoch` after `after_seq`, read with the
+        session's row in one read. None once that incarnation is gone (deleted, maybe created again): its seqs
+        say nothing about another incarnation's, whose frames must never follow its own."""
+        try:
+            session, frames = await self.store.read(read_history, session_id, MessageFilter(after_seq=after_seq), limit)
+        except SessionNotFoundError:
+            return None
+        return frames if session["epoch"] == epoch else None
+
+    async def last_seqs(self, session_ids: list[str]) -> dict[str, tuple[int, str]]:
+        """(last seq, epoch) of each watched session that still exists."""
         return await self.store.read(read_last_seqs, session_ids)
 
 

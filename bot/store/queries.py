@@ -182,11 +182,14 @@ def _from_rollups(
     return [chosen[seq] for seq in sorted(chosen)], summary.total, summary.nan_count
 
 
-def read_last_seqs(conn: Connection, session_ids: list[str]) -> dict[str, int]:
+def read_last_seqs(conn: Connection, session_ids: list[str]) -> dict[str, tuple[int, str]]:
+    """(last seq, epoch) of each session that exists: the epoch says which incarnation the seq belongs to."""
     rows = conn.execute(
-        select(sessions.c.session_id, sessions.c.last_seq).where(sessions.c.session_id.in_(session_ids))
+        select(sessions.c.session_id, sessions.c.last_seq, sessions.c.epoch).where(
+            sessions.c.session_id.in_(session_ids)
+        )
     )
-    return {session_id: int(last_seq) for session_id, last_seq in rows}
+    return {session_id: (int(last_seq), epoch) for session_id, last_seq, epoch in rows}
 
 
 def ping(conn: Connection) -> None:

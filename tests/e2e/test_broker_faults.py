@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import httpx
+import orjson
 import pytest
+import websockets
 
 from bot.config import Settings
 from tests.conftest import TIMEOUT, PrivateRedis, connect_and_sync, create_session, recv_data
@@ -124,3 +127,35 @@ async def test_a_killed_pubsub_connection_loses_nothing(
         await health_until(client, "ok")
         assert await push(client, session_id, 6) == 6
         assert [m["seq"] for m in await recv_data(ws, 1)] == [6]
+
+
+@pytest.mark.parametrize("recreated", [True, False], ids=["recreated", "deleted"])
+async def test_a_session_deleted_while_an_instance_is_cut_off_never_feeds_its_spectators_another_run(
+    server_factory: Any, postgres_url: str, private_redis: PrivateRedis, spectators: Any, recreated: bool
+) -> None:
+    """Two instances; A's Redis connections fall silent (its `session_deleted` frame is lost). B deletes the
+    session (and creates it again, and pushes): A's spectator of the old incarnation is closed with 4410 by
+    A's own look at the store, and is never fed the new incarnation's seqs as if they followed its own."""
+    settings = Settings(database_url=postgres_url, ingest_processes=0, broker_probe_interval=60.0)
+    async with FaultProxy(private_redis.port) as proxy:
+        a = await server_factory(settings.model_copy(update={"redis_url": proxy.url}))
+        b = await server_factory(settings.model_copy(update={"redis_url": private_redis.url}))
+        async with httpx.AsyncClient(base_url=b.url, timeout=TIMEOUT) as on_b:
+            session_id = await create_session(on_b, "cut-off")
+            ws = await connect_and_sync(spectators, a.ws_url(session_id))
+            assert [await push(on_b, session_id, episode) for episode in (1, 2)] == [1, 2]
+            assert [m["seq"] for m in await recv_data(ws, 2)] == [1, 2]
+            assert proxy.silence(lambda sent: True) >= 1  # every connection A has to Redis
+            assert (await on_b.delete(f"/api/training/sessions/{session_id}")).status_code == 200
+            if recreated:
+                await create_session(on_b, "cut-off")
+                assert [await push(on_b, session_id, 100 + episode) for episode in range(1, 7)] == list(range(1, 7))
+            fed: list[dict[str, Any]] = []
+            async with asyncio.timeout(TIMEOUT):
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    while True:
+                        message = orjson.loads(await ws.recv())
+                        if message.get("seq") is not None:
+                            fed.append(message)
+            assert ws.close_code == 4410, (ws.close_code, ws.close_reason)
+            assert fed == [], fed  # nothing of the new incarnation, and nothing after the old one's seq 2

@@ -23,6 +23,7 @@ TYPES = ["training_metrics"]
 class FakeStore:
     def __init__(self) -> None:
         self.frames: list[tuple[int, str, str]] = []
+        self.epoch: str | None = "e1"  # the incarnation stored now; None: the session is deleted
 
     def commit(self, count: int) -> list[tuple[int, str, str]]:
         start = len(self.frames) + 1
@@ -30,11 +31,22 @@ class FakeStore:
         self.frames.extend(new)
         return new
 
-    async def read_after(self, session_id: str, after: int, limit: int) -> list[tuple[int, str, str]]:
+    def recreate(self, epoch: str | None) -> None:
+        """The session deleted (None) or deleted and created again as incarnation `epoch`."""
+        self.frames.clear()
+        self.epoch = epoch
+
+    async def read_after(
+        self, session_id: str, epoch: str, after: int, limit: int
+    ) -> list[tuple[int, str, str]] | None:
+        if epoch != self.epoch:
+            return None
         return [f for f in self.frames if f[0] > after][:limit]
 
-    async def last_seqs(self, session_ids: list[str]) -> dict[str, int]:
-        return {session_id: len(self.frames) for session_id in session_ids}
+    async def last_seqs(self, session_ids: list[str]) -> dict[str, tuple[int, str]]:
+        if self.epoch is None:
+            return {}
+        return {session_id: (len(self.frames), self.epoch) for session_id in session_ids}
 
 
 @pytest.fixture
@@ -106,7 +118,7 @@ async def test_a_recreated_session_starts_with_fresh_delivery_state(
     async with asyncio.timeout(5):
         while old.close_request is None:
             await asyncio.sleep(0.01)
-    store.frames.clear()
+    store.recreate("e2")
     new = await watching(hub, ("t2", "e2"))
     await publish(broker, store.commit(3))
     assert await received(new, 3) == [1, 2, 3]
@@ -122,7 +134,7 @@ async def test_a_spectator_of_a_newer_incarnation_retires_the_old_state(
     old = await watching(hub, ("t1", "e1"))
     await publish(broker, store.commit(5))
     await received(old, 5)
-    store.frames.clear()
+    store.recreate("e2")
     new = await watching(hub, ("t2", "e2"))
     assert old.close_request is not None and old.close_request[0] == 4410
     await publish(broker, store.commit(2))
@@ -130,6 +142,26 @@ async def test_a_spectator_of_a_newer_incarnation_retires_the_old_state(
     with pytest.raises(HubFullError) as refused:
         hub.add(Spectator("s", None, 1000, TYPES, ("t1", "e1")))
     assert refused.value.code == 4410
+
+
+@pytest.mark.parametrize("epoch", ["e2", None], ids=["recreated", "deleted"])
+async def test_an_incarnation_gone_while_its_deleted_frame_was_lost_is_retired_not_fed_another(
+    setup: tuple[Hub, MemoryBroker, FakeStore], epoch: str | None
+) -> None:
+    """The broker lost the `session_deleted` frame (and the new incarnation's frames): the watchdog's look at
+    the store finds another epoch, or none, and closes the old incarnation's spectators with 4410; the new
+    incarnation's seqs, past the old one's, are never read for them."""
+    hub, broker, store = setup
+    old = await watching(hub, ("t1", "e1"))
+    await publish(broker, store.commit(3))
+    assert await received(old, 3) == [1, 2, 3]
+    store.recreate(epoch)
+    store.commit(6)  # 1..6 of the new incarnation (or nothing read, if deleted): only in the store
+    async with asyncio.timeout(5):
+        while old.close_request is None:
+            await asyncio.sleep(0.01)
+    assert old.close_request[0] == 4410
+    assert [seq for seq, _ in old.queue.items if seq != CONTROL] == [1, 2, 3]
 
 
 async def test_past_the_announce_limit_counts_are_sent_once_per_interval(

@@ -12,7 +12,9 @@ fresh, so its seq 1, 2, 3 are never taken for duplicates of the old one's.
 Order: the hub remembers the last seq it delivered per session. A frame that arrives ahead of a gap
 waits `gap_wait` seconds for the missing ones and then the gap is read from the store; a frame at or
 below the delivered seq is a duplicate and dropped. A periodic look at each watched session's last
-seq in the store catches frames the broker lost at the tail (crash between commit and publish).
+seq in the store catches frames the broker lost at the tail (crash between commit and publish), and its
+epoch an incarnation deleted while the broker lost its `session_deleted` frame: a repair reads only the
+incarnation its spectators watch.
 
 Subscribing: the first spectator of a session subscribes to its channel and reads the session's last seq,
 from which the hub delivers. A subscribe the broker refuses (Redis away) is logged and tried again by the
@@ -39,8 +41,10 @@ from bot.server.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 
-ReadAfter = Callable[[str, int, int], Awaitable[list[tuple[int, str, str]]]]
-LastSeqs = Callable[[list[str]], Awaitable[dict[str, int]]]
+# (session id, epoch, after seq, limit) -> that incarnation's stored frames, or None once it is gone
+ReadAfter = Callable[[str, str, int, int], Awaitable[list[tuple[int, str, str]] | None]]
+# session ids -> (last seq, epoch) of each that exists
+LastSeqs = Callable[[list[str]], Awaitable[dict[str, tuple[int, str]]]]
 
 REPAIR_PAGE = 1000
 ANNOUNCE_LIMIT = 100  # spectators of one session up to which each join and leave is announced
@@ -207,7 +211,10 @@ class Hub:
         await self._subscribe(session_id, watched)
         # Read after subscribing: anything committed later reaches us through the broker or a repair. Never
         # guessed: delivering from 0 would send every spectator the whole session again, 1,000 frames a turn.
-        watched.delivered = (await self._last_seqs([session_id])).get(session_id, 0)
+        last_seq = self._last_seq_of(session_id, watched, await self._last_seqs([session_id]))
+        if last_seq is None:
+            return
+        watched.delivered = last_seq
         self._drain_pending(session_id, watched)
         self._settle(watched)
 
@@ -272,6 +279,22 @@ class Hub:
             watched.repair.cancel()
         for spectator in watched.spectators.values():
             spectator.request_close(CLOSE_SESSION_DELETED, "session deleted")
+
+    def _last_seq_of(self, session_id: str, watched: _Watched, last: dict[str, tuple[int, str]]) -> int | None:
+        """The store's last seq of this state's incarnation, from `last` (session id -> (last seq, epoch)).
+        None when that incarnation is gone: the session was deleted (and maybe created again) while its
+        `session_deleted` frame was lost (the broker away), and the state is retired then."""
+        found = last.get(session_id)
+        if found is not None and found[1] == watched.incarnation[1]:
+            return found[0]
+        self._incarnation_gone(session_id, watched)
+        return None
+
+    def _incarnation_gone(self, session_id: str, watched: _Watched) -> None:
+        """The incarnation is gone from the store: its spectators are closed with 4410, never fed another's
+        seqs as if they followed their own."""
+        if self._sessions.get(session_id) is watched:
+            self._retire(session_id, watched)
 
     def _settle(self, watched: _Watched) -> None:
         """After a burst of offers: bound every queue, evict spectators that stayed behind too long."""
@@ -388,7 +411,10 @@ class Hub:
         try:
             while self._sessions.get(session_id) is watched:
                 self._drain_pending(session_id, watched)
-                rows = await self._read_after(session_id, watched.delivered, REPAIR_PAGE)
+                rows = await self._read_after(session_id, watched.incarnation[1], watched.delivered, REPAIR_PAGE)
+                if rows is None:
+                    self._incarnation_gone(session_id, watched)
+                    return
                 for seq, message_type, frame in rows:
                     if seq == watched.delivered + 1:
                         self._deliver(watched, seq, message_type, frame)
@@ -418,15 +444,17 @@ class Hub:
                 # A task of its own: while the broker is away each try takes its timeout, and the repairs below
                 # are then the spectators' only feed.
                 self._resubscribe = asyncio.create_task(self._subscribe_again(), name="tms-hub-resubscribe")
-            ready = [sid for sid, w in self._sessions.items() if w.delivered >= 0]
+            ready = {sid: w for sid, w in self._sessions.items() if w.delivered >= 0}
             if not ready:
                 continue
             try:
-                last = await self._last_seqs(ready)
+                last = await self._last_seqs(list(ready))
             except Exception:
                 logger.exception("hub: reading last seqs failed")
                 continue
-            for session_id, last_seq in last.items():
-                watched = self._sessions.get(session_id)
-                if watched is not None and last_seq > watched.delivered >= 0:
+            for session_id, watched in ready.items():
+                if self._sessions.get(session_id) is not watched:
+                    continue  # retired, or left, while the store was read
+                last_seq = self._last_seq_of(session_id, watched, last)
+                if last_seq is not None and last_seq > watched.delivered:
                     self._schedule_repair(session_id, watched, 0)
