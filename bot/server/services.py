@@ -83,7 +83,7 @@ class TrainingService:
     def _publish(self, published: list[Published]) -> None:
         # Called by the group commit after the commit, before the requests are answered; hands the frames
         # to the publisher and returns at once: one broker message per job, its frames in seq order.
-        self.publisher.submit([(channel_for(item.session_id), item.frames) for item in published])
+        self.publisher.submit([(channel_for(item.session_id, item.epoch), item.frames) for item in published])
 
     def broker_problem(self) -> str | None:
         """Why live frames may not be going through the broker (spectators then get them from the store)."""

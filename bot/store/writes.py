@@ -50,6 +50,7 @@ class Published:
     seq 0 marks a control frame (not stored)."""
 
     session_id: str
+    epoch: str  # the session's incarnation: its frames travel on a channel of its own
     frames: Sequence[tuple[int, str, str]]
 
 
@@ -228,7 +229,7 @@ def _change_status(
             session_pk=session.pk, seq=row.last_seq, type="training_status", ts=now, received=received, data=data
         )
     )
-    return row, [Published(session_id, [(row.last_seq, "training_status", frame)])]
+    return row, [Published(session_id, row.epoch, [(row.last_seq, "training_status", frame)])]
 
 
 def _wake_if_stale(conn: Connection, session: Any, session_id: str, now: float) -> list[Published]:
@@ -295,9 +296,9 @@ def delete_session_rows(conn: Connection, pk: int) -> None:
     conn.execute(delete(sessions).where(sessions.c.pk == pk))
 
 
-def deleted_frame(session_id: str, reason: str, now: float) -> Published:
+def deleted_frame(session_id: str, epoch: str, reason: str, now: float) -> Published:
     frame = control_frame("session_deleted", session_id, {"reason": reason}, now)
-    return Published(session_id, [(0, "session_deleted", frame)])
+    return Published(session_id, epoch, [(0, "session_deleted", frame)])
 
 
 @dataclass
@@ -305,8 +306,9 @@ class DeleteSession(Job):
     session_id: str
 
     def apply(self, conn: Connection, now: float) -> Applied:
-        delete_session_rows(conn, _session(conn, self.session_id).pk)
-        return Applied(True, [deleted_frame(self.session_id, "session deleted", now)])
+        session = _session(conn, self.session_id)
+        delete_session_rows(conn, session.pk)
+        return Applied(True, [deleted_frame(self.session_id, session.epoch, "session deleted", now)])
 
 
 @dataclass
@@ -317,13 +319,14 @@ class DeleteEndedSessions(Job):
 
     def apply(self, conn: Connection, now: float) -> Applied:
         rows = conn.execute(
-            select(sessions.c.pk, sessions.c.session_id).where(
+            select(sessions.c.pk, sessions.c.session_id, sessions.c.epoch).where(
                 sessions.c.ended_at.is_not(None), sessions.c.ended_at < self.cutoff
             )
         ).all()
         for row in rows:
             delete_session_rows(conn, row.pk)
-        return Applied(len(rows), [deleted_frame(row.session_id, "session expired (retention)", now) for row in rows])
+        reason = "session expired (retention)"
+        return Applied(len(rows), [deleted_frame(row.session_id, row.epoch, reason, now) for row in rows])
 
 
 @dataclass
@@ -392,7 +395,8 @@ class Ingest(Job):
                     last_seq=last_seq,
                 )
             )
-        published = Published(self.session_id, FrameRun(kind, self.session_id, first_seq, received, batch.data))
+        frames = FrameRun(kind, self.session_id, first_seq, received, batch.data)
+        published = Published(self.session_id, session.epoch, frames)
         return Applied(IngestResult(self.session_id, first_seq, last_seq, n, duplicate=False), [*woken, published])
 
 

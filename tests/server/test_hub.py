@@ -81,9 +81,9 @@ async def received(spectator: Spectator, count: int) -> list[int]:
     return [seq for seq, _ in spectator.queue.items]
 
 
-async def publish(broker: MemoryBroker, frames: list[tuple[int, str, str]]) -> None:
+async def publish(broker: MemoryBroker, frames: list[tuple[int, str, str]], epoch: str = "e1") -> None:
     for frame in frames:
-        await broker.publish(channel_for("s"), [frame])
+        await broker.publish(channel_for("s", epoch), [frame])
 
 
 async def test_reordered_and_duplicated_frames_are_delivered_in_order_once(
@@ -114,13 +114,13 @@ async def test_a_recreated_session_starts_with_fresh_delivery_state(
     old = await watching(hub, ("t1", "e1"))
     await publish(broker, store.commit(10))
     assert await received(old, 10) == list(range(1, 11))
-    await broker.publish(channel_for("s"), [(0, "session_deleted", "{}")])
+    await broker.publish(channel_for("s", "e1"), [(0, "session_deleted", "{}")])
     async with asyncio.timeout(5):
         while old.close_request is None:
             await asyncio.sleep(0.01)
     store.recreate("e2")
     new = await watching(hub, ("t2", "e2"))
-    await publish(broker, store.commit(3))
+    await publish(broker, store.commit(3), "e2")
     assert await received(new, 3) == [1, 2, 3]
     assert [seq for seq, _ in old.queue.items] == list(range(1, 11))
 
@@ -137,11 +137,36 @@ async def test_a_spectator_of_a_newer_incarnation_retires_the_old_state(
     store.recreate("e2")
     new = await watching(hub, ("t2", "e2"))
     assert old.close_request is not None and old.close_request[0] == 4410
-    await publish(broker, store.commit(2))
+    await publish(broker, store.commit(2), "e2")
     assert await received(new, 2) == [1, 2]
     with pytest.raises(HubFullError) as refused:
         hub.add(Spectator("s", None, 1000, TYPES, ("t1", "e1")))
     assert refused.value.code == 4410
+
+
+async def test_the_next_incarnations_frames_never_reach_the_last_ones_spectators_through_the_broker() -> None:
+    """The broker lost the `session_deleted` frame, then carries the next incarnation's seqs 4, 5, 6 (a
+    subscription rebuilt meanwhile): on a channel per incarnation, the old incarnation's spectators never take
+    them for the ones after their own 1, 2, 3, even before the watchdog's look at the store."""
+    store = FakeStore()
+    async with MemoryBroker() as broker:
+        hub = Hub(
+            broker,
+            read_after=store.read_after,
+            last_seqs=store.last_seqs,
+            max_per_session=10,
+            max_total=10,
+            slow_timeout=60,
+            repair_interval=3600,  # no watchdog pass in this test
+        )
+        async with hub:
+            old = await watching(hub, ("t1", "e1"))
+            await publish(broker, store.commit(3))
+            assert await received(old, 3) == [1, 2, 3]
+            await publish(broker, [(seq, "training_metrics", f"next-{seq}") for seq in (4, 5, 6)], "e2")
+            await publish(broker, [(4, "training_metrics", "frame-4")])  # its own channel still works
+            assert await received(old, 4) == [1, 2, 3, 4]
+            assert [frame for _, frame in old.queue.items][-1] == "frame-4"
 
 
 @pytest.mark.parametrize("epoch", ["e2", None], ids=["recreated", "deleted"])

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from bot.server.broker.base import CHANNEL_PREFIX, Broker, BrokerUnavailableError, channel_for
+from bot.server.broker.base import CHANNEL_PREFIX, Broker, BrokerUnavailableError, channel_for, parse_channel
 from bot.server.broker.memory import MemoryBroker
 from bot.server.supervisor import Supervisor
 
-__all__ = ["CHANNEL_PREFIX", "Broker", "BrokerUnavailableError", "MemoryBroker", "broker_from_url", "channel_for"]
+__all__ = [
+    "CHANNEL_PREFIX",
+    "Broker",
+    "BrokerUnavailableError",
+    "MemoryBroker",
+    "broker_from_url",
+    "channel_for",
+    "parse_channel",
+]
 
 
 def broker_from_url(

@@ -15,9 +15,17 @@ Frame = tuple[int, str, str]
 CHANNEL_PREFIX = "tms:session:"
 
 
-def channel_for(session_id: str) -> str:
-    """The channel a session's frames travel on (services publish there, hubs subscribe)."""
-    return CHANNEL_PREFIX + session_id
+def channel_for(session_id: str, epoch: str) -> str:
+    """The channel an incarnation of a session (its epoch) has its frames travel on: services publish there,
+    hubs subscribe. One per incarnation, so that a hub that missed a `session_deleted` frame never takes the
+    next incarnation's seqs for the ones after its own."""
+    return f"{CHANNEL_PREFIX}{epoch}:{session_id}"
+
+
+def parse_channel(channel: str) -> tuple[str, str]:
+    """(session id, epoch) of a channel made by channel_for (an epoch is hex: no colon in it)."""
+    epoch, _, session_id = channel[len(CHANNEL_PREFIX) :].partition(":")
+    return session_id, epoch
 
 
 class Broker(Protocol):

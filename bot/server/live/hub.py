@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Self
 
 from bot.frames import control_frame
-from bot.server.broker import CHANNEL_PREFIX, Broker, BrokerUnavailableError, channel_for
+from bot.server.broker import Broker, BrokerUnavailableError, channel_for, parse_channel
 from bot.server.live.closes import CLOSE_GOING_AWAY, CLOSE_SESSION_DELETED, CLOSE_TOO_MANY, CLOSE_TRY_AGAIN_LATER
 from bot.server.live.direct import WireFrames
 from bot.server.live.spectator import CONTROL, Spectator
@@ -219,10 +219,11 @@ class Hub:
         self._settle(watched)
 
     async def _subscribe(self, session_id: str, watched: _Watched, retry: bool = False) -> None:
-        """Subscribe to the session's channel. A refusal is logged (a retry's only once it works), not raised:
-        the spectators are served from the store meanwhile, and the watchdog tries again."""
+        """Subscribe to the incarnation's channel. A refusal is logged (a retry's only once it works), not
+        raised: the spectators are served from the store meanwhile, and the watchdog tries again."""
+        channel = channel_for(session_id, watched.incarnation[1])
         try:
-            await self._broker.subscribe(channel_for(session_id))
+            await self._broker.subscribe(channel)
         except BrokerUnavailableError as exc:
             if not retry:
                 logger.warning(
@@ -236,9 +237,9 @@ class Hub:
         if retry:
             logger.info("hub: subscribed to session %r again", session_id, extra={"session_id": session_id})
         watched.subscribed = True
-        if session_id not in self._sessions:
-            with contextlib.suppress(BrokerUnavailableError):  # everyone left meanwhile
-                await self._broker.unsubscribe(channel_for(session_id))
+        if self._sessions.get(session_id) is not watched:
+            with contextlib.suppress(BrokerUnavailableError):  # everyone left meanwhile, or it was retired
+                await self._broker.unsubscribe(channel)
 
     async def remove(self, spectator: Spectator) -> None:
         watched = self._watching.pop(spectator.id, None)
@@ -259,18 +260,22 @@ class Hub:
             for task in (watched.repair, watched.start):
                 if task is not None:
                     task.cancel()
-        elif session_id in self._sessions:
-            return  # the last of a retired incarnation; the current one still needs the channel
+        channel = channel_for(session_id, watched.incarnation[1])  # a retired incarnation's too: its own
         try:
-            await self._broker.unsubscribe(channel_for(session_id))
-            if session_id in self._sessions:  # someone joined while we unsubscribed
-                await self._broker.subscribe(channel_for(session_id))
+            await self._broker.unsubscribe(channel)
+            if self._rejoined(session_id, watched) is not None:  # someone joined it while we unsubscribed
+                await self._broker.subscribe(channel)
         except BrokerUnavailableError as exc:
             # Nothing to tell the spectator that left; one still watching is repaired from the store, and its
             # subscription is made again by the watchdog.
             logger.warning("hub: %s (spectator %s of session %r left)", exc, spectator.id, session_id)
-            if (rejoined := self._sessions.get(session_id)) is not None:
+            if (rejoined := self._rejoined(session_id, watched)) is not None:
                 rejoined.subscribed = False
+
+    def _rejoined(self, session_id: str, left: _Watched) -> _Watched | None:
+        """The state of spectators that joined the incarnation `left` was the state of, after it was dropped."""
+        watched = self._sessions.get(session_id)
+        return watched if watched is not None and watched.incarnation == left.incarnation else None
 
     def _retire(self, session_id: str, watched: _Watched) -> None:
         """The incarnation is gone: its spectators are closed, and its state no longer takes frames."""
@@ -346,27 +351,22 @@ class Hub:
     # -- frames -------------------------------------------------------------------------------------
 
     async def _consume(self) -> None:
-        prefix = len(CHANNEL_PREFIX)
         async for channel, frames in self._broker.events():
             try:
-                session_id = channel[prefix:]
+                session_id, epoch = parse_channel(channel)
+                watched = self._sessions.get(session_id)
+                if watched is None or watched.incarnation[1] != epoch:
+                    continue  # another incarnation's (a retired one's, unsubscribing): never this one's seqs
                 for seq, message_type, frame in frames:
-                    self._dispatch(session_id, seq, message_type, frame)
-                if (watched := self._sessions.get(session_id)) is not None:
+                    self._dispatch(session_id, watched, seq, message_type, frame)
+                if self._sessions.get(session_id) is watched:
                     self._settle(watched)
             except Exception:
                 logger.exception("hub: skipped a frame on %s", channel)
 
-    def dispatch(self, session_id: str, seq: int, message_type: str, frame: str) -> None:
-        """One frame from the broker, as a burst of its own."""
-        self._dispatch(session_id, seq, message_type, frame)
-        if (watched := self._sessions.get(session_id)) is not None:
-            self._settle(watched)
-
-    def _dispatch(self, session_id: str, seq: int, message_type: str, frame: str) -> None:
-        watched = self._sessions.get(session_id)
-        if watched is None:
-            return
+    def _dispatch(self, session_id: str, watched: _Watched, seq: int, message_type: str, frame: str) -> None:
+        if self._sessions.get(session_id) is not watched:
+            return  # retired by an earlier frame of the same message
         if seq == CONTROL:
             self._control(session_id, watched, message_type, frame)
         elif watched.delivered < 0 or seq > watched.delivered + 1:
