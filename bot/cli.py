@@ -81,14 +81,14 @@ def sync(args: argparse.Namespace) -> int:
     import httpx
 
     from bot.sdk import Spool, default_spool_dir, upload_spool
+    from bot.sdk.client import auth_headers
 
     spool = Spool(Path(args.path) if args.path else default_spool_dir())
     urls = [args.url] if args.url else spool.urls()
     remaining = 0
     for url in urls:
-        key = os.environ.get("TMS_API_KEY")  # a server with auth on: a write key
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        with httpx.Client(base_url=url, timeout=10.0, headers=headers) as http:
+        # A server with auth on: a write key, in TMS_API_KEY.
+        with httpx.Client(base_url=url, timeout=10.0, headers=auth_headers()) as http:
             report = upload_spool(http, spool, url)
         remaining += report.remaining
         busy = " (another process is uploading them)" if report.busy else ""

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import httpx
 
 from bot.sdk import FlushResult, MetricsClient, Run
+from bot.sdk.client import auth_headers
 from bot.sdk.errors import ServerUnavailableError, raise_for_response
 
 
@@ -151,9 +152,11 @@ class MetricsCollector:
 class SpectatorManagerIntegration:
     """Training sessions with spectator rooms: a code to join by, optionally a password, a size limit."""
 
-    def __init__(self, server: str | HasURL, spectator_manager: Any = None) -> None:
+    def __init__(self, server: str | HasURL, spectator_manager: Any = None, *, api_key: str | None = None) -> None:
+        """`api_key`: sent as a Bearer token (default: the TMS_API_KEY environment variable), as the SDK sends it."""
         self.url = server_url(server)
         self.spectator_manager = spectator_manager
+        self.headers = auth_headers(api_key)
 
     async def create_integrated_session(
         self,
@@ -173,7 +176,7 @@ class SpectatorManagerIntegration:
             "room": {"max_spectators": max_spectators, "password_protected": password_protected},
         }
         try:
-            async with httpx.AsyncClient(base_url=self.url, timeout=10.0) as http:
+            async with httpx.AsyncClient(base_url=self.url, headers=self.headers, timeout=10.0) as http:
                 body = {k: v for k, v in body.items() if v is not None}
                 response = await http.post("/api/training/sessions", json=body)
         except httpx.HTTPError as exc:

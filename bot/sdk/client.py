@@ -55,6 +55,13 @@ class FlushResult:
         return self.delivered
 
 
+def auth_headers(api_key: str | None = None) -> dict[str, str]:
+    """The Authorization header for `api_key`, else TMS_API_KEY, else none: every part of the SDK (the clients,
+    the integration adapters, `bot sync`) finds its credential the same way."""
+    api_key = api_key or os.environ.get("TMS_API_KEY")
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
 class MetricsClient:
     """One connection to one server, shared by any number of runs (sessions)."""
 
@@ -88,11 +95,9 @@ class MetricsClient:
                 answer (for data: `first_seq`, `last_seq`, `duplicate`); for audits and tests.
             transport: an httpx transport, for tests or custom networking.
         """
-        api_key = api_key or os.environ.get("TMS_API_KEY")
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.url = url
         self.flush_timeout = flush_timeout
-        self._http = httpx.Client(base_url=url, headers=headers, timeout=timeout, transport=transport)
+        self._http = httpx.Client(base_url=url, headers=auth_headers(api_key), timeout=timeout, transport=transport)
         self.spool = Spool(spool_dir)
         self._sender = Sender(
             self._http,

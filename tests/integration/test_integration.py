@@ -197,6 +197,29 @@ async def test_integration_errors_are_the_sdks_own(live: LiveServer) -> None:
     assert refused.value.status == 409 and not isinstance(refused.value, ServerUnavailableError)
 
 
+async def test_spectator_manager_integration_takes_a_key_as_the_sdk_does(
+    server_factory: Any, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With auth on, SpectatorManagerIntegration sends its credential as the SDK does: `api_key=`, else
+    TMS_API_KEY; without either the server's 401 is the SDK's ServerError."""
+    from bot.sdk import ServerError
+    from tests.e2e.test_auth import SECRET, keys
+
+    live = await server_factory(settings.model_copy(update={"enable_auth": True, "jwt_secret_key": SECRET}))
+    (writer,) = keys(settings.database_url, (["write"], None))
+    monkeypatch.delenv("TMS_API_KEY", raising=False)
+    with pytest.raises(ServerError) as refused:
+        await SpectatorManagerIntegration(live.url).create_integrated_session("no-key", 1, "PPO", 10)
+    assert refused.value.status == 401
+    room = await SpectatorManagerIntegration(live.url, api_key=writer).create_integrated_session(
+        "by-argument", max_spectators=3, password_protected=True
+    )
+    assert room["session_id"] == "by-argument" and room["room_password"]
+    monkeypatch.setenv("TMS_API_KEY", writer)
+    room = await SpectatorManagerIntegration(live.url).create_integrated_session("by-environment")
+    assert room["session_id"] == "by-environment" and room["room_code"]
+
+
 async def test_the_original_import_paths_serve_and_integrate(tmp_path: Path) -> None:
     """Code written against the original design's modules runs: the server from bot.rl_bot_system.server
     with its nested configuration, an engine through bot.rl_bot_system.server.integration."""
