@@ -96,6 +96,12 @@ def sync(args: argparse.Namespace) -> int:
             f"bot sync: {url}: delivered {report.delivered}, rejected {report.rejected}, "
             f"remaining {report.remaining}{busy}"
         )
+        if report.refused_credential:  # kept in the spool: the same command with a good key sends them
+            print(
+                f"bot sync: the server at {url} refused the credential ({report.refused_credential}): "
+                f"set TMS_API_KEY to a key with the write scope and run it again",
+                file=sys.stderr,
+            )
     if not urls:
         print(f"bot sync: nothing to send in {spool.path}")
     dead = len(spool.dead_letters())

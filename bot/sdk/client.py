@@ -181,6 +181,12 @@ class MetricsClient:
         """The server's reason for the latest refused batch."""
         return self._sender.last_rejection
 
+    @property
+    def credential_refused(self) -> str | None:
+        """Why the server refuses this client's credential (401 or 403), while it does. That is no refusal of
+        the data: the batches are kept, retried with back-off and spooled at exit, for a good key to deliver."""
+        return self._sender.credential_refused
+
     def _settle(self) -> None:
         """A run's exit: deliver for at most flush_timeout; what is left is in the spool on return."""
         self._sender.settle(time.monotonic() + self.flush_timeout)

@@ -28,7 +28,9 @@ PATHS = {"training_metrics": "metrics", "bot_decision": "bot_decision", "graph_u
 class Outcome(Enum):
     DELIVERED = "delivered"
     RETRY = "retry"  # the server is away or failing: keep the record and try later
-    REJECTED = "rejected"  # the server refused it (4xx): dead-letter, never retry
+    UNAUTHORIZED = "unauthorized"  # 401: no credential, or one not valid (unknown, revoked, expired): keep it
+    FORBIDDEN = "forbidden"  # 403: this credential may not write this session (its scope or session): keep it
+    REJECTED = "rejected"  # the server refused the data (other 4xx): dead-letter, never retry
 
 
 @dataclass
@@ -66,7 +68,22 @@ def _classify(response: httpx.Response) -> Result:
         return Result(Outcome.DELIVERED, answer=response.json() if is_json else None)
     if response.status_code in (408, 425, 429) or response.status_code >= 500:
         return Result(Outcome.RETRY, f"HTTP {response.status_code}", retry_after=_retry_after(response))
+    if response.status_code in (401, 403):
+        # The caller's credential, not the data: the write routes answer 403 for a scope or a session the key
+        # lacks, never for a room password. A good key sends the record as it is, so it is kept for one.
+        outcome = Outcome.UNAUTHORIZED if response.status_code == 401 else Outcome.FORBIDDEN
+        return Result(outcome, f"HTTP {response.status_code}: {_detail(response)}")
     return Result(Outcome.REJECTED, f"HTTP {response.status_code}: {response.text[:2000]}")
+
+
+def _detail(response: httpx.Response) -> str:
+    """The server's own words for a refusal (its JSON `detail`), short enough for one line."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    detail = body.get("detail") if isinstance(body, dict) else None
+    return detail[:200] if isinstance(detail, str) else response.text[:200]
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -81,7 +98,7 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 def deliver(http: httpx.Client, record: dict[str, Any], timeout: float | None = None) -> Result:
     """Send one record (each request within `timeout` seconds, default the client's); network errors and
-    5xx are RETRY, other 4xx are REJECTED."""
+    5xx are RETRY, 401 and 403 UNAUTHORIZED and FORBIDDEN, other 4xx REJECTED."""
     try:
         return _deliver(http, record, httpx.USE_CLIENT_DEFAULT if timeout is None else timeout)
     except httpx.HTTPError as exc:
@@ -117,6 +134,8 @@ class SyncReport:
     delivered: int = 0
     rejected: int = 0
     remaining: int = 0
+    held: int = 0  # of `remaining`, kept for another credential: all after a 401, a 403's session's records
+    refused_credential: str = ""  # why the server refused the credential (401 or 403), if it did
     busy: bool = False  # another process was uploading this server's records: left to it
     retry_after: float | None = None
     stopped: bool = False  # `should_stop` said so between two records: the rest waits, nothing failed
@@ -134,7 +153,9 @@ def upload_spool(
     should_stop: Callable[[], bool] | None = None,
 ) -> SyncReport:
     """Deliver the records spooled for the server at `url` (which `http` talks to), oldest first; stop at
-    the first RETRY and keep what is left. Records for other servers are never touched.
+    the first RETRY and keep what is left. Records for other servers are never touched. A 401 stops the upload
+    too (no record goes with that credential); a 403 keeps that session's records, in order, and the others go
+    on: a key limited to one session (a job's) must not wait behind another session's records forever.
 
     `timeout` is seconds per request, or a function asked before each (a deadline drawing nearer);
     `should_stop` is asked between two records: a sender that is closing, or has newer records to put
@@ -144,13 +165,28 @@ def upload_spool(
         return report
     if not spool.claim(url):
         return SyncReport(remaining=spool.pending(url), busy=True)
+    held: set[str] = set()  # sessions this credential may not write
     try:
-        while rows := spool.oldest(url, 100):
+        after = 0
+        while rows := spool.oldest(url, 100, after):
             for row_id, record in rows:
+                after = row_id
+                if record["session_id"] in held:
+                    report.held += 1
+                    continue
                 if should_stop is not None and should_stop():
                     report.remaining, report.stopped = spool.pending(url), True
                     return report
                 result = deliver(http, record, timeout() if callable(timeout) else timeout)
+                if result.outcome in (Outcome.UNAUTHORIZED, Outcome.FORBIDDEN):
+                    report.refused_credential = result.reason  # the caller says it: once, not per record
+                if result.outcome is Outcome.UNAUTHORIZED:
+                    report.remaining = report.held = spool.pending(url)
+                    return report
+                if result.outcome is Outcome.FORBIDDEN:
+                    held.add(record["session_id"])
+                    report.held += 1
+                    continue
                 if result.outcome is Outcome.RETRY:
                     report.remaining, report.retry_after = spool.pending(url), result.retry_after
                     return report
@@ -166,4 +202,5 @@ def upload_spool(
             spool.claim(url)  # renewed while the upload goes on
     finally:
         spool.release(url)
+    report.remaining = spool.pending(url)  # what the credential may not send (and what came meanwhile)
     return report

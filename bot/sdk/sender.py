@@ -81,6 +81,9 @@ class Sender:
         self.delivered = 0
         self.rejected = 0
         self.last_rejection: str | None = None  # the server's reason for the latest refused batch
+        self.credential_refused: str | None = None  # why the server refuses our credential, while it does
+        self._held = 0  # this server's spooled records that our credential may not send (a 401 or 403)
+        self._spool_retry_at = 0.0  # monotonic time before which those are not asked about again
         self.server_up = True
         self._thread = threading.Thread(target=self._run, name="tms-sdk-sender", daemon=True)
         self._thread.start()
@@ -100,6 +103,7 @@ class Sender:
         server asked for (Retry-After) is honoured, within `timeout`."""
         deadline = None if timeout is None else time.monotonic() + timeout
         self._retry_at = self._server_wait  # a flush tries now, not after our own backoff
+        self._spool_retry_at = 0.0
         self._wake.set()
         return self._wait(lambda: not self.pending(), deadline)
 
@@ -138,6 +142,7 @@ class Sender:
         self.exit_deadline = deadline
         self._deadline = deadline - SPILL_MARGIN  # requests from now on end before it
         self._retry_at = self._server_wait  # try now, not after our own backoff
+        self._spool_retry_at = 0.0
         self._wake.set()
         if self._wait(self._settled, self._deadline):
             return True
@@ -156,7 +161,8 @@ class Sender:
             logger.warning("metrics: the spool was not written within %.0f s more", SPILL_GRACE)
 
     def _settled(self) -> bool:
-        return not self.pending() and not self.spool.pending(self.url)
+        """Everything delivered, but for spooled records that wait for another credential: no sooner for waiting."""
+        return not self.pending() and self.spool.pending(self.url) <= self._held
 
     def _wait(self, done: Callable[[], bool], deadline: float | None) -> bool:
         """Until `done()`, or False at `deadline` (a monotonic time; None: no end)."""
@@ -219,7 +225,8 @@ class Sender:
         if time.monotonic() < self._retry_at:
             self._spill_if_over_bound()
             return
-        if self.spool.pending(self.url):  # what we (or an earlier run) spilled for this server goes first
+        # What we (or an earlier run) spilled for this server goes first.
+        if self.spool.pending(self.url) and time.monotonic() >= self._spool_retry_at:
             self._spill_if_over_bound()
             report = upload_spool(
                 self.http, self.spool, self.url, self.on_delivered, self._request_timeout, self._upload_should_stop
@@ -227,9 +234,10 @@ class Sender:
             if report.stopped:
                 self._wake.set()  # the next cycle at once: it handles what stopped the upload
                 return
-            if report.remaining:
+            if report.remaining > report.held:
                 self._fail("server unavailable while uploading the spool", report.retry_after)
                 return
+            self._hold(report.held, report.refused_credential)
         while self.outbox and not self._stop.is_set() and not self._past_deadline():
             record = self.outbox[0]
             self._busy = True
@@ -237,7 +245,9 @@ class Sender:
                 result = deliver(self.http, record, self._request_timeout())
             finally:
                 self._busy = False
-            if result.outcome is Outcome.RETRY:
+            if result.outcome in (Outcome.UNAUTHORIZED, Outcome.FORBIDDEN):
+                self._refused(result.reason)
+            if result.outcome in (Outcome.RETRY, Outcome.UNAUTHORIZED, Outcome.FORBIDDEN):
                 self._fail(result.reason, result.retry_after)
                 self._spill_if_over_bound()
                 return
@@ -279,7 +289,30 @@ class Sender:
         if not self.server_up:
             logger.info("metrics server reachable again")
         self.server_up = True
+        self.credential_refused = None
         self._backoff = 0.0
+
+    def _refused(self, reason: str) -> None:
+        """The server refuses our credential (401 or 403): said once, as an error, since retrying cannot help
+        until the key changes; the batches are kept (memory, then the spool) and retried with the back-off of
+        an absent server, for a later client with a good key to deliver if this one never can."""
+        if self.credential_refused is None:
+            logger.error(
+                "metrics server at %s refused the credential (%s): set TMS_API_KEY or api_key= to a key with the "
+                "write scope; the batches are kept",
+                self.url,
+                reason,
+            )
+        self.credential_refused = reason
+        self.server_up = False  # this error says it all: no "unavailable" warning on top
+
+    def _hold(self, held: int, reason: str) -> None:
+        """Spooled records our credential may not send wait for another one (`bot sync` with a key that may):
+        asked about again after the longest back-off, not every cycle, and this run's own records go on."""
+        if held and held != self._held:
+            logger.warning("metrics: %d spooled batch(es) for %s wait for another key (%s)", held, self.url, reason)
+        self._held = held
+        self._spool_retry_at = time.monotonic() + self.max_backoff if held else 0.0
 
     def _fail(self, reason: str, retry_after: float | None = None) -> None:
         if self.server_up:
@@ -306,6 +339,7 @@ class Sender:
         waiting for the spool waits for the write, not for the records to leave the outbox."""
         records = list(self.outbox)
         self.spool.append(records, self.url)
+        self._spool_retry_at = 0.0  # ours go before anything newer: the next cycle uploads them
         for _ in records:
             self.outbox.popleft()
         return len(records)

@@ -6,7 +6,8 @@ its own server's batches and `bot sync` sends each to where it was going. A reco
 transaction: a process killed mid-write, or a power loss that tears the log's tail, loses at most that
 transaction, never a committed one, and never leaves a half record. Each record carries its
 idempotency key, so uploading one twice (a crash mid-upload) applies it once. Records the server
-refused (4xx) move to the `dead_letters` table with the reason and are never retried.
+refused (4xx) move to the `dead_letters` table with the reason and are never retried; a refused credential
+(401, 403) is not a refusal of the record, which stays here for a key that may send it.
 
 One uploader per server URL at a time (a claim row that expires after CLAIM_SECONDS, should its
 holder die): records of a server are delivered in the order they were written.
@@ -119,14 +120,11 @@ class Spool:
         with self._lock, self._db() as conn:
             conn.execute("DELETE FROM claims WHERE url = ? AND owner = ?", (url, self.owner))
 
-    def oldest(self, url: str, limit: int) -> list[tuple[int, dict[str, Any]]]:
-        """Up to `limit` of `url`'s records, oldest first, with their row ids."""
+    def oldest(self, url: str, limit: int, after: int = 0) -> list[tuple[int, dict[str, Any]]]:
+        """Up to `limit` of `url`'s records after row `after`, oldest first, with their row ids."""
+        query = "SELECT id, record FROM batches WHERE url = ? AND id > ? ORDER BY id LIMIT ?"
         with self._lock:
-            rows = (
-                self._db()
-                .execute("SELECT id, record FROM batches WHERE url = ? ORDER BY id LIMIT ?", (url, limit))
-                .fetchall()
-            )
+            rows = self._db().execute(query, (url, after, limit)).fetchall()
         return [(row_id, orjson.loads(record)) for row_id, record in rows]
 
     def remove(self, row_id: int) -> None:

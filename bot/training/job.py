@@ -138,15 +138,22 @@ class ServerGone(KeyboardInterrupt):  # a KeyboardInterrupt, named as those are
 
 
 class PushRefusedError(Exception):
-    """The server refused a batch of this job's data (logged and dead-lettered by the SDK)."""
+    """The server refused a batch of this job's data (dead-lettered by the SDK), or the job's credential (a
+    revoked key: the SDK keeps the batches in its spool)."""
+
+
+def _check_refusals(client: Any) -> None:
+    if client.credential_refused:
+        raise PushRefusedError(client.credential_refused)
+    if client.rejected:
+        raise PushRefusedError(client.last_rejection or "a batch was refused")
 
 
 def _refusals(client: Any) -> Any:
     """A trainer listener that ends the run at the first refused push: training on would store nothing."""
 
     def check(_figures: dict[str, Any]) -> None:
-        if client.rejected:
-            raise PushRefusedError(client.last_rejection or "a batch was refused")
+        _check_refusals(client)
 
     return check
 
@@ -245,8 +252,7 @@ def _train_under_protocol(
             emit("stopped", episodes_completed=completed, checkpoint=checkpoint and str(checkpoint))
             return None
         client.flush()
-        if client.rejected:  # the last batches, or the session's own status
-            raise PushRefusedError(client.last_rejection or "a batch was refused")
+        _check_refusals(client)  # the last batches, or the session's own status
     return trainer, statistics
 
 

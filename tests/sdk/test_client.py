@@ -20,13 +20,17 @@ import pytest
 from bot.config import Settings
 from bot.sdk import AsyncMetricsClient, InvalidValueError, MetricsClient, SessionClosedError, Spool
 from tests.conftest import TIMEOUT, LiveServer
+from tests.e2e.test_auth import SECRET, keys
 
 
-async def history(url: str, session_id: str, message_type: str = "training_metrics") -> list[dict[str, Any]]:
-    """Every stored message of one type, page by page."""
+async def history(
+    url: str, session_id: str, message_type: str = "training_metrics", key: str | None = None
+) -> list[dict[str, Any]]:
+    """Every stored message of one type, page by page (with `key` as the credential, when auth is on)."""
     messages: list[dict[str, Any]] = []
     cursor = None
-    async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT) as http:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT, headers=headers) as http:
         while True:
             params: dict[str, Any] = {"type": message_type, "limit": 10000, **({"cursor": cursor} if cursor else {})}
             page = (await http.get(f"/api/training/sessions/{session_id}/history", params=params)).json()
@@ -128,6 +132,108 @@ async def test_exit_with_server_down_spools_and_bot_sync_delivers(
         session = (await http.get("/api/training/sessions/offline-run")).json()
     assert session["algorithm"] == "PPO" and session["status"] == "completed"
     assert Spool(tmp_path).pending() == 0
+
+
+def spooled_points(session_id: str, count: int) -> list[dict[str, Any]]:
+    """Records as the sender spools them: one point each, with the session's spec to create it."""
+    return [
+        {
+            "kind": "data",
+            "session_id": session_id,
+            "type": "training_metrics",
+            "key": f"{session_id}-{episode}",
+            "items": [{"episode": episode, "current_reward": 1.0}],
+            "session": {"name": session_id},
+        }
+        for episode in range(count)
+    ]
+
+
+async def test_bot_sync_without_a_good_key_keeps_the_batches_and_says_so(
+    server_factory: Any, settings: Settings, tmp_path: Path
+) -> None:
+    """`bot sync` without a key, against a server with auth on, exits 1 with one line naming the refused
+    credential, and the batches stay in the spool (no dead letters): the same command with a key delivers them."""
+    live = await server_factory(settings.model_copy(update={"enable_auth": True, "jwt_secret_key": SECRET}))
+    admin, writer = keys(settings.database_url, (["admin"], None), (["write"], None))
+    Spool(tmp_path).append(spooled_points("synced", 4), live.url)
+    sync = [sys.executable, "-m", "bot", "sync", str(tmp_path)]
+    without = {name: value for name, value in os.environ.items() if name != "TMS_API_KEY"}
+    done = await asyncio.to_thread(subprocess.run, sync, capture_output=True, text=True, timeout=60, env=without)
+    assert done.returncode == 1, done.stdout + done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"bot sync: the server at {live.url} refused the credential (HTTP 401: "), line
+    assert "TMS_API_KEY" in line
+    assert Spool(tmp_path).pending(live.url) == 4 and Spool(tmp_path).dead_letters() == []
+
+    keyed = {**without, "TMS_API_KEY": writer}
+    done = await asyncio.to_thread(subprocess.run, sync, capture_output=True, text=True, timeout=60, env=keyed)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert episodes(await history(live.url, "synced", key=admin)) == [0, 1, 2, 3]
+    assert Spool(tmp_path).pending() == 0
+
+
+@pytest.mark.parametrize("credential", ["no key", "read key"])
+async def test_a_refused_credential_loses_nothing_and_says_so_once(
+    server_factory: Any,
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    credential: str,
+) -> None:
+    """A client whose credential the server refuses (none: 401; a read key: 403) delivers nothing and says so
+    once, as an error; its batches are not dead letters but wait in the spool, and the next client of that
+    server with a write key delivers them before its own, in order."""
+    live = await server_factory(settings.model_copy(update={"enable_auth": True, "jwt_secret_key": SECRET}))
+    admin, writer, reader = keys(settings.database_url, (["admin"], None), (["write"], None), (["read"], None))
+    monkeypatch.delenv("TMS_API_KEY", raising=False)
+
+    def log(key: str | None, episodes: range) -> tuple[bool, str | None]:
+        with MetricsClient(live.url, api_key=key, spool_dir=tmp_path, flush_timeout=0.5) as client:
+            with client.session(training_id="keyed") as run:
+                for episode in episodes:
+                    run.log_metrics(episode=episode)
+                flushed = bool(run.flush(1.0))
+            return flushed, client.credential_refused
+
+    flushed, refused = await asyncio.to_thread(log, reader if credential == "read key" else None, range(5))
+    assert not flushed and refused is not None
+    assert refused.startswith("HTTP 403" if credential == "read key" else "HTTP 401"), refused
+    said = [r for r in caplog.records if r.levelname == "ERROR" and "refused the credential" in r.getMessage()]
+    assert len(said) == 1, caplog.text
+    assert Spool(tmp_path).pending(live.url) > 0 and Spool(tmp_path).dead_letters() == []
+
+    flushed, refused = await asyncio.to_thread(log, writer, range(5, 8))
+    assert flushed and refused is None
+    assert episodes(await history(live.url, "keyed", key=admin)) == list(range(8))
+    assert Spool(tmp_path).pending() == 0
+
+
+async def test_a_key_for_one_session_is_not_held_up_by_another_sessions_spool(
+    server_factory: Any, settings: Settings, tmp_path: Path
+) -> None:
+    """A key limited to one session (a job's) finds another session's batches in the spool, which it may not
+    send (403): they stay there for a key that may, and its own run is delivered meanwhile."""
+    live = await server_factory(settings.model_copy(update={"enable_auth": True, "jwt_secret_key": SECRET}))
+    admin, mine = keys(settings.database_url, (["admin"], None), (["write"], "mine"))
+    Spool(tmp_path).append(spooled_points("orphan", 3), live.url)
+
+    def log() -> str | None:
+        with MetricsClient(live.url, api_key=mine, spool_dir=tmp_path, flush_timeout=TIMEOUT) as client:
+            with client.session(training_id="mine") as run:
+                for episode in range(10):
+                    run.log_metrics(episode=episode)
+            return client.credential_refused
+
+    assert await asyncio.to_thread(log) is None
+    assert episodes(await history(live.url, "mine", key=admin)) == list(range(10))
+    assert Spool(tmp_path).pending(live.url) == 3 and Spool(tmp_path).dead_letters() == []
+    sync = [sys.executable, "-m", "bot", "sync", str(tmp_path)]
+    env = {**os.environ, "TMS_API_KEY": admin}
+    done = await asyncio.to_thread(subprocess.run, sync, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert episodes(await history(live.url, "orphan", key=admin)) == [0, 1, 2]
 
 
 def spooled(spool_dir: Path, url: str, session_id: str) -> tuple[list[int], list[str]]:
