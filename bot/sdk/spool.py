@@ -9,6 +9,9 @@ idempotency key, so uploading one twice (a crash mid-upload) applies it once. Re
 refused (4xx) move to the `dead_letters` table with the reason and are never retried; a refused credential
 (401, 403) is not a refusal of the record, which stays here for a key that may send it.
 
+A server's URL is kept as `server_url()` writes it, so `http://Host:8000/` and `http://host:8000` are one
+server; rows an older version kept as they were given are rewritten so when the spool is opened.
+
 One uploader per server URL at a time (a claim row that expires after CLAIM_SECONDS, should its
 holder die): records of a server are delivered in the order they were written.
 """
@@ -23,6 +26,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
@@ -38,6 +42,12 @@ SCHEMA = (
     "reason TEXT NOT NULL, created REAL NOT NULL)",
     "CREATE TABLE IF NOT EXISTS claims (url TEXT PRIMARY KEY, owner TEXT NOT NULL, until REAL NOT NULL)",
 )
+
+
+def server_url(url: str) -> str:
+    """`url` as the spool keys servers: scheme and host in lower case, no trailing slash, the rest as given."""
+    parts = urlsplit(url.strip())
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), parts.query, ""))
 
 
 def default_spool_dir() -> Path:
@@ -80,7 +90,7 @@ class Spool:
         """Keep `records` for the server at `url`, in one transaction."""
         if not records:
             return
-        now = time.time()
+        url, now = server_url(url), time.time()
         with self._lock, self._db() as conn:
             conn.executemany(
                 "INSERT INTO batches (url, record, created) VALUES (?, ?, ?)",
@@ -92,7 +102,7 @@ class Spool:
         """Records waiting for the server at `url` (any server when None)."""
         if not self.path.exists() and self._conn is None:
             return 0
-        where, params = ("WHERE url = ?", (url,)) if url is not None else ("", ())
+        where, params = ("WHERE url = ?", (server_url(url),)) if url is not None else ("", ())
         with self._lock:
             return int(self._db().execute(f"SELECT count(*) FROM batches {where}", params).fetchone()[0])
 
@@ -105,7 +115,7 @@ class Spool:
 
     def claim(self, url: str) -> bool:
         """Become the one uploader of `url`'s records (until release(), or CLAIM_SECONDS without renewal)."""
-        now = time.time()
+        url, now = server_url(url), time.time()
         with self._lock, self._db() as conn:
             row = conn.execute("SELECT owner, until FROM claims WHERE url = ?", (url,)).fetchone()
             if row is not None and row[0] != self.owner and row[1] > now:
@@ -118,13 +128,13 @@ class Spool:
 
     def release(self, url: str) -> None:
         with self._lock, self._db() as conn:
-            conn.execute("DELETE FROM claims WHERE url = ? AND owner = ?", (url, self.owner))
+            conn.execute("DELETE FROM claims WHERE url = ? AND owner = ?", (server_url(url), self.owner))
 
     def oldest(self, url: str, limit: int, after: int = 0) -> list[tuple[int, dict[str, Any]]]:
         """Up to `limit` of `url`'s records after row `after`, oldest first, with their row ids."""
         query = "SELECT id, record FROM batches WHERE url = ? AND id > ? ORDER BY id LIMIT ?"
         with self._lock:
-            rows = self._db().execute(query, (url, after, limit)).fetchall()
+            rows = self._db().execute(query, (server_url(url), after, limit)).fetchall()
         return [(row_id, orjson.loads(record)) for row_id, record in rows]
 
     def remove(self, row_id: int) -> None:
@@ -137,7 +147,7 @@ class Spool:
         with self._lock, self._db() as conn:
             conn.execute(
                 "INSERT INTO dead_letters (url, record, reason, created) VALUES (?, ?, ?, ?)",
-                (url, orjson.dumps(record), reason, time.time()),
+                (server_url(url), orjson.dumps(record), reason, time.time()),
             )
             if row_id is not None:
                 conn.execute("DELETE FROM batches WHERE id = ?", (row_id,))
@@ -163,6 +173,9 @@ def _open(path: Path) -> sqlite3.Connection:
         conn.execute("PRAGMA synchronous=FULL")
         for statement in SCHEMA:
             conn.execute(statement)
+        for (url,) in conn.execute("SELECT DISTINCT url FROM batches").fetchall():
+            if server_url(url) != url:  # kept as given by an older version: one server, one URL
+                conn.execute("UPDATE batches SET url = ? WHERE url = ?", (server_url(url), url))
         conn.commit()
     except sqlite3.DatabaseError:
         conn.close()

@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import random
 import shutil
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
-from bot.sdk import Spool, SyncReport, upload_spool
+from bot.sdk import MetricsClient, Spool, SyncReport, upload_spool
 from tests.conftest import LiveServer
 
 OTHER = "http://127.0.0.1:9/"  # another server's batches: never ours to upload
@@ -98,3 +102,30 @@ def test_one_uploader_per_server_at_a_time(tmp_path: Path) -> None:
     assert second.claim("http://a/")
     first.close()
     second.close()
+
+
+async def test_a_server_is_one_server_however_its_url_is_written(live: LiveServer, tmp_path: Path) -> None:
+    """Batches spooled for `http://127.0.0.1:P/` (a trailing slash, an upper-case scheme, a row an older version
+    wrote as given) are the server's at `http://127.0.0.1:P`: `bot sync --url` without the slash delivers them,
+    and so does the next client of that server."""
+    spool = Spool(tmp_path)
+    spool.append([record("slash", episode=1)], f"{live.url}/")
+    spool.close()
+    with sqlite3.connect(tmp_path / "spool.db") as conn:  # as an older version kept it: the URL as it was given
+        row = (f"HTTP://127.0.0.1:{live.port}/", orjson.dumps(record("older", episode=2)))
+        conn.execute("INSERT INTO batches (url, record, created) VALUES (?, ?, 0)", row)
+    conn.close()
+    sync = [sys.executable, "-m", "bot", "sync", str(tmp_path), "--url", live.url]
+    done = await asyncio.to_thread(subprocess.run, sync, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "delivered 2" in done.stdout, done.stdout + done.stderr
+
+    Spool(tmp_path).append([record("later", episode=3)], f"{live.url}//")
+
+    def next_client() -> None:
+        with MetricsClient(live.url, spool_dir=tmp_path) as client, client.session(training_id="next") as run:
+            run.log_metrics(episode=1)
+
+    await asyncio.to_thread(next_client)
+    assert Spool(tmp_path).pending() == 0
+    async with httpx.AsyncClient(base_url=live.url) as http:
+        assert (await http.get("/api/training/sessions/spooled")).json()["last_seq"] == 3
