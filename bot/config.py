@@ -169,6 +169,8 @@ class Settings(BaseSettings):
     http_header_timeout: float = Field(10.0, gt=0, validation_alias=_env("http_header_timeout"))
     http_body_timeout: float = Field(60.0, gt=0, validation_alias=_env("http_body_timeout"))
     http_idle_timeout: float = Field(5.0, gt=0, validation_alias=_env("http_idle_timeout"))
+    # An answer that takes no bytes for this long (the client stopped reading) is aborted, its memory freed.
+    http_send_timeout: float = Field(30.0, gt=0, validation_alias=_env("http_send_timeout"))
     max_connections: int | None = Field(None, ge=1, validation_alias=_env("max_connections"))
     # Worker processes that validate and encode big ingest bodies off the server's GIL; None: one if
     # the machine has two cores or more, else none (0 reads every body in the server process).

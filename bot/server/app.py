@@ -309,6 +309,7 @@ def connection_limits(settings: Settings) -> ConnectionLimits:
         max_header_bytes=settings.max_header_bytes,
         header_timeout=settings.http_header_timeout,
         body_timeout=settings.http_body_timeout,
+        send_timeout=settings.http_send_timeout,
     )
 
 

@@ -4,6 +4,7 @@ each refusal is a short JSON answer and a close, nothing is stored, and other cl
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import httpx
@@ -186,3 +187,86 @@ async def test_a_burst_of_new_connections_is_taken_in_and_every_one_answered(
     finally:
         for _, writer in connections:
             writer.close()
+
+
+async def wide_session(client: httpx.AsyncClient, name: str) -> str:
+    """A session whose history is about 8 MB (4 KB a message): more than the kernel's buffers take (4 MB)."""
+    session_id = await create_session(client, name)
+    custom = {f"a_fairly_long_metric_name_{k:03}": k / 7 for k in range(100)}
+    for start in range(0, 2000, 250):
+        body = [{"episode": i, "algorithm": "x" * 60, "custom": custom} for i in range(start, start + 250)]
+        response = await client.post(f"/api/training/sessions/{session_id}/metrics", json=body)
+        assert response.status_code == 200, response.text
+    return session_id
+
+
+async def small_window_get(live: LiveServer, path: str) -> socket.socket:
+    """A raw GET from a client with a 4 KB receive buffer, so the answer backs up into the server."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", live.port))
+    await loop.sock_sendall(sock, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    async with asyncio.timeout(TIMEOUT):
+        assert (await loop.sock_recv(sock, 100)).startswith(b"HTTP/1.1 200")  # answered: then it reads no more
+    return sock
+
+
+async def read_to_end(sock: socket.socket, pause: float = 0.0, every: int = 64) -> bytes:
+    """Everything until the server's end of the connection (EOF or a reset), `pause` seconds after every
+    `every` reads."""
+    loop, received, reads = asyncio.get_running_loop(), bytearray(), 0
+    async with asyncio.timeout(TIMEOUT * 3):
+        while True:
+            try:
+                data = await loop.sock_recv(sock, 65_536)
+            except ConnectionResetError:
+                return bytes(received)
+            if not data:
+                return bytes(received)
+            received += data
+            reads += 1
+            if reads % every == 0:
+                await asyncio.sleep(pause)
+
+
+LAST_CHUNK = b"\r\n0\r\n\r\n"  # the end of a whole chunked answer
+
+
+@pytest.mark.parametrize("path", ["history?limit=100000", "export?format=json"])
+async def test_a_download_nobody_reads_is_cut_after_http_send_timeout(
+    server_factory: Any, settings: Settings, path: str
+) -> None:
+    """A client that asks for a big answer and never reads it holds its connection (and the answer's memory)
+    only until http_send_timeout passes without a byte taken: then the connection is aborted."""
+    live = await server_factory(settings.model_copy(update={"http_send_timeout": 0.5}))
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+        url = f"/api/training/sessions/{await wide_session(client, 'stalled')}/{path}"
+    sock = await small_window_get(live, url)
+    try:
+        me = sock.getsockname()
+        async with asyncio.timeout(TIMEOUT):  # the server lets the connection go though the client never read
+            while any(tuple(c.client or ()) == me for c in live.server.server_state.connections):
+                await asyncio.sleep(0.05)
+        assert not (await read_to_end(sock)).endswith(LAST_CHUNK)  # what was on its way, then EOF or a reset
+    finally:
+        sock.close()
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+        assert (await client.get("/health")).status_code == 200
+
+
+async def test_a_slow_but_steady_reader_gets_the_whole_download(server_factory: Any, settings: Settings) -> None:
+    """The deadline is per stall, not per answer: a client that keeps taking bytes, slower than the server
+    sends them and for several times http_send_timeout in all, receives every byte."""
+    live = await server_factory(settings.model_copy(update={"http_send_timeout": 0.5}))
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+        url = f"/api/training/sessions/{await wide_session(client, 'steady')}/export?format=json"
+        expected = (await client.get(url)).content
+    sock = await small_window_get(live, url)
+    try:
+        raw = await read_to_end(sock, pause=0.1)
+    finally:
+        sock.close()
+    assert raw.endswith(LAST_CHUNK)
+    assert len(raw) > len(expected)  # every byte, with the chunks' framing

@@ -13,12 +13,22 @@ Here each refusal is a short JSON answer with `Connection: close`:
 - 503 with Retry-After when the process already holds `max_connections` connections (HTTP and WebSocket):
   the connection is answered after its head is read, and closed, so the excess never piles up.
 Idle keep-alive connections are closed by uvicorn after `http_idle_timeout`.
+
+The answer has a deadline too (SendDeadline): a client that asks for a big download and then reads nothing
+held the answer's memory (30 MB for a history page of 100,000 messages) for as long as it kept the socket
+open. Once the transport's write buffer passes its high-water mark, the buffer must shrink at least once every
+`http_send_timeout` seconds, else the connection is aborted and the memory freed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import resource
+import socket
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +36,8 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from bot.server.pacing import PerTurn
+
+logger = logging.getLogger(__name__)
 
 LINGER_SECONDS = 2.0
 FD_MARGIN = 256  # descriptors kept for the database, the ingest workers, logs and the listening sockets
@@ -38,12 +50,69 @@ class ConnectionLimits:
     max_header_bytes: int
     header_timeout: float
     body_timeout: float
+    send_timeout: float
 
 
 def default_max_connections() -> int:
     """What the process can hold open: its soft limit of open files, less a margin for everything else."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     return max(64, (soft if soft != resource.RLIM_INFINITY else 65_536) - FD_MARGIN)
+
+
+class SendDeadline:
+    """Calls `on_stall` when an answer stops moving: `paused()` (the write buffer passed its high-water mark)
+    arms a timer, and each time it fires the buffer must have shrunk since the last look, else the client took
+    no byte for `seconds`. `resumed()` (the buffer fell below its low-water mark) disarms it.
+
+    Per stall, not per answer: a slow client that keeps taking bytes is never cut, however long its download.
+    Not a deadline on `drain()` alone: an answer sent in one piece is written whole to the buffer, and then
+    nobody waits on `drain()` while the buffer holds it.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        seconds: float,
+        buffered: Callable[[], int],
+        on_stall: Callable[[], None],
+    ) -> None:
+        self._loop = loop
+        self.seconds = seconds
+        self._buffered = buffered
+        self._on_stall = on_stall
+        self._last = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def paused(self) -> None:
+        if self._timer is None:
+            self._last = self._buffered()
+            self._timer = self._loop.call_later(self.seconds, self._look)
+
+    def resumed(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _look(self) -> None:
+        # uvicorn writes nothing while the buffer is over its mark (send() awaits drain()), so it only shrinks.
+        now = self._buffered()
+        if now < self._last:
+            self._last = now
+            self._timer = self._loop.call_later(self.seconds, self._look)
+        else:
+            self._timer = None
+            self._on_stall()
+
+
+def abort_with_reset(transport: asyncio.Transport) -> None:
+    """Drop the connection and what its buffers hold: abort() discards the transport's buffer (close() would
+    keep it until the client takes it), and a zero linger makes the kernel discard its own and send a reset,
+    instead of keeping an orphan socket for minutes."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 class _Refused(Exception):
@@ -65,6 +134,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.refusal: tuple[int, str, dict[str, str]] | None = None
         self.deadline: asyncio.TimerHandle | None = None
         self.refusal_sent = False
+        self.send_deadline = SendDeadline(self.loop, limits.send_timeout, self._buffered, self._send_stalled)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -73,7 +143,29 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self.send_deadline.resumed()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.send_deadline.paused()
+
+    def resume_writing(self) -> None:
+        self.send_deadline.resumed()
+        super().resume_writing()
+
+    def _buffered(self) -> int:
+        return self.transport.get_write_buffer_size()
+
+    def _send_stalled(self) -> None:
+        if self.transport.get_protocol() is not self:  # upgraded meanwhile: the WebSocket has its own deadlines
+            return
+        logger.info(
+            "aborted the connection of %s: its answer took no bytes for %g s (http_send_timeout)",
+            f"{self.client[0]}:{self.client[1]}" if self.client else "a client",
+            self.limits.send_timeout,
+        )
+        abort_with_reset(self.transport)
 
     def data_received(self, data: bytes) -> None:
         if self.refusal is not None:
