@@ -171,6 +171,8 @@ class Settings(BaseSettings):
     http_idle_timeout: float = Field(5.0, gt=0, validation_alias=_env("http_idle_timeout"))
     # An answer that takes no bytes for this long (the client stopped reading) is aborted, its memory freed.
     http_send_timeout: float = Field(30.0, gt=0, validation_alias=_env("http_send_timeout"))
+    # History pages and exports one client address may be receiving at once (429 past it; 0: no limit).
+    max_downloads_per_client: int = Field(8, ge=0, validation_alias=_env("max_downloads_per_client"))
     max_connections: int | None = Field(None, ge=1, validation_alias=_env("max_connections"))
     # Worker processes that validate and encode big ingest bodies off the server's GIL; None: one if
     # the machine has two cores or more, else none (0 reads every body in the server process).

@@ -41,6 +41,7 @@ from bot.server.api.bodies import ERRORS, BodiesBusyError, BodyTooLargeError, er
 from bot.server.api.routes import router as api_router
 from bot.server.api.training import DaemonConfigUpdate, StartTraining, StopTraining
 from bot.server.edge.browsers import LOOPBACK_HOSTS, BrowserGuard, allowed_hosts
+from bot.server.edge.downloads import DownloadLimit
 from bot.server.edge.http_guard import ConnectionLimits, GuardedHttpProtocol, default_max_connections
 from bot.server.edge.metrics import MetricsMiddleware, ServerMetrics
 from bot.server.edge.paced_accept import PacedAcceptor
@@ -120,6 +121,7 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
     )
     app.add_middleware(SpectatorShortcut)  # innermost: spectators skip FastAPI's layers (live/shortcut.py)
     app.add_middleware(RawSendMiddleware)  # for the fan-out fast path (bot/server/live/direct.py)
+    app.add_middleware(DownloadLimit, per_client=settings.max_downloads_per_client)  # edge/downloads.py
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if settings.cors_origins:
         app.add_middleware(

@@ -270,3 +270,25 @@ async def test_a_slow_but_steady_reader_gets_the_whole_download(server_factory: 
         sock.close()
     assert raw.endswith(LAST_CHUNK)
     assert len(raw) > len(expected)  # every byte, with the chunks' framing
+
+
+async def test_past_max_downloads_per_client_a_history_page_or_export_is_429(
+    server_factory: Any, settings: Settings
+) -> None:
+    """One client's downloads in flight are bounded: while one it does not read holds the only slot, its next
+    history page or export is refused before any read, other reads go on, and the slot comes back when it goes."""
+    live = await server_factory(settings.model_copy(update={"max_downloads_per_client": 1}))
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+        prefix = f"/api/training/sessions/{await wide_session(client, 'hoarder')}"
+        sock = await small_window_get(live, f"{prefix}/export?format=json")
+        try:
+            for path in ("/history?limit=10", "/export?format=csv"):
+                refused = await client.get(prefix + path)
+                assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+                assert "max_downloads_per_client" in refused.json()["detail"] and refused.json()["limit"] == 1
+            assert (await client.get(f"{prefix}/summary")).status_code == 200
+        finally:
+            sock.close()
+        async with asyncio.timeout(TIMEOUT):  # once the server has seen the client go
+            while (await client.get(f"{prefix}/history?limit=10")).status_code == 429:
+                await asyncio.sleep(0.05)
