@@ -377,6 +377,7 @@ def _log_config(level: str | int, log_format: str = "text") -> dict[str, Any]:
 
 
 JOBS_SHARE_OF_GRACE = 0.5  # of the shutdown's time: running jobs stop first, while the server still serves
+CLOSING_SHARE_OF_GRACE = 0.1  # kept for the app's own closing (its store, workers and broker), waiting on no one
 
 
 class _Server(uvicorn.Server):
@@ -392,8 +393,9 @@ class _Server(uvicorn.Server):
 
     On shutdown, running training jobs are stopped first, while the server still takes their last points
     and status (for up to JOBS_SHARE_OF_GRACE of `grace`); then spectators are closed with 1001 (going away)
-    before uvicorn closes the remaining WebSockets with 1012, and one that does not take its close within
-    `grace` seconds is cut off, so a client that stopped reading never holds the process.
+    before uvicorn closes the remaining WebSockets with 1012, and one that does not take its close in time is
+    cut off, so a client that stopped reading never holds the process; then uvicorn waits for the requests in
+    flight. All of them share the one `grace`: what one wait takes, the next does not get.
     """
 
     def __init__(self, config: uvicorn.Config, grace: float) -> None:
@@ -424,6 +426,14 @@ class _Server(uvicorn.Server):
             self._collecting = asyncio.create_task(self._collector.run(), name="tms-gc")
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # One deadline for everything that waits on others (jobs, spectators, requests in flight): each wait
+        # takes what the ones before it left, so a stalled spectator and a trickling upload never add up.
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + (1 - CLOSING_SHARE_OF_GRACE) * self.grace
+
+        def left() -> float:
+            return max(0.0, ends - loop.time())
+
         jobs = self.lifespan.state.get("jobs")
         if isinstance(jobs, JobSupervisor) and jobs.running:  # while this server still takes their last pushes
             await jobs.stop_while_serving(JOBS_SHARE_OF_GRACE * self.grace)
@@ -436,5 +446,8 @@ class _Server(uvicorn.Server):
             acceptor.close()
         hub = self.lifespan.state.get("hub")
         if isinstance(hub, Hub):
-            await hub.shutdown(self.grace)
+            await hub.shutdown(left())
+        # uvicorn waits for the requests in flight this long (typed int, used as asyncio.wait_for's float)
+        self.config.timeout_graceful_shutdown = left()  # type: ignore[assignment]
+        logger.info("shutdown: requests in flight get %.1f s more (of TMS_SHUTDOWN_TIMEOUT)", left())
         await super().shutdown(sockets)

@@ -101,21 +101,24 @@ async def test_shutdown_closes_spectators_with_1001_and_never_waits_on_a_stalled
     tmp_path: Path, spectators: Any
 ) -> None:
     """SIGTERM to `bot serve`: a spectator that reads gets close 1001; one that stopped reading (its buffers
-    full) does not hold the process, which exits within its shutdown timeout."""
+    full) does not hold the process, which exits within its shutdown timeout. An upload that trickles gets
+    what the stalled spectator left of that time, none: the two waits added up (12 s for a 5 s timeout)."""
     port = free_port()
+    log = tmp_path / "serve.log"
     env = {
         **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")},
         "TMS_SHUTDOWN_TIMEOUT": "1",
         "TMS_WS_SEND_BUFFER": "8192",
         "TMS_SLOW_SPECTATOR_TIMEOUT": "600",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bot", "serve", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with log.open("wb") as stderr:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bot", "serve", "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     try:
         url = f"ws://127.0.0.1:{port}/ws/shut"
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as client:
@@ -128,6 +131,9 @@ async def test_shutdown_closes_spectators_with_1001_and_never_waits_on_a_stalled
             await recv_data(reader, 1000)
             # `bot serve` runs the protocol the fan-out fast path is for, and the path is taken
             assert (await client.get("/status")).json()["messages_out_fast_path"] > 0
+        trickling = socket.create_connection(("127.0.0.1", port))
+        head = f"POST /api/training/sessions/shut/metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        trickling.sendall(f"{head}Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n[".encode())
         process.terminate()
         with pytest.raises(websockets.ConnectionClosed) as closed:
             async with asyncio.timeout(TIMEOUT):
@@ -137,6 +143,8 @@ async def test_shutdown_closes_spectators_with_1001_and_never_waits_on_a_stalled
         # uvicorn re-raises the SIGTERM it handled once it has shut down: -15 after a graceful exit
         assert await asyncio.to_thread(process.wait, TIMEOUT) in (0, -signal.SIGTERM)
         stalled.transport.abort()  # the server is gone: no closing handshake to wait for
+        trickling.close()
+        assert "requests in flight get 0.0 s more" in log.read_text(), log.read_text()[-3000:]
     finally:
         process.kill()
         process.wait(TIMEOUT)
