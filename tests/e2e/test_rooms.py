@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from typing import Any
 
 import httpx
@@ -113,6 +115,40 @@ async def test_a_guesser_never_locks_a_room_for_its_spectators(
             await connect_and_sync(spectators, live.ws_url(code, "password=correct%20horse"))
             right = {"X-Room-Password": "correct horse"}
             assert (await client.get("/api/training/sessions/besieged", headers=right)).status_code == 200
+
+
+async def test_concurrent_wrong_passwords_get_five_checks_at_most(
+    live: LiveServer, client: httpx.AsyncClient, spectators: Any
+) -> None:
+    """Review 1 finding 3: 20 wrong passwords sent at once from one client, over REST and over the WebSocket,
+    were all checked (a 16 MiB scrypt each) because the back-off counted a failure only after its check.
+    Now each attempt takes its place before the check: 5 are checked (403/4403), 15 refused unchecked
+    (429/4429), and a right password from another client still gets in."""
+    body = {"training_id": "stormed", "room": {"password": "correct horse"}}
+    code = (await client.post("/api/training/sessions", json=body)).json()["room_code"]
+    rest_guesser = httpx.AsyncClient(
+        base_url=live.url, timeout=TIMEOUT, transport=httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+    )
+    async with rest_guesser:
+        answers = await asyncio.gather(
+            *(
+                rest_guesser.get("/api/training/sessions/stormed", headers={"X-Room-Password": f"wrong-{n}"})
+                for n in range(20)
+            )
+        )
+    assert Counter(answer.status_code for answer in answers) == {403: 5, 429: 15}
+
+    ws_guesser = {"local_addr": ("127.0.0.3", 0)}
+    closes = await asyncio.gather(
+        *(
+            refused(lambda url: spectators(url, **ws_guesser), live.ws_url(code, f"password=wrong-{n}"))
+            for n in range(20)
+        )
+    )
+    assert Counter(close for _, close in closes) == {4403: 5, 4429: 15}
+    await connect_and_sync(spectators, live.ws_url(code, "password=correct%20horse"))
+    right = {"X-Room-Password": "correct horse"}
+    assert (await client.get("/api/training/sessions/stormed", headers=right)).status_code == 200
 
 
 async def test_a_protected_rooms_data_needs_its_password_over_rest_too(

@@ -3,7 +3,8 @@ that one session (details, history, series, graphs), as it does on the WebSocket
 
 A right password is remembered (a digest of it, with the room's stored hash) so that a page reading a
 room's charts pays for one 16 MiB scrypt, not one per request, and so that no back-off ever refuses it;
-wrong ones count toward the guessing client's back-off for that room (RoomPasswordGuard). The WebSocket
+wrong ones count toward the guessing client's back-off for that room (RoomPasswordGuard: each attempt is
+counted before its check, a right one given back after it). The WebSocket
 checks a room's password the same way (try_room_password).
 """
 
@@ -87,11 +88,11 @@ async def try_room_password(state: Any, room: str, stored_hash: str, password: s
     if verified.known(stored_hash, password):
         return None
     guard: RoomPasswordGuard = state.room_passwords
-    if (wait := await guard.wait(room, who)) is not None:
+    if (wait := await guard.attempt(room, who)) is not None:
         return wait
     service: TrainingService = state.service
     if not await service.check_room_password(password, stored_hash):
-        await guard.failed(room, who)
         raise WrongPasswordError("wrong room password")
+    await guard.succeeded(room, who)
     verified.remember(stored_hash, password)
     return None

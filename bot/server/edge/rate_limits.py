@@ -126,7 +126,13 @@ class RoomPasswordGuard:
     lock the room for everyone, refusing 22 of 23 right passwords (issue #25.8). Past ROOM_CEILING wrong
     passwords for the room from everyone within a minute (guessing from many addresses), every new
     password for it waits; a password that was right before never does (rooms.py remembers it).
-    Shares the rate limits' store: with Redis, the back-off holds across instances."""
+    Shares the rate limits' store: with Redis, the back-off holds across instances.
+
+    An attempt takes its place in both windows before its check, in the limiter's one atomic step (hit):
+    testing first and counting the failure after the scrypt let 30 wrong passwords sent at once all be
+    checked (review 1, finding 3). A right password gives the client's places for the room back
+    (succeeded), so only wrong ones count; the room-wide window keeps it, which costs the room one of its
+    ROOM_CEILING at most once per password and instance, since a right password is remembered."""
 
     def __init__(
         self,
@@ -140,24 +146,38 @@ class RoomPasswordGuard:
         self._room = RateLimitItemPerMinute(room_ceiling_per_minute)
         self._timeout = timeout
 
-    async def wait(self, room: str, who: str) -> float | None:
-        """None: `who`'s password for `room` may be checked now. Else the seconds until one may."""
-        waits = []
+    async def attempt(self, room: str, who: str) -> float | None:
+        """None: `who`'s password for `room` may be checked now, and has taken its place in the windows.
+        Else the seconds until one may, and nothing was counted."""
         try:
             async with asyncio.timeout(self._timeout):
-                for item, identifiers in ((self._client, ("room", room, who)), (self._room, ("room-all", room))):
-                    if not await self._limiter.test(item, *identifiers):
-                        stats = await self._limiter.get_window_stats(item, *identifiers)
-                        waits.append(round(max(0.1, stats.reset_time - time.time()), 1))
+                # The room's window is only tested first: a client past its own limit must not use up the
+                # room's, or one guesser would lock the room for every new password again.
+                if not await self._limiter.test(self._room, "room-all", room):
+                    return await self._wait(room, who)
+                if not await self._limiter.hit(self._client, "room", room, who):
+                    return await self._wait(room, who)
+                if not await self._limiter.hit(self._room, "room-all", room):
+                    return await self._wait(room, who)
         except Exception:
-            logger.warning("room password back-off not read; checking the password", exc_info=True)
-            return None
-        return max(waits) if waits else None
+            logger.warning("room password back-off not counted; checking the password", exc_info=True)
+        return None
 
-    async def failed(self, room: str, who: str) -> None:
+    async def succeeded(self, room: str, who: str) -> None:
+        """`who`'s password for `room` was right: give back its places in its window for the room. The
+        window is cleared, not just this attempt's place (a moving window cannot drop one entry): a client
+        that knows the password is no guesser."""
         try:
             async with asyncio.timeout(self._timeout):
-                await self._limiter.hit(self._client, "room", room, who)
-                await self._limiter.hit(self._room, "room-all", room)
+                await self._limiter.clear(self._client, "room", room, who)
         except Exception:
-            logger.warning("room password failure not counted", exc_info=True)
+            logger.warning("room password back-off not given back", exc_info=True)
+
+    async def _wait(self, room: str, who: str) -> float:
+        """The seconds until both of `who`'s windows for `room` have a place again."""
+        waits = [0.1]
+        for item, identifiers in ((self._client, ("room", room, who)), (self._room, ("room-all", room))):
+            stats = await self._limiter.get_window_stats(item, *identifiers)
+            if stats.remaining <= 0:
+                waits.append(round(max(0.1, stats.reset_time - time.time()), 1))
+        return max(waits)
