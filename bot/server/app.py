@@ -37,7 +37,7 @@ from bot.schemas import (
     SessionUpdate,
     TrainingMetricsData,
 )
-from bot.server.api.bodies import ERRORS, BodiesBusyError, BodyTooLargeError, error_response
+from bot.server.api.bodies import ECHO_LIMIT, ERRORS, BodiesBusyError, BodyTooLargeError, echoed, error_response
 from bot.server.api.routes import router as api_router
 from bot.server.api.training import DaemonConfigUpdate, StartTraining, StopTraining
 from bot.server.edge.browsers import LOOPBACK_HOSTS, BrowserGuard, allowed_hosts
@@ -69,7 +69,6 @@ logger = logging.getLogger(__name__)
 # Where the original design's server logs its start and stop: its users' logging configuration names it.
 design_logger = logging.getLogger("bot.rl_bot_system.server.training_metrics_server")
 
-ECHO_LIMIT = 200  # characters of a refused input echoed in a 422, at most
 MAX_LISTED_ERRORS = 100
 WS_MAX_MESSAGE_BYTES = 65_536  # a spectator's message (ping, subscribe) past this closes with 1009
 BODY_MODELS = (
@@ -195,10 +194,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 def _naming_session(exc: Exception, session_id: str) -> dict[str, str]:
     """A 404 or 409 names the session id, which comes from the path unchecked (any length): the answer
     echoes at most ECHO_LIMIT characters of it in all, half in `detail` and half in `session_id`."""
-    half = ECHO_LIMIT // 2 - 3
-    if len(session_id) <= half:
-        return {"detail": str(exc), "session_id": session_id}
-    shown = session_id[:half] + "..."
+    shown = echoed(session_id, ECHO_LIMIT // 2)
     return {"detail": str(exc).replace(repr(session_id), repr(shown), 1), "session_id": shown}
 
 

@@ -20,6 +20,8 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse, Response
 
+from bot.server.api.bodies import echoed
+
 STATIC = Path(__file__).resolve().parent.parent / "web" / "static"
 PAGES = {
     "/": "index.html",
@@ -104,7 +106,7 @@ def pages_router(assets: dict[str, Asset]) -> APIRouter:
     async def static(path: str, request: Request) -> Response:
         asset = assets.get(path)
         if asset is None:
-            raise HTTPException(404, f"no static file {path!r}")
+            raise HTTPException(404, f"no static file {echoed(path)!r}")
         return asset_response(asset, request)
 
     return router

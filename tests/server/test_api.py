@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from bot.server.api.bodies import count_items
-from tests.conftest import create_session
+from tests.conftest import LiveServer, close_code, create_session, recv_json
 
 BASE = "/api/training/sessions"
 JSON = {"Content-Type": "application/json"}  # a body without it is refused (bot/server/edge/browsers.py)
@@ -196,6 +196,23 @@ async def test_an_unknown_long_session_id_is_echoed_short(client: httpx.AsyncCli
     assert len(answer["detail"]) + len(answer["session_id"]) <= 220 and "not found" in answer["detail"]
     short = await client.get(f"{BASE}/no-such-session")
     assert short.json() == {"detail": "session 'no-such-session' not found", "session_id": "no-such-session"}
+
+
+@pytest.mark.parametrize("path", ["/api/training/jobs/{}", "/api/training/jobs/{}/logs", "/static/{}"])
+async def test_an_unknown_long_path_parameter_is_echoed_short(client: httpx.AsyncClient, path: str) -> None:
+    """Review 1 finding 10: a job id of 7,000 characters came back whole in its 404. Every path parameter a
+    refusal names is cut to 200 characters, as a session id is."""
+    response = await client.get(path.format("j" * 7000))
+    assert response.status_code == 404, response.text
+    assert "jjj..." in response.json()["detail"] and len(response.content) < 300, response.text
+
+
+async def test_an_unknown_long_session_id_is_echoed_short_to_a_spectator(live: LiveServer, spectators: Any) -> None:
+    """The WebSocket's 4404 names the session id in its error message, cut to 200 characters too."""
+    ws = await spectators(live.ws_url("s" * 3000))
+    error = await recv_json(ws)
+    assert error["data"]["code"] == "session_not_found" and "sss..." in error["data"]["message"], error
+    assert len(orjson.dumps(error)) < 500 and await close_code(ws) == 4404
 
 
 async def test_a_body_over_the_limit_is_413_and_stores_nothing(server_factory: Any, settings: Any) -> None:

@@ -15,6 +15,14 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
+ECHO_LIMIT = 200  # characters of a refused input a refusal sends back, at most
+
+
+def echoed(value: str, limit: int = ECHO_LIMIT) -> str:
+    """At most `limit` characters of `value`, cut ones ending in "...": a refusal names what it refused, but
+    a path parameter comes unchecked (any length), and its answer must stay short."""
+    return value if len(value) <= limit else value[: limit - 3] + "..."
+
 
 def validation_errors(exc: ValidationError, prefix: tuple[str | int, ...] = ("body",)) -> list[dict[str, Any]]:
     return [

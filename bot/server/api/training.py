@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from bot.schemas import Whole
 from bot.server.api.access import Reader, ServerAdmin, ServerReader
-from bot.server.api.bodies import body_schema, error_response, errors, parse_model, read_body, read_model
+from bot.server.api.bodies import body_schema, echoed, error_response, errors, parse_model, read_body, read_model
 from bot.server.edge.auth import AuthError, Principal
 from bot.server.training.daemon import RunInProgressError, TrainingDaemon
 from bot.server.training.daemon_redis import EPISODES_PER_RUN, INTERVAL_MINUTES, SCENARIO_MAX_LENGTH, DaemonRedisError
@@ -157,7 +157,7 @@ async def _visible_job(request: Request, job_id: str, principal: Principal) -> d
     """The job, if there is one and this credential may read its session (404, 403 otherwise)."""
     job = await _jobs(request).job(job_id)
     if job is None:
-        raise HTTPException(404, f"no training job {job_id!r}")
+        raise HTTPException(404, f"no training job {echoed(job_id)!r}")
     try:
         principal.require("read", job["session_id"])
     except AuthError as exc:
@@ -181,7 +181,7 @@ async def get_training_job_logs(request: Request, job_id: str, principal: Princi
     await _visible_job(request, job_id, principal)
     logs = await _jobs(request).logs(job_id)
     if logs is None:
-        raise HTTPException(404, f"no training job {job_id!r}, or it has written nothing yet")
+        raise HTTPException(404, f"no training job {echoed(job_id)!r}, or it has written nothing yet")
     return PlainTextResponse(logs)
 
 

@@ -35,6 +35,7 @@ from starlette.websockets import WebSocketDisconnect
 from bot.config import Settings
 from bot.frames import close_reason, control_frame, error_frame
 from bot.schemas import INT64_MAX, MESSAGE_TYPES
+from bot.server.api.bodies import ECHO_LIMIT, echoed
 from bot.server.edge.rate_limits import RateLimits, client_key
 from bot.server.live.closes import (
     CLOSE_BAD_QUERY,
@@ -120,14 +121,17 @@ def parse_query(params: Any) -> tuple[int | None, str | None, frozenset[str], st
 
 
 async def refuse(websocket: WebSocket, session_id: str, code: int, error: str, reason: str, **details: Any) -> None:
+    """Send the refusal's `error` and close. The session id comes from the path unchecked (any length): the
+    frame shows at most half of ECHO_LIMIT characters of it, as an HTTP 404 does."""
     with contextlib.suppress(Exception):
-        await websocket.send_text(error_frame(session_id, error, reason, **details))
+        await websocket.send_text(error_frame(echoed(session_id, ECHO_LIMIT // 2), error, reason, **details))
         await websocket.close(code, close_reason(reason))
 
 
 async def _refuse_busy(websocket: WebSocket, session_id: str, why: str, retry_after: float) -> None:
     with contextlib.suppress(Exception):
-        await websocket.send_text(error_frame(session_id, "try_again_later", why, retry_after=retry_after))
+        shown = echoed(session_id, ECHO_LIMIT // 2)
+        await websocket.send_text(error_frame(shown, "try_again_later", why, retry_after=retry_after))
         await websocket.close(CLOSE_TRY_AGAIN_LATER, close_reason(why))
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 from fastapi import WebSocket
 
+from bot.server.api.bodies import ECHO_LIMIT, echoed
 from bot.server.api.rooms import VerifiedPasswords, WrongPasswordError, try_room_password
 from bot.server.edge.auth import KEY_CACHE_SECONDS, Authenticator, AuthError, Principal
 from bot.server.edge.rate_limits import RateLimits
@@ -88,7 +89,8 @@ class Credentials:
         with auth on and a room password alone, the one a session that is no protected room gets (admit)."""
         if self.auth.enabled and self.principal is None:
             return Refusal(CLOSE_UNAUTHORIZED, "unauthorized", CREDENTIALS_NEEDED)
-        return Refusal(CLOSE_NOT_FOUND, "session_not_found", str(exc))
+        shown = echoed(exc.session_id, ECHO_LIMIT // 2)  # refuse() shows the other half: the frame's session_id
+        return Refusal(CLOSE_NOT_FOUND, "session_not_found", str(exc).replace(repr(exc.session_id), repr(shown), 1))
 
 
 async def admit(websocket: WebSocket, session: dict[str, Any], credentials: Credentials, who: str) -> Principal | None:
