@@ -84,3 +84,25 @@ async def test_bad_export_requests_are_refused(
     await create_session(client, "exported")
     response = await client.get(f"{BASE}/{path}/export", params=params)
     assert response.status_code == status and needle in orjson.dumps(response.json()).decode()
+
+
+@pytest.mark.parametrize("format", ["csv", "json"])
+async def test_an_unknown_metric_is_a_404_that_names_the_session(client: httpx.AsyncClient, format: str) -> None:
+    """Review 1 finding 11: a 404 carries `detail` and `session_id`, an unknown metric's as a missing
+    session's, and the OpenAPI document's 404 of the route says it has both causes."""
+    session_id = await run_with_history(client)
+    response = await client.get(f"{BASE}/{session_id}/export", params={"format": format, "metric": "nope"})
+    assert response.status_code == 404, response.text
+    answer = response.json()
+    assert answer["session_id"] == session_id and "no metric 'nope'" in answer["detail"], answer
+    document = (await client.get("/openapi.json")).json()
+    not_found = document["paths"]["/api/training/sessions/{session_id}/export"]["get"]["responses"]["404"]
+    assert "metric" in not_found["description"] and "session_id" in str(not_found["content"]), not_found
+
+
+async def test_an_unknown_metric_is_an_empty_series_for_a_chart(client: httpx.AsyncClient) -> None:
+    """Unlike an export, /series answers a metric with no points (yet) with an empty series and `available`:
+    a chart may ask before its metric's first point arrives, and extends it live."""
+    session_id = await run_with_history(client)
+    answer = (await client.get(f"{BASE}/{session_id}/series", params={"metric": "nope"})).json()
+    assert answer["series"]["nope"]["seq"] == [] and "current_reward" in answer["available"], answer

@@ -18,12 +18,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, HTTPException, Query
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from bot.schemas import MESSAGE_TYPES, MetricName
 from bot.server.api.access import ReadsSession
-from bot.server.api.bodies import errors
+from bot.server.api.bodies import error_response, errors
 from bot.server.api.deps import ServiceDep
 from bot.server.api.history import parse_time
 from bot.server.api.params import Episode, Since, Until, parse_word_list, word_list
@@ -41,7 +41,8 @@ Frames = list[tuple[int, str, str]]
 @router.get(
     "/export",
     responses={
-        **errors(401, 403, 404, 422, 429),
+        **errors(401, 403, 422, 429),
+        404: error_response("no session has this id, or it has no metric named in `metric`", session_id="string"),
         200: {"content": {"text/csv": {}, "application/json": {}}, "description": "the history, streamed"},
     },
     dependencies=[ReadsSession],
@@ -59,7 +60,7 @@ async def export(
     end_episode: Episode = None,
     since: Since = None,
     until: Until = None,
-) -> StreamingResponse:
+) -> Response:
     """The session's history as a download (`Content-Disposition: attachment`), streamed page by page."""
     rows = format == "csv" or bool(metric)
     where = MessageFilter(
@@ -74,7 +75,7 @@ async def export(
     unknown = [m for m in metric if m not in available]
     if unknown:  # a series that does not exist, as a 404 (a column of nothing would hide a typo)
         detail = f"the session has no metric {unknown[0]!r}; it has {', '.join(available) or 'none'}"
-        raise HTTPException(404, detail)
+        return JSONResponse({"detail": detail, "session_id": session_id}, status_code=404)  # as every 404
     columns = list(dict.fromkeys(metric)) or available
     pages = _pages(service, session_id, where, first)
     if format == "csv":

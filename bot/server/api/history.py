@@ -117,8 +117,9 @@ async def series(
     A whole long series is read from per-block (128 seqs) min/max rollups kept by ingest, so buckets
     are block-aligned there; a range (episode, time, after_seq) reads the points themselves.
     NaN points are left out (counted in `nan_count`); ±Infinity is kept as "Infinity"/"-Infinity".
-    `available` lists every metric the session has. Each point has its seq, episode, timestamp and `step`,
-    the engine's own step where the point carried one (null otherwise).
+    `available` lists every metric the session has; a metric with none of its points is an empty series, not
+    the 404 of an export (a download), since a chart may ask before its metric's first point. Each point has
+    its seq, episode, timestamp and `step`, the engine's own step where the point carried one (null otherwise).
     """
     where = MessageFilter(
         after_seq=after_seq,
