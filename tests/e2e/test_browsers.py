@@ -5,6 +5,7 @@ from a foreign origin, a rebinding Host. Nothing is stored; the server's own cli
 from __future__ import annotations
 
 import asyncio
+import gzip
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -34,6 +35,37 @@ async def test_a_cross_site_form_post_is_415_and_stores_nothing(
         assert (await client.post(f"{BASE}/{session_id}/metrics", content=body, headers=headers)).status_code == 200
     assert (await client.get(f"{BASE}/{session_id}")).json()["last_seq"] == 3
     assert (await client.get(f"{BASE}/forged")).status_code == 404
+
+
+async def test_a_body_with_a_content_coding_is_415_and_stores_nothing(client: httpx.AsyncClient) -> None:
+    """Review 1 finding 13: a plain body labelled gzip was stored, a real gzip body was a confusing 422. The
+    server reads bodies as they come, so any declared coding but identity is refused, before the body is
+    read, on every route that takes one, and the answer says what to do."""
+    session_id = await create_session(client, "coded")
+    plain = b'[{"episode": 1}]'
+    coded = {
+        "gzip": (f"{BASE}/{session_id}/metrics", gzip.compress(plain), "gzip"),
+        "plain labelled gzip": (f"{BASE}/{session_id}/metrics", plain, "gzip"),
+        "plain labelled br": (f"{BASE}/{session_id}/metrics", plain, "BR"),
+        "two codings": (f"{BASE}/{session_id}/metrics", plain, "identity, deflate"),
+        "a session": (BASE, b'{"training_id": "compressed"}', "gzip"),
+    }
+    for name, (url, body, coding) in coded.items():
+        headers = {"Content-Type": "application/json", "Content-Encoding": coding}
+        refused = await client.post(url, content=body, headers=headers)
+        assert refused.status_code == 415, (name, refused.text)
+        detail = refused.json()["detail"]
+        assert "content codings are not supported" in detail and "uncompressed" in detail, detail
+        assert coding.split(",")[-1].strip().lower() in detail, detail
+    status = await client.put(
+        f"{BASE}/{session_id}", content=b'{"status": "failed"}', headers={"Content-Encoding": "gzip"}
+    )
+    assert status.status_code == 415
+    session = (await client.get(f"{BASE}/{session_id}")).json()
+    assert (session["last_seq"], session["status"]) == (0, "created")
+    assert (await client.get(f"{BASE}/compressed")).status_code == 404
+    identity = {"Content-Type": "application/json", "Content-Encoding": "identity"}
+    assert (await client.post(f"{BASE}/{session_id}/metrics", content=plain, headers=identity)).status_code == 200
 
 
 async def test_a_body_without_a_json_content_type_is_415_and_stores_nothing(

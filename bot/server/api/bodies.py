@@ -206,7 +206,10 @@ ERRORS: dict[int, dict[str, Any]] = {
     414: error_response("the URL is over max_url_bytes"),
     431: error_response("the request's headers are over max_header_bytes"),
     # Answered by the browser guard (bot/server/edge/browsers.py) before any route that changes state.
-    415: error_response("the body is not declared as application/json (a body with no Content-Type included)"),
+    415: error_response(
+        "the body is not declared as application/json (a body with no Content-Type included), or it declares"
+        " a Content-Encoding other than identity"
+    ),
     422: {
         "description": "a value is invalid; `detail` lists each with its `loc`, `message` sums them up",
         "content": {

@@ -1,4 +1,5 @@
-"""What a web page on another site could make a visitor's browser do to this server, refused.
+"""What a web page on another site could make a visitor's browser do to this server, refused; and bodies in
+a content coding, which no route can read.
 
 - A page on any site can send a POST without a CORS preflight: a form (`text/plain`, urlencoded,
   multipart), `fetch(..., {mode: "no-cors"})` or `navigator.sendBeacon()`, and the last two can send a body
@@ -12,6 +13,10 @@
   neither this server itself nor one of the allowed origins (`cors_origins`) is refused (403) before it
   reaches a route: browsers send `Origin` on every cross-site POST (`null` from a sandboxed or file page).
   One without `Origin` comes from no browser and is let through.
+- A state-changing request whose body declares a content coding (`Content-Encoding` other than `identity`)
+  is refused with 415 before its body is read, whoever sends it: bodies are read as they come, so a gzip
+  body was a confusing 422 and a plain one labelled gzip was stored, hiding a client or a proxy that
+  compresses on the way (review 1, finding 13). Not a browser's attack, but the same gate for bodies.
 - DNS rebinding points a name the attacker owns at 127.0.0.1, and the page is then same-origin with the
   server. The Host header is checked against the allowed hosts (Starlette's TrustedHostMiddleware, set up
   in app.py); loopback names are allowed by default.
@@ -65,6 +70,8 @@ class BrowserGuard:
             if origin is not None and not self._origin_allowed(origin, headers.get("host", "")):
                 why = f"Origin {origin[:80]!r} may not change anything here: only this server's pages and CORS_ORIGINS"
                 return _refuse_http(send, 403, why)
+            if (coded := _coded(headers)) is not None:
+                return _refuse_http(send, 415, coded)
             if not scope["path"].startswith(OWN_FRAMING_PREFIX) and (untyped := _not_json(headers)) is not None:
                 return _refuse_http(send, 415, untyped)
         elif scope["type"] == "websocket":
@@ -90,6 +97,15 @@ def _not_json(headers: Headers) -> str | None:
     if _has_body(headers):
         return "a body with no Content-Type: send it as application/json"
     return None
+
+
+def _coded(headers: Headers) -> str | None:
+    """Why a body is refused (415) for its content codings, or None: any but `identity` (RFC 9110 8.4.1)."""
+    codings = (coding.strip().lower() for value in headers.getlist("content-encoding") for coding in value.split(","))
+    declared = ", ".join(coding for coding in codings if coding and coding != "identity")
+    if not declared:
+        return None
+    return f"content codings are not supported (Content-Encoding: {declared[:80]}); send the body uncompressed"
 
 
 def _has_body(headers: Headers) -> bool:
