@@ -164,16 +164,21 @@ class SpectatorManagerIntegration:
         model_generation: int | None = None,
         algorithm: str | None = None,
         total_episodes: int | None = None,
-        max_spectators: int = 50,
+        max_spectators: int | None = None,
         password_protected: bool = False,
     ) -> dict[str, Any]:
-        """Create the session with a room; returns session_id, room_code and room_password (None if open)."""
+        """Create the session with a room; returns session_id, room_code and room_password (None if open).
+        `max_spectators` left out: the server's default (50, or its max_connections_per_session if lower);
+        more than that limit is refused (HTTP 422)."""
+        room: dict[str, Any] = {"password_protected": password_protected}
+        if max_spectators is not None:
+            room["max_spectators"] = max_spectators
         body = {
             "training_id": training_session_id,
             "model_generation": model_generation,
             "algorithm": algorithm,
             "total_episodes": total_episodes,
-            "room": {"max_spectators": max_spectators, "password_protected": password_protected},
+            "room": room,
         }
         try:
             async with httpx.AsyncClient(base_url=self.url, headers=self.headers, timeout=10.0) as http:

@@ -10,7 +10,10 @@ import httpx
 import pytest
 import websockets
 
+from bot.config import Settings
 from tests.conftest import TIMEOUT, LiveServer, connect_and_sync, recv_data, recv_json, recv_until
+
+BASE = "/api/training/sessions"
 
 
 async def refused(connect: Any, url: str) -> tuple[dict[str, Any], int]:
@@ -48,6 +51,38 @@ async def test_protected_room_needs_its_password_and_keeps_its_limit(
 
     await client.post("/api/training/sessions/arena/metrics", json={"episode": 1})
     assert (await recv_data(first, 1))[0]["session_id"] == "arena"
+
+
+async def test_a_rooms_max_spectators_is_what_the_server_enforces(
+    server_factory: Any, settings: Settings, spectators: Any
+) -> None:
+    """Review 1 finding 8: a room asking for more spectators than the server's max_connections_per_session
+    was created and shown with its number, while only the server's could join. Now such a room is a 422
+    naming both numbers (and is not created); a room that asks for none gets the server's limit when it is
+    lower; and a room stored under a higher limit (the setting lowered since) shows the one enforced."""
+    roomy = await server_factory(settings.model_copy(update={"max_connections_per_session": 20}))
+    async with httpx.AsyncClient(base_url=roomy.url, timeout=TIMEOUT) as client:
+        created = await client.post(BASE, json={"training_id": "earlier", "room": {"max_spectators": 20}})
+        assert created.status_code == 201 and created.json()["max_spectators"] == 20
+    await roomy.stop()
+
+    live = await server_factory(settings)  # max_connections_per_session=5
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client:
+        refused_room = await client.post(BASE, json={"training_id": "big", "room": {"max_spectators": 6}})
+        assert refused_room.status_code == 422, refused_room.text
+        assert "max_spectators 6 is over this server's max_connections_per_session (5)" in refused_room.text
+        assert (await client.get(f"{BASE}/big")).status_code == 404
+        assert (await client.post(BASE, json={"room": {"max_spectators": 5}})).json()["max_spectators"] == 5
+        assert (await client.post(BASE, json={"room": {}})).json()["max_spectators"] == 5
+
+        earlier = (await client.get(f"{BASE}/earlier")).json()
+        assert earlier["max_spectators"] == 5, earlier
+        first = await spectators(live.ws_url(earlier["room_code"]))
+        assert (await recv_until(first, "snapshot"))["data"]["session"]["max_spectators"] == 5
+        for _ in range(4):
+            await connect_and_sync(spectators, live.ws_url(earlier["room_code"]))
+        error, close = await refused(spectators, live.ws_url(earlier["room_code"]))
+        assert close == 4429 and "5 spectators at most" in error["data"]["message"], error
 
 
 async def test_open_room_is_joined_by_code_alone(live: LiveServer, client: httpx.AsyncClient, spectators: Any) -> None:

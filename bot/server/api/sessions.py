@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 
 from bot.schemas import SessionCreate, SessionStatus, SessionUpdate, Tag
 from bot.server.api.access import Admin, Reader, ReadsSession, Writer, reads_session
@@ -21,7 +22,26 @@ STATUS_FILTERS = [s.value for s in SessionStatus] + ["active", "all"]
 
 
 def _with_spectators(session: dict[str, Any], hub: HubDep) -> dict[str, Any]:
-    return {**session, "spectators": hub.count(session["session_id"])}
+    """The session with its spectator count, and its room's `max_spectators` as the hub enforces it: a room
+    stored before max_connections_per_session was lowered takes no more than that (hub.add)."""
+    shown = {**session, "spectators": hub.count(session["session_id"])}
+    if "max_spectators" in session:
+        shown["max_spectators"] = hub.room_limit(session["max_spectators"])
+    return shown
+
+
+def _room_within(spec: SessionCreate, limit: int) -> SessionCreate:
+    """The spec with a room no bigger than the server lets one session be (max_connections_per_session), so
+    that what the room shows is what is enforced. A size asked for past it is a 422 naming both numbers; the
+    default (none asked for) becomes the server's limit where that is lower."""
+    room = spec.room
+    if room is None or room.max_spectators <= limit:
+        return spec
+    if "max_spectators" not in room.model_fields_set:
+        return spec.model_copy(update={"room": room.model_copy(update={"max_spectators": limit})})
+    why = f"max_spectators {room.max_spectators} is over this server's max_connections_per_session ({limit})"
+    error = {"type": "less_than_equal", "loc": ("body", "room", "max_spectators"), "msg": why}
+    raise RequestValidationError([{**error, "input": room.max_spectators}])
 
 
 @router.post(
@@ -31,7 +51,7 @@ async def create_session(
     request: Request, service: ServiceDep, hub: HubDep, principal: Principal = Writer
 ) -> dict[str, Any]:
     """Create a session; `training_id`, when given, becomes its id (409 if taken)."""
-    spec = await read_model(request, SessionCreate)
+    spec = _room_within(await read_model(request, SessionCreate), hub.max_per_session)
     if principal.session_id is not None and spec.training_id != principal.session_id:
         raise HTTPException(403, f"this credential may only create session {principal.session_id!r}")
     return _with_spectators(await service.create_session(spec), hub)

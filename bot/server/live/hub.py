@@ -165,6 +165,11 @@ class Hub:
         """The most frames any spectator has waiting: memory stays within max_backlog * BURST_FACTOR."""
         return max((len(s.queue.items) for w in self._sessions.values() for s in w.spectators.values()), default=0)
 
+    def room_limit(self, max_spectators: int | None) -> int | None:
+        """A room's max_spectators as add() enforces it: no more than max_per_session (a room stored before that
+        setting was lowered keeps its number in the store). None: the session is no room."""
+        return None if max_spectators is None else min(max_spectators, self.max_per_session)
+
     def add(self, spectator: Spectator, limit: int | None = None) -> None:
         """Register a spectator, or raise HubFullError when a connection limit is reached.
 

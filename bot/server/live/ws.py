@@ -292,6 +292,8 @@ async def _greet(
     # Read the state after registering with the hub: the snapshot and the live stream meet with no gap.
     state = await websocket.state.joins.state(spectator.session_id)
     session = {**state.session, "spectators": hub.count(spectator.session_id)}
+    if "max_spectators" in session:  # as enforced, as GET shows it
+        session["max_spectators"] = hub.room_limit(session["max_spectators"])
     sid = spectator.session_id
     frames = [
         control_frame(
