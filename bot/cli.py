@@ -171,6 +171,9 @@ def database(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.action == "current":
+            if (missing := _missing_sqlite_file(url)) is not None:
+                print(f"bot db: no database at {missing} (`bot db upgrade` creates one)", file=sys.stderr)
+                return 2
             with writer.connect() as conn:
                 current = current_revision(conn)
             state = "empty" if current is None else "up to date" if current == head() else f"behind {head()}"
@@ -186,6 +189,20 @@ def database(args: argparse.Namespace) -> int:
         writer.dispose()
         reader.dispose()
     return 0
+
+
+def _missing_sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names, when it does not exist; None for any other database (or one in memory).
+    SQLite creates a missing file on connect, so `bot db current` on a mistyped path left an empty database
+    there and reported it as merely empty."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    path = Path(database)
+    return None if path.exists() else path
 
 
 def serve(args: argparse.Namespace) -> int:
