@@ -258,8 +258,9 @@ FOREIGN_ORIGIN = error_response("the credentials do not give access to this, or 
 def _document_bodies(app: FastAPI, settings: Settings) -> None:
     """Bodies are parsed by hand (orjson, one TypeAdapter call); publish their schemas in OpenAPI anyway, with
     what pydantic cannot write: metadata as recursive JSON, a scenario's name as one of this server's scenario
-    files (read when the document is first asked for), the guard's 414 and 431 on every operation, the browser
-    guard's 403 and 415 on every one that changes state, and the credentials when auth is on."""
+    files (read when the document is first asked for), a room's size within this server's limit, the guard's
+    414 and 431 on every operation, the browser guard's 403 and 415 on every one that changes state, and the
+    credentials when auth is on."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -282,6 +283,9 @@ def _document_bodies(app: FastAPI, settings: Settings) -> None:
             scenarios = {"type": "string", "enum": scenario_names(scenarios_dir(settings))}
             components["StartTraining"]["properties"]["scenario_name"] = scenarios
             components["DaemonConfigUpdate"]["properties"]["scenario"] = {"anyOf": [scenarios, {"type": "null"}]}
+            room_size = components["RoomSpec"]["properties"]["max_spectators"]  # no more than this server takes
+            room_size["maximum"] = min(room_size["maximum"], settings.max_connections_per_session)
+            room_size["default"] = min(room_size["default"], room_size["maximum"])
             if settings.enable_auth:
                 _document_credentials(schema)
             app.openapi_schema = schema
