@@ -1,7 +1,9 @@
-"""A TCP proxy on 127.0.0.1 that can silence connections: the fault a Redis failover leaves behind.
+"""A TCP proxy on 127.0.0.1 that can silence connections (the fault a Redis failover leaves behind) or cut
+them (Redis, or the way to it, gone for a while).
 
 A silenced connection stays open and keeps taking the client's bytes, but nothing the server sends reaches
-the client any more: a subscription that stops delivering without an error.
+the client any more: a subscription that stops delivering without an error. A cut resets every connection
+and refuses new ones until `restore()`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ class FaultProxy:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._links: list[_Link] = []
+        self.down = False
 
     @property
     def url(self) -> str:
@@ -45,7 +48,21 @@ class FaultProxy:
             link.silenced = True
         return len(chosen)
 
+    def cut(self) -> None:
+        """Reset every connection, and refuse new ones until restore()."""
+        self.down = True
+        for link in self._links:
+            for writer in (link.client, link.upstream):
+                writer.transport.abort()
+
+    def restore(self) -> None:
+        self.down = False
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.down:
+            writer.transport.abort()
+            writer.close()  # marks the writer closed (the transport is gone already)
+            return
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         link = _Link(writer, up_writer)
         self._links.append(link)

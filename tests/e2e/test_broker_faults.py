@@ -159,3 +159,33 @@ async def test_a_session_deleted_while_an_instance_is_cut_off_never_feeds_its_sp
                             fed.append(message)
             assert ws.close_code == 4410, (ws.close_code, ws.close_reason)
             assert fed == [], fed  # nothing of the new incarnation, and nothing after the old one's seq 2
+
+
+async def test_a_spectator_that_leaves_while_redis_is_cut_off_leaves_no_subscription_behind(
+    server_factory: Any, settings: Settings, private_redis: PrivateRedis, spectators: Any
+) -> None:
+    """A spectator leaves while the instance's connections to Redis are cut: its unsubscribe fails, and redis-py
+    subscribed again to every channel it still knew once it reconnected, so the instance kept receiving (and
+    dropping) that session's frames for good, one more channel per cut. Now the subscription is rebuilt
+    with the channels still watched only."""
+    import redis.asyncio as redis
+
+    async with FaultProxy(private_redis.port) as proxy:
+        changed = {"redis_url": proxy.url, "broker_probe_interval": 0.2}
+        live = await server_factory(settings.model_copy(update=changed))
+        admin = redis.from_url(private_redis.url)
+        async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT) as client, admin:
+            session_id = await create_session(client, "left-during-cut")
+            ws = await connect_and_sync(spectators, live.ws_url(session_id))
+            assert len(await admin.pubsub_channels("tms:session:*")) == 1
+            proxy.cut()
+            await health_until(client, "degraded")  # the broker's connections found broken
+            await ws.close()
+            async with asyncio.timeout(TIMEOUT):
+                while (await client.get("/status")).json()["spectators"]["total"]:
+                    await asyncio.sleep(0.05)
+            proxy.restore()
+            await health_until(client, "ok")
+            async with asyncio.timeout(TIMEOUT):
+                while await admin.pubsub_channels("tms:session:*"):
+                    await asyncio.sleep(0.1)

@@ -120,6 +120,10 @@ class RedisBroker:
             async with asyncio.timeout(self._timeout * 4):
                 await self._pubsub.unsubscribe(channel)
         except (TimeoutError, *self._redis_errors) as exc:
+            # redis-py's connection still lists the channel, and subscribes to it again when it reconnects: the
+            # instance would receive (and drop) that session's frames for good. A rebuilt connection subscribes
+            # to the channels still watched only.
+            self._rebuild_wanted = True
             raise BrokerUnavailableError(f"redis unsubscribe from {channel!r} failed: {exc or 'no answer'}") from exc
 
     async def events(self) -> AsyncIterator[tuple[str, Sequence[Frame]]]:
