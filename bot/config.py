@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import limits
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -81,144 +81,158 @@ def _env(field: str) -> str:
     return ENV_NAMES.get(field, f"TMS_{field.upper()}")
 
 
+def _accepted(field: str) -> str | AliasChoices:
+    """The environment names a field is read from: TMS_<FIELD>, and first the original design's name where it
+    has one (DATABASE_URL, MAX_CONNECTIONS_PER_SESSION, ...): every setting answers to TMS_<NAME> as the README
+    says, and `TMS_MAX_CONNECTIONS_PER_SESSION` was silently ignored."""
+    own = f"TMS_{field.upper()}"
+    return AliasChoices(ENV_NAMES[field], own) if field in ENV_NAMES else own
+
+
 class Settings(BaseSettings):
     """Everything the server reads at start-up. `ServerConfig` is the same class."""
 
     model_config = SettingsConfigDict(populate_by_name=True, extra="forbid", case_sensitive=False)
 
-    host: str = Field("127.0.0.1", validation_alias=_env("host"))
-    port: int = Field(8000, ge=0, le=65535, validation_alias=_env("port"))
-    debug: bool = Field(False, validation_alias=_env("debug"))
+    host: str = Field("127.0.0.1", validation_alias=_accepted("host"))
+    port: int = Field(8000, ge=0, le=65535, validation_alias=_accepted("port"))
+    debug: bool = Field(False, validation_alias=_accepted("debug"))
     # The server's log level; unset: debug when `debug`, else info.
-    log_level: LogLevel | None = Field(None, validation_alias=_env("log_level"))
+    log_level: LogLevel | None = Field(None, validation_alias=_accepted("log_level"))
     # text: uvicorn's lines; json: one JSON object per line (time, level, logger, message, and session_id,
     # job_id, run_id where the event has one), for a log collector.
-    log_format: Literal["text", "json"] = Field("text", validation_alias=_env("log_format"))
-    database_url: str = Field("sqlite:///data/training_metrics.db", validation_alias=_env("database_url"))
+    log_format: Literal["text", "json"] = Field("text", validation_alias=_accepted("log_format"))
+    database_url: str = Field("sqlite:///data/training_metrics.db", validation_alias=_accepted("database_url"))
     # Unset: the in-memory broker (one instance). redis://host:port/db lets instances share one live stream.
-    redis_url: str | None = Field(None, validation_alias=_env("redis_url"))
-    jwt_secret_key: str | None = Field(None, validation_alias=_env("jwt_secret_key"))
-    jwt_audience: str = Field("training-metrics-server", validation_alias=_env("jwt_audience"))
-    jwt_issuer: str | None = Field(None, validation_alias=_env("jwt_issuer"))
-    enable_auth: bool = Field(False, validation_alias=_env("enable_auth"))
-    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=_env("cors_origins"))
+    redis_url: str | None = Field(None, validation_alias=_accepted("redis_url"))
+    jwt_secret_key: str | None = Field(None, validation_alias=_accepted("jwt_secret_key"))
+    jwt_audience: str = Field("training-metrics-server", validation_alias=_accepted("jwt_audience"))
+    jwt_issuer: str | None = Field(None, validation_alias=_accepted("jwt_issuer"))
+    enable_auth: bool = Field(False, validation_alias=_accepted("enable_auth"))
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_accepted("cors_origins")
+    )
     # Host header values answered (DNS rebinding); empty: the loopback names and the bound address; "*": any.
-    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=_env("allowed_hosts"))
-    game_server_url: str | None = Field(None, validation_alias=_env("game_server_url"))
-    enable_spectator_integration: bool = Field(True, validation_alias=_env("enable_spectator_integration"))
-    max_connections_per_session: int = Field(50, gt=0, validation_alias=_env("max_connections_per_session"))
-    max_total_connections: int = Field(10000, gt=0, validation_alias=_env("max_total_connections"))
-    data_storage_path: Path = Field(Path("data/training_metrics"), validation_alias=_env("data_storage_path"))
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_accepted("allowed_hosts")
+    )
+    game_server_url: str | None = Field(None, validation_alias=_accepted("game_server_url"))
+    enable_spectator_integration: bool = Field(True, validation_alias=_accepted("enable_spectator_integration"))
+    max_connections_per_session: int = Field(50, gt=0, validation_alias=_accepted("max_connections_per_session"))
+    max_total_connections: int = Field(10000, gt=0, validation_alias=_accepted("max_total_connections"))
+    data_storage_path: Path = Field(Path("data/training_metrics"), validation_alias=_accepted("data_storage_path"))
     # Bounds the hub's per-session buffer of frames that arrived ahead of a gap.
-    metrics_history_size: int = Field(10000, gt=0, validation_alias=_env("metrics_history_size"))
-    cleanup_interval_seconds: float = Field(300.0, gt=0, validation_alias=_env("cleanup_interval_seconds"))
+    metrics_history_size: int = Field(10000, gt=0, validation_alias=_accepted("metrics_history_size"))
+    cleanup_interval_seconds: float = Field(300.0, gt=0, validation_alias=_accepted("cleanup_interval_seconds"))
     # Sessions that ended longer ago than this are deleted by the cleanup task; None keeps them forever.
-    session_retention_seconds: float | None = Field(None, gt=0, validation_alias=_env("session_retention_seconds"))
+    session_retention_seconds: float | None = Field(None, gt=0, validation_alias=_accepted("session_retention_seconds"))
     # Per-client rate limits (bot/server/edge/rate_limits.py), in the `limits` library's notation ("100/second",
     # "20/minute"): ingest requests, spectator connections, spectator messages, room password attempts.
-    enable_rate_limiting: bool = Field(False, validation_alias=_env("enable_rate_limiting"))
-    rate_limit_ingest: str = Field("100/second", validation_alias=_env("rate_limit_ingest"))
-    rate_limit_ws_connect: str = Field("30/second", validation_alias=_env("rate_limit_ws_connect"))
-    rate_limit_ws_message: str = Field("50/second", validation_alias=_env("rate_limit_ws_message"))
-    rate_limit_room_password: str = Field("20/minute", validation_alias=_env("rate_limit_room_password"))
+    enable_rate_limiting: bool = Field(False, validation_alias=_accepted("enable_rate_limiting"))
+    rate_limit_ingest: str = Field("100/second", validation_alias=_accepted("rate_limit_ingest"))
+    rate_limit_ws_connect: str = Field("30/second", validation_alias=_accepted("rate_limit_ws_connect"))
+    rate_limit_ws_message: str = Field("50/second", validation_alias=_accepted("rate_limit_ws_message"))
+    rate_limit_room_password: str = Field("20/minute", validation_alias=_accepted("rate_limit_room_password"))
     # A running session whose engine sent nothing (no data, no heartbeat) for this long becomes `stale`.
-    stale_timeout_seconds: float = Field(60.0, gt=0, validation_alias=_env("stale_timeout_seconds"))
+    stale_timeout_seconds: float = Field(60.0, gt=0, validation_alias=_accepted("stale_timeout_seconds"))
     # FULL survives a power loss; NORMAL (in WAL mode) survives a crash of the process only.
-    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field("FULL", validation_alias=_env("sqlite_synchronous"))
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field("FULL", validation_alias=_accepted("sqlite_synchronous"))
     # Frames queued per spectator before its oldest are dropped (and it is told, with a `lag` message).
-    max_backlog: int = Field(1000, gt=0, validation_alias=_env("max_backlog"))
+    max_backlog: int = Field(1000, gt=0, validation_alias=_accepted("max_backlog"))
     # ... and bytes of them (counted as characters of their JSON text), so big frames are bounded too.
-    max_backlog_bytes: int = Field(4 * 1024 * 1024, gt=0, validation_alias=_env("max_backlog_bytes"))
+    max_backlog_bytes: int = Field(4 * 1024 * 1024, gt=0, validation_alias=_accepted("max_backlog_bytes"))
     # A spectator that keeps dropping frames for this long is closed with code 4008.
-    slow_spectator_timeout: float = Field(10.0, gt=0, validation_alias=_env("slow_spectator_timeout"))
+    slow_spectator_timeout: float = Field(10.0, gt=0, validation_alias=_accepted("slow_spectator_timeout"))
     # A joining spectator must have taken its welcome, snapshot and replay (`since=`) within this long, or it
     # is closed with 4008 (and cut off if it cannot take the close): one that never reads holds no slot.
-    ws_join_timeout: float = Field(30.0, gt=0, validation_alias=_env("ws_join_timeout"))
+    ws_join_timeout: float = Field(30.0, gt=0, validation_alias=_accepted("ws_join_timeout"))
     # A log line per HTTP request. Off unless asked for (or debug): at hundreds of pushes a second it costs
     # a sixth of a push's CPU and buries the log; errors and warnings are logged either way.
-    access_log: bool = Field(False, validation_alias=_env("access_log"))
+    access_log: bool = Field(False, validation_alias=_accepted("access_log"))
     # Kernel send buffer per spectator connection, in bytes (Linux doubles it; 0: the kernel's autotuning,
     # up to 4 MB). Bounds what a spectator that stopped reading holds before its queue and close take over.
-    ws_send_buffer: int = Field(262_144, ge=0, validation_alias=_env("ws_send_buffer"))
+    ws_send_buffer: int = Field(262_144, ge=0, validation_alias=_accepted("ws_send_buffer"))
     # New spectator connections per second this instance takes (0: no limit); past it, 1013 with a jittered
     # retry delay. Off by default: joins to one session share their reads, and a 2,000-spectator storm
     # resumed fastest, with the least added live latency, unlimited (bench/instances.py).
-    ws_connect_rate: int = Field(0, ge=0, validation_alias=_env("ws_connect_rate"))
+    ws_connect_rate: int = Field(0, ge=0, validation_alias=_accepted("ws_connect_rate"))
     # On shutdown, how long spectators get to take their 1001 close before their connections are cut,
     # and requests to finish before they are cancelled: `bot serve` always exits within about this.
-    shutdown_timeout: float = Field(5.0, ge=0, validation_alias=_env("shutdown_timeout"))
-    ws_ping_interval: float = Field(20.0, gt=0, validation_alias=_env("ws_ping_interval"))
-    ws_ping_timeout: float = Field(20.0, gt=0, validation_alias=_env("ws_ping_timeout"))
+    shutdown_timeout: float = Field(5.0, ge=0, validation_alias=_accepted("shutdown_timeout"))
+    ws_ping_interval: float = Field(20.0, gt=0, validation_alias=_accepted("ws_ping_interval"))
+    ws_ping_timeout: float = Field(20.0, gt=0, validation_alias=_accepted("ws_ping_timeout"))
     # Deflate compresses each frame once per spectator, which defeats encode-once: off unless asked for.
-    ws_per_message_deflate: bool = Field(False, validation_alias=_env("ws_per_message_deflate"))
-    max_batch_size: int = Field(10000, gt=0, validation_alias=_env("max_batch_size"))
+    ws_per_message_deflate: bool = Field(False, validation_alias=_accepted("ws_per_message_deflate"))
+    max_batch_size: int = Field(10000, gt=0, validation_alias=_accepted("max_batch_size"))
     # What one session may hold in breadth (bot/store/bounds.py): distinct metric series, and graphs (each in
     # every spectator's snapshot). A batch that would pass either is refused whole (422).
-    max_series_per_session: int = Field(1000, gt=0, validation_alias=_env("max_series_per_session"))
-    max_graphs_per_session: int = Field(100, gt=0, validation_alias=_env("max_graphs_per_session"))
+    max_series_per_session: int = Field(1000, gt=0, validation_alias=_accepted("max_series_per_session"))
+    max_graphs_per_session: int = Field(100, gt=0, validation_alias=_accepted("max_graphs_per_session"))
     # A request body past this many bytes is refused with 413 before it is read whole.
-    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, validation_alias=_env("max_body_bytes"))
+    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, validation_alias=_accepted("max_body_bytes"))
     # Bytes of request bodies received at once, over all requests; past it, 503 with Retry-After.
-    max_body_bytes_in_flight: int = Field(64 * 1024 * 1024, gt=0, validation_alias=_env("max_body_bytes_in_flight"))
+    max_body_bytes_in_flight: int = Field(
+        64 * 1024 * 1024, gt=0, validation_alias=_accepted("max_body_bytes_in_flight")
+    )
     # What one HTTP connection may hold (bot/server/edge/http_guard.py): the request target (414 past it), the
     # whole head (431), how long the head and then the body may take to arrive (408), how long an idle
     # keep-alive connection stays open, and how many connections of any kind the process holds (503 past
     # it; None: the soft limit of open files less 256).
-    max_url_bytes: int = Field(8192, ge=256, validation_alias=_env("max_url_bytes"))
-    max_header_bytes: int = Field(65_536, ge=1024, validation_alias=_env("max_header_bytes"))
-    http_header_timeout: float = Field(10.0, gt=0, validation_alias=_env("http_header_timeout"))
-    http_body_timeout: float = Field(60.0, gt=0, validation_alias=_env("http_body_timeout"))
-    http_idle_timeout: float = Field(5.0, gt=0, validation_alias=_env("http_idle_timeout"))
+    max_url_bytes: int = Field(8192, ge=256, validation_alias=_accepted("max_url_bytes"))
+    max_header_bytes: int = Field(65_536, ge=1024, validation_alias=_accepted("max_header_bytes"))
+    http_header_timeout: float = Field(10.0, gt=0, validation_alias=_accepted("http_header_timeout"))
+    http_body_timeout: float = Field(60.0, gt=0, validation_alias=_accepted("http_body_timeout"))
+    http_idle_timeout: float = Field(5.0, gt=0, validation_alias=_accepted("http_idle_timeout"))
     # An answer that takes no bytes for this long (the client stopped reading) is aborted, its memory freed.
-    http_send_timeout: float = Field(30.0, gt=0, validation_alias=_env("http_send_timeout"))
+    http_send_timeout: float = Field(30.0, gt=0, validation_alias=_accepted("http_send_timeout"))
     # History pages and exports one client address may be receiving at once (429 past it; 0: no limit).
-    max_downloads_per_client: int = Field(8, ge=0, validation_alias=_env("max_downloads_per_client"))
-    max_connections: int | None = Field(None, ge=1, validation_alias=_env("max_connections"))
+    max_downloads_per_client: int = Field(8, ge=0, validation_alias=_accepted("max_downloads_per_client"))
+    max_connections: int | None = Field(None, ge=1, validation_alias=_accepted("max_connections"))
     # Worker processes that validate and encode big ingest bodies off the server's GIL; None: one if
     # the machine has two cores or more, else none (0 reads every body in the server process).
-    ingest_processes: int | None = Field(None, ge=0, le=64, validation_alias=_env("ingest_processes"))
+    ingest_processes: int | None = Field(None, ge=0, le=64, validation_alias=_accepted("ingest_processes"))
     # How long the hub waits for a missing seq before it reads the gap from the store.
-    gap_wait_seconds: float = Field(0.05, ge=0, validation_alias=_env("gap_wait_seconds"))
+    gap_wait_seconds: float = Field(0.05, ge=0, validation_alias=_accepted("gap_wait_seconds"))
     # Training jobs (POST /api/training/start): how many run at once (None: the number of cores), where their
     # models and checkpoints go, and where the scenarios are (None: the shipped ones, config/scenarios/).
     # The training daemon (scheduled runs, configured at run time): its `enabled` until a configuration is
     # stored, so that a fresh server starts no training by itself (bot/server/training/daemon.py).
-    training_daemon: bool = Field(False, validation_alias=_env("training_daemon"))
+    training_daemon: bool = Field(False, validation_alias=_accepted("training_daemon"))
     # Seconds between two of the daemon's iterations (a look at the clock; the configuration every 10th).
-    training_daemon_tick: float = Field(1.0, gt=0, le=60, validation_alias=_env("training_daemon_tick"))
+    training_daemon_tick: float = Field(1.0, gt=0, le=60, validation_alias=_accepted("training_daemon_tick"))
     # One job at a time by default, as the original design runs training (a bare POST /stop stops it).
-    max_concurrent_jobs: int | None = Field(1, ge=1, le=256, validation_alias=_env("max_concurrent_jobs"))
-    models_dir: Path = Field(Path("models"), validation_alias=_env("models_dir"))
-    scenarios_dir: Path | None = Field(None, validation_alias=_env("scenarios_dir"))
+    max_concurrent_jobs: int | None = Field(1, ge=1, le=256, validation_alias=_accepted("max_concurrent_jobs"))
+    models_dir: Path = Field(Path("models"), validation_alias=_accepted("models_dir"))
+    scenarios_dir: Path | None = Field(None, validation_alias=_accepted("scenarios_dir"))
     # Each instance renews a lease on its jobs and daemon runs in the database every third of this; any
     # instance fails those of an owner whose lease ran out (its server died with them).
-    job_lease_seconds: float = Field(30.0, gt=0, le=3600, validation_alias=_env("job_lease_seconds"))
+    job_lease_seconds: float = Field(30.0, gt=0, le=3600, validation_alias=_accepted("job_lease_seconds"))
     # torch's threads in each job (1: measured fastest for these small networks when cores are shared).
-    training_threads: int = Field(1, ge=1, le=256, validation_alias=_env("training_threads"))
+    training_threads: int = Field(1, ge=1, le=256, validation_alias=_accepted("training_threads"))
     # Where jobs run: "process" (children of this server, the default) or "ray" (a Ray cluster at ray_address,
     # None: Ray's own default, RAY_ADDRESS or a local cluster; the ray extra), with each job's resources, the
     # Python the cluster runs jobs with, and the URL jobs push to (None: this server's own address).
-    job_backend: Literal["process", "ray"] = Field("process", validation_alias=_env("job_backend"))
-    ray_address: str | None = Field(None, validation_alias=_env("ray_address"))
-    ray_num_cpus: float = Field(1.0, ge=0, validation_alias=_env("ray_num_cpus"))
-    ray_num_gpus: float = Field(0.0, ge=0, validation_alias=_env("ray_num_gpus"))
-    ray_python: str = Field("python", min_length=1, validation_alias=_env("ray_python"))
-    job_server_url: str | None = Field(None, validation_alias=_env("job_server_url"))
+    job_backend: Literal["process", "ray"] = Field("process", validation_alias=_accepted("job_backend"))
+    ray_address: str | None = Field(None, validation_alias=_accepted("ray_address"))
+    ray_num_cpus: float = Field(1.0, ge=0, validation_alias=_accepted("ray_num_cpus"))
+    ray_num_gpus: float = Field(0.0, ge=0, validation_alias=_accepted("ray_num_gpus"))
+    ray_python: str = Field("python", min_length=1, validation_alias=_accepted("ray_python"))
+    job_server_url: str | None = Field(None, validation_alias=_accepted("job_server_url"))
     # A database at an older schema revision is migrated at start-up instead of refused (`bot db upgrade`).
-    auto_migrate: bool = Field(False, validation_alias=_env("auto_migrate"))
+    auto_migrate: bool = Field(False, validation_alias=_accepted("auto_migrate"))
     # A publish to Redis that takes longer than this is given up (spectators get those frames from the store)
     # and /health says `degraded`: a slow or stalled Redis never holds ingest.
-    broker_timeout: float = Field(0.5, gt=0, validation_alias=_env("broker_timeout"))
+    broker_timeout: float = Field(0.5, gt=0, validation_alias=_accepted("broker_timeout"))
     # Each instance sends itself a probe through Redis this often; a subscription that has not brought one
     # back within two intervals is reported in /health and rebuilt.
-    broker_probe_interval: float = Field(1.0, gt=0, validation_alias=_env("broker_probe_interval"))
+    broker_probe_interval: float = Field(1.0, gt=0, validation_alias=_accepted("broker_probe_interval"))
     # Socket.IO (/socket.io): Engine.IO sessions this instance holds at once (a handshake past it is answered
     # 503 before a session is made), and jobs one client may follow by `subscribe_training` with a job_id.
-    socketio_max_clients: int = Field(1000, gt=0, validation_alias=_env("socketio_max_clients"))
+    socketio_max_clients: int = Field(1000, gt=0, validation_alias=_accepted("socketio_max_clients"))
     socketio_max_subscriptions_per_client: int = Field(
-        100, gt=0, validation_alias=_env("socketio_max_subscriptions_per_client")
+        100, gt=0, validation_alias=_accepted("socketio_max_subscriptions_per_client")
     )
-    config_file: Path | None = Field(None, validation_alias=_env("config_file"))
+    config_file: Path | None = Field(None, validation_alias=_accepted("config_file"))
 
     @field_validator("log_level", mode="before")
     @classmethod

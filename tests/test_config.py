@@ -14,6 +14,7 @@ from bot.config import (
     PerformanceConfig,
     RedisConfig,
     ServerConfiguration,
+    Settings,
     as_settings,
     load_settings,
 )
@@ -28,6 +29,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "REDIS_URL",
         "CORS_ORIGINS",
         "MAX_CONNECTIONS_PER_SESSION",
+        "MAX_TOTAL_CONNECTIONS",
         "TMS_CONFIG_FILE",
     ):
         monkeypatch.delenv(name, raising=False)
@@ -226,3 +228,15 @@ def test_the_design_s_integration_settings_are_refused_or_used_never_ignored(
     assert load_settings().database_url == f"sqlite:///{tmp_path / 'store' / 'training_metrics.db'}"
     monkeypatch.setenv("DATABASE_URL", "sqlite:///elsewhere.db")
     assert load_settings().database_url == "sqlite:///elsewhere.db"
+
+
+def test_every_setting_answers_to_tms_name_and_the_designs_name_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """README: every setting is TMS_<NAME>. The original design's own names (MAX_CONNECTIONS_PER_SESSION, ...)
+    were the only ones read for theirs, so TMS_MAX_CONNECTIONS_PER_SESSION was silently ignored."""
+    monkeypatch.setenv("TMS_MAX_CONNECTIONS_PER_SESSION", "3")
+    monkeypatch.setenv("TMS_MAX_TOTAL_CONNECTIONS", "7")
+    monkeypatch.setenv("TMS_PORT", "9101")
+    settings = Settings()
+    assert (settings.max_connections_per_session, settings.max_total_connections, settings.port) == (3, 7, 9101)
+    monkeypatch.setenv("MAX_CONNECTIONS_PER_SESSION", "4")  # both given: the design's name wins
+    assert Settings().max_connections_per_session == 4
