@@ -46,6 +46,7 @@ from bot.server.edge.http_guard import ConnectionLimits, GuardedHttpProtocol, de
 from bot.server.edge.metrics import MetricsMiddleware, ServerMetrics
 from bot.server.edge.paced_accept import PacedAcceptor
 from bot.server.edge.rate_limits import RateLimitedError
+from bot.server.edge.shutdown_answer import ShutdownAnswer
 from bot.server.gc_pauses import YoungOnlyCollector
 from bot.server.live import ws
 from bot.server.live.direct import RawSendMiddleware
@@ -131,6 +132,7 @@ def create_app(config: Settings | ServerConfiguration | None = None) -> FastAPI:
         )
     app.add_middleware(BrowserGuard, allowed_origins=settings.cors_origins)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(settings.allowed_hosts, settings.host))
+    app.add_middleware(ShutdownAnswer)  # outermost: a request the shutdown cuts short gets a 503
     app.include_router(api_router)
     app.include_router(ws.router)
     app.mount("/socket.io", socket_io.app)
@@ -377,7 +379,10 @@ def _log_config(level: str | int, log_format: str = "text") -> dict[str, Any]:
 
 
 JOBS_SHARE_OF_GRACE = 0.5  # of the shutdown's time: running jobs stop first, while the server still serves
-CLOSING_SHARE_OF_GRACE = 0.1  # kept for the app's own closing (its store, workers and broker), waiting on no one
+# Kept for the app's own closing (its store, workers and broker), waiting on no one: a tenth of the shutdown's
+# time, at least CLOSING_SECONDS (what it takes here), at most half of it.
+CLOSING_SHARE_OF_GRACE = 0.1
+CLOSING_SECONDS = 0.3
 
 
 class _Server(uvicorn.Server):
@@ -429,7 +434,8 @@ class _Server(uvicorn.Server):
         # One deadline for everything that waits on others (jobs, spectators, requests in flight): each wait
         # takes what the ones before it left, so a stalled spectator and a trickling upload never add up.
         loop = asyncio.get_running_loop()
-        ends = loop.time() + (1 - CLOSING_SHARE_OF_GRACE) * self.grace
+        closing = min(self.grace / 2, max(CLOSING_SHARE_OF_GRACE * self.grace, CLOSING_SECONDS))
+        ends = loop.time() + self.grace - closing
 
         def left() -> float:
             return max(0.0, ends - loop.time())
@@ -449,5 +455,5 @@ class _Server(uvicorn.Server):
             await hub.shutdown(left())
         # uvicorn waits for the requests in flight this long (typed int, used as asyncio.wait_for's float)
         self.config.timeout_graceful_shutdown = left()  # type: ignore[assignment]
-        logger.info("shutdown: requests in flight get %.1f s more (of TMS_SHUTDOWN_TIMEOUT)", left())
+        logger.info("shutdown: %.1f s of TMS_SHUTDOWN_TIMEOUT left for the requests in flight", left())
         await super().shutdown(sockets)
