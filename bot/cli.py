@@ -99,7 +99,8 @@ def sync(args: argparse.Namespace) -> int:
         if report.refused_credential:  # kept in the spool: the same command with a good key sends them
             print(
                 f"bot sync: the server at {url} refused the credential ({report.refused_credential}): "
-                f"set TMS_API_KEY to a key with the write scope and run it again",
+                "set TMS_API_KEY to a key that may write these sessions (scope write, not limited to another "
+                "session) and run it again",
                 file=sys.stderr,
             )
     if not urls:
@@ -165,15 +166,16 @@ def database(args: argparse.Namespace) -> int:
         overrides["config_file"] = args.config
     try:
         url = load_settings(**overrides).database_url
+        if args.action == "current" and (missing := _missing_sqlite_file(url)) is not None:
+            # before the engines, which make the file's folders for a new database
+            print(f"bot db: no database at {missing} (`bot db upgrade` creates one)", file=sys.stderr)
+            return 2
         writer, reader = create_engines(url)
     except (ConfigError, ValueError) as exc:
         print(f"bot db: {exc}", file=sys.stderr)
         return 2
     try:
         if args.action == "current":
-            if (missing := _missing_sqlite_file(url)) is not None:
-                print(f"bot db: no database at {missing} (`bot db upgrade` creates one)", file=sys.stderr)
-                return 2
             with writer.connect() as conn:
                 current = current_revision(conn)
             state = "empty" if current is None else "up to date" if current == head() else f"behind {head()}"

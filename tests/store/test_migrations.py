@@ -123,9 +123,9 @@ async def test_a_database_older_than_the_baseline_is_refused(url: str, engine: E
 def test_current_on_a_missing_sqlite_file_says_so_and_creates_nothing(tmp_path: Path) -> None:
     """Review 1 finding 14: `bot db current` on a path with a typo made an empty database there and exited
     0. A status command creates nothing: it names the missing file and exits 2; `upgrade` still creates."""
-    missing = tmp_path / "typo.db"
+    missing = tmp_path / "no" / "such" / "typo.db"
     answer = bot_db("current", url=f"sqlite:///{missing}")
-    assert answer.returncode == 2 and not missing.exists(), answer
+    assert answer.returncode == 2 and not (tmp_path / "no").exists(), answer  # not even its folders
     assert str(missing) in answer.stderr and len(answer.stderr.strip().splitlines()) == 1, answer.stderr
     assert bot_db("upgrade", url=f"sqlite:///{missing}").returncode == 0 and missing.exists()
 
