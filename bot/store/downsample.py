@@ -15,7 +15,7 @@ def min_max(rows: Sequence[Row], points: int) -> list[Row]:
     """Rows in seq order with finite-or-infinite values (no NaN); returns at most `points` of them."""
     if len(rows) <= points:
         return list(rows)
-    buckets = max(1, (points - 2) // 2)
+    buckets = (points - 2) // 2  # none below 4 points: room for the first and the last only
     inner = len(rows) - 2
     values = [row[3] for row in rows]
     kept = [0]

@@ -157,8 +157,8 @@ def _columns(kept: list[Any], total: int, nan_count: int, steps: dict[int, int])
 
 
 def _buckets(points: int) -> int:
-    """A chart of `points` points keeps the first, the last and each bucket's minimum and maximum."""
-    return max(1, (points - 2) // 2)
+    """A chart of `points` points keeps the first, the last and each bucket's minimum and maximum: none below 4."""
+    return (points - 2) // 2
 
 
 def _long(total: int, blocks: int, points: int) -> bool:
@@ -177,7 +177,8 @@ def _from_rollups(
     ends: tuple[tuple[Any, ...] | None, tuple[Any, ...] | None],
 ) -> tuple[list[Any], int, int]:
     """(points, how many non-NaN points there are, how many NaN) of a whole series, from its rollups."""
-    extremes = bucket_extremes(conn, session_pk, metric, summary, _buckets(points))
+    buckets = _buckets(points)
+    extremes = bucket_extremes(conn, session_pk, metric, summary, buckets) if buckets else []
     chosen = {p[0]: p for p in [ends[0], *extremes, ends[1]] if p}
     return [chosen[seq] for seq in sorted(chosen)], summary.total, summary.nan_count
 

@@ -60,6 +60,21 @@ def test_spikes_first_and_last_survive() -> None:
     assert min_max(rows(values), 200) == kept
 
 
+async def test_two_or_three_points_are_at_most_that_many_on_both_paths(tmp_path: Path) -> None:
+    """`points` 2 and 3 (the smallest the API takes) gave 4: one bucket's minimum and maximum on top of the
+    first and the last. Below 4 there is room for the first and the last only, raw or from the rollups."""
+    assert [r[0] for r in min_max(rows([5.0, 1.0, 9.0, 2.0, 7.0]), 2)] == [1, 5]
+    assert [r[0] for r in min_max(rows([5.0, 1.0, 9.0, 2.0, 7.0]), 3)] == [1, 5]
+    async with service_on(tmp_path / "r.db") as service:
+        await rewards(service, "few", [math.sin(i / 50) for i in range(5_000)], 5_000)
+        for points in (2, 3):
+            whole = (await service.series("few", ["current_reward"], MessageFilter(), points))["series"]
+            ranged = MessageFilter(start_episode=0)
+            part = (await service.series("few", ["current_reward"], ranged, points))["series"]
+            for series in (whole["current_reward"], part["current_reward"]):
+                assert series["episode"] == [0, 4_999], (points, series["episode"])
+
+
 async def test_rollups_give_the_extremes_of_a_long_series(tmp_path: Path) -> None:
     """A long series is downsampled from its per-block rollups: first, last and every spike are kept,
     the same points on every call, and NaN points are counted, not drawn."""
