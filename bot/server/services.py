@@ -84,6 +84,8 @@ class TrainingService:
         # Called by the group commit after the commit, before the requests are answered; hands the frames
         # to the publisher and returns at once: one broker message per job, its frames in seq order.
         self.publisher.submit([(channel_for(item.session_id, item.epoch), item.frames) for item in published])
+        for item in published:  # what readers share of the session is out of date (RecentReads)
+            self.recent.forget(item.session_id)
 
     def broker_problem(self) -> str | None:
         """Why live frames may not be going through the broker (spectators then get them from the store)."""
@@ -210,15 +212,16 @@ class TrainingService:
 
     async def decisions(self, session_id: str, buckets: int, least: int = 1) -> dict[str, Any]:
         """The chosen actions and mean confidence over time, in at most `buckets` of at least `least` decisions
-        (bot/store/decisions.py); shared for 2 s by every reader of the session."""
+        (bot/store/decisions.py); shared by every reader of the session for 2 s, or until its next commit."""
         read = partial(self.store.read_heavy, read_session_decisions, session_id, buckets, least)
-        return await self.recent.get(("decisions", session_id, buckets, least), read)  # type: ignore[no-any-return]
+        key = ("decisions", session_id, buckets, least)
+        return await self.recent.get(key, read, session_id)  # type: ignore[no-any-return]
 
     async def summary(self, session_id: str) -> dict[str, Any]:
         """Per metric: count, last, min, max and the mean of the newest 100 points (bot/store/summary.py);
-        shared for 2 s by every reader of the session."""
+        shared by every reader of the session for 2 s, or until its next commit."""
         read = partial(self.store.read_heavy, read_session_summary, session_id)
-        return await self.recent.get(("summary", session_id), read)  # type: ignore[no-any-return]
+        return await self.recent.get(("summary", session_id), read, session_id)  # type: ignore[no-any-return]
 
     async def state(self, session_id: str, graph_points: int | None = None) -> SessionState:
         """The session as a spectator first sees it; graphs with at most `graph_points` per series."""

@@ -39,3 +39,19 @@ async def test_a_failed_read_is_not_kept() -> None:
     with pytest.raises(LookupError):
         await shared.get("k", read)
     assert await shared.get("k", read) == "back" and attempts == 2
+
+
+async def test_forgetting_a_group_makes_its_next_reader_read_again() -> None:
+    reads = 0
+
+    async def read() -> int:
+        nonlocal reads
+        reads += 1
+        return reads
+
+    shared = RecentReads(ttl=60)
+    assert await shared.get(("summary", "a"), read, "a") == 1
+    assert await shared.get(("summary", "b"), read, "b") == 2
+    shared.forget("a")  # a commit to session a
+    assert await shared.get(("summary", "a"), read, "a") == 3
+    assert await shared.get(("summary", "b"), read, "b") == 2  # b's answer still shared

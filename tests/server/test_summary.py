@@ -49,3 +49,26 @@ async def test_infinite_values_are_summed_up_as_the_strings_they_travel_as(clien
     loss = (await client.get(f"{BASE}/{session_id}/summary")).json()["metrics"]["loss_value"]
     assert (loss["min"], loss["max"], loss["last"]) == ("-Infinity", "Infinity", "Infinity")
     assert loss["recent_mean"] == "NaN" and loss["recent_count"] == 3  # inf - inf: the mean is undefined
+
+
+async def test_summary_and_decisions_show_an_acknowledged_push_and_never_a_deleted_run(
+    client: httpx.AsyncClient,
+) -> None:
+    """The run panel's reads are shared by every reader for a moment, but what a reader gets never misses a
+    push that was acknowledged before it asked, and never a deleted session's data after the session was
+    created again (the second review of stop 37: both held for 2 s)."""
+    base = "/api/training/sessions/shared-reads"
+    await client.post("/api/training/sessions", json={"training_id": "shared-reads"})
+    await client.post(f"{base}/metrics", json={"episode": 1, "current_reward": 1.0, "custom": {"old_metric": 1.0}})
+    await client.post(f"{base}/bot_decision", json={"action_probabilities": {"left": 1.0}, "selected_action": "left"})
+    first = (await client.get(f"{base}/summary")).json()
+    assert first["metrics"]["current_reward"]["last"] == 1.0
+    assert (await client.get(f"{base}/decisions")).json()["actions"] == ["left"]
+    await client.post(f"{base}/metrics", json={"episode": 2, "current_reward": 100.0})
+    assert (await client.get(f"{base}/summary")).json()["metrics"]["current_reward"]["last"] == 100.0
+    assert (await client.delete(base)).status_code == 200
+    await client.post("/api/training/sessions", json={"training_id": "shared-reads"})
+    await client.post(f"{base}/metrics", json={"episode": 1, "custom": {"new_metric": 2.0}})
+    await client.post(f"{base}/bot_decision", json={"action_probabilities": {"right": 1.0}, "selected_action": "right"})
+    assert set((await client.get(f"{base}/summary")).json()["metrics"]) == {"new_metric"}
+    assert (await client.get(f"{base}/decisions")).json()["actions"] == ["right"]
