@@ -257,7 +257,7 @@ async def test_export_from_the_page_returns_every_point(
     async with page.expect_download() as csv_download:
         await page.click("#export-csv")
     lines = Path(await (await csv_download.value).path()).read_text().splitlines()
-    assert lines[0] == "seq,timestamp,episode,average_reward,current_reward,epsilon,kl,loss_value,win_rate"
+    assert lines[0] == "seq,timestamp,episode,step,average_reward,current_reward,epsilon,kl,loss_value,win_rate"
     assert len(lines) == 3001 and lines[-1].startswith("3000,")
     async with page.expect_download() as json_download:
         await page.click("#export-json")
@@ -267,7 +267,7 @@ async def test_export_from_the_page_returns_every_point(
         await page.click(".chart[data-chart='Loss'] .save")
     download = await chart_download.value
     assert download.suggested_filename == f"{session_id}.csv"
-    assert Path(await download.path()).read_text().splitlines()[0] == "seq,timestamp,episode,loss_value"
+    assert Path(await download.path()).read_text().splitlines()[0] == "seq,timestamp,episode,step,loss_value"
 
 
 async def test_phone_width_and_both_themes(

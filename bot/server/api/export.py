@@ -3,8 +3,9 @@ the server's memory, and the first bytes leave before the last page is read.
 
 - `format=json`: every stored message (or those of `type`), exactly as spectators received them, as one
   JSON array.
-- `format=csv`: one row per `training_metrics` message: `seq`, `timestamp`, `episode`, then a column per
-  metric (every metric of the session, or those named by `metric`).
+- `format=csv`: one row per `training_metrics` message: `seq`, `timestamp`, `episode`, `step`, then a column
+  per metric (every metric of the session, or those named by `metric`, and then only the messages that have
+  one of them).
 - `format=json` with `metric`: those rows as JSON objects.
 """
 
@@ -36,6 +37,7 @@ MAX_COLUMNS = 16  # metrics named at once, as for /series (none named: every met
 router = APIRouter(prefix="/api/training/sessions/{session_id}", tags=["history"])
 
 Frames = list[tuple[int, str, str]]
+ROW_HEAD = ["seq", "timestamp", "episode", "step"]  # then a column per metric
 
 
 @router.get(
@@ -77,11 +79,12 @@ async def export(
         detail = f"the session has no metric {unknown[0]!r}; it has {', '.join(available) or 'none'}"
         return JSONResponse({"detail": detail, "session_id": session_id}, status_code=404)  # as every 404
     columns = list(dict.fromkeys(metric)) or available
+    named = bool(metric)  # rows of the named metrics' points only: a sparse one is not a column of blanks
     pages = _pages(service, session_id, where, first)
     if format == "csv":
-        body, media = _csv(pages, columns), "text/csv; charset=utf-8"
+        body, media = _csv(pages, columns, named), "text/csv; charset=utf-8"
     elif rows:
-        body, media = _json(pages, lambda frames: _row_objects(frames, columns)), "application/json"
+        body, media = _json(pages, lambda frames: _row_objects(frames, columns, named)), "application/json"
     else:
         body, media = _json(pages, lambda frames: ",".join(frame for _, _, frame in frames)), "application/json"
     filename = f"{session_id}.{format}"
@@ -113,14 +116,14 @@ async def _json(pages: AsyncIterator[Frames], encode: Callable[[Frames], str]) -
     yield b"]"
 
 
-async def _csv(pages: AsyncIterator[Frames], columns: list[str]) -> AsyncIterator[bytes]:
-    yield _csv_text([["seq", "timestamp", "episode", *columns]]).encode()
+async def _csv(pages: AsyncIterator[Frames], columns: list[str], named: bool) -> AsyncIterator[bytes]:
+    yield _csv_text([[*ROW_HEAD, *columns]]).encode()
     async for frames in pages:
-        yield (await asyncio.to_thread(_csv_page, frames, columns)).encode()
+        yield (await asyncio.to_thread(_csv_page, frames, columns, named)).encode()
 
 
-def _csv_page(frames: Frames, columns: list[str]) -> str:
-    return _csv_text(_rows(frames, columns))
+def _csv_page(frames: Frames, columns: list[str], named: bool) -> str:
+    return _csv_text(_rows(frames, columns, named))
 
 
 def _csv_text(rows: list[list[Any]]) -> str:
@@ -129,17 +132,21 @@ def _csv_text(rows: list[list[Any]]) -> str:
     return out.getvalue()
 
 
-def _rows(frames: Frames, columns: list[str]) -> list[list[Any]]:
-    """seq, the point's timestamp, episode and each column's value ("" where the point has none)."""
+def _rows(frames: Frames, columns: list[str], named: bool) -> list[list[Any]]:
+    """seq, the point's timestamp, episode, the engine's step and each column's value ("" where the point has
+    none); with `named` columns, only the points that have one of them."""
     rows = []
     for seq, _, frame in frames:
         data = orjson.loads(frame)["data"]
         custom = data.get("custom") or {}
         values = [data.get(name, custom.get(name)) for name in columns]
-        rows.append([seq, data.get("timestamp"), data.get("episode"), *values])
+        if named and values.count(None) == len(values):
+            continue
+        rows.append([seq, data.get("timestamp"), data.get("episode"), data.get("step"), *values])
     return rows
 
 
-def _row_objects(frames: Frames, columns: list[str]) -> str:
-    names = ["seq", "timestamp", "episode", *columns]
-    return ",".join(orjson.dumps(dict(zip(names, row, strict=True))).decode() for row in _rows(frames, columns))
+def _row_objects(frames: Frames, columns: list[str], named: bool) -> str:
+    names = [*ROW_HEAD, *columns]
+    rows = _rows(frames, columns, named)
+    return ",".join(orjson.dumps(dict(zip(names, row, strict=True))).decode() for row in rows)
