@@ -112,6 +112,9 @@ async def test_history_filters_and_cursor(client: httpx.AsyncClient) -> None:
     ]
     assert (await client.get(history, params={"since": start - 60, "until": start + 60})).json()["count"] == 11
     assert (await client.get(history, params={"until": "2000-01-01T00:00:00Z"})).json()["count"] == 0
+    # RFC 3339 (the schema's date-time) allows a lowercase t and z, as a point's own timestamp may have them
+    assert (await client.get(history, params={"until": "2000-01-01t00:00:00z"})).json()["count"] == 0
+    assert (await client.get(history, params={"since": "2000-01-01t00:00:00z"})).json()["count"] == 11
 
     page = (await client.get(history, params={"limit": 4})).json()
     seqs = [m["seq"] for m in page["messages"]]

@@ -47,7 +47,8 @@ def parse_time(name: str, value: str | None) -> float | None:
             raise bad_query(name, value, f"{name} must be a finite number of seconds or ISO 8601, got {value!r}")
         return seconds
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        # RFC 3339 allows a lowercase z (and t), as ingest takes them: fromisoformat takes neither z.
+        parsed = datetime.fromisoformat(value[:-1] + "+00:00" if value[-1:] in ("Z", "z") else value)
     except ValueError:
         raise bad_query(name, value, f"{name} must be seconds since the epoch or ISO 8601, got {value!r}") from None
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
