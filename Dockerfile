@@ -28,7 +28,9 @@ RUN if [ -n "$TORCH_INDEX_URL" ]; then pip install --index-url "$TORCH_INDEX_URL
     && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin metrics \
     && chown metrics /app/data /app/models
 USER 10001
-ENV TMS_MODELS_DIR=/app/models
+# The user has no home: a job's SDK spool (~/.cache by default) goes on the data volume instead.
+ENV TMS_MODELS_DIR=/app/models \
+    TMS_SPOOL_DIR=/app/data/spool
 VOLUME ["/app/data", "/app/models"]
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \

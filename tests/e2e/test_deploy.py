@@ -271,6 +271,7 @@ def test_the_compose_file_runs_two_instances_migrated_once_behind_a_loopback_pro
     assert "\nUSER 10001" in dockerfile and "FROM python:3.11-slim" in dockerfile
     assert "TMS_ENABLE_AUTH=1" in dockerfile  # it listens on every interface of the container
     assert 'pip install ".[redis,postgres,train]"' in dockerfile  # jobs and the daemon run in the image (#26.16)
+    assert "TMS_SPOOL_DIR=/app/data/spool" in dockerfile  # its user has no home for the SDK's default spool
     assert all("models:/app/models" in services[name]["volumes"] for name in servers)
 
 
