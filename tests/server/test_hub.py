@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 import pytest
@@ -49,20 +50,25 @@ class FakeStore:
         return {session_id: (len(self.frames), self.epoch) for session_id in session_ids}
 
 
+def hub_over(broker: Any, store: FakeStore, **changes: Any) -> Hub:
+    """A hub of 10 spectators at most over the fake store, with quick repairs unless `changes` say otherwise."""
+    options: dict[str, Any] = {"gap_wait": 0.01, "repair_interval": 0.05, **changes}
+    return Hub(
+        broker,
+        read_after=store.read_after,
+        last_seqs=store.last_seqs,
+        max_per_session=10,
+        max_total=10,
+        slow_timeout=60,
+        **options,
+    )
+
+
 @pytest.fixture
 async def setup() -> AsyncIterator[tuple[Hub, MemoryBroker, FakeStore]]:
     store = FakeStore()
     async with MemoryBroker() as broker:
-        hub = Hub(
-            broker,
-            read_after=store.read_after,
-            last_seqs=store.last_seqs,
-            max_per_session=10,
-            max_total=10,
-            slow_timeout=60,
-            gap_wait=0.01,
-            repair_interval=0.05,
-        )
+        hub = hub_over(broker, store)
         async with hub:
             yield hub, broker, store
 
@@ -150,15 +156,7 @@ async def test_the_next_incarnations_frames_never_reach_the_last_ones_spectators
     them for the ones after their own 1, 2, 3, even before the watchdog's look at the store."""
     store = FakeStore()
     async with MemoryBroker() as broker:
-        hub = Hub(
-            broker,
-            read_after=store.read_after,
-            last_seqs=store.last_seqs,
-            max_per_session=10,
-            max_total=10,
-            slow_timeout=60,
-            repair_interval=3600,  # no watchdog pass in this test
-        )
+        hub = hub_over(broker, store, repair_interval=3600)  # no watchdog pass in this test
         async with hub:
             old = await watching(hub, ("t1", "e1"))
             await publish(broker, store.commit(3))
@@ -236,16 +234,7 @@ async def test_a_failed_subscribe_is_logged_and_tried_again_and_nothing_is_read_
     store = FakeStore()
     store.commit(3000)
     async with FlakyBroker(failures=2) as broker:
-        hub = Hub(
-            broker,
-            read_after=store.read_after,
-            last_seqs=store.last_seqs,
-            max_per_session=10,
-            max_total=10,
-            slow_timeout=60,
-            gap_wait=0.01,
-            repair_interval=0.05,
-        )
+        hub = hub_over(broker, store)
         async with hub:
             first, second = (Spectator("s", None, 5000, TYPES, ("t1", "e1")) for _ in range(2))
             hub.add(first)  # as the endpoint does: add, then watch, with no pause between
